@@ -1,0 +1,156 @@
+"""`kiln <verb>`: the command line. Each verb resolves a config and calls one stage.
+
+Config resolution for the run-directory verbs: ``--preset NAME`` if given, else the run directory's
+saved config.json, else the `cpu` preset; then every ``--section.field VALUE`` override; the result
+is validated, printed with ``--dry-run`` and saved as config.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from kiln.config import apply_overrides, format_config, iter_fields, load_config
+from kiln.errors import KilnError
+from kiln.presets import PRESETS, RunConfig, get_preset
+from kiln.rundir import RunDir
+
+VERBS: dict[str, str] = {
+    "run": "the whole chain: tokenizer -> tokenize -> train -> eval -> samples -> report",
+    "tokenizer": "train a byte-level BPE tokenizer on the corpus; report bytes per token",
+    "tokenize": "encode the corpus into token shards with a manifest",
+    "train": "pretrain the model on the run directory's shards",
+    "eval": "validation loss and bits-per-byte of a checkpoint, printed as JSON",
+    "generate": "sample text from a checkpoint",
+}
+
+
+def _add_config_options(parser: argparse.ArgumentParser, sections: tuple[str, ...] | None = None) -> None:
+    group = parser.add_argument_group("config overrides (defaults come from the preset)")
+    for name, tp, doc in iter_fields(RunConfig):
+        if name == "preset" or (sections and name.split(".")[0] not in sections):
+            continue
+        kind = getattr(tp, "__name__", str(tp).replace("typing.", ""))
+        group.add_argument(f"--{name}", dest=name, default=None, metavar=kind.upper(), help=doc)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="run directory to read and write (default: runs/<preset>)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="start from this preset (default: the run directory's config.json, else cpu)")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kiln", description="kiln: raw text to an evaluated language model. Each verb reads and writes one "
+        "run directory; `kiln run` does them all.")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb, help_text in VERBS.items():
+        p = sub.add_parser(verb, help=help_text, description=help_text)
+        if verb in ("run", "tokenizer", "tokenize", "train"):
+            _add_run_options(p)
+        if verb in ("run", "train"):
+            p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run directory")
+            p.add_argument("--overwrite", action="store_true", help="start afresh even if the run directory has checkpoints")
+        if verb in ("eval", "generate"):
+            p.add_argument("--checkpoint", type=Path, default=None,
+                           help="a checkpoints/step_N directory (default: newest in --run-dir)")
+            p.add_argument("--run-dir", type=Path, default=None, help="take the newest checkpoint of this run")
+            p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        if verb == "eval":
+            p.add_argument("--text", type=Path, default=None, help="a .txt/.md file, a folder of them, or a .jsonl")
+            p.add_argument("--shards", type=Path, default=None, help="a shard directory (default: the run's validation shards)")
+            p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.json (default: the checkpoint's own)")
+        if verb == "generate":
+            p.add_argument("--prompt", action="append", default=None, help="prompt text (repeatable; default: sample.prompts)")
+            p.add_argument("--no-cache", action="store_true", help="recompute every step instead of using the KV cache")
+            _add_config_options(p, sections=("sample",))
+        elif verb != "eval":
+            _add_config_options(p)
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, RunDir]:
+    """Preset or saved config, then overrides; and the run directory."""
+    run_dir = args.run_dir or Path("runs") / (args.preset or "cpu")
+    run = RunDir(run_dir)
+    if args.preset:
+        cfg = get_preset(args.preset)
+    elif run.config.exists():
+        cfg = load_config(RunConfig, run.config)
+    else:
+        cfg = get_preset("cpu")
+    overrides = {name: getattr(args, name) for name, _, _ in iter_fields(RunConfig)
+                 if getattr(args, name, None) is not None}
+    return apply_overrides(cfg, overrides), run
+
+
+def _checkpoint_or_latest(args: argparse.Namespace) -> Path:
+    from kiln.train.checkpoint import latest_checkpoint
+
+    if args.checkpoint is not None:
+        return args.checkpoint
+    run = RunDir(args.run_dir or Path("runs") / "cpu")
+    found = latest_checkpoint(run.checkpoints)
+    if found is None:
+        raise KilnError(f"no checkpoint in {run.checkpoints}; pass --checkpoint DIR or the --run-dir of a trained run")
+    return found
+
+
+def _guard_fresh_start(args: argparse.Namespace, run: RunDir) -> None:
+    from kiln.train.checkpoint import checkpoint_dirs
+
+    if not args.resume and not args.overwrite and checkpoint_dirs(run.checkpoints):
+        raise KilnError(f"{run.root} already holds checkpoints; pass --resume to continue, --overwrite to start "
+                        "afresh, or choose another --run-dir")
+    if args.overwrite:
+        import shutil
+
+        shutil.rmtree(run.checkpoints, ignore_errors=True)
+
+
+def dispatch(args: argparse.Namespace) -> Any:
+    from kiln import run as run_pipeline
+    from kiln import stages
+
+    if args.verb in ("eval", "generate"):
+        checkpoint = _checkpoint_or_latest(args)
+        if args.verb == "eval":
+            result = stages.evaluate(checkpoint, None, args.text, args.shards, args.tokenizer, args.device)
+            print(json.dumps(result, indent=2))
+            return result
+        overrides = {n: getattr(args, n) for n, _, _ in iter_fields(RunConfig) if getattr(args, n, None) is not None}
+        texts = stages.sample(checkpoint, args.prompt, overrides, args.device, use_cache=not args.no_cache)
+        print("\n\n---\n\n".join(texts))
+        return texts
+    cfg, run = resolve_config(args)
+    if args.dry_run:
+        print(format_config(cfg))
+        return cfg
+    table: dict[str, Callable[[], Any]] = {
+        "run": lambda: run_pipeline.main(cfg, run, resume=args.resume),
+        "tokenizer": lambda: stages.tokenizer(cfg, run),
+        "tokenize": lambda: stages.tokenize(cfg, run),
+        "train": lambda: stages.train(cfg, run, resume=args.resume),
+    }
+    if args.verb in ("run", "train"):
+        _guard_fresh_start(args, run)
+    return table[args.verb]()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        dispatch(args)
+    except KilnError as e:
+        print(f"kiln {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kiln {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,201 @@
+"""Dataclass helpers: attribute docstrings as help, dotted overrides, save/load, printing.
+
+Every config is a (possibly nested) dataclass whose fields carry attribute docstrings:
+
+    @dataclass
+    class TrainConfig:
+        max_steps: int = 100
+        \"\"\"Optimizer steps to run.\"\"\"
+
+Overrides are dotted paths into the nested config (``train.max_steps=200``); values are parsed by
+the field's declared type, and the dataclass's ``__post_init__`` validates the result.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import json
+import textwrap
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterator, TypeVar
+
+from kiln.errors import KilnError
+
+C = TypeVar("C")
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass: {field name: the string literal right after it}."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def iter_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, Any, str]]:
+    """Yield (dotted name, type, docstring) for every leaf field of a nested dataclass type."""
+    hints = _hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from iter_fields(tp, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", tp, docs.get(f.name, "")
+
+
+def _parse_value(name: str, tp: Any, raw: Any) -> Any:
+    """Convert `raw` (a string from the command line, or a JSON value) to type `tp`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null")):
+            return None
+        return _parse_value(name, args[0], raw)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if raw not in choices:
+            raise KilnError(f"{name}={raw!r} is not one of {', '.join(map(str, choices))}; pick one of those")
+        return raw
+    if origin in (tuple, list):
+        (elem,) = typing.get_args(tp)[:1]
+        items = raw.split(",") if isinstance(raw, str) else list(raw)
+        return origin(_parse_value(name, elem, x) for x in items if x != "")
+    if tp is bool:
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(raw).lower() in ("0", "false", "no", "off"):
+            return False
+        raise KilnError(f"{name}={raw!r} is not a boolean; use true or false")
+    if tp in (int, float, str):
+        try:
+            if tp is int and isinstance(raw, str):
+                return int(float(raw)) if "e" in raw.lower() else int(raw)
+            return tp(raw)
+        except (TypeError, ValueError):
+            raise KilnError(f"{name}={raw!r} is not a valid {tp.__name__}; give a {tp.__name__}") from None
+    return raw
+
+
+def apply_overrides(cfg: C, overrides: dict[str, Any]) -> C:
+    """Return a copy of `cfg` with dotted-path overrides applied and validated.
+
+    >>> apply_overrides(run_cfg, {"train.max_steps": "200"})
+    """
+    grouped: dict[str, dict[str, Any]] = {}
+    changes: dict[str, Any] = {}
+    hints = _hints(type(cfg))
+    names = {f.name for f in dataclasses.fields(cfg)}
+    for key, raw in overrides.items():
+        head, _, rest = key.partition(".")
+        if head not in names:
+            known = ", ".join(sorted(names))
+            raise KilnError(f"unknown config key {key!r}; known sections and fields: {known}")
+        if rest:
+            if not dataclasses.is_dataclass(hints[head]):
+                raise KilnError(f"unknown config key {key!r}: {head} has no fields")
+            grouped.setdefault(head, {})[rest] = raw
+        elif dataclasses.is_dataclass(hints[head]):
+            raise KilnError(f"config key {key!r} is a section; set one of its fields, e.g. {head}.<field>=VALUE")
+        else:
+            changes[head] = _parse_value(key, hints[head], raw)
+    for head, sub in grouped.items():
+        try:
+            changes[head] = apply_overrides(getattr(cfg, head), sub)
+        except KilnError as e:
+            raise KilnError(str(e).replace("config key '", f"config key '{head}.", 1)) from None
+    try:
+        return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+    except ValueError as e:
+        raise KilnError(str(e)) from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested dataclass -> plain JSON-able dict."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """Plain dict (e.g. loaded JSON) -> nested dataclass; unknown keys are an error."""
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key, value in data.items():
+        if key not in names:
+            raise KilnError(f"config has unknown key {key!r} for {cls.__name__}; remove it or upgrade kiln")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value)  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _parse_value(key, tp, value)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise KilnError(str(e)) from None
+
+
+def save_config(cfg: Any, path: Path) -> None:
+    """Write the resolved config as indented JSON (atomically)."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def load_config(cls: type[C], path: Path) -> C:
+    """Read a config written by `save_config`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise KilnError(f"config file {path} not found; run an earlier stage first or pass --preset") from None
+    except json.JSONDecodeError as e:
+        raise KilnError(f"config file {path} is not valid JSON ({e}); fix or delete it") from None
+    return from_dict(cls, data)
+
+
+def format_config(cfg: Any) -> str:
+    """Human-readable listing of every resolved field, one `dotted.name = value` per line."""
+    flat: list[str] = []
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+            else:
+                flat.append(f"{prefix}{f.name} = {value!r}")
+
+    walk(cfg, "")
+    return "\n".join(flat)
+
+
+def require(condition: bool, message: str) -> None:
+    """Validation helper for ``__post_init__``: raise `KilnError(message)` unless `condition`."""
+    if not condition:
+        raise KilnError(message)

@@ -1,0 +1,86 @@
+"""Sampling with temperature, top-k and top-p, with or without a KV cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kiln.config import require
+from kiln.device import autocast
+
+
+@dataclass
+class SampleConfig:
+    max_new_tokens: int = 200
+    """Tokens to generate per prompt."""
+    temperature: float = 0.8
+    """Softmax temperature; 0 means greedy."""
+    top_k: int = 50
+    """Keep the k most likely tokens (0 disables)."""
+    top_p: float = 0.95
+    """Keep the smallest set of tokens whose probability reaches p (1.0 disables)."""
+    seed: int = 0
+    """Sampling seed: the same seed gives the same text."""
+    prompts: str = "Fellow-Citizens of the Senate and House of Representatives:|The state of the Union is|We must"
+    """Prompts for `kiln run`'s samples, separated by '|'."""
+
+    def __post_init__(self) -> None:
+        require(self.temperature >= 0, f"sample.temperature={self.temperature} must be >= 0")
+        require(0 < self.top_p <= 1, f"sample.top_p={self.top_p} must be in (0, 1]")
+        require(self.top_k >= 0, f"sample.top_k={self.top_k} must be >= 0")
+        require(self.max_new_tokens > 0, f"sample.max_new_tokens={self.max_new_tokens} must be positive")
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Set logits outside top-k / nucleus top-p to -inf. logits (B, V) float."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.8,
+             top_k: int = 0, top_p: float = 1.0, seed: int = 0, eos_id: int | None = None,
+             use_cache: bool = True, precision: str = "bf16") -> torch.Tensor:
+    """Extend prompt (B, T0) int64 by up to max_new_tokens; returns (B, T0 + new).
+
+    With `use_cache`, past keys/values are kept and each step feeds one token; without, each step
+    recomputes the whole sequence (the baseline the KV cache is measured against). Stops early when
+    every row has produced `eos_id`.
+    """
+    was_training = model.training
+    model.eval()
+    device = prompt.device
+    max_len = model.cfg.max_seq_len
+    max_new_tokens = min(max_new_tokens, max_len - prompt.shape[1])
+    gen = torch.Generator(device=device).manual_seed(seed)
+    cache_dtype = torch.bfloat16 if precision == "bf16" else None
+    cache = model.new_cache(prompt.shape[0], max_len, cache_dtype) if use_cache else None
+    tokens = prompt
+    step_input = prompt
+    done = torch.zeros(prompt.shape[0], dtype=torch.bool, device=device)
+    for _ in range(max_new_tokens):
+        with autocast(device, precision):
+            logits = model(step_input if use_cache else tokens, cache=cache)[:, -1].float()  # (B, V)
+        if temperature == 0:
+            next_id = logits.argmax(-1, keepdim=True)
+        else:
+            probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
+            next_id = torch.multinomial(probs, 1, generator=gen)
+        tokens = torch.cat([tokens, next_id], dim=1)
+        step_input = next_id
+        if eos_id is not None:
+            done |= next_id.squeeze(1) == eos_id
+            if bool(done.all()):
+                break
+    model.train(was_training)
+    return tokens

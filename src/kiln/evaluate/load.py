@@ -1,0 +1,49 @@
+"""Load a checkpoint for evaluation or generation: model, config, tokenizer, checked together."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from kiln.config import from_dict
+from kiln.errors import KilnError
+from kiln.models.decoder import Decoder, build_decoder
+from kiln.presets import RunConfig
+from kiln.tokenizer import load_tokenizer, tokenizer_hash, token_byte_lengths
+from kiln.train.checkpoint import load_weights, read_state
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: Decoder
+    cfg: RunConfig
+    tokenizer: Tokenizer
+    tokenizer_sha256: str
+    token_bytes: torch.Tensor
+    step: int
+
+
+def load_checkpoint(path: Path, device: torch.device, tokenizer_path: Path | None = None) -> LoadedCheckpoint:
+    """Model weights + config from `path` (a checkpoints/step_N directory); the tokenizer from
+    `tokenizer_path` or the copy inside the checkpoint. A tokenizer other than the one the model
+    was trained with is refused."""
+    path = Path(path)
+    if not path.is_dir():
+        raise KilnError(f"checkpoint {path} is not a directory; pass a run's checkpoints/step_N directory")
+    state = read_state(path)
+    cfg = from_dict(RunConfig, json.loads((path / "config.json").read_text()))
+    tok_path = Path(tokenizer_path) if tokenizer_path else path / "tokenizer.json"
+    tokenizer = load_tokenizer(tok_path)
+    sha = tokenizer_hash(tok_path)
+    if sha != state.get("tokenizer_sha256"):
+        raise KilnError(f"tokenizer {tok_path} is not the one checkpoint {path} was trained with; "
+                        "use the tokenizer.json saved in the checkpoint")
+    model = build_decoder(cfg.model, device)
+    load_weights(path, model)
+    model.eval()
+    token_bytes = torch.tensor(token_byte_lengths(tokenizer) + [0] * (cfg.model.vocab_size - tokenizer.get_vocab_size()))
+    return LoadedCheckpoint(model, cfg, tokenizer, sha, token_bytes, state["step"])

@@ -1,0 +1,123 @@
+"""Layers shared by the model families: RMSNorm, rotary positions, attention with a KV cache, SwiGLU.
+
+Shapes: B batch, T query positions, S key positions, H query heads, K key/value heads, D head dim,
+C model width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+
+    def init_weights(self) -> None:
+        nn.init.ones_(self.weight)
+
+
+def rotary_tables(head_dim: int, max_len: int, theta: float, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables, each (max_len, head_dim), in the rotate-half layout Llama uses."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float32, device=device), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, heads, T, D) by position tables cos/sin (T, D)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class KVCache:
+    """Keys and values of every layer for incremental decoding: (layers, B, K, max_len, D)."""
+
+    def __init__(self, num_layers: int, batch: int, num_kv_heads: int, head_dim: int, max_len: int,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        shape = (num_layers, batch, num_kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0
+        self.max_len = max_len
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, K, T, D) at the current position; return all keys/values so far (B, K, S, D)."""
+        end = self.pos + k.shape[2]
+        self.k[layer, :, :, self.pos : end] = k
+        self.v[layer, :, :, self.pos : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, num_tokens: int) -> None:
+        self.pos += num_tokens
+
+
+class Attention(nn.Module):
+    """Multi-head attention with grouped-query heads and rotary positions, via SDPA."""
+
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, causal: bool = True) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.head_dim = dim // num_heads
+        self.causal = causal
+        self.wqkv = nn.Linear(dim, (num_heads + 2 * num_kv_heads) * self.head_dim, bias=False)
+        self.wo = nn.Linear(num_heads * self.head_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
+        q, k, v = self.wqkv(x).split([H * D, K * D, K * D], dim=-1)
+        q = apply_rotary(q.view(B, T, H, D).transpose(1, 2), cos, sin)  # (B, H, T, D)
+        k = apply_rotary(k.view(B, T, K, D).transpose(1, 2), cos, sin)  # (B, K, T, D)
+        v = v.view(B, T, K, D).transpose(1, 2)
+        past = 0
+        if cache is not None:
+            past = cache.pos
+            k, v = cache.update(layer, k, v)  # (B, K, S, D)
+        mask = None
+        is_causal = self.causal and past == 0 and T > 1
+        if self.causal and past > 0 and T > 1:
+            # chunked prefill after earlier tokens: query i sees keys up to past + i
+            S = k.shape[2]
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=H != K)
+        return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
+
+    def init_weights(self, std: float, out_std: float) -> None:
+        nn.init.normal_(self.wqkv.weight, std=std)
+        nn.init.normal_(self.wo.weight, std=out_std)
+
+
+class SwiGLU(nn.Module):
+    """Gated MLP: w_down(silu(x w_gate) * x w_up), gate and up fused into one matmul."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.w_gate_up = nn.Linear(dim, 2 * hidden_dim, bias=False)
+        self.w_down = nn.Linear(hidden_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w_gate_up(x).chunk(2, dim=-1)
+        return self.w_down(F.silu(gate) * up)
+
+    def init_weights(self, std: float, out_std: float) -> None:
+        nn.init.normal_(self.w_gate_up.weight, std=std)
+        nn.init.normal_(self.w_down.weight, std=out_std)
+
+
+def swiglu_hidden_dim(dim: int, multiple_of: int = 64) -> int:
+    """Llama's rule: 8/3 of the width, rounded up to a multiple (keeps params near a 4x GELU MLP)."""
+    return multiple_of * math.ceil(int(8 * dim / 3) / multiple_of)

@@ -1,0 +1,48 @@
+"""`kiln run`: tokenizer -> tokenize -> train -> eval -> samples -> report, in one run directory."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from kiln import stages
+from kiln.presets import RunConfig
+from kiln.report import plot_loss, write_report
+from kiln.rundir import RunDir
+from kiln.train.checkpoint import latest_checkpoint
+
+
+def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
+    """The whole chain; returns the summary written to summary.json."""
+    t0 = time.perf_counter()
+    if not (resume and run.tokenizer.exists()):
+        stages.tokenizer(cfg, run)
+    if not (resume and (run.split("val") / "manifest.json").exists()):
+        stages.tokenize(cfg, run)
+    trained = stages.train(cfg, run, resume=resume and latest_checkpoint(run.checkpoints) is not None)
+    samples = stages.sample(latest_checkpoint(run.checkpoints), None, device_name=cfg.train.device)
+    plot_loss(run)
+    recorded = json.loads(run.stages.read_text())
+    summary = {
+        "preset": cfg.preset,
+        "val_loss": trained["val_loss"],
+        "val_bpb": trained["val_bpb"],
+        "train_tokens": trained["train_tokens"],
+        "params": trained["params"],
+        "params_non_embedding": trained["params_non_embedding"],
+        "tokens_per_s": trained["tokens_per_s"],
+        "mfu": trained["mfu"],
+        "wall_s": time.perf_counter() - t0,
+        "train_s": trained["train_s"],
+        "steps": trained["steps"],
+        "epochs": trained["epochs"],
+        "val_bytes_per_token": recorded.get("tokenizer", {}).get("val_bytes_per_token"),
+        "tokenize_mb_per_s": recorded.get("tokenize", {}).get("train", {}).get("mb_per_s"),
+        "device": trained["device"],
+        "precision": trained["precision"],
+    }
+    write_report(run, summary, recorded, samples, cfg)
+    print(f"done in {summary['wall_s']:.0f} s: val_loss {summary['val_loss']:.4f}, val_bpb {summary['val_bpb']:.4f}, "
+          f"{summary['tokens_per_s']:,.0f} tokens/s, MFU {summary['mfu']:.1%} -> {run.report}")
+    return summary

@@ -1,0 +1,59 @@
+"""The run directory: one place that names every file a run leaves (a stable interface)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer.json"
+
+    @property
+    def shards(self) -> Path:
+        return self.root / "shards"
+
+    def split(self, name: str) -> Path:
+        """Shard directory of one split: 'train' or 'val'."""
+        return self.shards / name
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.root / "loss.png"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples.txt"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def stages(self) -> Path:
+        """stages.json: what each stage reported (bytes per token, tokenize speed, ...)."""
+        return self.root / "stages.json"

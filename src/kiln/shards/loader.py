@@ -1,0 +1,150 @@
+"""Read token shards: a memory-mapped `ShardSet` and the deterministic, resumable `PackedLoader`.
+
+Packing: the shard token stream (documents already separated by bos/eos) is cut into
+non-overlapping windows of ``seq_len + 1`` tokens (inputs are the first ``seq_len``, targets the last
+``seq_len``). Each epoch visits every window once in an order drawn from ``(seed, epoch)``.
+
+Distribution: the loader walks one global sequence of windows. Each call takes the next
+``batch_size * world_size`` of them and gives rank ``r`` the slice ``[r*batch_size, (r+1)*batch_size)``,
+so ranks are disjoint and the global token sequence does not depend on the world size. The whole
+state is one counter, ``samples_seen``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from kiln.errors import KilnError
+from kiln.shards.writer import FORMAT, MANIFEST
+
+
+class ShardSet:
+    """A shard directory written by `write_shards`, memory-mapped."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        path = self.directory / MANIFEST
+        if not path.exists():
+            raise KilnError(f"no shard manifest at {path}; run `kiln tokenize` first or point at a shard directory")
+        try:
+            self.manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise KilnError(f"shard manifest {path} is corrupt ({e}); re-run `kiln tokenize`") from None
+        if self.manifest.get("format") != FORMAT:
+            raise KilnError(f"{path} is not a kiln shard manifest (format {self.manifest.get('format')!r})")
+        self.dtype = np.dtype(self.manifest["dtype"])
+        self.tokens: list[np.ndarray] = []
+        for shard in self.manifest["shards"]:
+            file = self.directory / shard["file"]
+            expected = shard["num_tokens"] * self.dtype.itemsize
+            if not file.exists() or file.stat().st_size != expected:
+                raise KilnError(f"shard {file} is missing or truncated (expected {expected} bytes); re-run `kiln tokenize`")
+            self.tokens.append(np.memmap(file, dtype=self.dtype, mode="r") if expected else np.zeros(0, self.dtype))
+
+    @property
+    def tokenizer_sha256(self) -> str:
+        return self.manifest["tokenizer_sha256"]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.manifest["num_tokens"]
+
+    def verify(self) -> None:
+        """Recompute every shard's sha256 against the manifest."""
+        for shard in self.manifest["shards"]:
+            digest = hashlib.sha256((self.directory / shard["file"]).read_bytes()).hexdigest()
+            if digest != shard["sha256"]:
+                raise KilnError(f"shard {shard['file']} fails its checksum; re-run `kiln tokenize`")
+
+    def documents(self) -> Iterator[np.ndarray]:
+        """Each stored document's tokens (bos ... eos), in order."""
+        for shard, tokens in zip(self.manifest["shards"], self.tokens):
+            offsets = np.load(self.directory / shard["docs_file"])
+            for start, end in zip(offsets[:-1], offsets[1:]):
+                yield np.asarray(tokens[start:end])
+
+
+class PackedLoader:
+    """Deterministic, resumable (inputs, targets) batches of shape (batch_size, seq_len)."""
+
+    def __init__(
+        self,
+        shards: ShardSet,
+        seq_len: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.shards, self.seq_len, self.batch_size = shards, seq_len, batch_size
+        self.rank, self.world_size, self.seed, self.shuffle = rank, world_size, seed, shuffle
+        per_shard = [max(0, (len(t) - 1) // seq_len) for t in shards.tokens]
+        self._starts = np.concatenate([[0], np.cumsum(per_shard)]).astype(np.int64)
+        self.num_windows = int(self._starts[-1])
+        if self.num_windows == 0:
+            raise KilnError(
+                f"shards in {shards.directory} hold {shards.num_tokens} tokens, fewer than one sequence of "
+                f"{seq_len + 1}; use more text or a shorter train.seq_len"
+            )
+        self.samples_seen = 0
+        self._epoch_order: tuple[int, np.ndarray] | None = None
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._epoch_order is None or self._epoch_order[0] != epoch:
+            if self.shuffle:
+                order = np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
+            else:
+                order = np.arange(self.num_windows)
+            self._epoch_order = (epoch, order)
+        return self._epoch_order[1]
+
+    def window(self, index: int) -> np.ndarray:
+        """Tokens of window `index` (0 <= index < num_windows): seq_len + 1 of them."""
+        shard = int(np.searchsorted(self._starts, index, side="right")) - 1
+        offset = (index - int(self._starts[shard])) * self.seq_len
+        return self.shards.tokens[shard][offset : offset + self.seq_len + 1]
+
+    def global_window(self, sample: int) -> np.ndarray:
+        epoch, position = divmod(sample, self.num_windows)
+        return self.window(int(self._order(epoch)[position]))
+
+    @property
+    def epoch(self) -> float:
+        return self.samples_seen / self.num_windows
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's next micro-batch: inputs and targets, int64, (batch_size, seq_len)."""
+        first = self.samples_seen + self.rank * self.batch_size
+        rows = np.stack([self.global_window(first + i) for i in range(self.batch_size)]).astype(np.int64)
+        self.samples_seen += self.batch_size * self.world_size
+        data = torch.from_numpy(rows)
+        return data[:, :-1], data[:, 1:]
+
+    def state_dict(self) -> dict:
+        return {"samples_seen": self.samples_seen, "seed": self.seed, "seq_len": self.seq_len}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seq_len"] != self.seq_len or state["seed"] != self.seed:
+            raise KilnError("checkpoint's loader state is for another seq_len or seed; resume with the run's config")
+        self.samples_seen = int(state["samples_seen"])
+
+
+def iterate_windows(
+    shards: ShardSet, seq_len: int, batch_size: int, max_windows: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every window in order, once, as (inputs, targets) batches; for evaluation."""
+    loader = PackedLoader(shards, seq_len, batch_size, shuffle=False)
+    total = loader.num_windows if max_windows is None else min(max_windows, loader.num_windows)
+    for start in range(0, total, batch_size):
+        rows = np.stack([loader.window(i) for i in range(start, min(start + batch_size, total))]).astype(np.int64)
+        data = torch.from_numpy(rows)
+        yield data[:, :-1], data[:, 1:]

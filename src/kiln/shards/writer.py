@@ -1,0 +1,141 @@
+"""Text to token shards: flat uint16/uint32 files plus a manifest.
+
+A shard directory holds ``shard_NNNNN.bin`` (tokens, native little-endian), ``shard_NNNNN.docs.npy``
+(int64 document start offsets into that shard, plus the end) and ``manifest.json`` (dtype,
+tokenizer hash, counts, per-file sha256). Each document is stored as ``<|bos|> tokens <|eos|>``.
+Documents are encoded in batches with ``encode_batch`` (parallel in Rust) so memory stays bounded by
+``batch_bytes`` however large the corpus is. Files appear under their final names only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from kiln.config import require
+from kiln.corpus import Document
+from kiln.tokenizer import special_ids
+
+MANIFEST = "manifest.json"
+FORMAT = "kiln-shards-v1"
+
+
+@dataclass
+class ShardConfig:
+    shard_tokens: int = 100_000_000
+    """Start a new shard file after this many tokens."""
+    batch_bytes: int = 4_000_000
+    """Text buffered per `encode_batch` call; bounds memory while tokenizing."""
+
+    def __post_init__(self) -> None:
+        require(self.shard_tokens > 0, f"shards.shard_tokens={self.shard_tokens} must be positive")
+        require(self.batch_bytes > 0, f"shards.batch_bytes={self.batch_bytes} must be positive")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits, else uint32."""
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def _batches(docs: Iterable[Document], batch_bytes: int) -> Iterator[list[Document]]:
+    batch: list[Document] = []
+    size = 0
+    for doc in docs:
+        batch.append(doc)
+        size += len(doc.text)
+        if size >= batch_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+class _ShardFile:
+    """One shard being written: tokens streamed to a temp file, hashed on the way."""
+
+    def __init__(self, out_dir: Path, index: int) -> None:
+        self.name = f"shard_{index:05d}"
+        self.tmp = out_dir / f".{self.name}.bin.tmp"
+        self.final = out_dir / f"{self.name}.bin"
+        self.f = self.tmp.open("wb")
+        self.sha = hashlib.sha256()
+        self.offsets = [0]
+        self.num_bytes = 0
+
+    def add(self, tokens: np.ndarray, text_bytes: int) -> None:
+        data = tokens.tobytes()
+        self.f.write(data)
+        self.sha.update(data)
+        self.offsets.append(self.offsets[-1] + len(tokens))
+        self.num_bytes += text_bytes
+
+    def close(self, out_dir: Path) -> dict:
+        self.f.close()
+        os.replace(self.tmp, self.final)
+        docs_file = out_dir / f"{self.name}.docs.npy"
+        np.save(docs_file, np.asarray(self.offsets, dtype=np.int64))
+        return {
+            "file": self.final.name,
+            "docs_file": docs_file.name,
+            "num_tokens": self.offsets[-1],
+            "num_documents": len(self.offsets) - 1,
+            "num_bytes": self.num_bytes,
+            "sha256": self.sha.hexdigest(),
+        }
+
+
+def write_shards(
+    docs: Iterable[Document],
+    tok: Tokenizer,
+    tokenizer_sha256: str,
+    out_dir: Path,
+    cfg: ShardConfig,
+    desc: str = "tokenize",
+) -> dict:
+    """Tokenize `docs` into shards under `out_dir`; return (and write) the manifest."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("shard_*"):
+        stale.unlink()
+    ids = special_ids(tok)
+    dtype = token_dtype(tok.get_vocab_size())
+    bos = np.array([ids["bos"]], dtype=dtype)
+    eos = np.array([ids["eos"]], dtype=dtype)
+    shards: list[dict] = []
+    current = _ShardFile(out_dir, 0)
+    bar = tqdm(desc=desc, unit="B", unit_scale=True, dynamic_ncols=True, mininterval=0.5)
+    for batch in _batches(docs, cfg.batch_bytes):
+        encodings = tok.encode_batch([d.text for d in batch], add_special_tokens=False)
+        for doc, enc in zip(batch, encodings):
+            tokens = np.concatenate([bos, np.asarray(enc.ids, dtype=dtype), eos])
+            if current.offsets[-1] > 0 and current.offsets[-1] + len(tokens) > cfg.shard_tokens:
+                shards.append(current.close(out_dir))
+                current = _ShardFile(out_dir, len(shards))
+            num_bytes = len(doc.text.encode("utf-8"))
+            current.add(tokens, num_bytes)
+            bar.update(num_bytes)
+    bar.close()
+    shards.append(current.close(out_dir))
+    manifest = {
+        "format": FORMAT,
+        "dtype": dtype.name,
+        "tokenizer_sha256": tokenizer_sha256,
+        "vocab_size": tok.get_vocab_size(),
+        "bos_id": ids["bos"],
+        "eos_id": ids["eos"],
+        "num_tokens": sum(s["num_tokens"] for s in shards),
+        "num_documents": sum(s["num_documents"] for s in shards),
+        "num_bytes": sum(s["num_bytes"] for s in shards),
+        "shards": shards,
+    }
+    tmp = out_dir / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, out_dir / MANIFEST)
+    return manifest

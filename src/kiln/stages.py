@@ -1,0 +1,158 @@
+"""The pipeline's stages, each `stage(cfg, run) -> figures`, reading and writing one run directory.
+
+tokenizer -> tokenize -> train -> (eval, generate). `kiln run` calls them in order (see run.py);
+the CLI exposes each as a verb.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kiln.config import apply_overrides, save_config
+from kiln.corpus import CorpusConfig, ReadStats, read_documents, split_documents
+from kiln.device import pick_device
+from kiln.errors import KilnError
+from kiln.evaluate.generate import generate
+from kiln.evaluate.load import load_checkpoint
+from kiln.evaluate.loss import evaluate_loss
+from kiln.presets import RunConfig
+from kiln.rundir import RunDir
+from kiln.shards.loader import ShardSet, iterate_windows
+from kiln.shards.writer import ShardConfig, write_shards
+from kiln.tokenizer import bytes_per_token, load_tokenizer, token_byte_lengths, tokenizer_hash, train_tokenizer
+from kiln.train.checkpoint import latest_checkpoint
+from kiln.train.trainer import Trainer
+
+
+def record(run: RunDir, stage: str, figures: dict[str, Any]) -> None:
+    """Merge one stage's figures into stages.json."""
+    data = json.loads(run.stages.read_text()) if run.stages.exists() else {}
+    data[stage] = figures
+    run.stages.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _report_read_stats(stats: ReadStats) -> dict[str, Any]:
+    if stats.num_invalid_bytes:
+        print(f"replaced {stats.num_invalid_bytes} invalid UTF-8 bytes in {stats.num_documents_with_invalid_utf8} "
+              "documents with U+FFFD")
+    for line in stats.skipped[:10]:
+        print(f"skipped {line}")
+    if stats.num_skipped > 10:
+        print(f"... and {stats.num_skipped - 10} more skipped")
+    return {"documents": stats.num_documents, "bytes": stats.num_bytes, "invalid_utf8_bytes": stats.num_invalid_bytes,
+            "skipped": stats.num_skipped}
+
+
+def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
+    """Train byte-level BPE on the training split; save tokenizer.json; report bytes/token on validation."""
+    run.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run.config)
+    t0 = time.perf_counter()
+    stats = ReadStats()
+    tok = train_tokenizer((d.text for d in split_documents(cfg.data, "train", stats)), cfg.tokenizer)
+    tok.save(str(run.tokenizer))
+    bpt = bytes_per_token(tok, (d.text for d in split_documents(cfg.data, "val")))
+    figures = {"vocab_size": tok.get_vocab_size(), "val_bytes_per_token": bpt, "wall_s": time.perf_counter() - t0,
+               "corpus": _report_read_stats(stats)}
+    print(f"tokenizer: {tok.get_vocab_size()} tokens, {bpt:.3f} bytes/token on validation -> {run.tokenizer}")
+    record(run, "tokenizer", figures)
+    return figures
+
+
+def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
+    """Encode both splits into uint16/uint32 shards with manifests."""
+    tok = load_tokenizer(run.tokenizer)
+    sha = tokenizer_hash(run.tokenizer)
+    save_config(cfg, run.config)
+    figures: dict[str, Any] = {}
+    for split in ("train", "val"):
+        t0 = time.perf_counter()
+        stats = ReadStats()
+        manifest = write_shards(split_documents(cfg.data, split, stats), tok, sha, run.split(split), cfg.shards,
+                                desc=f"tokenize {split}")
+        wall_s = time.perf_counter() - t0
+        if manifest["num_documents"] == 0:
+            raise KilnError(f"the {split} split is empty (corpus has {stats.num_documents} document(s)); "
+                            "use a corpus with at least two documents or change data.val_fraction")
+        figures[split] = {"documents": manifest["num_documents"], "tokens": manifest["num_tokens"],
+                          "bytes": manifest["num_bytes"], "wall_s": wall_s, "mb_per_s": manifest["num_bytes"] / 1e6 / wall_s}
+        print(f"tokenize {split}: {manifest['num_documents']} docs, {manifest['num_tokens']:,} tokens, "
+              f"{manifest['num_bytes'] / 1e6 / wall_s:.1f} MB/s")
+        _report_read_stats(stats)
+    record(run, "tokenize", figures)
+    return figures
+
+
+def _token_bytes(tok, vocab_size: int) -> torch.Tensor:
+    lengths = token_byte_lengths(tok)
+    return torch.tensor(lengths + [0] * (vocab_size - len(lengths)), dtype=torch.int64)
+
+
+def train(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
+    """Train the model on the run's shards; checkpoints, metrics.jsonl, summary figures."""
+    tok = load_tokenizer(run.tokenizer)
+    save_config(cfg, run.config)
+    trainer = Trainer(cfg, run, _token_bytes(tok, cfg.model.vocab_size), tokenizer_hash(run.tokenizer), resume=resume)
+    figures = trainer.fit()
+    record(run, "train", figures)
+    return figures
+
+
+def evaluate(checkpoint: Path | None, run: RunDir | None, text: Path | None, shards: Path | None,
+             tokenizer_path: Path | None, device_name: str = "auto") -> dict[str, Any]:
+    """Loss and bits-per-byte of a checkpoint on a text file/folder/.jsonl or a shard directory."""
+    if checkpoint is None:
+        if run is None or latest_checkpoint(run.checkpoints) is None:
+            raise KilnError("no checkpoint to evaluate; pass --checkpoint DIR or a --run-dir that has checkpoints")
+        checkpoint = latest_checkpoint(run.checkpoints)
+    device = pick_device(device_name)
+    loaded = load_checkpoint(checkpoint, device, tokenizer_path)
+    seq_len, batch = loaded.cfg.train.seq_len, loaded.cfg.train.micro_batch_size
+    if text is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            docs = read_documents(CorpusConfig(corpus=str(text)))
+            write_shards(docs, loaded.tokenizer, loaded.tokenizer_sha256, Path(tmp), ShardConfig(), desc="tokenize")
+            result = _eval_shards(loaded, ShardSet(Path(tmp)), seq_len, batch, device)
+    else:
+        shard_dir = shards or (checkpoint.parent.parent / "shards" / "val")
+        result = _eval_shards(loaded, ShardSet(shard_dir), seq_len, batch, device)
+    result["checkpoint"] = str(checkpoint)
+    result["step"] = loaded.step
+    return result
+
+
+def _eval_shards(loaded, shard_set: ShardSet, seq_len: int, batch: int, device: torch.device) -> dict[str, Any]:
+    if shard_set.tokenizer_sha256 != loaded.tokenizer_sha256:
+        raise KilnError(f"shards in {shard_set.directory} were made with another tokenizer than the checkpoint's; "
+                        "evaluate on text (--text) or on shards from the same run")
+    if shard_set.num_tokens < 2:
+        raise KilnError(f"{shard_set.directory} holds too little text to evaluate")
+    seq_len = min(seq_len, shard_set.num_tokens - 1)
+    batches = iterate_windows(shard_set, seq_len, batch)
+    return evaluate_loss(loaded.model, batches, loaded.token_bytes, device, loaded.cfg.train.precision)
+
+
+def sample(checkpoint: Path, prompts: list[str] | None, cfg_overrides: dict[str, Any] | None = None,
+           device_name: str = "auto", use_cache: bool = True) -> list[str]:
+    """Continue each prompt with the checkpoint's model; returns prompt + continuation texts."""
+    device = pick_device(device_name)
+    loaded = load_checkpoint(checkpoint, device)
+    sc = apply_overrides(loaded.cfg, cfg_overrides or {}).sample
+    if prompts is None:
+        prompts = [p for p in sc.prompts.split("|") if p.strip()]
+    bos = loaded.tokenizer.token_to_id("<|bos|>")
+    eos = loaded.tokenizer.token_to_id("<|eos|>")
+    outputs = []
+    for i, prompt in enumerate(prompts):
+        ids = [bos] + loaded.tokenizer.encode(prompt, add_special_tokens=False).ids
+        tokens = torch.tensor([ids], device=device)
+        out = generate(loaded.model, tokens, sc.max_new_tokens, sc.temperature, sc.top_k, sc.top_p, sc.seed + i,
+                       eos_id=eos, use_cache=use_cache, precision=loaded.cfg.train.precision)
+        outputs.append(loaded.tokenizer.decode(out[0].tolist(), skip_special_tokens=True))
+    return outputs

@@ -1,0 +1,141 @@
+"""Train, save and load a byte-level BPE tokenizer (Hugging Face `tokenizers`).
+
+Special tokens take the first ids, in a fixed layout every model family can rely on:
+``<|pad|>`` 0, ``<|bos|>`` 1, ``<|eos|>`` 2, ``<|mask|>`` 3, then ``<|sentinel_0|>`` ... for span
+corruption. Text is split with the GPT-4 pre-tokenisation pattern and then mapped to bytes, so any
+string round-trips exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from kiln.config import require
+from kiln.errors import KilnError
+
+PAD, BOS, EOS, MASK = "<|pad|>", "<|bos|>", "<|eos|>", "<|mask|>"
+# GPT-4's split pattern (as in tiktoken cl100k), with numbers grouped by at most two digits.
+SPLIT_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 8192
+    """Total vocabulary size, special tokens included."""
+    num_sentinels: int = 32
+    """Sentinel tokens reserved for span corruption (encoder-decoder families)."""
+    max_train_bytes: int = 200_000_000
+    """Stop feeding training text to the BPE trainer after this many bytes."""
+
+    def __post_init__(self) -> None:
+        require(
+            self.vocab_size >= 256 + 4 + self.num_sentinels + 1,
+            f"tokenizer.vocab_size={self.vocab_size} is too small: it needs 256 byte tokens, 4 special tokens and "
+            f"{self.num_sentinels} sentinels; use at least {256 + 4 + self.num_sentinels + 1}",
+        )
+
+
+def special_tokens(num_sentinels: int) -> list[str]:
+    return [PAD, BOS, EOS, MASK] + [f"<|sentinel_{i}|>" for i in range(num_sentinels)]
+
+
+def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, show_progress: bool = True) -> Tokenizer:
+    """Train byte-level BPE on an iterator of texts."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size,
+        special_tokens=special_tokens(cfg.num_sentinels),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        min_frequency=2,
+        show_progress=show_progress,
+    )
+
+    def capped() -> Iterator[str]:
+        seen = 0
+        for text in texts:
+            yield text
+            seen += len(text)
+            if seen >= cfg.max_train_bytes:
+                return
+
+    tok.train_from_iterator(capped(), trainer=trainer)
+    return tok
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """Load tokenizer.json, with a clear error if it is missing or unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise KilnError(f"tokenizer {path} not found; run `kiln tokenizer` first or pass the right run directory")
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception on bad JSON
+        raise KilnError(f"tokenizer {path} is unreadable ({e}); re-run `kiln tokenizer`") from None
+    for name in (PAD, BOS, EOS):
+        if tok.token_to_id(name) is None:
+            raise KilnError(f"tokenizer {path} lacks the special token {name}; train it with `kiln tokenizer`")
+    return tok
+
+
+def tokenizer_hash(path: Path) -> str:
+    """sha256 of tokenizer.json: shards and checkpoints record it to catch mismatched tokenizers."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def special_ids(tok: Tokenizer) -> dict[str, int]:
+    """Ids of the special tokens every stage needs."""
+    return {"pad": tok.token_to_id(PAD), "bos": tok.token_to_id(BOS), "eos": tok.token_to_id(EOS)}
+
+
+def bytes_per_token(tok: Tokenizer, texts: Iterable[str]) -> float:
+    """UTF-8 bytes per token over `texts` (higher means better compression)."""
+    num_bytes = num_tokens = 0
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        num_bytes += len(text.encode("utf-8"))
+    for enc in tok.encode_batch(batch, add_special_tokens=False):
+        num_tokens += len(enc.ids)
+    return num_bytes / max(num_tokens, 1)
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte <-> printable-unicode table, inverted: {unicode char: byte value}."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+def token_byte_lengths(tok: Tokenizer) -> list[int]:
+    """UTF-8 bytes each token id stands for; 0 for special tokens (they are not text).
+
+    Bits-per-byte divides summed loss by the bytes of the predicted tokens, which makes it
+    comparable across tokenizers.
+    """
+    inverse = _byte_level_alphabet()
+    specials = {t.content for t in tok.get_added_tokens_decoder().values()}
+    lengths = []
+    for i in range(tok.get_vocab_size()):
+        piece = tok.id_to_token(i)
+        lengths.append(0 if piece is None or piece in specials else sum(1 for ch in piece if ch in inverse))
+    return lengths

@@ -1,0 +1,246 @@
+"""The training loop: one loop for every objective and stage.
+
+The `Trainer` owns steps, gradient accumulation, clipping, the schedule, periodic validation,
+checkpoints and metrics. The model comes in built; the objective turns batches into a loss; the
+loader is told its rank and world size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from tqdm import tqdm
+
+from kiln.config import require, to_dict
+from kiln.device import autocast, pick_device
+from kiln.errors import KilnError
+from kiln.evaluate.loss import evaluate_loss
+from kiln.models.decoder import build_decoder
+from kiln.objectives import CausalLM
+from kiln.rundir import RunDir
+from kiln.shards.loader import PackedLoader, ShardSet, iterate_windows
+from kiln.train.checkpoint import (latest_checkpoint, load_training_state, load_weights, read_state,
+                                   save_checkpoint)
+from kiln.train.flops import decoder_flops_per_token, measure_matmul_peak
+from kiln.train.optim import build_optimizer, lr_at
+
+if TYPE_CHECKING:
+    from kiln.presets import RunConfig
+
+
+@dataclass
+class TrainConfig:
+    seq_len: int = 512
+    """Tokens per training sequence (at most model.max_seq_len)."""
+    micro_batch_size: int = 8
+    """Sequences per forward/backward on each rank."""
+    grad_accum_steps: int = 1
+    """Micro-batches summed per optimizer step; global batch = micro * accum * ranks."""
+    max_steps: int = 1000
+    """Optimizer steps to run (the schedule's horizon)."""
+    lr: float = 3e-3
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak."""
+    warmup_steps: int = 50
+    """Linear warmup steps."""
+    schedule: Literal["cosine", "wsd"] = "wsd"
+    """cosine (warmup + cosine decay) or wsd (warmup, stable, decay over the last decay_fraction)."""
+    decay_fraction: float = 0.3
+    """wsd only: fraction of steps spent in the final linear decay."""
+    weight_decay: float = 0.1
+    """Decoupled AdamW weight decay, matrices only."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 disables)."""
+    precision: Literal["bf16", "fp32"] = "bf16"
+    """bf16 autocast (fp32 master weights) or plain fp32."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    seed: int = 0
+    """Seeds weight init and data order."""
+    eval_every: int = 100
+    """Validate every this many steps (and at the end); 0 only at the end."""
+    eval_windows: int = 64
+    """Validation sequences per periodic evaluation (the final one uses all)."""
+    checkpoint_every: int = 500
+    """Checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """Keep the newest this many checkpoints."""
+    compile: bool = False
+    """torch.compile the model (slow to start on CPU; worth it on GPU)."""
+    threads: int = 0
+    """CPU threads for torch (0 keeps torch's default: one per core)."""
+
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "micro_batch_size", "grad_accum_steps", "max_steps"):
+            require(getattr(self, name) > 0, f"train.{name}={getattr(self, name)} must be positive")
+        require(self.lr > 0, f"train.lr={self.lr} must be positive")
+        require(0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        require(0 < self.decay_fraction <= 1, f"train.decay_fraction={self.decay_fraction} must be in (0, 1]")
+        require(self.warmup_steps >= 0, f"train.warmup_steps={self.warmup_steps} must be >= 0")
+        require(self.keep_checkpoints >= 1, f"train.keep_checkpoints={self.keep_checkpoints} must be >= 1")
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per line, flushed as written."""
+
+    def __init__(self, path: Path, truncate_after_step: int | None) -> None:
+        self.path = path
+        if truncate_after_step is not None and path.exists():
+            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= truncate_after_step]
+            path.write_text("".join(ln + "\n" for ln in keep))
+        elif truncate_after_step is None:
+            path.write_text("")
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class Trainer:
+    """Trains `cfg.model` on the run directory's shards; resumable from its checkpoints."""
+
+    def __init__(self, cfg: "RunConfig", run: RunDir, token_bytes: torch.Tensor, tokenizer_sha256: str,
+                 resume: bool = False, rank: int = 0, world_size: int = 1) -> None:
+        self.cfg, self.run, self.tc = cfg, run, cfg.train
+        self.rank, self.world_size = rank, world_size
+        self.device = pick_device(self.tc.device)
+        self.tokenizer_sha256 = tokenizer_sha256
+        self.token_bytes = token_bytes
+        if self.tc.threads > 0:
+            torch.set_num_threads(self.tc.threads)
+        self.train_shards = ShardSet(run.split("train"))
+        self.val_shards = ShardSet(run.split("val"))
+        for shards in (self.train_shards, self.val_shards):
+            if shards.tokenizer_sha256 != tokenizer_sha256:
+                raise KilnError(f"shards in {shards.directory} were made with another tokenizer; re-run `kiln tokenize`")
+            if shards.manifest["vocab_size"] > cfg.model.vocab_size:
+                raise KilnError(f"tokenizer has {shards.manifest['vocab_size']} tokens but model.vocab_size="
+                                f"{cfg.model.vocab_size}; raise model.vocab_size")
+        torch.manual_seed(self.tc.seed)
+        self.model = build_decoder(cfg.model, self.device)
+        self.optimizer = build_optimizer(self.model, self.tc.lr, self.tc.weight_decay,
+                                         (self.tc.beta1, self.tc.beta2), self.device)
+        self.objective = CausalLM()
+        self.loader = PackedLoader(self.train_shards, self.tc.seq_len, self.tc.micro_batch_size,
+                                   rank=rank, world_size=world_size, seed=self.tc.seed)
+        self.step = 0
+        self.tokens_seen = 0
+        self.checkpoint_root = run.checkpoints
+        resumed_step = self._resume() if resume else None
+        self.metrics = MetricsLog(run.metrics, resumed_step)
+        self.forward_model = torch.compile(self.model) if self.tc.compile else self.model
+        self.flops_per_token = decoder_flops_per_token(cfg.model, self.tc.seq_len)
+        dtype = torch.bfloat16 if self.tc.precision == "bf16" else torch.float32
+        self.peak_flops = measure_matmul_peak(self.device, dtype)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.tc.seq_len * self.tc.micro_batch_size * self.tc.grad_accum_steps * self.world_size
+
+    def _resume(self) -> int | None:
+        path = latest_checkpoint(self.checkpoint_root)
+        if path is None:
+            raise KilnError(f"--resume given but {self.checkpoint_root} holds no checkpoint; drop --resume to start fresh")
+        state = read_state(path)
+        if state.get("tokenizer_sha256") != self.tokenizer_sha256:
+            raise KilnError(f"checkpoint {path} was trained with another tokenizer; resume with its run directory")
+        load_weights(path, self.model)
+        load_training_state(path, self.optimizer)
+        self.loader.load_state_dict(state["loader"])
+        self.step, self.tokens_seen = state["step"], state["tokens_seen"]
+        print(f"resumed from {path} at step {self.step}")
+        return self.step
+
+    def save(self) -> Path:
+        state = {"loader": self.loader.state_dict(), "tokens_seen": self.tokens_seen,
+                 "tokenizer_sha256": self.tokenizer_sha256}
+        return save_checkpoint(self.checkpoint_root, self.step, self.model, self.optimizer, state,
+                               to_dict(self.cfg), self.run.tokenizer, self.tc.keep_checkpoints)
+
+    def validate(self, max_windows: int | None) -> dict[str, float]:
+        batches = iterate_windows(self.val_shards, self.tc.seq_len, self.tc.micro_batch_size, max_windows)
+        return evaluate_loss(self.forward_model, batches, self.token_bytes, self.device, self.tc.precision)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over grad_accum_steps micro-batches."""
+        tc = self.tc
+        lr = tc.lr * lr_at(self.step, tc.max_steps, tc.warmup_steps, tc.schedule, tc.decay_fraction, tc.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total_loss = torch.zeros((), device=self.device)
+        for _ in range(tc.grad_accum_steps):
+            inputs, targets = self.loader.next_batch()
+            inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+            with autocast(self.device, tc.precision):
+                loss = self.objective.loss(self.forward_model, inputs, targets)
+            (loss / tc.grad_accum_steps).backward()
+            total_loss += loss.detach()
+        max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += self.tokens_per_step
+        return {"loss": total_loss.item() / tc.grad_accum_steps, "lr": lr, "grad_norm": grad_norm.item()}
+
+    def fit(self) -> dict[str, Any]:
+        """Run to train.max_steps; return the figures for summary.json."""
+        tc = self.tc
+        self.model.train()
+        train_s = 0.0
+        start_step = self.step
+        last_val: dict[str, float] = {}
+        bar = tqdm(total=tc.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=self.rank != 0)
+        while self.step < tc.max_steps:
+            t0 = time.perf_counter()
+            stats = self.train_step()
+            dt = time.perf_counter() - t0
+            train_s += dt
+            tok_s = self.tokens_per_step / dt
+            mfu = self.flops_per_token * tok_s / self.peak_flops
+            record = {"step": self.step, "tokens": self.tokens_seen, **stats, "tokens_per_s": tok_s, "mfu": mfu}
+            if not math.isfinite(stats["loss"]):
+                raise KilnError(f"loss became {stats['loss']} at step {self.step}; lower train.lr or check the data")
+            self.metrics.write(record)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}")
+            bar.update(1)
+            final = self.step == tc.max_steps
+            if final or (tc.eval_every and self.step % tc.eval_every == 0):
+                last_val = self.validate(None if final else tc.eval_windows)
+                self.metrics.write({"step": self.step, "tokens": self.tokens_seen, "val_loss": last_val["loss"],
+                                    "val_bpb": last_val["bpb"]})
+                bar.write(f"step {self.step}: val_loss {last_val['loss']:.4f} val_bpb {last_val['bpb']:.4f}")
+            if final or (tc.checkpoint_every and self.step % tc.checkpoint_every == 0):
+                self.save()
+        bar.close()
+        if not last_val:  # resumed at max_steps: nothing ran, still report validation
+            last_val = self.validate(None)
+        steps_run = self.step - start_step
+        tokens_per_s = steps_run * self.tokens_per_step / train_s if train_s else 0.0
+        return {
+            "val_loss": last_val["loss"],
+            "val_bpb": last_val["bpb"],
+            "train_tokens": self.tokens_seen,
+            "steps": self.step,
+            "params": self.model.num_params(),
+            "params_non_embedding": self.model.num_params(non_embedding=True),
+            "tokens_per_s": tokens_per_s,
+            "mfu": self.flops_per_token * tokens_per_s / self.peak_flops,
+            "peak_flops": self.peak_flops,
+            "train_s": train_s,
+            "epochs": self.loader.epoch,
+            "device": str(self.device),
+            "precision": tc.precision,
+        }
