@@ -154,26 +154,12 @@ def read_documents(cfg: CorpusConfig, stats: ReadStats | None = None) -> Iterato
         raise KilnError(f"corpus {cfg.corpus} has no non-empty documents; add text or point data.corpus elsewhere")
 
 
-def is_validation(doc_id: str, cfg: CorpusConfig) -> bool:
-    """Deterministic split by document: hash(seed, id) decides, independent of order."""
+def split_of(doc_id: str, cfg: CorpusConfig) -> Literal["train", "val"]:
+    """Deterministic split by document: hash(seed, id) decides, independent of order and corpus size."""
     digest = hashlib.blake2b(f"{cfg.split_seed}:{doc_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 < cfg.val_fraction
+    return "val" if int.from_bytes(digest, "big") / 2**64 < cfg.val_fraction else "train"
 
 
 def split_documents(cfg: CorpusConfig, split: Literal["train", "val"], stats: ReadStats | None = None) -> Iterator[Document]:
-    """Stream one split. If no document hashes into validation, the last document is used for it
-    (a corpus of a few documents must still have a validation set)."""
-    want_val = split == "val"
-    any_val = False
-    last: Document | None = None
-    for doc in read_documents(cfg, stats):
-        val = is_validation(doc.id, cfg)
-        any_val |= val
-        if last is not None and (is_validation(last.id, cfg) == want_val):
-            yield last
-        last = doc
-    if last is None:
-        return
-    last_is_val = is_validation(last.id, cfg) or not any_val
-    if last_is_val == want_val:
-        yield last
+    """Stream the documents of one split."""
+    return (doc for doc in read_documents(cfg, stats) if split_of(doc.id, cfg) == split)

@@ -38,7 +38,7 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
         "steps": trained["steps"],
         "epochs": trained["epochs"],
         "val_bytes_per_token": recorded.get("tokenizer", {}).get("val_bytes_per_token"),
-        "tokenize_mb_per_s": recorded.get("tokenize", {}).get("train", {}).get("mb_per_s"),
+        "tokenize_mb_per_s": recorded.get("tokenize", {}).get("mb_per_s"),
         "device": trained["device"],
         "precision": trained["precision"],
     }

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from kiln.config import apply_overrides, save_config
-from kiln.corpus import CorpusConfig, ReadStats, read_documents, split_documents
+from kiln.corpus import CorpusConfig, ReadStats, read_documents, split_documents, split_of
 from kiln.device import pick_device
 from kiln.errors import KilnError
 from kiln.evaluate.generate import generate
@@ -66,25 +66,28 @@ def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
 
 
 def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
-    """Encode both splits into uint16/uint32 shards with manifests."""
+    """Encode the corpus in one pass into train and val shards, each with a manifest."""
     tok = load_tokenizer(run.tokenizer)
     sha = tokenizer_hash(run.tokenizer)
     save_config(cfg, run.config)
-    figures: dict[str, Any] = {}
-    for split in ("train", "val"):
-        t0 = time.perf_counter()
-        stats = ReadStats()
-        manifest = write_shards(split_documents(cfg.data, split, stats), tok, sha, run.split(split), cfg.shards,
-                                desc=f"tokenize {split}")
-        wall_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stats = ReadStats()
+    manifests = write_shards(read_documents(cfg.data, stats), tok, sha,
+                             {"train": run.split("train"), "val": run.split("val")}, cfg.shards,
+                             route=lambda doc: split_of(doc.id, cfg.data))
+    wall_s = time.perf_counter() - t0
+    _report_read_stats(stats)
+    for split, manifest in manifests.items():
         if manifest["num_documents"] == 0:
-            raise KilnError(f"the {split} split is empty (corpus has {stats.num_documents} document(s)); "
-                            "use a corpus with at least two documents or change data.val_fraction")
-        figures[split] = {"documents": manifest["num_documents"], "tokens": manifest["num_tokens"],
-                          "bytes": manifest["num_bytes"], "wall_s": wall_s, "mb_per_s": manifest["num_bytes"] / 1e6 / wall_s}
-        print(f"tokenize {split}: {manifest['num_documents']} docs, {manifest['num_tokens']:,} tokens, "
-              f"{manifest['num_bytes'] / 1e6 / wall_s:.1f} MB/s")
-        _report_read_stats(stats)
+            raise KilnError(f"no document of {stats.num_documents} fell into the {split} split; use a corpus with more "
+                            "documents, or change data.val_fraction or data.split_seed")
+    num_bytes = sum(m["num_bytes"] for m in manifests.values())
+    figures = {split: {"documents": m["num_documents"], "tokens": m["num_tokens"], "bytes": m["num_bytes"]}
+               for split, m in manifests.items()}
+    figures.update(wall_s=wall_s, mb_per_s=num_bytes / 1e6 / wall_s)
+    for split, m in manifests.items():
+        print(f"tokenize {split}: {m['num_documents']} docs, {m['num_tokens']:,} tokens")
+    print(f"tokenize: {num_bytes / 1e6:.1f} MB at {num_bytes / 1e6 / wall_s:.1f} MB/s")
     record(run, "tokenize", figures)
     return figures
 
@@ -117,7 +120,7 @@ def evaluate(checkpoint: Path | None, run: RunDir | None, text: Path | None, sha
     if text is not None:
         with tempfile.TemporaryDirectory() as tmp:
             docs = read_documents(CorpusConfig(corpus=str(text)))
-            write_shards(docs, loaded.tokenizer, loaded.tokenizer_sha256, Path(tmp), ShardConfig(), desc="tokenize")
+            write_shards(docs, loaded.tokenizer, loaded.tokenizer_sha256, {"eval": Path(tmp)}, ShardConfig())
             result = _eval_shards(loaded, ShardSet(Path(tmp)), seq_len, batch, device)
     else:
         shard_dir = shards or (checkpoint.parent.parent / "shards" / "val")

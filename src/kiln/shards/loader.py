@@ -141,10 +141,17 @@ class PackedLoader:
 def iterate_windows(
     shards: ShardSet, seq_len: int, batch_size: int, max_windows: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Every window in order, once, as (inputs, targets) batches; for evaluation."""
+    """Every window in order, once, as (inputs, targets) batches; for evaluation.
+
+    With `max_windows`, a fixed subset spread evenly over the whole set (not its first documents), so
+    periodic validation sees every part of the split.
+    """
     loader = PackedLoader(shards, seq_len, batch_size, shuffle=False)
-    total = loader.num_windows if max_windows is None else min(max_windows, loader.num_windows)
-    for start in range(0, total, batch_size):
-        rows = np.stack([loader.window(i) for i in range(start, min(start + batch_size, total))]).astype(np.int64)
+    if max_windows is None or max_windows >= loader.num_windows:
+        indices = np.arange(loader.num_windows)
+    else:
+        indices = np.linspace(0, loader.num_windows - 1, max_windows).round().astype(np.int64)
+    for start in range(0, len(indices), batch_size):
+        rows = np.stack([loader.window(int(i)) for i in indices[start : start + batch_size]]).astype(np.int64)
         data = torch.from_numpy(rows)
         yield data[:, :-1], data[:, 1:]

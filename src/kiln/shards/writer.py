@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -92,50 +92,76 @@ class _ShardFile:
         }
 
 
+class ShardWriter:
+    """Writes one shard directory: documents in, shard files and a manifest out."""
+
+    def __init__(self, out_dir: Path, tok: Tokenizer, tokenizer_sha256: str, cfg: ShardConfig) -> None:
+        self.out_dir, self.cfg, self.tokenizer_sha256 = out_dir, cfg, tokenizer_sha256
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in list(out_dir.glob("shard_*")) + list(out_dir.glob(MANIFEST)):
+            stale.unlink()
+        self.ids = special_ids(tok)
+        self.vocab_size = tok.get_vocab_size()
+        self.dtype = token_dtype(self.vocab_size)
+        self.bos = np.array([self.ids["bos"]], dtype=self.dtype)
+        self.eos = np.array([self.ids["eos"]], dtype=self.dtype)
+        self.shards: list[dict] = []
+        self.current = _ShardFile(out_dir, 0)
+
+    def add(self, ids: list[int], num_bytes: int) -> None:
+        """Append one document's token ids (without bos/eos) and its UTF-8 size."""
+        tokens = np.concatenate([self.bos, np.asarray(ids, dtype=self.dtype), self.eos])
+        if self.current.offsets[-1] > 0 and self.current.offsets[-1] + len(tokens) > self.cfg.shard_tokens:
+            self.shards.append(self.current.close(self.out_dir))
+            self.current = _ShardFile(self.out_dir, len(self.shards))
+        self.current.add(tokens, num_bytes)
+
+    def close(self) -> dict:
+        """Finish the last shard and publish the manifest; returns it."""
+        self.shards.append(self.current.close(self.out_dir))
+        shards = self.shards
+        manifest = {
+            "format": FORMAT,
+            "dtype": self.dtype.name,
+            "tokenizer_sha256": self.tokenizer_sha256,
+            "vocab_size": self.vocab_size,
+            "bos_id": self.ids["bos"],
+            "eos_id": self.ids["eos"],
+            "num_tokens": sum(s["num_tokens"] for s in shards),
+            "num_documents": sum(s["num_documents"] for s in shards),
+            "num_bytes": sum(s["num_bytes"] for s in shards),
+            "shards": shards,
+        }
+        tmp = self.out_dir / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp, self.out_dir / MANIFEST)
+        return manifest
+
+
 def write_shards(
     docs: Iterable[Document],
     tok: Tokenizer,
     tokenizer_sha256: str,
-    out_dir: Path,
+    out_dirs: dict[str, Path],
     cfg: ShardConfig,
+    route: Callable[[Document], str] | None = None,
     desc: str = "tokenize",
-) -> dict:
-    """Tokenize `docs` into shards under `out_dir`; return (and write) the manifest."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("shard_*"):
-        stale.unlink()
-    ids = special_ids(tok)
-    dtype = token_dtype(tok.get_vocab_size())
-    bos = np.array([ids["bos"]], dtype=dtype)
-    eos = np.array([ids["eos"]], dtype=dtype)
-    shards: list[dict] = []
-    current = _ShardFile(out_dir, 0)
+) -> dict[str, dict]:
+    """Tokenize `docs` in one pass into one shard directory per split; returns {split: manifest}.
+
+    `route(doc)` names each document's split (a key of `out_dirs`); with one directory it may be None.
+    """
+    if route is None:
+        (only,) = out_dirs
+        route = lambda doc: only  # noqa: E731
+    writers = {name: ShardWriter(path, tok, tokenizer_sha256, cfg) for name, path in out_dirs.items()}
     bar = tqdm(desc=desc, unit="B", unit_scale=True, dynamic_ncols=True, mininterval=0.5)
     for batch in _batches(docs, cfg.batch_bytes):
-        encodings = tok.encode_batch([d.text for d in batch], add_special_tokens=False)
+        # encode_batch_fast skips character offsets we do not need: about 1.8x faster
+        encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
         for doc, enc in zip(batch, encodings):
-            tokens = np.concatenate([bos, np.asarray(enc.ids, dtype=dtype), eos])
-            if current.offsets[-1] > 0 and current.offsets[-1] + len(tokens) > cfg.shard_tokens:
-                shards.append(current.close(out_dir))
-                current = _ShardFile(out_dir, len(shards))
             num_bytes = len(doc.text.encode("utf-8"))
-            current.add(tokens, num_bytes)
+            writers[route(doc)].add(enc.ids, num_bytes)
             bar.update(num_bytes)
     bar.close()
-    shards.append(current.close(out_dir))
-    manifest = {
-        "format": FORMAT,
-        "dtype": dtype.name,
-        "tokenizer_sha256": tokenizer_sha256,
-        "vocab_size": tok.get_vocab_size(),
-        "bos_id": ids["bos"],
-        "eos_id": ids["eos"],
-        "num_tokens": sum(s["num_tokens"] for s in shards),
-        "num_documents": sum(s["num_documents"] for s in shards),
-        "num_bytes": sum(s["num_bytes"] for s in shards),
-        "shards": shards,
-    }
-    tmp = out_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out_dir / MANIFEST)
-    return manifest
+    return {name: writer.close() for name, writer in writers.items()}

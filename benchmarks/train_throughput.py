@@ -1,0 +1,86 @@
+"""Training throughput and MFU against this machine's own measured matmul peak, fp32 and bf16.
+
+    python benchmarks/train_throughput.py                 # the cpu preset
+    python benchmarks/train_throughput.py --preset gpt2_small --steps 20   # on a GPU
+
+Runs real optimizer steps of the preset's model (random tokens: throughput does not depend on the
+data) and prints, per precision: tokens/s, achieved FLOP/s and MFU = achieved / measured peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from kiln.config import apply_overrides
+from kiln.device import autocast, pick_device
+from kiln.models.decoder import build_decoder
+from kiln.objectives import CausalLM
+from kiln.presets import get_preset
+from kiln.train.flops import decoder_flops_per_token, measure_matmul_peak
+from kiln.train.optim import build_optimizer
+
+
+def measure(preset: str, precision: str, steps: int, warmup: int, overrides: dict[str, str]) -> dict:
+    cfg = apply_overrides(get_preset(preset), {**overrides, "train.precision": precision})
+    tc = cfg.train
+    device = pick_device(tc.device)
+    torch.manual_seed(0)
+    model = build_decoder(cfg.model, device)
+    run_model = torch.compile(model) if tc.compile else model
+    opt = build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device)
+    objective = CausalLM()
+    B, T = tc.micro_batch_size, tc.seq_len
+    data = torch.randint(0, cfg.model.vocab_size, (steps + warmup, B, T + 1), device=device)
+
+    def step(i: int) -> None:
+        with autocast(device, precision):
+            loss = objective.loss(run_model, data[i, :, :-1], data[i, :, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for i in range(warmup):
+        step(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    tok_s = steps * B * T / dt
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    peak = measure_matmul_peak(device, dtype, seconds=1.0)
+    flops = decoder_flops_per_token(cfg.model, T) * tok_s
+    return {"preset": preset, "precision": precision, "device": str(device), "params": model.num_params(),
+            "tokens_per_s": tok_s, "achieved_tflops": flops / 1e12, "peak_tflops": peak / 1e12, "mfu": flops / peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="config override key=value (repeatable), e.g. --set train.micro_batch_size=16")
+    args = parser.parse_args()
+    overrides = dict(o.split("=", 1) for o in args.overrides)
+    rows = [measure(args.preset, p, args.steps, args.warmup, overrides) for p in args.precision]
+    print(f"{'precision':<10}{'tokens/s':>12}{'TFLOP/s':>10}{'peak TFLOP/s':>14}{'MFU':>8}")
+    for r in rows:
+        print(f"{r['precision']:<10}{r['tokens_per_s']:>12,.0f}{r['achieved_tflops']:>10.3f}{r['peak_tflops']:>14.3f}"
+              f"{r['mfu']:>8.1%}")
+    if len(rows) == 2:
+        print(f"bf16 / fp32 speed-up: {rows[1]['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x")
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny corpus, tokenizer and tokenized run directory, all made in-process."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from kiln import stages
+from kiln.config import apply_overrides
+from kiln.presets import RunConfig, debug
+from kiln.rundir import RunDir
+
+WORDS = ("the union is strong and the people are free while congress shall act on the budget of the nation "
+         "we must build roads schools and ports for our children peace trade law war gold silver").split()
+
+
+def make_text(rng: random.Random, num_sentences: int) -> str:
+    sentences = []
+    for _ in range(num_sentences):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(5, 14))]
+        sentences.append(" ".join(words).capitalize() + rng.choice([".", ".", "!", "?"]))
+    return " ".join(sentences)
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    """A folder of 40 small synthetic .txt documents (plus a .md), deterministic."""
+    root = tmp_path_factory.mktemp("corpus")
+    rng = random.Random(0)
+    for i in range(40):
+        (root / f"doc_{i:03d}.txt").write_text(make_text(rng, 30))
+    (root / "notes.md").write_text("# Notes\n\n" + make_text(rng, 10))
+    return root
+
+
+def tiny_config(corpus: Path, **overrides: str) -> RunConfig:
+    """The debug preset pointed at `corpus`, with overrides."""
+    base = {"data.corpus": str(corpus), "data.max_documents": "0", "data.val_fraction": "0.2",
+            "tokenizer.vocab_size": "320", "tokenizer.num_sentinels": "4", "model.vocab_size": "320",
+            "train.device": "cpu"}
+    return apply_overrides(debug(), {**base, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tokenized_run(tmp_path_factory, corpus_dir) -> tuple[RunConfig, RunDir]:
+    """A run directory with tokenizer.json and train/val shards of the tiny corpus (do not train in it)."""
+    cfg = tiny_config(corpus_dir)
+    run = RunDir(tmp_path_factory.mktemp("run"))
+    stages.tokenizer(cfg, run)
+    stages.tokenize(cfg, run)
+    return cfg, run
+
+
+def copy_run(src: RunDir, dst: Path) -> RunDir:
+    """Copy a tokenized run directory so a test can train in it."""
+    import shutil
+
+    shutil.copytree(src.root, dst, dirs_exist_ok=True)
+    return RunDir(dst)

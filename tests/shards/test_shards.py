@@ -1,0 +1,101 @@
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from kiln.corpus import Document
+from kiln.errors import KilnError
+from kiln.shards.loader import PackedLoader, ShardSet, iterate_windows
+from kiln.shards.writer import ShardConfig, token_dtype, write_shards
+from kiln.tokenizer import load_tokenizer
+
+
+def test_shards_hold_exactly_bos_tokens_eos(tokenized_run, tmp_path):
+    cfg, run = tokenized_run
+    tok = load_tokenizer(run.tokenizer)
+    docs = [Document(f"d{i}", f"document number {i} " * (i + 1)) for i in range(7)]
+    manifest = write_shards(docs, tok, "sha", {"x": tmp_path}, ShardConfig(shard_tokens=40, batch_bytes=50))["x"]
+    assert len(manifest["shards"]) > 1, "small shard_tokens must split into several shards"
+    shards = ShardSet(tmp_path)
+    stored = list(shards.documents())
+    assert len(stored) == 7
+    for doc, tokens in zip(docs, stored):
+        assert tokens.tolist() == [1] + tok.encode(doc.text, add_special_tokens=False).ids + [2]
+    assert manifest["num_bytes"] == sum(len(d.text.encode()) for d in docs)
+    assert shards.dtype == np.uint16
+    shards.verify()
+
+
+def test_writing_is_deterministic(tokenized_run, tmp_path):
+    cfg, run = tokenized_run
+    tok = load_tokenizer(run.tokenizer)
+    docs = [Document(str(i), f"text {i} and more" * 3) for i in range(20)]
+    a = write_shards(docs, tok, "sha", {"a": tmp_path / "a"}, ShardConfig())["a"]
+    b = write_shards(docs, tok, "sha", {"b": tmp_path / "b"}, ShardConfig(batch_bytes=7))["b"]
+    assert a["shards"][0]["sha256"] == b["shards"][0]["sha256"]
+    assert a["shards"][0]["sha256"] == hashlib.sha256((tmp_path / "a" / "shard_00000.bin").read_bytes()).hexdigest()
+
+
+def test_dtype_widens_for_big_vocabularies():
+    assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
+
+
+def test_truncated_shard_is_detected(tokenized_run, tmp_path):
+    cfg, run = tokenized_run
+    import shutil
+
+    shutil.copytree(run.split("train"), tmp_path / "s")
+    shard = tmp_path / "s" / "shard_00000.bin"
+    shard.write_bytes(shard.read_bytes()[:-2])
+    with pytest.raises(KilnError, match="truncated"):
+        ShardSet(tmp_path / "s")
+
+
+def _take(loader, n):
+    return [loader.next_batch() for _ in range(n)]
+
+
+def test_loader_is_deterministic_and_resumes_at_its_position(tokenized_run):
+    cfg, run = tokenized_run
+    shards = ShardSet(run.split("train"))
+    a = PackedLoader(shards, seq_len=16, batch_size=4, seed=3)
+    straight = _take(a, 6)
+    b = PackedLoader(shards, seq_len=16, batch_size=4, seed=3)
+    _take(b, 3)
+    state = b.state_dict()
+    c = PackedLoader(shards, seq_len=16, batch_size=4, seed=3)
+    c.load_state_dict(state)
+    for (x1, y1), (x2, y2) in zip(straight[3:], _take(c, 3)):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    x, y = straight[0]
+    assert x.shape == (4, 16) and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1]), "targets are inputs shifted by one"
+
+
+def test_ranks_are_disjoint_and_world_size_does_not_change_the_token_stream(tokenized_run):
+    cfg, run = tokenized_run
+    shards = ShardSet(run.split("train"))
+    single = PackedLoader(shards, seq_len=16, batch_size=4)
+    ranks = [PackedLoader(shards, seq_len=16, batch_size=2, rank=r, world_size=2) for r in range(2)]
+    for _ in range(5):
+        x_single, _ = single.next_batch()
+        x_ranks = torch.cat([r.next_batch()[0] for r in ranks])
+        assert torch.equal(x_single, x_ranks)
+    assert single.samples_seen == ranks[0].samples_seen == ranks[1].samples_seen
+
+
+def test_an_epoch_visits_every_window_once(tokenized_run):
+    cfg, run = tokenized_run
+    loader = PackedLoader(ShardSet(run.split("train")), seq_len=32, batch_size=1, seed=0)
+    seen = [tuple(loader.next_batch()[0][0].tolist()) for _ in range(loader.num_windows)]
+    expected = [tuple(loader.window(i)[:-1].tolist()) for i in range(loader.num_windows)]
+    assert sorted(seen) == sorted(expected)
+
+
+def test_eval_windows_cover_the_shards_in_order(tokenized_run):
+    cfg, run = tokenized_run
+    shards = ShardSet(run.split("val"))
+    batches = list(iterate_windows(shards, seq_len=16, batch_size=3))
+    inputs = torch.cat([x for x, _ in batches]).flatten()
+    assert torch.equal(inputs, torch.from_numpy(np.asarray(shards.tokens[0][: len(inputs)], dtype=np.int64)))

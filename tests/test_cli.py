@@ -1,0 +1,108 @@
+"""The command line, end to end: `kiln run --preset debug`, eval, generate, and every user error."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kiln.cli import main
+
+SUMMARY_KEYS = {"val_loss", "val_bpb", "train_tokens", "params", "tokens_per_s", "mfu", "wall_s", "preset"}
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory) -> tuple[Path, float]:
+    run_dir = tmp_path_factory.mktemp("debug_run")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "kiln", "run", "--preset", "debug", "--run-dir", str(run_dir),
+                           "--overwrite"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir, time.perf_counter() - t0
+
+
+def test_kiln_run_debug_end_to_end(debug_run):
+    run_dir, wall_s = debug_run
+    assert wall_s < 60
+    for name in ("config.json", "tokenizer.json", "shards/train/manifest.json", "shards/val/manifest.json",
+                 "metrics.jsonl", "loss.png", "samples.txt", "report.md", "summary.json"):
+        assert (run_dir / name).exists(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary) and summary["preset"] == "debug"
+    assert 0 < summary["val_bpb"] < 8
+    assert (run_dir / "checkpoints" / "step_30" / "model.safetensors").exists()
+    report = (run_dir / "report.md").read_text()
+    assert "loss.png" in report and "val_bpb" in report
+    assert (run_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_prints_json_with_bpb_and_loss(debug_run, tmp_path, capsys):
+    run_dir, _ = debug_run
+    text = tmp_path / "held_out.txt"
+    text.write_text("Fellow-Citizens of the Senate and House of Representatives: the state of the Union is good. " * 20)
+    assert main(["eval", "--checkpoint", str(run_dir / "checkpoints" / "step_30"), "--text", str(text)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["bpb"] > 0 and out["loss"] > 0 and out["bytes"] > 0
+    assert main(["eval", "--run-dir", str(run_dir)]) == 0  # newest checkpoint, the run's validation shards
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert json.loads(capsys.readouterr().out)["bpb"] == pytest.approx(summary["val_bpb"], rel=1e-4)
+
+
+def test_generate_is_seeded(debug_run, capsys):
+    run_dir, _ = debug_run
+    args = ["generate", "--run-dir", str(run_dir), "--prompt", "The Union", "--sample.max_new_tokens", "12"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("The Union") and len(first) > len("The Union")
+    assert main(args + ["--no-cache"]) == 0
+    assert capsys.readouterr().out == first
+
+
+def test_dry_run_prints_the_resolved_config(capsys):
+    assert main(["train", "--preset", "debug", "--train.max_steps", "5", "--dry-run"]) == 0
+    assert "train.max_steps = 5" in capsys.readouterr().out
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_user_errors_are_one_line(tmp_path, capsys, debug_run):
+    run = ["tokenizer", "--preset", "debug", "--run-dir", str(tmp_path / "r")]
+    assert "does not exist" in _error(capsys, run + ["--data.corpus", str(tmp_path / "nope")])
+    (tmp_path / "empty").mkdir()
+    assert "holds no .txt or .md" in _error(capsys, run + ["--data.corpus", str(tmp_path / "empty")])
+    (tmp_path / "blank").mkdir()
+    (tmp_path / "blank" / "a.txt").write_text("   ")
+    assert "no non-empty documents" in _error(capsys, run + ["--data.corpus", str(tmp_path / "blank")])
+    assert "not a valid int" in _error(capsys, run + ["--train.max_steps", "many"])
+    assert "must be positive" in _error(capsys, run + ["--train.lr", "-1"])
+    assert "run `kiln tokenizer` first" in _error(capsys, ["tokenize", "--preset", "debug", "--run-dir", str(tmp_path / "x")])
+    assert "not a kiln checkpoint" in _error(capsys, ["eval", "--checkpoint", str(tmp_path)])
+
+
+def test_checkpoint_from_another_tokenizer_is_refused(debug_run, tmp_path, capsys, corpus_dir):
+    run_dir, _ = debug_run
+    other = tmp_path / "other"
+    assert main(["tokenizer", "--preset", "debug", "--run-dir", str(other), "--data.corpus", str(corpus_dir),
+                 "--data.val_fraction", "0.2", "--tokenizer.vocab_size", "300"]) == 0
+    capsys.readouterr()
+    err = _error(capsys, ["eval", "--checkpoint", str(run_dir / "checkpoints" / "step_30"),
+                          "--tokenizer", str(other / "tokenizer.json")])
+    assert "not the one checkpoint" in err
+
+
+def test_fresh_start_over_checkpoints_needs_resume_or_overwrite(debug_run, capsys):
+    run_dir, _ = debug_run
+    assert "--resume" in _error(capsys, ["train", "--run-dir", str(run_dir)])
+
+
+def test_every_verb_has_help():
+    for verb in ("run", "tokenizer", "tokenize", "train", "eval", "generate"):
+        proc = subprocess.run([sys.executable, "-m", "kiln", verb, "--help"], capture_output=True, text=True)
+        assert proc.returncode == 0 and "usage: kiln" in proc.stdout

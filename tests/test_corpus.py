@@ -1,0 +1,56 @@
+import json
+
+import pytest
+
+from kiln.corpus import CorpusConfig, ReadStats, read_documents, split_documents, split_of
+from kiln.errors import KilnError
+
+
+def test_builtin_corpus_ships_in_the_package():
+    docs = list(read_documents(CorpusConfig(max_documents=3)))
+    assert len(docs) == 3 and docs[0].id == "1790_george_washington_n"
+    assert docs[0].metadata["year"] == 1790 and docs[0].text.startswith("Fellow-Citizens")
+
+
+def test_folder_and_jsonl_read_the_same_way(tmp_path):
+    (tmp_path / "a.txt").write_text("alpha text")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.md").write_text("beta text")
+    (tmp_path / "ignored.bin").write_bytes(b"\x00\x01")
+    assert [d.text for d in read_documents(CorpusConfig(corpus=str(tmp_path)))] == ["alpha text", "beta text"]
+    jsonl = tmp_path / "c.jsonl"
+    jsonl.write_text(json.dumps({"text": "one", "id": "x"}) + "\n{broken\n" + json.dumps({"body": "no text"}) + "\n"
+                     + json.dumps({"text": "two"}) + "\n")
+    stats = ReadStats()
+    docs = list(read_documents(CorpusConfig(corpus=str(jsonl)), stats))
+    assert [d.text for d in docs] == ["one", "two"] and docs[0].id == "x"
+    assert stats.num_skipped == 2 and "c.jsonl:2" in stats.skipped[0]
+
+
+def test_invalid_utf8_is_replaced_and_counted(tmp_path):
+    (tmp_path / "bad.txt").write_bytes(b"good \xff\xfe bytes \xc3")
+    stats = ReadStats()
+    (doc,) = read_documents(CorpusConfig(corpus=str(tmp_path)), stats)
+    assert doc.text == "good \ufffd\ufffd bytes \ufffd"
+    assert stats.num_invalid_bytes == 3 and stats.num_documents_with_invalid_utf8 == 1
+
+
+def test_split_is_deterministic_and_disjoint(corpus_dir):
+    cfg = CorpusConfig(corpus=str(corpus_dir), val_fraction=0.2)
+    train = [d.id for d in split_documents(cfg, "train")]
+    val = [d.id for d in split_documents(cfg, "val")]
+    assert train and val and not set(train) & set(val)
+    assert len(train) + len(val) == 41
+    assert all(split_of(i, cfg) == "val" for i in val)
+    assert [d.id for d in split_documents(cfg, "val")] == val
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p / "missing", "does not exist"),
+    (lambda p: p, "holds no .txt or .md files"),
+    (lambda p: (p / "empty.txt").write_text("  \n") and p, "no non-empty documents"),
+])
+def test_unusable_corpus_gives_one_clear_error(tmp_path, make, fragment):
+    path = make(tmp_path)
+    with pytest.raises(KilnError, match=fragment):
+        list(read_documents(CorpusConfig(corpus=str(path))))

@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kiln import stages
+from kiln.train.checkpoint import checkpoint_dirs
+from kiln.train.optim import lr_at
+from tests.conftest import copy_run, tiny_config
+
+
+def test_loss_drops_on_a_tiny_corpus(tokenized_run, tmp_path, corpus_dir):
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    cfg = tiny_config(corpus_dir, **{"train.max_steps": "60", "train.eval_every": "0", "train.lr": "1e-2"})
+    first = stages.train(tiny_config(corpus_dir, **{"train.max_steps": "1"}), copy_run(src, tmp_path / "one"))
+    last = stages.train(cfg, run)
+    assert last["val_loss"] < first["val_loss"] - 1.0, (first["val_loss"], last["val_loss"])
+    assert last["val_bpb"] < first["val_bpb"]
+    assert last["train_tokens"] == 60 * cfg.train.micro_batch_size * cfg.train.seq_len
+    assert 0 < last["mfu"] < 1 and last["tokens_per_s"] > 0
+
+
+def _weights(run):
+    return load_file(str(checkpoint_dirs(run.checkpoints)[-1] / "model.safetensors"))
+
+
+def test_resume_is_bitwise_identical(tokenized_run, tmp_path, corpus_dir):
+    from kiln.tokenizer import load_tokenizer, tokenizer_hash
+    from kiln.train.trainer import Trainer
+
+    _, src = tokenized_run
+    cfg = tiny_config(corpus_dir, **{"train.max_steps": "12", "train.eval_every": "0",
+                                     "train.checkpoint_every": "0", "train.grad_accum_steps": "2"})
+    straight = copy_run(src, tmp_path / "straight")
+    stages.train(cfg, straight)
+
+    resumed = copy_run(src, tmp_path / "resumed")
+    token_bytes = stages._token_bytes(load_tokenizer(resumed.tokenizer), cfg.model.vocab_size)
+    sha = tokenizer_hash(resumed.tokenizer)
+    first = Trainer(cfg, resumed, token_bytes, sha)
+    for _ in range(6):
+        first.train_step()
+    first.save()
+    torch.manual_seed(1234)  # a fresh process would not share RNG state; the checkpoint must restore it
+    second = Trainer(cfg, resumed, token_bytes, sha, resume=True)
+    assert second.step == 6 and second.loader.samples_seen == first.loader.samples_seen
+    second.fit()
+
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    steps = [r["step"] for r in map(__import__("json").loads, resumed.metrics.read_text().splitlines()) if "loss" in r]
+    assert steps == list(range(7, 13)), "metrics of the resumed part follow on from the checkpoint"
+
+
+def test_checkpoints_are_kept_last_k(tokenized_run, tmp_path, corpus_dir):
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    stages.train(tiny_config(corpus_dir, **{"train.max_steps": "8", "train.checkpoint_every": "2",
+                                            "train.keep_checkpoints": "2", "train.eval_every": "0"}), run)
+    assert [p.name for p in checkpoint_dirs(run.checkpoints)] == ["step_6", "step_8"]
+    assert not list(run.checkpoints.glob(".tmp_*"))
+    files = {p.name for p in (run.checkpoints / "step_8").iterdir()}
+    assert files == {"model.safetensors", "optimizer.pt", "rng.pt", "state.json", "config.json", "tokenizer.json"}
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
+def test_schedules_warm_up_and_decay(schedule):
+    lrs = [lr_at(s, 100, 10, schedule, 0.2, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert min(lrs) >= 0.1 - 1e-9 and lrs[-1] < 0.2
+    assert all(b <= a + 1e-12 for a, b in zip(lrs[10:], lrs[11:])), "no increase after warmup"
+    if schedule == "wsd":
+        assert lrs[79] == 1.0 and lrs[81] < 1.0
+
+
+def test_fp32_precision_trains_too(tokenized_run, tmp_path, corpus_dir):
+    _, src = tokenized_run
+    out = stages.train(tiny_config(corpus_dir, **{"train.max_steps": "3", "train.precision": "fp32"}),
+                       copy_run(src, tmp_path / "run"))
+    assert math.isfinite(out["val_loss"]) and out["precision"] == "fp32"
