@@ -16,7 +16,7 @@ import time
 import torch
 
 from kiln.config import apply_overrides
-from kiln.device import autocast, pick_device
+from kiln.device import autocast, keep_freed_host_memory, pick_device
 from kiln.models.decoder import build_decoder
 from kiln.objectives import CausalLM
 from kiln.presets import get_preset
@@ -28,6 +28,8 @@ def measure(preset: str, precision: str, steps: int, warmup: int, overrides: dic
     cfg = apply_overrides(get_preset(preset), {**overrides, "train.precision": precision})
     tc = cfg.train
     device = pick_device(tc.device)
+    if device.type == "cpu":
+        keep_freed_host_memory()  # as the trainer does
     torch.manual_seed(0)
     model = build_decoder(cfg.model, device)
     run_model = torch.compile(model) if tc.compile else model
@@ -65,7 +67,7 @@ def measure(preset: str, precision: str, steps: int, warmup: int, overrides: dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--set", dest="overrides", action="append", default=[],

@@ -106,3 +106,31 @@ def test_every_verb_has_help():
     for verb in ("run", "tokenizer", "tokenize", "train", "eval", "generate"):
         proc = subprocess.run([sys.executable, "-m", "kiln", verb, "--help"], capture_output=True, text=True)
         assert proc.returncode == 0 and "usage: kiln" in proc.stdout
+
+
+def test_sigint_checkpoints_at_a_step_boundary_and_resume_finishes(tmp_path, corpus_dir):
+    import signal
+
+    run_dir = tmp_path / "run"
+    base = [sys.executable, "-m", "kiln"]
+    common = ["--run-dir", str(run_dir)]
+    prep = subprocess.run(base + ["tokenizer", "--preset", "debug", *common, "--data.corpus", str(corpus_dir),
+                                  "--data.val_fraction", "0.2", "--train.max_steps", "100000",
+                                  "--train.checkpoint_every", "0", "--train.eval_every", "0"], capture_output=True)
+    assert prep.returncode == 0
+    assert subprocess.run(base + ["tokenize", *common], capture_output=True).returncode == 0
+    proc = subprocess.Popen(base + ["train", *common], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    (ckpt,) = list((run_dir / "checkpoints").iterdir())
+    assert ckpt.name == f"step_{steps[-1]}", "the checkpoint is taken after the last logged step"
+    resumed = subprocess.run(base + ["train", *common, "--resume", "--train.max_steps", str(steps[-1] + 2)],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed from {ckpt}" in resumed.stdout

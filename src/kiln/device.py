@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 
 import torch
 
@@ -26,3 +29,23 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+@functools.cache
+def keep_freed_host_memory() -> bool:
+    """Stop glibc from handing large freed blocks back to the OS.
+
+    By default glibc serves allocations above 32 MB with mmap and unmaps them on free, so every
+    training step page-faults its logits, their gradient and the MLP activations in afresh: measured
+    1.7x slower steps for a 4 x 256 decoder on 2 cores. Serving everything from the heap and never
+    trimming it keeps those pages mapped between steps. It changes no numerics. Returns False where
+    the C library is not glibc (nothing is changed there).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))

@@ -92,16 +92,12 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     return figures
 
 
-def _token_bytes(tok, vocab_size: int) -> torch.Tensor:
-    lengths = token_byte_lengths(tok)
-    return torch.tensor(lengths + [0] * (vocab_size - len(lengths)), dtype=torch.int64)
-
-
 def train(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
     """Train the model on the run's shards; checkpoints, metrics.jsonl, summary figures."""
     tok = load_tokenizer(run.tokenizer)
     save_config(cfg, run.config)
-    trainer = Trainer(cfg, run, _token_bytes(tok, cfg.model.vocab_size), tokenizer_hash(run.tokenizer), resume=resume)
+    token_bytes = torch.tensor(token_byte_lengths(tok, pad_to=cfg.model.vocab_size))
+    trainer = Trainer(cfg, run, token_bytes, tokenizer_hash(run.tokenizer), resume=resume)
     figures = trainer.fit()
     record(run, "train", figures)
     return figures

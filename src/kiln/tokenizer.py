@@ -101,15 +101,21 @@ def special_ids(tok: Tokenizer) -> dict[str, int]:
     return {"pad": tok.token_to_id(PAD), "bos": tok.token_to_id(BOS), "eos": tok.token_to_id(EOS)}
 
 
-def bytes_per_token(tok: Tokenizer, texts: Iterable[str]) -> float:
-    """UTF-8 bytes per token over `texts` (higher means better compression)."""
+def bytes_per_token(tok: Tokenizer, texts: Iterable[str], batch_size: int = 64) -> float:
+    """UTF-8 bytes per token over `texts` (higher means better compression); streams in batches."""
     num_bytes = num_tokens = 0
     batch: list[str] = []
+
+    def flush() -> int:
+        return sum(len(e.ids) for e in tok.encode_batch_fast(batch, add_special_tokens=False)) if batch else 0
+
     for text in texts:
         batch.append(text)
         num_bytes += len(text.encode("utf-8"))
-    for enc in tok.encode_batch(batch, add_special_tokens=False):
-        num_tokens += len(enc.ids)
+        if len(batch) == batch_size:
+            num_tokens += flush()
+            batch = []
+    num_tokens += flush()
     return num_bytes / max(num_tokens, 1)
 
 
@@ -126,8 +132,9 @@ def _byte_level_alphabet() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars)}
 
 
-def token_byte_lengths(tok: Tokenizer) -> list[int]:
-    """UTF-8 bytes each token id stands for; 0 for special tokens (they are not text).
+def token_byte_lengths(tok: Tokenizer, pad_to: int = 0) -> list[int]:
+    """UTF-8 bytes each token id stands for; 0 for special tokens (they are not text) and for the
+    ids from the vocabulary's end up to `pad_to` (unused embedding rows).
 
     Bits-per-byte divides summed loss by the bytes of the predicted tokens, which makes it
     comparable across tokenizers.
@@ -138,4 +145,4 @@ def token_byte_lengths(tok: Tokenizer) -> list[int]:
     for i in range(tok.get_vocab_size()):
         piece = tok.id_to_token(i)
         lengths.append(0 if piece is None or piece in specials else sum(1 for ch in piece if ch in inverse))
-    return lengths
+    return lengths + [0] * (pad_to - len(lengths))

@@ -27,7 +27,7 @@ def _weights(run):
 
 
 def test_resume_is_bitwise_identical(tokenized_run, tmp_path, corpus_dir):
-    from kiln.tokenizer import load_tokenizer, tokenizer_hash
+    from kiln.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_hash
     from kiln.train.trainer import Trainer
 
     _, src = tokenized_run
@@ -37,7 +37,7 @@ def test_resume_is_bitwise_identical(tokenized_run, tmp_path, corpus_dir):
     stages.train(cfg, straight)
 
     resumed = copy_run(src, tmp_path / "resumed")
-    token_bytes = stages._token_bytes(load_tokenizer(resumed.tokenizer), cfg.model.vocab_size)
+    token_bytes = torch.tensor(token_byte_lengths(load_tokenizer(resumed.tokenizer), pad_to=cfg.model.vocab_size))
     sha = tokenizer_hash(resumed.tokenizer)
     first = Trainer(cfg, resumed, token_bytes, sha)
     for _ in range(6):

@@ -45,5 +45,5 @@ def load_checkpoint(path: Path, device: torch.device, tokenizer_path: Path | Non
     model = build_decoder(cfg.model, device)
     load_weights(path, model)
     model.eval()
-    token_bytes = torch.tensor(token_byte_lengths(tokenizer) + [0] * (cfg.model.vocab_size - tokenizer.get_vocab_size()))
+    token_bytes = torch.tensor(token_byte_lengths(tokenizer, pad_to=cfg.model.vocab_size))
     return LoadedCheckpoint(model, cfg, tokenizer, sha, token_bytes, state["step"])

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from kiln.config import require, to_dict
-from kiln.device import autocast, pick_device
+from kiln.device import autocast, keep_freed_host_memory, pick_device
 from kiln.errors import KilnError
 from kiln.evaluate.loss import evaluate_loss
 from kiln.models.decoder import build_decoder
@@ -29,6 +29,7 @@ from kiln.train.checkpoint import (latest_checkpoint, load_training_state, load_
                                    save_checkpoint)
 from kiln.train.flops import decoder_flops_per_token, measure_matmul_peak
 from kiln.train.optim import build_optimizer, lr_at
+from kiln.train.signals import StopRequest, stop_on_signals
 
 if TYPE_CHECKING:
     from kiln.presets import RunConfig
@@ -115,6 +116,8 @@ class Trainer:
         self.cfg, self.run, self.tc = cfg, run, cfg.train
         self.rank, self.world_size = rank, world_size
         self.device = pick_device(self.tc.device)
+        if self.device.type == "cpu":
+            keep_freed_host_memory()
         self.tokenizer_sha256 = tokenizer_sha256
         self.token_bytes = token_bytes
         if self.tc.threads > 0:
@@ -194,26 +197,22 @@ class Trainer:
         self.tokens_seen += self.tokens_per_step
         return {"loss": total_loss.item() / tc.grad_accum_steps, "lr": lr, "grad_norm": grad_norm.item()}
 
-    def fit(self) -> dict[str, Any]:
-        """Run to train.max_steps; return the figures for summary.json."""
+    def _loop(self, bar: tqdm, stop: StopRequest) -> tuple[dict[str, float], float]:
+        """Steps until max_steps or a stop request; returns (last validation, seconds in train steps)."""
         tc = self.tc
-        self.model.train()
         train_s = 0.0
-        start_step = self.step
         last_val: dict[str, float] = {}
-        bar = tqdm(total=tc.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=self.rank != 0)
-        while self.step < tc.max_steps:
+        while self.step < tc.max_steps and not stop:
             t0 = time.perf_counter()
             stats = self.train_step()
             dt = time.perf_counter() - t0
             train_s += dt
             tok_s = self.tokens_per_step / dt
             mfu = self.flops_per_token * tok_s / self.peak_flops
-            record = {"step": self.step, "tokens": self.tokens_seen, **stats, "tokens_per_s": tok_s, "mfu": mfu}
             if not math.isfinite(stats["loss"]):
                 raise KilnError(f"loss became {stats['loss']} at step {self.step}; lower train.lr or check the data")
-            self.metrics.write(record)
+            self.metrics.write({"step": self.step, "tokens": self.tokens_seen, **stats, "tokens_per_s": tok_s,
+                                "mfu": mfu})
             bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}")
             bar.update(1)
             final = self.step == tc.max_steps
@@ -224,7 +223,23 @@ class Trainer:
                 bar.write(f"step {self.step}: val_loss {last_val['loss']:.4f} val_bpb {last_val['bpb']:.4f}")
             if final or (tc.checkpoint_every and self.step % tc.checkpoint_every == 0):
                 self.save()
+        return last_val, train_s
+
+    def fit(self) -> dict[str, Any]:
+        """Run to train.max_steps; return the figures for summary.json. SIGINT/SIGTERM stop at the
+        next step boundary with a checkpoint (then KeyboardInterrupt)."""
+        tc = self.tc
+        self.model.train()
+        start_step = self.step
+        bar = tqdm(total=tc.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=self.rank != 0)
+        with stop_on_signals() as stop:
+            last_val, train_s = self._loop(bar, stop)
         bar.close()
+        if stop and self.step < tc.max_steps:
+            path = self.save()
+            print(f"stopped by signal {stop.signum} at step {self.step}; checkpoint {path}; continue with --resume")
+            raise KeyboardInterrupt
         if not last_val:  # resumed at max_steps: nothing ran, still report validation
             last_val = self.validate(None)
         steps_run = self.step - start_step
