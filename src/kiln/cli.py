@@ -19,7 +19,8 @@ from kiln.presets import PRESETS, RunConfig, get_preset
 from kiln.rundir import RunDir
 
 VERBS: dict[str, str] = {
-    "run": "the whole chain: tokenizer -> tokenize -> train -> eval -> samples -> report",
+    "run": "the whole chain: curate -> tokenizer -> tokenize -> train -> eval -> samples -> report",
+    "curate": "normalise, filter, language-ID, deduplicate, decontaminate and redact the corpus; write a data card",
     "tokenizer": "train a byte-level BPE tokenizer on the corpus; report bytes per token",
     "tokenize": "encode the corpus into token shards with a manifest",
     "train": "pretrain the model on the run directory's shards",
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb, help_text in VERBS.items():
         p = sub.add_parser(verb, help=help_text, description=help_text)
-        if verb in ("run", "tokenizer", "tokenize", "train"):
+        if verb in ("run", "curate", "tokenizer", "tokenize", "train"):
             _add_run_options(p)
         if verb in ("run", "train"):
             p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run directory")
@@ -134,6 +135,7 @@ def dispatch(args: argparse.Namespace) -> Any:
         return cfg
     table: dict[str, Callable[[], Any]] = {
         "run": lambda: run_pipeline.main(cfg, run, resume=args.resume),
+        "curate": lambda: stages.curate(cfg, run),
         "tokenizer": lambda: stages.tokenizer(cfg, run),
         "tokenize": lambda: stages.tokenize(cfg, run),
         "train": lambda: stages.train(cfg, run, resume=args.resume),

@@ -23,13 +23,21 @@ from kiln.errors import KilnError
 BUILTIN = "sotu"
 TEXT_SUFFIXES = (".txt", ".md")
 _SURROGATES = re.compile("[\udc80-\udcff]")
+CURATED_MANIFEST = "manifest.json"
+
+
+def _is_curated(path: Path) -> bool:
+    try:
+        return json.loads((path / CURATED_MANIFEST).read_text()).get("format") == "kiln-curated-v1"
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
 
 
 @dataclass
 class CorpusConfig:
     corpus: str = BUILTIN
     """'sotu' for the built-in State of the Union corpus (1790-2021), or a path to a folder of
-    .txt/.md files or to a .jsonl file with one JSON object per line."""
+    .txt/.md files, a .jsonl file with one JSON object per line, or a `kiln curate` output folder."""
     text_field: str = "text"
     """JSONL only: the field that holds each document's text."""
     val_fraction: float = 0.05
@@ -91,6 +99,13 @@ def _read_builtin(stats: ReadStats) -> Iterator[Document]:
             yield Document(id=row.pop("id"), text=text, metadata=row)
 
 
+def _read_curated(root: Path, text_field: str, stats: ReadStats) -> Iterator[Document]:
+    """A `kiln curate` output folder: the JSONL files its manifest lists, in order."""
+    manifest = json.loads((root / CURATED_MANIFEST).read_text())
+    for entry in manifest["files"]:
+        yield from _read_jsonl(root / entry["file"], text_field, stats)
+
+
 def _read_folder(root: Path, stats: ReadStats) -> Iterator[Document]:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
     if not files:
@@ -133,7 +148,9 @@ def read_documents(cfg: CorpusConfig, stats: ReadStats | None = None) -> Iterato
                 f"corpus path {path} does not exist; pass data.corpus=PATH (a folder of .txt/.md or a .jsonl) "
                 f"or data.corpus={BUILTIN} for the built-in corpus"
             )
-        if path.is_dir():
+        if path.is_dir() and _is_curated(path):
+            docs = _read_curated(path, "text", stats)
+        elif path.is_dir():
             docs = _read_folder(path, stats)
         elif path.suffix.lower() == ".jsonl":
             docs = _read_jsonl(path, cfg.text_field, stats)

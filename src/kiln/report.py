@@ -67,6 +67,10 @@ def write_report(run: RunDir, summary: dict[str, Any], stages: dict[str, Any], s
     for name, figures in stages.items():
         wall = figures.get("wall_s") or sum(v.get("wall_s", 0) for v in figures.values() if isinstance(v, dict))
         lines.append(f"| {name} | {wall:.1f} |")
+    card = run.curated / "data_card.md"
+    if card.exists():
+        lines += ["", "## Data", "", f"Curated training data: see the [data card]({card.relative_to(run.root)}) "
+                  f"(sources, licences, what each step removed and why, languages, PII, duplicates, gaps)."]
     lines += ["", "## Loss", "", f"![loss]({run.loss_plot.name})", "", "## Samples", ""]
     for s in samples:
         lines += ["```text", s.strip(), "```", ""]

@@ -1,4 +1,4 @@
-"""`kiln run`: tokenizer -> tokenize -> train -> eval -> samples -> report, in one run directory."""
+"""`kiln run`: curate -> tokenizer -> tokenize -> train -> eval -> samples -> report, in one run directory."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from kiln.train.checkpoint import latest_checkpoint
 def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
     """The whole chain; returns the summary written to summary.json."""
     t0 = time.perf_counter()
+    if cfg.curate.enabled and not (resume and (run.curated / "manifest.json").exists()):
+        stages.curate(cfg, run)
     if not (resume and run.tokenizer.exists()):
         stages.tokenizer(cfg, run)
     if not (resume and (run.split("val") / "manifest.json").exists()):

@@ -18,6 +18,11 @@ class RunDir:
         return self.root / "config.json"
 
     @property
+    def curated(self) -> Path:
+        """curated/: documents_NNNNN.jsonl, manifest.json, dropped/, data_card.md/json."""
+        return self.root / "curated"
+
+    @property
     def tokenizer(self) -> Path:
         return self.root / "tokenizer.json"
 

@@ -1,11 +1,12 @@
 """The pipeline's stages, each `stage(cfg, run) -> figures`, reading and writing one run directory.
 
-tokenizer -> tokenize -> train -> (eval, generate). `kiln run` calls them in order (see run.py);
+curate -> tokenizer -> tokenize -> train -> (eval, generate). `kiln run` calls them in order (see run.py);
 the CLI exposes each as a verb.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from kiln.config import apply_overrides, save_config
+from kiln.curate.pipeline import curate as curate_corpus
 from kiln.corpus import CorpusConfig, ReadStats, read_documents, split_documents, split_of
 from kiln.device import pick_device
 from kiln.errors import KilnError
@@ -49,15 +51,41 @@ def _report_read_stats(stats: ReadStats) -> dict[str, Any]:
             "skipped": stats.num_skipped}
 
 
+def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
+    """Curate the corpus into run_dir/curated (documents, manifest, dropped samples, data card)."""
+    run.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run.config)
+    manifest = curate_corpus(cfg.data, cfg.curate, run.curated)
+    print(f"curate: kept {manifest['documents_out']:,} of {manifest['documents_in']:,} documents "
+          f"({manifest['bytes_out'] / 1e6:.1f} of {manifest['bytes_in'] / 1e6:.1f} MB) in {manifest['wall_s']:.1f} s; "
+          f"data card {run.curated / 'data_card.md'}")
+    for step in manifest["steps"]:
+        if step["dropped"] or step["changed"]:
+            print(f"  {step['step']}: dropped {step['dropped']:,} {step['dropped_by_reason'] or ''} changed {step['changed']:,}")
+    figures = {"documents_in": manifest["documents_in"], "documents_out": manifest["documents_out"],
+               "bytes_in": manifest["bytes_in"], "bytes_out": manifest["bytes_out"], "wall_s": manifest["wall_s"],
+               "mb_per_s": manifest["bytes_in"] / 1e6 / manifest["wall_s"]}
+    record(run, "curate", figures)
+    return figures
+
+
+def source_corpus(cfg: RunConfig, run: RunDir) -> CorpusConfig:
+    """The corpus later stages read: the curated output when curation is on and has run, else the raw one."""
+    if cfg.curate.enabled and (run.curated / "manifest.json").exists():
+        return dataclasses.replace(cfg.data, corpus=str(run.curated))
+    return cfg.data
+
+
 def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     """Train byte-level BPE on the training split; save tokenizer.json; report bytes/token on validation."""
     run.root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run.config)
     t0 = time.perf_counter()
     stats = ReadStats()
-    tok = train_tokenizer((d.text for d in split_documents(cfg.data, "train", stats)), cfg.tokenizer)
+    data = source_corpus(cfg, run)
+    tok = train_tokenizer((d.text for d in split_documents(data, "train", stats)), cfg.tokenizer)
     tok.save(str(run.tokenizer))
-    bpt = bytes_per_token(tok, (d.text for d in split_documents(cfg.data, "val")))
+    bpt = bytes_per_token(tok, (d.text for d in split_documents(data, "val")))
     figures = {"vocab_size": tok.get_vocab_size(), "val_bytes_per_token": bpt, "wall_s": time.perf_counter() - t0,
                "corpus": _report_read_stats(stats)}
     print(f"tokenizer: {tok.get_vocab_size()} tokens, {bpt:.3f} bytes/token on validation -> {run.tokenizer}")
@@ -72,9 +100,10 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     save_config(cfg, run.config)
     t0 = time.perf_counter()
     stats = ReadStats()
-    manifests = write_shards(read_documents(cfg.data, stats), tok, sha,
+    data = source_corpus(cfg, run)
+    manifests = write_shards(read_documents(data, stats), tok, sha,
                              {"train": run.split("train"), "val": run.split("val")}, cfg.shards,
-                             route=lambda doc: split_of(doc.id, cfg.data))
+                             route=lambda doc: split_of(doc.id, data))
     wall_s = time.perf_counter() - t0
     _report_read_stats(stats)
     for split, manifest in manifests.items():

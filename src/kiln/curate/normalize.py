@@ -1,0 +1,67 @@
+"""Text normalisation: mojibake repair, Unicode NFC, control characters, whitespace.
+
+Each function is pure text -> text; `normalize` applies the ones switched on and says which changed
+the text, so the pipeline can count them.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+# C0/C1 controls except tab and newline (carriage returns are turned into newlines first).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
+_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+_TRAILING = re.compile(r"[ \t]+\n")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+@dataclass
+class NormalizeConfig:
+    enabled: bool = True
+    """Run the normalisation step."""
+    fix_mojibake: bool = True
+    """Repair text that was decoded with the wrong codec (ftfy), e.g. 'cafÃ©' -> 'café'."""
+    nfc: bool = True
+    """Compose characters to Unicode NFC."""
+    strip_control: bool = True
+    """Remove control characters, zero-width spaces and byte-order marks; CRLF/CR become LF."""
+    whitespace: bool = True
+    """Collapse runs of spaces, strip trailing spaces, at most one blank line in a row."""
+
+
+def fix_mojibake(text: str) -> str:
+    import ftfy
+
+    # only the encoding repair: ftfy's other fixes (quotes, ligatures, width) would change real text
+    return ftfy.fix_text(text, unescape_html=False, uncurl_quotes=False, fix_latin_ligatures=False,
+                         fix_character_width=False, normalization=None, fix_line_breaks=False,
+                         remove_control_chars=False)
+
+
+def strip_control(text: str) -> str:
+    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def normalize_whitespace(text: str) -> str:
+    text = _SPACES.sub(" ", text)
+    text = _TRAILING.sub("\n", text)
+    return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+def normalize(text: str, cfg: NormalizeConfig) -> tuple[str, list[str]]:
+    """Apply the enabled fixes; returns the text and the names of the fixes that changed it."""
+    changed: list[str] = []
+    for name, on, fn in (
+        ("mojibake", cfg.fix_mojibake, fix_mojibake),
+        ("nfc", cfg.nfc, lambda t: unicodedata.normalize("NFC", t)),
+        ("control", cfg.strip_control, strip_control),
+        ("whitespace", cfg.whitespace, normalize_whitespace),
+    ):
+        if on:
+            new = fn(text)
+            if new != text:
+                changed.append(name)
+                text = new
+    return text, changed

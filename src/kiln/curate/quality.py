@@ -1,0 +1,173 @@
+"""Quality filters in the style of Gopher, C4 and FineWeb: each check returns a drop reason or None.
+
+Thresholds and their origin (defaults follow datatrove's implementations of the papers):
+- Gopher quality (Rae et al. 2021, appendix A): 50..100,000 words; mean word length 3..10 chars;
+  symbol ('#', '...') to word ratio <= 0.1; <= 90 % of lines start with a bullet; <= 30 % of lines end
+  with an ellipsis; >= 80 % of words contain a letter; >= 2 of the stop words the/be/to/of/and/that/have/with.
+- Gopher repetition: duplicate lines <= 30 % of lines and <= 20 % of characters; duplicate paragraphs
+  likewise; most frequent 2/3/4-gram covers <= 20/18/16 % of characters; duplicated 5..10-grams cover
+  <= 15..10 % of characters.
+- C4 (Raffel et al. 2020): no 'lorem ipsum'; no curly braces ('{' marks code); documents need >= 3
+  sentences. C4's line-level rules (drop lines without terminal punctuation) are not applied: they
+  rewrite documents, and FineWeb's ratio below keeps the signal without deleting text.
+- FineWeb (Penedo et al. 2024): >= 12 % of lines end in punctuation; <= 67 % of lines shorter than
+  30 chars; characters in duplicated lines <= 10 % (FineWeb used 1 %, tuned for web crawl; long
+  speeches repeat salutations, so kiln is looser); newlines per word <= 0.3.
+- Boilerplate: short (< 200 char) lines of cookie notices, 'enable javascript', 'all rights reserved',
+  terms/privacy make up > 20 % of lines.
+The FineWeb line-shape rules apply only to documents of 3+ lines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
+BULLETS = ("•", "●", "○", "▪", "-", "*", "·", "‣", "–")
+PUNCT_END = (".", "!", "?", '"', "'", "”", "’", ":", ";", ")")
+BOILERPLATE = re.compile(
+    r"cookie|javascript|all rights reserved|terms of (use|service)|privacy policy|subscribe to our newsletter|"
+    r"click here|sign up for|log ?in to",
+    re.I,
+)
+_WORD = re.compile(r"\S+")
+MIN_LINES_FOR_LINE_RULES = 3
+_STRIP = ".,;:!?\"'()[]{}<>«»“”‘’"
+
+
+@dataclass
+class QualityConfig:
+    enabled: bool = True
+    """Run the quality filters."""
+    min_words: int = 50
+    """Gopher: fewest words a document may have."""
+    max_words: int = 100_000
+    """Gopher: most words (longer documents are usually lists or dumps)."""
+    min_mean_word_length: float = 3.0
+    """Gopher: shortest mean word length."""
+    max_mean_word_length: float = 10.0
+    """Gopher: longest mean word length."""
+    max_symbol_word_ratio: float = 0.1
+    """Gopher: ('#' + '...') per word."""
+    max_bullet_lines: float = 0.9
+    """Gopher: fraction of lines starting with a bullet."""
+    max_ellipsis_lines: float = 0.3
+    """Gopher: fraction of lines ending in an ellipsis."""
+    min_alpha_words: float = 0.8
+    """Gopher: fraction of words containing a letter."""
+    min_stop_words: int = 2
+    """Gopher: distinct English stop words required (set 0 for non-English corpora)."""
+    max_dup_line_frac: float = 0.3
+    """Gopher repetition: fraction of lines that are duplicates."""
+    max_dup_line_char_frac: float = 0.2
+    """Gopher repetition: fraction of characters in duplicate lines."""
+    max_top_ngram_frac: tuple[float, ...] = (0.20, 0.18, 0.16)
+    """Gopher repetition: most frequent 2-, 3- and 4-gram's share of characters."""
+    max_dup_ngram_frac: tuple[float, ...] = (0.15, 0.14, 0.13, 0.12, 0.11, 0.10)
+    """Gopher repetition: share of characters in duplicated 5- to 10-grams."""
+    min_sentences: int = 3
+    """C4: fewest sentences."""
+    min_punct_lines: float = 0.12
+    """FineWeb: fraction of lines ending in punctuation."""
+    max_short_lines: float = 0.67
+    """FineWeb: fraction of lines under 30 characters."""
+    max_dup_line_chars_fineweb: float = 0.1
+    """FineWeb: characters in duplicated lines over all characters."""
+    max_newlines_per_word: float = 0.3
+    """FineWeb: newlines per word."""
+    max_boilerplate_lines: float = 0.2
+    """Fraction of lines that are cookie/javascript/terms/rights boilerplate."""
+
+
+def _dup_fraction(items: list[str]) -> tuple[float, float]:
+    """(fraction of items that repeat an earlier one, fraction of their characters)."""
+    seen: set[str] = set()
+    dup = dup_chars = 0
+    total_chars = sum(len(x) for x in items) or 1
+    for item in items:
+        if item in seen:
+            dup += 1
+            dup_chars += len(item)
+        seen.add(item)
+    return dup / max(len(items), 1), dup_chars / total_chars
+
+
+def _ngram_checks(words: list[str], cfg: QualityConfig) -> str | None:
+    total_chars = sum(len(w) for w in words) or 1
+    for n, limit in zip((2, 3, 4), cfg.max_top_ngram_frac):
+        grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+        if grams:
+            gram, count = grams.most_common(1)[0]
+            if count > 1 and count * sum(len(w) for w in gram) / total_chars > limit:
+                return f"top_{n}gram"
+    for n, limit in zip(range(5, 11), cfg.max_dup_ngram_frac):
+        seen: set[tuple[str, ...]] = set()
+        covered = [False] * len(words)
+        for i in range(len(words) - n + 1):
+            gram = tuple(words[i : i + n])
+            if gram in seen:
+                for j in range(i, i + n):
+                    covered[j] = True
+            seen.add(gram)
+        if sum(len(w) for w, c in zip(words, covered) if c) / total_chars > limit:
+            return f"dup_{n}gram"
+    return None
+
+
+def check_quality(text: str, cfg: QualityConfig) -> str | None:
+    """The first failed rule's name (e.g. 'gopher:min_words'), or None if the document passes."""
+    words = _WORD.findall(text)
+    num_words = len(words)
+    if num_words < cfg.min_words:
+        return "gopher:min_words"
+    if num_words > cfg.max_words:
+        return "gopher:max_words"
+    bare = [w.strip(_STRIP) for w in words]
+    mean_len = sum(len(w) for w in bare) / num_words
+    if not cfg.min_mean_word_length <= mean_len <= cfg.max_mean_word_length:
+        return "gopher:mean_word_length"
+    if (text.count("#") + text.count("...") + text.count("…")) / num_words > cfg.max_symbol_word_ratio:
+        return "gopher:symbol_ratio"
+    lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
+    num_lines = max(len(lines), 1)
+    if sum(ln.startswith(BULLETS) for ln in lines) / num_lines > cfg.max_bullet_lines:
+        return "gopher:bullet_lines"
+    if sum(ln.endswith(("...", "…")) for ln in lines) / num_lines > cfg.max_ellipsis_lines:
+        return "gopher:ellipsis_lines"
+    if sum(any(c.isalpha() for c in w) for w in words) / num_words < cfg.min_alpha_words:
+        return "gopher:alpha_words"
+    if len(STOP_WORDS.intersection(w.lower() for w in bare)) < cfg.min_stop_words:
+        return "gopher:stop_words"
+    dup_lines, dup_line_chars = _dup_fraction(lines)
+    if dup_lines > cfg.max_dup_line_frac or dup_line_chars > cfg.max_dup_line_char_frac:
+        return "gopher:dup_lines"
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    dup_paras, dup_para_chars = _dup_fraction(paragraphs)
+    if dup_paras > cfg.max_dup_line_frac or dup_para_chars > cfg.max_dup_line_char_frac:
+        return "gopher:dup_paragraphs"
+    reason = _ngram_checks([w.lower() for w in bare if w], cfg)
+    if reason:
+        return f"gopher:{reason}"
+    lowered = text.lower()
+    if "lorem ipsum" in lowered:
+        return "c4:lorem_ipsum"
+    if "{" in text:
+        return "c4:curly_bracket"
+    if len(re.findall(r"[.!?](\s|$)", text)) < cfg.min_sentences:
+        return "c4:min_sentences"
+    # line-shape rules need lines: a one-paragraph document has no line structure to judge
+    if num_lines >= MIN_LINES_FOR_LINE_RULES:
+        if sum(ln.endswith(PUNCT_END) for ln in lines) / num_lines < cfg.min_punct_lines:
+            return "fineweb:line_punct"
+        if sum(len(ln) < 30 for ln in lines) / num_lines > cfg.max_short_lines:
+            return "fineweb:short_lines"
+    if dup_line_chars > cfg.max_dup_line_chars_fineweb:
+        return "fineweb:dup_line_chars"
+    if text.count("\n") / num_words > cfg.max_newlines_per_word:
+        return "fineweb:newlines_per_word"
+    # boilerplate is short lines; a long paragraph that mentions 'terms of service' is prose
+    if sum(len(ln) < 200 and bool(BOILERPLATE.search(ln)) for ln in lines) / num_lines > cfg.max_boilerplate_lines:
+        return "boilerplate"
+    return None
