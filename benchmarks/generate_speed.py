@@ -38,6 +38,8 @@ def main() -> None:
     device = pick_device(cfg.train.device)
     torch.manual_seed(0)
     model = build_decoder(cfg.model, device).eval()
+    if args.precision == "bf16":
+        model.to(torch.bfloat16)  # as `kiln generate` does: cast the weights once, not per token
     prompt = torch.randint(3, cfg.model.vocab_size, (1, args.prompt_tokens), device=device)
     rows = {}
     outputs = {}

@@ -171,6 +171,9 @@ def sample(checkpoint: Path, prompts: list[str] | None, cfg_overrides: dict[str,
     """Continue each prompt with the checkpoint's model; returns prompt + continuation texts."""
     device = pick_device(device_name)
     loaded = load_checkpoint(checkpoint, device)
+    if loaded.cfg.train.precision == "bf16":
+        # bf16 weights once, instead of autocast casting every weight again for every new token
+        loaded.model.to(torch.bfloat16)
     sc = apply_overrides(loaded.cfg, cfg_overrides or {}).sample
     if prompts is None:
         prompts = [p for p in sc.prompts.split("|") if p.strip()]

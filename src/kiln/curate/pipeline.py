@@ -97,9 +97,10 @@ def build_steps(cfg: CurateConfig, data: CorpusConfig) -> list[Step]:
     steps: list[Step] = []
     if cfg.normalize.enabled:
         steps.append(Normalize(cfg.normalize))
+    # language before quality, as in FineWeb: the Gopher stop-word rule is English-specific
+    steps.append(Language(cfg.languages.split(",") if cfg.languages else [], cfg.min_language_score))
     if cfg.quality.enabled:
         steps.append(Quality(cfg.quality))
-    steps.append(Language(cfg.languages.split(",") if cfg.languages else [], cfg.min_language_score))
     if cfg.dedup.exact or cfg.dedup.near:
         steps.append(Deduplicate(cfg.dedup))
     if cfg.decontaminate:

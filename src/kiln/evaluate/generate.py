@@ -47,7 +47,7 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.8,
              top_k: int = 0, top_p: float = 1.0, seed: int = 0, eos_id: int | None = None,
              use_cache: bool = True, precision: str = "bf16") -> torch.Tensor:
@@ -63,13 +63,15 @@ def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int, temper
     max_len = model.cfg.max_seq_len
     max_new_tokens = min(max_new_tokens, max_len - prompt.shape[1])
     gen = torch.Generator(device=device).manual_seed(seed)
-    cache_dtype = torch.bfloat16 if precision == "bf16" else None
+    cache_dtype = torch.bfloat16 if precision == "bf16" else next(model.parameters()).dtype
     cache = model.new_cache(prompt.shape[0], max_len, cache_dtype) if use_cache else None
     tokens = prompt
     step_input = prompt
     done = torch.zeros(prompt.shape[0], dtype=torch.bool, device=device)
+    # weights already in bf16 (as `kiln generate` loads them) need no autocast, which costs per op
+    weights_fp32 = next(model.parameters()).dtype == torch.float32
     for _ in range(max_new_tokens):
-        with autocast(device, precision):
+        with autocast(device, precision if weights_fp32 else "fp32"):
             logits = model(step_input if use_cache else tokens, cache=cache)[:, -1].float()  # (B, V)
         if temperature == 0:
             next_id = logits.argmax(-1, keepdim=True)

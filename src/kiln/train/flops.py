@@ -20,10 +20,14 @@ def decoder_flops_per_token(cfg: DecoderConfig, seq_len: int) -> float:
     return 6 * matmul_params + 12 * L * C * seq_len
 
 
-def measure_matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 1024, seconds: float = 0.5) -> float:
-    """Achieved FLOP/s of a square matmul on this machine: the ceiling MFU is measured against."""
-    if device.type == "cuda":
-        size = max(size, 8192)
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.5) -> float:
+    """Achieved FLOP/s of square matmuls on this machine (the best of a few sizes): the ceiling MFU
+    is measured against."""
+    sizes = (8192,) if device.type == "cuda" else (512, 1024, 2048)
+    return max(_matmul_rate(device, dtype, n, seconds / len(sizes)) for n in sizes)
+
+
+def _matmul_rate(device: torch.device, dtype: torch.dtype, size: int, seconds: float) -> float:
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
 

@@ -144,8 +144,15 @@ class Trainer:
         self.metrics = MetricsLog(run.metrics, resumed_step)
         self.forward_model = torch.compile(self.model) if self.tc.compile else self.model
         self.flops_per_token = decoder_flops_per_token(cfg.model, self.tc.seq_len)
+        self.peak_flops = 0.0  # measured after the first step, in the steady state (see measure_peak)
+
+    def measure_peak(self) -> float:
+        """The matmul ceiling for MFU, kept as the best of every measurement: measured once the run is
+        in its steady state and again at the end, because a reading taken while other work (a thread
+        pool of an earlier stage winding down) shares the cores comes out low and would inflate MFU."""
         dtype = torch.bfloat16 if self.tc.precision == "bf16" else torch.float32
-        self.peak_flops = measure_matmul_peak(self.device, dtype)
+        self.peak_flops = max(self.peak_flops, measure_matmul_peak(self.device, dtype))
+        return self.peak_flops
 
     @property
     def tokens_per_step(self) -> int:
@@ -207,6 +214,8 @@ class Trainer:
             stats = self.train_step()
             dt = time.perf_counter() - t0
             train_s += dt
+            if not self.peak_flops:
+                self.measure_peak()
             tok_s = self.tokens_per_step / dt
             mfu = self.flops_per_token * tok_s / self.peak_flops
             if not math.isfinite(stats["loss"]):
@@ -244,6 +253,7 @@ class Trainer:
             last_val = self.validate(None)
         steps_run = self.step - start_step
         tokens_per_s = steps_run * self.tokens_per_step / train_s if train_s else 0.0
+        self.measure_peak()
         return {
             "val_loss": last_val["loss"],
             "val_bpb": last_val["bpb"],

@@ -1,0 +1,141 @@
+"""Curation on a synthetic corpus with planted duplicates, PII, junk, boilerplate and other languages."""
+
+import json
+import random
+
+import pytest
+
+from kiln.corpus import CorpusConfig, read_documents
+from kiln.curate.dedup import DedupConfig, MinHasher, NearDuplicateIndex
+from kiln.curate.pipeline import CurateConfig, curate
+from kiln.curate.quality import QualityConfig, check_quality
+from tests.conftest import make_text
+
+FRENCH = ("Le gouvernement a présenté aujourd'hui son budget pour l'année prochaine. Les députés ont discuté "
+          "longuement des impôts, des écoles et des hôpitaux, et la séance a duré toute la nuit. ") * 6
+GERMAN = ("Die Regierung hat heute den Haushalt für das kommende Jahr vorgestellt. Die Abgeordneten haben "
+          "lange über Steuern, Schulen und Krankenhäuser gesprochen, und die Sitzung dauerte die ganze Nacht. ") * 6
+
+
+def _edit(text: str, rng: random.Random, num_edits: int) -> str:
+    words = text.split()
+    for _ in range(num_edits):
+        words[rng.randrange(len(words))] = rng.choice(["nation", "people", "law", "trade"])
+    return " ".join(words)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    rng = random.Random(5)
+    root = tmp_path_factory.mktemp("planted")
+    originals = [make_text(rng, 40) for _ in range(60)]
+    files = {f"orig_{i:03d}": t for i, t in enumerate(originals)}
+    files.update({f"x_exact_{i:03d}": originals[i] for i in range(10)})
+    files.update({f"x_exact_ws_{i:03d}": "  " + originals[i].upper().replace(" ", "  ") for i in range(10, 15)})
+    files.update({f"x_near_{i:03d}": _edit(originals[i], rng, 3) for i in range(20, 40)})
+    files["pii_all"] = (make_text(rng, 30) + " Mail jane.doe@example.org or call +1 (202) 555-0143. The host is "
+                        "10.0.0.12 and card 4111 1111 1111 1111 was used.")
+    files["junk_short"] = "Buy now!"
+    files["junk_symbols"] = " ".join("### $$$ ### @@@" for _ in range(40))
+    files["boilerplate"] = "\n".join(["We use cookies to improve your experience.", "Please enable JavaScript.",
+                                      "All rights reserved.", "Privacy policy | Terms of use"] * 5
+                                     + [make_text(rng, 8)])
+    files["lorem"] = "Lorem ipsum dolor sit amet. " + make_text(rng, 20)
+    files["french"] = FRENCH
+    files["german"] = GERMAN
+    files["mojibake"] = make_text(rng, 20) + " The cafÃ© was open and the naÃ¯ve plan worked."
+    for name, text in files.items():
+        (root / f"{name}.txt").write_text(text, encoding="utf-8")
+    return root, files
+
+
+def _run(root, out, **kw):
+    cfg = CurateConfig(decontaminate=False, **kw)
+    manifest = curate(CorpusConfig(corpus=str(root), val_fraction=0.1), cfg, out)
+    kept = {d.id.removesuffix(".txt"): d for d in read_documents(CorpusConfig(corpus=str(out)))}
+    return manifest, kept
+
+
+def test_planted_corpus_is_cleaned(planted, tmp_path):
+    root, files = planted
+    manifest, kept = _run(root, tmp_path / "out")
+    # duplicates come later in stream order (x_ sorts after orig_): they go, the originals stay
+    assert not any(k.startswith("x_exact") for k in kept)
+    assert all(f"orig_{i:03d}" in kept for i in range(60))
+    # near duplicates: recall >= 0.9; no original lost (false positives <= 0.05)
+    near_found = sum(f"x_near_{i:03d}" not in kept for i in range(20, 40)) / 20
+    assert near_found >= 0.9
+    # junk, boilerplate, lorem ipsum and other languages are dropped, each with its reason
+    for name in ("junk_short", "junk_symbols", "boilerplate", "lorem", "french", "german"):
+        assert name not in kept, name
+    reasons = {s["step"]: s["dropped_by_reason"] for s in manifest["steps"]}
+    assert "language:fr" in reasons["language"] and "language:de" in reasons["language"]
+    assert reasons["dedup"]["exact_duplicate"] == 15
+    # PII placeholders, and the counts in the manifest
+    text = kept["pii_all"].text
+    for placeholder in ("<EMAIL>", "<PHONE>", "<IP>", "<CARD>"):
+        assert placeholder in text
+    assert "jane.doe" not in text and "4111" not in text
+    pii = next(s for s in manifest["steps"] if s["step"] == "pii")["notes"]
+    assert pii == {"EMAIL": 1, "PHONE": 1, "IP": 1, "CARD": 1}
+    # mojibake repaired; language labels in metadata
+    assert "café" in kept["mojibake"].text and "naïve" in kept["mojibake"].text
+    assert kept["orig_000"].metadata["language"] == "en"
+    # dropped samples are written for inspection
+    dropped = {json.loads(line)["id"] for f in (tmp_path / "out" / "dropped").glob("*.jsonl")
+               for line in f.read_text().splitlines()}
+    assert dropped >= {"junk_short.txt", "junk_symbols.txt", "boilerplate.txt", "lorem.txt", "french.txt"}
+
+
+def test_data_card_fields(planted, tmp_path):
+    root, files = planted
+    manifest, _ = _run(root, tmp_path / "out", licence="CC-BY-4.0")
+    card = json.loads((tmp_path / "out" / "data_card.json").read_text())
+    assert card["documents"] == {"before": len(files), "after": manifest["documents_out"]}
+    assert card["source"]["licence"] == "CC-BY-4.0"
+    assert card["languages"]["en"] >= 60 and card["languages"].get("fr") == 1
+    assert card["pii_redacted"] == {"EMAIL": 1, "PHONE": 1, "IP": 1, "CARD": 1}
+    assert card["knowledge_cutoff"] is None and any("knowledge cutoff" in g for g in card["known_gaps_and_biases"])
+    md = (tmp_path / "out" / "data_card.md").read_text()
+    assert "## Known gaps and biases" in md and "| dedup |" in md
+
+
+def test_output_is_deterministic(planted, tmp_path):
+    root, _ = planted
+    a, _ = _run(root, tmp_path / "a")
+    b, _ = _run(root, tmp_path / "b")
+    assert [f["sha256"] for f in a["files"]] == [f["sha256"] for f in b["files"]]
+
+
+def test_decontamination_drops_copies_of_validation_text(tmp_path):
+    rng = random.Random(9)
+    root = tmp_path / "c"
+    root.mkdir()
+    texts = [make_text(rng, 40) for _ in range(30)]
+    for i, t in enumerate(texts):
+        (root / f"d{i:02d}.txt").write_text(t)
+    data = CorpusConfig(corpus=str(root), val_fraction=0.2)
+    from kiln.corpus import split_of
+
+    val_ids = [f"d{i:02d}.txt" for i in range(30) if split_of(f"d{i:02d}.txt", data) == "val"]
+    victim = texts[int(val_ids[0][1:3])]
+    (root / "leak.txt").write_text(make_text(rng, 10) + " " + victim[: len(victim) // 2])
+    manifest = curate(data, CurateConfig(dedup=DedupConfig(exact=False, near=False)), tmp_path / "out")
+    decon = next(s for s in manifest["steps"] if s["step"] == "decontaminate")
+    assert decon["dropped_by_reason"] == {"eval_overlap": 1}
+    kept = {d.id for d in read_documents(CorpusConfig(corpus=str(tmp_path / "out")))}
+    assert "leak.txt" not in kept and set(val_ids) <= kept
+
+
+def test_minhash_false_positive_rate_on_unrelated_documents():
+    rng = random.Random(3)
+    hasher, index = MinHasher(DedupConfig()), NearDuplicateIndex(DedupConfig())
+    hits = sum(index.check_and_add(str(i), hasher.signature(make_text(rng, 40))) is not None for i in range(300))
+    assert hits / 300 <= 0.05
+
+
+def test_quality_rules_keep_prose_and_name_the_rule():
+    rng = random.Random(4)
+    assert check_quality(make_text(rng, 30), QualityConfig()) is None
+    assert check_quality("too short", QualityConfig()) == "gopher:min_words"
+    assert check_quality(("word " * 60).strip() + ".", QualityConfig()).startswith("gopher:")
