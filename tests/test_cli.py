@@ -134,3 +134,14 @@ def test_sigint_checkpoints_at_a_step_boundary_and_resume_finishes(tmp_path, cor
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed from {ckpt}" in resumed.stdout
+
+
+def test_corrupt_checkpoint_is_one_line(debug_run, tmp_path, capsys):
+    import shutil
+
+    run_dir, _ = debug_run
+    ckpt = tmp_path / "step_30"
+    shutil.copytree(run_dir / "checkpoints" / "step_30", ckpt)
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert "corrupt or truncated" in _error(capsys, ["eval", "--checkpoint", str(ckpt)])

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -80,6 +81,8 @@ def load_weights(path: Path, model: nn.Module) -> None:
         raise KilnError(f"checkpoint {path} has no model.safetensors; pass a complete checkpoint directory")
     try:
         missing, unexpected = load_model(model, str(file), strict=False)
+    except SafetensorError as e:
+        raise KilnError(f"checkpoint {file} is corrupt or truncated ({e}); use an earlier checkpoint") from None
     except (RuntimeError, OSError, ValueError) as e:
         raise KilnError(f"checkpoint {file} does not fit this model ({str(e).splitlines()[0]}); "
                         "use the config saved with it") from None
