@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from kiln import run as run_pipeline
+from kiln import stages
 from kiln.config import apply_overrides, format_config, iter_fields, load_config
 from kiln.errors import KilnError
 from kiln.presets import PRESETS, RunConfig, get_preset
 from kiln.rundir import RunDir
+from kiln.train.checkpoint import checkpoint_dirs, latest_checkpoint
 
 VERBS: dict[str, str] = {
     "run": "the whole chain: curate -> tokenizer -> tokenize -> train -> eval -> samples -> report",
@@ -92,8 +96,6 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, RunDir]:
 
 
 def _checkpoint_or_latest(args: argparse.Namespace) -> Path:
-    from kiln.train.checkpoint import latest_checkpoint
-
     if args.checkpoint is not None:
         return args.checkpoint
     run = RunDir(args.run_dir or Path("runs") / "cpu")
@@ -104,25 +106,18 @@ def _checkpoint_or_latest(args: argparse.Namespace) -> Path:
 
 
 def _guard_fresh_start(args: argparse.Namespace, run: RunDir) -> None:
-    from kiln.train.checkpoint import checkpoint_dirs
-
     if not args.resume and not args.overwrite and checkpoint_dirs(run.checkpoints):
         raise KilnError(f"{run.root} already holds checkpoints; pass --resume to continue, --overwrite to start "
                         "afresh, or choose another --run-dir")
     if args.overwrite:
-        import shutil
-
         shutil.rmtree(run.checkpoints, ignore_errors=True)
 
 
 def dispatch(args: argparse.Namespace) -> Any:
-    from kiln import run as run_pipeline
-    from kiln import stages
-
     if args.verb in ("eval", "generate"):
         checkpoint = _checkpoint_or_latest(args)
         if args.verb == "eval":
-            result = stages.evaluate(checkpoint, None, args.text, args.shards, args.tokenizer, args.device)
+            result = stages.evaluate(checkpoint, args.text, args.shards, args.tokenizer, args.device)
             print(json.dumps(result, indent=2))
             return result
         overrides = {n: getattr(args, n) for n, _, _ in iter_fields(RunConfig) if getattr(args, n, None) is not None}

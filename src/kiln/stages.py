@@ -16,19 +16,18 @@ from typing import Any
 import torch
 
 from kiln.config import apply_overrides, save_config
-from kiln.curate.pipeline import curate as curate_corpus
 from kiln.corpus import CorpusConfig, ReadStats, read_documents, split_documents, split_of
+from kiln.curate.pipeline import curate as curate_corpus
 from kiln.device import pick_device
 from kiln.errors import KilnError
 from kiln.evaluate.generate import generate
-from kiln.evaluate.load import load_checkpoint
+from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
 from kiln.evaluate.loss import evaluate_loss
 from kiln.presets import RunConfig
 from kiln.rundir import RunDir
 from kiln.shards.loader import ShardSet, iterate_windows
 from kiln.shards.writer import ShardConfig, write_shards
 from kiln.tokenizer import bytes_per_token, load_tokenizer, token_byte_lengths, tokenizer_hash, train_tokenizer
-from kiln.train.checkpoint import latest_checkpoint
 from kiln.train.trainer import Trainer
 
 
@@ -132,13 +131,10 @@ def train(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
     return figures
 
 
-def evaluate(checkpoint: Path | None, run: RunDir | None, text: Path | None, shards: Path | None,
-             tokenizer_path: Path | None, device_name: str = "auto") -> dict[str, Any]:
-    """Loss and bits-per-byte of a checkpoint on a text file/folder/.jsonl or a shard directory."""
-    if checkpoint is None:
-        if run is None or latest_checkpoint(run.checkpoints) is None:
-            raise KilnError("no checkpoint to evaluate; pass --checkpoint DIR or a --run-dir that has checkpoints")
-        checkpoint = latest_checkpoint(run.checkpoints)
+def evaluate(checkpoint: Path, text: Path | None, shards: Path | None, tokenizer_path: Path | None,
+             device_name: str = "auto") -> dict[str, Any]:
+    """Loss and bits-per-byte of a checkpoint on a text file/folder/.jsonl or a shard directory
+    (default: the validation shards of the run the checkpoint belongs to)."""
     device = pick_device(device_name)
     loaded = load_checkpoint(checkpoint, device, tokenizer_path)
     seq_len, batch = loaded.cfg.train.seq_len, loaded.cfg.train.micro_batch_size
@@ -148,14 +144,14 @@ def evaluate(checkpoint: Path | None, run: RunDir | None, text: Path | None, sha
             write_shards(docs, loaded.tokenizer, loaded.tokenizer_sha256, {"eval": Path(tmp)}, ShardConfig())
             result = _eval_shards(loaded, ShardSet(Path(tmp)), seq_len, batch, device)
     else:
-        shard_dir = shards or (checkpoint.parent.parent / "shards" / "val")
+        shard_dir = shards or RunDir(checkpoint.parent.parent).split("val")
         result = _eval_shards(loaded, ShardSet(shard_dir), seq_len, batch, device)
     result["checkpoint"] = str(checkpoint)
     result["step"] = loaded.step
     return result
 
 
-def _eval_shards(loaded, shard_set: ShardSet, seq_len: int, batch: int, device: torch.device) -> dict[str, Any]:
+def _eval_shards(loaded: LoadedCheckpoint, shard_set: ShardSet, seq_len: int, batch: int, device: torch.device) -> dict[str, Any]:
     if shard_set.tokenizer_sha256 != loaded.tokenizer_sha256:
         raise KilnError(f"shards in {shard_set.directory} were made with another tokenizer than the checkpoint's; "
                         "evaluate on text (--text) or on shards from the same run")
