@@ -76,10 +76,10 @@ def test_user_errors_are_one_line(tmp_path, capsys, debug_run):
     run = ["tokenizer", "--preset", "debug", "--run-dir", str(tmp_path / "r")]
     assert "does not exist" in _error(capsys, run + ["--data.corpus", str(tmp_path / "nope")])
     (tmp_path / "empty").mkdir()
-    assert "holds no .txt or .md" in _error(capsys, run + ["--data.corpus", str(tmp_path / "empty")])
+    assert "holds no readable files" in _error(capsys, run + ["--data.corpus", str(tmp_path / "empty")])
     (tmp_path / "blank").mkdir()
     (tmp_path / "blank" / "a.txt").write_text("   ")
-    assert "no non-empty documents" in _error(capsys, run + ["--data.corpus", str(tmp_path / "blank")])
+    assert "no usable documents: a.txt: empty document" in _error(capsys, run + ["--data.corpus", str(tmp_path / "blank")])
     assert "not a valid int" in _error(capsys, run + ["--train.max_steps", "many"])
     assert "must be positive" in _error(capsys, run + ["--train.lr", "-1"])
     assert "run `kiln tokenizer` first" in _error(capsys, ["tokenize", "--preset", "debug", "--run-dir", str(tmp_path / "x")])

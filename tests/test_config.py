@@ -1,6 +1,12 @@
 import pytest
 
-from kiln.config import apply_overrides, field_docs, format_config, load_config, save_config
+from kiln.config import (
+    apply_overrides,
+    field_docs,
+    format_config,
+    load_config,
+    save_config,
+)
 from kiln.errors import KilnError
 from kiln.presets import PRESETS, RunConfig, get_preset
 from kiln.train.trainer import TrainConfig

@@ -2,7 +2,13 @@ import json
 
 import pytest
 
-from kiln.corpus import CorpusConfig, ReadStats, read_documents, split_documents, split_of
+from kiln.corpus import (
+    CorpusConfig,
+    ReadStats,
+    read_documents,
+    split_documents,
+    split_of,
+)
 from kiln.errors import KilnError
 
 
@@ -17,7 +23,9 @@ def test_folder_and_jsonl_read_the_same_way(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.md").write_text("beta text")
     (tmp_path / "ignored.bin").write_bytes(b"\x00\x01")
-    assert [d.text for d in read_documents(CorpusConfig(corpus=str(tmp_path)))] == ["alpha text", "beta text"]
+    stats = ReadStats()
+    assert [d.text for d in read_documents(CorpusConfig(corpus=str(tmp_path)), stats)] == ["alpha text", "beta text"]
+    assert stats.skipped == [f"{tmp_path / 'ignored.bin'}: unsupported file type"]
     jsonl = tmp_path / "c.jsonl"
     jsonl.write_text(json.dumps({"text": "one", "id": "x"}) + "\n{broken\n" + json.dumps({"body": "no text"}) + "\n"
                      + json.dumps({"text": "two"}) + "\n")
@@ -47,8 +55,8 @@ def test_split_is_deterministic_and_disjoint(corpus_dir):
 
 @pytest.mark.parametrize("make, fragment", [
     (lambda p: p / "missing", "does not exist"),
-    (lambda p: p, "holds no .txt or .md files"),
-    (lambda p: (p / "empty.txt").write_text("  \n") and p, "no non-empty documents"),
+    (lambda p: p, "holds no readable files"),
+    (lambda p: (p / "empty.txt").write_text("  \n") and p, "no usable documents: empty.txt: empty document"),
 ])
 def test_unusable_corpus_gives_one_clear_error(tmp_path, make, fragment):
     path = make(tmp_path)

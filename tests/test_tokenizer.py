@@ -3,8 +3,14 @@ import random
 import pytest
 
 from kiln.errors import KilnError
-from kiln.tokenizer import (TokenizerConfig, bytes_per_token, load_tokenizer, special_ids, token_byte_lengths,
-                            train_tokenizer)
+from kiln.tokenizer import (
+    TokenizerConfig,
+    bytes_per_token,
+    load_tokenizer,
+    special_ids,
+    token_byte_lengths,
+    train_tokenizer,
+)
 from tests.conftest import make_text
 
 

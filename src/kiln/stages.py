@@ -16,7 +16,13 @@ from typing import Any
 import torch
 
 from kiln.config import apply_overrides, save_config
-from kiln.corpus import CorpusConfig, ReadStats, read_documents, split_documents, split_of
+from kiln.corpus import (
+    CorpusConfig,
+    ReadStats,
+    read_documents,
+    split_documents,
+    split_of,
+)
 from kiln.curate.pipeline import curate as curate_corpus
 from kiln.device import pick_device
 from kiln.errors import KilnError
@@ -27,7 +33,13 @@ from kiln.presets import RunConfig
 from kiln.rundir import RunDir
 from kiln.shards.loader import ShardSet, iterate_windows
 from kiln.shards.writer import ShardConfig, write_shards
-from kiln.tokenizer import bytes_per_token, load_tokenizer, token_byte_lengths, tokenizer_hash, train_tokenizer
+from kiln.tokenizer import (
+    bytes_per_token,
+    load_tokenizer,
+    token_byte_lengths,
+    tokenizer_hash,
+    train_tokenizer,
+)
 from kiln.train.trainer import Trainer
 
 

@@ -92,7 +92,7 @@ def test_data_card_fields(planted, tmp_path):
     manifest, _ = _run(root, tmp_path / "out", licence="CC-BY-4.0")
     card = json.loads((tmp_path / "out" / "data_card.json").read_text())
     assert card["documents"] == {"before": len(files), "after": manifest["documents_out"]}
-    assert card["source"]["licence"] == "CC-BY-4.0"
+    assert card["sources"][0]["licence"] == "CC-BY-4.0"
     assert card["languages"]["en"] >= 60 and card["languages"].get("fr") == 1
     assert card["pii_redacted"] == {"EMAIL": 1, "PHONE": 1, "IP": 1, "CARD": 1}
     assert card["knowledge_cutoff"] is None and any("knowledge cutoff" in g for g in card["known_gaps_and_biases"])
@@ -139,3 +139,57 @@ def test_quality_rules_keep_prose_and_name_the_rule():
     assert check_quality(make_text(rng, 30), QualityConfig()) is None
     assert check_quality("too short", QualityConfig()) == "gopher:min_words"
     assert check_quality(("word " * 60).strip() + ".", QualityConfig()).startswith("gopher:")
+
+
+def test_output_is_identical_for_one_and_two_workers(planted, tmp_path):
+    root, _ = planted
+    one, _ = _run(root, tmp_path / "one", workers=1, batch_bytes=20_000)
+    two, _ = _run(root, tmp_path / "two", workers=2, batch_bytes=20_000)
+    assert [f["sha256"] for f in one["files"]] == [f["sha256"] for f in two["files"]]
+    assert one["steps"] == two["steps"]
+    for name in ("dedup", "quality", "language"):
+        assert (tmp_path / "one" / "dropped" / f"{name}.jsonl").read_bytes() == \
+            (tmp_path / "two" / "dropped" / f"{name}.jsonl").read_bytes()
+
+
+def test_sources_are_mixed_by_weight_and_reported(tmp_path):
+    rng = random.Random(11)
+    for name, n in (("big", 60), ("small", 15)):
+        (tmp_path / name).mkdir()
+        for i in range(n):
+            (tmp_path / name / f"{i:03d}.txt").write_text(make_text(rng, 30))
+    spec = [{"name": "big", "path": str(tmp_path / "big"), "licence": "CC0", "date": "2001-2003", "weight": 1},
+            {"name": "small", "path": str(tmp_path / "small"), "licence": "CC-BY", "weight": 1}]
+    (tmp_path / "sources.json").write_text(json.dumps(spec))
+    data = CorpusConfig(sources=str(tmp_path / "sources.json"), val_fraction=0.1)
+    manifest = curate(data, CurateConfig(decontaminate=False), tmp_path / "out")
+    mix = manifest["mix"]
+    # equal weights over 60 + 15 documents: small repeated ~2.5x, big sampled at ~5/8
+    assert 2 < mix["small"]["epochs"] < 3 and 0.5 < mix["big"]["epochs"] < 0.75
+    for name in ("big", "small"):
+        assert mix[name]["target_share"] == 0.5 and abs(mix[name]["achieved_share"] - 0.5) < 0.1
+    # the mix is what the next stage reads: count training bytes per source through the reader
+    out = CorpusConfig(corpus=str(tmp_path / "out"), val_fraction=0.1)
+    got = {"big": 0, "small": 0}
+    from kiln.corpus import split_documents
+
+    for doc in split_documents(out, "train"):
+        got[doc.metadata["source"]] += len(doc.text.encode())
+    assert got == {n: mix[n]["mixed_train_bytes"] for n in got}
+    # validation documents appear once each
+    val_ids = [d.id for d in split_documents(out, "val")]
+    assert len(val_ids) == len(set(val_ids)) > 0
+    card = json.loads((tmp_path / "out" / "data_card.json").read_text())
+    assert [s["name"] for s in card["sources"]] == ["big", "small"] and card["sources"][1]["licence"] == "CC-BY"
+    assert card["date_range"] == [2001, 2003] and card["mix"]["small"]["achieved_share"] > 0.4
+    assert "| small |" in (tmp_path / "out" / "data_card.md").read_text()
+
+
+def test_unweighted_sources_use_epochs(tmp_path):
+    from kiln.corpus import SourceConfig
+    from kiln.curate.mix import plan_mix
+
+    plan = plan_mix([SourceConfig("a", "x", epochs=2), SourceConfig("b", "y", epochs=1)], {"a": 100, "b": 200})
+    assert plan["a"]["epochs"] == 2 and plan["a"]["target_share"] == 0.5
+    with pytest.raises(Exception, match="every source a weight"):
+        plan_mix([SourceConfig("a", "x", weight=1), SourceConfig("b", "y")], {"a": 1, "b": 1})

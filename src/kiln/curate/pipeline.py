@@ -3,8 +3,9 @@ decontaminated, PII-redacted documents, written as JSONL with a manifest, droppe
 
 The output folder (``run_dir/curated``) is itself a corpus: `kiln tokenizer` and `kiln tokenize` read
 it in place of the raw corpus. Documents keep their ids, so the train/validation split is unchanged.
-Documents stream through the steps one at a time; only the dedup index and the decontamination
-n-grams grow with the corpus.
+Documents stream through the steps in batches, on worker processes when asked (same output for
+any number); only the dedup index grows with the corpus. Steps run in the order normalise, language,
+quality, decontaminate, PII, dedup; the training mix is applied when the output is read.
 """
 
 from __future__ import annotations
@@ -12,20 +13,44 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from kiln.config import require
-from kiln.corpus import CorpusConfig, ReadStats, read_documents, split_documents, split_of
+from kiln.corpus import (
+    CorpusConfig,
+    Document,
+    ReadStats,
+    SourceConfig,
+    read_documents,
+    sources_of,
+    split_documents,
+    split_of,
+)
 from kiln.curate.datacard import write_data_card
 from kiln.curate.dedup import DedupConfig
+from kiln.curate.mix import achieved_mix, plan_mix
 from kiln.curate.normalize import NormalizeConfig
+from kiln.curate.parallel import LocalSteps, batches, map_batches, resolve_workers
 from kiln.curate.quality import QualityConfig
-from kiln.curate.steps import Decontaminate, Deduplicate, Language, Normalize, Quality, RedactPII, Step
+from kiln.curate.steps import (
+    Decontaminate,
+    Deduplicate,
+    Language,
+    Normalize,
+    Quality,
+    RedactPII,
+    Step,
+    StepStats,
+    eval_ngrams,
+)
 
 MANIFEST = "manifest.json"
 
@@ -52,6 +77,10 @@ class CurateConfig:
     """Licence of a user corpus, for the data card (the built-in corpus's is known)."""
     shard_documents: int = 50_000
     """Documents per output JSONL file."""
+    workers: int = 1
+    """Processes for the per-document steps (0: one per core); the output is identical for any count."""
+    batch_bytes: int = 2_000_000
+    """Text per batch handed to a worker; memory stays near (2 x workers + 1) batches."""
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
@@ -61,6 +90,8 @@ class CurateConfig:
         require(self.decontam_min_shared >= 1, "curate.decontam_min_shared must be >= 1")
         require(0 <= self.min_language_score <= 1, "curate.min_language_score must be in [0, 1]")
         require(self.shard_documents > 0, "curate.shard_documents must be positive")
+        require(self.workers >= 0, "curate.workers must be >= 0 (0: one per core)")
+        require(self.batch_bytes > 0, "curate.batch_bytes must be positive")
 
 
 class _JsonlShards:
@@ -93,78 +124,140 @@ class _JsonlShards:
         self._f = None
 
 
-def build_steps(cfg: CurateConfig, data: CorpusConfig) -> list[Step]:
+def eval_grams(cfg: CurateConfig, data: CorpusConfig) -> np.ndarray:
+    """N-gram hashes of the evaluation texts: curate.eval_texts, or the corpus's validation split."""
+    if not cfg.decontaminate:
+        return np.zeros(0, dtype=np.uint64)
+    texts = read_documents(CorpusConfig(corpus=cfg.eval_texts)) if cfg.eval_texts else split_documents(data, "val")
+    return eval_ngrams((d.text for d in texts), cfg.decontam_ngram)
+
+
+def build_local_steps(cfg: CurateConfig, data: CorpusConfig, grams: np.ndarray) -> LocalSteps:
+    """The per-document steps in order: normalise, language, quality, decontaminate, PII (then dedup
+    keys). Language runs before quality, as in FineWeb: the Gopher stop-word rule is English-only."""
     steps: list[Step] = []
     if cfg.normalize.enabled:
         steps.append(Normalize(cfg.normalize))
-    # language before quality, as in FineWeb: the Gopher stop-word rule is English-specific
     steps.append(Language(cfg.languages.split(",") if cfg.languages else [], cfg.min_language_score))
     if cfg.quality.enabled:
         steps.append(Quality(cfg.quality))
-    if cfg.dedup.exact or cfg.dedup.near:
-        steps.append(Deduplicate(cfg.dedup))
     if cfg.decontaminate:
-        source = CorpusConfig(corpus=cfg.eval_texts) if cfg.eval_texts else None
-        texts = (d.text for d in (read_documents(source) if source else split_documents(data, "val")))
-        steps.append(Decontaminate(texts, cfg.decontam_ngram, cfg.decontam_min_shared))
+        steps.append(Decontaminate(grams, cfg.decontam_ngram, cfg.decontam_min_shared,
+                                   skip_split=None if cfg.eval_texts else data))
     if cfg.pii:
         steps.append(RedactPII())
-    return steps
+    dedup = Deduplicate(cfg.dedup) if cfg.dedup.exact or cfg.dedup.near else None
+    return LocalSteps(steps, dedup)
+
+
+def _years(meta: dict) -> int | None:
+    year = meta.get("year")
+    if isinstance(year, int):
+        return year
+    date = meta.get("date")
+    if isinstance(date, str) and date[:4].isdigit():
+        return int(date[:4])
+    return None
+
+
+class _PerSource:
+    """Documents and bytes per source, before and after curation, and the date range seen."""
+
+    def __init__(self, sources: list[SourceConfig]) -> None:
+        self.default = sources[0].name
+        self.rows = {s.name: {"documents_in": 0, "bytes_in": 0, "documents_out": 0, "bytes_out": 0,
+                              "train_bytes_out": 0} for s in sources}
+        self.years: list[int] = []
+
+    def name(self, doc: Document) -> str:
+        return doc.metadata.get("source") or self.default
+
+    def seen(self, doc: Document, size: int) -> None:
+        row = self.rows[self.name(doc)]
+        row["documents_in"] += 1
+        row["bytes_in"] += size
+
+    def kept(self, doc: Document, size: int, split: str) -> None:
+        row = self.rows[self.name(doc)]
+        row["documents_out"] += 1
+        row["bytes_out"] += size
+        row["train_bytes_out"] += size if split == "train" else 0
+        year = _years(doc.metadata)
+        if year is not None:
+            self.years = [min(self.years[0], year), max(self.years[1], year)] if self.years else [year, year]
 
 
 def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, Any]:
-    """Run every step over the corpus; write documents, manifest, dropped samples and the data card."""
+    """Run every step over the corpus; write documents, manifest, dropped samples, mix and data card."""
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in list(out_dir.glob("documents_*.jsonl")) + list(out_dir.glob(MANIFEST)):
         stale.unlink()
-    steps = build_steps(cfg, data)
-    read_stats = ReadStats()
+    sources = sources_of(data)
+    workers = resolve_workers(cfg.workers)
+    make = partial(build_local_steps, cfg, data, eval_grams(cfg, data))
+    local = make() if workers == 1 else None
+    names = [s.name for s in (local or make()).steps]
+    totals = [StepStats(n) for n in names]
+    dedup = Deduplicate(cfg.dedup) if cfg.dedup.exact or cfg.dedup.near else None
+    dedup_stats = StepStats("dedup")
+    per_source = _PerSource(sources)
     writer = _JsonlShards(out_dir, cfg.shard_documents)
-    num_bytes_in = num_bytes_out = num_docs_out = 0
-    years: list[int] = []
-    bar = tqdm(desc="curate", unit="B", unit_scale=True, dynamic_ncols=True, mininterval=0.5)
-    for doc in read_documents(data, read_stats):
-        size = len(doc.text.encode("utf-8"))
-        num_bytes_in += size
-        bar.update(size)
-        for step in steps:
-            if isinstance(step, Decontaminate) and split_of(doc.id, data) == "val":
-                continue  # the validation split is the evaluation text itself
-            doc = step(doc)
-            if doc is None:
-                break
-        if doc is None:
-            continue
-        writer.write({"id": doc.id, "text": doc.text, **doc.metadata})
-        num_docs_out += 1
-        num_bytes_out += len(doc.text.encode("utf-8"))
-        if isinstance(doc.metadata.get("year"), int):
-            years.append(doc.metadata["year"])
-    bar.close()
-    writer.close()
+    with (out_dir / "skipped.log").open("w", encoding="utf-8") as log:
+        read_stats = ReadStats(log=log)
+        bar = tqdm(desc=f"curate ({workers} worker{'s' * (workers > 1)})", unit="B", unit_scale=True,
+                   dynamic_ncols=True, mininterval=0.5)
+
+        def counted(docs):
+            for doc in docs:
+                size = len(doc.text.encode("utf-8"))
+                per_source.seen(doc, size)
+                bar.update(size)
+                yield doc
+
+        stream = batches(counted(read_documents(data, read_stats)), cfg.batch_bytes)
+        for results, stats in map_batches(make, stream, workers, local):
+            for total, st in zip(totals, stats):
+                total.merge(st)
+            for doc, keys in results:
+                if dedup is not None and not dedup.decide(doc, keys, dedup_stats):
+                    continue
+                writer.write({"id": doc.id, "text": doc.text, **doc.metadata})
+                per_source.kept(doc, len(doc.text.encode("utf-8")), split_of(doc.id, data))
+        bar.close()
+        writer.close()
+    if dedup is not None:
+        totals.append(dedup_stats)
     dropped_dir = out_dir / "dropped"
     dropped_dir.mkdir(exist_ok=True)
-    for step in steps:
-        with (dropped_dir / f"{step.name}.jsonl").open("w", encoding="utf-8") as f:
-            for sample in step.stats.samples:
+    for st in totals:
+        with (dropped_dir / f"{st.name}.jsonl").open("w", encoding="utf-8") as f:
+            for sample in st.samples:
                 f.write(json.dumps(sample, ensure_ascii=False) + "\n")
-    dedup = next((s for s in steps if isinstance(s, Deduplicate)), None)
+    rows = per_source.rows
     manifest = {
         "format": "kiln-curated-v1",
-        "source": data.corpus,
+        "source": data.sources or data.corpus,
+        "sources": [{**asdict(s), "licence": s.licence or cfg.licence, **rows[s.name]} for s in sources],
         "documents_in": read_stats.num_documents,
-        "documents_out": num_docs_out,
-        "bytes_in": num_bytes_in,
-        "bytes_out": num_bytes_out,
+        "documents_out": sum(r["documents_out"] for r in rows.values()),
+        "bytes_in": sum(r["bytes_in"] for r in rows.values()),
+        "bytes_out": sum(r["bytes_out"] for r in rows.values()),
         "read": {"invalid_utf8_bytes": read_stats.num_invalid_bytes, "skipped": read_stats.num_skipped,
-                 "skipped_examples": read_stats.skipped[:20]},
-        "steps": [s.stats.as_dict() for s in steps],
+                 "skipped_examples": read_stats.skipped[:20], "log": "skipped.log"},
+        "steps": [st.as_dict() for st in totals],
         "largest_duplicate_clusters": dedup.clusters.most_common(10) if dedup else [],
-        "years": [min(years), max(years)] if years else None,
+        "years": per_source.years or None,
         "files": writer.files,
-        "wall_s": time.perf_counter() - t0,
+        "mix": plan_mix(sources, {n: r["train_bytes_out"] for n, r in rows.items()}),
+        "workers": workers,
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest["mix"] = achieved_mix(out_dir, data, manifest["mix"])
+    manifest["wall_s"] = round(time.perf_counter() - t0, 3)
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     write_data_card(manifest, data, cfg, out_dir)
+    if read_stats.num_skipped:
+        print(f"curate: skipped {read_stats.num_skipped} unreadable input(s); see {out_dir / 'skipped.log'}",
+              file=sys.stderr)
     return manifest

@@ -4,6 +4,7 @@ Thresholds and their origin (defaults follow datatrove's implementations of the 
 - Gopher quality (Rae et al. 2021, appendix A): 50..100,000 words; mean word length 3..10 chars;
   symbol ('#', '...') to word ratio <= 0.1; <= 90 % of lines start with a bullet; <= 30 % of lines end
   with an ellipsis; >= 80 % of words contain a letter; >= 2 of the stop words the/be/to/of/and/that/have/with.
+Words are letter/digit runs, lower-cased (punctuation splits: "don't" is two words); lengths in bytes.
 - Gopher repetition: duplicate lines <= 30 % of lines and <= 20 % of characters; duplicate paragraphs
   likewise; most frequent 2/3/4-gram covers <= 20/18/16 % of characters; duplicated 5..10-grams cover
   <= 15..10 % of characters.
@@ -21,8 +22,12 @@ The FineWeb line-shape rules apply only to documents of 3+ lines.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from kiln.curate.words import Words, analyze, hashes_of, ngram_hashes
 
 STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
 BULLETS = ("•", "●", "○", "▪", "-", "*", "·", "‣", "–")
@@ -32,9 +37,7 @@ BOILERPLATE = re.compile(
     r"click here|sign up for|log ?in to",
     re.I,
 )
-_WORD = re.compile(r"\S+")
 MIN_LINES_FOR_LINE_RULES = 3
-_STRIP = ".,;:!?\"'()[]{}<>«»“”‘’"
 
 
 @dataclass
@@ -94,38 +97,69 @@ def _dup_fraction(items: list[str]) -> tuple[float, float]:
     return dup / max(len(items), 1), dup_chars / total_chars
 
 
-def _ngram_checks(words: list[str], cfg: QualityConfig) -> str | None:
-    total_chars = sum(len(w) for w in words) or 1
+@lru_cache(maxsize=1)
+def _stop_word_hashes() -> np.ndarray:
+    return hashes_of(sorted(STOP_WORDS))
+
+
+def _dup_ngram_fraction(words: Words, n: int) -> float:
+    """Share of word characters inside n-grams that repeat an earlier n-gram."""
+    grams = ngram_hashes(words.hashes, n)
+    order = np.argsort(grams, kind="stable")  # equal grams stay in text order: the first is the original
+    ordered = grams[order]
+    repeat = np.zeros(len(grams), dtype=bool)
+    repeat[order[1:]] = ordered[1:] == ordered[:-1]
+    starts = np.flatnonzero(repeat)
+    if len(starts) == 0:
+        return 0.0
+    depth = np.zeros(len(words) + 1, dtype=np.int64)
+    np.add.at(depth, starts, 1)
+    np.add.at(depth, starts + n, -1)
+    covered = np.cumsum(depth[:-1]) > 0
+    return float(words.lengths[covered].sum()) / max(int(words.lengths.sum()), 1)
+
+
+def _ngram_checks(words: Words, cfg: QualityConfig) -> str | None:
+    total_chars = max(int(words.lengths.sum()), 1)
     for n, limit in zip((2, 3, 4), cfg.max_top_ngram_frac):
-        grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
-        if grams:
-            gram, count = grams.most_common(1)[0]
-            if count > 1 and count * sum(len(w) for w in gram) / total_chars > limit:
+        grams = ngram_hashes(words.hashes, n)
+        if len(grams) == 0:
+            continue
+        ordered = np.sort(grams)
+        bounds = np.concatenate(([0], np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, [len(ordered)]))
+        runs = np.diff(bounds)
+        top = int(runs.argmax())
+        if runs[top] > 1:
+            first = int(np.argmax(grams == ordered[bounds[top]]))
+            chars = int(words.lengths[first : first + n].sum())
+            if runs[top] * chars / total_chars > limit:
                 return f"top_{n}gram"
-    for n, limit in zip(range(5, 11), cfg.max_dup_ngram_frac):
-        seen: set[tuple[str, ...]] = set()
-        covered = [False] * len(words)
-        for i in range(len(words) - n + 1):
-            gram = tuple(words[i : i + n])
-            if gram in seen:
-                for j in range(i, i + n):
-                    covered[j] = True
-            seen.add(gram)
-        if sum(len(w) for w, c in zip(words, covered) if c) / total_chars > limit:
+    # a repeated (n+1)-gram is made of repeated n-grams, so coverage only shrinks as n grows:
+    # below the smallest limit at n = 5, every larger n passes too
+    limits = list(zip(range(5, 11), cfg.max_dup_ngram_frac))
+    for i, (n, limit) in enumerate(limits):
+        frac = _dup_ngram_fraction(words, n)
+        if frac > limit:
             return f"dup_{n}gram"
+        if frac <= min(lim for _, lim in limits[i:]):
+            return None
     return None
 
 
-def check_quality(text: str, cfg: QualityConfig) -> str | None:
-    """The first failed rule's name (e.g. 'gopher:min_words'), or None if the document passes."""
-    words = _WORD.findall(text)
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+
+
+def check_quality(text: str, cfg: QualityConfig, words: Words | None = None) -> str | None:
+    """The first failed rule's name (e.g. 'gopher:min_words'), or None if the document passes.
+
+    Words are the folded words of `kiln.curate.words` (letters and digits; punctuation splits)."""
+    words = words if words is not None else analyze(text)
     num_words = len(words)
     if num_words < cfg.min_words:
         return "gopher:min_words"
     if num_words > cfg.max_words:
         return "gopher:max_words"
-    bare = [w.strip(_STRIP) for w in words]
-    mean_len = sum(len(w) for w in bare) / num_words
+    mean_len = float(words.lengths.mean())
     if not cfg.min_mean_word_length <= mean_len <= cfg.max_mean_word_length:
         return "gopher:mean_word_length"
     if (text.count("#") + text.count("...") + text.count("…")) / num_words > cfg.max_symbol_word_ratio:
@@ -136,9 +170,9 @@ def check_quality(text: str, cfg: QualityConfig) -> str | None:
         return "gopher:bullet_lines"
     if sum(ln.endswith(("...", "…")) for ln in lines) / num_lines > cfg.max_ellipsis_lines:
         return "gopher:ellipsis_lines"
-    if sum(any(c.isalpha() for c in w) for w in words) / num_words < cfg.min_alpha_words:
+    if words.has_letter.mean() < cfg.min_alpha_words:
         return "gopher:alpha_words"
-    if len(STOP_WORDS.intersection(w.lower() for w in bare)) < cfg.min_stop_words:
+    if int(np.isin(_stop_word_hashes(), words.hashes).sum()) < cfg.min_stop_words:
         return "gopher:stop_words"
     dup_lines, dup_line_chars = _dup_fraction(lines)
     if dup_lines > cfg.max_dup_line_frac or dup_line_chars > cfg.max_dup_line_char_frac:
@@ -147,7 +181,7 @@ def check_quality(text: str, cfg: QualityConfig) -> str | None:
     dup_paras, dup_para_chars = _dup_fraction(paragraphs)
     if dup_paras > cfg.max_dup_line_frac or dup_para_chars > cfg.max_dup_line_char_frac:
         return "gopher:dup_paragraphs"
-    reason = _ngram_checks([w.lower() for w in bare if w], cfg)
+    reason = _ngram_checks(words, cfg)
     if reason:
         return f"gopher:{reason}"
     lowered = text.lower()
@@ -155,7 +189,7 @@ def check_quality(text: str, cfg: QualityConfig) -> str | None:
         return "c4:lorem_ipsum"
     if "{" in text:
         return "c4:curly_bracket"
-    if len(re.findall(r"[.!?](\s|$)", text)) < cfg.min_sentences:
+    if len(_SENTENCE_END.findall(text)) < cfg.min_sentences:
         return "c4:min_sentences"
     # line-shape rules need lines: a one-paragraph document has no line structure to judge
     if num_lines >= MIN_LINES_FOR_LINE_RULES:

@@ -1,24 +1,27 @@
 """Curation steps: each takes a `Document` and returns it (perhaps changed) or None to drop it.
 
 Every step counts what it kept, changed and dropped (with the reason) in a `StepStats`, and keeps a
-few dropped documents for inspection. Steps hold no state across documents except the two that
-must: exact/near dedup (an index of what was kept) and decontamination (n-grams of evaluation text).
+few dropped documents for inspection. Steps are pure functions of their configuration (and, for
+decontamination, of fixed evaluation n-grams), so they run in any number of worker processes;
+deduplication alone keeps an index across documents and is split into pure `keys` and an ordered
+`decide`.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from kiln.corpus import Document
+import numpy as np
+
+from kiln.corpus import CorpusConfig, Document, split_of
 from kiln.curate.dedup import DedupConfig, MinHasher, NearDuplicateIndex, exact_key
+from kiln.curate.langid import load_identifier
 from kiln.curate.normalize import NormalizeConfig, normalize
 from kiln.curate.pii import redact
 from kiln.curate.quality import QualityConfig, check_quality
-
-_WORDS = re.compile(r"\w+")
+from kiln.curate.words import analyze, ngram_hashes, words_of
 
 
 @dataclass
@@ -32,6 +35,21 @@ class StepStats:
     dropped: Counter = field(default_factory=Counter)
     notes: Counter = field(default_factory=Counter)
     samples: list[dict] = field(default_factory=list)
+    max_samples: int = 20
+
+    def drop(self, doc: Document, reason: str, **detail: object) -> None:
+        self.dropped[reason] += 1
+        if len(self.samples) < self.max_samples:
+            self.samples.append({"id": doc.id, "reason": reason, **detail, "text": doc.text[:2000]})
+
+    def merge(self, other: "StepStats") -> None:
+        """Add `other`'s counts (a later part of the stream) to these."""
+        self.num_in += other.num_in
+        self.num_kept += other.num_kept
+        self.num_changed += other.num_changed
+        self.dropped.update(other.dropped)
+        self.notes.update(other.notes)
+        self.samples.extend(other.samples[: self.max_samples - len(self.samples)])
 
     def as_dict(self) -> dict:
         return {"step": self.name, "in": self.num_in, "kept": self.num_kept, "changed": self.num_changed,
@@ -40,39 +58,30 @@ class StepStats:
 
 
 class Step:
-    """Base: subclasses implement `apply(doc, stats) -> Document | None`."""
+    """Base: subclasses implement `apply(doc, stats) -> Document | None` (None drops the document,
+    after `stats.drop(doc, reason)`). Steps hold configuration only, so a copy in each worker process
+    gives the same answers; counts go to the `StepStats` the caller passes."""
 
     name = "step"
-    max_samples = 20
-
-    def __init__(self) -> None:
-        self.stats = StepStats(self.name)
 
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
         raise NotImplementedError
 
-    def __call__(self, doc: Document) -> Document | None:
-        st = self.stats
-        st.num_in += 1
+    def __call__(self, doc: Document, stats: StepStats) -> Document | None:
+        stats.num_in += 1
         before = doc.text
-        out = self.apply(doc, st)
+        out = self.apply(doc, stats)
         if out is None:
             return None
-        st.num_kept += 1
-        st.num_changed += out.text != before
+        stats.num_kept += 1
+        stats.num_changed += out.text != before
         return out
-
-    def drop(self, doc: Document, reason: str, **detail: object) -> None:
-        self.stats.dropped[reason] += 1
-        if len(self.stats.samples) < self.max_samples:
-            self.stats.samples.append({"id": doc.id, "reason": reason, **detail, "text": doc.text[:2000]})
 
 
 class Normalize(Step):
     name = "normalize"
 
     def __init__(self, cfg: NormalizeConfig) -> None:
-        super().__init__()
         self.cfg = cfg
 
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
@@ -80,7 +89,7 @@ class Normalize(Step):
         stats.notes.update(changed)
         stats.notes["invalid_utf8_chars"] += doc.text.count("\ufffd")
         if not doc.text:
-            self.drop(doc, "empty_after_normalize")
+            stats.drop(doc, "empty_after_normalize")
             return None
         return doc
 
@@ -89,36 +98,35 @@ class Quality(Step):
     name = "quality"
 
     def __init__(self, cfg: QualityConfig) -> None:
-        super().__init__()
         self.cfg = cfg
 
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
-        reason = check_quality(doc.text, self.cfg)
+        reason = check_quality(doc.text, self.cfg, words_of(doc))
         if reason:
-            self.drop(doc, reason)
+            stats.drop(doc, reason)
             return None
         return doc
 
 
 class Language(Step):
-    """Offline language ID (py3langid ships its model); the label and score go into metadata."""
+    """Offline language ID (py3langid's shipped model, `kiln.curate.langid`) on the first
+    `sample_chars` characters; the label and score go into metadata. A few hundred words decide the
+    language as well as the whole text does, at a fraction of the cost."""
 
     name = "language"
 
-    def __init__(self, keep: Iterable[str], min_score: float) -> None:
-        super().__init__()
-        from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
-
-        self.identifier = LanguageIdentifier.from_modelpath(MODEL_DIR / MODEL_FILE, norm_probs=True)
+    def __init__(self, keep: Iterable[str], min_score: float, sample_chars: int = 1000) -> None:
+        self.identifier = load_identifier()
         self.keep = {k.strip() for k in keep if k.strip()}
         self.min_score = min_score
+        self.sample_chars = sample_chars
 
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
-        lang, score = self.identifier.classify(doc.text[:4000])
+        lang, score = self.identifier.classify(doc.text[: self.sample_chars])
         doc.metadata["language"], doc.metadata["language_score"] = lang, round(float(score), 4)
         stats.notes[f"lang:{lang}"] += 1
         if self.keep and (lang not in self.keep or score < self.min_score):
-            self.drop(doc, f"language:{lang}", score=round(float(score), 3))
+            stats.drop(doc, f"language:{lang}", score=round(float(score), 3))
             return None
         return doc
 
@@ -132,62 +140,86 @@ class RedactPII(Step):
         return doc
 
 
-class Deduplicate(Step):
-    """Exact then near duplicates; the first document of a cluster is kept."""
-
-    name = "dedup"
-
-    def __init__(self, cfg: DedupConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.seen: dict[bytes, str] = {}
-        self.hasher = MinHasher(cfg)
-        self.index = NearDuplicateIndex(cfg)
-        self.clusters: Counter = Counter()
-
-    def apply(self, doc: Document, stats: StepStats) -> Document | None:
-        if self.cfg.exact:
-            key = exact_key(doc.text)
-            if key in self.seen:
-                self.clusters[self.seen[key]] += 1
-                self.drop(doc, "exact_duplicate", duplicate_of=self.seen[key])
-                return None
-            self.seen[key] = doc.id
-        if self.cfg.near:
-            twin = self.index.check_and_add(doc.id, self.hasher.signature(doc.text))
-            if twin is not None:
-                self.clusters[twin] += 1
-                self.drop(doc, "near_duplicate", duplicate_of=twin)
-                return None
-        return doc
+def eval_ngrams(texts: Iterable[str], n: int) -> np.ndarray:
+    """Sorted unique hashes of every `n`-word sequence in the evaluation texts."""
+    parts = [ngram_hashes(analyze(t).hashes, n) for t in texts]
+    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
 
 
 class Decontaminate(Step):
     """Drop documents sharing `min_shared` or more `ngram`-word sequences with the evaluation texts;
     flag (metadata ``eval_overlap_ngrams``) those that share fewer. GPT-3 dropped on one shared
     13-gram, right for short benchmark items; long evaluation documents share isolated formulaic
-    phrases ("the Senate and House of Representatives ..."), which a higher count tells from copying."""
+    phrases ("the Senate and House of Representatives ..."), which a higher count tells from copying.
+    Documents of the validation split (`skip_split`) are the evaluation text itself and pass."""
 
     name = "decontaminate"
 
-    def __init__(self, eval_texts: Iterable[str], ngram: int, min_shared: int = 1) -> None:
-        super().__init__()
-        self.n = ngram
-        self.min_shared = min_shared
-        self.grams: set[int] = set()
-        for text in eval_texts:
-            self.grams.update(self._grams(text))
+    BITMAP_BITS = 22
 
-    def _grams(self, text: str) -> set[int]:
-        words = _WORDS.findall(text.lower())
-        return {hash(" ".join(words[i : i + self.n])) for i in range(len(words) - self.n + 1)}
+    def __init__(self, grams: np.ndarray, ngram: int, min_shared: int = 1, skip_split: CorpusConfig | None = None):
+        self.grams, self.n, self.min_shared, self.skip_split = grams, ngram, min_shared, skip_split
+        # a bitmap of the grams' top bits rules out most n-grams before the binary search
+        self.shift = np.uint64(64 - self.BITMAP_BITS)
+        self.bitmap = np.zeros(1 << self.BITMAP_BITS, dtype=bool)
+        self.bitmap[grams >> self.shift] = True
+
+    def shared(self, doc: Document) -> int:
+        grams = ngram_hashes(words_of(doc).hashes, self.n)
+        if len(grams) == 0 or len(self.grams) == 0:
+            return 0
+        grams = grams[self.bitmap[grams >> self.shift]]
+        at = np.minimum(np.searchsorted(self.grams, grams), len(self.grams) - 1)
+        return len(np.unique(grams[self.grams[at] == grams]))
 
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
-        shared = len(self._grams(doc.text) & self.grams)
+        if self.skip_split is not None and split_of(doc.id, self.skip_split) == "val":
+            return doc
+        shared = self.shared(doc)
         if shared >= self.min_shared:
-            self.drop(doc, "eval_overlap", shared_ngrams=shared)
+            stats.drop(doc, "eval_overlap", shared_ngrams=shared)
             return None
         if shared:
             doc.metadata["eval_overlap_ngrams"] = shared
             stats.notes["flagged_eval_overlap"] += 1
         return doc
+
+
+class Deduplicate:
+    """Exact then near duplicates; the first document of a cluster (in stream order) is kept.
+
+    `keys` is pure and runs in the workers; `decide` holds the index and runs in one process, in
+    stream order, so the result does not depend on the number of workers."""
+
+    name = "dedup"
+
+    def __init__(self, cfg: DedupConfig) -> None:
+        self.cfg = cfg
+        self.seen: dict[bytes, str] = {}
+        self.hasher = MinHasher(cfg)
+        self.index = NearDuplicateIndex(cfg)
+        self.clusters: Counter = Counter()
+
+    def keys(self, doc: Document) -> tuple[bytes | None, np.ndarray | None]:
+        words = words_of(doc)
+        return (exact_key(words) if self.cfg.exact else None,
+                self.hasher.signature(words) if self.cfg.near else None)
+
+    def decide(self, doc: Document, keys: tuple[bytes | None, np.ndarray | None], stats: StepStats) -> bool:
+        """True to keep `doc`; counts in `stats`."""
+        stats.num_in += 1
+        exact, signature = keys
+        if exact is not None:
+            if exact in self.seen:
+                self.clusters[self.seen[exact]] += 1
+                stats.drop(doc, "exact_duplicate", duplicate_of=self.seen[exact])
+                return False
+            self.seen[exact] = doc.id
+        if signature is not None:
+            twin = self.index.check_and_add(doc.id, signature)
+            if twin is not None:
+                self.clusters[twin] += 1
+                stats.drop(doc, "near_duplicate", duplicate_of=twin)
+                return False
+        stats.num_kept += 1
+        return True

@@ -13,7 +13,7 @@ from kiln.config import from_dict
 from kiln.errors import KilnError
 from kiln.models.decoder import Decoder, build_decoder
 from kiln.presets import RunConfig
-from kiln.tokenizer import load_tokenizer, tokenizer_hash, token_byte_lengths
+from kiln.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_hash
 from kiln.train.checkpoint import load_weights, read_state
 
 

@@ -19,7 +19,14 @@ import torch
 from torch import nn
 
 from kiln.config import require
-from kiln.models.layers import Attention, KVCache, RMSNorm, SwiGLU, rotary_tables, swiglu_hidden_dim
+from kiln.models.layers import (
+    Attention,
+    KVCache,
+    RMSNorm,
+    SwiGLU,
+    rotary_tables,
+    swiglu_hidden_dim,
+)
 
 
 @dataclass

@@ -25,8 +25,13 @@ from kiln.models.decoder import build_decoder
 from kiln.objectives import CausalLM
 from kiln.rundir import RunDir
 from kiln.shards.loader import PackedLoader, ShardSet, iterate_windows
-from kiln.train.checkpoint import (latest_checkpoint, load_training_state, load_weights, read_state,
-                                   save_checkpoint)
+from kiln.train.checkpoint import (
+    latest_checkpoint,
+    load_training_state,
+    load_weights,
+    read_state,
+    save_checkpoint,
+)
 from kiln.train.flops import decoder_flops_per_token, measure_matmul_peak
 from kiln.train.optim import build_optimizer, lr_at
 from kiln.train.signals import StopRequest, stop_on_signals

@@ -1,0 +1,94 @@
+"""The per-document steps on a pool of worker processes, in stream order, with bounded memory.
+
+The main process reads documents into batches of about `batch_bytes`, hands each batch to a worker
+(at most two batches per worker in flight, so memory does not grow with the corpus), and takes the
+results back in submission order. Workers run the pure steps and compute the dedup keys; the main
+process makes the dedup decisions in stream order. Batches are cut by the reader, never by the pool,
+so 1 and N workers produce byte-identical output. Workers are spawned (not forked): safe when the
+parent holds threads, and the same on every platform.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Callable, Iterable, Iterator
+
+from kiln.curate.steps import Deduplicate, Step, StepStats
+from kiln.readers import Document
+
+BatchResult = tuple[list[tuple[Document, tuple]], list[StepStats]]
+
+
+class LocalSteps:
+    """The steps that need no shared state, plus the dedup keys, applied to one batch at a time."""
+
+    def __init__(self, steps: list[Step], dedup: Deduplicate | None) -> None:
+        self.steps, self.dedup = steps, dedup
+
+    def process(self, batch: list[Document]) -> BatchResult:
+        stats = [StepStats(step.name) for step in self.steps]
+        out = []
+        for doc in batch:
+            for step, st in zip(self.steps, stats):
+                doc = step(doc, st)
+                if doc is None:
+                    break
+            if doc is None:
+                continue
+            keys = self.dedup.keys(doc) if self.dedup else (None, None)
+            doc.cache.clear()  # derived views stay in the worker
+            out.append((doc, keys))
+        return out, stats
+
+
+_local: LocalSteps | None = None  # one per worker process, set by _init
+
+
+def _init(make: Callable[[], LocalSteps]) -> None:
+    global _local
+    _local = make()
+
+
+def _process(batch: list[Document]) -> BatchResult:
+    assert _local is not None, "worker not initialised"
+    return _local.process(batch)
+
+
+def resolve_workers(workers: int) -> int:
+    return workers if workers > 0 else (os.cpu_count() or 1)
+
+
+def batches(docs: Iterable[Document], batch_bytes: int, batch_docs: int = 2000) -> Iterator[list[Document]]:
+    """Consecutive documents, about `batch_bytes` of text per batch."""
+    batch, size = [], 0
+    for doc in docs:
+        batch.append(doc)
+        size += len(doc.text)
+        if size >= batch_bytes or len(batch) >= batch_docs:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def map_batches(make: Callable[[], LocalSteps], stream: Iterable[list[Document]], workers: int,
+                local: LocalSteps | None = None) -> Iterator[BatchResult]:
+    """`LocalSteps.process` over every batch, results in order; in this process (with `local`, if
+    given) when workers == 1."""
+    if workers <= 1:
+        local = local or make()
+        for batch in stream:
+            yield local.process(batch)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init, initargs=(make,)) as pool:
+        pending: deque[Future] = deque()
+        for batch in stream:
+            pending.append(pool.submit(_process, batch))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -1,0 +1,102 @@
+"""The word view of a document that the quality, decontamination and dedup rules share, in numpy.
+
+A document is folded once (lower case; every run of characters that are not letters or digits
+becomes one space) and each word gets a stable 64-bit hash, computed for all words at once with a
+polynomial rolling hash over the UTF-8 bytes and a splitmix64 finaliser. The hashes do not depend
+on the process (unlike Python's `hash`), so worker processes agree, and word n-grams are hashed by
+combining consecutive word hashes. Folding ASCII text is a byte-table lookup; other text goes
+through one regular expression.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from kiln.corpus import Document
+
+_FOLD = re.compile(r"[\W_]+")
+_ASCII_TABLE = bytes(b if (48 <= b <= 57 or 97 <= b <= 122) else (b + 32 if 65 <= b <= 90 else 32) for b in range(256))
+_P = np.uint64(0x100000001B3)  # odd, so invertible modulo 2**64
+_P_INV = np.uint64(pow(int(_P), -1, 2**64))
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_SPACE = 32
+
+
+def fold(text: str) -> bytes:
+    """Lower-cased UTF-8 bytes with every non-word run turned into one space (ASCII: single spaces
+    may repeat, which splitting ignores)."""
+    if text.isascii():
+        return text.encode("ascii").translate(_ASCII_TABLE)
+    return _FOLD.sub(" ", text.lower()).encode("utf-8", errors="surrogatepass")
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@dataclass
+class Words:
+    """Per word: a stable hash, its length in bytes, and whether it holds anything but digits."""
+
+    hashes: np.ndarray
+    lengths: np.ndarray
+    has_letter: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+def analyze(text: str) -> Words:
+    """Fold `text` and hash every word (vectorised; no Python loop over words)."""
+    arr = np.frombuffer(fold(text), dtype=np.uint8)
+    is_word = arr != _SPACE
+    edges = np.diff(np.concatenate(([0], is_word.view(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    if len(starts) == 0:
+        empty = np.zeros(0, dtype=np.uint64)
+        return Words(empty, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool))
+    with np.errstate(over="ignore"):
+        powers = np.cumprod(np.full(len(arr), _P, dtype=np.uint64))
+        inverse = np.cumprod(np.full(len(arr), _P_INV, dtype=np.uint64))
+        terms = (arr.astype(np.uint64) + np.uint64(1)) * powers * is_word
+        raw = np.add.reduceat(terms, starts) * inverse[starts]  # sum of (b_j + 1) * P^(j - start)
+        hashes = _splitmix(raw)
+    is_digit = (arr >= 48) & (arr <= 57)
+    letters = np.add.reduceat((is_word & ~is_digit).astype(np.int64), starts)
+    return Words(hashes, ends - starts, letters > 0)
+
+
+def words_of(doc: "Document") -> Words:
+    """`analyze(doc.text)`, cached on the document until its text changes."""
+    cached = doc.cache.get("words")
+    if cached is not None and cached[0] is doc.text:
+        return cached[1]
+    words = analyze(doc.text)
+    doc.cache["words"] = (doc.text, words)
+    return words
+
+
+def ngram_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
+    """One hash per run of `n` consecutive words (empty if there are fewer than `n` words)."""
+    count = len(hashes) - n + 1
+    if count <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    out = hashes[:count].copy()
+    with np.errstate(over="ignore"):
+        for j in range(1, n):
+            out = out * _MIX + hashes[j : j + count]
+    return out
+
+
+def hashes_of(words: list[str]) -> np.ndarray:
+    """The hash of each given word (as `analyze` would hash it inside a document)."""
+    return analyze(" ".join(words)).hashes

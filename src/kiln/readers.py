@@ -1,0 +1,216 @@
+"""File readers: .txt/.md, JSONL (plain, .gz, .zst, .xz) and Parquet, alone or in a folder.
+
+Every reader streams `Document`s in a deterministic order. Bad input never crashes a run and never
+loses the good documents around it: binary files, empty files, malformed JSON lines, rows without
+the text field, documents over the size limit, truncated or corrupt compressed files and Parquet
+files without the text column are each skipped and counted in `ReadStats` with the file (and line
+or row), and written to its log when one is attached. Invalid UTF-8 is replaced with U+FFFD and
+counted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import lzma
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterator
+
+from kiln.errors import KilnError
+
+TEXT_SUFFIXES = (".txt", ".md")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.xz", ".json.gz")
+PARQUET_SUFFIXES = (".parquet",)
+SUPPORTED = TEXT_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES
+_SURROGATES = re.compile("[\udc80-\udcff]")
+
+
+@dataclass
+class Document:
+    """One document: a stable id, its text and whatever metadata the source gave."""
+
+    id: str
+    text: str
+    metadata: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
+    """Views derived from the text (e.g. word hashes) that steps share; never written out."""
+
+
+@dataclass
+class ReadStats:
+    """What reading a corpus met: documents read, skipped inputs (with where and why), replaced bytes."""
+
+    num_documents: int = 0
+    num_bytes: int = 0
+    num_invalid_bytes: int = 0
+    num_documents_with_invalid_utf8: int = 0
+    num_skipped: int = 0
+    skipped: list[str] = field(default_factory=list)
+    log: IO[str] | None = None
+    """Where every skip is written, one `where: why` line each (the list keeps the first 100)."""
+
+    def skip(self, where: str, why: str) -> None:
+        self.num_skipped += 1
+        line = f"{where}: {why}"
+        if len(self.skipped) < 100:
+            self.skipped.append(line)
+        if self.log is not None:
+            self.log.write(line + "\n")
+
+
+def decode_text(raw: bytes, stats: ReadStats | None = None) -> str:
+    """Decode UTF-8, replacing each invalid byte with U+FFFD and counting it in `stats`."""
+    text = raw.decode("utf-8", errors="surrogateescape")
+    bad = len(_SURROGATES.findall(text))
+    if bad:
+        text = _SURROGATES.sub("\ufffd", text)
+        if stats is not None:
+            stats.num_invalid_bytes += bad
+            stats.num_documents_with_invalid_utf8 += 1
+    return text
+
+
+def _looks_binary(head: bytes) -> bool:
+    return b"\x00" in head
+
+
+def kind_of(path: Path) -> str | None:
+    name = path.name.lower()
+    for kind, suffixes in (("text", TEXT_SUFFIXES), ("jsonl", JSONL_SUFFIXES), ("parquet", PARQUET_SUFFIXES)):
+        if name.endswith(suffixes):
+            return kind
+    return None
+
+
+def _open_jsonl(path: Path) -> IO[bytes]:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if name.endswith(".xz"):
+        return lzma.open(path, "rb")
+    if name.endswith(".zst"):
+        import zstandard
+
+        raw = zstandard.ZstdDecompressor().stream_reader(path.open("rb"), read_across_frames=True, closefd=True)
+        return io.BufferedReader(raw, buffer_size=1 << 20)  # line iteration needs a buffered stream
+    return path.open("rb")
+
+
+def _stream_errors() -> tuple[type[BaseException], ...]:
+    import zstandard
+
+    return (EOFError, OSError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
+
+
+def read_text_file(path: Path, doc_id: str, stats: ReadStats, max_bytes: int) -> Iterator[Document]:
+    size = path.stat().st_size
+    if size == 0:
+        stats.skip(str(path), "empty file")
+        return
+    if size > max_bytes:
+        stats.skip(str(path), f"document of {size:,} bytes is over data.max_document_bytes={max_bytes:,}")
+        return
+    raw = path.read_bytes()
+    if _looks_binary(raw[:8192]):
+        stats.skip(str(path), "looks binary (NUL bytes)")
+        return
+    yield Document(id=doc_id, text=decode_text(raw, stats), metadata={"path": str(path)})
+
+
+def read_jsonl(path: Path, text_field: str, stats: ReadStats, max_bytes: int, id_prefix: str = "") -> Iterator[Document]:
+    """One document per line; a bad line is skipped and counted, the rest of the file still read."""
+    if path.stat().st_size == 0:
+        stats.skip(str(path), "empty file")
+        return
+    line_no = 0
+    try:
+        with _open_jsonl(path) as f:
+            for line_no, raw in enumerate(f, 1):
+                if line_no == 1 and _looks_binary(raw[:8192]):
+                    stats.skip(str(path), "looks binary (NUL bytes), not JSONL")
+                    return
+                if not raw.strip():
+                    continue
+                if len(raw) > max_bytes:
+                    stats.skip(f"{path}:{line_no}", f"line of {len(raw):,} bytes is over data.max_document_bytes")
+                    continue
+                try:
+                    row = json.loads(decode_text(raw, stats))
+                except json.JSONDecodeError as e:
+                    stats.skip(f"{path}:{line_no}", f"malformed JSON ({e.msg})")
+                    continue
+                if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+                    stats.skip(f"{path}:{line_no}", f"no string field {text_field!r}")
+                    continue
+                text = row.pop(text_field)
+                doc_id = str(row.pop("id", f"{id_prefix or path.name}:{line_no}"))
+                yield Document(id=doc_id, text=text, metadata=row)
+    except _stream_errors() as e:
+        stats.skip(f"{path}:{line_no + 1}", f"truncated or corrupt file, stopped reading here ({type(e).__name__}: {e})")
+
+
+def read_parquet(path: Path, text_field: str, stats: ReadStats, max_bytes: int, id_prefix: str = "") -> Iterator[Document]:
+    """Row groups streamed in batches; other columns become metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        stats.skip(str(path), f"not a readable Parquet file ({e})")
+        return
+    columns = pf.schema_arrow.names
+    if text_field not in columns:
+        stats.skip(str(path), f"no column {text_field!r} (columns: {', '.join(columns)}); set data.text_field")
+        return
+    row = 0
+    try:
+        for batch in pf.iter_batches(batch_size=1024):
+            for rec in batch.to_pylist():
+                row += 1
+                text = rec.pop(text_field)
+                if not isinstance(text, str):
+                    stats.skip(f"{path}:row {row}", f"column {text_field!r} is not a string")
+                    continue
+                if len(text) > max_bytes:
+                    stats.skip(f"{path}:row {row}", "document over data.max_document_bytes")
+                    continue
+                doc_id = str(rec.pop("id", f"{id_prefix or path.name}:{row}"))
+                meta = {k: v for k, v in rec.items() if isinstance(v, (str, int, float, bool)) or v is None}
+                yield Document(id=doc_id, text=text, metadata=meta)
+    except (pa.ArrowException, OSError) as e:
+        stats.skip(f"{path}:row {row + 1}", f"corrupt Parquet data, stopped reading here ({e})")
+
+
+def read_file(path: Path, text_field: str, stats: ReadStats, max_bytes: int, rel: str | None = None) -> Iterator[Document]:
+    """Any supported file; `rel` names it in document ids (default: the file name)."""
+    rel = rel or path.name
+    kind = kind_of(path)
+    if kind == "text":
+        yield from read_text_file(path, rel, stats, max_bytes)
+    elif kind == "jsonl":
+        yield from read_jsonl(path, text_field, stats, max_bytes, rel)
+    elif kind == "parquet":
+        yield from read_parquet(path, text_field, stats, max_bytes, rel)
+    else:
+        raise KilnError(f"{path}: unsupported file type; kiln reads {', '.join(SUPPORTED)} or a folder of them")
+
+
+def read_folder(root: Path, text_field: str, stats: ReadStats, max_bytes: int) -> Iterator[Document]:
+    """Every supported file under `root`, in sorted path order; other files are skipped and counted."""
+    files = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.name.startswith("."):
+            if kind_of(p):
+                files.append(p)
+            else:
+                stats.skip(str(p), "unsupported file type")
+    if not files:
+        raise KilnError(f"folder {root} holds no readable files ({', '.join(SUPPORTED)}); "
+                        "point data.corpus at a folder with text files")
+    for path in files:
+        yield from read_file(path, text_field, stats, max_bytes, str(path.relative_to(root)))

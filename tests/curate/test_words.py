@@ -1,0 +1,23 @@
+import numpy as np
+
+from kiln.curate.words import analyze, hashes_of, ngram_hashes
+
+
+def test_words_fold_case_and_punctuation_and_hash_stably():
+    a, b = analyze("Hello, World! 42 times"), analyze("hello world   42\ntimes.")
+    assert np.array_equal(a.hashes, b.hashes) and len(a) == 4
+    assert a.lengths.tolist() == [5, 5, 2, 5] and a.has_letter.tolist() == [True, True, False, True]
+    assert np.array_equal(hashes_of(["hello"]), a.hashes[:1])
+    # non-ASCII goes through the same folding: accents kept, punctuation splits
+    c = analyze("Café — CAFÉ, naïve")
+    assert c.hashes[0] == c.hashes[1] and len(c) == 3
+    # fixed values: hashes must not change between processes or releases (dedup indexes rely on it)
+    assert int(analyze("kiln").hashes[0]) == int(analyze("KILN!").hashes[0]) == 8081745442896201746
+    assert len(analyze("")) == 0 and len(analyze(" ... ")) == 0
+
+
+def test_ngram_hashes_see_order():
+    h = analyze("a b c a b c").hashes
+    grams = ngram_hashes(h, 3)
+    assert len(grams) == 4 and grams[0] == grams[3] and len(set(grams.tolist())) == 3
+    assert len(ngram_hashes(h, 7)) == 0
