@@ -57,7 +57,7 @@ class MinHasher:
         shingles = ngram_hashes(words.hashes, self.cfg.shingle_words)
         if len(shingles) == 0:  # shorter than one shingle: the whole (possibly empty) text is one
             shingles = np.array([np.bitwise_xor.reduce(words.hashes) if len(words) else 0], dtype=np.uint64)
-        shingles = np.unique(shingles)
+        # no np.unique: a repeated shingle cannot change a minimum
         with np.errstate(over="ignore"):
             permuted = np.multiply.outer(shingles, self.a)
             permuted += self.b

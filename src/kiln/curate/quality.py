@@ -172,7 +172,7 @@ def check_quality(text: str, cfg: QualityConfig, words: Words | None = None) -> 
         return "gopher:ellipsis_lines"
     if words.has_letter.mean() < cfg.min_alpha_words:
         return "gopher:alpha_words"
-    if int(np.isin(_stop_word_hashes(), words.hashes).sum()) < cfg.min_stop_words:
+    if int((words.hashes[:, None] == _stop_word_hashes()[None, :]).any(axis=0).sum()) < cfg.min_stop_words:
         return "gopher:stop_words"
     dup_lines, dup_line_chars = _dup_fraction(lines)
     if dup_lines > cfg.max_dup_line_frac or dup_line_chars > cfg.max_dup_line_char_frac:

@@ -169,6 +169,8 @@ class Decontaminate(Step):
         if len(grams) == 0 or len(self.grams) == 0:
             return 0
         grams = grams[self.bitmap[grams >> self.shift]]
+        if len(grams) == 0:
+            return 0
         at = np.minimum(np.searchsorted(self.grams, grams), len(self.grams) - 1)
         return len(np.unique(grams[self.grams[at] == grams]))
 

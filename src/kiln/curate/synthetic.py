@@ -103,7 +103,8 @@ def web_documents(num_bytes: int, seed: int = 0):
 
 
 def write_web_corpus(out_dir: Path, num_bytes: int, seed: int = 0, docs_per_file: int = 5000) -> dict[str, int]:
-    """Write JSONL files of about `num_bytes` of web-like text; returns documents per kind."""
+    """Write JSONL files of about `num_bytes` of web-like text (each row names its `kind`, which the
+    benchmark uses to score the steps); returns documents per kind."""
     out_dir.mkdir(parents=True, exist_ok=True)
     kinds: Counter = Counter()
     f, n = None, 0
@@ -112,7 +113,7 @@ def write_web_corpus(out_dir: Path, num_bytes: int, seed: int = 0, docs_per_file
             if f:
                 f.close()
             f = (out_dir / f"web_{n // docs_per_file:05d}.jsonl").open("w", encoding="utf-8")
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.write(json.dumps({**row, "kind": kind}, ensure_ascii=False) + "\n")
         kinds[kind] += 1
         n += 1
     if f:
