@@ -145,3 +145,25 @@ def test_corrupt_checkpoint_is_one_line(debug_run, tmp_path, capsys):
     weights = ckpt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     assert "corrupt or truncated" in _error(capsys, ["eval", "--checkpoint", str(ckpt)])
+
+
+def test_curate_named_sources_with_workers_then_tokenize(tmp_path, corpus_dir):
+    """`python -m kiln curate` with 2 spawned workers on two sources; the tokenizer reads the curated mix."""
+    spec = [{"name": "a", "path": str(corpus_dir), "licence": "CC0", "epochs": 2},
+            {"name": "b", "path": str(corpus_dir / "notes.md"), "licence": "CC-BY"}]
+    (tmp_path / "sources.json").write_text(json.dumps(spec))
+    run_dir = tmp_path / "run"
+    args = ["--preset", "debug", "--run-dir", str(run_dir), "--data.sources", str(tmp_path / "sources.json"),
+            "--data.val_fraction", "0.2", "--data.max_documents", "0", "--curate.quality.min_words", "10"]
+    proc = subprocess.run([sys.executable, "-m", "kiln", "curate", *args, "--curate.workers", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((run_dir / "curated" / "manifest.json").read_text())
+    assert manifest["workers"] == 2 and [s["name"] for s in manifest["sources"]] == ["a", "b"]
+    assert manifest["mix"]["a"]["epochs"] == 2 and manifest["mix"]["a"]["achieved_share"] > 0.9
+    assert "| a |" in (run_dir / "curated" / "data_card.md").read_text()
+    assert main(["tokenizer", "--run-dir", str(run_dir)]) == 0
+    assert main(["tokenize", "--run-dir", str(run_dir)]) == 0
+    shards = json.loads((run_dir / "stages.json").read_text())["tokenize"]
+    # source a's training documents appear twice in the shards, validation documents once
+    assert shards["train"]["documents"] + shards["val"]["documents"] > manifest["documents_out"]

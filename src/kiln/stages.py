@@ -83,7 +83,8 @@ def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
 def source_corpus(cfg: RunConfig, run: RunDir) -> CorpusConfig:
     """The corpus later stages read: the curated output when curation is on and has run, else the raw one."""
     if cfg.curate.enabled and (run.curated / "manifest.json").exists():
-        return dataclasses.replace(cfg.data, corpus=str(run.curated))
+        # the curated output is already cut to data.max_documents; its mix may repeat documents past it
+        return dataclasses.replace(cfg.data, corpus=str(run.curated), sources="", max_documents=0)
     return cfg.data
 
 
