@@ -18,7 +18,7 @@ import torch
 from kiln.config import apply_overrides
 from kiln.device import pick_device
 from kiln.evaluate.generate import generate
-from kiln.models.decoder import build_decoder
+from kiln.models.build import build_model
 from kiln.presets import get_preset
 
 
@@ -37,7 +37,7 @@ def main() -> None:
     cfg = apply_overrides(cfg, overrides)
     device = pick_device(cfg.train.device)
     torch.manual_seed(0)
-    model = build_decoder(cfg.model, device).eval()
+    model = build_model(cfg.model, device).eval()
     if args.precision == "bf16":
         model.to(torch.bfloat16)  # as `kiln generate` does: cast the weights once, not per token
     prompt = torch.randint(3, cfg.model.vocab_size, (1, args.prompt_tokens), device=device)

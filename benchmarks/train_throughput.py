@@ -17,10 +17,10 @@ import torch
 
 from kiln.config import apply_overrides
 from kiln.device import autocast, keep_freed_host_memory, pick_device
-from kiln.models.decoder import build_decoder
-from kiln.objectives import CausalLM
+from kiln.models.build import build_model
+from kiln.objectives.causal import CausalLM
 from kiln.presets import get_preset
-from kiln.train.flops import decoder_flops_per_token, measure_matmul_peak
+from kiln.train.flops import flops_per_token, measure_matmul_peak
 from kiln.train.optim import build_optimizer
 
 
@@ -31,7 +31,7 @@ def measure(preset: str, precision: str, steps: int, warmup: int, overrides: dic
     if device.type == "cpu":
         keep_freed_host_memory()  # as the trainer does
     torch.manual_seed(0)
-    model = build_decoder(cfg.model, device)
+    model = build_model(cfg.model, device)
     run_model = torch.compile(model) if tc.compile else model
     opt = build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device)
     objective = CausalLM()
@@ -40,7 +40,7 @@ def measure(preset: str, precision: str, steps: int, warmup: int, overrides: dic
 
     def step(i: int) -> None:
         with autocast(device, precision):
-            loss = objective.loss(run_model, data[i, :, :-1], data[i, :, 1:])
+            loss, _ = objective.loss(run_model, {"inputs": data[i, :, :-1], "targets": data[i, :, 1:]})
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()
@@ -59,7 +59,7 @@ def measure(preset: str, precision: str, steps: int, warmup: int, overrides: dic
     tok_s = steps * B * T / dt
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     peak = measure_matmul_peak(device, dtype, seconds=1.0)
-    flops = decoder_flops_per_token(cfg.model, T) * tok_s
+    flops = flops_per_token(model, cfg.model, T) * tok_s
     return {"preset": preset, "precision": precision, "device": str(device), "params": model.num_params(),
             "tokens_per_s": tok_s, "achieved_tflops": flops / 1e12, "peak_tflops": peak / 1e12, "mfu": flops / peak}
 

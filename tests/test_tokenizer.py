@@ -36,7 +36,8 @@ def test_round_trip_is_exact(tok, text):
 def test_special_tokens_have_fixed_ids(tok):
     assert special_ids(tok) == {"pad": 0, "bos": 1, "eos": 2}
     assert tok.token_to_id("<|mask|>") == 3
-    assert tok.token_to_id("<|sentinel_0|>") == 4 and tok.token_to_id("<|sentinel_3|>") == 7
+    assert tok.token_to_id("<|fim_suffix|>") == 6
+    assert tok.token_to_id("<|sentinel_0|>") == 7 and tok.token_to_id("<|sentinel_3|>") == 10
     assert tok.get_vocab_size() <= 400
 
 

@@ -14,7 +14,8 @@ from kiln.corpus import CorpusConfig
 from kiln.curate.pipeline import CurateConfig
 from kiln.errors import KilnError
 from kiln.evaluate.generate import SampleConfig
-from kiln.models.decoder import DecoderConfig
+from kiln.models.config import ModelConfig
+from kiln.objectives.base import ObjectiveConfig
 from kiln.shards.writer import ShardConfig
 from kiln.tokenizer import TokenizerConfig
 from kiln.train.trainer import TrainConfig
@@ -30,7 +31,8 @@ class RunConfig:
     curate: CurateConfig = field(default_factory=CurateConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
-    model: DecoderConfig = field(default_factory=DecoderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -46,11 +48,11 @@ def lr_for_width(dim: int) -> float:
     return 6e-4 * 768 / dim
 
 
-def decoder_at_depth(depth: int, vocab_size: int, seq_len: int, aspect: int = 64, head_dim: int = 64) -> DecoderConfig:
+def decoder_at_depth(depth: int, vocab_size: int, seq_len: int, aspect: int = 64, head_dim: int = 64) -> ModelConfig:
     """The size dial: `depth` layers of width aspect * depth (rounded up to head_dim), one head per
     head_dim channels. aspect 64 gives GPT-2's shapes (depth 12 -> 768 wide)."""
     dim = head_dim * -(-aspect * depth // head_dim)
-    return DecoderConfig(vocab_size=vocab_size, dim=dim, num_layers=depth, num_heads=dim // head_dim,
+    return ModelConfig(vocab_size=vocab_size, dim=dim, num_layers=depth, num_heads=dim // head_dim,
                          num_kv_heads=dim // head_dim, max_seq_len=seq_len)
 
 
@@ -60,7 +62,7 @@ def debug() -> RunConfig:
         preset="debug",
         data=CorpusConfig(max_documents=24, val_fraction=0.1),
         tokenizer=TokenizerConfig(vocab_size=512, num_sentinels=8),
-        model=DecoderConfig(vocab_size=512, dim=64, num_layers=2, num_heads=4, num_kv_heads=2, max_seq_len=64),
+        model=ModelConfig(vocab_size=512, dim=64, num_layers=2, num_heads=4, num_kv_heads=2, max_seq_len=64),
         train=TrainConfig(seq_len=64, micro_batch_size=8, max_steps=30, lr=3e-3, warmup_steps=5,
                           eval_every=10, eval_windows=16, checkpoint_every=10),
         sample=SampleConfig(max_new_tokens=24),

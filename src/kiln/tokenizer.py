@@ -1,7 +1,8 @@
 """Train, save and load a byte-level BPE tokenizer (Hugging Face `tokenizers`).
 
 Special tokens take the first ids, in a fixed layout every model family can rely on:
-``<|pad|>`` 0, ``<|bos|>`` 1, ``<|eos|>`` 2, ``<|mask|>`` 3, then ``<|sentinel_0|>`` ... for span
+``<|pad|>`` 0, ``<|bos|>`` 1, ``<|eos|>`` 2, ``<|mask|>`` 3 (masked LM), ``<|fim_prefix|>`` 4,
+``<|fim_middle|>`` 5, ``<|fim_suffix|>`` 6 (fill-in-the-middle), then ``<|sentinel_0|>`` ... for span
 corruption. Text is split with the GPT-4 pre-tokenisation pattern and then mapped to bytes, so any
 string round-trips exactly.
 """
@@ -19,6 +20,8 @@ from kiln.config import require
 from kiln.errors import KilnError
 
 PAD, BOS, EOS, MASK = "<|pad|>", "<|bos|>", "<|eos|>", "<|mask|>"
+FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"
+FIXED_SPECIALS = [PAD, BOS, EOS, MASK, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX]
 # GPT-4's split pattern (as in tiktoken cl100k), with numbers grouped by at most two digits.
 SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
@@ -36,14 +39,15 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         require(
-            self.vocab_size >= 256 + 4 + self.num_sentinels + 1,
-            f"tokenizer.vocab_size={self.vocab_size} is too small: it needs 256 byte tokens, 4 special tokens and "
-            f"{self.num_sentinels} sentinels; use at least {256 + 4 + self.num_sentinels + 1}",
+            self.vocab_size >= 256 + len(FIXED_SPECIALS) + self.num_sentinels + 1,
+            f"tokenizer.vocab_size={self.vocab_size} is too small: it needs 256 byte tokens, {len(FIXED_SPECIALS)} "
+            f"special tokens and {self.num_sentinels} sentinels; use at least "
+            f"{256 + len(FIXED_SPECIALS) + self.num_sentinels + 1}",
         )
 
 
 def special_tokens(num_sentinels: int) -> list[str]:
-    return [PAD, BOS, EOS, MASK] + [f"<|sentinel_{i}|>" for i in range(num_sentinels)]
+    return FIXED_SPECIALS + [f"<|sentinel_{i}|>" for i in range(num_sentinels)]
 
 
 def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, show_progress: bool = True) -> Tokenizer:
@@ -99,6 +103,39 @@ def tokenizer_hash(path: Path) -> str:
 def special_ids(tok: Tokenizer) -> dict[str, int]:
     """Ids of the special tokens every stage needs."""
     return {"pad": tok.token_to_id(PAD), "bos": tok.token_to_id(BOS), "eos": tok.token_to_id(EOS)}
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """The special token ids the training objectives use (looked up by name, never assumed)."""
+
+    pad: int
+    bos: int
+    eos: int
+    mask: int
+    fim_prefix: int
+    fim_middle: int
+    fim_suffix: int
+    sentinels: tuple[int, ...]
+    num_special: int
+    """Ids below this are special; text tokens start here."""
+    vocab_size: int
+
+
+def objective_ids(tok: Tokenizer) -> SpecialIds:
+    """Every special id, checked present (a tokenizer from an older kiln lacks the FIM tokens)."""
+    ids = {}
+    for name in FIXED_SPECIALS:
+        i = tok.token_to_id(name)
+        if i is None:
+            raise KilnError(f"tokenizer lacks the special token {name}; retrain it with `kiln tokenizer`")
+        ids[name] = i
+    sentinels = []
+    while (i := tok.token_to_id(f"<|sentinel_{len(sentinels)}|>")) is not None:
+        sentinels.append(i)
+    num_special = max(list(ids.values()) + sentinels) + 1
+    return SpecialIds(ids[PAD], ids[BOS], ids[EOS], ids[MASK], ids[FIM_PREFIX], ids[FIM_MIDDLE], ids[FIM_SUFFIX],
+                      tuple(sentinels), num_special, tok.get_vocab_size())
 
 
 def bytes_per_token(tok: Tokenizer, texts: Iterable[str], batch_size: int = 64) -> float:

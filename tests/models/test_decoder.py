@@ -3,18 +3,19 @@ import torch
 
 from kiln.errors import KilnError
 from kiln.evaluate.generate import filter_logits, generate
-from kiln.models.decoder import DecoderConfig, build_decoder
+from kiln.models.build import build_model
+from kiln.models.config import ModelConfig
 
 
-def tiny(**kw) -> DecoderConfig:
-    return DecoderConfig(**{"vocab_size": 97, "dim": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
+def tiny(**kw) -> ModelConfig:
+    return ModelConfig(**{"vocab_size": 97, "dim": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
                             "max_seq_len": 64, **kw})
 
 
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return build_decoder(tiny(), torch.device("cpu")).eval()
+    return build_model(tiny(), torch.device("cpu")).eval()
 
 
 def test_causal_model_cannot_see_the_future(model):
@@ -31,7 +32,7 @@ def test_meta_build_initialises_and_ties(model):
     assert model.head.weight is model.embed.weight
     assert not any(p.is_meta for p in model.parameters())
     assert 0.015 < model.embed.weight.std().item() < 0.025
-    untied = build_decoder(tiny(tie_embeddings=False), torch.device("cpu"))
+    untied = build_model(tiny(tie_embeddings=False), torch.device("cpu"))
     assert untied.head.weight is not untied.embed.weight
     assert untied.num_params() == model.num_params() + 97 * 32
 

@@ -86,3 +86,44 @@ def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int, temper
                 break
     model.train(was_training)
     return tokens
+
+
+@torch.inference_mode()
+def fill_masks(model: nn.Module, tokens: torch.Tensor, mask_id: int, precision: str = "bf16") -> torch.Tensor:
+    """Encoder: replace every mask token in tokens (B, T) with the model's most likely token."""
+    was_training = model.training
+    model.eval()
+    with autocast(tokens.device, precision):
+        logits = model(tokens)
+    model.train(was_training)
+    return torch.where(tokens == mask_id, logits.argmax(-1), tokens)
+
+
+@torch.inference_mode()
+def generate_spans(model: nn.Module, src: torch.Tensor, max_new_tokens: int, bos_id: int, eos_id: int,
+                   temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                   precision: str = "bf16") -> torch.Tensor:
+    """Encoder-decoder: encode src (1, S) once, then decode the sentinels' spans token by token with a
+    key/value cache until <|eos|>; returns the decoder's output (1, n) without the start token."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=src.device).manual_seed(seed)
+    max_new_tokens = min(max_new_tokens, model.cfg.max_seq_len)
+    with autocast(src.device, precision):
+        memory = model.encode(src)
+    dtype = torch.bfloat16 if precision == "bf16" else memory.dtype
+    cache = model.new_cache(src.shape[0], max_new_tokens, dtype)
+    step = torch.full((src.shape[0], 1), bos_id, dtype=src.dtype, device=src.device)
+    out = []
+    for _ in range(max_new_tokens):
+        with autocast(src.device, precision):
+            logits = model.decode(step, memory, cache)[:, -1].float()
+        if temperature == 0:
+            step = logits.argmax(-1, keepdim=True)
+        else:
+            step = torch.multinomial(filter_logits(logits / temperature, top_k, top_p).softmax(-1), 1, generator=gen)
+        out.append(step)
+        if bool((step == eos_id).all()):
+            break
+    model.train(was_training)
+    return torch.cat(out, dim=1)

@@ -11,20 +11,25 @@ from tokenizers import Tokenizer
 
 from kiln.config import from_dict
 from kiln.errors import KilnError
-from kiln.models.decoder import Decoder, build_decoder
+from torch import nn
+
+from kiln.models.build import build_model
+from kiln.objectives.base import Objective, build_objective
 from kiln.presets import RunConfig
-from kiln.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_hash
+from kiln.tokenizer import SpecialIds, load_tokenizer, objective_ids, token_byte_lengths, tokenizer_hash
 from kiln.train.checkpoint import load_weights, read_state
 
 
 @dataclass
 class LoadedCheckpoint:
-    model: Decoder
+    model: nn.Module
     cfg: RunConfig
     tokenizer: Tokenizer
     tokenizer_sha256: str
     token_bytes: torch.Tensor
     step: int
+    ids: SpecialIds
+    objective: Objective
 
 
 def load_checkpoint(path: Path, device: torch.device, tokenizer_path: Path | None = None) -> LoadedCheckpoint:
@@ -42,8 +47,10 @@ def load_checkpoint(path: Path, device: torch.device, tokenizer_path: Path | Non
     if sha != state.get("tokenizer_sha256"):
         raise KilnError(f"tokenizer {tok_path} is not the one checkpoint {path} was trained with; "
                         "use the tokenizer.json saved in the checkpoint")
-    model = build_decoder(cfg.model, device)
+    model = build_model(cfg.model, device)
     load_weights(path, model)
     model.eval()
     token_bytes = torch.tensor(token_byte_lengths(tokenizer, pad_to=cfg.model.vocab_size))
-    return LoadedCheckpoint(model, cfg, tokenizer, sha, token_bytes, state["step"])
+    ids = objective_ids(tokenizer)
+    return LoadedCheckpoint(model, cfg, tokenizer, sha, token_bytes, state["step"], ids,
+                            build_objective(cfg.model, cfg.objective, ids))

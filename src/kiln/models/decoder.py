@@ -1,4 +1,4 @@
-"""Llama-style decoder-only transformer: pre-norm blocks of causal attention and SwiGLU.
+"""Llama-style decoder-only transformer: pre-norm blocks of causal attention and SwiGLU (or MoE).
 
 Built on the meta device, moved with `to_empty`, then `init_weights()`:
 
@@ -7,88 +7,48 @@ Built on the meta device, moved with `to_empty`, then `init_weights()`:
     model.to_empty(device=device)
     model.init_weights()
 
-No parallelism or precision logic lives here; the trainer applies those from outside.
+With `model.moe.num_experts > 0` every `moe.every`-th block's MLP is a mixture of experts. The
+hybrid family (hybrid.py) is this class with SSM layers in place of most attention layers. No
+parallelism or precision logic lives here; the trainer applies those from outside.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from kiln.config import require
-from kiln.models.layers import (
-    Attention,
-    KVCache,
-    RMSNorm,
-    SwiGLU,
-    rotary_tables,
-    swiglu_hidden_dim,
-)
+from kiln.models.block import Block
+from kiln.models.config import ModelConfig
+from kiln.models.layers import KVCache, RMSNorm, rotary_tables
+from kiln.models.ssm import Mamba, SSMState
 
 
 @dataclass
-class DecoderConfig:
-    vocab_size: int = 8192
-    """Rows of the embedding table; must cover the tokenizer's vocabulary."""
-    dim: int = 256
-    """Model width C."""
-    num_layers: int = 4
-    """Transformer blocks."""
-    num_heads: int = 4
-    """Query heads; head_dim = dim / num_heads."""
-    num_kv_heads: int = 4
-    """Key/value heads (grouped-query attention); must divide num_heads."""
-    hidden_dim: int = 0
-    """SwiGLU hidden width; 0 derives Llama's 8/3 * dim rounded to 64."""
-    max_seq_len: int = 512
-    """Longest sequence the rotary tables cover."""
-    rope_theta: float = 10000.0
-    """Rotary base frequency."""
-    tie_embeddings: bool = True
-    """Share the input embedding with the output projection."""
-    norm_eps: float = 1e-5
-    """RMSNorm epsilon."""
-    init_std: float = 0.02
-    """Std of the normal init; residual output projections use init_std / sqrt(2 * num_layers)."""
+class ModelCache:
+    """Incremental-decoding state: keys/values of the attention layers, recurrent state of SSM layers."""
 
-    def __post_init__(self) -> None:
-        require(self.dim % self.num_heads == 0, f"model.dim={self.dim} must be divisible by model.num_heads={self.num_heads}")
-        require((self.dim // self.num_heads) % 2 == 0, "model head_dim (dim / num_heads) must be even for rotary positions")
-        require(self.num_heads % self.num_kv_heads == 0,
-                f"model.num_kv_heads={self.num_kv_heads} must divide model.num_heads={self.num_heads}")
-        for name in ("vocab_size", "dim", "num_layers", "max_seq_len"):
-            require(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
-        if self.hidden_dim == 0:
-            self.hidden_dim = swiglu_hidden_dim(self.dim)
+    kv: KVCache | None
+    kv_slot: dict[int, int]  # layer -> its slot in kv
+    states: dict[int, SSMState] = field(default_factory=dict)  # layer -> SSM state
+    pos: int = 0
 
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.num_heads
-
-
-class Block(nn.Module):
-    def __init__(self, cfg: DecoderConfig) -> None:
-        super().__init__()
-        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.attn = Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, causal=True)
-        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.mlp = SwiGLU(cfg.dim, cfg.hidden_dim)
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache, layer)  # (B, T, C)
-        return x + self.mlp(self.mlp_norm(x))
+    def advance(self, num_tokens: int) -> None:
+        self.pos += num_tokens
+        if self.kv is not None:
+            self.kv.advance(num_tokens)
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: DecoderConfig) -> None:
+    rotary = True
+
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(Block(cfg, i, causal=True, rotary=self.rotary) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -103,27 +63,28 @@ class Decoder(nn.Module):
         cfg = self.cfg
         if cfg.tie_embeddings:  # to_empty() materialises each module's parameters apart: re-tie them
             self.head.weight = self.embed.weight
-        out_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
         nn.init.normal_(self.embed.weight, std=cfg.init_std)
         if not cfg.tie_embeddings:
             nn.init.normal_(self.head.weight, std=cfg.init_std)
         for block in self.blocks:
-            block.attn_norm.init_weights()
-            block.mlp_norm.init_weights()
-            block.attn.init_weights(cfg.init_std, out_std)
-            block.mlp.init_weights(cfg.init_std, out_std)
+            block.init_weights(cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.num_layers))
         self.norm.init_weights()
         cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.cos.device)
         self.cos.copy_(cos)
         self.sin.copy_(sin)
 
-    def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        cfg = self.cfg
-        return KVCache(cfg.num_layers, batch, cfg.num_kv_heads, cfg.head_dim, max_len or cfg.max_seq_len,
-                       self.embed.weight.device, dtype or self.embed.weight.dtype)
+    def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> ModelCache:
+        cfg, device = self.cfg, self.embed.weight.device
+        dtype = dtype or self.embed.weight.dtype
+        attn = [i for i, b in enumerate(self.blocks) if b.attends]
+        kv = KVCache(len(attn), batch, cfg.num_kv_heads, cfg.head_dim, max_len or cfg.max_seq_len, device, dtype) \
+            if attn else None
+        states = {i: b.mixer.new_state(batch, device, dtype) for i, b in enumerate(self.blocks)
+                  if isinstance(b.mixer, Mamba)}
+        return ModelCache(kv, {layer: slot for slot, layer in enumerate(attn)}, states)
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """tokens (B, T) int64 -> logits (B, T, vocab_size). With `cache`, continue from cache.pos."""
+    def hidden(self, tokens: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
+        """tokens (B, T) -> final normed hidden states (B, T, C)."""
         T = tokens.shape[1]
         start = cache.pos if cache is not None else 0
         if start + T > self.cfg.max_seq_len:
@@ -131,22 +92,20 @@ class Decoder(nn.Module):
         cos, sin = self.cos[start : start + T], self.sin[start : start + T]
         x = self.embed(tokens)  # (B, T, C)
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, cache, i)
+            if cache is None:
+                x = block(x, cos, sin)
+            else:
+                x = block(x, cos, sin, cache.kv, cache.kv_slot.get(i, 0), cache.states.get(i))
         if cache is not None:
             cache.advance(T)
-        return self.head(self.norm(x))  # (B, T, V)
+        return self.norm(x)
+
+    def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
+        """tokens (B, T) int64 -> logits (B, T, vocab_size). With `cache`, continue from cache.pos."""
+        return self.head(self.hidden(tokens, cache))  # (B, T, V)
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.embed.weight.numel()
         return n
-
-
-def build_decoder(cfg: DecoderConfig, device: torch.device) -> Decoder:
-    """Build on the meta device (no memory touched), materialise on `device`, then initialise."""
-    with torch.device("meta"):
-        model = Decoder(cfg)
-    model.to_empty(device=device)
-    model.init_weights()
-    return model

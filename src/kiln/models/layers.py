@@ -66,11 +66,11 @@ class KVCache:
 class Attention(nn.Module):
     """Multi-head attention with grouped-query heads and rotary positions, via SDPA."""
 
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, causal: bool = True) -> None:
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, causal: bool = True, rotary: bool = True) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
-        self.causal = causal
+        self.causal, self.rotary = causal, rotary
         self.wqkv = nn.Linear(dim, (num_heads + 2 * num_kv_heads) * self.head_dim, bias=False)
         self.wo = nn.Linear(num_heads * self.head_dim, dim, bias=False)
 
@@ -79,8 +79,9 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
         q, k, v = self.wqkv(x).split([H * D, K * D, K * D], dim=-1)
-        q = apply_rotary(q.view(B, T, H, D).transpose(1, 2), cos, sin)  # (B, H, T, D)
-        k = apply_rotary(k.view(B, T, K, D).transpose(1, 2), cos, sin)  # (B, K, T, D)
+        q, k = q.view(B, T, H, D).transpose(1, 2), k.view(B, T, K, D).transpose(1, 2)  # (B, H|K, T, D)
+        if self.rotary:
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         v = v.view(B, T, K, D).transpose(1, 2)
         past = 0
         if cache is not None:
@@ -97,6 +98,32 @@ class Attention(nn.Module):
 
     def init_weights(self, std: float, out_std: float) -> None:
         nn.init.normal_(self.wqkv.weight, std=std)
+        nn.init.normal_(self.wo.weight, std=out_std)
+
+
+class CrossAttention(nn.Module):
+    """Queries from the decoder, keys and values from the encoder's output; no mask, no rotation."""
+
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.head_dim = dim // num_heads
+        self.wq = nn.Linear(dim, num_heads * self.head_dim, bias=False)
+        self.wkv = nn.Linear(dim, 2 * num_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(num_heads * self.head_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """x (B, T, C) attends over memory (B, S, C)."""
+        B, T, _ = x.shape
+        H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
+        q = self.wq(x).view(B, T, H, D).transpose(1, 2)
+        k, v = self.wkv(memory).view(B, -1, 2 * K, D).transpose(1, 2).chunk(2, dim=1)  # (B, K, S, D) each
+        y = F.scaled_dot_product_attention(q, k, v, enable_gqa=H != K)
+        return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
+
+    def init_weights(self, std: float, out_std: float) -> None:
+        nn.init.normal_(self.wq.weight, std=std)
+        nn.init.normal_(self.wkv.weight, std=std)
         nn.init.normal_(self.wo.weight, std=out_std)
 
 

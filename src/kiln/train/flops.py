@@ -6,18 +6,43 @@ import time
 
 import torch
 
-from kiln.models.decoder import DecoderConfig
+from torch import nn
+
+from kiln.models.config import ModelConfig
+from kiln.models.layers import Attention, CrossAttention
+from kiln.models.moe import MoE
 
 
-def decoder_flops_per_token(cfg: DecoderConfig, seq_len: int) -> float:
-    """Training FLOPs per token (forward + backward), PaLM's convention: 6 * matmul params +
-    12 * layers * width * seq_len for attention scores (counted in full, as is customary, although
-    causal attention kernels skip the masked half)."""
-    C, L, V = cfg.dim, cfg.num_layers, cfg.vocab_size
-    kv_dim = cfg.num_kv_heads * cfg.head_dim
-    per_layer = C * (C + 2 * kv_dim) + C * C + 3 * C * cfg.hidden_dim
-    matmul_params = L * per_layer + C * V  # the output head is a matmul; the embedding lookup is not
-    return 6 * matmul_params + 12 * L * C * seq_len
+def _matmul_params(module: nn.Module) -> float:
+    """Weights each token multiplies by once in a forward pass (MoE experts weighted by top_k / E)."""
+    total = 0.0
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            total += m.weight.numel()
+        elif isinstance(m, MoE):
+            total += (m.w_gate_up.numel() + m.w_down.numel()) * m.cfg.top_k / m.cfg.num_experts
+    return total
+
+
+def _attention_layers(module: nn.Module) -> int:
+    return sum(isinstance(m, (Attention, CrossAttention)) for m in module.modules())
+
+
+def flops_per_token(model: nn.Module, cfg: ModelConfig, seq_len: int, noise_density: float = 0.15,
+                    mean_span: float = 3.0) -> float:
+    """Training FLOPs per token of the training window (forward + backward), PaLM's convention:
+    6 * matmul weights + 12 * attention layers * width * seq_len for the attention scores (counted in
+    full, as is customary). MoE experts count at top_k / num_experts. The SSM scan and convolution
+    are left out (a few % of the total at these widths). Encoder-decoder: the encoder sees about
+    (1 - d + d/m) and the decoder (d + d/m) tokens per window token (T5 span corruption)."""
+    C = cfg.dim
+    if cfg.family != "encdec":
+        return 6 * _matmul_params(model) + 12 * _attention_layers(model) * C * seq_len
+    src, tgt = 1 - noise_density + noise_density / mean_span, noise_density + noise_density / mean_span
+    enc = 6 * _matmul_params(model.encoder) + 12 * _attention_layers(model.encoder) * C * seq_len * src
+    dec = 6 * (_matmul_params(model.decoder) + cfg.dim * cfg.vocab_size) + \
+        12 * _attention_layers(model.decoder) * C * seq_len * (tgt + src) / 2
+    return enc * src + dec * tgt
 
 
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.5) -> float:

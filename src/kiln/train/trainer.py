@@ -20,9 +20,8 @@ from tqdm import tqdm
 from kiln.config import require, to_dict
 from kiln.device import autocast, keep_freed_host_memory, pick_device
 from kiln.errors import KilnError
-from kiln.evaluate.loss import evaluate_loss
-from kiln.models.decoder import build_decoder
-from kiln.objectives import CausalLM
+from kiln.models.build import build_model
+from kiln.objectives.base import build_objective
 from kiln.rundir import RunDir
 from kiln.shards.loader import PackedLoader, ShardSet, iterate_windows
 from kiln.train.checkpoint import (
@@ -32,7 +31,8 @@ from kiln.train.checkpoint import (
     read_state,
     save_checkpoint,
 )
-from kiln.train.flops import decoder_flops_per_token, measure_matmul_peak
+from kiln.tokenizer import load_tokenizer, objective_ids
+from kiln.train.flops import flops_per_token, measure_matmul_peak
 from kiln.train.optim import build_optimizer, lr_at
 from kiln.train.signals import StopRequest, stop_on_signals
 
@@ -136,10 +136,10 @@ class Trainer:
                 raise KilnError(f"tokenizer has {shards.manifest['vocab_size']} tokens but model.vocab_size="
                                 f"{cfg.model.vocab_size}; raise model.vocab_size")
         torch.manual_seed(self.tc.seed)
-        self.model = build_decoder(cfg.model, self.device)
+        self.model = build_model(cfg.model, self.device)
         self.optimizer = build_optimizer(self.model, self.tc.lr, self.tc.weight_decay,
                                          (self.tc.beta1, self.tc.beta2), self.device)
-        self.objective = CausalLM()
+        self.objective = build_objective(cfg.model, cfg.objective, objective_ids(load_tokenizer(run.tokenizer)))
         self.loader = PackedLoader(self.train_shards, self.tc.seq_len, self.tc.micro_batch_size,
                                    rank=rank, world_size=world_size, seed=self.tc.seed)
         self.step = 0
@@ -148,7 +148,8 @@ class Trainer:
         resumed_step = self._resume() if resume else None
         self.metrics = MetricsLog(run.metrics, resumed_step)
         self.forward_model = torch.compile(self.model) if self.tc.compile else self.model
-        self.flops_per_token = decoder_flops_per_token(cfg.model, self.tc.seq_len)
+        self.flops_per_token = flops_per_token(self.model, cfg.model, self.tc.seq_len, cfg.objective.noise_density,
+                                               cfg.objective.mean_span_length)
         self.peak_flops = 0.0  # measured after the first step, in the steady state (see measure_peak)
 
     def measure_peak(self) -> float:
@@ -184,8 +185,15 @@ class Trainer:
                                to_dict(self.cfg), self.run.tokenizer, self.tc.keep_checkpoints)
 
     def validate(self, max_windows: int | None) -> dict[str, float]:
+        """The objective's validation figures ("loss"; "bpb" for causal LMs); all windows when None."""
         batches = iterate_windows(self.val_shards, self.tc.seq_len, self.tc.micro_batch_size, max_windows)
-        return evaluate_loss(self.forward_model, batches, self.token_bytes, self.device, self.tc.precision)
+        return self.objective.evaluate(self.forward_model, batches, self.token_bytes, self.device,
+                                       self.tc.precision, final=max_windows is None)
+
+    def _generator(self, micro: int) -> torch.Generator:
+        """Seeds the objective's random choices from (seed, step, micro-batch, rank): resumable."""
+        key = ((self.tc.seed * 1_000_003 + self.step) * 1009 + micro) * 9973 + self.rank
+        return torch.Generator().manual_seed(key % (2**63))
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step over grad_accum_steps micro-batches."""
@@ -194,20 +202,24 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total_loss = torch.zeros((), device=self.device)
-        for _ in range(tc.grad_accum_steps):
+        figures: dict[str, float] = {}
+        for micro in range(tc.grad_accum_steps):
             inputs, targets = self.loader.next_batch()
-            inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+            batch = self.objective.make_batch(inputs, targets, self._generator(micro))
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             with autocast(self.device, tc.precision):
-                loss = self.objective.loss(self.forward_model, inputs, targets)
+                loss, metrics = self.objective.loss(self.forward_model, batch)
             (loss / tc.grad_accum_steps).backward()
             total_loss += loss.detach()
+            for k, v in metrics.items():
+                figures[k] = figures.get(k, 0.0) + float(v) / tc.grad_accum_steps
         max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += self.tokens_per_step
-        return {"loss": total_loss.item() / tc.grad_accum_steps, "lr": lr, "grad_norm": grad_norm.item()}
+        return {"loss": total_loss.item() / tc.grad_accum_steps, "lr": lr, "grad_norm": grad_norm.item(), **figures}
 
     def _loop(self, bar: tqdm, stop: StopRequest) -> tuple[dict[str, float], float]:
         """Steps until max_steps or a stop request; returns (last validation, seconds in train steps)."""
@@ -232,9 +244,9 @@ class Trainer:
             final = self.step == tc.max_steps
             if final or (tc.eval_every and self.step % tc.eval_every == 0):
                 last_val = self.validate(None if final else tc.eval_windows)
-                self.metrics.write({"step": self.step, "tokens": self.tokens_seen, "val_loss": last_val["loss"],
-                                    "val_bpb": last_val["bpb"]})
-                bar.write(f"step {self.step}: val_loss {last_val['loss']:.4f} val_bpb {last_val['bpb']:.4f}")
+                shown = {f"val_{k}": v for k, v in last_val.items() if k not in ("tokens", "bytes")}
+                self.metrics.write({"step": self.step, "tokens": self.tokens_seen, **shown})
+                bar.write(f"step {self.step}: " + " ".join(f"{k} {v:.4f}" for k, v in shown.items()))
             if final or (tc.checkpoint_every and self.step % tc.checkpoint_every == 0):
                 self.save()
         return last_val, train_s
@@ -261,7 +273,10 @@ class Trainer:
         self.measure_peak()
         return {
             "val_loss": last_val["loss"],
-            "val_bpb": last_val["bpb"],
+            "val_bpb": last_val.get("bpb"),
+            **{f"val_{k}": v for k, v in last_val.items() if k not in ("loss", "bpb", "tokens", "bytes")},
+            "family": self.cfg.model.family,
+            "objective": self.objective.name,
             "train_tokens": self.tokens_seen,
             "steps": self.step,
             "params": self.model.num_params(),

@@ -1,0 +1,50 @@
+"""The pre-norm residual block every family stacks: a sequence mixer (attention or SSM), then an MLP
+(dense SwiGLU or mixture-of-experts)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kiln.models.config import ModelConfig
+from kiln.models.layers import Attention, KVCache, RMSNorm, SwiGLU
+from kiln.models.moe import MoE
+from kiln.models.ssm import Mamba, SSMState
+
+
+class Block(nn.Module):
+    """x + mixer(norm(x)), then + mlp(norm(x)). Layer `i` of `cfg` decides attention vs SSM (hybrid)
+    and dense vs MoE (moe.every)."""
+
+    def __init__(self, cfg: ModelConfig, i: int, causal: bool = True, rotary: bool = True) -> None:
+        super().__init__()
+        self.attends = cfg.is_attention_layer(i)
+        self.mixer_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mixer = (Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, causal=causal, rotary=rotary)
+                      if self.attends else Mamba(cfg.dim, cfg.ssm, cfg.norm_eps))
+        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = (MoE(cfg.dim, cfg.moe.expert_hidden_dim or cfg.hidden_dim, cfg.moe) if cfg.is_moe_layer(i)
+                    else SwiGLU(cfg.dim, cfg.hidden_dim))
+
+    def init_weights(self, std: float, out_std: float) -> None:
+        self.mixer_norm.init_weights()
+        self.mlp_norm.init_weights()
+        self.mixer.init_weights(std, out_std)
+        self.mlp.init_weights(std, out_std)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: KVCache | None = None,
+                kv_layer: int = 0, state: SSMState | None = None) -> torch.Tensor:
+        h = self.mixer_norm(x)
+        x = x + (self.mixer(h, cos, sin, kv, kv_layer) if self.attends else self.mixer(h, state))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+def aux_loss(model: nn.Module) -> torch.Tensor | None:
+    """Sum of the MoE layers' auxiliary losses from the last forward (None without MoE)."""
+    losses = [m.aux_loss for m in model.modules() if isinstance(m, MoE) and m.aux_loss is not None]
+    return torch.stack(losses).sum() if losses else None
+
+
+def expert_load(model: nn.Module) -> list[list[float]]:
+    """Per MoE layer, the share of routing assignments each expert got in the last forward."""
+    return [m.load.tolist() for m in model.modules() if isinstance(m, MoE) and m.load is not None]

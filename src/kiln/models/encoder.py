@@ -1,0 +1,71 @@
+"""Encoder-only transformer for masked language modelling (BERT / RoBERTa-style).
+
+Bidirectional attention (every position sees every other), rotary positions, pre-norm SwiGLU blocks,
+and a masked-LM head: a dense layer with GELU and a norm (BERT's prediction-head transform), then the
+output projection tied to the embedding. The objective (objectives/masked.py) chooses the positions
+to predict; the model returns logits at every position.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kiln.models.block import Block
+from kiln.models.config import ModelConfig
+from kiln.models.layers import RMSNorm, rotary_tables
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.blocks = nn.ModuleList(Block(cfg, i, causal=False) for i in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.transform = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.transform_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+        cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        cfg = self.cfg
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+        nn.init.normal_(self.embed.weight, std=cfg.init_std)
+        if not cfg.tie_embeddings:
+            nn.init.normal_(self.head.weight, std=cfg.init_std)
+        for block in self.blocks:
+            block.init_weights(cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.num_layers))
+        self.norm.init_weights()
+        nn.init.normal_(self.transform.weight, std=cfg.init_std)
+        self.transform_norm.init_weights()
+        cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.cos.device)
+        self.cos.copy_(cos)
+        self.sin.copy_(sin)
+
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) -> contextual states (B, T, C), each position seeing the whole sequence."""
+        T = tokens.shape[1]
+        if T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {T} tokens exceeds model.max_seq_len={self.cfg.max_seq_len}")
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x, self.cos[:T], self.sin[:T])
+        return self.norm(x)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) -> masked-LM logits (B, T, vocab_size)."""
+        return self.head(self.transform_norm(F.gelu(self.transform(self.hidden(tokens)))))
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.embed.weight.numel() if non_embedding else n

@@ -1,0 +1,51 @@
+"""Next-token prediction (decoder, MoE decoder, hybrid), optionally with fill-in-the-middle.
+
+FIM (Bavarian et al. 2022, PSM order): a sequence x is cut at two random points into prefix, middle
+and suffix and trained as <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|> middle, so the
+model learns to write a middle given both sides. kiln cuts the packed training window (which may
+span documents) and keeps its length by dropping the three tokens that fall off the end.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kiln.evaluate.loss import evaluate_loss
+from kiln.objectives.base import Batch, Objective, ObjectiveConfig, cross_entropy, with_aux
+from kiln.tokenizer import SpecialIds
+
+
+def fim_transform(window: torch.Tensor, ids: SpecialIds, gen: torch.Generator) -> torch.Tensor:
+    """One window (L,) -> the same length in prefix/suffix/middle order with the FIM markers."""
+    L = window.shape[0]
+    a, b = sorted(torch.randint(0, L + 1, (2,), generator=gen).tolist())
+    marker = lambda i: torch.tensor([i], dtype=window.dtype)  # noqa: E731
+    out = torch.cat([marker(ids.fim_prefix), window[:a], marker(ids.fim_suffix), window[b:],
+                     marker(ids.fim_middle), window[a:b]])
+    return out[:L]
+
+
+class CausalLM(Objective):
+    """Targets are the inputs shifted by one (the loader provides both)."""
+
+    name = "causal_lm"
+
+    def __init__(self, cfg: ObjectiveConfig | None = None, ids: SpecialIds | None = None) -> None:
+        self.cfg, self.ids = cfg or ObjectiveConfig(), ids
+
+    def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
+        if self.cfg.fim_rate > 0:
+            windows = torch.cat([inputs, targets[:, -1:]], dim=1)
+            chosen = torch.rand(windows.shape[0], generator=gen) < self.cfg.fim_rate
+            for row in chosen.nonzero().flatten().tolist():
+                windows[row] = fim_transform(windows[row], self.ids, gen)
+            inputs, targets = windows[:, :-1], windows[:, 1:]
+        return {"inputs": inputs, "targets": targets}
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = model(batch["inputs"])  # (B, T, V), bf16 under autocast
+        return with_aux(model, cross_entropy(logits, batch["targets"]).float().mean(), {})
+
+    def evaluate(self, model, batches, token_bytes, device, precision, final) -> dict[str, float]:
+        return evaluate_loss(model, batches, token_bytes, device, precision)

@@ -1,0 +1,91 @@
+"""Masked language modelling (BERT / RoBERTa): predict a random 15 % of the tokens from both sides.
+
+Each batch is masked afresh (RoBERTa's dynamic masking): every non-special token is selected with
+probability `mask_rate`; a selected token is replaced by <|mask|> (80 %), by a random text token
+(10 %) or left as it is (10 %), and the loss is the cross-entropy at the selected positions only.
+Validation reports that loss, the accuracy at the selected positions, and at the end the
+pseudo-perplexity (Salazar et al. 2020): each token masked alone, exp of the mean negative
+log-likelihood of the true token.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kiln.device import autocast
+from kiln.objectives.base import Batch, Objective, ObjectiveConfig, cross_entropy, with_aux
+from kiln.tokenizer import SpecialIds
+
+
+class MaskedLM(Objective):
+    name = "masked_lm"
+
+    def __init__(self, cfg: ObjectiveConfig, ids: SpecialIds) -> None:
+        self.cfg, self.ids = cfg, ids
+
+    def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
+        tokens = inputs
+        selected = (torch.rand(tokens.shape, generator=gen) < self.cfg.mask_rate) & (tokens >= self.ids.num_special)
+        action = torch.rand(tokens.shape, generator=gen)
+        mask_cut = self.cfg.mask_token_frac
+        random_cut = mask_cut + self.cfg.random_token_frac
+        random_ids = torch.randint(self.ids.num_special, self.ids.vocab_size, tokens.shape, generator=gen)
+        corrupted = torch.where(selected & (action < mask_cut), self.ids.mask, tokens)
+        corrupted = torch.where(selected & (action >= mask_cut) & (action < random_cut), random_ids, corrupted)
+        return {"inputs": corrupted, "labels": torch.where(selected, tokens, -100)}
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = model(batch["inputs"])
+        labels = batch["labels"]
+        picked = labels != -100
+        losses = cross_entropy(logits, labels).float()
+        loss = losses.sum() / picked.sum().clamp(min=1)
+        with torch.no_grad():
+            accuracy = ((logits.argmax(-1) == labels) & picked).sum() / picked.sum().clamp(min=1)
+        return with_aux(model, loss, {"masked_accuracy": accuracy})
+
+    @torch.no_grad()
+    def pseudo_perplexity(self, model: nn.Module, window: torch.Tensor, device: torch.device, precision: str,
+                          chunk: int = 64) -> tuple[float, int]:
+        """(sum of -log p(token | all others), tokens scored) for one window (T,)."""
+        positions = (window >= self.ids.num_special).nonzero().flatten()
+        total = 0.0
+        for start in range(0, len(positions), chunk):
+            pos = positions[start : start + chunk]
+            batch = window.repeat(len(pos), 1)
+            batch[torch.arange(len(pos)), pos] = self.ids.mask
+            with autocast(device, precision):
+                logits = model(batch.to(device))
+            picked = logits[torch.arange(len(pos)), pos.to(device)].float()
+            total += F.cross_entropy(picked, window[pos].to(device), reduction="sum").item()
+        return total, len(positions)
+
+    @torch.no_grad()
+    def evaluate(self, model, batches, token_bytes, device, precision, final) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        gen = torch.Generator().manual_seed(1234)  # the same masks at every evaluation
+        sum_loss = correct = count = 0.0
+        kept: list[torch.Tensor] = []
+        for inputs, targets in batches:
+            batch = self.make_batch(inputs, targets, gen)
+            if final and len(kept) < self.cfg.pseudo_ppl_windows:
+                kept.extend(inputs[: self.cfg.pseudo_ppl_windows - len(kept)])
+            with autocast(device, precision):
+                logits = model(batch["inputs"].to(device))
+            labels = batch["labels"].to(device)
+            picked = labels != -100
+            sum_loss += F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum",
+                                        ignore_index=-100).item()
+            correct += ((logits.argmax(-1) == labels) & picked).sum().item()
+            count += picked.sum().item()
+        out = {"loss": sum_loss / max(count, 1), "masked_accuracy": correct / max(count, 1), "tokens": int(count)}
+        if kept:
+            nll, n = map(sum, zip(*(self.pseudo_perplexity(model, w, device, precision) for w in kept)))
+            out["pseudo_perplexity"] = math.exp(nll / max(n, 1))
+        model.train(was_training)
+        return out
