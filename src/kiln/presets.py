@@ -6,7 +6,7 @@ and learning rate for the decoder (`decoder_at_depth`), in the spirit of nanocha
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from kiln.config import require
@@ -15,6 +15,8 @@ from kiln.curate.pipeline import CurateConfig
 from kiln.errors import KilnError
 from kiln.evaluate.generate import SampleConfig
 from kiln.models.config import ModelConfig
+from kiln.models.moe import MoEConfig
+from kiln.models.ssm import SSMConfig
 from kiln.objectives.base import ObjectiveConfig
 from kiln.shards.writer import ShardConfig
 from kiln.tokenizer import TokenizerConfig
@@ -98,7 +100,42 @@ def gpt2_small() -> RunConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], RunConfig]] = {"debug": debug, "cpu": cpu, "gpt2_small": gpt2_small}
+def _family(name: str, cfg: RunConfig, lr: float | None = None, **model: object) -> RunConfig:
+    cfg.preset = name
+    cfg.model = replace(cfg.model, **model)
+    if lr is not None:
+        cfg.train.lr = lr
+    return cfg
+
+
+def cpu_moe() -> RunConfig:
+    """The cpu decoder with 8 experts (top 2, each half the dense width, so active compute matches) on
+    every other block."""
+    half = cpu().model.hidden_dim // 2
+    return _family("cpu_moe", cpu(), moe=MoEConfig(num_experts=8, top_k=2, every=2, expert_hidden_dim=half))
+
+
+def cpu_hybrid() -> RunConfig:
+    """Jamba-style at the cpu size: 4 layers, one attending (1:3; Jamba's 1:7 needs 8 layers), three
+    SSM layers, MoE (4 experts, top 2, half width) on every other block."""
+    half = cpu().model.hidden_dim // 2
+    return _family("cpu_hybrid", cpu(), family="hybrid", ssm=SSMConfig(attn_every=4),
+                   moe=MoEConfig(num_experts=4, top_k=2, every=2, expert_hidden_dim=half))
+
+
+def cpu_encoder() -> RunConfig:
+    """BERT-style masked LM at the cpu size."""
+    return _family("cpu_encoder", cpu(), lr=2e-3, family="encoder")
+
+
+def cpu_t5() -> RunConfig:
+    """T5-style span corruption at the cpu size: 4 encoder + 4 decoder blocks."""
+    return _family("cpu_t5", cpu(), lr=2e-3, family="encdec", num_decoder_layers=4)
+
+
+PRESETS: dict[str, Callable[[], RunConfig]] = {"debug": debug, "cpu": cpu, "gpt2_small": gpt2_small,
+                                               "cpu_moe": cpu_moe, "cpu_hybrid": cpu_hybrid,
+                                               "cpu_encoder": cpu_encoder, "cpu_t5": cpu_t5}
 
 
 def get_preset(name: str) -> RunConfig:

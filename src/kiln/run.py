@@ -28,8 +28,8 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
     recorded = json.loads(run.stages.read_text())
     summary = {
         "preset": cfg.preset,
-        "val_loss": trained["val_loss"],
-        "val_bpb": trained["val_bpb"],
+        "family": cfg.model.family,
+        **{k: v for k, v in trained.items() if k.startswith("val_")},
         "train_tokens": trained["train_tokens"],
         "params": trained["params"],
         "params_non_embedding": trained["params_non_embedding"],
@@ -45,6 +45,7 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
         "precision": trained["precision"],
     }
     write_report(run, summary, recorded, samples, cfg)
-    print(f"done in {summary['wall_s']:.0f} s: val_loss {summary['val_loss']:.4f}, val_bpb {summary['val_bpb']:.4f}, "
-          f"{summary['tokens_per_s']:,.0f} tokens/s, MFU {summary['mfu']:.1%} -> {run.report}")
+    vals = ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if k.startswith("val_") and v is not None)
+    print(f"done in {summary['wall_s']:.0f} s: {vals}, {summary['tokens_per_s']:,.0f} tokens/s, "
+          f"MFU {summary['mfu']:.1%} -> {run.report}")
     return summary

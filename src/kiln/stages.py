@@ -200,7 +200,7 @@ def sample(checkpoint: Path, prompts: list[str] | None, cfg_overrides: dict[str,
             src = tok.encode(prompt, add_special_tokens=False).ids + [ids.eos]
             spans = generate_spans(loaded.model, torch.tensor([src], device=device), sc.max_new_tokens, ids.bos,
                                    ids.eos, sc.temperature, sc.top_k, sc.top_p, sc.seed + i, precision)
-            out = reconstruct(src, spans[0].tolist(), ids.sentinels, ids.eos)
+            out = reconstruct(src, spans[0].tolist(), ids.sentinels, ids.eos, generated=True)
         else:
             tokens = torch.tensor([[ids.bos] + tok.encode(prompt, add_special_tokens=False).ids], device=device)
             out = generate(loaded.model, tokens, sc.max_new_tokens, sc.temperature, sc.top_k, sc.top_p, sc.seed + i,

@@ -8,15 +8,20 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
+from torch import nn
 
 from kiln.config import from_dict
 from kiln.errors import KilnError
-from torch import nn
-
 from kiln.models.build import build_model
 from kiln.objectives.base import Objective, build_objective
 from kiln.presets import RunConfig
-from kiln.tokenizer import SpecialIds, load_tokenizer, objective_ids, token_byte_lengths, tokenizer_hash
+from kiln.tokenizer import (
+    SpecialIds,
+    load_tokenizer,
+    objective_ids,
+    token_byte_lengths,
+    tokenizer_hash,
+)
 from kiln.train.checkpoint import load_weights, read_state
 
 

@@ -17,7 +17,14 @@ from torch import nn
 from kiln.models.block import Block
 from kiln.models.config import ModelConfig
 from kiln.models.decoder import ModelCache
-from kiln.models.layers import Attention, CrossAttention, KVCache, RMSNorm, SwiGLU, rotary_tables
+from kiln.models.layers import (
+    Attention,
+    CrossAttention,
+    KVCache,
+    RMSNorm,
+    SwiGLU,
+    rotary_tables,
+)
 
 
 class DecoderBlock(nn.Module):

@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from kiln.evaluate.loss import evaluate_loss
-from kiln.objectives.base import Batch, Objective, ObjectiveConfig, cross_entropy, with_aux
+from kiln.objectives.base import (
+    Batch,
+    Objective,
+    ObjectiveConfig,
+    cross_entropy,
+    with_aux,
+)
 from kiln.tokenizer import SpecialIds
 
 

@@ -17,7 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from kiln.device import autocast
-from kiln.objectives.base import Batch, Objective, ObjectiveConfig, cross_entropy, with_aux
+from kiln.objectives.base import (
+    Batch,
+    Objective,
+    ObjectiveConfig,
+    cross_entropy,
+    with_aux,
+)
 from kiln.tokenizer import SpecialIds
 
 

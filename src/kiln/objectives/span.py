@@ -21,7 +21,13 @@ from torch import nn
 
 from kiln.device import autocast
 from kiln.errors import KilnError
-from kiln.objectives.base import Batch, Objective, ObjectiveConfig, cross_entropy, with_aux
+from kiln.objectives.base import (
+    Batch,
+    Objective,
+    ObjectiveConfig,
+    cross_entropy,
+    with_aux,
+)
 from kiln.tokenizer import SpecialIds
 
 
@@ -50,13 +56,19 @@ def corrupt(window: torch.Tensor, noise: int, spans: int, sentinels: tuple[int, 
     return torch.tensor(inputs + [eos]), torch.tensor(targets + [eos])
 
 
-def reconstruct(inputs: list[int], targets: list[int], sentinels: tuple[int, ...], eos: int) -> list[int]:
-    """Put each sentinel's span (from targets) back in place of the sentinel (in inputs)."""
+def reconstruct(inputs: list[int], targets: list[int], sentinels: tuple[int, ...], eos: int,
+                generated: bool = False) -> list[int]:
+    """Put each sentinel's span (from targets) back in place of the sentinel (in inputs). Each list
+    ends with the <|eos|> `corrupt` appended (packed text may hold more <|eos|> inside); a `generated`
+    target ends at its first <|eos|> instead."""
+    inputs = inputs[:-1] if inputs and inputs[-1] == eos else inputs
+    if generated:
+        targets = targets[: targets.index(eos)] if eos in targets else targets
+    elif targets and targets[-1] == eos:
+        targets = targets[:-1]
     spans: dict[int, list[int]] = {}
     current = None
     for t in targets:
-        if t == eos:
-            break
         if t in sentinels:
             current = t
             spans[t] = []
@@ -64,8 +76,6 @@ def reconstruct(inputs: list[int], targets: list[int], sentinels: tuple[int, ...
             spans[current].append(t)
     out = []
     for t in inputs:
-        if t == eos:
-            break
         out += spans.get(t, []) if t in sentinels else [t]
     return out
 

@@ -24,6 +24,7 @@ from kiln.models.build import build_model
 from kiln.objectives.base import build_objective
 from kiln.rundir import RunDir
 from kiln.shards.loader import PackedLoader, ShardSet, iterate_windows
+from kiln.tokenizer import load_tokenizer, objective_ids
 from kiln.train.checkpoint import (
     latest_checkpoint,
     load_training_state,
@@ -31,7 +32,6 @@ from kiln.train.checkpoint import (
     read_state,
     save_checkpoint,
 )
-from kiln.tokenizer import load_tokenizer, objective_ids
 from kiln.train.flops import flops_per_token, measure_matmul_peak
 from kiln.train.optim import build_optimizer, lr_at
 from kiln.train.signals import StopRequest, stop_on_signals
