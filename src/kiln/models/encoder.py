@@ -64,7 +64,8 @@ class Encoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, T) -> masked-LM logits (B, T, vocab_size)."""
-        return self.head(self.transform_norm(F.gelu(self.transform(self.hidden(tokens))).float()))
+        h = F.gelu(self.transform(self.hidden(tokens)))
+        return self.head(self.transform_norm(h.to(self.transform_norm.weight.dtype)))  # fused norm: dtypes match
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
