@@ -1,0 +1,133 @@
+"""Data parallelism on PyTorch's own engine: the process group, the DeviceMesh, and `parallelize`.
+
+Launch with torchrun (it sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous):
+
+    torchrun --nproc_per_node=2 -m kiln train --parallel.mode fsdp ...
+
+`Parallel` reads the launch environment, starts the process group (NCCL on GPUs, gloo on CPUs) with
+a timeout, so a dead rank makes the others fail with a clear message instead of hanging, and owns
+the DeviceMesh: 1-D ("dp") for DDP and FSDP, 2-D ("replicate", "shard") for HSDP. `parallelize`
+then applies activation checkpointing and DDP or FSDP2 (`fully_shard` per block, then the root,
+with bf16 parameters and fp32 gradient reduction when training in bf16) from outside the model code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from kiln.config import require
+from kiln.errors import KilnError
+
+
+@dataclass
+class ParallelConfig:
+    mode: Literal["none", "ddp", "fsdp", "hsdp"] = "none"
+    """none (one process), ddp (replicated weights), fsdp (FSDP2: weights, gradients and optimizer
+    state sharded) or hsdp (replicate x shard on a 2-D mesh)."""
+    replicas: int = 0
+    """hsdp: replica groups (the mesh's first dimension); 0 uses one per node (WORLD_SIZE / LOCAL_WORLD_SIZE)."""
+    activation_checkpointing: Literal["none", "block"] = "none"
+    """Recompute each block's activations in the backward pass instead of storing them."""
+    timeout_s: int = 300
+    """Collective timeout: a rank that dies makes the others stop with an error after this long."""
+
+    def __post_init__(self) -> None:
+        require(self.mode in ("none", "ddp", "fsdp", "hsdp"), f"parallel.mode={self.mode!r} must be none, ddp, fsdp or hsdp")
+        require(self.replicas >= 0 and self.timeout_s > 0, "parallel.replicas must be >= 0 and parallel.timeout_s > 0")
+
+
+class Parallel:
+    """The launch's ranks, the process group and the DeviceMesh, validated against the world size."""
+
+    def __init__(self, cfg: ParallelConfig, device: torch.device) -> None:
+        self.cfg = cfg
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world_size = int(os.environ.get("WORLD_SIZE", 1))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.mesh = None
+        if self.world_size > 1 and cfg.mode == "none":
+            raise KilnError(f"launched with {self.world_size} processes but parallel.mode=none; "
+                            "pass --parallel.mode ddp, fsdp or hsdp")
+        if self.world_size == 1:
+            return
+        if not dist.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, timeout=timedelta(seconds=cfg.timeout_s))
+        from torch.distributed.device_mesh import init_device_mesh
+
+        if cfg.mode == "hsdp":
+            replicas = cfg.replicas or self.world_size // int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
+            if replicas < 1 or self.world_size % replicas:
+                raise KilnError(f"parallel.replicas={replicas} must divide the world size {self.world_size}")
+            self.mesh = init_device_mesh(device.type, (replicas, self.world_size // replicas),
+                                         mesh_dim_names=("replicate", "shard"))
+        else:
+            self.mesh = init_device_mesh(device.type, (self.world_size,), mesh_dim_names=("dp",))
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def all_mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of a scalar over ranks (identity in one process)."""
+        if self.distributed:
+            value = value.clone()
+            dist.all_reduce(value, op=dist.ReduceOp.AVG if dist.get_backend() == "nccl" else dist.ReduceOp.SUM)
+            if dist.get_backend() != "nccl":
+                value /= self.world_size
+        return value
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def blocks_of(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks of any kiln family (the units to shard and to checkpoint)."""
+    found = []
+    for name in ("blocks", "encoder", "decoder"):
+        child = getattr(model, name, None)
+        if isinstance(child, nn.ModuleList):
+            found.extend(child)
+    return found
+
+
+def parallelize(model: nn.Module, par: Parallel, precision: str) -> nn.Module:
+    """Activation checkpointing, then DDP or FSDP2, per `par.cfg`; returns the module to call."""
+    cfg = par.cfg
+    if cfg.activation_checkpointing == "block":
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+            checkpoint_wrapper,
+        )
+
+        for container in ("blocks", "encoder", "decoder"):
+            child = getattr(model, container, None)
+            if isinstance(child, nn.ModuleList):
+                for i, block in enumerate(child):
+                    child[i] = checkpoint_wrapper(block, preserve_rng_state=False)
+    if not par.distributed:
+        return model
+    if cfg.mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [par.local_rank] if next(model.parameters()).is_cuda else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if precision == "bf16" \
+        else MixedPrecisionPolicy()
+    for block in blocks_of(model):
+        fully_shard(block, mesh=par.mesh, mp_policy=mp)
+    fully_shard(model, mesh=par.mesh, mp_policy=mp)
+    return model
