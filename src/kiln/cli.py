@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         if verb in ("run", "curate", "tokenizer", "tokenize", "train"):
             _add_run_options(p)
         if verb in ("run", "train"):
-            p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run directory")
+            p.add_argument("--resume", nargs="?", const="yes", default=None, choices=["yes", "auto"],
+                           help="continue from the newest complete checkpoint (checked against its manifest; a "
+                                "corrupt one is skipped for the one before); `--resume auto` starts fresh if none")
             p.add_argument("--overwrite", action="store_true", help="start afresh even if the run directory has checkpoints")
         if verb in ("eval", "generate"):
             p.add_argument("--checkpoint", type=Path, default=None,
@@ -129,11 +131,11 @@ def dispatch(args: argparse.Namespace) -> Any:
         print(format_config(cfg))
         return cfg
     table: dict[str, Callable[[], Any]] = {
-        "run": lambda: run_pipeline.main(cfg, run, resume=args.resume),
+        "run": lambda: run_pipeline.main(cfg, run, resume=bool(args.resume)),
         "curate": lambda: stages.curate(cfg, run),
         "tokenizer": lambda: stages.tokenizer(cfg, run),
         "tokenize": lambda: stages.tokenize(cfg, run),
-        "train": lambda: stages.train(cfg, run, resume=args.resume),
+        "train": lambda: stages.train(cfg, run, resume={"yes": True, "auto": "auto"}.get(args.resume, False)),
     }
     if args.verb in ("run", "train"):
         _guard_fresh_start(args, run)

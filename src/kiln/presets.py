@@ -20,6 +20,7 @@ from kiln.models.ssm import SSMConfig
 from kiln.objectives.base import ObjectiveConfig
 from kiln.shards.writer import ShardConfig
 from kiln.tokenizer import TokenizerConfig
+from kiln.train.parallel import ParallelConfig
 from kiln.train.trainer import TrainConfig
 
 
@@ -36,6 +37,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def __post_init__(self) -> None:

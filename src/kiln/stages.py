@@ -134,14 +134,18 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     return figures
 
 
-def train(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
+def train(cfg: RunConfig, run: RunDir, resume: bool | str = False) -> dict[str, Any]:
     """Train the model on the run's shards; checkpoints, metrics.jsonl, summary figures."""
     tok = load_tokenizer(run.tokenizer)
     save_config(cfg, run.config)
     token_bytes = torch.tensor(token_byte_lengths(tok, pad_to=cfg.model.vocab_size))
     trainer = Trainer(cfg, run, token_bytes, tokenizer_hash(run.tokenizer), resume=resume)
-    figures = trainer.fit()
-    record(run, "train", figures)
+    try:
+        figures = trainer.fit()
+    finally:
+        trainer.par.close()
+    if trainer.rank == 0:
+        record(run, "train", figures)
     return figures
 
 

@@ -64,7 +64,8 @@ def test_checkpoints_are_kept_last_k(tokenized_run, tmp_path, corpus_dir):
     assert [p.name for p in checkpoint_dirs(run.checkpoints)] == ["step_6", "step_8"]
     assert not list(run.checkpoints.glob(".tmp_*"))
     files = {p.name for p in (run.checkpoints / "step_8").iterdir()}
-    assert files == {"model.safetensors", "optimizer.pt", "rng.pt", "state.json", "config.json", "tokenizer.json"}
+    assert files == {"dcp", "model.safetensors", "rng_rank0.pt", "state.json", "config.json", "tokenizer.json",
+                     "manifest.json"}
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "wsd"])

@@ -1,65 +1,143 @@
-"""Single-process checkpoints: written atomically, kept last-k, loaded without executing pickles.
+"""Checkpoints: sharded through torch.distributed.checkpoint, published atomically, checksummed, kept last-k.
 
 ``checkpoints/step_N/`` holds:
-  model.safetensors    weights (shared tensors, e.g. tied embeddings, stored once)
-  optimizer.pt         optimizer state (tensors and plain types; loaded with weights_only=True)
-  rng.pt               torch RNG states
-  state.json           step, loader position, token count, tokenizer hash
+  dcp/                 model and optimizer state (torch.distributed.checkpoint: one file per rank,
+                       resharded on load, so a run resumes at any world size)
+  model.safetensors    consolidated weights (shared tensors stored once), for eval, generate, export
+  rng_rank{R}.pt       each rank's torch RNG state
+  state.json           step, loader position (global samples), token count, tokenizer hash, world size
   config.json          the resolved run config
   tokenizer.json       the tokenizer, so a checkpoint is usable on its own
+  manifest.json        size and sha256 of every file above: a truncated or corrupted checkpoint is
+                       detected before it is loaded, and `--resume auto` falls back to an older one
 
-A checkpoint is written to ``.tmp_step_N`` and renamed into place only when complete, so a crash
-mid-write never leaves a half checkpoint under a real name.
+Every rank writes into ``.tmp_step_N``; after a barrier rank 0 writes the manifest and renames the
+folder into place, so a crash (or SIGKILL) mid-write never leaves a half checkpoint under a real name.
+Optimizer state is loaded by DCP (tensors only) and RNG states with weights_only=True: no pickled code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import sys
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed.checkpoint as dcp
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
 
 from kiln.errors import KilnError
 
+if TYPE_CHECKING:
+    from kiln.train.parallel import Parallel
+
 STEP_PREFIX = "step_"
+MANIFEST = "manifest.json"
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
-    """Complete checkpoints under `root`, oldest first."""
+    """Published checkpoints under `root`, oldest first (not checked: see `verify_checkpoint`)."""
     if not root.exists():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and (p / "state.json").exists()]
     return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX):]))
 
 
+def _single() -> bool:
+    """No process group: DCP reads and writes as one process (and says nothing about it)."""
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    (folder / MANIFEST).write_text(json.dumps({"files": entries}, indent=1) + "\n")
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None if every file the manifest lists is present with its size and sha256; else what is wrong."""
+    try:
+        entries = json.loads((path / MANIFEST).read_text())["files"]
+    except (OSError, json.JSONDecodeError, KeyError):
+        return "no readable manifest.json"
+    for name, want in entries.items():
+        f = path / name
+        if not f.exists():
+            return f"{name} is missing"
+        if f.stat().st_size != want["bytes"] or _sha256(f) != want["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def _full_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Unsharded weights (gathered from every rank), each shared tensor under its first name only."""
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    out, seen = {}, set()
+    for name, tensor in full.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key not in seen:
+            seen.add(key)
+            out[name] = tensor.contiguous()
+    return out
+
+
 def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any], config: dict[str, Any], tokenizer_path: Path, keep: int) -> Path:
-    """Write checkpoint `step` atomically and delete all but the newest `keep`."""
+                    state: dict[str, Any], config: dict[str, Any], tokenizer_path: Path, keep: int,
+                    par: "Parallel | None" = None) -> Path:
+    """Write checkpoint `step` from every rank, publish it atomically, delete all but the newest `keep`."""
+    rank = par.rank if par else 0
+    barrier = par.barrier if par else (lambda: None)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{STEP_PREFIX}{step}"
     tmp = root / f".tmp_{STEP_PREFIX}{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    barrier()
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    with warnings.catch_warnings():  # DCP warns that one process means one process
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"), no_dist=_single())
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, tmp / "rng.pt")
-    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
-    (tmp / "state.json").write_text(json.dumps(dict(state, step=step), indent=2) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in checkpoint_dirs(root)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old)
+    torch.save(rng, tmp / f"rng_rank{rank}.pt")
+    weights = _full_weights(model)  # a collective under FSDP: every rank takes part
+    if rank == 0:
+        save_file(weights, str(tmp / "model.safetensors"))
+    barrier()
+    if rank == 0:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
+        (tmp / "state.json").write_text(json.dumps(dict(state, step=step), indent=2) + "\n")
+        _write_manifest(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in checkpoint_dirs(root)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old)
+    barrier()
     return final
 
 
@@ -90,16 +168,32 @@ def load_weights(path: Path, model: nn.Module) -> None:
         raise KilnError(f"checkpoint {file} does not fit this model (missing {missing}, unexpected {unexpected})")
 
 
-def load_training_state(path: Path, optimizer: torch.optim.Optimizer) -> None:
-    """Restore optimizer and RNG states; never unpickles code (weights_only=True)."""
+def load_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0) -> None:
+    """Restore model and optimizer from dcp/ (resharded to this run's world size) and this rank's RNG."""
     path = Path(path)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
-    rng = torch.load(path / "rng.pt", weights_only=True)
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optim": optim_sd}
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(state, checkpoint_id=str(path / "dcp"), no_dist=_single())
+    except Exception as e:  # DCP raises many kinds (CheckpointException wraps the per-rank ones)
+        raise KilnError(f"checkpoint {path} cannot be loaded into this model ({str(e).splitlines()[0][:200]}); "
+                        "use the config saved with it") from None
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    rng_file = path / f"rng_rank{rank}.pt"
+    rng = torch.load(rng_file if rng_file.exists() else path / "rng_rank0.pt", weights_only=True)
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    dirs = checkpoint_dirs(root)
-    return dirs[-1] if dirs else None
+def latest_checkpoint(root: Path, verify: bool = False) -> Path | None:
+    """The newest checkpoint; with `verify`, the newest whose files match its manifest (older ones are
+    tried in turn, each bad one reported on stderr)."""
+    for path in reversed(checkpoint_dirs(root)):
+        problem = verify_checkpoint(path) if verify else None
+        if problem is None:
+            return path
+        print(f"warning: skipping checkpoint {path}: {problem}", file=sys.stderr)
+    return None

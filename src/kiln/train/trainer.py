@@ -25,15 +25,10 @@ from kiln.objectives.base import build_objective
 from kiln.rundir import RunDir
 from kiln.shards.loader import PackedLoader, ShardSet, iterate_windows
 from kiln.tokenizer import load_tokenizer, objective_ids
-from kiln.train.checkpoint import (
-    latest_checkpoint,
-    load_training_state,
-    load_weights,
-    read_state,
-    save_checkpoint,
-)
+from kiln.train.checkpoint import latest_checkpoint, load_training_state, read_state, save_checkpoint
 from kiln.train.flops import flops_per_token, measure_matmul_peak
 from kiln.train.optim import build_optimizer, lr_at
+from kiln.train.parallel import Parallel, parallelize
 from kiln.train.signals import StopRequest, stop_on_signals
 
 if TYPE_CHECKING:
@@ -86,6 +81,16 @@ class TrainConfig:
     """torch.compile the model (slow to start on CPU; worth it on GPU)."""
     threads: int = 0
     """CPU threads for torch (0 keeps torch's default: one per core)."""
+    global_batch_size: int = 0
+    """Sequences per optimizer step over all ranks; when set, grad_accum_steps is derived from it so the
+    batch (and the sequence of training tokens) stays the same at any world size. 0: micro * accum * ranks."""
+    max_bad_steps: int = 3
+    """Consecutive steps with a non-finite loss or gradient (each skipped) before rolling back to the
+    last checkpoint with a lower learning rate."""
+    rollback_lr_factor: float = 0.5
+    """Learning-rate multiplier applied at each rollback."""
+    spike_factor: float = 2.0
+    """Log a loss spike when a step's loss exceeds this multiple of its running mean."""
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "micro_batch_size", "grad_accum_steps", "max_steps"):
@@ -95,6 +100,8 @@ class TrainConfig:
         require(0 < self.decay_fraction <= 1, f"train.decay_fraction={self.decay_fraction} must be in (0, 1]")
         require(self.warmup_steps >= 0, f"train.warmup_steps={self.warmup_steps} must be >= 0")
         require(self.keep_checkpoints >= 1, f"train.keep_checkpoints={self.keep_checkpoints} must be >= 1")
+        require(self.global_batch_size >= 0 and self.max_bad_steps >= 1, "train.global_batch_size >= 0, max_bad_steps >= 1")
+        require(0 < self.rollback_lr_factor <= 1, "train.rollback_lr_factor must be in (0, 1]")
 
 
 class MetricsLog:
@@ -117,10 +124,21 @@ class Trainer:
     """Trains `cfg.model` on the run directory's shards; resumable from its checkpoints."""
 
     def __init__(self, cfg: "RunConfig", run: RunDir, token_bytes: torch.Tensor, tokenizer_sha256: str,
-                 resume: bool = False, rank: int = 0, world_size: int = 1) -> None:
+                 resume: bool | str = False) -> None:
         self.cfg, self.run, self.tc = cfg, run, cfg.train
-        self.rank, self.world_size = rank, world_size
         self.device = pick_device(self.tc.device)
+        self.par = Parallel(cfg.parallel, self.device)
+        self.rank, self.world_size = self.par.rank, self.par.world_size
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", self.par.local_rank)
+            torch.cuda.set_device(self.device)
+        self.accum = self.tc.grad_accum_steps
+        if self.tc.global_batch_size:
+            per_step = self.tc.micro_batch_size * self.world_size
+            if self.tc.global_batch_size % per_step:
+                raise KilnError(f"train.global_batch_size={self.tc.global_batch_size} is not a multiple of "
+                                f"micro_batch_size x ranks = {per_step}")
+            self.accum = self.tc.global_batch_size // per_step
         if self.device.type == "cpu":
             keep_freed_host_memory()
         self.tokenizer_sha256 = tokenizer_sha256
@@ -137,17 +155,22 @@ class Trainer:
                                 f"{cfg.model.vocab_size}; raise model.vocab_size")
         torch.manual_seed(self.tc.seed)
         self.model = build_model(cfg.model, self.device)
+        self.forward_model = parallelize(self.model, self.par, self.tc.precision)  # FSDP shards in place
         self.optimizer = build_optimizer(self.model, self.tc.lr, self.tc.weight_decay,
                                          (self.tc.beta1, self.tc.beta2), self.device)
         self.objective = build_objective(cfg.model, cfg.objective, objective_ids(load_tokenizer(run.tokenizer)))
         self.loader = PackedLoader(self.train_shards, self.tc.seq_len, self.tc.micro_batch_size,
-                                   rank=rank, world_size=world_size, seed=self.tc.seed)
+                                   rank=self.rank, world_size=self.world_size, seed=self.tc.seed)
         self.step = 0
         self.tokens_seen = 0
+        self.lr_scale = 1.0  # lowered by rollbacks after repeated non-finite steps
+        self.bad_steps = self.skipped_steps = 0
+        self.loss_mean: float | None = None
         self.checkpoint_root = run.checkpoints
-        resumed_step = self._resume() if resume else None
-        self.metrics = MetricsLog(run.metrics, resumed_step)
-        self.forward_model = torch.compile(self.model) if self.tc.compile else self.model
+        resumed_step = self._resume(resume) if resume else None
+        self.metrics = MetricsLog(run.metrics, resumed_step) if self.rank == 0 else None
+        if self.tc.compile:
+            self.forward_model = torch.compile(self.forward_model)
         self.flops_per_token = flops_per_token(self.model, cfg.model, self.tc.seq_len, cfg.objective.noise_density,
                                                cfg.objective.mean_span_length)
         self.peak_flops = 0.0  # measured after the first step, in the steady state (see measure_peak)
@@ -162,27 +185,48 @@ class Trainer:
 
     @property
     def tokens_per_step(self) -> int:
-        return self.tc.seq_len * self.tc.micro_batch_size * self.tc.grad_accum_steps * self.world_size
+        return self.tc.seq_len * self.tc.micro_batch_size * self.accum * self.world_size
 
-    def _resume(self) -> int | None:
-        path = latest_checkpoint(self.checkpoint_root)
+    def _resume(self, mode: bool | str) -> int | None:
+        """Load the newest checkpoint whose files match its manifest. mode "auto": start fresh if none."""
+        path = latest_checkpoint(self.checkpoint_root, verify=True)
         if path is None:
-            raise KilnError(f"--resume given but {self.checkpoint_root} holds no checkpoint; drop --resume to start fresh")
+            if mode == "auto":
+                return None
+            raise KilnError(f"--resume given but {self.checkpoint_root} holds no complete checkpoint; "
+                            "use --resume auto to start fresh when there is none")
+        self._load(path)
+        if self.rank == 0:
+            print(f"resumed from {path} at step {self.step}")
+        return self.step
+
+    def _load(self, path: Path) -> None:
         state = read_state(path)
         if state.get("tokenizer_sha256") != self.tokenizer_sha256:
             raise KilnError(f"checkpoint {path} was trained with another tokenizer; resume with its run directory")
-        load_weights(path, self.model)
-        load_training_state(path, self.optimizer)
+        load_training_state(path, self.model, self.optimizer, self.rank)
         self.loader.load_state_dict(state["loader"])
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
-        print(f"resumed from {path} at step {self.step}")
-        return self.step
+        self.lr_scale = state.get("lr_scale", 1.0)
 
     def save(self) -> Path:
-        state = {"loader": self.loader.state_dict(), "tokens_seen": self.tokens_seen,
-                 "tokenizer_sha256": self.tokenizer_sha256}
+        state = {"loader": self.loader.state_dict(), "tokens_seen": self.tokens_seen, "lr_scale": self.lr_scale,
+                 "tokenizer_sha256": self.tokenizer_sha256, "world_size": self.world_size,
+                 "global_batch_size": self.tc.micro_batch_size * self.accum * self.world_size}
         return save_checkpoint(self.checkpoint_root, self.step, self.model, self.optimizer, state,
-                               to_dict(self.cfg), self.run.tokenizer, self.tc.keep_checkpoints)
+                               to_dict(self.cfg), self.run.tokenizer, self.tc.keep_checkpoints, self.par)
+
+    def rollback(self) -> int:
+        """Back to the last good checkpoint with a lower learning rate (after repeated bad steps)."""
+        path = latest_checkpoint(self.checkpoint_root, verify=True)
+        if path is None:
+            raise KilnError(f"{self.bad_steps} steps in a row had a non-finite loss or gradient and there is no "
+                            "checkpoint to roll back to; lower train.lr or check the data")
+        scale = self.lr_scale * self.tc.rollback_lr_factor
+        self._load(path)
+        self.lr_scale = scale
+        self.bad_steps = 0
+        return self.step
 
     def validate(self, max_windows: int | None) -> dict[str, float]:
         """The objective's validation figures ("loss"; "bpb" for causal LMs); all windows when None."""
@@ -198,28 +242,41 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """One optimizer step over grad_accum_steps micro-batches."""
         tc = self.tc
-        lr = tc.lr * lr_at(self.step, tc.max_steps, tc.warmup_steps, tc.schedule, tc.decay_fraction, tc.min_lr_ratio)
+        lr = tc.lr * self.lr_scale * lr_at(self.step, tc.max_steps, tc.warmup_steps, tc.schedule, tc.decay_fraction,
+                                           tc.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total_loss = torch.zeros((), device=self.device)
         figures: dict[str, float] = {}
-        for micro in range(tc.grad_accum_steps):
+        for micro in range(self.accum):
             inputs, targets = self.loader.next_batch()
             batch = self.objective.make_batch(inputs, targets, self._generator(micro))
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             with autocast(self.device, tc.precision):
                 loss, metrics = self.objective.loss(self.forward_model, batch)
-            (loss / tc.grad_accum_steps).backward()
+            (loss / self.accum).backward()
             total_loss += loss.detach()
             for k, v in metrics.items():
-                figures[k] = figures.get(k, 0.0) + float(v) / tc.grad_accum_steps
+                figures[k] = figures.get(k, 0.0) + float(v) / self.accum
         max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: a DTensor
+        loss_value = self.par.all_mean(total_loss).item() / self.accum
+        if not (math.isfinite(loss_value) and math.isfinite(grad_norm.item())):
+            self.optimizer.zero_grad(set_to_none=True)  # skip: no update; the batch is consumed
+            self.bad_steps += 1
+            self.skipped_steps += 1
+            return {"skipped": 1.0, "loss": None, "lr": lr, "grad_norm": None}
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.bad_steps = 0
         self.step += 1
         self.tokens_seen += self.tokens_per_step
-        return {"loss": total_loss.item() / tc.grad_accum_steps, "lr": lr, "grad_norm": grad_norm.item(), **figures}
+        return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm.item(), **figures}
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.write(record)
 
     def _loop(self, bar: tqdm, stop: StopRequest) -> tuple[dict[str, float], float]:
         """Steps until max_steps or a stop request; returns (last validation, seconds in train steps)."""
@@ -231,21 +288,30 @@ class Trainer:
             stats = self.train_step()
             dt = time.perf_counter() - t0
             train_s += dt
+            if stats.get("skipped"):
+                self._log({"step": self.step, "skipped_step": True, "skipped_total": self.skipped_steps})
+                bar.write(f"step {self.step + 1}: non-finite loss or gradient, step skipped ({self.bad_steps} in a row)")
+                if self.bad_steps >= tc.max_bad_steps:
+                    back = self.rollback()
+                    self._log({"step": back, "rollback_to": back, "lr_scale": self.lr_scale})
+                    bar.write(f"rolled back to step {back}; learning rate now x{self.lr_scale:g}")
+                    bar.n = back
+                continue
+            if self.loss_mean is not None and stats["loss"] > tc.spike_factor * self.loss_mean:
+                self._log({"step": self.step, "loss_spike": stats["loss"], "loss_mean": self.loss_mean})
+            self.loss_mean = stats["loss"] if self.loss_mean is None else 0.9 * self.loss_mean + 0.1 * stats["loss"]
             if not self.peak_flops:
                 self.measure_peak()
             tok_s = self.tokens_per_step / dt
             mfu = self.flops_per_token * tok_s / self.peak_flops
-            if not math.isfinite(stats["loss"]):
-                raise KilnError(f"loss became {stats['loss']} at step {self.step}; lower train.lr or check the data")
-            self.metrics.write({"step": self.step, "tokens": self.tokens_seen, **stats, "tokens_per_s": tok_s,
-                                "mfu": mfu})
+            self._log({"step": self.step, "tokens": self.tokens_seen, **stats, "tokens_per_s": tok_s, "mfu": mfu})
             bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}")
             bar.update(1)
             final = self.step == tc.max_steps
             if final or (tc.eval_every and self.step % tc.eval_every == 0):
                 last_val = self.validate(None if final else tc.eval_windows)
                 shown = {f"val_{k}": v for k, v in last_val.items() if k not in ("tokens", "bytes")}
-                self.metrics.write({"step": self.step, "tokens": self.tokens_seen, **shown})
+                self._log({"step": self.step, "tokens": self.tokens_seen, **shown})
                 bar.write(f"step {self.step}: " + " ".join(f"{k} {v:.4f}" for k, v in shown.items()))
             if final or (tc.checkpoint_every and self.step % tc.checkpoint_every == 0):
                 self.save()
@@ -279,6 +345,9 @@ class Trainer:
             "objective": self.objective.name,
             "train_tokens": self.tokens_seen,
             "steps": self.step,
+            "skipped_steps": self.skipped_steps,
+            "world_size": self.world_size,
+            "parallel": self.cfg.parallel.mode,
             "params": self.model.num_params(),
             "params_non_embedding": self.model.num_params(non_embedding=True),
             "tokens_per_s": tokens_per_s,
