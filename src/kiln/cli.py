@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -111,7 +112,7 @@ def _guard_fresh_start(args: argparse.Namespace, run: RunDir) -> None:
     if not args.resume and not args.overwrite and checkpoint_dirs(run.checkpoints):
         raise KilnError(f"{run.root} already holds checkpoints; pass --resume to continue, --overwrite to start "
                         "afresh, or choose another --run-dir")
-    if args.overwrite:
+    if args.overwrite and int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one rank deletes
         shutil.rmtree(run.checkpoints, ignore_errors=True)
 
 

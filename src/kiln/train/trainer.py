@@ -25,7 +25,12 @@ from kiln.objectives.base import build_objective
 from kiln.rundir import RunDir
 from kiln.shards.loader import PackedLoader, ShardSet, iterate_windows
 from kiln.tokenizer import load_tokenizer, objective_ids
-from kiln.train.checkpoint import latest_checkpoint, load_training_state, read_state, save_checkpoint
+from kiln.train.checkpoint import (
+    latest_checkpoint,
+    load_training_state,
+    read_state,
+    save_checkpoint,
+)
 from kiln.train.flops import flops_per_token, measure_matmul_peak
 from kiln.train.optim import build_optimizer, lr_at
 from kiln.train.parallel import Parallel, parallelize
