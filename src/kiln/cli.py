@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +32,7 @@ VERBS: dict[str, str] = {
     "train": "pretrain the model on the run directory's shards",
     "eval": "validation loss and bits-per-byte of a checkpoint, printed as JSON",
     "generate": "sample text from a checkpoint",
+    "convert": "convert a checkpoint: sharded (dcp/) -> model.safetensors, or model.safetensors -> a DCP folder",
 }
 
 
@@ -65,11 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
                            help="continue from the newest complete checkpoint (checked against its manifest; a "
                                 "corrupt one is skipped for the one before); `--resume auto` starts fresh if none")
             p.add_argument("--overwrite", action="store_true", help="start afresh even if the run directory has checkpoints")
+        if verb == "train":
+            p.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                           help="supervise: run training in a child process and restart it with --resume auto "
+                                "up to K times if it crashes (not after Ctrl-C or SIGTERM)")
         if verb in ("eval", "generate"):
             p.add_argument("--checkpoint", type=Path, default=None,
                            help="a checkpoints/step_N directory (default: newest in --run-dir)")
             p.add_argument("--run-dir", type=Path, default=None, help="take the newest checkpoint of this run")
             p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        if verb == "convert":
+            p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoints/step_N directory")
+            p.add_argument("--to", choices=["safetensors", "dcp"], required=True,
+                           help="safetensors: consolidate dcp/ into model.safetensors; dcp: write the weights as DCP")
+            p.add_argument("--out", type=Path, default=None, help="--to dcp: the folder to write (default: CHECKPOINT/weights_dcp)")
         if verb == "eval":
             p.add_argument("--text", type=Path, default=None, help="a .txt/.md file, a folder of them, or a .jsonl")
             p.add_argument("--shards", type=Path, default=None, help="a shard directory (default: the run's validation shards)")
@@ -117,6 +128,15 @@ def _guard_fresh_start(args: argparse.Namespace, run: RunDir) -> None:
 
 
 def dispatch(args: argparse.Namespace) -> Any:
+    if args.verb == "convert":
+        from kiln.train.checkpoint import consolidate, to_dcp
+
+        if not (args.checkpoint / "state.json").exists():
+            raise KilnError(f"{args.checkpoint} is not a kiln checkpoint (no state.json)")
+        out = consolidate(args.checkpoint) if args.to == "safetensors" else \
+            to_dcp(args.checkpoint, args.out or args.checkpoint / "weights_dcp")
+        print(f"wrote {out}")
+        return out
     if args.verb in ("eval", "generate"):
         checkpoint = _checkpoint_or_latest(args)
         if args.verb == "eval":
@@ -143,8 +163,30 @@ def dispatch(args: argparse.Namespace) -> Any:
     return table[args.verb]()
 
 
+def supervise(argv: list[str], max_restarts: int) -> int:
+    """Run `kiln train` as a child; after a crash, restart it from the newest complete checkpoint."""
+    child = [a for a in argv if not a.startswith("--max-restarts")]
+    if "--max-restarts" in argv:  # drop the flag's separate value too
+        i = argv.index("--max-restarts")
+        child = argv[:i] + argv[i + 2 :]
+    command = [sys.executable, "-m", "kiln", *child]
+    for attempt in range(max_restarts + 1):
+        code = subprocess.call(command)
+        if code in (0, 2, 130):  # done, a user error, or stopped on purpose (Ctrl-C / SIGTERM)
+            return code
+        if attempt < max_restarts:
+            print(f"kiln train: exited with code {code}; restart {attempt + 1} of {max_restarts} "
+                  "from the newest complete checkpoint", file=sys.stderr)
+            command = [sys.executable, "-m", "kiln", *[a for a in child if a != "--overwrite"], "--resume", "auto"]
+    print(f"kiln train: still failing after {max_restarts} restarts (last exit code {code})", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if getattr(args, "max_restarts", 0) > 0:
+        return supervise(list(argv), args.max_restarts)
     try:
         dispatch(args)
     except KilnError as e:

@@ -22,7 +22,7 @@ from kiln.tokenizer import (
     token_byte_lengths,
     tokenizer_hash,
 )
-from kiln.train.checkpoint import load_weights, read_state
+from kiln.train.checkpoint import consolidate, load_weights, read_state
 
 
 @dataclass
@@ -52,6 +52,8 @@ def load_checkpoint(path: Path, device: torch.device, tokenizer_path: Path | Non
     if sha != state.get("tokenizer_sha256"):
         raise KilnError(f"tokenizer {tok_path} is not the one checkpoint {path} was trained with; "
                         "use the tokenizer.json saved in the checkpoint")
+    if not (path / "model.safetensors").exists() and (path / "dcp").exists():
+        consolidate(path)  # a sharded checkpoint written without its consolidated copy
     model = build_model(cfg.model, device)
     load_weights(path, model)
     model.eval()

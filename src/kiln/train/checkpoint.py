@@ -197,3 +197,34 @@ def latest_checkpoint(root: Path, verify: bool = False) -> Path | None:
             return path
         print(f"warning: skipping checkpoint {path}: {problem}", file=sys.stderr)
     return None
+
+
+def consolidate(path: Path) -> Path:
+    """Sharded dcp/ -> one model.safetensors (the unsharded weights), for eval and export."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    path = Path(path)
+    tmp = path / ".consolidate.pt"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp_to_torch_save(path / "dcp", tmp)
+    full = torch.load(tmp, weights_only=True, map_location="cpu")
+    tmp.unlink()
+    weights = {name: tensor.contiguous() for name, tensor in full["model"].items()}
+    config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
+    if config.get("model", {}).get("tie_embeddings"):  # DCP stores the tied output head twice; keep one
+        weights.pop("head.weight", None)
+    save_file(weights, str(path / "model.safetensors"))
+    return path / "model.safetensors"
+
+
+def to_dcp(path: Path, out: Path) -> Path:
+    """model.safetensors -> a DCP folder of the weights ({"model": ...}), which a sharded run of any
+    world size loads as its starting point (no optimizer state)."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(path) / "model.safetensors"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save({"model": weights}, checkpoint_id=str(out), no_dist=True)
+    return Path(out)

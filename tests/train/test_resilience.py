@@ -1,0 +1,165 @@
+"""Runs survive crashes: SIGKILL + --resume auto, the supervisor, corrupt checkpoints, non-finite steps."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from kiln import stages
+from kiln.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_hash
+from kiln.train.checkpoint import latest_checkpoint, verify_checkpoint
+from kiln.train.trainer import Trainer
+from tests.conftest import copy_run, tiny_config
+
+ARGS = ["--train.max_steps", "24", "--train.eval_every", "0", "--train.checkpoint_every", "2",
+        "--train.keep_checkpoints", "2", "--train.micro_batch_size", "16"]
+
+
+def _kiln(run: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "kiln", "train", "--run-dir", str(run), *ARGS, *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _final_weights(run: Path) -> dict:
+    return load_file(str(run / "checkpoints" / "step_24" / "model.safetensors"))
+
+
+def _wait_for_step(run: Path, step: int, proc: subprocess.Popen) -> None:
+    metrics = run / "metrics.jsonl"
+    while proc.poll() is None:
+        if metrics.exists() and any(json.loads(line).get("step", 0) >= step
+                                    for line in metrics.read_text().splitlines() if line):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"training ended before step {step}: {proc.stderr.read()[-2000:]}")
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _straight(tokenized_run, tmp_path) -> dict:
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "straight").root
+    assert _kiln(run, "--overwrite").wait(timeout=300) == 0
+    return _final_weights(run)
+
+
+def test_sigkill_at_a_random_step_then_resume_auto_is_bitwise_identical(tokenized_run, tmp_path):
+    want = _straight(tokenized_run, tmp_path)
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "killed").root
+    proc = _kiln(run, "--overwrite")
+    _wait_for_step(run, random.Random().randint(3, 20), proc)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert _kiln(run, "--resume", "auto").wait(timeout=300) == 0
+    assert _same(_final_weights(run), want)
+
+
+def test_supervisor_restarts_a_killed_run_to_the_same_weights(tokenized_run, tmp_path):
+    want = _straight(tokenized_run, tmp_path)
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "supervised").root
+    supervisor = _kiln(run, "--overwrite", "--max-restarts", "2")
+    _wait_for_step(run, 9, supervisor)
+    (child,) = _children(supervisor.pid)
+    os.kill(child, signal.SIGKILL)
+    assert supervisor.wait(timeout=300) == 0
+    assert "restart 1 of 2" in supervisor.stderr.read()
+    assert _same(_final_weights(run), want)
+
+
+def test_a_corrupt_latest_checkpoint_is_skipped(tokenized_run, tmp_path, corpus_dir, capsys):
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    stages.train(tiny_config(corpus_dir, **{"train.max_steps": "6", "train.checkpoint_every": "2",
+                                            "train.keep_checkpoints": "3", "train.eval_every": "0"}), run)
+    newest = run.checkpoints / "step_6"
+    assert verify_checkpoint(newest) is None
+    shard = next((newest / "dcp").glob("*.distcp"))
+    shard.write_bytes(shard.read_bytes()[:-100])  # truncated, as by a full disk
+    assert "dcp/" in verify_checkpoint(newest)
+    assert latest_checkpoint(run.checkpoints, verify=True) == run.checkpoints / "step_4"
+    assert "skipping checkpoint" in capsys.readouterr().err
+    cfg = tiny_config(corpus_dir, **{"train.max_steps": "8", "train.checkpoint_every": "2", "train.eval_every": "0"})
+    token_bytes = torch.tensor(token_byte_lengths(load_tokenizer(run.tokenizer), pad_to=cfg.model.vocab_size))
+    trainer = Trainer(cfg, run, token_bytes, tokenizer_hash(run.tokenizer), resume="auto")
+    assert trainer.step == 4
+
+
+class _Poison:
+    """Wraps an objective: the loss is NaN on the given calls (counted from 1)."""
+
+    def __init__(self, objective, bad_calls: set[int]) -> None:
+        self.objective, self.bad, self.calls = objective, bad_calls, 0
+
+    def __getattr__(self, name):
+        return getattr(self.objective, name)
+
+    def loss(self, model, batch):
+        self.calls += 1
+        loss, metrics = self.objective.loss(model, batch)
+        return (loss * float("nan") if self.calls in self.bad else loss), metrics
+
+
+def _trainer(tokenized_run, tmp_path, corpus_dir, bad_calls):
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    cfg = tiny_config(corpus_dir, **{"train.max_steps": "10", "train.checkpoint_every": "4", "train.eval_every": "0"})
+    token_bytes = torch.tensor(token_byte_lengths(load_tokenizer(run.tokenizer), pad_to=cfg.model.vocab_size))
+    trainer = Trainer(cfg, run, token_bytes, tokenizer_hash(run.tokenizer))
+    trainer.objective = _Poison(trainer.objective, bad_calls)
+    return trainer, run
+
+
+def test_a_nan_step_is_skipped_and_counted(tokenized_run, tmp_path, corpus_dir):
+    trainer, run = _trainer(tokenized_run, tmp_path, corpus_dir, {3})
+    out = trainer.fit()
+    assert out["skipped_steps"] == 1 and out["steps"] == 10
+    rows = [json.loads(line) for line in run.metrics.read_text().splitlines()]
+    assert [r["step"] for r in rows if r.get("skipped_step")] == [2]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_repeated_nan_steps_roll_back_with_a_lower_learning_rate(tokenized_run, tmp_path, corpus_dir):
+    trainer, run = _trainer(tokenized_run, tmp_path, corpus_dir, {6, 7, 8})  # steps 6-8 fail, checkpoint at 4
+    out = trainer.fit()
+    assert out["skipped_steps"] == 3 and out["steps"] == 10
+    rows = [json.loads(line) for line in run.metrics.read_text().splitlines()]
+    rollback = next(r for r in rows if "rollback_to" in r)
+    assert rollback["rollback_to"] == 4 and rollback["lr_scale"] == 0.5
+    assert trainer.lr_scale == 0.5
+
+
+def test_sharded_checkpoint_converts_to_safetensors_and_back(tokenized_run, tmp_path, corpus_dir):
+    from kiln.train.checkpoint import consolidate, to_dcp
+
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    stages.train(tiny_config(corpus_dir, **{"train.max_steps": "2", "train.eval_every": "0"}), run)
+    ckpt = run.checkpoints / "step_2"
+    written = load_file(str(ckpt / "model.safetensors"))
+    (ckpt / "model.safetensors").unlink()
+    assert _same(load_file(str(consolidate(ckpt))), written)
+    back = to_dcp(ckpt, tmp_path / "weights_dcp")
+    again = tmp_path / "again"
+    (again / "dcp").parent.mkdir()
+    import shutil
+
+    shutil.copytree(back, again / "dcp")
+    shutil.copyfile(ckpt / "config.json", again / "config.json")
+    full = {k: v for k, v in load_file(str(consolidate(again))).items()}
+    assert _same(full, written)
