@@ -63,3 +63,41 @@ def test_sharded_checkpoint_resumes_at_another_world_size(first, then, single, t
     assert state["world_size"] == first and state["global_batch_size"] == 16
     losses = _train(run.root, *mode(then), "--resume", procs=then)
     assert max(abs(a - b) for a, b in zip(losses, single)) < 1e-4, (losses, single)
+
+
+def test_a_dead_rank_stops_the_run_instead_of_hanging(tokenized_run, tmp_path):
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                             "127.0.0.1", "--master_port", str(_port()), "-m", "kiln", "train", "--run-dir",
+                             str(run.root), "--parallel.mode", "ddp", "--overwrite", "--parallel.timeout_s", "30",
+                             *[a if a != "6" else "400" for a in COMMON]],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = run.root / "metrics.jsonl"
+    while proc.poll() is None and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    assert len(workers) == 2
+    os.kill(workers[1], signal.SIGKILL)
+    start = time.perf_counter()
+    assert proc.wait(timeout=120) != 0
+    assert time.perf_counter() - start < 60
+    assert "Signal 9 (SIGKILL)" in proc.stderr.read()  # torchrun names the failed rank and its signal
+
+
+def test_activation_checkpointing_changes_memory_not_results(tokenized_run, tmp_path):
+    _, src = tokenized_run
+    plain = copy_run(src, tmp_path / "plain")
+    recompute = copy_run(src, tmp_path / "ac")
+    a = _train(plain.root, "--overwrite")
+    b = _train(recompute.root, "--overwrite", "--parallel.activation_checkpointing", "block")
+    assert a == b
+    # its checkpoints use the model's own parameter names: eval loads them into an unwrapped model
+    done = subprocess.run([sys.executable, "-m", "kiln", "eval", "--checkpoint", str(recompute.checkpoints / "step_6")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
