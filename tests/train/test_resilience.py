@@ -163,3 +163,17 @@ def test_sharded_checkpoint_converts_to_safetensors_and_back(tokenized_run, tmp_
     shutil.copyfile(ckpt / "config.json", again / "config.json")
     full = {k: v for k, v in load_file(str(consolidate(again))).items()}
     assert _same(full, written)
+
+
+def test_asynchronous_checkpoints_resume_to_the_same_weights(tokenized_run, tmp_path, corpus_dir):
+    _, src = tokenized_run
+    cfg = lambda **kw: tiny_config(corpus_dir, **{"train.max_steps": "8", "train.eval_every": "0",  # noqa: E731
+                                                  "train.checkpoint_every": "2", **kw})
+    sync, asyn = copy_run(src, tmp_path / "sync"), copy_run(src, tmp_path / "async")
+    stages.train(cfg(), sync)
+    stages.train(cfg(**{"train.max_steps": "5", "train.async_checkpoint": "true"}), asyn)
+    assert latest_checkpoint(asyn.checkpoints, verify=True).name == "step_5"  # published at the end
+    assert verify_checkpoint(asyn.checkpoints / "step_4") is None  # published when the next save began
+    stages.train(cfg(**{"train.async_checkpoint": "true"}), asyn, resume=True)
+    assert _same(load_file(str(sync.checkpoints / "step_8" / "model.safetensors")),
+                 load_file(str(asyn.checkpoints / "step_8" / "model.safetensors")))

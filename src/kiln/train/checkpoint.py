@@ -38,6 +38,7 @@ from torch.distributed.checkpoint.state_dict import (
     get_state_dict,
     set_state_dict,
 )
+from torch.utils._pytree import tree_map_only
 
 from kiln.errors import KilnError
 
@@ -102,10 +103,26 @@ def _full_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+class PendingCheckpoint:
+    """A checkpoint whose sharded state is still being written in the background; `finish` waits
+    for it, then publishes it like a synchronous one."""
+
+    def __init__(self, future, publish) -> None:
+        self.future, self.publish = future, publish
+
+    def finish(self) -> Path:
+        self.future.result()
+        return self.publish()
+
+
 def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                     state: dict[str, Any], config: dict[str, Any], tokenizer_path: Path, keep: int,
-                    par: "Parallel | None" = None) -> Path:
-    """Write checkpoint `step` from every rank, publish it atomically, delete all but the newest `keep`."""
+                    par: "Parallel | None" = None, asynchronous: bool = False) -> Path | PendingCheckpoint:
+    """Write checkpoint `step` from every rank, publish it atomically, delete all but the newest `keep`.
+
+    With `asynchronous`, the model and optimizer state are copied in memory and written by a background
+    thread (DCP's async_save) while training goes on; the returned `PendingCheckpoint` publishes the
+    checkpoint when finished (the trainer finishes it before the next save and at the end)."""
     rank = par.rank if par else 0
     barrier = par.barrier if par else (lambda: None)
     root.mkdir(parents=True, exist_ok=True)
@@ -116,9 +133,14 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: torch.op
         tmp.mkdir()
     barrier()
     model_sd, optim_sd = get_state_dict(model, optimizer)
+    sharded = {"model": model_sd, "optim": optim_sd}
     with warnings.catch_warnings():  # DCP warns that one process means one process
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"), no_dist=_single())
+        if asynchronous:  # a private copy: training keeps updating the live tensors in place
+            sharded = tree_map_only(torch.Tensor, lambda t: t.detach().clone(), sharded)
+            future = dcp.async_save(sharded, checkpoint_id=str(tmp / "dcp"), no_dist=_single())
+        else:
+            dcp.save(sharded, checkpoint_id=str(tmp / "dcp"), no_dist=_single())
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -126,19 +148,25 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: torch.op
     weights = _full_weights(model)  # a collective under FSDP: every rank takes part
     if rank == 0:
         save_file(weights, str(tmp / "model.safetensors"))
-    barrier()
-    if rank == 0:
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
-        (tmp / "state.json").write_text(json.dumps(dict(state, step=step), indent=2) + "\n")
-        _write_manifest(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in checkpoint_dirs(root)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old)
-    barrier()
-    return final
+
+    def publish() -> Path:
+        barrier()
+        if rank == 0:
+            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+            shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
+            (tmp / "state.json").write_text(json.dumps(dict(state, step=step), indent=2) + "\n")
+            _write_manifest(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for old in checkpoint_dirs(root)[:-keep] if keep > 0 else []:
+                shutil.rmtree(old)
+        barrier()
+        return final
+
+    if asynchronous:
+        return PendingCheckpoint(future, publish)
+    return publish()
 
 
 def read_state(path: Path) -> dict[str, Any]:

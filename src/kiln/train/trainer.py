@@ -26,6 +26,7 @@ from kiln.rundir import RunDir
 from kiln.shards.loader import PackedLoader, ShardSet, iterate_windows
 from kiln.tokenizer import load_tokenizer, objective_ids
 from kiln.train.checkpoint import (
+    PendingCheckpoint,
     latest_checkpoint,
     load_training_state,
     read_state,
@@ -94,6 +95,9 @@ class TrainConfig:
     last checkpoint with a lower learning rate."""
     rollback_lr_factor: float = 0.5
     """Learning-rate multiplier applied at each rollback."""
+    async_checkpoint: bool = False
+    """Write checkpoints in a background thread (DCP async_save on an in-memory copy) while training
+    continues; each is published when the next save starts or training ends."""
     spike_factor: float = 2.0
     """Log a loss spike when a step's loss exceeds this multiple of its running mean."""
 
@@ -172,6 +176,7 @@ class Trainer:
         self.bad_steps = self.skipped_steps = 0
         self.loss_mean: float | None = None
         self.checkpoint_root = run.checkpoints
+        self.pending: PendingCheckpoint | None = None
         resumed_step = self._resume(resume) if resume else None
         self.metrics = MetricsLog(run.metrics, resumed_step) if self.rank == 0 else None
         if self.tc.compile:
@@ -214,15 +219,26 @@ class Trainer:
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
         self.lr_scale = state.get("lr_scale", 1.0)
 
+    def finish_checkpoint(self) -> Path | None:
+        """Publish a checkpoint still being written in the background (if any)."""
+        pending, self.pending = self.pending, None
+        return pending.finish() if pending is not None else None
+
     def save(self) -> Path:
+        self.finish_checkpoint()
         state = {"loader": self.loader.state_dict(), "tokens_seen": self.tokens_seen, "lr_scale": self.lr_scale,
                  "tokenizer_sha256": self.tokenizer_sha256, "world_size": self.world_size,
                  "global_batch_size": self.tc.micro_batch_size * self.accum * self.world_size}
-        return save_checkpoint(self.checkpoint_root, self.step, self.model, self.optimizer, state,
-                               to_dict(self.cfg), self.run.tokenizer, self.tc.keep_checkpoints, self.par)
+        out = save_checkpoint(self.checkpoint_root, self.step, self.model, self.optimizer, state, to_dict(self.cfg),
+                              self.run.tokenizer, self.tc.keep_checkpoints, self.par, self.tc.async_checkpoint)
+        if isinstance(out, PendingCheckpoint):
+            self.pending = out
+            return self.checkpoint_root / f"step_{self.step}"
+        return out
 
     def rollback(self) -> int:
         """Back to the last good checkpoint with a lower learning rate (after repeated bad steps)."""
+        self.finish_checkpoint()
         path = latest_checkpoint(self.checkpoint_root, verify=True)
         if path is None:
             raise KilnError(f"{self.bad_steps} steps in a row had a non-finite loss or gradient and there is no "
@@ -331,10 +347,14 @@ class Trainer:
         bar = tqdm(total=tc.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=self.rank != 0)
         with stop_on_signals() as stop:
-            last_val, train_s = self._loop(bar, stop)
+            try:
+                last_val, train_s = self._loop(bar, stop)
+            finally:
+                self.finish_checkpoint()
         bar.close()
         if stop and self.step < tc.max_steps:
             path = self.save()
+            self.finish_checkpoint()  # published before the process exits
             print(f"stopped by signal {stop.signum} at step {self.step}; checkpoint {path}; continue with --resume")
             raise KeyboardInterrupt
         if not last_val:  # resumed at max_steps: nothing ran, still report validation
