@@ -64,6 +64,10 @@ class ReadStats:
 
 def decode_text(raw: bytes, stats: ReadStats | None = None) -> str:
     """Decode UTF-8, replacing each invalid byte with U+FFFD and counting it in `stats`."""
+    try:
+        return raw.decode("utf-8")  # the common case, without scanning for escapes
+    except UnicodeDecodeError:
+        pass
     text = raw.decode("utf-8", errors="surrogateescape")
     bad = len(_SURROGATES.findall(text))
     if bad:

@@ -193,3 +193,11 @@ def test_unweighted_sources_use_epochs(tmp_path):
     assert plan["a"]["epochs"] == 2 and plan["a"]["target_share"] == 0.5
     with pytest.raises(Exception, match="every source a weight"):
         plan_mix([SourceConfig("a", "x", weight=1), SourceConfig("b", "y")], {"a": 1, "b": 1})
+
+
+def test_step_names_match_the_steps_built():
+    from kiln.curate.pipeline import build_local_steps, step_names
+
+    for cfg in (CurateConfig(), CurateConfig(pii=False, decontaminate=False, quality=QualityConfig(enabled=False))):
+        built = build_local_steps(cfg, CorpusConfig(), __import__("numpy").zeros(0, dtype="uint64"))
+        assert [s.name for s in built.steps] == step_names(cfg)

@@ -71,11 +71,12 @@ def redact(text: str) -> tuple[str, Counter]:
 
     if "@" in text:
         text = sub(EMAIL, text, "EMAIL")
-    if _HAS_DIGIT_RUN.search(text):
+    digits = _HAS_DIGIT_RUN.search(text) is not None  # substitutions below only remove digit runs
+    if digits:
         text = sub(CARD, text, "CARD", _card)  # before phones: a card's digit groups look like a phone
         text = sub(IPV4, text, "IP")
     if _HAS_IPV6.search(text):
         text = sub(IPV6, text, "IP", _ipv6)
-    if _HAS_DIGIT_RUN.search(text):
+    if digits:
         text = sub(PHONE, text, "PHONE")
     return text, counts

@@ -150,6 +150,13 @@ def build_local_steps(cfg: CurateConfig, data: CorpusConfig, grams: np.ndarray) 
     return LocalSteps(steps, dedup)
 
 
+def step_names(cfg: CurateConfig) -> list[str]:
+    """The names of the steps `build_local_steps` builds, in order, without building them."""
+    flags = [(Normalize.name, cfg.normalize.enabled), (Language.name, True), (Quality.name, cfg.quality.enabled),
+             (Decontaminate.name, cfg.decontaminate), (RedactPII.name, cfg.pii)]
+    return [name for name, on in flags if on]
+
+
 def _years(meta: dict) -> int | None:
     year = meta.get("year")
     if isinstance(year, int):
@@ -196,8 +203,8 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
     sources = sources_of(data)
     workers = resolve_workers(cfg.workers)
     make = partial(build_local_steps, cfg, data, eval_grams(cfg, data))
-    local = make() if workers == 1 else None
-    names = [s.name for s in (local or make()).steps]
+    local = make() if workers == 1 else None  # with workers, the models load in them, not here
+    names = [s.name for s in local.steps] if local else step_names(cfg)
     totals = [StepStats(n) for n in names]
     dedup = Deduplicate(cfg.dedup) if cfg.dedup.exact or cfg.dedup.near else None
     dedup_stats = StepStats("dedup")

@@ -189,7 +189,7 @@ def check_quality(text: str, cfg: QualityConfig, words: Words | None = None) -> 
         return "c4:lorem_ipsum"
     if "{" in text:
         return "c4:curly_bracket"
-    if len(_SENTENCE_END.findall(text)) < cfg.min_sentences:
+    if sum(1 for _ in zip(range(cfg.min_sentences), _SENTENCE_END.finditer(text))) < cfg.min_sentences:
         return "c4:min_sentences"
     # line-shape rules need lines: a one-paragraph document has no line structure to judge
     if num_lines >= MIN_LINES_FOR_LINE_RULES:
