@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from kiln.models.base import TokenModel
 from kiln.models.block import Block
 from kiln.models.config import ModelConfig
-from kiln.models.layers import KVCache, RMSNorm, rotary_tables
+from kiln.models.layers import KVCache, RMSNorm
 from kiln.models.ssm import Mamba, SSMState
 
 
@@ -41,37 +42,24 @@ class ModelCache:
             self.kv.advance(num_tokens)
 
 
-class Decoder(nn.Module):
+class Decoder(TokenModel):
     rotary = True
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        super().__init__(cfg)
         self.blocks = nn.ModuleList(Block(cfg, i, causal=True, rotary=self.rotary) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.head.weight = self.embed.weight
-        cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
+        self._add_head()
 
     @torch.no_grad()
     def init_weights(self) -> None:
         """(Re)initialise every parameter and buffer; call after `to_empty`."""
         cfg = self.cfg
-        if cfg.tie_embeddings:  # to_empty() materialises each module's parameters apart: re-tie them
-            self.head.weight = self.embed.weight
-        nn.init.normal_(self.embed.weight, std=cfg.init_std)
-        if not cfg.tie_embeddings:
-            nn.init.normal_(self.head.weight, std=cfg.init_std)
+        self._init_embedding()
         for block in self.blocks:
             block.init_weights(cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.num_layers))
         self.norm.init_weights()
-        cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.cos.device)
-        self.cos.copy_(cos)
-        self.sin.copy_(sin)
+        self._init_rotary()
 
     def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> ModelCache:
         cfg, device = self.cfg, self.embed.weight.device
@@ -103,9 +91,3 @@ class Decoder(nn.Module):
     def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
         """tokens (B, T) int64 -> logits (B, T, vocab_size). With `cache`, continue from cache.pos."""
         return self.head(self.hidden(tokens, cache))  # (B, T, V)
-
-    def num_params(self, non_embedding: bool = False) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.embed.weight.numel()
-        return n

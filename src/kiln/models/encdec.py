@@ -14,6 +14,7 @@ import math
 import torch
 from torch import nn
 
+from kiln.models.base import TokenModel
 from kiln.models.block import Block
 from kiln.models.config import ModelConfig
 from kiln.models.decoder import ModelCache
@@ -23,7 +24,6 @@ from kiln.models.layers import (
     KVCache,
     RMSNorm,
     SwiGLU,
-    rotary_tables,
 )
 
 
@@ -51,38 +51,25 @@ class DecoderBlock(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(TokenModel):
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        super().__init__(cfg)
         self.encoder = nn.ModuleList(Block(cfg, i, causal=False) for i in range(cfg.num_layers))
         self.encoder_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.decoder = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.decoder_layers))
         self.decoder_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.head.weight = self.embed.weight
-        cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
+        self._add_head()
 
     @torch.no_grad()
     def init_weights(self) -> None:
         cfg = self.cfg
-        if cfg.tie_embeddings:
-            self.head.weight = self.embed.weight
-        nn.init.normal_(self.embed.weight, std=cfg.init_std)
-        if not cfg.tie_embeddings:
-            nn.init.normal_(self.head.weight, std=cfg.init_std)
+        self._init_embedding()
         out_std = cfg.init_std / math.sqrt(2 * (cfg.num_layers + cfg.decoder_layers))
         for block in [*self.encoder, *self.decoder]:
             block.init_weights(cfg.init_std, out_std)
         self.encoder_norm.init_weights()
         self.decoder_norm.init_weights()
-        cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.cos.device)
-        self.cos.copy_(cos)
-        self.sin.copy_(sin)
+        self._init_rotary()
 
     def _check(self, length: int) -> None:
         if length > self.cfg.max_seq_len:
@@ -118,7 +105,3 @@ class EncoderDecoder(nn.Module):
         kv = KVCache(cfg.decoder_layers, batch, cfg.num_kv_heads, cfg.head_dim, max_len or cfg.max_seq_len,
                      self.embed.weight.device, dtype or self.embed.weight.dtype)
         return ModelCache(kv, {i: i for i in range(cfg.decoder_layers)})
-
-    def num_params(self, non_embedding: bool = False) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        return n - self.embed.weight.numel() if non_embedding else n

@@ -14,43 +14,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kiln.models.base import TokenModel
 from kiln.models.block import Block
 from kiln.models.config import ModelConfig
-from kiln.models.layers import RMSNorm, rotary_tables
+from kiln.models.layers import RMSNorm
 
 
-class Encoder(nn.Module):
+class Encoder(TokenModel):
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        super().__init__(cfg)
         self.blocks = nn.ModuleList(Block(cfg, i, causal=False) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.transform = nn.Linear(cfg.dim, cfg.dim, bias=False)
         self.transform_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.head.weight = self.embed.weight
-        cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
+        self._add_head()
 
     @torch.no_grad()
     def init_weights(self) -> None:
         cfg = self.cfg
-        if cfg.tie_embeddings:
-            self.head.weight = self.embed.weight
-        nn.init.normal_(self.embed.weight, std=cfg.init_std)
-        if not cfg.tie_embeddings:
-            nn.init.normal_(self.head.weight, std=cfg.init_std)
+        self._init_embedding()
         for block in self.blocks:
             block.init_weights(cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.num_layers))
         self.norm.init_weights()
         nn.init.normal_(self.transform.weight, std=cfg.init_std)
         self.transform_norm.init_weights()
-        cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.cos.device)
-        self.cos.copy_(cos)
-        self.sin.copy_(sin)
+        self._init_rotary()
 
     def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, T) -> contextual states (B, T, C), each position seeing the whole sequence."""
@@ -66,7 +54,3 @@ class Encoder(nn.Module):
         """tokens (B, T) -> masked-LM logits (B, T, vocab_size)."""
         h = F.gelu(self.transform(self.hidden(tokens)))
         return self.head(self.transform_norm(h.to(self.transform_norm.weight.dtype)))  # fused norm: dtypes match
-
-    def num_params(self, non_embedding: bool = False) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        return n - self.embed.weight.numel() if non_embedding else n

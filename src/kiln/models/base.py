@@ -1,0 +1,48 @@
+"""What every model family shares: the token embedding, the output head (tied to it by default), the
+rotary tables, their initialisation and the parameter count. A family subclasses `TokenModel`,
+adds its blocks, then calls `_add_head()`; `init_weights` starts with `_init_embedding()` and ends
+with `_init_rotary()`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kiln.models.config import ModelConfig
+from kiln.models.layers import rotary_tables
+
+
+class TokenModel(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+
+    def _add_head(self) -> None:
+        cfg = self.cfg
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+        cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    @torch.no_grad()
+    def _init_embedding(self) -> None:
+        cfg = self.cfg
+        if cfg.tie_embeddings:  # to_empty() materialises each module's parameters apart: re-tie them
+            self.head.weight = self.embed.weight
+        nn.init.normal_(self.embed.weight, std=cfg.init_std)
+        if not cfg.tie_embeddings:
+            nn.init.normal_(self.head.weight, std=cfg.init_std)
+
+    @torch.no_grad()
+    def _init_rotary(self) -> None:
+        cfg = self.cfg
+        cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.cos.device)
+        self.cos.copy_(cos)
+        self.sin.copy_(sin)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.embed.weight.numel() if non_embedding else n
