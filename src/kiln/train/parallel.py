@@ -76,12 +76,11 @@ class Parallel:
         return self.world_size > 1
 
     def all_mean(self, value: torch.Tensor) -> torch.Tensor:
-        """The mean of a scalar over ranks (identity in one process)."""
+        """The mean of a scalar over ranks (identity in one process; gloo has no AVG, so sum / size)."""
         if self.distributed:
             value = value.clone()
-            dist.all_reduce(value, op=dist.ReduceOp.AVG if dist.get_backend() == "nccl" else dist.ReduceOp.SUM)
-            if dist.get_backend() != "nccl":
-                value /= self.world_size
+            dist.all_reduce(value)
+            value /= self.world_size
         return value
 
     def barrier(self) -> None:
@@ -93,14 +92,11 @@ class Parallel:
             dist.destroy_process_group()
 
 
-def blocks_of(model: nn.Module) -> list[nn.Module]:
-    """The repeated blocks of any kiln family (the units to shard and to checkpoint)."""
-    found = []
-    for name in ("blocks", "encoder", "decoder"):
-        child = getattr(model, name, None)
-        if isinstance(child, nn.ModuleList):
-            found.extend(child)
-    return found
+def _block_lists(model: nn.Module) -> list[nn.ModuleList]:
+    """The repeated blocks of any kiln family, the units to shard and to checkpoint (decoder/encoder
+    `blocks`, encdec `encoder` and `decoder`)."""
+    lists = (getattr(model, name, None) for name in ("blocks", "encoder", "decoder"))
+    return [child for child in lists if isinstance(child, nn.ModuleList)]
 
 
 def parallelize(model: nn.Module, par: Parallel, precision: str) -> nn.Module:
@@ -111,11 +107,9 @@ def parallelize(model: nn.Module, par: Parallel, precision: str) -> nn.Module:
             checkpoint_wrapper,
         )
 
-        for container in ("blocks", "encoder", "decoder"):
-            child = getattr(model, container, None)
-            if isinstance(child, nn.ModuleList):
-                for i, block in enumerate(child):
-                    child[i] = checkpoint_wrapper(block, preserve_rng_state=False)
+        for blocks in _block_lists(model):
+            for i, block in enumerate(blocks):
+                blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
     if not par.distributed:
         return model
     if cfg.mode == "ddp":
@@ -127,7 +121,8 @@ def parallelize(model: nn.Module, par: Parallel, precision: str) -> nn.Module:
 
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if precision == "bf16" \
         else MixedPrecisionPolicy()
-    for block in blocks_of(model):
-        fully_shard(block, mesh=par.mesh, mp_policy=mp)
+    for blocks in _block_lists(model):
+        for block in blocks:
+            fully_shard(block, mesh=par.mesh, mp_policy=mp)
     fully_shard(model, mesh=par.mesh, mp_policy=mp)
     return model
