@@ -36,11 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work)
     shared = RunDir(work / "data")
-    if not (shared.split("val") / "manifest.json").exists():
-        base = get_preset("cpu")
-        stages.curate(base, shared)
-        stages.tokenizer(base, shared)
-        stages.tokenize(base, shared)
+    stages.prepare(get_preset("cpu"), shared, resume=True)  # once; later runs reuse it
     rows = []
     for name in args.presets.split(","):
         run = RunDir(work / name)
@@ -50,14 +46,8 @@ def main() -> None:
                                                  "train.checkpoint_every": "0", "train.warmup_steps": "20"})
         t0 = time.perf_counter()
         out = stages.train(cfg, run)
-        import torch
-
-        from kiln.models.build import build_model
-        from kiln.train.flops import _matmul_params
-
-        model = build_model(cfg.model, torch.device("cpu"))
         row = {"preset": name, "family": cfg.model.family, "params_M": round(out["params"] / 1e6, 2),
-               "active_matmul_params_M": round(_matmul_params(model) / 1e6, 2), "train_tokens": out["train_tokens"],
+               "active_matmul_params_M": round(out["active_matmul_params"] / 1e6, 2), "train_tokens": out["train_tokens"],
                **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items() if k.startswith("val_")},
                "tokens_per_s": round(out["tokens_per_s"]), "mfu": round(out["mfu"], 3),
                "wall_s": round(time.perf_counter() - t0, 1)}

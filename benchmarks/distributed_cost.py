@@ -86,11 +86,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work)
     data = RunDir(work / "data")
-    if not (data.split("val") / "manifest.json").exists():
-        base = get_preset("cpu")
-        stages.curate(base, data)
-        stages.tokenizer(base, data)
-        stages.tokenize(base, data)
+    stages.prepare(get_preset("cpu"), data, resume=True)  # once; later runs reuse it
     rates = {"none": throughput(data, "none", 1, args.steps)}
     print(json.dumps({"mode": "none", "procs": 1, "tokens_per_s": round(rates["none"])}), flush=True)
     for mode in ("ddp", "fsdp"):

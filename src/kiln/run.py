@@ -16,12 +16,7 @@ from kiln.train.checkpoint import latest_checkpoint
 def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
     """The whole chain; returns the summary written to summary.json."""
     t0 = time.perf_counter()
-    if cfg.curate.enabled and not (resume and (run.curated / "manifest.json").exists()):
-        stages.curate(cfg, run)
-    if not (resume and run.tokenizer.exists()):
-        stages.tokenizer(cfg, run)
-    if not (resume and (run.split("val") / "manifest.json").exists()):
-        stages.tokenize(cfg, run)
+    stages.prepare(cfg, run, resume)
     trained = stages.train(cfg, run, resume=resume and latest_checkpoint(run.checkpoints) is not None)
     samples = stages.sample(latest_checkpoint(run.checkpoints), None, device_name=cfg.train.device)
     plot_loss(run)

@@ -134,6 +134,17 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     return figures
 
 
+def prepare(cfg: RunConfig, run: RunDir, resume: bool = False) -> None:
+    """The data stages in order: curate (when on), tokenizer, tokenize; with `resume`, each stage
+    whose output the run directory already holds is skipped."""
+    if cfg.curate.enabled and not (resume and (run.curated / "manifest.json").exists()):
+        curate(cfg, run)
+    if not (resume and run.tokenizer.exists()):
+        tokenizer(cfg, run)
+    if not (resume and (run.split("val") / "manifest.json").exists()):
+        tokenize(cfg, run)
+
+
 def train(cfg: RunConfig, run: RunDir, resume: bool | str = False) -> dict[str, Any]:
     """Train the model on the run's shards; checkpoints, metrics.jsonl, summary figures."""
     tok = load_tokenizer(run.tokenizer)

@@ -12,7 +12,7 @@ from kiln.models.layers import Attention, CrossAttention
 from kiln.models.moe import MoE
 
 
-def _matmul_params(module: nn.Module) -> float:
+def matmul_params(module: nn.Module) -> float:
     """Weights each token multiplies by once in a forward pass (MoE experts weighted by top_k / E)."""
     total = 0.0
     for m in module.modules():
@@ -36,10 +36,10 @@ def flops_per_token(model: nn.Module, cfg: ModelConfig, seq_len: int, noise_dens
     (1 - d + d/m) and the decoder (d + d/m) tokens per window token (T5 span corruption)."""
     C = cfg.dim
     if cfg.family != "encdec":
-        return 6 * _matmul_params(model) + 12 * _attention_layers(model) * C * seq_len
+        return 6 * matmul_params(model) + 12 * _attention_layers(model) * C * seq_len
     src, tgt = 1 - noise_density + noise_density / mean_span, noise_density + noise_density / mean_span
-    enc = 6 * _matmul_params(model.encoder) + 12 * _attention_layers(model.encoder) * C * seq_len * src
-    dec = 6 * (_matmul_params(model.decoder) + cfg.dim * cfg.vocab_size) + \
+    enc = 6 * matmul_params(model.encoder) + 12 * _attention_layers(model.encoder) * C * seq_len * src
+    dec = 6 * (matmul_params(model.decoder) + cfg.dim * cfg.vocab_size) + \
         12 * _attention_layers(model.decoder) * C * seq_len * (tgt + src) / 2
     return enc * src + dec * tgt
 

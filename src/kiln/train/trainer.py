@@ -32,7 +32,7 @@ from kiln.train.checkpoint import (
     read_state,
     save_checkpoint,
 )
-from kiln.train.flops import flops_per_token, measure_matmul_peak
+from kiln.train.flops import flops_per_token, matmul_params, measure_matmul_peak
 from kiln.train.optim import build_optimizer, lr_at
 from kiln.train.parallel import Parallel, parallelize
 from kiln.train.signals import StopRequest, stop_on_signals
@@ -375,6 +375,7 @@ class Trainer:
             "parallel": self.cfg.parallel.mode,
             "params": self.model.num_params(),
             "params_non_embedding": self.model.num_params(non_embedding=True),
+            "active_matmul_params": matmul_params(self.model),
             "tokens_per_s": tokens_per_s,
             "mfu": self.flops_per_token * tokens_per_s / self.peak_flops,
             "peak_flops": self.peak_flops,
