@@ -167,3 +167,19 @@ def test_curate_named_sources_with_workers_then_tokenize(tmp_path, corpus_dir):
     shards = json.loads((run_dir / "stages.json").read_text())["tokenize"]
     # source a's training documents appear twice in the shards, validation documents once
     assert shards["train"]["documents"] + shards["val"]["documents"] > manifest["documents_out"]
+
+
+def test_naming_a_corpus_replaces_sources_from_a_saved_config(tmp_path):
+    from kiln.cli import build_parser, resolve_config
+    from kiln.config import save_config
+    from kiln.presets import get_preset
+
+    cfg = get_preset("debug")
+    cfg.data.sources = str(tmp_path / "sources.json")
+    (tmp_path / "run").mkdir()
+    save_config(cfg, tmp_path / "run" / "config.json")
+    args = build_parser().parse_args(["curate", "--run-dir", str(tmp_path / "run"), "--data.corpus", str(tmp_path)])
+    resolved, _ = resolve_config(args)
+    assert resolved.data.corpus == str(tmp_path) and resolved.data.sources == ""
+    args = build_parser().parse_args(["curate", "--run-dir", str(tmp_path / "run")])
+    assert resolve_config(args)[0].data.sources == cfg.data.sources

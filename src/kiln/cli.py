@@ -106,6 +106,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, RunDir]:
         cfg = get_preset("cpu")
     overrides = {name: getattr(args, name) for name, _, _ in iter_fields(RunConfig)
                  if getattr(args, name, None) is not None}
+    if "data.corpus" in overrides and "data.sources" not in overrides:
+        overrides["data.sources"] = ""  # naming a corpus replaces sources a saved config may list
     return apply_overrides(cfg, overrides), run
 
 
