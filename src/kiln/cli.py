@@ -53,6 +53,19 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 
+def parse_duration(text: str) -> float:
+    """'10m', '90s', '1.5h' or plain seconds -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 10m, 90s, 1.5h or 600") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a budget must be positive")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kiln", description="kiln: raw text to an evaluated language model. Each verb reads and writes one "
@@ -67,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="continue from the newest complete checkpoint (checked against its manifest; a "
                                 "corrupt one is skipped for the one before); `--resume auto` starts fresh if none")
             p.add_argument("--overwrite", action="store_true", help="start afresh even if the run directory has checkpoints")
+        if verb in ("run", "train"):
+            what = "the whole pipeline (sets budget_s)" if verb == "run" else "training (sets train.time_budget_s)"
+            p.add_argument("--budget", type=parse_duration, default=None, metavar="DURATION",
+                           help=f"wall-clock budget for {what}, e.g. 10m, 90s, 1.5h: the trainer measures this "
+                                "machine and plans the steps (and with train.size_from_budget the model size) to fit")
         if verb == "train":
             p.add_argument("--max-restarts", type=int, default=0, metavar="K",
                            help="supervise: run training in a child process and restart it with --resume auto "
@@ -108,6 +126,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, RunDir]:
                  if getattr(args, name, None) is not None}
     if "data.corpus" in overrides and "data.sources" not in overrides:
         overrides["data.sources"] = ""  # naming a corpus replaces sources a saved config may list
+    if getattr(args, "budget", None) is not None:
+        overrides["budget_s" if args.verb == "run" else "train.time_budget_s"] = args.budget
     return apply_overrides(cfg, overrides), run
 
 

@@ -9,6 +9,13 @@ Every config is a (possibly nested) dataclass whose fields carry attribute docst
 
 Overrides are dotted paths into the nested config (``train.max_steps=200``); values are parsed by
 the field's declared type, and the dataclass's ``__post_init__`` validates the result.
+
+Derived values stay derived. A field left at its default sentinel (0 for "derive it") is filled in by
+``__post_init__`` through `derive`, which remembers the name. `replace` (and so every override) and
+`from_dict` reset remembered fields to their sentinel before rebuilding, so an override of a base
+value (``model.dim``) re-derives what follows from it (MLP width, heads, learning rate) instead of
+keeping stale numbers; a value the user sets explicitly is never touched. Saved configs list the
+derived names under ``"_derived"`` next to the resolved numbers, and `format_config` marks them.
 """
 
 from __future__ import annotations
@@ -104,6 +111,45 @@ def _parse_value(name: str, tp: Any, raw: Any) -> Any:
     return raw
 
 
+DERIVED_KEY = "_derived"
+
+
+def derive(cfg: Any, name: str, value: Any) -> None:
+    """In ``__post_init__``: set field `name` to `value` if it holds its default (the "derive"
+    sentinel), and remember that it was derived. An explicitly set value is left alone."""
+    default = {f.name: f.default for f in dataclasses.fields(cfg)}[name]
+    if getattr(cfg, name) == default:
+        object.__setattr__(cfg, name, value)
+        cfg.__dict__.setdefault(DERIVED_KEY, set()).add(name)
+
+
+def derived_fields(cfg: Any) -> set[str]:
+    """Names of `cfg`'s fields that `derive` filled in."""
+    return set(cfg.__dict__.get(DERIVED_KEY, ()))
+
+
+def replace(cfg: C, **changes: Any) -> C:
+    """`dataclasses.replace` that keeps derived values derived, all the way down: every field that
+    was derived (in `cfg` or a nested config) and is not in `changes` goes back to its sentinel, and
+    the rebuilt config derives it afresh."""
+    kwargs: dict[str, Any] = {}
+    derived = derived_fields(cfg)
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        if not f.init:
+            continue
+        if f.name in changes:
+            kwargs[f.name] = changes[f.name]
+        elif f.name in derived:
+            kwargs[f.name] = f.default
+        else:
+            value = getattr(cfg, f.name)
+            kwargs[f.name] = replace(value) if dataclasses.is_dataclass(value) else value
+    try:
+        return type(cfg)(**kwargs)
+    except ValueError as e:
+        raise KilnError(str(e)) from None
+
+
 def apply_overrides(cfg: C, overrides: dict[str, Any]) -> C:
     """Return a copy of `cfg` with dotted-path overrides applied and validated.
 
@@ -131,15 +177,19 @@ def apply_overrides(cfg: C, overrides: dict[str, Any]) -> C:
             changes[head] = apply_overrides(getattr(cfg, head), sub)
         except KilnError as e:
             raise KilnError(str(e).replace("config key '", f"config key '{head}.", 1)) from None
-    try:
-        return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
-    except ValueError as e:
-        raise KilnError(str(e)) from None
+    return replace(cfg, **changes)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """Nested dataclass -> plain JSON-able dict."""
-    return dataclasses.asdict(cfg)
+    """Nested dataclass -> plain JSON-able dict, with each level's derived field names under "_derived"."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else \
+            (list(value) if isinstance(value, tuple) else value)
+    if derived_fields(cfg):
+        out[DERIVED_KEY] = sorted(derived_fields(cfg))
+    return out
 
 
 def from_dict(cls: type[C], data: dict[str, Any]) -> C:
@@ -147,7 +197,10 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
     hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    derived = set(data.get(DERIVED_KEY, ()))  # derived again from what they followed from
     for key, value in data.items():
+        if key == DERIVED_KEY or key in derived:
+            continue
         if key not in names:
             raise KilnError(f"config has unknown key {key!r} for {cls.__name__}; remove it or upgrade kiln")
         tp = hints[key]
@@ -184,12 +237,13 @@ def format_config(cfg: Any) -> str:
     flat: list[str] = []
 
     def walk(obj: Any, prefix: str) -> None:
+        derived = derived_fields(obj)
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
             if dataclasses.is_dataclass(value):
                 walk(value, f"{prefix}{f.name}.")
             else:
-                flat.append(f"{prefix}{f.name} = {value!r}")
+                flat.append(f"{prefix}{f.name} = {value!r}" + ("  (derived)" if f.name in derived else ""))
 
     walk(cfg, "")
     return "\n".join(flat)

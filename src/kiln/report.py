@@ -21,6 +21,11 @@ def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
     return train, val
 
 
+def stage_seconds(figures: dict[str, Any]) -> float:
+    """A stage's wall time as stages.json records it."""
+    return figures.get("wall_s") or sum(v.get("wall_s", 0) for v in figures.values() if isinstance(v, dict))
+
+
 def plot_loss(run: RunDir) -> Path:
     """Train and validation loss against tokens seen -> loss.png."""
     import matplotlib
@@ -65,8 +70,7 @@ def write_report(run: RunDir, summary: dict[str, Any], stages: dict[str, Any], s
         lines.append(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
     lines += ["", "## Stages", "", "| stage | seconds |", "| --- | --- |"]
     for name, figures in stages.items():
-        wall = figures.get("wall_s") or sum(v.get("wall_s", 0) for v in figures.values() if isinstance(v, dict))
-        lines.append(f"| {name} | {wall:.1f} |")
+        lines.append(f"| {name} | {stage_seconds(figures):.1f} |")
     card = run.curated / "data_card.md"
     if card.exists():
         lines += ["", "## Data", "", f"Curated training data: see the [data card]({card.relative_to(run.root)}) "

@@ -35,6 +35,11 @@ class RunDir:
         return self.shards / name
 
     @property
+    def plan(self) -> Path:
+        """plan.json: what the trainer chose on this machine (precision, depth, steps) and why."""
+        return self.root / "plan.json"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 

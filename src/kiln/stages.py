@@ -30,6 +30,7 @@ from kiln.evaluate.generate import fill_masks, generate, generate_spans
 from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
 from kiln.objectives.span import reconstruct
 from kiln.presets import RunConfig
+from kiln.report import stage_seconds
 from kiln.rundir import RunDir
 from kiln.shards.loader import ShardSet, iterate_windows
 from kiln.shards.writer import ShardConfig, write_shards
@@ -41,6 +42,7 @@ from kiln.tokenizer import (
     tokenizer_hash,
     train_tokenizer,
 )
+from kiln.train.signals import stop_on_signals
 from kiln.train.trainer import Trainer
 
 
@@ -66,8 +68,8 @@ def _report_read_stats(stats: ReadStats) -> dict[str, Any]:
 def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     """Curate the corpus into run_dir/curated (documents, manifest, dropped samples, data card)."""
     run.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run.config)
     manifest = curate_corpus(cfg.data, cfg.curate, run.curated)
+    save_config(cfg, run.config)  # each stage saves the config it ran with, once it has succeeded
     print(f"curate: kept {manifest['documents_out']:,} of {manifest['documents_in']:,} documents "
           f"({manifest['bytes_out'] / 1e6:.1f} of {manifest['bytes_in'] / 1e6:.1f} MB) in {manifest['wall_s']:.1f} s; "
           f"data card {run.curated / 'data_card.md'}")
@@ -92,12 +94,12 @@ def source_corpus(cfg: RunConfig, run: RunDir) -> CorpusConfig:
 def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     """Train byte-level BPE on the training split; save tokenizer.json; report bytes/token on validation."""
     run.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run.config)
     t0 = time.perf_counter()
     stats = ReadStats()
     data = source_corpus(cfg, run)
     tok = train_tokenizer((d.text for d in split_documents(data, "train", stats)), cfg.tokenizer)
     tok.save(str(run.tokenizer))
+    save_config(cfg, run.config)
     bpt = bytes_per_token(tok, (d.text for d in split_documents(data, "val")))
     figures = {"vocab_size": tok.get_vocab_size(), "val_bytes_per_token": bpt, "wall_s": time.perf_counter() - t0,
                "corpus": _report_read_stats(stats)}
@@ -110,7 +112,6 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     """Encode the corpus in one pass into train and val shards, each with a manifest."""
     tok = load_tokenizer(run.tokenizer)
     sha = tokenizer_hash(run.tokenizer)
-    save_config(cfg, run.config)
     t0 = time.perf_counter()
     stats = ReadStats()
     data = source_corpus(cfg, run)
@@ -123,6 +124,7 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
         if manifest["num_documents"] == 0:
             raise KilnError(f"no document of {stats.num_documents} fell into the {split} split; use a corpus with more "
                             "documents, or change data.val_fraction or data.split_seed")
+    save_config(cfg, run.config)
     num_bytes = sum(m["num_bytes"] for m in manifests.values())
     figures = {split: {"documents": m["num_documents"], "tokens": m["num_tokens"], "bytes": m["num_bytes"]}
                for split, m in manifests.items()}
@@ -145,16 +147,42 @@ def prepare(cfg: RunConfig, run: RunDir, resume: bool = False) -> None:
         tokenize(cfg, run)
 
 
-def train(cfg: RunConfig, run: RunDir, resume: bool | str = False) -> dict[str, Any]:
-    """Train the model on the run's shards; checkpoints, metrics.jsonl, summary figures."""
+AFTER_TRAIN_S = 15.0
+"""`kiln run`'s allowance after training: samples, the plot and the report (a few seconds measured)."""
+DATA_STAGES = ("curate", "tokenizer", "tokenize")
+
+
+def training_budget_s(cfg: RunConfig, run: RunDir, elapsed_s: float | None = None) -> float:
+    """The training stage's wall-clock budget: train.time_budget_s when set; else what the run's budget
+    (`budget_s`) leaves after `elapsed_s` (default: the data stages' recorded seconds) and the
+    stages after training; else 0 (none)."""
+    if cfg.train.time_budget_s > 0 or cfg.budget_s <= 0:
+        return cfg.train.time_budget_s
+    if elapsed_s is None:
+        recorded = json.loads(run.stages.read_text()) if run.stages.exists() else {}
+        elapsed_s = sum(stage_seconds(recorded.get(name, {})) for name in DATA_STAGES)
+    left = cfg.budget_s - elapsed_s - AFTER_TRAIN_S
+    if left <= 0:
+        raise KilnError(f"the data stages took {elapsed_s:.0f} s of the {cfg.budget_s:.0f} s budget (budget_s), "
+                        "leaving nothing to train in; raise the budget (--budget) or shrink the corpus")
+    return left
+
+
+def train(cfg: RunConfig, run: RunDir, resume: bool | str = False, time_budget_s: float | None = None) -> dict[str, Any]:
+    """Train the model on the run's shards; checkpoints, metrics.jsonl, summary figures. The run's
+    config.json is written only once the trainer has accepted the config (a refused resume leaves it)."""
     tok = load_tokenizer(run.tokenizer)
-    save_config(cfg, run.config)
     token_bytes = torch.tensor(token_byte_lengths(tok, pad_to=cfg.model.vocab_size))
-    trainer = Trainer(cfg, run, token_bytes, tokenizer_hash(run.tokenizer), resume=resume)
-    try:
-        figures = trainer.fit()
-    finally:
-        trainer.par.close()
+    budget_s = training_budget_s(cfg, run) if time_budget_s is None else time_budget_s
+    with stop_on_signals() as stop:  # SIGTERM while the trainer measures the machine is honoured too
+        trainer = Trainer(cfg, run, token_bytes, tokenizer_hash(run.tokenizer), resume=resume,
+                          time_budget_s=budget_s, stop=stop)
+        if trainer.rank == 0:
+            save_config(cfg, run.config)
+        try:
+            figures = trainer.fit()
+        finally:
+            trainer.par.close()
     if trainer.rank == 0:
         record(run, "train", figures)
     return figures
@@ -188,8 +216,7 @@ def _eval_shards(loaded: LoadedCheckpoint, shard_set: ShardSet, seq_len: int, ba
         raise KilnError(f"{shard_set.directory} holds too little text to evaluate")
     seq_len = min(seq_len, shard_set.num_tokens - 1)
     batches = iterate_windows(shard_set, seq_len, batch)
-    return loaded.objective.evaluate(loaded.model, batches, loaded.token_bytes, device, loaded.cfg.train.precision,
-                                     final=True)
+    return loaded.objective.evaluate(loaded.model, batches, loaded.token_bytes, device, loaded.precision, final=True)
 
 
 def sample(checkpoint: Path, prompts: list[str] | None, cfg_overrides: dict[str, Any] | None = None,
@@ -197,13 +224,13 @@ def sample(checkpoint: Path, prompts: list[str] | None, cfg_overrides: dict[str,
     """Continue each prompt with the checkpoint's model; returns prompt + continuation texts."""
     device = pick_device(device_name)
     loaded = load_checkpoint(checkpoint, device)
-    if loaded.cfg.train.precision == "bf16":
+    if loaded.precision == "bf16":
         # bf16 weights once, instead of autocast casting every weight again for every new token
         loaded.model.to(torch.bfloat16)
     sc = apply_overrides(loaded.cfg, cfg_overrides or {}).sample
     if prompts is None:
         prompts = [p for p in sc.prompts.split("|") if p.strip()]
-    ids, tok, family, precision = loaded.ids, loaded.tokenizer, loaded.cfg.model.family, loaded.cfg.train.precision
+    ids, tok, family, precision = loaded.ids, loaded.tokenizer, loaded.cfg.model.family, loaded.precision
     outputs = []
     for i, prompt in enumerate(prompts):
         if family == "encoder":  # fill <|mask|> tokens (one is added at the end if the prompt has none)

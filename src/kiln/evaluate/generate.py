@@ -50,7 +50,7 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
 @torch.inference_mode()
 def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.8,
              top_k: int = 0, top_p: float = 1.0, seed: int = 0, eos_id: int | None = None,
-             use_cache: bool = True, precision: str = "bf16") -> torch.Tensor:
+             use_cache: bool = True, precision: str = "fp32") -> torch.Tensor:
     """Extend prompt (B, T0) int64 by up to max_new_tokens; returns (B, T0 + new).
 
     With `use_cache`, past keys/values are kept and each step feeds one token; without, each step
@@ -89,7 +89,7 @@ def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int, temper
 
 
 @torch.inference_mode()
-def fill_masks(model: nn.Module, tokens: torch.Tensor, mask_id: int, precision: str = "bf16") -> torch.Tensor:
+def fill_masks(model: nn.Module, tokens: torch.Tensor, mask_id: int, precision: str = "fp32") -> torch.Tensor:
     """Encoder: replace every mask token in tokens (B, T) with the model's most likely token."""
     was_training = model.training
     model.eval()
@@ -102,7 +102,7 @@ def fill_masks(model: nn.Module, tokens: torch.Tensor, mask_id: int, precision: 
 @torch.inference_mode()
 def generate_spans(model: nn.Module, src: torch.Tensor, max_new_tokens: int, bos_id: int, eos_id: int,
                    temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                   precision: str = "bf16") -> torch.Tensor:
+                   precision: str = "fp32") -> torch.Tensor:
     """Encoder-decoder: encode src (1, S) once, then decode the sentinels' spans token by token with a
     key/value cache until <|eos|>; returns the decoder's output (1, n) without the start token."""
     was_training = model.training

@@ -23,6 +23,7 @@ from kiln.tokenizer import (
     tokenizer_hash,
 )
 from kiln.train.checkpoint import consolidate, load_weights, read_state
+from kiln.train.precision import choose_precision
 
 
 @dataclass
@@ -35,6 +36,9 @@ class LoadedCheckpoint:
     step: int
     ids: SpecialIds
     objective: Objective
+    precision: str
+    """What to compute in here: the training precision, or fp32 where bf16 is measured slow on this
+    device (a bf16-trained checkpoint evaluated on an AVX2-only CPU)."""
 
 
 def load_checkpoint(path: Path, device: torch.device, tokenizer_path: Path | None = None) -> LoadedCheckpoint:
@@ -59,5 +63,6 @@ def load_checkpoint(path: Path, device: torch.device, tokenizer_path: Path | Non
     model.eval()
     token_bytes = torch.tensor(token_byte_lengths(tokenizer, pad_to=cfg.model.vocab_size))
     ids = objective_ids(tokenizer)
+    precision = "fp32" if cfg.train.precision == "fp32" else choose_precision("auto", device).precision
     return LoadedCheckpoint(model, cfg, tokenizer, sha, token_bytes, state["step"], ids,
-                            build_objective(cfg.model, cfg.objective, ids))
+                            build_objective(cfg.model, cfg.objective, ids), precision)

@@ -19,7 +19,7 @@ from kiln.device import autocast
 
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                  token_bytes: torch.Tensor, device: torch.device, precision: str = "bf16") -> dict[str, float]:
+                  token_bytes: torch.Tensor, device: torch.device, precision: str = "fp32") -> dict[str, float]:
     """Mean loss (nats/token over all targets) and bits-per-byte over text targets.
 
     batches yield (inputs, targets), int64 (B, T); token_bytes (vocab,) int64 gives each id's bytes.

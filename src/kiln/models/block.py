@@ -23,7 +23,7 @@ class Block(nn.Module):
         self.mixer = (Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, causal=causal, rotary=rotary)
                       if self.attends else Mamba(cfg.dim, cfg.ssm, cfg.norm_eps))
         self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.mlp = (MoE(cfg.dim, cfg.moe.expert_hidden_dim or cfg.hidden_dim, cfg.moe) if cfg.is_moe_layer(i)
+        self.mlp = (MoE(cfg.dim, cfg.moe.expert_hidden_dim, cfg.moe) if cfg.is_moe_layer(i)
                     else SwiGLU(cfg.dim, cfg.hidden_dim))
 
     def init_weights(self, std: float, out_std: float) -> None:

@@ -15,10 +15,15 @@ FAMILIES: dict[str, type[nn.Module]] = {"decoder": Decoder, "hybrid": Hybrid, "e
                                         "encdec": EncoderDecoder}
 
 
+def build_on_meta(cfg: ModelConfig) -> nn.Module:
+    """The model's structure without memory: for counting parameters and FLOPs of a shape."""
+    with torch.device("meta"):
+        return FAMILIES[cfg.family](cfg)
+
+
 def build_model(cfg: ModelConfig, device: torch.device) -> nn.Module:
     """No memory is touched until `to_empty`; `init_weights` then fills every parameter."""
-    with torch.device("meta"):
-        model = FAMILIES[cfg.family](cfg)
+    model = build_on_meta(cfg)
     model.to_empty(device=device)
     model.init_weights()
     return model

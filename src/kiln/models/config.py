@@ -1,16 +1,24 @@
-"""The model config every family shares: width, depth, heads, vocabulary, plus MoE and SSM options."""
+"""The model config every family shares: width, depth, heads, vocabulary, plus MoE and SSM options.
+
+One size dial, `depth` (nanochat's): depth blocks of width aspect * depth rounded up to 64, one head
+per 64 channels, Llama's SwiGLU width, experts at hidden / top_k. Each derived value is derived only
+while left at 0, and stays derived under overrides (see kiln.config), so `--model.depth 6` or
+`--model.dim 512` re-derives the rest, while an explicitly set `--model.num_heads 8` is kept.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
-from kiln.config import require
+from kiln.config import derive, require
 from kiln.models.layers import swiglu_hidden_dim
 from kiln.models.moe import MoEConfig
 from kiln.models.ssm import SSMConfig
 
 Family = Literal["decoder", "encoder", "encdec", "hybrid"]
+HEAD_WIDTH = 64
+"""Channels per attention head that the size dial derives heads from, and the width's rounding."""
 
 
 @dataclass
@@ -20,16 +28,21 @@ class ModelConfig:
     encdec (span corruption, T5-style) or hybrid (attention + SSM layers with MoE, Jamba-style)."""
     vocab_size: int = 8192
     """Rows of the embedding table; must cover the tokenizer's vocabulary."""
-    dim: int = 256
-    """Model width C."""
-    num_layers: int = 4
-    """Blocks (encdec: encoder blocks)."""
+    depth: int = 0
+    """The size dial: when > 0, num_layers and dim (and from dim, heads, MLP width and train.lr) are
+    derived from it unless set explicitly. 0: give dim and num_layers."""
+    aspect: int = 64
+    """Size dial: dim = aspect * depth, rounded up to a multiple of 64 (64 gives GPT-2's shapes)."""
+    dim: int = 0
+    """Model width C; 0 derives it from depth."""
+    num_layers: int = 0
+    """Blocks (encdec: encoder blocks); 0 derives it from depth."""
     num_decoder_layers: int = 0
     """encdec only: decoder blocks; 0 uses num_layers."""
-    num_heads: int = 4
-    """Query heads; head_dim = dim / num_heads."""
-    num_kv_heads: int = 4
-    """Key/value heads (grouped-query attention); must divide num_heads."""
+    num_heads: int = 0
+    """Query heads; head_dim = dim / num_heads. 0 derives one head per 64 channels."""
+    num_kv_heads: int = 0
+    """Key/value heads (grouped-query attention); must divide num_heads. 0 uses num_heads."""
     hidden_dim: int = 0
     """SwiGLU hidden width; 0 derives Llama's 8/3 * dim rounded to 64."""
     max_seq_len: int = 512
@@ -48,6 +61,18 @@ class ModelConfig:
     def __post_init__(self) -> None:
         require(self.family in ("decoder", "encoder", "encdec", "hybrid"),
                 f"model.family={self.family!r} must be decoder, encoder, encdec or hybrid")
+        require(self.depth >= 0 and self.aspect > 0, "model.depth must be >= 0 and model.aspect > 0")
+        if self.depth:
+            derive(self, "num_layers", self.depth)
+            derive(self, "dim", HEAD_WIDTH * -(-self.aspect * self.depth // HEAD_WIDTH))
+        require(self.dim > 0 and self.num_layers > 0,
+                "give the model a size: model.depth (the size dial) or both model.dim and model.num_layers")
+        derive(self, "num_heads", max(1, self.dim // HEAD_WIDTH))
+        derive(self, "num_kv_heads", self.num_heads)
+        derive(self, "hidden_dim", swiglu_hidden_dim(self.dim))
+        if self.moe.num_experts:
+            derive(self.moe, "expert_hidden_dim", max(1, self.hidden_dim // self.moe.top_k))
+        require(self.num_heads > 0 and self.num_kv_heads > 0, "model.num_heads and model.num_kv_heads must be positive")
         require(self.dim % self.num_heads == 0, f"model.dim={self.dim} must be divisible by model.num_heads={self.num_heads}")
         require((self.dim // self.num_heads) % 2 == 0, "model head_dim (dim / num_heads) must be even for rotary positions")
         require(self.num_heads % self.num_kv_heads == 0,
@@ -56,8 +81,6 @@ class ModelConfig:
             require(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
         if self.family == "hybrid":
             require(self.ssm.attn_every > 0, "model.family=hybrid needs model.ssm.attn_every > 0 (e.g. 8)")
-        if self.hidden_dim == 0:
-            self.hidden_dim = swiglu_hidden_dim(self.dim)
 
     @property
     def head_dim(self) -> int:

@@ -28,7 +28,8 @@ class MoEConfig:
     every: int = 2
     """An MoE MLP on every this-many-th block (the others dense): 1 = all, 2 = every other (Jamba)."""
     expert_hidden_dim: int = 0
-    """Hidden width of each expert; 0 uses the dense MLP's."""
+    """Hidden width of each expert; 0 derives the dense MLP's width / top_k, so a token's active MLP
+    compute matches the dense model's."""
     aux_loss_coef: float = 0.01
     """Weight of the load-balancing loss (Switch Transformer)."""
     z_loss_coef: float = 0.001

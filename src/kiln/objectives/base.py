@@ -13,6 +13,7 @@ and the step, so a resumed run makes exactly the batches an uninterrupted one wo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
@@ -85,6 +86,11 @@ class Objective:
     def evaluate(self, model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                  token_bytes: torch.Tensor, device: torch.device, precision: str, final: bool) -> dict[str, float]:
         raise NotImplementedError
+
+    def final_eval_batches(self, num_windows: int, batch_size: int, seq_len: int) -> float:
+        """What the final evaluation of `num_windows` costs, in forward passes of one validation batch
+        (for planning a run to a time budget)."""
+        return math.ceil(num_windows / batch_size)
 
 
 def build_objective(model: "ModelConfig", cfg: ObjectiveConfig, ids: "SpecialIds") -> Objective:

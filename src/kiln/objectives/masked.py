@@ -70,6 +70,11 @@ class MaskedLM(Objective):
             total += F.cross_entropy(picked, window[pos].to(device), reduction="sum").item()
         return total, len(positions)
 
+    def final_eval_batches(self, num_windows: int, batch_size: int, seq_len: int) -> float:
+        """Masked-LM validation, plus pseudo-perplexity: one forward per token of each scored window."""
+        return super().final_eval_batches(num_windows, batch_size, seq_len) + \
+            self.cfg.pseudo_ppl_windows * seq_len / batch_size
+
     @torch.no_grad()
     def evaluate(self, model, batches, token_bytes, device, precision, final) -> dict[str, float]:
         was_training = model.training

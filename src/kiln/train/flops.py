@@ -1,10 +1,7 @@
-"""FLOP counting and the matmul peak that MFU is measured against."""
+"""FLOP counting for MFU (the matmul ceiling it is measured against: train/precision.py)."""
 
 from __future__ import annotations
 
-import time
-
-import torch
 from torch import nn
 
 from kiln.models.config import ModelConfig
@@ -42,32 +39,3 @@ def flops_per_token(model: nn.Module, cfg: ModelConfig, seq_len: int, noise_dens
     dec = 6 * (matmul_params(model.decoder) + cfg.dim * cfg.vocab_size) + \
         12 * _attention_layers(model.decoder) * C * seq_len * (tgt + src) / 2
     return enc * src + dec * tgt
-
-
-def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.5) -> float:
-    """Achieved FLOP/s of square matmuls on this machine (the best of a few sizes): the ceiling MFU
-    is measured against."""
-    sizes = (8192,) if device.type == "cuda" else (512, 1024, 2048)
-    return max(_matmul_rate(device, dtype, n, seconds / len(sizes)) for n in sizes)
-
-
-def _matmul_rate(device: torch.device, dtype: torch.dtype, size: int, seconds: float) -> float:
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(3):
-        a @ b
-    sync()
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        sync()
-        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - t0))
-    return best

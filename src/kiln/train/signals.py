@@ -19,10 +19,12 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def stop_on_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[StopRequest]:
-    """While active, the first SIGINT/SIGTERM only sets the returned flag; a second one interrupts at
-    once. Outside the main thread (where handlers cannot be set) the flag simply never sets."""
-    request = StopRequest()
+def stop_on_signals(request: StopRequest | None = None,
+                    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[StopRequest]:
+    """While active, the first SIGINT/SIGTERM only sets the returned flag (`request`, or a new one); a
+    second one interrupts at once. Outside the main thread (where handlers cannot be set) the flag
+    simply never sets."""
+    request = StopRequest() if request is None else request
     if threading.current_thread() is not threading.main_thread():
         yield request
         return

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from tqdm import tqdm
 
-from kiln.config import require, to_dict
+from kiln.config import replace, require, to_dict
 from kiln.device import autocast, keep_freed_host_memory, pick_device
 from kiln.errors import KilnError
 from kiln.models.build import build_model
@@ -32,9 +32,11 @@ from kiln.train.checkpoint import (
     read_state,
     save_checkpoint,
 )
-from kiln.train.flops import flops_per_token, matmul_params, measure_matmul_peak
+from kiln.train.flops import flops_per_token, matmul_params
 from kiln.train.optim import build_optimizer, lr_at
 from kiln.train.parallel import Parallel, parallelize
+from kiln.train.plan import Planner
+from kiln.train.precision import measure_matmul_peak
 from kiln.train.signals import StopRequest, stop_on_signals
 
 if TYPE_CHECKING:
@@ -50,9 +52,9 @@ class TrainConfig:
     grad_accum_steps: int = 1
     """Micro-batches summed per optimizer step; global batch = micro * accum * ranks."""
     max_steps: int = 1000
-    """Optimizer steps to run (the schedule's horizon)."""
-    lr: float = 3e-3
-    """Peak learning rate."""
+    """Optimizer steps to run (the schedule's horizon); with a time budget, the most the plan may choose."""
+    lr: float = 0.0
+    """Peak learning rate; 0 derives it from the model width (presets.lr_for_width)."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of the peak."""
     warmup_steps: int = 50
@@ -69,8 +71,9 @@ class TrainConfig:
     """AdamW beta2."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
-    precision: Literal["bf16", "fp32"] = "bf16"
-    """bf16 autocast (fp32 master weights) or plain fp32."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """auto: bf16 autocast (fp32 master weights) where bf16 matmuls measure faster than fp32 on this
+    device (on CUDA: where supported), else fp32; the choice is printed and kept in plan.json."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
     seed: int = 0
@@ -100,11 +103,22 @@ class TrainConfig:
     continues; each is published when the next save starts or training ends."""
     spike_factor: float = 2.0
     """Log a loss spike when a step's loss exceeds this multiple of its running mean."""
+    time_budget_s: float = 0.0
+    """Wall-clock seconds for the whole training stage, validation and checkpoints included: after the
+    first warmup steps the trainer measures its step time and fixes max_steps (and the schedule) to
+    fit. 0: no budget. `kiln run` sets it from its own budget."""
+    size_from_budget: bool = False
+    """With a time budget: choose model.depth on the size dial for the tokens the budget affords."""
+    tokens_per_param: float = 0.8
+    """size_from_budget: the largest depth whose affordable training tokens reach this many per
+    parameter (measured on the built-in corpus, docs/experiments.md)."""
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "micro_batch_size", "grad_accum_steps", "max_steps"):
             require(getattr(self, name) > 0, f"train.{name}={getattr(self, name)} must be positive")
-        require(self.lr > 0, f"train.lr={self.lr} must be positive")
+        require(self.lr >= 0, f"train.lr={self.lr} must be positive (or 0 to derive it from the width)")
+        require(self.time_budget_s >= 0 and self.tokens_per_param > 0,
+                "train.time_budget_s must be >= 0 and train.tokens_per_param > 0")
         require(0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         require(0 < self.decay_fraction <= 1, f"train.decay_fraction={self.decay_fraction} must be in (0, 1]")
         require(self.warmup_steps >= 0, f"train.warmup_steps={self.warmup_steps} must be >= 0")
@@ -130,44 +144,56 @@ class MetricsLog:
 
 
 class Trainer:
-    """Trains `cfg.model` on the run directory's shards; resumable from its checkpoints."""
+    """Trains `cfg.model` on the run directory's shards; resumable from its checkpoints.
+
+    Before building the model, a `Planner` (train/plan.py) settles what the config leaves to the
+    machine (the precision; with a budget, the depth) from the checkpoint it resumes, the run
+    directory's plan.json or a measurement; with a budget it fixes the step count after the first
+    warmup steps.
+    """
 
     def __init__(self, cfg: "RunConfig", run: RunDir, token_bytes: torch.Tensor, tokenizer_sha256: str,
-                 resume: bool | str = False) -> None:
-        self.cfg, self.run, self.tc = cfg, run, cfg.train
-        self.device = pick_device(self.tc.device)
+                 resume: bool | str = False, time_budget_s: float | None = None,
+                 stop: StopRequest | None = None) -> None:
+        self.started = time.perf_counter()
+        self.run = run
+        self.stop = stop if stop is not None else StopRequest()
+        self.device = pick_device(cfg.train.device)
         self.par = Parallel(cfg.parallel, self.device)
         self.rank, self.world_size = self.par.rank, self.par.world_size
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.par.local_rank)
             torch.cuda.set_device(self.device)
-        self.accum = self.tc.grad_accum_steps
-        if self.tc.global_batch_size:
-            per_step = self.tc.micro_batch_size * self.world_size
-            if self.tc.global_batch_size % per_step:
-                raise KilnError(f"train.global_batch_size={self.tc.global_batch_size} is not a multiple of "
-                                f"micro_batch_size x ranks = {per_step}")
-            self.accum = self.tc.global_batch_size // per_step
         if self.device.type == "cpu":
             keep_freed_host_memory()
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        self.accum = self._accumulation(cfg.train)
         self.tokenizer_sha256 = tokenizer_sha256
         self.token_bytes = token_bytes
-        if self.tc.threads > 0:
-            torch.set_num_threads(self.tc.threads)
+        self.peak_flops = 0.0  # the MFU ceiling: best of every measurement (see measure_peak)
+        self.checkpoint_root = run.checkpoints
+        self.max_steps_cap = cfg.train.max_steps
+        self.planner = Planner(run, self.device, self.par, cfg.train.time_budget_s if time_budget_s is None
+                               else time_budget_s)
+        checkpoint = self._find_checkpoint(resume)
+        self.cfg = self.planner.settle(cfg, checkpoint, cfg.train.micro_batch_size * self.accum * self.world_size,
+                                       self.measure_peak)
+        self.tc = self.cfg.train
         self.train_shards = ShardSet(run.split("train"))
         self.val_shards = ShardSet(run.split("val"))
         for shards in (self.train_shards, self.val_shards):
             if shards.tokenizer_sha256 != tokenizer_sha256:
                 raise KilnError(f"shards in {shards.directory} were made with another tokenizer; re-run `kiln tokenize`")
-            if shards.manifest["vocab_size"] > cfg.model.vocab_size:
+            if shards.manifest["vocab_size"] > self.cfg.model.vocab_size:
                 raise KilnError(f"tokenizer has {shards.manifest['vocab_size']} tokens but model.vocab_size="
-                                f"{cfg.model.vocab_size}; raise model.vocab_size")
+                                f"{self.cfg.model.vocab_size}; raise model.vocab_size")
         torch.manual_seed(self.tc.seed)
-        self.model = build_model(cfg.model, self.device)
+        self.model = build_model(self.cfg.model, self.device)
         self.forward_model = parallelize(self.model, self.par, self.tc.precision)  # FSDP shards in place
         self.optimizer = build_optimizer(self.model, self.tc.lr, self.tc.weight_decay,
                                          (self.tc.beta1, self.tc.beta2), self.device)
-        self.objective = build_objective(cfg.model, cfg.objective, objective_ids(load_tokenizer(run.tokenizer)))
+        self.objective = build_objective(self.cfg.model, self.cfg.objective, objective_ids(load_tokenizer(run.tokenizer)))
         self.loader = PackedLoader(self.train_shards, self.tc.seq_len, self.tc.micro_batch_size,
                                    rank=self.rank, world_size=self.world_size, seed=self.tc.seed)
         self.step = 0
@@ -175,40 +201,61 @@ class Trainer:
         self.lr_scale = 1.0  # lowered by rollbacks after repeated non-finite steps
         self.bad_steps = self.skipped_steps = 0
         self.loss_mean: float | None = None
-        self.checkpoint_root = run.checkpoints
         self.pending: PendingCheckpoint | None = None
-        resumed_step = self._resume(resume) if resume else None
-        self.metrics = MetricsLog(run.metrics, resumed_step) if self.rank == 0 else None
+        if checkpoint:
+            self._load(checkpoint)
+            if self.rank == 0:
+                print(f"resumed from {checkpoint} at step {self.step}")
+        self.metrics = MetricsLog(run.metrics, self.step if checkpoint else None) if self.rank == 0 else None
         if self.tc.compile:
             self.forward_model = torch.compile(self.forward_model)
-        self.flops_per_token = flops_per_token(self.model, cfg.model, self.tc.seq_len, cfg.objective.noise_density,
-                                               cfg.objective.mean_span_length)
-        self.peak_flops = 0.0  # measured after the first step, in the steady state (see measure_peak)
+        self.flops_per_token = flops_per_token(self.model, self.cfg.model, self.tc.seq_len,
+                                               self.cfg.objective.noise_density, self.cfg.objective.mean_span_length)
 
-    def measure_peak(self) -> float:
-        """The matmul ceiling for MFU, kept as the best of every measurement: measured once the run is
-        in its steady state and again at the end, because a reading taken while other work (a thread
-        pool of an earlier stage winding down) shares the cores comes out low and would inflate MFU."""
-        dtype = torch.bfloat16 if self.tc.precision == "bf16" else torch.float32
-        self.peak_flops = max(self.peak_flops, measure_matmul_peak(self.device, dtype))
+    def _accumulation(self, tc: TrainConfig) -> int:
+        if not tc.global_batch_size:
+            return tc.grad_accum_steps
+        per_step = tc.micro_batch_size * self.world_size
+        if tc.global_batch_size % per_step:
+            raise KilnError(f"train.global_batch_size={tc.global_batch_size} is not a multiple of "
+                            f"micro_batch_size x ranks = {per_step}")
+        return tc.global_batch_size // per_step
+
+    def _find_checkpoint(self, mode: bool | str) -> Path | None:
+        """The newest checkpoint whose files match its manifest. mode "auto": None (start fresh) if none."""
+        if not mode:
+            return None
+        path = latest_checkpoint(self.checkpoint_root, verify=True)
+        if path is None and mode != "auto":
+            raise KilnError(f"--resume given but {self.checkpoint_root} holds no complete checkpoint; "
+                            "use --resume auto to start fresh when there is none")
+        return path
+
+    @property
+    def num_val_windows(self) -> int:
+        return PackedLoader(self.val_shards, self.tc.seq_len, self.tc.micro_batch_size, shuffle=False).num_windows
+
+    def _plan_steps(self, bar: tqdm) -> None:
+        """Fix max_steps (and so the schedule's horizon) to end inside the budget."""
+        steps, why = self.planner.plan_steps(self, self.started)
+        self.cfg = replace(self.cfg, train=replace(self.tc, max_steps=steps))
+        self.tc = self.cfg.train
+        bar.total = steps
+        bar.refresh()
+        bar.write(f"plan: {why}")
+
+    def measure_peak(self, precision: str | None = None) -> float:
+        """The matmul ceiling for MFU (about a second, in the precision trained in), kept as the best
+        of every measurement: a reading taken while other work (a thread pool of an earlier stage
+        winding down) shares the cores comes out low and would inflate MFU. Stops early on SIGTERM."""
+        dtype = torch.bfloat16 if (precision or self.tc.precision) == "bf16" else torch.float32
+        peak = self.planner.agreed(measure_matmul_peak(self.device, dtype, stop=lambda: bool(self.stop)))
+        self.peak_flops = max(self.peak_flops, peak)
         return self.peak_flops
 
     @property
     def tokens_per_step(self) -> int:
         return self.tc.seq_len * self.tc.micro_batch_size * self.accum * self.world_size
-
-    def _resume(self, mode: bool | str) -> int | None:
-        """Load the newest checkpoint whose files match its manifest. mode "auto": start fresh if none."""
-        path = latest_checkpoint(self.checkpoint_root, verify=True)
-        if path is None:
-            if mode == "auto":
-                return None
-            raise KilnError(f"--resume given but {self.checkpoint_root} holds no complete checkpoint; "
-                            "use --resume auto to start fresh when there is none")
-        self._load(path)
-        if self.rank == 0:
-            print(f"resumed from {path} at step {self.step}")
-        return self.step
 
     def _load(self, path: Path) -> None:
         state = read_state(path)
@@ -228,7 +275,8 @@ class Trainer:
         self.finish_checkpoint()
         state = {"loader": self.loader.state_dict(), "tokens_seen": self.tokens_seen, "lr_scale": self.lr_scale,
                  "tokenizer_sha256": self.tokenizer_sha256, "world_size": self.world_size,
-                 "global_batch_size": self.tc.micro_batch_size * self.accum * self.world_size}
+                 "global_batch_size": self.tc.micro_batch_size * self.accum * self.world_size,
+                 "planned_steps": self.planner.steps_planned, "max_steps_cap": self.max_steps_cap}
         out = save_checkpoint(self.checkpoint_root, self.step, self.model, self.optimizer, state, to_dict(self.cfg),
                               self.run.tokenizer, self.tc.keep_checkpoints, self.par, self.tc.async_checkpoint)
         if isinstance(out, PendingCheckpoint):
@@ -301,10 +349,10 @@ class Trainer:
 
     def _loop(self, bar: tqdm, stop: StopRequest) -> tuple[dict[str, float], float]:
         """Steps until max_steps or a stop request; returns (last validation, seconds in train steps)."""
-        tc = self.tc
         train_s = 0.0
         last_val: dict[str, float] = {}
-        while self.step < tc.max_steps and not stop:
+        while self.step < self.tc.max_steps and not stop:
+            tc = self.tc  # the plan may fix max_steps after the first steps
             t0 = time.perf_counter()
             stats = self.train_step()
             dt = time.perf_counter() - t0
@@ -324,10 +372,15 @@ class Trainer:
             if not self.peak_flops:
                 self.measure_peak()
             tok_s = self.tokens_per_step / dt
-            mfu = self.flops_per_token * tok_s / self.peak_flops
+            mfu = self.flops_per_token * tok_s / self.peak_flops if self.peak_flops else 0.0
             self._log({"step": self.step, "tokens": self.tokens_seen, **stats, "tokens_per_s": tok_s, "mfu": mfu})
             bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}")
             bar.update(1)
+            if self.planner.pending:
+                self.planner.step_times.append(dt)
+                if self.planner.due(self) and not stop:
+                    self._plan_steps(bar)
+                    tc = self.tc
             final = self.step == tc.max_steps
             if final or (tc.eval_every and self.step % tc.eval_every == 0):
                 last_val = self.validate(None if final else tc.eval_windows)
@@ -346,12 +399,13 @@ class Trainer:
         start_step = self.step
         bar = tqdm(total=tc.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=self.rank != 0)
-        with stop_on_signals() as stop:
+        with stop_on_signals(self.stop) as stop:
             try:
                 last_val, train_s = self._loop(bar, stop)
             finally:
                 self.finish_checkpoint()
         bar.close()
+        tc = self.tc
         if stop and self.step < tc.max_steps:
             path = self.save()
             self.finish_checkpoint()  # published before the process exits
@@ -362,6 +416,7 @@ class Trainer:
         steps_run = self.step - start_step
         tokens_per_s = steps_run * self.tokens_per_step / train_s if train_s else 0.0
         self.measure_peak()
+        m = self.cfg.model
         return {
             "val_loss": last_val["loss"],
             "val_bpb": last_val.get("bpb"),
@@ -383,4 +438,9 @@ class Trainer:
             "epochs": self.loader.epoch,
             "device": str(self.device),
             "precision": tc.precision,
+            "precision_reason": self.planner.plan.get("precision_reason"),
+            "model": f"{m.num_layers} x {m.dim}, {m.num_heads} heads, MLP {m.hidden_dim}"
+                     + (f", depth {m.depth} on the dial" if m.depth else ""),
+            "plan": self.planner.plan.get("max_steps_reason") if self.planner.steps_planned else None,
+            "wall_s": time.perf_counter() - self.started,
         }

@@ -1,0 +1,128 @@
+"""Runs planned to a wall-clock budget: the model size and the number of steps that fit it.
+
+With `train.time_budget_s` (or `kiln run`'s budget) the trainer plans in two places:
+
+1. Before building the model (`train.size_from_budget`): the depth on the size dial. The budget
+   affords about `budget * ceiling * SIZE_MFU / flops_per_token(depth)` tokens; the plan takes the
+   largest depth that still sees `train.tokens_per_param` tokens per parameter (`choose_depth`).
+2. After the first few steps (inside the warmup, where the learning rate does not depend on the
+   horizon, so planning late changes nothing already done): the number of steps, from the measured
+   step time, one measured validation batch and the checkpoint cost (`plan_max_steps`). It becomes
+   `train.max_steps` and the schedule's horizon.
+
+Both choices, with the precision, are written to the run directory's plan.json with the config and
+machine they were made for. A repeated run with the same config on the same machine reuses them, so
+it is bitwise identical; a resumed run takes them from its checkpoint's config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SIZE_MFU = 0.5
+"""Fraction of the measured matmul ceiling a training step is expected to reach when sizing the model
+(measured 0.4-0.7 for the cpu shapes on CPUs, docs/benchmarks.md). Only the size choice uses it; the
+step count comes from the measured step time."""
+CHECKPOINT_BYTES_PER_S = 100e6
+"""Checkpoint write rate assumed for planning: well under the 360-760 MB/s measured (docs/benchmarks.md)."""
+CHECKPOINT_BYTES_PER_PARAM = 24
+"""fp32 weights and two AdamW moments in DCP, the consolidated weights, read back once for checksums."""
+MARGIN = 0.05
+"""Share of the budget left unplanned: step-time noise on a shared machine."""
+END_S = 2.0
+"""Fixed cost after the last step: the closing ceiling measurement (~1 s) and the summary."""
+
+
+@dataclass(frozen=True)
+class SizeOption:
+    """One depth on the dial, with what sizing needs to know about it."""
+
+    depth: int
+    params: int
+    flops_per_token: float
+
+
+def choose_depth(options: list[SizeOption], budget_s: float, flops_per_s: float, tokens_per_param: float) -> tuple[int, str]:
+    """The largest depth whose affordable tokens (`budget_s * flops_per_s / flops_per_token`) reach
+    `tokens_per_param` per parameter; the smallest option if none does. Returns (depth, why)."""
+    if not options:
+        raise ValueError("choose_depth needs at least one option")
+    fits = [o for o in options if budget_s * flops_per_s / o.flops_per_token >= tokens_per_param * o.params]
+    pick = max(fits, key=lambda o: o.depth) if fits else min(options, key=lambda o: o.depth)
+    tokens = budget_s * flops_per_s / pick.flops_per_token
+    return pick.depth, (f"depth {pick.depth}: {pick.params / 1e6:.2f}M parameters, ~{tokens / 1e6:.2f}M tokens "
+                        f"affordable in {budget_s:.0f} s at {flops_per_s / 1e9:.0f} GFLOP/s "
+                        f"({tokens / pick.params:.2f} per parameter; the target is {tokens_per_param:g})")
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """Measured (or, for checkpoints, estimated) seconds of the parts of a training stage."""
+
+    step_s: float
+    """One optimizer step."""
+    eval_batch_s: float
+    """One validation batch (forward only)."""
+    checkpoint_s: float
+    """One checkpoint."""
+
+
+def plan_max_steps(remaining_s: float, steps_done: int, costs: StepCosts, eval_every: int, eval_batches: int,
+                   final_eval_batches: float, checkpoint_every: int, cap: int) -> tuple[int, str]:
+    """The step count at which the stage ends inside `remaining_s` seconds from now, validation and
+    checkpoints included, leaving MARGIN of it; at most `cap`, at least `steps_done`."""
+    fixed_s = final_eval_batches * costs.eval_batch_s + costs.checkpoint_s + END_S
+    per_step_s = costs.step_s
+    if eval_every:
+        per_step_s += eval_batches * costs.eval_batch_s / eval_every
+    if checkpoint_every:
+        per_step_s += costs.checkpoint_s / checkpoint_every
+    more = max(0, math.floor((remaining_s * (1 - MARGIN) - fixed_s) / per_step_s))
+    steps = min(cap, steps_done + more)
+    return steps, (f"{steps} steps: {costs.step_s:.3f} s a step, {per_step_s:.3f} s with validation and checkpoints, "
+                   f"{fixed_s:.1f} s for the final validation and checkpoint, {remaining_s:.0f} s left"
+                   + (" (capped by train.max_steps)" if steps == cap and steps_done + more > cap else ""))
+
+
+def machine_fingerprint(device: torch.device, world_size: int) -> dict[str, Any]:
+    """What a plan's measurements depend on: processor, its instruction-set flags, torch, threads."""
+    info: dict[str, Any] = {"torch": torch.__version__, "device": device.type, "world_size": world_size,
+                            "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    text = cpuinfo.read_text() if cpuinfo.exists() else ""
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    info["cpu"] = fields.get("model name") or platform.processor() or platform.machine()
+    flags = fields.get("flags", "")
+    info["cpu_flags_sha256"] = hashlib.sha256(flags.encode()).hexdigest()[:16]
+    return info
+
+
+def config_key(requested: dict[str, Any]) -> str:
+    """A stable digest of the requested config (a plan is reused only for the same one)."""
+    return hashlib.sha256(json.dumps(requested, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_plan(path: Path, key: str, machine: dict[str, Any]) -> dict[str, Any] | None:
+    """The plan saved at `path` if it was made for this config and machine, else None."""
+    try:
+        plan = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return plan if plan.get("config_key") == key and plan.get("machine") == machine else None
+
+
+def write_plan(path: Path, plan: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(plan, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,181 @@
+"""What a run's config leaves to the machine, settled once and kept: precision, depth, step count.
+
+`Planner.settle` runs before the model is built. A resumed run takes every choice from its
+checkpoint's config (train/resume.py checks what else changed). A fresh one reuses the run
+directory's plan.json when it was made for the same config on the same machine (so a repeated run is
+bitwise identical), and otherwise measures: the bf16/fp32 matmul rates for `train.precision auto`,
+the matmul ceiling for a budget-sized depth. With a time budget, `plan_steps` then fixes the step
+count after the first warmup steps from the measured step time (the rules are in train/budget.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from kiln.config import from_dict, replace, require, to_dict
+from kiln.errors import KilnError
+from kiln.models.build import build_on_meta
+from kiln.rundir import RunDir
+from kiln.train.budget import (
+    CHECKPOINT_BYTES_PER_PARAM,
+    CHECKPOINT_BYTES_PER_S,
+    SIZE_MFU,
+    SizeOption,
+    StepCosts,
+    choose_depth,
+    config_key,
+    machine_fingerprint,
+    plan_max_steps,
+    read_plan,
+    write_plan,
+)
+from kiln.train.checkpoint import read_state
+from kiln.train.flops import flops_per_token
+from kiln.train.parallel import Parallel
+from kiln.train.precision import MatmulRates, choose_precision, probe_matmul_rates
+from kiln.train.resume import check_resume
+
+if TYPE_CHECKING:
+    from kiln.presets import RunConfig
+    from kiln.train.trainer import Trainer
+
+MEASURE_AFTER_STEPS = 6
+"""The step count is planned after this many steps (or the warmup, if shorter), the first left out."""
+
+
+class Planner:
+    """Settles and records (plan.json) the choices a config leaves to the machine."""
+
+    def __init__(self, run: RunDir, device: torch.device, par: Parallel, budget_s: float) -> None:
+        self.run, self.device, self.par, self.budget_s = run, device, par, budget_s
+        self.plan: dict[str, Any] = {}
+        self.steps_planned = False
+        """max_steps is fixed by a plan (this run's, plan.json's or the checkpoint's)."""
+        self.step_times: list[float] = []
+
+    def say(self, line: str) -> None:
+        if self.par.rank == 0:
+            print(line, flush=True)
+
+    def agreed(self, value: float) -> float:
+        """The mean over ranks of a measured figure, so that every rank makes the same decision."""
+        if not self.par.distributed:
+            return value
+        return self.par.all_mean(torch.tensor(float(value), dtype=torch.float64, device=self.device)).item()
+
+    @property
+    def pending(self) -> bool:
+        """The step count is still to be planned."""
+        return self.budget_s > 0 and not self.steps_planned
+
+    def settle(self, cfg: "RunConfig", checkpoint: Path | None, global_batch: int,
+               measure_peak: Callable[[str], float]) -> "RunConfig":
+        """The config to train with: every choice concrete, from `checkpoint` or plan.json or measured."""
+        cfg = self._from_checkpoint(cfg, checkpoint, global_batch) if checkpoint else self._fresh(cfg, measure_peak)
+        if self.pending:
+            require(cfg.train.warmup_steps >= 2, "a time budget needs train.warmup_steps >= 2: the plan measures the "
+                    "step time during the warmup, where the learning rate does not depend on the step count")
+        return cfg
+
+    def _from_checkpoint(self, cfg: "RunConfig", checkpoint: Path, global_batch: int) -> "RunConfig":
+        state = read_state(checkpoint)
+        try:
+            trained = from_dict(type(cfg), json.loads((checkpoint / "config.json").read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise KilnError(f"checkpoint {checkpoint} has no readable config.json ({e}); resume from another") from None
+        # the plan's step count stands unless this run asks for another train.max_steps than it was capped by
+        self.steps_planned = state.get("planned_steps", False) and cfg.train.max_steps == state.get("max_steps_cap")
+        settled, warnings = check_resume(cfg, trained, self.steps_planned, global_batch,
+                                         state.get("global_batch_size", 0), str(checkpoint))
+        for line in warnings:
+            self.say(line)
+        if settled.train.precision == "auto":  # a checkpoint from before precision was settled
+            settled = replace(settled, train=replace(settled.train, precision=self._choose_precision("auto")))
+        self.plan["precision_reason"] = f"{settled.train.precision}, as the checkpoint was trained"
+        return settled
+
+    def _fresh(self, cfg: "RunConfig", measure_peak: Callable[[str], float]) -> "RunConfig":
+        key, machine = config_key(to_dict(cfg)), machine_fingerprint(self.device, self.par.world_size)
+        saved = read_plan(self.run.plan, key, machine)
+        self.plan = saved or {"config_key": key, "machine": machine}
+        if saved:
+            self.say(f"plan: reusing {self.run.plan} (made for this config on this machine)")
+        if "precision" not in self.plan:
+            self.plan["precision"] = self._choose_precision(cfg.train.precision)
+        train = replace(cfg.train, precision=self.plan["precision"])
+        self.say(f"precision: {self.plan['precision']} ({self.plan['precision_reason']})")
+        if self.budget_s > 0 and cfg.train.size_from_budget:
+            if "depth" not in self.plan:
+                self.plan["depth"], self.plan["depth_reason"] = self._choose_depth(cfg, measure_peak(train.precision))
+            self.say(f"size: {self.plan['depth_reason']}")
+            cfg = replace(cfg, model=replace(cfg.model, depth=self.plan["depth"]))
+        if self.budget_s > 0 and "max_steps" in self.plan:
+            train = replace(train, max_steps=self.plan["max_steps"])
+            self.steps_planned = True
+            self.say(f"plan: {self.plan['max_steps_reason']}")
+        self.write()
+        return replace(cfg, train=train)
+
+    def _choose_precision(self, requested: str) -> str:
+        rates = None
+        if self.device.type == "cpu" and requested != "fp32":
+            probed = probe_matmul_rates(str(self.device))
+            rates = MatmulRates(self.agreed(probed.fp32), self.agreed(probed.bf16), probed.size)
+        choice = choose_precision(requested, self.device, rates)
+        if choice.warning:
+            self.say(f"warning: {choice.warning}")
+        self.plan["precision_reason"] = choice.reason
+        if choice.bf16_speedup is not None:
+            self.plan["bf16_speedup"] = choice.bf16_speedup
+        return choice.precision
+
+    def _choose_depth(self, cfg: "RunConfig", peak_flops: float) -> tuple[int, str]:
+        require(cfg.model.depth > 0, "train.size_from_budget needs the size dial: set model.depth")
+        options = []
+        for depth in range(2, 4 * cfg.model.depth + 1):
+            shape = replace(cfg.model, depth=depth)
+            meta = build_on_meta(shape)
+            options.append(SizeOption(depth, meta.num_params(), flops_per_token(
+                meta, shape, cfg.train.seq_len, cfg.objective.noise_density, cfg.objective.mean_span_length)))
+        return choose_depth(options, self.budget_s, peak_flops * SIZE_MFU, cfg.train.tokens_per_param)
+
+    def due(self, trainer: "Trainer") -> bool:
+        """Enough steps measured to plan the step count (within the warmup)."""
+        return self.pending and len(self.step_times) >= 2 and \
+            trainer.step >= min(trainer.tc.warmup_steps, MEASURE_AFTER_STEPS)
+
+    def plan_steps(self, trainer: "Trainer", started: float) -> tuple[int, str]:
+        """max_steps from the measured step time, a measured validation batch and the checkpoint cost,
+        for a stage that started at `started` (perf_counter) to end inside the budget."""
+        tc = trainer.tc
+        step_s = statistics.median(self.step_times[1:])  # the first step pays for allocations
+        eval_s = []
+        for _ in range(2):  # so does the first forward in eval mode
+            t0 = time.perf_counter()
+            trainer.validate(tc.micro_batch_size)
+            eval_s.append(time.perf_counter() - t0)
+        checkpoint_s = trainer.model.num_params() * CHECKPOINT_BYTES_PER_PARAM / CHECKPOINT_BYTES_PER_S
+        costs = StepCosts(self.agreed(step_s), self.agreed(min(eval_s)), checkpoint_s)
+        num_windows = trainer.num_val_windows
+        eval_batches = math.ceil(min(tc.eval_windows, num_windows) / tc.micro_batch_size)
+        final_batches = trainer.objective.final_eval_batches(num_windows, tc.micro_batch_size, tc.seq_len)
+        remaining_s = self.agreed(self.budget_s - (time.perf_counter() - started))
+        steps, why = plan_max_steps(remaining_s, trainer.step, costs, tc.eval_every, eval_batches, final_batches,
+                                    tc.checkpoint_every, tc.max_steps)
+        self.plan.update(max_steps=steps, max_steps_reason=why, budget_s=self.budget_s,
+                         measured={"step_s": costs.step_s, "eval_batch_s": costs.eval_batch_s,
+                                   "checkpoint_s": costs.checkpoint_s, "after_steps": trainer.step})
+        self.steps_planned = True
+        self.write()
+        return steps, why
+
+    def write(self) -> None:
+        if self.par.rank == 0:
+            write_plan(self.run.plan, self.plan)

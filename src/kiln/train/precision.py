@@ -1,0 +1,131 @@
+"""Measured matmul rates: the precision choice (`train.precision auto`) and the MFU ceiling.
+
+Machines differ by two orders of magnitude in bf16: CPUs with AMX or AVX512-BF16 multiply bf16 2-5x
+faster than fp32, while an AVX2-only CPU emulates it ~100x slower (~1 vs ~150 GFLOP/s). Nothing here
+assumes either: every figure is a short measurement on the device at hand.
+
+Both measurements walk a ladder of square matmul sizes, starting small and doubling only while one
+product takes a small fraction of the time allowed, so their cost is bounded by the time allowed
+whatever the hardware (a single 2048 bf16 product takes ~17 s on an AVX2-only CPU; the ladder never
+gets there). Both check a stop flag between products, so SIGTERM is honoured within one product.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+Stop = Callable[[], bool]
+
+_NEVER: Stop = lambda: False  # noqa: E731
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_ladder(device: torch.device, dtype: torch.dtype, seconds: float, max_size: int,
+                  stop: Stop = _NEVER) -> dict[int, float]:
+    """Best achieved FLOP/s of square (n x n) @ (n x n) products at each size n tried, within about
+    `seconds`: sizes double from 128 (1024 on CUDA) while one product takes under 1/32 of the time
+    allowed, then the remaining time repeats the largest size."""
+    deadline = time.perf_counter() + seconds
+    size = 1024 if device.type == "cuda" else 128
+    rates: dict[int, float] = {}
+    while not stop():
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        a @ b  # first call: kernel selection, allocation
+        _sync(device)
+        best = 0.0
+        while True:
+            t0 = time.perf_counter()
+            a @ b
+            _sync(device)
+            dt = max(time.perf_counter() - t0, 1e-9)
+            best = max(best, 2 * size**3 / dt)
+            grow = dt < seconds / 32 and size * 2 <= max_size
+            if grow or stop() or time.perf_counter() >= deadline:
+                break
+        rates[size] = best
+        if not grow or time.perf_counter() >= deadline:
+            break
+        size *= 2
+    return rates
+
+
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0,
+                        stop: Stop = _NEVER) -> float:
+    """The MFU ceiling: the best FLOP/s square matmuls reach here in `dtype`, in about `seconds`
+    (0.0 when stopped before the first product finished)."""
+    max_size = 8192 if device.type == "cuda" else 4096
+    return max(matmul_ladder(device, dtype, seconds, max_size, stop).values(), default=0.0)
+
+
+@dataclass(frozen=True)
+class MatmulRates:
+    """FLOP/s of fp32 and bf16 products of the same size on one device."""
+
+    fp32: float
+    bf16: float
+    size: int
+
+    @property
+    def bf16_speedup(self) -> float:
+        return self.bf16 / self.fp32
+
+
+@functools.cache
+def probe_matmul_rates(device_key: str, seconds: float = 0.3) -> MatmulRates:
+    """fp32 and bf16 matmul rates on `device_key` ("cpu", "cuda:0"), compared at the largest size
+    both ladders reached; about `seconds` in all, once per process."""
+    device = torch.device(device_key)
+    fp32 = matmul_ladder(device, torch.float32, seconds / 2, 1024)
+    bf16 = matmul_ladder(device, torch.bfloat16, seconds / 2, 1024)
+    size = max(set(fp32) & set(bf16))
+    return MatmulRates(fp32=fp32[size], bf16=bf16[size], size=size)
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    precision: str
+    """bf16 or fp32: what training (and evaluation) runs in."""
+    reason: str
+    """One line: why, with the measured ratio."""
+    bf16_speedup: float | None = None
+    """Measured bf16 / fp32 matmul rate (None where not measured)."""
+    warning: str | None = None
+    """Set when an explicit choice is measured to be slow here."""
+
+
+def choose_precision(requested: str, device: torch.device, rates: MatmulRates | None = None) -> PrecisionChoice:
+    """`requested` (auto, bf16 or fp32) -> the precision to run in on `device`, and why.
+
+    auto: on CUDA, bf16 where the GPU supports it; elsewhere bf16 only where bf16 products are
+    measured faster than fp32 (`rates`, probed when not given). An explicit bf16 on a CPU where it is
+    slower comes back with a warning naming the measured slowdown.
+    """
+    if requested == "fp32":
+        return PrecisionChoice("fp32", "train.precision=fp32 (explicit)")
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return PrecisionChoice("bf16", f"{requested}: {torch.cuda.get_device_name(device)} supports bf16")
+        why = f"{torch.cuda.get_device_name(device)} does not support bf16"
+        warning = f"train.precision=bf16 asked for but {why}; training in fp32" if requested == "bf16" else None
+        return PrecisionChoice("fp32", f"{requested}: {why}", warning=warning)
+    if device.type != "cpu":
+        return PrecisionChoice("fp32" if requested == "auto" else requested, f"{requested} on {device.type}")
+    rates = rates or probe_matmul_rates(str(device))
+    ratio = rates.bf16_speedup
+    measured = (f"bf16 matmuls {ratio:.2f}x the fp32 rate here ({rates.bf16 / 1e9:.1f} vs "
+                f"{rates.fp32 / 1e9:.1f} GFLOP/s at {rates.size}x{rates.size})")
+    if requested == "bf16":
+        warning = None if ratio >= 1 else (f"train.precision=bf16 is {1 / ratio:.0f}x slower than fp32 on this CPU "
+                                           f"({measured}); use --train.precision auto or fp32")
+        return PrecisionChoice("bf16", f"train.precision=bf16 (explicit); {measured}", ratio, warning)
+    return PrecisionChoice("bf16" if ratio > 1 else "fp32", f"auto: {measured}", ratio)

@@ -1,0 +1,91 @@
+"""What a resume may change: the requested config against the one the checkpoint was trained with.
+
+A checkpoint's config.json holds the concrete config its weights were trained with (the precision,
+depth and step count the plan chose). Resuming first adopts those for every field the request left
+to the machine (`train.precision auto`, a planned step count, a budget-chosen depth), then names each
+remaining difference in one line:
+
+- the model's shape or family, or the tokenizer: refused (the weights cannot continue), with the fix;
+- the schedule or optimizer (steps, learning rate, warmup, decay...), the batch or data order (global
+  batch, sequence length, seed), the precision or the objective: allowed, with a warning that says
+  what it changes (the run stops being the uninterrupted one);
+- everything else (evaluation and checkpoint cadence, threads, parallel layout, sampling, the data
+  stages' settings): allowed silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from kiln.config import DERIVED_KEY, replace, to_dict
+from kiln.errors import KilnError
+
+C = TypeVar("C")
+
+SCHEDULE = {"train.max_steps", "train.lr", "train.min_lr_ratio", "train.warmup_steps", "train.schedule",
+            "train.decay_fraction", "train.weight_decay", "train.beta1", "train.beta2", "train.grad_clip"}
+DATA_ORDER = {"train.seq_len", "train.seed"}
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config dict -> {dotted name: value}, without the derived-name lists."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == DERIVED_KEY:
+            continue
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def adopt_plan(requested: C, trained: C, planned_steps: bool) -> C:
+    """`requested` with the trained config's values for what the request left to the machine."""
+    train = requested.train  # type: ignore[attr-defined]
+    changes: dict[str, Any] = {}
+    if train.precision == "auto":
+        changes["precision"] = trained.train.precision  # type: ignore[attr-defined]
+    if planned_steps:
+        changes["max_steps"] = trained.train.max_steps  # type: ignore[attr-defined]
+    out = replace(requested, train=replace(train, **changes)) if changes else requested
+    if train.size_from_budget and trained.model.depth:  # type: ignore[attr-defined]
+        out = replace(out, model=replace(out.model, depth=trained.model.depth))  # type: ignore[attr-defined]
+    return out
+
+
+def compare(requested: C, trained: C, requested_batch: int, trained_batch: int) -> tuple[list[str], list[str]]:
+    """(refused, warnings): one line per difference that matters (see the module docstring). The
+    global batches (sequences per optimizer step over all ranks) are compared, not micro-batch and
+    accumulation, which may change with the world size without changing the data order."""
+    new, old = flatten(to_dict(requested)), flatten(to_dict(trained))
+    refused, warnings = [], []
+    for key in sorted(set(new) | set(old)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        change = f"{key}: checkpoint {a!r}, now {b!r}"
+        if key.startswith(("model.", "tokenizer.")):
+            refused.append(change)
+        elif key in SCHEDULE:
+            warnings.append(f"{change} (changes the schedule from here on)")
+        elif key in DATA_ORDER:
+            warnings.append(f"{change} (changes the order of training data from here on)")
+        elif key == "train.precision" or key.startswith("objective."):
+            warnings.append(f"{change} (changes the numerics from here on)")
+    if requested_batch != trained_batch:
+        warnings.append(f"global batch: checkpoint {trained_batch} sequences a step, now {requested_batch} "
+                        "(changes the batch size and the order of training data from here on)")
+    return refused, warnings
+
+
+def check_resume(requested: C, trained: C, planned_steps: bool, requested_batch: int, trained_batch: int,
+                 checkpoint: str) -> tuple[C, list[str]]:
+    """The config to continue with and the warnings to print; raises KilnError naming each refused
+    difference when the checkpoint cannot continue under the request."""
+    settled = adopt_plan(requested, trained, planned_steps)
+    refused, warnings = compare(settled, trained, requested_batch, trained_batch)
+    if refused:
+        raise KilnError(f"cannot resume {checkpoint} with a different model or tokenizer: {'; '.join(refused)}. "
+                        "Drop those overrides to continue it, or start a new run (--overwrite or another --run-dir)")
+    return settled, [f"resume: {w}; the run is no longer the uninterrupted one" for w in warnings]

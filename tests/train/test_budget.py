@@ -1,0 +1,120 @@
+"""Runs planned to a time budget: the step count follows measured throughput, the size follows the
+tokens the budget affords, and a repeated or resumed run follows the same plan bitwise."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kiln import stages
+from kiln.train import trainer as trainer_module
+from kiln.train.budget import SizeOption, StepCosts, choose_depth, plan_max_steps
+from kiln.train.checkpoint import checkpoint_dirs
+from tests.conftest import copy_run, tiny_config
+
+
+def test_planned_steps_follow_the_measured_step_time():
+    costs = StepCosts(step_s=1.0, eval_batch_s=0.1, checkpoint_s=0.5)
+    steps, why = plan_max_steps(400, 5, costs, eval_every=50, eval_batches=2, final_eval_batches=20,
+                                checkpoint_every=100, cap=10_000)
+    # 400 s less 5 % margin, less 20 x 0.1 (final eval) + 0.5 (final checkpoint) + 2 (end) = 375.5 s,
+    # at 1 + 0.2 / 50 + 0.5 / 100 = 1.009 s a step
+    assert steps == 5 + 372 and "1.000 s a step" in why
+    slower, _ = plan_max_steps(400, 5, StepCosts(2.0, 0.1, 0.5), 50, 2, 20, 100, 10_000)
+    assert slower == 5 + 186  # 375.5 / 2.009
+    capped, why = plan_max_steps(400, 5, costs, 50, 2, 20, 100, cap=100)
+    assert capped == 100 and "capped" in why
+    none_left, _ = plan_max_steps(1, 5, costs, 50, 2, 20, 100, 10_000)
+    assert none_left == 5
+
+
+def test_the_depth_follows_the_tokens_the_budget_affords():
+    options = [SizeOption(d, params=d * 1_000_000, flops_per_token=6 * d * 1_000_000) for d in range(2, 9)]
+    slow, _ = choose_depth(options, budget_s=400, flops_per_s=100e9, tokens_per_param=0.5)
+    fast, why = choose_depth(options, budget_s=400, flops_per_s=500e9, tokens_per_param=0.5)
+    # tokens/param = budget * rate / (6 d^2 1e12): d <= sqrt(400 * rate / 3e12)
+    assert (slow, fast) == (3, 8) and "depth 8" in why
+    assert choose_depth(options, 1, 1e9, 0.5)[0] == 2  # nothing fits: the smallest
+
+
+def _budget_config(corpus_dir, **extra):
+    return tiny_config(corpus_dir, **{"train.time_budget_s": "6", "train.max_steps": "100000", "train.eval_every": "0",
+                                      "train.checkpoint_every": "0", "train.precision": "fp32", **extra})
+
+
+def _weights(run):
+    return load_file(str(checkpoint_dirs(run.checkpoints)[-1] / "model.safetensors"))
+
+
+def test_a_budgeted_run_fits_records_its_plan_and_repeats_bitwise(tokenized_run, tmp_path, corpus_dir):
+    _, src = tokenized_run
+    cfg = _budget_config(corpus_dir)
+    first = copy_run(src, tmp_path / "first")
+    t0 = time.perf_counter()
+    out = stages.train(cfg, first)
+    assert time.perf_counter() - t0 < 6 * 1.5  # the stage ends about inside its budget (noise allowed)
+    plan = json.loads(first.plan.read_text())
+    assert plan["precision"] == "fp32" and out["steps"] == plan["max_steps"] > plan["measured"]["after_steps"]
+    assert plan["measured"]["step_s"] > 0 and out["plan"] == plan["max_steps_reason"]
+
+    again = copy_run(src, tmp_path / "again")
+    again.plan.write_text(first.plan.read_text())  # the same config on the same machine: the same plan
+    assert stages.train(cfg, again)["steps"] == out["steps"]
+    assert all(torch.equal(v, _weights(again)[k]) for k, v in _weights(first).items())
+
+    # a budgeted run stopped half-way and resumed ends on the same weights
+    resumed = copy_run(src, tmp_path / "resumed")
+    resumed.plan.write_text(first.plan.read_text())
+    half = out["steps"] // 2
+    original = trainer_module.Trainer.train_step
+
+    def stop_half_way(self):
+        result = original(self)
+        if self.step == half:
+            self.stop.signum = signal.SIGTERM
+        return result
+
+    trainer_module.Trainer.train_step = stop_half_way
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            stages.train(cfg, resumed)
+    finally:
+        trainer_module.Trainer.train_step = original
+    assert stages.train(cfg, resumed, resume=True)["steps"] == out["steps"]
+    assert all(torch.equal(v, _weights(resumed)[k]) for k, v in _weights(first).items())
+
+
+def test_the_planned_step_count_shrinks_when_steps_are_slower(tokenized_run, tmp_path, corpus_dir, monkeypatch):
+    _, src = tokenized_run
+    fast = stages.train(_budget_config(corpus_dir), copy_run(src, tmp_path / "fast"))
+    original = trainer_module.Trainer.train_step
+
+    def slow_step(self):
+        time.sleep(0.05)
+        return original(self)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", slow_step)
+    slow = stages.train(_budget_config(corpus_dir), copy_run(src, tmp_path / "slow"))
+    assert slow["steps"] < fast["steps"] * 0.8
+
+
+def test_sigterm_during_the_ceiling_measurement_exits_promptly_with_a_checkpoint(tokenized_run, tmp_path, corpus_dir,
+                                                                                 monkeypatch):
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    real = trainer_module.measure_matmul_peak
+
+    def signalled_during(device, dtype, seconds=1.0, stop=lambda: False):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while a (here 60 s) measurement is under way
+        return real(device, dtype, seconds=60.0, stop=stop)
+
+    monkeypatch.setattr(trainer_module, "measure_matmul_peak", signalled_during)
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        stages.train(tiny_config(corpus_dir, **{"train.max_steps": "50", "train.precision": "fp32"}), run)
+    assert time.perf_counter() - t0 < 20
+    assert [p.name for p in checkpoint_dirs(run.checkpoints)] == ["step_1"]

@@ -1,0 +1,49 @@
+"""Precision by measurement and the bounded matmul ceiling: decisions tested with injected rates,
+so they hold whatever CPU runs the suite."""
+
+import time
+
+import torch
+
+from kiln.train.precision import MatmulRates, choose_precision, matmul_ladder, measure_matmul_peak
+
+CPU = torch.device("cpu")
+AVX2_ONLY = MatmulRates(fp32=150e9, bf16=1.2e9, size=512)  # emulated bf16: ~100x slower
+AMX = MatmulRates(fp32=190e9, bf16=830e9, size=1024)
+
+
+def test_auto_picks_fp32_where_bf16_is_slower_and_says_why():
+    choice = choose_precision("auto", CPU, AVX2_ONLY)
+    assert choice.precision == "fp32" and choice.warning is None
+    assert "0.01x the fp32 rate" in choice.reason and choice.bf16_speedup < 0.01
+
+
+def test_auto_picks_bf16_where_it_is_faster():
+    choice = choose_precision("auto", CPU, AMX)
+    assert choice.precision == "bf16" and "4.37x" in choice.reason
+
+
+def test_explicit_bf16_is_kept_with_one_warning_line_where_slow():
+    slow = choose_precision("bf16", CPU, AVX2_ONLY)
+    assert slow.precision == "bf16"
+    assert "125x slower than fp32" in slow.warning and "\n" not in slow.warning
+    assert choose_precision("bf16", CPU, AMX).warning is None
+
+
+def test_explicit_fp32_needs_no_measurement():
+    assert choose_precision("fp32", CPU).precision == "fp32"
+
+
+def test_the_ceiling_measurement_is_bounded_whatever_the_dtype():
+    for dtype in (torch.float32, torch.bfloat16):  # bf16 runs ~1 GFLOP/s on an AVX2-only CPU
+        t0 = time.perf_counter()
+        peak = measure_matmul_peak(CPU, dtype, seconds=0.3)
+        assert peak > 0 and time.perf_counter() - t0 < 5, dtype
+
+
+def test_the_ladder_grows_only_while_products_are_quick_and_stops_on_request():
+    rates = matmul_ladder(CPU, torch.float32, 0.2, max_size=256)
+    assert set(rates) <= {128, 256} and 128 in rates
+    calls = []
+    stopped = matmul_ladder(CPU, torch.float32, 30.0, max_size=4096, stop=lambda: bool(calls.append(1)) or len(calls) > 2)
+    assert len(stopped) <= 2  # a stop request ends a 30-second measurement after a product or two

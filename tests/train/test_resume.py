@@ -1,0 +1,58 @@
+"""Resume checks what it resumes: shape and tokenizer changes are refused without touching the run
+directory; schedule and data-order changes go ahead with a warning naming what they change."""
+
+import json
+
+from kiln.cli import main
+from kiln.presets import get_preset
+from kiln.train.resume import check_resume
+from tests.conftest import copy_run
+
+TINY = ["--train.max_steps", "4", "--train.eval_every", "0", "--train.checkpoint_every", "2",
+        "--train.precision", "fp32"]
+
+
+def _trained(tokenized_run, tmp_path):
+    cfg, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    from kiln.config import save_config
+
+    save_config(cfg, run.config)
+    assert main(["train", "--run-dir", str(run.root), *TINY]) == 0
+    return run
+
+
+def test_a_refused_resume_names_the_difference_and_leaves_config_json(tokenized_run, tmp_path, capsys):
+    run = _trained(tokenized_run, tmp_path)
+    before = run.config.read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--run-dir", str(run.root), "--resume", "auto", "--model.num_layers", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "model.num_layers: checkpoint 2, now 3" in err and "--overwrite" in err
+    assert run.config.read_bytes() == before
+    # the run directory still resumes as it was
+    assert main(["train", "--run-dir", str(run.root), "--resume", "auto", "--train.max_steps", "6"]) == 0
+
+
+def test_a_data_order_change_resumes_with_a_warning(tokenized_run, tmp_path, capsys):
+    run = _trained(tokenized_run, tmp_path)
+    capsys.readouterr()
+    assert main(["train", "--run-dir", str(run.root), "--resume", "auto", "--train.micro_batch_size", "4",
+                 "--train.max_steps", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "resume: global batch: checkpoint 8 sequences a step, now 4" in out
+    assert "resume: train.max_steps: checkpoint 4, now 6 (changes the schedule" in out
+    assert json.loads(run.config.read_text())["train"]["micro_batch_size"] == 4
+
+
+def test_auto_precision_and_a_planned_step_count_come_from_the_checkpoint():
+    requested = get_preset("debug")
+    trained = get_preset("debug")
+    trained.train.precision, trained.train.max_steps = "fp32", 17
+    settled, warnings = check_resume(requested, trained, planned_steps=True, requested_batch=8, trained_batch=8,
+                                     checkpoint="ckpt")
+    assert settled.train.precision == "fp32" and settled.train.max_steps == 17 and warnings == []
+    settled, warnings = check_resume(requested, trained, planned_steps=False, requested_batch=8, trained_batch=8,
+                                     checkpoint="ckpt")
+    assert settled.train.max_steps == 30 and any("train.max_steps: checkpoint 17, now 30" in w for w in warnings)
