@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from kiln import stages
 from kiln.train import trainer as trainer_module
-from kiln.train.budget import SizeOption, StepCosts, choose_depth, plan_max_steps
+from kiln.train.budget import SizeOption, StepCosts, choose_depth, plan_max_steps, replanned_steps
 from kiln.train.checkpoint import checkpoint_dirs
 from tests.conftest import copy_run, tiny_config
 
@@ -30,6 +30,14 @@ def test_planned_steps_follow_the_measured_step_time():
     assert capped == 100 and "capped" in why
     none_left, _ = plan_max_steps(1, 5, costs, 50, 2, 20, 100, 10_000)
     assert none_left == 5
+
+
+def test_a_plan_is_shortened_only_when_it_overshoots_and_only_before_the_decay():
+    assert replanned_steps(100, 20, 0.3, projected_s=120, budget_s=100, per_step_s=1.0) == 80
+    assert replanned_steps(100, 20, 0.3, projected_s=101, budget_s=100, per_step_s=1.0) is None  # within slack
+    assert replanned_steps(100, 75, 0.3, projected_s=200, budget_s=100, per_step_s=1.0) is None  # decaying
+    # far over: the decay starts at once, never before the current step
+    assert replanned_steps(100, 40, 0.3, projected_s=1000, budget_s=100, per_step_s=1.0) == 59
 
 
 def test_the_depth_follows_the_tokens_the_budget_affords():
@@ -118,3 +126,21 @@ def test_sigterm_during_the_ceiling_measurement_exits_promptly_with_a_checkpoint
         stages.train(tiny_config(corpus_dir, **{"train.max_steps": "50", "train.precision": "fp32"}), run)
     assert time.perf_counter() - t0 < 20
     assert [p.name for p in checkpoint_dirs(run.checkpoints)] == ["step_1"]
+
+
+def test_a_run_that_slows_down_after_planning_shortens_its_plan(tokenized_run, tmp_path, corpus_dir, monkeypatch):
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    original = trainer_module.Trainer.train_step
+
+    def slower_later(self):
+        if self.step >= 20:
+            time.sleep(0.04)  # the machine slows down after the plan was made
+        return original(self)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", slower_later)
+    t0 = time.perf_counter()
+    out = stages.train(_budget_config(corpus_dir), run)
+    plan = json.loads(run.plan.read_text())
+    assert plan["replanned"] and out["steps"] == plan["max_steps"]
+    assert time.perf_counter() - t0 < 6 * 1.5

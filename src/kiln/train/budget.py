@@ -10,6 +10,13 @@ With `train.time_budget_s` (or `kiln run`'s budget) the trainer plans in two pla
    step time, one measured validation batch and the checkpoint cost (`plan_max_steps`). It becomes
    `train.max_steps` and the schedule's horizon.
 
+A shared machine can slow down after the plan was made. During the stable phase of the WSD schedule
+(whose learning rate does not depend on the horizon) the trainer checks every REPLAN_EVERY steps
+whether the recent step time still ends the stage inside the budget, and if not shortens the
+horizon to fit (`replanned_steps`); the decay then starts earlier and the run still ends with it.
+Only shortening, only in the stable phase: the run up to that point is the one the shorter plan
+would have trained, and plan.json is updated so a repeated run trains it from the start.
+
 Both choices, with the precision, are written to the run directory's plan.json with the config and
 machine they were made for. A repeated run with the same config on the same machine reuses them, so
 it is bitwise identical; a resumed run takes them from its checkpoint's config.
@@ -75,21 +82,48 @@ class StepCosts:
     """One checkpoint."""
 
 
-def plan_max_steps(remaining_s: float, steps_done: int, costs: StepCosts, eval_every: int, eval_batches: int,
-                   final_eval_batches: float, checkpoint_every: int, cap: int) -> tuple[int, str]:
-    """The step count at which the stage ends inside `remaining_s` seconds from now, validation and
-    checkpoints included, leaving MARGIN of it; at most `cap`, at least `steps_done`."""
-    fixed_s = final_eval_batches * costs.eval_batch_s + costs.checkpoint_s + END_S
+def stage_costs(costs: StepCosts, eval_every: int, eval_batches: int, final_eval_batches: float,
+                checkpoint_every: int) -> tuple[float, float]:
+    """(seconds a step costs with its share of periodic validation and checkpoints, seconds fixed at
+    the end: the final validation and checkpoint and END_S)."""
     per_step_s = costs.step_s
     if eval_every:
         per_step_s += eval_batches * costs.eval_batch_s / eval_every
     if checkpoint_every:
         per_step_s += costs.checkpoint_s / checkpoint_every
+    return per_step_s, final_eval_batches * costs.eval_batch_s + costs.checkpoint_s + END_S
+
+
+def plan_max_steps(remaining_s: float, steps_done: int, costs: StepCosts, eval_every: int, eval_batches: int,
+                   final_eval_batches: float, checkpoint_every: int, cap: int) -> tuple[int, str]:
+    """The step count at which the stage ends inside `remaining_s` seconds from now, validation and
+    checkpoints included, leaving MARGIN of it; at most `cap`, at least `steps_done`."""
+    per_step_s, fixed_s = stage_costs(costs, eval_every, eval_batches, final_eval_batches, checkpoint_every)
     more = max(0, math.floor((remaining_s * (1 - MARGIN) - fixed_s) / per_step_s))
     steps = min(cap, steps_done + more)
     return steps, (f"{steps} steps: {costs.step_s:.3f} s a step, {per_step_s:.3f} s with validation and checkpoints, "
                    f"{fixed_s:.1f} s for the final validation and checkpoint, {remaining_s:.0f} s left"
                    + (" (capped by train.max_steps)" if steps == cap and steps_done + more > cap else ""))
+
+
+REPLAN_EVERY = 10
+"""Steps between checks that the plan still fits (and the window of recent step times they use)."""
+REPLAN_SLACK = 0.02
+"""Shorten the plan only when the projected end overshoots the budget by more than this share."""
+
+
+def replanned_steps(max_steps: int, step: int, decay_fraction: float, projected_s: float, budget_s: float,
+                    per_step_s: float) -> int | None:
+    """A shorter horizon when the stage is projected to end `projected_s` seconds after its start,
+    past `budget_s`; None when the plan still fits, or when the WSD decay has begun (the horizon can
+    no longer change without a jump in the learning rate). `per_step_s`: the recent cost of a step."""
+    decay_start = max_steps - max(1, round(decay_fraction * max_steps))
+    if projected_s <= budget_s * (1 + REPLAN_SLACK) or step >= decay_start:
+        return None
+    steps = max_steps - math.ceil((projected_s - budget_s) / per_step_s)
+    earliest = math.ceil((step + 1) / (1 - decay_fraction)) if decay_fraction < 1 else step + 1
+    steps = max(steps, earliest, step + 1)  # the decay may start now, not in the past
+    return steps if steps < max_steps else None
 
 
 def machine_fingerprint(device: torch.device, world_size: int) -> dict[str, Any]:

@@ -31,9 +31,13 @@ from kiln.train.budget import (
     StepCosts,
     choose_depth,
     config_key,
+    END_S,
+    REPLAN_EVERY,
     machine_fingerprint,
     plan_max_steps,
     read_plan,
+    replanned_steps,
+    stage_costs,
     write_plan,
 )
 from kiln.train.checkpoint import read_state
@@ -169,12 +173,37 @@ class Planner:
         remaining_s = self.agreed(self.budget_s - (time.perf_counter() - started))
         steps, why = plan_max_steps(remaining_s, trainer.step, costs, tc.eval_every, eval_batches, final_batches,
                                     tc.checkpoint_every, tc.max_steps)
+        per_step_s, fixed_s = stage_costs(costs, tc.eval_every, eval_batches, final_batches, tc.checkpoint_every)
         self.plan.update(max_steps=steps, max_steps_reason=why, budget_s=self.budget_s,
                          measured={"step_s": costs.step_s, "eval_batch_s": costs.eval_batch_s,
-                                   "checkpoint_s": costs.checkpoint_s, "after_steps": trainer.step})
+                                   "checkpoint_s": costs.checkpoint_s, "after_steps": trainer.step,
+                                   "per_step_s": per_step_s, "fixed_s": fixed_s})
+        self.step_times = []
         self.steps_planned = True
         self.write()
         return steps, why
+
+    def check_fit(self, trainer: "Trainer", started: float, step_s: float) -> int | None:
+        """Every REPLAN_EVERY steps of a WSD schedule's stable phase: a shorter step count if the recent
+        step time (`step_s` is the latest) no longer ends the stage inside the budget, else None."""
+        tc = trainer.tc
+        if not (self.budget_s > 0 and self.steps_planned and tc.schedule == "wsd"):
+            return None
+        self.step_times = (self.step_times + [step_s])[-REPLAN_EVERY:]
+        if trainer.step % REPLAN_EVERY:
+            return None
+        measured = self.plan.get("measured", {})
+        per_step_s = statistics.median(self.step_times) * (measured.get("per_step_s", 1.0) / measured.get("step_s", 1.0))
+        end_s = measured.get("fixed_s", END_S)
+        projected_s = self.agreed(time.perf_counter() - started + (tc.max_steps - trainer.step) * per_step_s + end_s)
+        steps = replanned_steps(tc.max_steps, trainer.step, tc.decay_fraction, projected_s, self.budget_s, per_step_s)
+        if steps is not None:
+            self.plan["max_steps"] = steps
+            self.plan["replanned"] = self.plan.get("replanned", []) + [
+                f"at step {trainer.step}: steps took {per_step_s:.3f} s, the end was projected at {projected_s:.0f} s "
+                f"of {self.budget_s:.0f}; {tc.max_steps} -> {steps} steps"]
+            self.write()
+        return steps
 
     def write(self) -> None:
         if self.par.rank == 0:

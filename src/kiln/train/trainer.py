@@ -235,9 +235,19 @@ class Trainer:
     def num_val_windows(self) -> int:
         return PackedLoader(self.val_shards, self.tc.seq_len, self.tc.micro_batch_size, shuffle=False).num_windows
 
-    def _plan_steps(self, bar: tqdm) -> None:
-        """Fix max_steps (and so the schedule's horizon) to end inside the budget."""
-        steps, why = self.planner.plan_steps(self, self.started)
+    def _follow_plan(self, bar: tqdm, step_s: float) -> None:
+        """After each step of a budgeted run: fix max_steps (the schedule's horizon) once the first
+        steps are measured; later, shorten it if the machine has slowed (train/plan.py)."""
+        if self.planner.pending:
+            self.planner.step_times.append(step_s)
+            if not self.planner.due(self):
+                return
+            steps, why = self.planner.plan_steps(self, self.started)
+        else:
+            replanned = self.planner.check_fit(self, self.started, step_s)
+            if replanned is None:
+                return
+            steps, why = replanned, self.planner.plan["replanned"][-1]
         self.cfg = replace(self.cfg, train=replace(self.tc, max_steps=steps))
         self.tc = self.cfg.train
         bar.total = steps
@@ -376,11 +386,9 @@ class Trainer:
             self._log({"step": self.step, "tokens": self.tokens_seen, **stats, "tokens_per_s": tok_s, "mfu": mfu})
             bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}")
             bar.update(1)
-            if self.planner.pending:
-                self.planner.step_times.append(dt)
-                if self.planner.due(self) and not stop:
-                    self._plan_steps(bar)
-                    tc = self.tc
+            if self.planner.budget_s > 0 and not stop:
+                self._follow_plan(bar, dt)
+                tc = self.tc
             final = self.step == tc.max_steps
             if final or (tc.eval_every and self.step % tc.eval_every == 0):
                 last_val = self.validate(None if final else tc.eval_windows)
