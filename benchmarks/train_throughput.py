@@ -60,7 +60,7 @@ def measure(preset: str, precision: str, steps: int, warmup: int, overrides: dic
     tok_s = steps * B * T / dt
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     peak = measure_matmul_peak(device, dtype, seconds=1.0)
-    flops = flops_per_token(model, cfg.model, T) * tok_s
+    flops = flops_per_token(cfg.model, T, cfg.objective) * tok_s
     return {"preset": preset, "precision": precision, "device": str(device), "params": model.num_params(),
             "tokens_per_s": tok_s, "achieved_tflops": flops / 1e12, "peak_tflops": peak / 1e12, "mfu": flops / peak}
 

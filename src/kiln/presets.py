@@ -17,6 +17,7 @@ from kiln.curate.pipeline import CurateConfig
 from kiln.errors import KilnError
 from kiln.evaluate.generate import SampleConfig
 from kiln.models.config import ModelConfig
+from kiln.models.registry import family
 from kiln.models.moe import MoEConfig
 from kiln.models.ssm import SSMConfig
 from kiln.objectives.base import ObjectiveConfig
@@ -47,6 +48,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         require(self.budget_s >= 0, f"budget_s={self.budget_s} must be >= 0 (0: no budget)")
+        family(self.model.family)  # a known family, or a one-line error naming them
         derive(self.train, "lr", lr_for_width(self.model.dim))
         require(self.train.seq_len <= self.model.max_seq_len,
                 f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}; raise the latter")

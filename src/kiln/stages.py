@@ -26,16 +26,14 @@ from kiln.corpus import (
 from kiln.curate.pipeline import curate as curate_corpus
 from kiln.device import pick_device
 from kiln.errors import KilnError
-from kiln.evaluate.generate import fill_masks, generate, generate_spans
 from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
-from kiln.objectives.span import reconstruct
+from kiln.models.registry import family
 from kiln.presets import RunConfig
 from kiln.report import stage_seconds
 from kiln.rundir import RunDir
 from kiln.shards.loader import ShardSet, iterate_windows
 from kiln.shards.writer import ShardConfig, write_shards
 from kiln.tokenizer import (
-    MASK,
     bytes_per_token,
     load_tokenizer,
     token_byte_lengths,
@@ -230,22 +228,6 @@ def sample(checkpoint: Path, prompts: list[str] | None, cfg_overrides: dict[str,
     sc = apply_overrides(loaded.cfg, cfg_overrides or {}).sample
     if prompts is None:
         prompts = [p for p in sc.prompts.split("|") if p.strip()]
-    ids, tok, family, precision = loaded.ids, loaded.tokenizer, loaded.cfg.model.family, loaded.precision
-    outputs = []
-    for i, prompt in enumerate(prompts):
-        if family == "encoder":  # fill <|mask|> tokens (one is added at the end if the prompt has none)
-            prompt = prompt if MASK in prompt else prompt + " " + MASK
-            tokens = torch.tensor([tok.encode(prompt, add_special_tokens=False).ids], device=device)
-            out = fill_masks(loaded.model, tokens, ids.mask, precision)[0].tolist()
-        elif family == "encdec":  # write the spans of the sentinels (one is added if the prompt has none)
-            prompt = prompt if "<|sentinel_" in prompt else prompt + " <|sentinel_0|>"
-            src = tok.encode(prompt, add_special_tokens=False).ids + [ids.eos]
-            spans = generate_spans(loaded.model, torch.tensor([src], device=device), sc.max_new_tokens, ids.bos,
-                                   ids.eos, sc.temperature, sc.top_k, sc.top_p, sc.seed + i, precision)
-            out = reconstruct(src, spans[0].tolist(), ids.sentinels, ids.eos, generated=True)
-        else:
-            tokens = torch.tensor([[ids.bos] + tok.encode(prompt, add_special_tokens=False).ids], device=device)
-            out = generate(loaded.model, tokens, sc.max_new_tokens, sc.temperature, sc.top_k, sc.top_p, sc.seed + i,
-                           eos_id=ids.eos, use_cache=use_cache, precision=precision)[0].tolist()
-        outputs.append(tok.decode(out, skip_special_tokens=True))
-    return outputs
+    spec = family(loaded.cfg.model.family)  # continue (causal), fill masks (encoder) or write spans (encdec)
+    return [spec.sample(loaded.model, loaded.tokenizer, loaded.ids, prompt, sc, sc.seed + i, loaded.precision, use_cache)
+            for i, prompt in enumerate(prompts)]

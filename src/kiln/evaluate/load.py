@@ -13,7 +13,8 @@ from torch import nn
 from kiln.config import from_dict
 from kiln.errors import KilnError
 from kiln.models.build import build_model
-from kiln.objectives.base import Objective, build_objective
+from kiln.models.registry import build_objective
+from kiln.objectives.base import Objective
 from kiln.presets import RunConfig
 from kiln.tokenizer import (
     SpecialIds,

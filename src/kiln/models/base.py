@@ -18,6 +18,19 @@ class TokenModel(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
 
+    @staticmethod
+    def layer_attends(cfg: ModelConfig, i: int) -> bool:
+        """The layer plan: whether block i mixes with attention (else an SSM). All attend by default."""
+        return True
+
+    def repeated_blocks(self) -> list[nn.ModuleList]:
+        """The block lists, the units FSDP shards and activation checkpointing wraps (every family
+        names its own; tests check that none is left out)."""
+        raise NotImplementedError
+
+    def init_weights(self) -> None:
+        raise NotImplementedError
+
     def _add_head(self) -> None:
         cfg = self.cfg
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)

@@ -13,12 +13,13 @@ from kiln.models.ssm import Mamba, SSMState
 
 
 class Block(nn.Module):
-    """x + mixer(norm(x)), then + mlp(norm(x)). Layer `i` of `cfg` decides attention vs SSM (hybrid)
-    and dense vs MoE (moe.every)."""
+    """x + mixer(norm(x)), then + mlp(norm(x)). The family's layer plan says whether layer `i` attends
+    (else an SSM mixes); `cfg` whether its MLP is dense or MoE (moe.every)."""
 
-    def __init__(self, cfg: ModelConfig, i: int, causal: bool = True, rotary: bool = True) -> None:
+    def __init__(self, cfg: ModelConfig, i: int, causal: bool = True, rotary: bool = True,
+                 attends: bool = True) -> None:
         super().__init__()
-        self.attends = cfg.is_attention_layer(i)
+        self.attends = attends
         self.mixer_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mixer = (Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, causal=causal, rotary=rotary)
                       if self.attends else Mamba(cfg.dim, cfg.ssm, cfg.norm_eps))

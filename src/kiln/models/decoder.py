@@ -16,15 +16,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from kiln.evaluate.generate import generate
 from kiln.models.base import TokenModel
 from kiln.models.block import Block
 from kiln.models.config import ModelConfig
 from kiln.models.layers import KVCache, RMSNorm
+from kiln.models.spec import FamilySpec, stack_flops
 from kiln.models.ssm import Mamba, SSMState
+from kiln.objectives.causal import CausalLM
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from kiln.evaluate.generate import SampleConfig
+    from kiln.tokenizer import SpecialIds
 
 
 @dataclass
@@ -47,9 +58,13 @@ class Decoder(TokenModel):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
-        self.blocks = nn.ModuleList(Block(cfg, i, causal=True, rotary=self.rotary) for i in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(Block(cfg, i, causal=True, rotary=self.rotary, attends=self.layer_attends(cfg, i))
+                                    for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self._add_head()
+
+    def repeated_blocks(self) -> list[nn.ModuleList]:
+        return [self.blocks]
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -91,3 +106,23 @@ class Decoder(TokenModel):
     def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
         """tokens (B, T) int64 -> logits (B, T, vocab_size). With `cache`, continue from cache.pos."""
         return self.head(self.hidden(tokens, cache))  # (B, T, V)
+
+
+def causal_lm_flops(model: type[Decoder], cfg: ModelConfig, seq_len: int, objective: object = None) -> float:
+    """Training FLOPs per token of a `model`-class decoder: its blocks by its layer plan, plus the head."""
+    plan = [model.layer_attends(cfg, i) for i in range(cfg.num_layers)]
+    return stack_flops(cfg, plan, seq_len, cfg.dim * cfg.vocab_size)
+
+
+def continue_prompt(model: Decoder, tokenizer: "Tokenizer", ids: "SpecialIds", prompt: str, sc: "SampleConfig",
+                    seed: int, precision: str, use_cache: bool) -> str:
+    """Causal LMs: the prompt, continued by sampling (see evaluate/generate.py)."""
+    from_prompt = [ids.bos] + tokenizer.encode(prompt, add_special_tokens=False).ids
+    tokens = torch.tensor([from_prompt], device=model.embed.weight.device)
+    out = generate(model, tokens, sc.max_new_tokens, sc.temperature, sc.top_k, sc.top_p, seed, eos_id=ids.eos,
+                   use_cache=use_cache, precision=precision)
+    return tokenizer.decode(out[0].tolist(), skip_special_tokens=True)
+
+
+SPEC = FamilySpec(name="decoder", model=Decoder, objective=CausalLM, flops_per_token=partial(causal_lm_flops, Decoder),
+                  sample=continue_prompt, summary="causal LM (Llama-style; MoE with model.moe.num_experts)")

@@ -10,10 +10,12 @@ once, then decodes token by token with a key/value cache for the decoder's self-
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from kiln.evaluate.generate import generate_spans
 from kiln.models.base import TokenModel
 from kiln.models.block import Block
 from kiln.models.config import ModelConfig
@@ -25,6 +27,15 @@ from kiln.models.layers import (
     RMSNorm,
     SwiGLU,
 )
+from kiln.models.spec import FamilySpec, attention_params, stack_flops
+from kiln.objectives.span import SpanCorruption, reconstruct
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from kiln.evaluate.generate import SampleConfig
+    from kiln.objectives.base import ObjectiveConfig
+    from kiln.tokenizer import SpecialIds
 
 
 class DecoderBlock(nn.Module):
@@ -59,6 +70,9 @@ class EncoderDecoder(TokenModel):
         self.decoder = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.decoder_layers))
         self.decoder_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self._add_head()
+
+    def repeated_blocks(self) -> list[nn.ModuleList]:
+        return [self.encoder, self.decoder]
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -105,3 +119,32 @@ class EncoderDecoder(TokenModel):
         kv = KVCache(cfg.decoder_layers, batch, cfg.num_kv_heads, cfg.head_dim, max_len or cfg.max_seq_len,
                      self.embed.weight.device, dtype or self.embed.weight.dtype)
         return ModelCache(kv, {i: i for i in range(cfg.decoder_layers)})
+
+
+def span_corruption_flops(cfg: ModelConfig, seq_len: int, objective: "ObjectiveConfig") -> float:
+    """Training FLOPs per window token. Span corruption (noise density d, mean span m) gives the encoder
+    about (1 - d + d/m) and the decoder (d + d/m) tokens per window token; attention scores scale with
+    the lengths attended over (the decoder's self-attention over its own, its cross-attention over the
+    encoder's)."""
+    d, m = objective.noise_density, objective.mean_span_length
+    src, tgt = 1 - d + d / m, d + d / m
+    enc = stack_flops(cfg, [True] * cfg.num_layers, seq_len * src, 0)
+    dec_params = cfg.decoder_layers * (2 * attention_params(cfg) + 3 * cfg.dim * cfg.hidden_dim) + cfg.dim * cfg.vocab_size
+    dec = 6 * dec_params + 12 * 2 * cfg.decoder_layers * cfg.dim * seq_len * (tgt + src) / 2
+    return enc * src + dec * tgt
+
+
+def write_spans(model: EncoderDecoder, tokenizer: "Tokenizer", ids: "SpecialIds", prompt: str, sc: "SampleConfig",
+                seed: int, precision: str, use_cache: bool) -> str:
+    """The prompt with each <|sentinel_N|> replaced by the span the model writes for it (one sentinel is
+    added if it has none)."""
+    prompt = prompt if "<|sentinel_" in prompt else prompt + " <|sentinel_0|>"
+    src = tokenizer.encode(prompt, add_special_tokens=False).ids + [ids.eos]
+    spans = generate_spans(model, torch.tensor([src], device=model.embed.weight.device), sc.max_new_tokens, ids.bos,
+                           ids.eos, sc.temperature, sc.top_k, sc.top_p, seed, precision)
+    out = reconstruct(src, spans[0].tolist(), ids.sentinels, ids.eos, generated=True)
+    return tokenizer.decode(out, skip_special_tokens=True)
+
+
+SPEC = FamilySpec(name="encdec", model=EncoderDecoder, objective=SpanCorruption, flops_per_token=span_corruption_flops,
+                  sample=write_spans, summary="span corruption, encoder-decoder (T5-style)")

@@ -9,15 +9,26 @@ to predict; the model returns logits at every position.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kiln.evaluate.generate import fill_masks
 from kiln.models.base import TokenModel
 from kiln.models.block import Block
 from kiln.models.config import ModelConfig
 from kiln.models.layers import RMSNorm
+from kiln.models.spec import FamilySpec, stack_flops
+from kiln.objectives.masked import MaskedLM
+from kiln.tokenizer import MASK
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from kiln.evaluate.generate import SampleConfig
+    from kiln.tokenizer import SpecialIds
 
 
 class Encoder(TokenModel):
@@ -28,6 +39,9 @@ class Encoder(TokenModel):
         self.transform = nn.Linear(cfg.dim, cfg.dim, bias=False)
         self.transform_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self._add_head()
+
+    def repeated_blocks(self) -> list[nn.ModuleList]:
+        return [self.blocks]
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -54,3 +68,20 @@ class Encoder(TokenModel):
         """tokens (B, T) -> masked-LM logits (B, T, vocab_size)."""
         h = F.gelu(self.transform(self.hidden(tokens)))
         return self.head(self.transform_norm(h.to(self.transform_norm.weight.dtype)))  # fused norm: dtypes match
+
+
+def masked_lm_flops(cfg: ModelConfig, seq_len: int, objective: object = None) -> float:
+    """Training FLOPs per token: the bidirectional blocks, the MLM transform and the head."""
+    return stack_flops(cfg, [True] * cfg.num_layers, seq_len, cfg.dim * cfg.dim + cfg.dim * cfg.vocab_size)
+
+
+def fill_prompt_masks(model: Encoder, tokenizer: "Tokenizer", ids: "SpecialIds", prompt: str, sc: "SampleConfig",
+                      seed: int, precision: str, use_cache: bool) -> str:
+    """The prompt with each <|mask|> filled by the most likely token (one mask is added if it has none)."""
+    prompt = prompt if MASK in prompt else prompt + " " + MASK
+    tokens = torch.tensor([tokenizer.encode(prompt, add_special_tokens=False).ids], device=model.embed.weight.device)
+    return tokenizer.decode(fill_masks(model, tokens, ids.mask, precision)[0].tolist(), skip_special_tokens=True)
+
+
+SPEC = FamilySpec(name="encoder", model=Encoder, objective=MaskedLM, flops_per_token=masked_lm_flops,
+                  sample=fill_prompt_masks, summary="masked LM, bidirectional (BERT-style)")

@@ -8,13 +8,27 @@ carry order. Generation keeps keys/values for the attention layers and a recurre
 window + SSM state, constant size) for the SSM layers: `new_cache` builds both.
 
 Everything else (embedding, blocks, head, cache handling) is the decoder's; only the layer plan
-differs, so it is a decoder subclass.
+(`layer_attends`) and the positions differ, so it is a decoder subclass.
 """
 
 from __future__ import annotations
 
-from kiln.models.decoder import Decoder
+from functools import partial
+
+from kiln.models.config import ModelConfig
+from kiln.models.decoder import Decoder, causal_lm_flops, continue_prompt
+from kiln.models.spec import FamilySpec
+from kiln.objectives.causal import CausalLM
 
 
 class Hybrid(Decoder):
     rotary = False
+
+    @staticmethod
+    def layer_attends(cfg: ModelConfig, i: int) -> bool:
+        """The middle layer of each group of ssm.attn_every attends, as in Jamba; the others are SSMs."""
+        return i % cfg.ssm.attn_every == cfg.ssm.attn_every // 2
+
+
+SPEC = FamilySpec(name="hybrid", model=Hybrid, objective=CausalLM, flops_per_token=partial(causal_lm_flops, Hybrid),
+                  sample=continue_prompt, summary="causal LM over attention + SSM layers with MoE (Jamba-style)")

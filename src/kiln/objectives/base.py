@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +23,6 @@ from torch import nn
 
 from kiln.config import require
 from kiln.models.block import aux_loss, expert_load
-
-if TYPE_CHECKING:
-    from kiln.models.config import ModelConfig
-    from kiln.tokenizer import SpecialIds
 
 Batch = dict[str, torch.Tensor]
 
@@ -91,16 +87,3 @@ class Objective:
         """What the final evaluation of `num_windows` costs, in forward passes of one validation batch
         (for planning a run to a time budget)."""
         return math.ceil(num_windows / batch_size)
-
-
-def build_objective(model: "ModelConfig", cfg: ObjectiveConfig, ids: "SpecialIds") -> Objective:
-    """The family's objective: causal LM (decoder, hybrid), masked LM (encoder), span corruption (encdec)."""
-    from kiln.objectives.causal import CausalLM
-    from kiln.objectives.masked import MaskedLM
-    from kiln.objectives.span import SpanCorruption
-
-    if model.family == "encoder":
-        return MaskedLM(cfg, ids)
-    if model.family == "encdec":
-        return SpanCorruption(cfg, ids)
-    return CausalLM(cfg, ids)

@@ -1,12 +1,14 @@
-"""FLOP counting for MFU (the matmul ceiling it is measured against: train/precision.py)."""
+"""FLOPs for MFU (the matmul ceiling it is measured against: train/precision.py), and the matmul
+weights of a built model, which the config-only counts of models/spec.py are checked against."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from kiln.models.config import ModelConfig
-from kiln.models.layers import Attention, CrossAttention
 from kiln.models.moe import MoE
+from kiln.models.registry import family
+from kiln.objectives.base import ObjectiveConfig
 
 
 def matmul_params(module: nn.Module) -> float:
@@ -20,22 +22,7 @@ def matmul_params(module: nn.Module) -> float:
     return total
 
 
-def _attention_layers(module: nn.Module) -> int:
-    return sum(isinstance(m, (Attention, CrossAttention)) for m in module.modules())
-
-
-def flops_per_token(model: nn.Module, cfg: ModelConfig, seq_len: int, noise_density: float = 0.15,
-                    mean_span: float = 3.0) -> float:
-    """Training FLOPs per token of the training window (forward + backward), PaLM's convention:
-    6 * matmul weights + 12 * attention layers * width * seq_len for the attention scores (counted in
-    full, as is customary). MoE experts count at top_k / num_experts. The SSM scan and convolution
-    are left out (a few % of the total at these widths). Encoder-decoder: the encoder sees about
-    (1 - d + d/m) and the decoder (d + d/m) tokens per window token (T5 span corruption)."""
-    C = cfg.dim
-    if cfg.family != "encdec":
-        return 6 * matmul_params(model) + 12 * _attention_layers(model) * C * seq_len
-    src, tgt = 1 - noise_density + noise_density / mean_span, noise_density + noise_density / mean_span
-    enc = 6 * matmul_params(model.encoder) + 12 * _attention_layers(model.encoder) * C * seq_len * src
-    dec = 6 * (matmul_params(model.decoder) + cfg.dim * cfg.vocab_size) + \
-        12 * _attention_layers(model.decoder) * C * seq_len * (tgt + src) / 2
-    return enc * src + dec * tgt
+def flops_per_token(cfg: ModelConfig, seq_len: int, objective: ObjectiveConfig) -> float:
+    """Training FLOPs per token of the training window (forward + backward) for `cfg`, from the config
+    alone: the family spec's count (PaLM's convention, see models/spec.py)."""
+    return family(cfg.family).flops_per_token(cfg, seq_len, objective)

@@ -24,6 +24,7 @@ from torch import nn
 
 from kiln.config import require
 from kiln.errors import KilnError
+from kiln.models.base import TokenModel
 
 
 @dataclass
@@ -92,22 +93,16 @@ class Parallel:
             dist.destroy_process_group()
 
 
-def _block_lists(model: nn.Module) -> list[nn.ModuleList]:
-    """The repeated blocks of any kiln family, the units to shard and to checkpoint (decoder/encoder
-    `blocks`, encdec `encoder` and `decoder`)."""
-    lists = (getattr(model, name, None) for name in ("blocks", "encoder", "decoder"))
-    return [child for child in lists if isinstance(child, nn.ModuleList)]
-
-
-def parallelize(model: nn.Module, par: Parallel, precision: str) -> nn.Module:
-    """Activation checkpointing, then DDP or FSDP2, per `par.cfg`; returns the module to call."""
+def parallelize(model: TokenModel, par: Parallel, precision: str) -> nn.Module:
+    """Activation checkpointing, then DDP or FSDP2, per `par.cfg`; returns the module to call. The
+    units are the family's `repeated_blocks()` (each block checkpointed and sharded on its own)."""
     cfg = par.cfg
     if cfg.activation_checkpointing == "block":
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
             checkpoint_wrapper,
         )
 
-        for blocks in _block_lists(model):
+        for blocks in model.repeated_blocks():
             for i, block in enumerate(blocks):
                 blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
     if not par.distributed:
@@ -121,7 +116,7 @@ def parallelize(model: nn.Module, par: Parallel, precision: str) -> nn.Module:
 
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if precision == "bf16" \
         else MixedPrecisionPolicy()
-    for blocks in _block_lists(model):
+    for blocks in model.repeated_blocks():
         for block in blocks:
             fully_shard(block, mesh=par.mesh, mp_policy=mp)
     fully_shard(model, mesh=par.mesh, mp_policy=mp)

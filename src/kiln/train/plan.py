@@ -145,9 +145,8 @@ class Planner:
         options = []
         for depth in range(2, 4 * cfg.model.depth + 1):
             shape = replace(cfg.model, depth=depth)
-            meta = build_on_meta(shape)
-            options.append(SizeOption(depth, meta.num_params(), flops_per_token(
-                meta, shape, cfg.train.seq_len, cfg.objective.noise_density, cfg.objective.mean_span_length)))
+            options.append(SizeOption(depth, build_on_meta(shape).num_params(),
+                                      flops_per_token(shape, cfg.train.seq_len, cfg.objective)))
         return choose_depth(options, self.budget_s, peak_flops * SIZE_MFU, cfg.train.tokens_per_param)
 
     def due(self, trainer: "Trainer") -> bool:

@@ -21,7 +21,7 @@ from kiln.config import replace, require, to_dict
 from kiln.device import autocast, keep_freed_host_memory, pick_device
 from kiln.errors import KilnError
 from kiln.models.build import build_model
-from kiln.objectives.base import build_objective
+from kiln.models.registry import build_objective
 from kiln.rundir import RunDir
 from kiln.shards.loader import PackedLoader, ShardSet, iterate_windows
 from kiln.tokenizer import load_tokenizer, objective_ids
@@ -209,8 +209,7 @@ class Trainer:
         self.metrics = MetricsLog(run.metrics, self.step if checkpoint else None) if self.rank == 0 else None
         if self.tc.compile:
             self.forward_model = torch.compile(self.forward_model)
-        self.flops_per_token = flops_per_token(self.model, self.cfg.model, self.tc.seq_len,
-                                               self.cfg.objective.noise_density, self.cfg.objective.mean_span_length)
+        self.flops_per_token = flops_per_token(self.cfg.model, self.tc.seq_len, self.cfg.objective)
 
     def _accumulation(self, tc: TrainConfig) -> int:
         if not tc.global_batch_size:

@@ -1,0 +1,32 @@
+"""The model families kiln knows: one line each (a family is its file's SPEC, see spec.py)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kiln.errors import KilnError
+from kiln.models import decoder, encdec, encoder, hybrid
+from kiln.models.spec import FamilySpec
+
+if TYPE_CHECKING:
+    from kiln.models.config import ModelConfig
+    from kiln.objectives.base import Objective, ObjectiveConfig
+    from kiln.tokenizer import SpecialIds
+
+FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
+    decoder.SPEC,
+    hybrid.SPEC,
+    encoder.SPEC,
+    encdec.SPEC,
+)}
+
+
+def family(name: str) -> FamilySpec:
+    if name not in FAMILIES:
+        raise KilnError(f"model.family={name!r} is not a kiln family; choose one of {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def build_objective(model: "ModelConfig", cfg: "ObjectiveConfig", ids: "SpecialIds") -> "Objective":
+    """The family's training objective (causal LM, masked LM, span corruption)."""
+    return family(model.family).objective(cfg, ids)

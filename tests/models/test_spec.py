@@ -1,0 +1,89 @@
+"""Every family's spec: FLOPs from the config alone equal the count over a built model, and every block
+list is one that parallelize wraps (a list a family forgets to name is caught)."""
+
+import pytest
+import torch
+from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
+
+from kiln.models.block import Block
+from kiln.models.build import build_model
+from kiln.models.config import ModelConfig
+from kiln.models.decoder import Decoder
+from kiln.models.encdec import DecoderBlock
+from kiln.models.layers import Attention, CrossAttention
+from kiln.models.moe import MoEConfig
+from kiln.models.registry import FAMILIES
+from kiln.models.ssm import SSMConfig
+from kiln.objectives.base import ObjectiveConfig
+from kiln.train.flops import flops_per_token, matmul_params
+from kiln.train.parallel import Parallel, ParallelConfig, parallelize
+
+SHAPES = {
+    "decoder": {},
+    "decoder_moe": {"moe": MoEConfig(num_experts=4, top_k=2, every=2)},
+    "hybrid": {"family": "hybrid", "moe": MoEConfig(num_experts=4, top_k=2, every=2)},
+    "encoder": {"family": "encoder"},
+    "encdec": {"family": "encdec", "num_decoder_layers": 3},
+    "gqa_untied": {"num_kv_heads": 2, "tie_embeddings": False},
+}
+
+
+def tiny(**kw) -> ModelConfig:
+    base = dict(vocab_size=97, dim=64, num_layers=4, num_heads=4, num_kv_heads=4, max_seq_len=64,
+                ssm=SSMConfig(attn_every=2, head_dim=16, state_dim=8, chunk=8))
+    return ModelConfig(**{**base, **kw})
+
+
+def counted_flops(model: nn.Module, cfg: ModelConfig, seq_len: int, objective: ObjectiveConfig) -> float:
+    """PaLM's count over the built modules (what kiln measured MFU with before the specs)."""
+    def attention_layers(module):
+        return sum(isinstance(m, (Attention, CrossAttention)) for m in module.modules())
+
+    C = cfg.dim
+    if cfg.family != "encdec":
+        return 6 * matmul_params(model) + 12 * attention_layers(model) * C * seq_len
+    d, m = objective.noise_density, objective.mean_span_length
+    src, tgt = 1 - d + d / m, d + d / m
+    enc = 6 * matmul_params(model.encoder) + 12 * attention_layers(model.encoder) * C * seq_len * src
+    dec = 6 * (matmul_params(model.decoder) + C * cfg.vocab_size) + \
+        12 * attention_layers(model.decoder) * C * seq_len * (tgt + src) / 2
+    return enc * src + dec * tgt
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_flops_from_the_config_alone_match_the_built_model(shape):
+    cfg, objective = tiny(**SHAPES[shape]), ObjectiveConfig()
+    model = build_model(cfg, torch.device("meta"))
+    assert flops_per_token(cfg, 60, objective) == pytest.approx(counted_flops(model, cfg, 60, objective), rel=1e-12)
+
+
+def test_every_family_is_registered_under_its_name():
+    assert set(FAMILIES) == {"decoder", "hybrid", "encoder", "encdec"}
+    assert all(spec.name == name for name, spec in FAMILIES.items())
+
+
+def unwrapped_blocks(model: nn.Module) -> list[str]:
+    """Blocks that parallelize (activation checkpointing, the same walk FSDP takes) left unwrapped."""
+    par = Parallel(ParallelConfig(activation_checkpointing="block"), torch.device("cpu"))
+    wrapped = parallelize(model, par, "fp32")
+    inside = {id(m) for w in wrapped.modules() if isinstance(w, CheckpointWrapper) for m in w.modules()}
+    return [name for name, m in wrapped.named_modules() if isinstance(m, (Block, DecoderBlock)) and id(m) not in inside]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_parallelize_wraps_every_block_of_every_family(shape):
+    model = build_model(tiny(**SHAPES[shape]), torch.device("cpu"))
+    lists = {id(x) for x in model.repeated_blocks()}
+    assert lists == {id(m) for m in model.children() if isinstance(m, nn.ModuleList)}
+    assert unwrapped_blocks(model) == []
+
+
+def test_a_block_list_a_family_forgets_to_name_is_caught():
+    class Forgetful(Decoder):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self.extra = nn.ModuleList([Block(cfg, 0)])
+
+    model = Forgetful(tiny())
+    assert unwrapped_blocks(model) == ["extra.0"]
