@@ -23,7 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 from kiln.corpus import CorpusConfig, read_documents
-from kiln.curate.pipeline import CurateConfig, curate
+from kiln.curate.config import CurateConfig
+from kiln.curate.pipeline import curate
 from kiln.curate.synthetic import write_web_corpus
 
 

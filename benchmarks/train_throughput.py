@@ -21,8 +21,8 @@ from kiln.models.build import build_model
 from kiln.objectives.causal import CausalLM
 from kiln.presets import get_preset
 from kiln.train.flops import flops_per_token
-from kiln.train.precision import choose_precision, measure_matmul_peak
 from kiln.train.optim import build_optimizer
+from kiln.train.precision import choose_precision, measure_matmul_peak
 
 
 def measure(preset: str, precision: str, steps: int, warmup: int, overrides: dict[str, str]) -> dict:

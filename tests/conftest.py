@@ -9,7 +9,8 @@ import pytest
 
 from kiln import stages
 from kiln.config import apply_overrides
-from kiln.presets import RunConfig, debug
+from kiln.presets import debug
+from kiln.runconfig import RunConfig
 from kiln.rundir import RunDir
 
 WORDS = ("the union is strong and the people are free while congress shall act on the budget of the nation "

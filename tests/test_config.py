@@ -8,8 +8,9 @@ from kiln.config import (
     save_config,
 )
 from kiln.errors import KilnError
-from kiln.presets import PRESETS, RunConfig, get_preset
-from kiln.train.trainer import TrainConfig
+from kiln.presets import PRESETS, get_preset
+from kiln.runconfig import RunConfig
+from kiln.train.config import TrainConfig
 
 
 def test_attribute_docstrings_become_help():
@@ -66,3 +67,13 @@ def test_the_size_dial_is_reachable_from_overrides_and_stays_derived_through_a_s
     loaded = load_config(RunConfig, tmp_path / "config.json")
     assert loaded == deep
     assert apply_overrides(loaded, {"model.depth": "3"}).model.dim == 192  # not stuck at the saved 384
+
+
+def test_reading_a_config_loads_neither_torch_nor_the_trainer():
+    import subprocess
+    import sys
+
+    code = ("import sys, kiln.runconfig, kiln.config; "
+            "print(sorted(m for m in ('torch', 'numpy', 'kiln.train.trainer', 'kiln.curate.pipeline') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -20,7 +20,9 @@ from kiln import run as run_pipeline
 from kiln import stages
 from kiln.config import apply_overrides, format_config, iter_fields, load_config
 from kiln.errors import KilnError
-from kiln.presets import PRESETS, RunConfig, get_preset
+from kiln.models.registry import family
+from kiln.presets import PRESETS, get_preset
+from kiln.runconfig import RunConfig
 from kiln.rundir import RunDir
 from kiln.train.checkpoint import checkpoint_dirs, latest_checkpoint
 
@@ -128,7 +130,9 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, RunDir]:
         overrides["data.sources"] = ""  # naming a corpus replaces sources a saved config may list
     if getattr(args, "budget", None) is not None:
         overrides["budget_s" if args.verb == "run" else "train.time_budget_s"] = args.budget
-    return apply_overrides(cfg, overrides), run
+    cfg = apply_overrides(cfg, overrides)
+    family(cfg.model.family)  # a known family, or one line naming them
+    return cfg, run
 
 
 def _checkpoint_or_latest(args: argparse.Namespace) -> Path:

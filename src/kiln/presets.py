@@ -1,65 +1,23 @@
-"""The run config and its named presets.
+"""The named presets: each a plain function returning a `RunConfig` (runconfig.py).
 
-A preset is a plain function returning a `RunConfig`. One size dial, `model.depth`, derives width,
-heads and MLP width (models/config.py) and, here, the learning rate for the width (`lr_for_width`),
-in the spirit of nanochat. The `cpu` presets are planned to a wall-clock budget: `kiln run` measures
-this machine and picks the precision, the depth on the dial and the number of steps to fit it.
+One size dial, `model.depth`, derives width, heads and MLP width (models/config.py) and the learning
+rate for the width (runconfig.lr_for_width), in the spirit of nanochat. The `cpu` presets are
+planned to a wall-clock budget: `kiln run` measures this machine and picks the precision, the depth
+on the dial and the number of steps to fit it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
-from kiln.config import derive, replace, require
+from kiln.config import replace
 from kiln.corpus import CorpusConfig
-from kiln.curate.pipeline import CurateConfig
 from kiln.errors import KilnError
-from kiln.evaluate.generate import SampleConfig
-from kiln.models.config import ModelConfig
-from kiln.models.registry import family
-from kiln.models.moe import MoEConfig
-from kiln.models.ssm import SSMConfig
-from kiln.objectives.base import ObjectiveConfig
-from kiln.shards.writer import ShardConfig
+from kiln.evaluate.config import SampleConfig
+from kiln.models.config import ModelConfig, MoEConfig, SSMConfig
+from kiln.runconfig import RunConfig
 from kiln.tokenizer import TokenizerConfig
-from kiln.train.parallel import ParallelConfig
-from kiln.train.trainer import TrainConfig
-
-
-@dataclass
-class RunConfig:
-    """Everything a run needs; saved resolved as config.json in the run directory."""
-
-    preset: str = "cpu"
-    """Name of the preset this config started from."""
-    data: CorpusConfig = field(default_factory=CorpusConfig)
-    curate: CurateConfig = field(default_factory=CurateConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    shards: ShardConfig = field(default_factory=ShardConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
-    budget_s: float = 0.0
-    """`kiln run`: wall-clock seconds for the whole pipeline (curation to report); training gets what
-    the data stages leave and plans its steps to it. 0: no budget (train.max_steps as given)."""
-
-    def __post_init__(self) -> None:
-        require(self.budget_s >= 0, f"budget_s={self.budget_s} must be >= 0 (0: no budget)")
-        family(self.model.family)  # a known family, or a one-line error naming them
-        derive(self.train, "lr", lr_for_width(self.model.dim))
-        require(self.train.seq_len <= self.model.max_seq_len,
-                f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}; raise the latter")
-        require(self.model.vocab_size >= self.tokenizer.vocab_size,
-                f"model.vocab_size={self.model.vocab_size} is below tokenizer.vocab_size={self.tokenizer.vocab_size}")
-
-
-def lr_for_width(dim: int) -> float:
-    """Peak AdamW learning rate derived for a width: 1/width (as Adam's update size scales), from
-    4e-3 at width 256, the rate tuned for the cpu preset (docs/experiments.md)."""
-    return 4e-3 * 256 / dim
+from kiln.train.config import TrainConfig
 
 
 def debug() -> RunConfig:

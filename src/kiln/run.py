@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from kiln import stages
-from kiln.presets import RunConfig
 from kiln.report import plot_loss, write_report
+from kiln.runconfig import RunConfig
 from kiln.rundir import RunDir
 from kiln.train.checkpoint import latest_checkpoint
 

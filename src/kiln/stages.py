@@ -28,11 +28,12 @@ from kiln.device import pick_device
 from kiln.errors import KilnError
 from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
 from kiln.models.registry import family
-from kiln.presets import RunConfig
 from kiln.report import stage_seconds
+from kiln.runconfig import RunConfig
 from kiln.rundir import RunDir
+from kiln.shards.config import ShardConfig
 from kiln.shards.loader import ShardSet, iterate_windows
-from kiln.shards.writer import ShardConfig, write_shards
+from kiln.shards.writer import write_shards
 from kiln.tokenizer import (
     bytes_per_token,
     load_tokenizer,

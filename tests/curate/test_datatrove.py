@@ -7,8 +7,8 @@ import random
 import pytest
 
 from kiln.corpus import CorpusConfig, read_documents
-from kiln.curate.dedup import DedupConfig
-from kiln.curate.pipeline import CurateConfig, curate
+from kiln.curate.config import CurateConfig, DedupConfig
+from kiln.curate.pipeline import curate
 from tests.conftest import make_text
 from tests.curate.test_pipeline import FRENCH
 

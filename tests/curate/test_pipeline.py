@@ -6,9 +6,10 @@ import random
 import pytest
 
 from kiln.corpus import CorpusConfig, read_documents
-from kiln.curate.dedup import DedupConfig, MinHasher, NearDuplicateIndex
-from kiln.curate.pipeline import CurateConfig, curate
-from kiln.curate.quality import QualityConfig, check_quality
+from kiln.curate.config import CurateConfig, DedupConfig, QualityConfig
+from kiln.curate.dedup import MinHasher, NearDuplicateIndex
+from kiln.curate.pipeline import curate
+from kiln.curate.quality import check_quality
 from tests.conftest import make_text
 
 FRENCH = ("Le gouvernement a présenté aujourd'hui son budget pour l'année prochaine. Les députés ont discuté "

@@ -10,7 +10,8 @@ CURATE_AND_REPORT_RSS = """
 import json, resource, sys
 from pathlib import Path
 from kiln.corpus import CorpusConfig
-from kiln.curate.pipeline import CurateConfig, curate
+from kiln.curate.pipeline import curate
+from kiln.curate.config import CurateConfig
 m = curate(CorpusConfig(corpus=sys.argv[1]), CurateConfig(batch_bytes=500_000), Path(sys.argv[2]))
 print(json.dumps({"rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "bytes_in": m["bytes_in"]}))
 """

@@ -4,20 +4,21 @@ list is one that parallelize wraps (a list a family forgets to name is caught)."
 import pytest
 import torch
 from torch import nn
-from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+    CheckpointWrapper,
+)
 
 from kiln.models.block import Block
 from kiln.models.build import build_model
-from kiln.models.config import ModelConfig
+from kiln.models.config import ModelConfig, MoEConfig, SSMConfig
 from kiln.models.decoder import Decoder
 from kiln.models.encdec import DecoderBlock
 from kiln.models.layers import Attention, CrossAttention
-from kiln.models.moe import MoEConfig
 from kiln.models.registry import FAMILIES
-from kiln.models.ssm import SSMConfig
-from kiln.objectives.base import ObjectiveConfig
+from kiln.objectives.config import ObjectiveConfig
+from kiln.train.config import ParallelConfig
 from kiln.train.flops import flops_per_token, matmul_params
-from kiln.train.parallel import Parallel, ParallelConfig, parallelize
+from kiln.train.parallel import Parallel, parallelize
 
 SHAPES = {
     "decoder": {},
@@ -43,7 +44,7 @@ def counted_flops(model: nn.Module, cfg: ModelConfig, seq_len: int, objective: O
     C = cfg.dim
     if cfg.family != "encdec":
         return 6 * matmul_params(model) + 12 * attention_layers(model) * C * seq_len
-    d, m = objective.noise_density, objective.mean_span_length
+    d, m = objective.span.noise_density, objective.span.mean_span_length
     src, tgt = 1 - d + d / m, d + d / m
     enc = 6 * matmul_params(model.encoder) + 12 * attention_layers(model.encoder) * C * seq_len * src
     dec = 6 * (matmul_params(model.decoder) + C * cfg.vocab_size) + \

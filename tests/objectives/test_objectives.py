@@ -2,8 +2,8 @@
 
 import torch
 
-from kiln.objectives.base import ObjectiveConfig
 from kiln.objectives.causal import CausalLM
+from kiln.objectives.config import CausalConfig, MaskedConfig, SpanConfig
 from kiln.objectives.masked import MaskedLM
 from kiln.objectives.span import SpanCorruption, reconstruct, span_counts
 from kiln.tokenizer import SpecialIds
@@ -21,7 +21,7 @@ def _windows(b=64, t=256, seed=0):
 
 def test_masking_selects_15_percent_split_80_10_10():
     inputs, targets = _windows()
-    batch = MaskedLM(ObjectiveConfig(), IDS).make_batch(inputs, targets, torch.Generator().manual_seed(1))
+    batch = MaskedLM(MaskedConfig(), IDS).make_batch(inputs, targets, torch.Generator().manual_seed(1))
     selected = batch["labels"] != -100
     text = inputs >= IDS.num_special
     assert not (selected & ~text).any()  # specials never selected
@@ -39,7 +39,7 @@ def test_masking_selects_15_percent_split_80_10_10():
 
 def test_masks_change_every_batch_and_repeat_for_the_same_seed():
     inputs, targets = _windows(8, 64)
-    obj = MaskedLM(ObjectiveConfig(), IDS)
+    obj = MaskedLM(MaskedConfig(), IDS)
     a = obj.make_batch(inputs, targets, torch.Generator().manual_seed(1))["labels"]
     b = obj.make_batch(inputs, targets, torch.Generator().manual_seed(2))["labels"]
     c = obj.make_batch(inputs, targets, torch.Generator().manual_seed(1))["labels"]
@@ -48,7 +48,7 @@ def test_masks_change_every_batch_and_repeat_for_the_same_seed():
 
 def test_span_corruption_round_trips_and_has_fixed_shapes():
     inputs, targets = _windows(16, 128)
-    batch = SpanCorruption(ObjectiveConfig(), IDS).make_batch(inputs, targets, torch.Generator().manual_seed(3))
+    batch = SpanCorruption(SpanConfig(), IDS).make_batch(inputs, targets, torch.Generator().manual_seed(3))
     windows = torch.cat([inputs, targets[:, -1:]], dim=1)
     noise, spans = span_counts(129, 0.15, 3.0)
     assert (noise, spans) == (19, 6)
@@ -61,7 +61,7 @@ def test_span_corruption_round_trips_and_has_fixed_shapes():
 
 def test_fim_moves_the_middle_to_the_end_with_markers():
     inputs, targets = _windows(32, 64)
-    obj = CausalLM(ObjectiveConfig(fim_rate=0.5), IDS)
+    obj = CausalLM(CausalConfig(fim_rate=0.5), IDS)
     batch = obj.make_batch(inputs.clone(), targets.clone(), torch.Generator().manual_seed(4))
     windows = torch.cat([inputs, targets[:, -1:]], dim=1)
     out = torch.cat([batch["inputs"], batch["targets"][:, -1:]], dim=1)

@@ -6,8 +6,9 @@ import torch
 
 from kiln.corpus import Document
 from kiln.errors import KilnError
+from kiln.shards.config import ShardConfig
 from kiln.shards.loader import PackedLoader, ShardSet, iterate_windows
-from kiln.shards.writer import ShardConfig, token_dtype, write_shards
+from kiln.shards.writer import token_dtype, write_shards
 from kiln.tokenizer import load_tokenizer
 
 

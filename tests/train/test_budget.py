@@ -12,7 +12,13 @@ from safetensors.torch import load_file
 
 from kiln import stages
 from kiln.train import trainer as trainer_module
-from kiln.train.budget import SizeOption, StepCosts, choose_depth, plan_max_steps, replanned_steps
+from kiln.train.budget import (
+    SizeOption,
+    StepCosts,
+    choose_depth,
+    plan_max_steps,
+    replanned_steps,
+)
 from kiln.train.checkpoint import checkpoint_dirs
 from tests.conftest import copy_run, tiny_config
 

@@ -16,7 +16,7 @@ FAMILIES = {
     "encdec": {"model.family": "encdec"},
     "hybrid": {"model.family": "hybrid", "model.ssm.attn_every": "2", "model.ssm.head_dim": "16",
                "model.moe.num_experts": "4"},
-    "moe_fim": {"model.moe.num_experts": "4", "objective.fim_rate": "0.5"},
+    "moe_fim": {"model.moe.num_experts": "4", "objective.causal.fim_rate": "0.5"},
 }
 
 

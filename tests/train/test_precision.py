@@ -5,7 +5,12 @@ import time
 
 import torch
 
-from kiln.train.precision import MatmulRates, choose_precision, matmul_ladder, measure_matmul_peak
+from kiln.train.precision import (
+    MatmulRates,
+    choose_precision,
+    matmul_ladder,
+    measure_matmul_peak,
+)
 
 CPU = torch.device("cpu")
 AVX2_ONLY = MatmulRates(fp32=150e9, bf16=1.2e9, size=512)  # emulated bf16: ~100x slower

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from kiln.corpus import BUILTIN, CorpusConfig
 
 if TYPE_CHECKING:
-    from kiln.curate.pipeline import CurateConfig
+    from kiln.curate.config import CurateConfig
 
 BUILTIN_GAPS = [
     "single genre: formal political addresses by one office",

@@ -26,8 +26,8 @@ from typing import Iterator
 import numpy as np
 
 from kiln.corpus import CorpusConfig, Document
-from kiln.curate.dedup import DedupConfig
-from kiln.curate.pipeline import CurateConfig, build_local_steps, eval_grams
+from kiln.curate.config import CurateConfig, DedupConfig
+from kiln.curate.pipeline import build_local_steps, eval_grams
 from kiln.errors import KilnError
 
 try:

@@ -14,27 +14,11 @@ kept document, about 120 bytes each.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import numpy as np
 
+from kiln.curate.config import DedupConfig
 from kiln.curate.words import Words, analyze, ngram_hashes
-
-
-@dataclass
-class DedupConfig:
-    exact: bool = True
-    """Drop documents whose folded text (lower case, no punctuation) was seen before."""
-    near: bool = True
-    """Drop near-duplicates found with MinHash LSH."""
-    shingle_words: int = 5
-    """Words per shingle."""
-    bands: int = 14
-    """LSH bands."""
-    rows: int = 8
-    """MinHash values per band (bands * rows hashes in all)."""
-    seed: int = 1
-    """Seeds the hash permutations."""
 
 
 def exact_key(words: Words) -> bytes:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+
+from kiln.curate.config import NormalizeConfig
 
 # C0/C1 controls except tab and newline (carriage returns are turned into newlines first).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
@@ -17,20 +18,6 @@ _SPACE_CHARS = "[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]"
 _SPACES = re.compile(f" {_SPACE_CHARS}+|[\t\u00a0\u2000-\u200a\u202f\u205f\u3000]{_SPACE_CHARS}*")
 _TRAILING = re.compile(r"[ \t]+\n")
 _BLANK_LINES = re.compile(r"\n{3,}")
-
-
-@dataclass
-class NormalizeConfig:
-    enabled: bool = True
-    """Run the normalisation step."""
-    fix_mojibake: bool = True
-    """Repair text that was decoded with the wrong codec (ftfy), e.g. 'cafÃ©' -> 'café'."""
-    nfc: bool = True
-    """Compose characters to Unicode NFC."""
-    strip_control: bool = True
-    """Remove control characters, zero-width spaces and byte-order marks; CRLF/CR become LF."""
-    whitespace: bool = True
-    """Collapse runs of spaces, strip trailing spaces, at most one blank line in a row."""
 
 
 def fix_mojibake(text: str) -> str:

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from kiln.config import require
 from kiln.corpus import (
     CorpusConfig,
     Document,
@@ -34,12 +33,10 @@ from kiln.corpus import (
     split_documents,
     split_of,
 )
+from kiln.curate.config import CurateConfig
 from kiln.curate.datacard import write_data_card
-from kiln.curate.dedup import DedupConfig
 from kiln.curate.mix import achieved_mix, plan_mix
-from kiln.curate.normalize import NormalizeConfig
 from kiln.curate.parallel import LocalSteps, batches, map_batches, resolve_workers
-from kiln.curate.quality import QualityConfig
 from kiln.curate.steps import (
     Decontaminate,
     Deduplicate,
@@ -53,45 +50,6 @@ from kiln.curate.steps import (
 )
 
 MANIFEST = "manifest.json"
-
-
-@dataclass
-class CurateConfig:
-    enabled: bool = True
-    """Curate before the tokenizer in `kiln run` (and read the curated output in later stages)."""
-    languages: str = "en"
-    """Comma-separated ISO 639-1 codes to keep; empty keeps every language (still labelled)."""
-    min_language_score: float = 0.5
-    """Lowest language-ID probability to keep a document of a kept language."""
-    pii: bool = True
-    """Replace e-mails, phones, IP addresses and card numbers with typed placeholders."""
-    decontaminate: bool = True
-    """Drop training documents that share an n-gram with the evaluation texts."""
-    decontam_ngram: int = 13
-    """Words per n-gram for decontamination (GPT-3's 13)."""
-    decontam_min_shared: int = 10
-    """Drop a training document sharing this many n-grams with the evaluation texts; flag fewer."""
-    eval_texts: str = ""
-    """Evaluation texts to decontaminate against (a corpus path); empty uses kiln's validation split."""
-    licence: str = ""
-    """Licence of a user corpus, for the data card (the built-in corpus's is known)."""
-    shard_documents: int = 50_000
-    """Documents per output JSONL file."""
-    workers: int = 1
-    """Processes for the per-document steps (0: one per core); the output is identical for any count."""
-    batch_bytes: int = 2_000_000
-    """Text per batch handed to a worker; memory stays near (2 x workers + 1) batches."""
-    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
-    quality: QualityConfig = field(default_factory=QualityConfig)
-    dedup: DedupConfig = field(default_factory=DedupConfig)
-
-    def __post_init__(self) -> None:
-        require(self.decontam_ngram >= 3, f"curate.decontam_ngram={self.decontam_ngram} must be >= 3")
-        require(self.decontam_min_shared >= 1, "curate.decontam_min_shared must be >= 1")
-        require(0 <= self.min_language_score <= 1, "curate.min_language_score must be in [0, 1]")
-        require(self.shard_documents > 0, "curate.shard_documents must be positive")
-        require(self.workers >= 0, "curate.workers must be >= 0 (0: one per core)")
-        require(self.batch_bytes > 0, "curate.batch_bytes must be positive")
 
 
 class _JsonlShards:

@@ -22,11 +22,11 @@ The FineWeb line-shape rules apply only to documents of 3+ lines.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from kiln.curate.config import QualityConfig
 from kiln.curate.words import Words, analyze, hashes_of, ngram_hashes
 
 STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
@@ -38,50 +38,6 @@ BOILERPLATE = re.compile(
     re.I,
 )
 MIN_LINES_FOR_LINE_RULES = 3
-
-
-@dataclass
-class QualityConfig:
-    enabled: bool = True
-    """Run the quality filters."""
-    min_words: int = 50
-    """Gopher: fewest words a document may have."""
-    max_words: int = 100_000
-    """Gopher: most words (longer documents are usually lists or dumps)."""
-    min_mean_word_length: float = 3.0
-    """Gopher: shortest mean word length."""
-    max_mean_word_length: float = 10.0
-    """Gopher: longest mean word length."""
-    max_symbol_word_ratio: float = 0.1
-    """Gopher: ('#' + '...') per word."""
-    max_bullet_lines: float = 0.9
-    """Gopher: fraction of lines starting with a bullet."""
-    max_ellipsis_lines: float = 0.3
-    """Gopher: fraction of lines ending in an ellipsis."""
-    min_alpha_words: float = 0.8
-    """Gopher: fraction of words containing a letter."""
-    min_stop_words: int = 2
-    """Gopher: distinct English stop words required (set 0 for non-English corpora)."""
-    max_dup_line_frac: float = 0.3
-    """Gopher repetition: fraction of lines that are duplicates."""
-    max_dup_line_char_frac: float = 0.2
-    """Gopher repetition: fraction of characters in duplicate lines."""
-    max_top_ngram_frac: tuple[float, ...] = (0.20, 0.18, 0.16)
-    """Gopher repetition: most frequent 2-, 3- and 4-gram's share of characters."""
-    max_dup_ngram_frac: tuple[float, ...] = (0.15, 0.14, 0.13, 0.12, 0.11, 0.10)
-    """Gopher repetition: share of characters in duplicated 5- to 10-grams."""
-    min_sentences: int = 3
-    """C4: fewest sentences."""
-    min_punct_lines: float = 0.12
-    """FineWeb: fraction of lines ending in punctuation."""
-    max_short_lines: float = 0.67
-    """FineWeb: fraction of lines under 30 characters."""
-    max_dup_line_chars_fineweb: float = 0.1
-    """FineWeb: characters in duplicated lines over all characters."""
-    max_newlines_per_word: float = 0.3
-    """FineWeb: newlines per word."""
-    max_boilerplate_lines: float = 0.2
-    """Fraction of lines that are cookie/javascript/terms/rights boilerplate."""
 
 
 def _dup_fraction(items: list[str]) -> tuple[float, float]:

@@ -16,11 +16,12 @@ from typing import Iterable
 import numpy as np
 
 from kiln.corpus import CorpusConfig, Document, split_of
-from kiln.curate.dedup import DedupConfig, MinHasher, NearDuplicateIndex, exact_key
+from kiln.curate.config import DedupConfig, NormalizeConfig, QualityConfig
+from kiln.curate.dedup import MinHasher, NearDuplicateIndex, exact_key
 from kiln.curate.langid import load_identifier
-from kiln.curate.normalize import NormalizeConfig, normalize
+from kiln.curate.normalize import normalize
 from kiln.curate.pii import redact
-from kiln.curate.quality import QualityConfig, check_quality
+from kiln.curate.quality import check_quality
 from kiln.curate.words import analyze, ngram_hashes, words_of
 
 

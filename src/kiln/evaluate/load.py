@@ -15,7 +15,7 @@ from kiln.errors import KilnError
 from kiln.models.build import build_model
 from kiln.models.registry import build_objective
 from kiln.objectives.base import Objective
-from kiln.presets import RunConfig
+from kiln.runconfig import RunConfig
 from kiln.tokenizer import (
     SpecialIds,
     load_tokenizer,

@@ -1,4 +1,5 @@
 """The model config every family shares: width, depth, heads, vocabulary, plus MoE and SSM options.
+Plain dataclasses with no heavy imports, so reading a config never loads torch.
 
 One size dial, `depth` (nanochat's): depth blocks of width aspect * depth rounded up to 64, one head
 per 64 channels, Llama's SwiGLU width, experts at hidden / top_k. Each derived value is derived only
@@ -8,15 +9,62 @@ while left at 0, and stays derived under overrides (see kiln.config), so `--mode
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from kiln.config import derive, require
-from kiln.models.layers import swiglu_hidden_dim
-from kiln.models.moe import MoEConfig
-from kiln.models.ssm import SSMConfig
 
 HEAD_WIDTH = 64
 """Channels per attention head that the size dial derives heads from, and the width's rounding."""
+
+
+def swiglu_hidden_dim(dim: int, multiple_of: int = 64) -> int:
+    """Llama's rule: 8/3 of the width, rounded up to a multiple (keeps params near a 4x GELU MLP)."""
+    return multiple_of * math.ceil(int(8 * dim / 3) / multiple_of)
+
+
+@dataclass
+class MoEConfig:
+    num_experts: int = 0
+    """Experts per MoE layer; 0 keeps dense SwiGLU MLPs."""
+    top_k: int = 2
+    """Experts each token is sent to."""
+    every: int = 2
+    """An MoE MLP on every this-many-th block (the others dense): 1 = all, 2 = every other (Jamba)."""
+    expert_hidden_dim: int = 0
+    """Hidden width of each expert; 0 derives the dense MLP's width / top_k, so a token's active MLP
+    compute matches the dense model's."""
+    aux_loss_coef: float = 0.01
+    """Weight of the load-balancing loss (Switch Transformer)."""
+    z_loss_coef: float = 0.001
+    """Weight of the router z-loss (ST-MoE)."""
+
+    def __post_init__(self) -> None:
+        require(self.num_experts >= 0, "model.moe.num_experts must be >= 0")
+        if self.num_experts:
+            require(1 <= self.top_k <= self.num_experts, f"model.moe.top_k={self.top_k} must be in 1..num_experts")
+            require(self.every >= 1, "model.moe.every must be >= 1")
+
+
+@dataclass
+class SSMConfig:
+    attn_every: int = 0
+    """Hybrid only: one attention layer per this many layers (Jamba: 8); the others are SSM layers."""
+    state_dim: int = 16
+    """N: state size per head."""
+    head_dim: int = 32
+    """P: channels per SSM head."""
+    expand: int = 2
+    """Inner width = expand * model.dim."""
+    conv_width: int = 4
+    """Causal depthwise convolution width before the scan."""
+    chunk: int = 32
+    """Steps per chunk of the chunked scan."""
+
+    def __post_init__(self) -> None:
+        for name in ("state_dim", "head_dim", "expand", "conv_width", "chunk"):
+            require(getattr(self, name) > 0, f"model.ssm.{name} must be positive")
+        require(self.attn_every >= 0, "model.ssm.attn_every must be >= 0")
 
 
 @dataclass

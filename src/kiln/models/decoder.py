@@ -34,7 +34,7 @@ from kiln.objectives.causal import CausalLM
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from kiln.evaluate.generate import SampleConfig
+    from kiln.evaluate.config import SampleConfig
     from kiln.tokenizer import SpecialIds
 
 

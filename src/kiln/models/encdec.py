@@ -33,8 +33,8 @@ from kiln.objectives.span import SpanCorruption, reconstruct
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from kiln.evaluate.generate import SampleConfig
-    from kiln.objectives.base import ObjectiveConfig
+    from kiln.evaluate.config import SampleConfig
+    from kiln.objectives.config import ObjectiveConfig
     from kiln.tokenizer import SpecialIds
 
 
@@ -126,7 +126,7 @@ def span_corruption_flops(cfg: ModelConfig, seq_len: int, objective: "ObjectiveC
     about (1 - d + d/m) and the decoder (d + d/m) tokens per window token; attention scores scale with
     the lengths attended over (the decoder's self-attention over its own, its cross-attention over the
     encoder's)."""
-    d, m = objective.noise_density, objective.mean_span_length
+    d, m = objective.span.noise_density, objective.span.mean_span_length
     src, tgt = 1 - d + d / m, d + d / m
     enc = stack_flops(cfg, [True] * cfg.num_layers, seq_len * src, 0)
     dec_params = cfg.decoder_layers * (2 * attention_params(cfg) + 3 * cfg.dim * cfg.hidden_dim) + cfg.dim * cfg.vocab_size

@@ -27,7 +27,7 @@ from kiln.tokenizer import MASK
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from kiln.evaluate.generate import SampleConfig
+    from kiln.evaluate.config import SampleConfig
     from kiln.tokenizer import SpecialIds
 
 

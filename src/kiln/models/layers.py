@@ -6,8 +6,6 @@ C model width.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -143,8 +141,3 @@ class SwiGLU(nn.Module):
     def init_weights(self, std: float, out_std: float) -> None:
         nn.init.normal_(self.w_gate_up.weight, std=std)
         nn.init.normal_(self.w_down.weight, std=out_std)
-
-
-def swiglu_hidden_dim(dim: int, multiple_of: int = 64) -> int:
-    """Llama's rule: 8/3 of the width, rounded up to a multiple (keeps params near a 4x GELU MLP)."""
-    return multiple_of * math.ceil(int(8 * dim / 3) / multiple_of)

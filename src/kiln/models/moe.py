@@ -10,36 +10,11 @@ auxiliary loss and expert load for the objective and the metrics to read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kiln.config import require
-
-
-@dataclass
-class MoEConfig:
-    num_experts: int = 0
-    """Experts per MoE layer; 0 keeps dense SwiGLU MLPs."""
-    top_k: int = 2
-    """Experts each token is sent to."""
-    every: int = 2
-    """An MoE MLP on every this-many-th block (the others dense): 1 = all, 2 = every other (Jamba)."""
-    expert_hidden_dim: int = 0
-    """Hidden width of each expert; 0 derives the dense MLP's width / top_k, so a token's active MLP
-    compute matches the dense model's."""
-    aux_loss_coef: float = 0.01
-    """Weight of the load-balancing loss (Switch Transformer)."""
-    z_loss_coef: float = 0.001
-    """Weight of the router z-loss (ST-MoE)."""
-
-    def __post_init__(self) -> None:
-        require(self.num_experts >= 0, "model.moe.num_experts must be >= 0")
-        if self.num_experts:
-            require(1 <= self.top_k <= self.num_experts, f"model.moe.top_k={self.top_k} must be in 1..num_experts")
-            require(self.every >= 1, "model.moe.every must be >= 1")
+from kiln.models.config import MoEConfig
 
 
 class MoE(nn.Module):

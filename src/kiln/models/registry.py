@@ -10,7 +10,8 @@ from kiln.models.spec import FamilySpec
 
 if TYPE_CHECKING:
     from kiln.models.config import ModelConfig
-    from kiln.objectives.base import Objective, ObjectiveConfig
+    from kiln.objectives.base import Objective
+    from kiln.objectives.config import ObjectiveConfig
     from kiln.tokenizer import SpecialIds
 
 FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
@@ -29,4 +30,5 @@ def family(name: str) -> FamilySpec:
 
 def build_objective(model: "ModelConfig", cfg: "ObjectiveConfig", ids: "SpecialIds") -> "Objective":
     """The family's training objective (causal LM, masked LM, span corruption)."""
-    return family(model.family).objective(cfg, ids)
+    objective = family(model.family).objective
+    return objective(getattr(cfg, objective.section), ids)

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from kiln.evaluate.generate import SampleConfig
+    from kiln.evaluate.config import SampleConfig
     from kiln.models.base import TokenModel
     from kiln.models.config import ModelConfig
-    from kiln.objectives.base import Objective, ObjectiveConfig
+    from kiln.objectives.base import Objective
+    from kiln.objectives.config import ObjectiveConfig
     from kiln.tokenizer import SpecialIds
 
     Sampler = Callable[[TokenModel, Tokenizer, SpecialIds, str, SampleConfig, int, str, bool], str]

@@ -23,27 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kiln.config import require
-
-
-@dataclass
-class SSMConfig:
-    attn_every: int = 0
-    """Hybrid only: one attention layer per this many layers (Jamba: 8); the others are SSM layers."""
-    state_dim: int = 16
-    """N: state size per head."""
-    head_dim: int = 32
-    """P: channels per SSM head."""
-    expand: int = 2
-    """Inner width = expand * model.dim."""
-    conv_width: int = 4
-    """Causal depthwise convolution width before the scan."""
-    chunk: int = 32
-    """Steps per chunk of the chunked scan."""
-
-    def __post_init__(self) -> None:
-        for name in ("state_dim", "head_dim", "expand", "conv_width", "chunk"):
-            require(getattr(self, name) > 0, f"model.ssm.{name} must be positive")
-        require(self.attn_every >= 0, "model.ssm.attn_every must be >= 0")
+from kiln.models.config import SSMConfig
 
 
 def _segsum(x: torch.Tensor) -> torch.Tensor:

@@ -14,42 +14,15 @@ and the step, so a resumed run makes exactly the batches an uninterrupted one wo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kiln.config import require
 from kiln.models.block import aux_loss, expert_load
 
 Batch = dict[str, torch.Tensor]
-
-
-@dataclass
-class ObjectiveConfig:
-    fim_rate: float = 0.0
-    """Decoder/hybrid: fraction of sequences turned into fill-in-the-middle (prefix, suffix, middle)."""
-    mask_rate: float = 0.15
-    """Encoder: fraction of non-special tokens selected for prediction (BERT)."""
-    mask_token_frac: float = 0.8
-    """Encoder: of the selected, the share replaced by <|mask|> (BERT's 80/10/10)."""
-    random_token_frac: float = 0.1
-    """Encoder: of the selected, the share replaced by a random token (the rest stay unchanged)."""
-    noise_density: float = 0.15
-    """Encoder-decoder: fraction of tokens corrupted into spans (T5)."""
-    mean_span_length: float = 3.0
-    """Encoder-decoder: mean length of a corrupted span (T5)."""
-    pseudo_ppl_windows: int = 2
-    """Encoder: validation windows scored by pseudo-perplexity (one forward per token) at the end."""
-
-    def __post_init__(self) -> None:
-        require(0 <= self.fim_rate <= 1, "objective.fim_rate must be in [0, 1]")
-        require(0 < self.mask_rate < 1, "objective.mask_rate must be in (0, 1)")
-        require(self.mask_token_frac + self.random_token_frac <= 1, "objective: mask + random fractions exceed 1")
-        require(0 < self.noise_density < 1, "objective.noise_density must be in (0, 1)")
-        require(self.mean_span_length >= 1, "objective.mean_span_length must be >= 1")
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -72,6 +45,8 @@ def with_aux(model: nn.Module, loss: torch.Tensor, metrics: dict[str, torch.Tens
 
 class Objective:
     name = "objective"
+    section = ""
+    """Which section of ObjectiveConfig configures it (the trainer builds it with that section)."""
 
     def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
         raise NotImplementedError

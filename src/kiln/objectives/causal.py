@@ -15,10 +15,10 @@ from kiln.evaluate.loss import evaluate_loss
 from kiln.objectives.base import (
     Batch,
     Objective,
-    ObjectiveConfig,
     cross_entropy,
     with_aux,
 )
+from kiln.objectives.config import CausalConfig
 from kiln.tokenizer import SpecialIds
 
 
@@ -36,9 +36,10 @@ class CausalLM(Objective):
     """Targets are the inputs shifted by one (the loader provides both)."""
 
     name = "causal_lm"
+    section = "causal"
 
-    def __init__(self, cfg: ObjectiveConfig | None = None, ids: SpecialIds | None = None) -> None:
-        self.cfg, self.ids = cfg or ObjectiveConfig(), ids
+    def __init__(self, cfg: CausalConfig | None = None, ids: SpecialIds | None = None) -> None:
+        self.cfg, self.ids = cfg or CausalConfig(), ids
 
     def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
         if self.cfg.fim_rate > 0:

@@ -20,17 +20,18 @@ from kiln.device import autocast
 from kiln.objectives.base import (
     Batch,
     Objective,
-    ObjectiveConfig,
     cross_entropy,
     with_aux,
 )
+from kiln.objectives.config import MaskedConfig
 from kiln.tokenizer import SpecialIds
 
 
 class MaskedLM(Objective):
     name = "masked_lm"
+    section = "masked"
 
-    def __init__(self, cfg: ObjectiveConfig, ids: SpecialIds) -> None:
+    def __init__(self, cfg: MaskedConfig, ids: SpecialIds) -> None:
         self.cfg, self.ids = cfg, ids
 
     def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:

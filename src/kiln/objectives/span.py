@@ -24,10 +24,10 @@ from kiln.errors import KilnError
 from kiln.objectives.base import (
     Batch,
     Objective,
-    ObjectiveConfig,
     cross_entropy,
     with_aux,
 )
+from kiln.objectives.config import SpanConfig
 from kiln.tokenizer import SpecialIds
 
 
@@ -82,8 +82,9 @@ def reconstruct(inputs: list[int], targets: list[int], sentinels: tuple[int, ...
 
 class SpanCorruption(Objective):
     name = "span_corruption"
+    section = "span"
 
-    def __init__(self, cfg: ObjectiveConfig, ids: SpecialIds) -> None:
+    def __init__(self, cfg: SpanConfig, ids: SpecialIds) -> None:
         self.cfg, self.ids = cfg, ids
 
     def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:

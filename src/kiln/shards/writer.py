@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -20,24 +19,12 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from kiln.config import require
 from kiln.corpus import Document
+from kiln.shards.config import ShardConfig
 from kiln.tokenizer import special_ids
 
 MANIFEST = "manifest.json"
 FORMAT = "kiln-shards-v1"
-
-
-@dataclass
-class ShardConfig:
-    shard_tokens: int = 100_000_000
-    """Start a new shard file after this many tokens."""
-    batch_bytes: int = 4_000_000
-    """Text buffered per `encode_batch` call; bounds memory while tokenizing."""
-
-    def __post_init__(self) -> None:
-        require(self.shard_tokens > 0, f"shards.shard_tokens={self.shard_tokens} must be positive")
-        require(self.batch_bytes > 0, f"shards.batch_bytes={self.batch_bytes} must be positive")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

@@ -8,7 +8,7 @@ from torch import nn
 from kiln.models.config import ModelConfig
 from kiln.models.moe import MoE
 from kiln.models.registry import family
-from kiln.objectives.base import ObjectiveConfig
+from kiln.objectives.config import ObjectiveConfig
 
 
 def matmul_params(module: nn.Module) -> float:

@@ -14,34 +14,15 @@ with bf16 parameters and fp32 gradient reduction when training in bf16) from out
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from kiln.config import require
 from kiln.errors import KilnError
 from kiln.models.base import TokenModel
-
-
-@dataclass
-class ParallelConfig:
-    mode: Literal["none", "ddp", "fsdp", "hsdp"] = "none"
-    """none (one process), ddp (replicated weights), fsdp (FSDP2: weights, gradients and optimizer
-    state sharded) or hsdp (replicate x shard on a 2-D mesh)."""
-    replicas: int = 0
-    """hsdp: replica groups (the mesh's first dimension); 0 uses one per node (WORLD_SIZE / LOCAL_WORLD_SIZE)."""
-    activation_checkpointing: Literal["none", "block"] = "none"
-    """Recompute each block's activations in the backward pass instead of storing them."""
-    timeout_s: int = 300
-    """Collective timeout: a rank that dies makes the others stop with an error after this long."""
-
-    def __post_init__(self) -> None:
-        require(self.mode in ("none", "ddp", "fsdp", "hsdp"), f"parallel.mode={self.mode!r} must be none, ddp, fsdp or hsdp")
-        require(self.replicas >= 0 and self.timeout_s > 0, "parallel.replicas must be >= 0 and parallel.timeout_s > 0")
+from kiln.train.config import ParallelConfig
 
 
 class Parallel:

@@ -26,13 +26,13 @@ from kiln.rundir import RunDir
 from kiln.train.budget import (
     CHECKPOINT_BYTES_PER_PARAM,
     CHECKPOINT_BYTES_PER_S,
+    END_S,
+    REPLAN_EVERY,
     SIZE_MFU,
     SizeOption,
     StepCosts,
     choose_depth,
     config_key,
-    END_S,
-    REPLAN_EVERY,
     machine_fingerprint,
     plan_max_steps,
     read_plan,
@@ -47,7 +47,7 @@ from kiln.train.precision import MatmulRates, choose_precision, probe_matmul_rat
 from kiln.train.resume import check_resume
 
 if TYPE_CHECKING:
-    from kiln.presets import RunConfig
+    from kiln.runconfig import RunConfig
     from kiln.train.trainer import Trainer
 
 MEASURE_AFTER_STEPS = 6

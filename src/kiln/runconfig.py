@@ -1,0 +1,55 @@
+"""The run config: every section in one dataclass, saved resolved as config.json in the run directory.
+
+Each section lives in a light module next to the code it configures (models/config.py,
+train/config.py, ...); none imports torch, so reading or validating a config is cheap (evaluate/load.py,
+`--dry-run`, tools that only inspect a run directory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kiln.config import derive, require
+from kiln.corpus import CorpusConfig
+from kiln.curate.config import CurateConfig
+from kiln.evaluate.config import SampleConfig
+from kiln.models.config import ModelConfig
+from kiln.objectives.config import ObjectiveConfig
+from kiln.shards.config import ShardConfig
+from kiln.tokenizer import TokenizerConfig
+from kiln.train.config import ParallelConfig, TrainConfig
+
+
+def lr_for_width(dim: int) -> float:
+    """Peak AdamW learning rate derived for a width: 1/width (as Adam's update size scales), from
+    4e-3 at width 256, the rate tuned for the cpu preset (docs/experiments.md)."""
+    return 4e-3 * 256 / dim
+
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; saved resolved as config.json in the run directory."""
+
+    preset: str = "cpu"
+    """Name of the preset this config started from."""
+    data: CorpusConfig = field(default_factory=CorpusConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    budget_s: float = 0.0
+    """`kiln run`: wall-clock seconds for the whole pipeline (curation to report); training gets what
+    the data stages leave and plans its steps to it. 0: no budget (train.max_steps as given)."""
+
+    def __post_init__(self) -> None:
+        require(self.budget_s >= 0, f"budget_s={self.budget_s} must be >= 0 (0: no budget)")
+        derive(self.train, "lr", lr_for_width(self.model.dim))
+        require(self.train.seq_len <= self.model.max_seq_len,
+                f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}; raise the latter")
+        require(self.model.vocab_size >= self.tokenizer.vocab_size,
+                f"model.vocab_size={self.model.vocab_size} is below tokenizer.vocab_size={self.tokenizer.vocab_size}")

@@ -1,0 +1,112 @@
+"""Training's settings: the `train` and `parallel` sections.
+
+Plain dataclasses with no heavy imports, so reading a config never loads torch or the trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from kiln.config import require
+
+
+@dataclass
+class TrainConfig:
+    seq_len: int = 512
+    """Tokens per training sequence (at most model.max_seq_len)."""
+    micro_batch_size: int = 8
+    """Sequences per forward/backward on each rank."""
+    grad_accum_steps: int = 1
+    """Micro-batches summed per optimizer step; global batch = micro * accum * ranks."""
+    max_steps: int = 1000
+    """Optimizer steps to run (the schedule's horizon); with a time budget, the most the plan may choose."""
+    lr: float = 0.0
+    """Peak learning rate; 0 derives it from the model width (presets.lr_for_width)."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak."""
+    warmup_steps: int = 50
+    """Linear warmup steps."""
+    schedule: Literal["cosine", "wsd"] = "wsd"
+    """cosine (warmup + cosine decay) or wsd (warmup, stable, decay over the last decay_fraction)."""
+    decay_fraction: float = 0.3
+    """wsd only: fraction of steps spent in the final linear decay."""
+    weight_decay: float = 0.1
+    """Decoupled AdamW weight decay, matrices only."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 disables)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """auto: bf16 autocast (fp32 master weights) where bf16 matmuls measure faster than fp32 on this
+    device (on CUDA: where supported), else fp32; the choice is printed and kept in plan.json."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    seed: int = 0
+    """Seeds weight init and data order."""
+    eval_every: int = 100
+    """Validate every this many steps (and at the end); 0 only at the end."""
+    eval_windows: int = 64
+    """Validation sequences per periodic evaluation (the final one uses all)."""
+    checkpoint_every: int = 500
+    """Checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """Keep the newest this many checkpoints."""
+    compile: bool = False
+    """torch.compile the model (slow to start on CPU; worth it on GPU)."""
+    threads: int = 0
+    """CPU threads for torch (0 keeps torch's default: one per core)."""
+    global_batch_size: int = 0
+    """Sequences per optimizer step over all ranks; when set, grad_accum_steps is derived from it so the
+    batch (and the sequence of training tokens) stays the same at any world size. 0: micro * accum * ranks."""
+    max_bad_steps: int = 3
+    """Consecutive steps with a non-finite loss or gradient (each skipped) before rolling back to the
+    last checkpoint with a lower learning rate."""
+    rollback_lr_factor: float = 0.5
+    """Learning-rate multiplier applied at each rollback."""
+    async_checkpoint: bool = False
+    """Write checkpoints in a background thread (DCP async_save on an in-memory copy) while training
+    continues; each is published when the next save starts or training ends."""
+    spike_factor: float = 2.0
+    """Log a loss spike when a step's loss exceeds this multiple of its running mean."""
+    time_budget_s: float = 0.0
+    """Wall-clock seconds for the whole training stage, validation and checkpoints included: after the
+    first warmup steps the trainer measures its step time and fixes max_steps (and the schedule) to
+    fit. 0: no budget. `kiln run` sets it from its own budget."""
+    size_from_budget: bool = False
+    """With a time budget: choose model.depth on the size dial for the tokens the budget affords."""
+    tokens_per_param: float = 0.8
+    """size_from_budget: the largest depth whose affordable training tokens reach this many per
+    parameter (measured on the built-in corpus, docs/experiments.md)."""
+
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "micro_batch_size", "grad_accum_steps", "max_steps"):
+            require(getattr(self, name) > 0, f"train.{name}={getattr(self, name)} must be positive")
+        require(self.lr >= 0, f"train.lr={self.lr} must be positive (or 0 to derive it from the width)")
+        require(self.time_budget_s >= 0 and self.tokens_per_param > 0,
+                "train.time_budget_s must be >= 0 and train.tokens_per_param > 0")
+        require(0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        require(0 < self.decay_fraction <= 1, f"train.decay_fraction={self.decay_fraction} must be in (0, 1]")
+        require(self.warmup_steps >= 0, f"train.warmup_steps={self.warmup_steps} must be >= 0")
+        require(self.keep_checkpoints >= 1, f"train.keep_checkpoints={self.keep_checkpoints} must be >= 1")
+        require(self.global_batch_size >= 0 and self.max_bad_steps >= 1, "train.global_batch_size >= 0, max_bad_steps >= 1")
+        require(0 < self.rollback_lr_factor <= 1, "train.rollback_lr_factor must be in (0, 1]")
+
+
+@dataclass
+class ParallelConfig:
+    mode: Literal["none", "ddp", "fsdp", "hsdp"] = "none"
+    """none (one process), ddp (replicated weights), fsdp (FSDP2: weights, gradients and optimizer
+    state sharded) or hsdp (replicate x shard on a 2-D mesh)."""
+    replicas: int = 0
+    """hsdp: replica groups (the mesh's first dimension); 0 uses one per node (WORLD_SIZE / LOCAL_WORLD_SIZE)."""
+    activation_checkpointing: Literal["none", "block"] = "none"
+    """Recompute each block's activations in the backward pass instead of storing them."""
+    timeout_s: int = 300
+    """Collective timeout: a rank that dies makes the others stop with an error after this long."""
+
+    def __post_init__(self) -> None:
+        require(self.mode in ("none", "ddp", "fsdp", "hsdp"), f"parallel.mode={self.mode!r} must be none, ddp, fsdp or hsdp")
+        require(self.replicas >= 0 and self.timeout_s > 0, "parallel.replicas must be >= 0 and parallel.timeout_s > 0")
