@@ -27,6 +27,7 @@ from kiln.curate.pipeline import curate as curate_corpus
 from kiln.device import pick_device
 from kiln.errors import KilnError
 from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
+from kiln.evaluate.loss import validation_loss
 from kiln.models.registry import family
 from kiln.report import stage_seconds
 from kiln.runconfig import RunConfig
@@ -215,7 +216,7 @@ def _eval_shards(loaded: LoadedCheckpoint, shard_set: ShardSet, seq_len: int, ba
         raise KilnError(f"{shard_set.directory} holds too little text to evaluate")
     seq_len = min(seq_len, shard_set.num_tokens - 1)
     batches = iterate_windows(shard_set, seq_len, batch)
-    return loaded.objective.evaluate(loaded.model, batches, loaded.token_bytes, device, loaded.precision, final=True)
+    return validation_loss(loaded.objective, loaded.model, batches, loaded.token_bytes, device, loaded.precision)
 
 
 def sample(checkpoint: Path, prompts: list[str] | None, cfg_overrides: dict[str, Any] | None = None,

@@ -5,7 +5,7 @@ never branches on family:
 
     batch = objective.make_batch(inputs, targets, generator)   # on the host, deterministic per step
     loss, metrics = objective.loss(model, batch)               # scalar (fp32) + detached figures
-    figures = objective.evaluate(model, batches, ...)          # validation; always has "loss"
+    scores = objective.score(model, batch)                     # per-token losses for evaluate/loss.py
 
 Random choices (masks, spans, FIM cuts) come from the `generator` the trainer seeds from the run seed
 and the step, so a resumed run makes exactly the batches an uninterrupted one would.
@@ -14,7 +14,7 @@ and the step, so a resumed run makes exactly the batches an uninterrupted one wo
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,11 +25,35 @@ from kiln.models.block import aux_loss, expert_load
 Batch = dict[str, torch.Tensor]
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-token cross-entropy (targets -100 give 0), in the logits' own dtype: on CPU the bf16
-    kernels run ~3.5x faster than an fp32 upcast of a (tokens, V) tensor. Callers average in fp32."""
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, upcast: bool = False) -> torch.Tensor:
+    """Per-token cross-entropy, flattened (N,) (targets -100 give 0). Training keeps the logits' own
+    dtype (on CPU the bf16 kernels run ~3.5x faster than an fp32 upcast of a (tokens, V) tensor;
+    callers average in fp32); evaluation upcasts to fp32 for exact figures."""
     with torch.autocast(logits.device.type, enabled=False):  # autocast would upcast to fp32
-        return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), reduction="none", ignore_index=-100)
+        return F.cross_entropy((logits.float() if upcast else logits).flatten(0, -2), targets.flatten(),
+                               reduction="none", ignore_index=-100)
+
+
+@dataclass
+class TokenScores:
+    """One batch scored per token, flattened to (N,): what the evaluation loop sums (evaluate/loss.py)."""
+
+    losses: torch.Tensor
+    """fp32 nats per token (0 where ignored)."""
+    weights: torch.Tensor
+    """1.0 for a scored token, 0.0 for an ignored one."""
+    targets: torch.Tensor
+    """Target ids (any valid id where ignored), for the bytes behind bits-per-byte."""
+    correct: torch.Tensor | None = None
+    """Whether the most likely token is the target, for objectives that report an accuracy."""
+
+
+def token_scores(logits: torch.Tensor, targets: torch.Tensor, with_correct: bool) -> TokenScores:
+    """Score logits (..., V) against targets (...) with -100 for ignored positions."""
+    flat = targets.flatten()
+    scored = flat != -100
+    correct = (logits.argmax(-1).flatten() == flat) if with_correct else None
+    return TokenScores(cross_entropy(logits, targets, upcast=True), scored.float(), torch.where(scored, flat, 0), correct)
 
 
 def with_aux(model: nn.Module, loss: torch.Tensor, metrics: dict[str, torch.Tensor]):
@@ -47,6 +71,12 @@ class Objective:
     name = "objective"
     section = ""
     """Which section of ObjectiveConfig configures it (the trainer builds it with that section)."""
+    reports_bpb = False
+    """Its targets are the text in order, so bits-per-byte means what it says."""
+    accuracy_name: str | None = None
+    """The name of the accuracy it reports (the share of scored tokens predicted exactly), if any."""
+    final_windows = 0
+    """Validation windows the final evaluation hands to `final_figures`."""
 
     def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
         raise NotImplementedError
@@ -54,9 +84,18 @@ class Objective:
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                 token_bytes: torch.Tensor, device: torch.device, precision: str, final: bool) -> dict[str, float]:
+    def eval_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
+        """The batch evaluation scores (default: the training batch, with the evaluation generator)."""
+        return self.make_batch(inputs, targets, gen)
+
+    def score(self, model: nn.Module, batch: Batch) -> TokenScores:
+        """Per-token losses of one (device) batch, for the evaluation loop."""
         raise NotImplementedError
+
+    def final_figures(self, model: nn.Module, windows: list[torch.Tensor], device: torch.device,
+                      precision: str) -> dict[str, float]:
+        """Figures the final evaluation adds from its first `final_windows` windows."""
+        return {}
 
     def final_eval_batches(self, num_windows: int, batch_size: int, seq_len: int) -> float:
         """What the final evaluation of `num_windows` costs, in forward passes of one validation batch

@@ -11,11 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kiln.evaluate.loss import evaluate_loss
 from kiln.objectives.base import (
     Batch,
     Objective,
+    TokenScores,
     cross_entropy,
+    token_scores,
     with_aux,
 )
 from kiln.objectives.config import CausalConfig
@@ -37,6 +38,7 @@ class CausalLM(Objective):
 
     name = "causal_lm"
     section = "causal"
+    reports_bpb = True
 
     def __init__(self, cfg: CausalConfig | None = None, ids: SpecialIds | None = None) -> None:
         self.cfg, self.ids = cfg or CausalConfig(), ids
@@ -54,5 +56,8 @@ class CausalLM(Objective):
         logits = model(batch["inputs"])  # (B, T, V), bf16 under autocast
         return with_aux(model, cross_entropy(logits, batch["targets"]).float().mean(), {})
 
-    def evaluate(self, model, batches, token_bytes, device, precision, final) -> dict[str, float]:
-        return evaluate_loss(model, batches, token_bytes, device, precision)
+    def eval_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
+        return {"inputs": inputs, "targets": targets}  # validation scores the text as it is, without FIM
+
+    def score(self, model: nn.Module, batch: Batch) -> TokenScores:
+        return token_scores(model(batch["inputs"]), batch["targets"], with_correct=False)

@@ -20,7 +20,9 @@ from kiln.device import autocast
 from kiln.objectives.base import (
     Batch,
     Objective,
+    TokenScores,
     cross_entropy,
+    token_scores,
     with_aux,
 )
 from kiln.objectives.config import MaskedConfig
@@ -30,9 +32,11 @@ from kiln.tokenizer import SpecialIds
 class MaskedLM(Objective):
     name = "masked_lm"
     section = "masked"
+    accuracy_name = "masked_accuracy"
 
     def __init__(self, cfg: MaskedConfig, ids: SpecialIds) -> None:
         self.cfg, self.ids = cfg, ids
+        self.final_windows = cfg.pseudo_ppl_windows
 
     def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
         tokens = inputs
@@ -76,28 +80,10 @@ class MaskedLM(Objective):
         return super().final_eval_batches(num_windows, batch_size, seq_len) + \
             self.cfg.pseudo_ppl_windows * seq_len / batch_size
 
-    @torch.no_grad()
-    def evaluate(self, model, batches, token_bytes, device, precision, final) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        gen = torch.Generator().manual_seed(1234)  # the same masks at every evaluation
-        sum_loss = correct = count = 0.0
-        kept: list[torch.Tensor] = []
-        for inputs, targets in batches:
-            batch = self.make_batch(inputs, targets, gen)
-            if final and len(kept) < self.cfg.pseudo_ppl_windows:
-                kept.extend(inputs[: self.cfg.pseudo_ppl_windows - len(kept)])
-            with autocast(device, precision):
-                logits = model(batch["inputs"].to(device))
-            labels = batch["labels"].to(device)
-            picked = labels != -100
-            sum_loss += F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum",
-                                        ignore_index=-100).item()
-            correct += ((logits.argmax(-1) == labels) & picked).sum().item()
-            count += picked.sum().item()
-        out = {"loss": sum_loss / max(count, 1), "masked_accuracy": correct / max(count, 1), "tokens": int(count)}
-        if kept:
-            nll, n = map(sum, zip(*(self.pseudo_perplexity(model, w, device, precision) for w in kept)))
-            out["pseudo_perplexity"] = math.exp(nll / max(n, 1))
-        model.train(was_training)
-        return out
+    def score(self, model: nn.Module, batch: Batch) -> TokenScores:
+        return token_scores(model(batch["inputs"]), batch["labels"], with_correct=True)
+
+    def final_figures(self, model: nn.Module, windows: list[torch.Tensor], device: torch.device,
+                      precision: str) -> dict[str, float]:
+        nll, n = map(sum, zip(*(self.pseudo_perplexity(model, w, device, precision) for w in windows)))
+        return {"pseudo_perplexity": math.exp(nll / max(n, 1))}

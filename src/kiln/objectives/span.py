@@ -16,15 +16,15 @@ undoes it (tested: inputs + targets give back the text), and fills the spans `ki
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from kiln.device import autocast
 from kiln.errors import KilnError
 from kiln.objectives.base import (
     Batch,
     Objective,
+    TokenScores,
     cross_entropy,
+    token_scores,
     with_aux,
 )
 from kiln.objectives.config import SpanConfig
@@ -83,6 +83,7 @@ def reconstruct(inputs: list[int], targets: list[int], sentinels: tuple[int, ...
 class SpanCorruption(Objective):
     name = "span_corruption"
     section = "span"
+    accuracy_name = "target_accuracy"
 
     def __init__(self, cfg: SpanConfig, ids: SpecialIds) -> None:
         self.cfg, self.ids = cfg, ids
@@ -103,18 +104,5 @@ class SpanCorruption(Objective):
         logits = model(batch["src"], batch["tgt_in"])
         return with_aux(model, cross_entropy(logits, batch["tgt"]).float().mean(), {})
 
-    @torch.no_grad()
-    def evaluate(self, model, batches, token_bytes, device, precision, final) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        gen = torch.Generator().manual_seed(1234)
-        sum_loss = correct = count = 0.0
-        for inputs, targets in batches:
-            batch = {k: v.to(device) for k, v in self.make_batch(inputs, targets, gen).items()}
-            with autocast(device, precision):
-                logits = model(batch["src"], batch["tgt_in"])
-            sum_loss += F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt"].flatten(), reduction="sum").item()
-            correct += (logits.argmax(-1) == batch["tgt"]).sum().item()
-            count += batch["tgt"].numel()
-        model.train(was_training)
-        return {"loss": sum_loss / max(count, 1), "target_accuracy": correct / max(count, 1), "tokens": int(count)}
+    def score(self, model: nn.Module, batch: Batch) -> TokenScores:
+        return token_scores(model(batch["src"], batch["tgt_in"]), batch["tgt"], with_correct=True)

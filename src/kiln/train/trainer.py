@@ -19,6 +19,7 @@ from tqdm import tqdm
 from kiln.config import replace, to_dict
 from kiln.device import autocast, keep_freed_host_memory, pick_device
 from kiln.errors import KilnError
+from kiln.evaluate.loss import validation_loss
 from kiln.models.build import build_model
 from kiln.models.registry import build_objective
 from kiln.rundir import RunDir
@@ -225,8 +226,8 @@ class Trainer:
     def validate(self, max_windows: int | None) -> dict[str, float]:
         """The objective's validation figures ("loss"; "bpb" for causal LMs); all windows when None."""
         batches = iterate_windows(self.val_shards, self.tc.seq_len, self.tc.micro_batch_size, max_windows)
-        return self.objective.evaluate(self.forward_model, batches, self.token_bytes, self.device,
-                                       self.tc.precision, final=max_windows is None)
+        return validation_loss(self.objective, self.forward_model, batches, self.token_bytes, self.device,
+                               self.tc.precision, final=max_windows is None)
 
     def _generator(self, micro: int) -> torch.Generator:
         """Seeds the objective's random choices from (seed, step, micro-batch, rank): resumable."""
