@@ -3,8 +3,9 @@
     python benchmarks/train_throughput.py                 # the cpu preset
     python benchmarks/train_throughput.py --preset gpt2_small --steps 20   # on a GPU
 
-Runs real optimizer steps of the preset's model (random tokens: throughput does not depend on the
-data) and prints, per precision: tokens/s, achieved FLOP/s and MFU = achieved / measured peak.
+Runs the trainer's own optimizer steps (train_step: accumulation, clipping, step skipping) on the
+preset's model, fed random tokens (throughput does not depend on the data), and prints, per
+precision: tokens/s, achieved FLOP/s and MFU = achieved / measured peak.
 """
 
 from __future__ import annotations
@@ -16,51 +17,65 @@ import time
 import torch
 
 from kiln.config import apply_overrides
-from kiln.device import autocast, keep_freed_host_memory, pick_device
+from kiln.device import keep_freed_host_memory, pick_device
 from kiln.models.build import build_model
 from kiln.objectives.causal import CausalLM
 from kiln.presets import get_preset
-from kiln.train.flops import flops_per_token
 from kiln.train.optim import build_optimizer
+from kiln.train.parallel import Parallel, parallelize
 from kiln.train.precision import choose_precision, measure_matmul_peak
+from kiln.train.trainer import Trainer
+
+
+class RandomTokens:
+    """A loader of random token windows: throughput does not depend on the data."""
+
+    epoch = 0.0
+
+    def __init__(self, vocab_size: int, batch_size: int, seq_len: int, seed: int = 0) -> None:
+        self.shape, self.vocab_size = (batch_size, seq_len + 1), vocab_size
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        data = torch.randint(0, self.vocab_size, self.shape, generator=self.gen)
+        return data[:, :-1], data[:, 1:]
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 def measure(preset: str, precision: str, steps: int, warmup: int, overrides: dict[str, str]) -> dict:
+    """The trainer's own step (accumulation, clipping, step skipping) on the preset's model."""
     cfg = apply_overrides(get_preset(preset), {**overrides, "train.precision": precision})
     tc = cfg.train
     device = pick_device(tc.device)
     if device.type == "cpu":
-        keep_freed_host_memory()  # as the trainer does
+        keep_freed_host_memory()  # as train/build.py does
+    par = Parallel(cfg.parallel, device)
     torch.manual_seed(0)
     model = build_model(cfg.model, device)
-    run_model = torch.compile(model) if tc.compile else model
-    opt = build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device)
-    objective = CausalLM()
-    B, T = tc.micro_batch_size, tc.seq_len
-    data = torch.randint(0, cfg.model.vocab_size, (steps + warmup, B, T + 1), device=device)
-
-    def step(i: int) -> None:
-        with autocast(device, precision):
-            loss, _ = objective.loss(run_model, {"inputs": data[i, :, :-1], "targets": data[i, :, 1:]})
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    for i in range(warmup):
-        step(i)
+    forward_model = parallelize(model, par, precision)
+    forward_model = torch.compile(forward_model) if tc.compile else forward_model
+    optimizer = build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device)
+    loader = RandomTokens(cfg.model.vocab_size, tc.micro_batch_size, tc.seq_len)
+    trainer = Trainer(cfg, model, forward_model, CausalLM(cfg.objective.causal), loader, optimizer, par, device,
+                      hooks=[])
+    for _ in range(warmup):
+        trainer.train_step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for i in range(warmup, warmup + steps):
-        step(i)
+    for _ in range(steps):
+        trainer.train_step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
-    tok_s = steps * B * T / dt
+    tok_s = steps * trainer.tokens_per_step / (time.perf_counter() - t0)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     peak = measure_matmul_peak(device, dtype, seconds=1.0)
-    flops = flops_per_token(cfg.model, T, cfg.objective) * tok_s
+    flops = trainer.flops_per_token * tok_s
     return {"preset": preset, "precision": precision, "device": str(device), "params": model.num_params(),
             "tokens_per_s": tok_s, "achieved_tflops": flops / 1e12, "peak_tflops": peak / 1e12, "mfu": flops / peak}
 

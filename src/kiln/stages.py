@@ -38,12 +38,11 @@ from kiln.shards.writer import write_shards
 from kiln.tokenizer import (
     bytes_per_token,
     load_tokenizer,
-    token_byte_lengths,
     tokenizer_hash,
     train_tokenizer,
 )
 from kiln.train.signals import stop_on_signals
-from kiln.train.trainer import Trainer
+from kiln.train.build import build_trainer
 
 
 def record(run: RunDir, stage: str, figures: dict[str, Any]) -> None:
@@ -171,12 +170,9 @@ def training_budget_s(cfg: RunConfig, run: RunDir, elapsed_s: float | None = Non
 def train(cfg: RunConfig, run: RunDir, resume: bool | str = False, time_budget_s: float | None = None) -> dict[str, Any]:
     """Train the model on the run's shards; checkpoints, metrics.jsonl, summary figures. The run's
     config.json is written only once the trainer has accepted the config (a refused resume leaves it)."""
-    tok = load_tokenizer(run.tokenizer)
-    token_bytes = torch.tensor(token_byte_lengths(tok, pad_to=cfg.model.vocab_size))
     budget_s = training_budget_s(cfg, run) if time_budget_s is None else time_budget_s
     with stop_on_signals() as stop:  # SIGTERM while the trainer measures the machine is honoured too
-        trainer = Trainer(cfg, run, token_bytes, tokenizer_hash(run.tokenizer), resume=resume,
-                          time_budget_s=budget_s, stop=stop)
+        trainer = build_trainer(cfg, run, resume=resume, time_budget_s=budget_s, stop=stop)
         if trainer.rank == 0:
             save_config(cfg, run.config)
         try:

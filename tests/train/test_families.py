@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from kiln.cli import main
-from kiln.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_hash
-from kiln.train.trainer import Trainer
+from kiln.train.build import build_trainer
 from tests.conftest import copy_run, tiny_config
 from tests.train.test_trainer import _weights
 
@@ -58,14 +57,12 @@ def test_resume_is_bitwise_identical_for_every_family(family, tokenized_run, tmp
                                                          "train.checkpoint_every": "0", "train.grad_accum_steps": "2"})
     straight = copy_run(src, tmp_path / "straight")
     resumed = copy_run(src, tmp_path / "resumed")
-    token_bytes = torch.tensor(token_byte_lengths(load_tokenizer(src.tokenizer), pad_to=cfg.model.vocab_size))
-    sha = tokenizer_hash(src.tokenizer)
-    Trainer(cfg, straight, token_bytes, sha).fit()
-    first = Trainer(cfg, resumed, token_bytes, sha)
+    build_trainer(cfg, straight).fit()
+    first = build_trainer(cfg, resumed)
     for _ in range(4):
         first.train_step()
     first.save()
     torch.manual_seed(99)
-    Trainer(cfg, resumed, token_bytes, sha, resume=True).fit()
+    build_trainer(cfg, resumed, resume=True).fit()
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), family

@@ -13,9 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from kiln import stages
-from kiln.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_hash
 from kiln.train.checkpoint import latest_checkpoint, verify_checkpoint
-from kiln.train.trainer import Trainer
+from kiln.train.build import build_trainer
 from tests.conftest import copy_run, tiny_config
 
 ARGS = ["--train.max_steps", "24", "--train.eval_every", "0", "--train.checkpoint_every", "2",
@@ -95,8 +94,7 @@ def test_a_corrupt_latest_checkpoint_is_skipped(tokenized_run, tmp_path, corpus_
     assert latest_checkpoint(run.checkpoints, verify=True) == run.checkpoints / "step_4"
     assert "skipping checkpoint" in capsys.readouterr().err
     cfg = tiny_config(corpus_dir, **{"train.max_steps": "8", "train.checkpoint_every": "2", "train.eval_every": "0"})
-    token_bytes = torch.tensor(token_byte_lengths(load_tokenizer(run.tokenizer), pad_to=cfg.model.vocab_size))
-    trainer = Trainer(cfg, run, token_bytes, tokenizer_hash(run.tokenizer), resume="auto")
+    trainer = build_trainer(cfg, run, resume="auto")
     assert trainer.step == 4
 
 
@@ -119,8 +117,7 @@ def _trainer(tokenized_run, tmp_path, corpus_dir, bad_calls):
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
     cfg = tiny_config(corpus_dir, **{"train.max_steps": "10", "train.checkpoint_every": "4", "train.eval_every": "0"})
-    token_bytes = torch.tensor(token_byte_lengths(load_tokenizer(run.tokenizer), pad_to=cfg.model.vocab_size))
-    trainer = Trainer(cfg, run, token_bytes, tokenizer_hash(run.tokenizer))
+    trainer = build_trainer(cfg, run)
     trainer.objective = _Poison(trainer.objective, bad_calls)
     return trainer, run
 

@@ -27,8 +27,7 @@ def _weights(run):
 
 
 def test_resume_is_bitwise_identical(tokenized_run, tmp_path, corpus_dir):
-    from kiln.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_hash
-    from kiln.train.trainer import Trainer
+    from kiln.train.build import build_trainer
 
     _, src = tokenized_run
     cfg = tiny_config(corpus_dir, **{"train.max_steps": "12", "train.eval_every": "0",
@@ -37,14 +36,12 @@ def test_resume_is_bitwise_identical(tokenized_run, tmp_path, corpus_dir):
     stages.train(cfg, straight)
 
     resumed = copy_run(src, tmp_path / "resumed")
-    token_bytes = torch.tensor(token_byte_lengths(load_tokenizer(resumed.tokenizer), pad_to=cfg.model.vocab_size))
-    sha = tokenizer_hash(resumed.tokenizer)
-    first = Trainer(cfg, resumed, token_bytes, sha)
+    first = build_trainer(cfg, resumed)
     for _ in range(6):
         first.train_step()
     first.save()
     torch.manual_seed(1234)  # a fresh process would not share RNG state; the checkpoint must restore it
-    second = Trainer(cfg, resumed, token_bytes, sha, resume=True)
+    second = build_trainer(cfg, resumed, resume=True)
     assert second.step == 6 and second.loader.samples_seen == first.loader.samples_seen
     second.fit()
 

@@ -256,3 +256,44 @@ def to_dcp(path: Path, out: Path) -> Path:
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.save({"model": weights}, checkpoint_id=str(out), no_dist=True)
     return Path(out)
+
+
+class Checkpointer:
+    """One run's checkpoints as a trainer part: where they go, how many are kept, what identifies
+    the data they belong to (the tokenizer's hash), and the one in flight when writing asynchronously."""
+
+    def __init__(self, root: Path, tokenizer_path: Path, tokenizer_sha256: str, keep: int,
+                 par: "Parallel | None" = None, asynchronous: bool = False) -> None:
+        self.root, self.tokenizer_path, self.tokenizer_sha256 = root, tokenizer_path, tokenizer_sha256
+        self.keep, self.par, self.asynchronous = keep, par, asynchronous
+        self.pending: PendingCheckpoint | None = None
+
+    def latest(self) -> Path | None:
+        """The newest checkpoint whose files match its manifest."""
+        return latest_checkpoint(self.root, verify=True)
+
+    def finish(self) -> Path | None:
+        """Publish a checkpoint still being written in the background (if any)."""
+        pending, self.pending = self.pending, None
+        return pending.finish() if pending is not None else None
+
+    def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+             config: dict[str, Any]) -> Path:
+        """Checkpoint `step` (published now, or when the next save or `finish` comes if asynchronous)."""
+        self.finish()
+        state = {**state, "tokenizer_sha256": self.tokenizer_sha256}
+        out = save_checkpoint(self.root, step, model, optimizer, state, config, self.tokenizer_path, self.keep,
+                              self.par, self.asynchronous)
+        if isinstance(out, PendingCheckpoint):
+            self.pending = out
+            return self.root / f"{STEP_PREFIX}{step}"
+        return out
+
+    def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """Restore model, optimizer and RNG from `path`; returns its state.json. A checkpoint of another
+        tokenizer is refused."""
+        state = read_state(path)
+        if state.get("tokenizer_sha256") != self.tokenizer_sha256:
+            raise KilnError(f"checkpoint {path} was trained with another tokenizer; resume with its run directory")
+        load_training_state(path, model, optimizer, self.par.rank if self.par else 0)
+        return state

@@ -43,7 +43,7 @@ from kiln.train.budget import (
 from kiln.train.checkpoint import read_state
 from kiln.train.flops import flops_per_token
 from kiln.train.parallel import Parallel
-from kiln.train.precision import MatmulRates, choose_precision, probe_matmul_rates
+from kiln.train.precision import MatmulRates, choose_precision, measure_matmul_peak, probe_matmul_rates
 from kiln.train.resume import check_resume
 
 if TYPE_CHECKING:
@@ -57,8 +57,11 @@ MEASURE_AFTER_STEPS = 6
 class Planner:
     """Settles and records (plan.json) the choices a config leaves to the machine."""
 
-    def __init__(self, run: RunDir, device: torch.device, par: Parallel, budget_s: float) -> None:
-        self.run, self.device, self.par, self.budget_s = run, device, par, budget_s
+    def __init__(self, run: RunDir, device: torch.device, par: Parallel, budget_s: float,
+                 stop: Callable[[], bool] = lambda: False) -> None:
+        self.run, self.device, self.par, self.budget_s, self.stop = run, device, par, budget_s, stop
+        self.peak_flops = 0.0
+        """The matmul ceiling, when the depth choice measured it (the trainer reuses it for MFU)."""
         self.plan: dict[str, Any] = {}
         self.steps_planned = False
         """max_steps is fixed by a plan (this run's, plan.json's or the checkpoint's)."""
@@ -79,10 +82,9 @@ class Planner:
         """The step count is still to be planned."""
         return self.budget_s > 0 and not self.steps_planned
 
-    def settle(self, cfg: "RunConfig", checkpoint: Path | None, global_batch: int,
-               measure_peak: Callable[[str], float]) -> "RunConfig":
+    def settle(self, cfg: "RunConfig", checkpoint: Path | None, global_batch: int) -> "RunConfig":
         """The config to train with: every choice concrete, from `checkpoint` or plan.json or measured."""
-        cfg = self._from_checkpoint(cfg, checkpoint, global_batch) if checkpoint else self._fresh(cfg, measure_peak)
+        cfg = self._from_checkpoint(cfg, checkpoint, global_batch) if checkpoint else self._fresh(cfg)
         if self.pending:
             require(cfg.train.warmup_steps >= 2, "a time budget needs train.warmup_steps >= 2: the plan measures the "
                     "step time during the warmup, where the learning rate does not depend on the step count")
@@ -105,7 +107,7 @@ class Planner:
         self.plan["precision_reason"] = f"{settled.train.precision}, as the checkpoint was trained"
         return settled
 
-    def _fresh(self, cfg: "RunConfig", measure_peak: Callable[[str], float]) -> "RunConfig":
+    def _fresh(self, cfg: "RunConfig") -> "RunConfig":
         key, machine = config_key(to_dict(cfg)), machine_fingerprint(self.device, self.par.world_size)
         saved = read_plan(self.run.plan, key, machine)
         self.plan = saved or {"config_key": key, "machine": machine}
@@ -117,7 +119,7 @@ class Planner:
         self.say(f"precision: {self.plan['precision']} ({self.plan['precision_reason']})")
         if self.budget_s > 0 and cfg.train.size_from_budget:
             if "depth" not in self.plan:
-                self.plan["depth"], self.plan["depth_reason"] = self._choose_depth(cfg, measure_peak(train.precision))
+                self.plan["depth"], self.plan["depth_reason"] = self._choose_depth(cfg, train.precision)
             self.say(f"size: {self.plan['depth_reason']}")
             cfg = replace(cfg, model=replace(cfg.model, depth=self.plan["depth"]))
         if self.budget_s > 0 and "max_steps" in self.plan:
@@ -140,14 +142,16 @@ class Planner:
             self.plan["bf16_speedup"] = choice.bf16_speedup
         return choice.precision
 
-    def _choose_depth(self, cfg: "RunConfig", peak_flops: float) -> tuple[int, str]:
+    def _choose_depth(self, cfg: "RunConfig", precision: str) -> tuple[int, str]:
         require(cfg.model.depth > 0, "train.size_from_budget needs the size dial: set model.depth")
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.peak_flops = self.agreed(measure_matmul_peak(self.device, dtype, stop=self.stop))
         options = []
         for depth in range(2, 4 * cfg.model.depth + 1):
             shape = replace(cfg.model, depth=depth)
             options.append(SizeOption(depth, build_on_meta(shape).num_params(),
                                       flops_per_token(shape, cfg.train.seq_len, cfg.objective)))
-        return choose_depth(options, self.budget_s, peak_flops * SIZE_MFU, cfg.train.tokens_per_param)
+        return choose_depth(options, self.budget_s, self.peak_flops * SIZE_MFU, cfg.train.tokens_per_param)
 
     def due(self, trainer: "Trainer") -> bool:
         """Enough steps measured to plan the step count (within the warmup)."""

@@ -1,8 +1,10 @@
 """The training loop: one loop for every objective and stage.
 
-The `Trainer` owns steps, gradient accumulation, clipping, the schedule, periodic validation,
-checkpoints and metrics. The model comes in built; the objective turns batches into a loss; the
-loader is told its rank and world size.
+The `Trainer` owns steps, gradient accumulation, clipping, the schedule, non-finite step skipping
+and rollback, and the metrics of each step. It is built from parts (the model and the module to call,
+the objective, a loader, validation shards, the optimizer, a checkpointer) and runs hooks after each
+step (train/hooks.py: the time budget's plan, validation, checkpoints). train/build.py makes the
+parts from a run directory; anything else (a benchmark, a fine-tuning stage) can make its own.
 """
 
 from __future__ import annotations
@@ -11,37 +13,40 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from kiln.config import replace, to_dict
-from kiln.device import autocast, keep_freed_host_memory, pick_device
+from kiln.device import autocast
 from kiln.errors import KilnError
 from kiln.evaluate.loss import validation_loss
-from kiln.models.build import build_model
-from kiln.models.registry import build_objective
-from kiln.rundir import RunDir
+from kiln.models.base import TokenModel
+from kiln.objectives.base import Objective
 from kiln.shards.loader import PackedLoader, ShardSet, iterate_windows
-from kiln.tokenizer import load_tokenizer, objective_ids
-from kiln.train.checkpoint import (
-    PendingCheckpoint,
-    latest_checkpoint,
-    load_training_state,
-    read_state,
-    save_checkpoint,
-)
+from kiln.train.checkpoint import Checkpointer
 from kiln.train.config import TrainConfig
 from kiln.train.flops import flops_per_token, matmul_params
-from kiln.train.optim import build_optimizer, lr_at
-from kiln.train.parallel import Parallel, parallelize
-from kiln.train.plan import Planner
+from kiln.train.hooks import Checkpoint, Hook, Validate
+from kiln.train.optim import lr_at
+from kiln.train.parallel import Parallel
 from kiln.train.precision import measure_matmul_peak
 from kiln.train.signals import StopRequest, stop_on_signals
 
 if TYPE_CHECKING:
     from kiln.runconfig import RunConfig
+
+
+class Loader(Protocol):
+    """What the trainer needs of a loader (shards/loader.py's PackedLoader is one)."""
+
+    epoch: float
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class MetricsLog:
@@ -60,171 +65,123 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
 
+def accumulation_steps(tc: TrainConfig, world_size: int) -> int:
+    """Micro-batches per optimizer step: train.grad_accum_steps, or derived from train.global_batch_size
+    so the global batch stays the same at any world size."""
+    if not tc.global_batch_size:
+        return tc.grad_accum_steps
+    per_step = tc.micro_batch_size * world_size
+    if tc.global_batch_size % per_step:
+        raise KilnError(f"train.global_batch_size={tc.global_batch_size} is not a multiple of "
+                        f"micro_batch_size x ranks = {per_step}")
+    return tc.global_batch_size // per_step
+
+
 class Trainer:
-    """Trains `cfg.model` on the run directory's shards; resumable from its checkpoints.
+    """Trains `model` with `objective` on `loader`'s batches to `cfg.train.max_steps`."""
 
-    Before building the model, a `Planner` (train/plan.py) settles what the config leaves to the
-    machine (the precision; with a budget, the depth) from the checkpoint it resumes, the run
-    directory's plan.json or a measurement; with a budget it fixes the step count after the first
-    warmup steps.
-    """
-
-    def __init__(self, cfg: "RunConfig", run: RunDir, token_bytes: torch.Tensor, tokenizer_sha256: str,
-                 resume: bool | str = False, time_budget_s: float | None = None,
-                 stop: StopRequest | None = None) -> None:
-        self.started = time.perf_counter()
-        self.run = run
+    def __init__(self, cfg: "RunConfig", model: TokenModel, forward_model: nn.Module, objective: Objective,
+                 loader: Loader, optimizer: torch.optim.Optimizer, par: Parallel, device: torch.device,
+                 checkpointer: Checkpointer | None = None, val_shards: ShardSet | None = None,
+                 token_bytes: torch.Tensor | None = None, metrics: MetricsLog | None = None,
+                 hooks: list[Hook] | None = None, stop: StopRequest | None = None,
+                 plan: dict[str, Any] | None = None, started: float | None = None) -> None:
+        self.cfg, self.tc = cfg, cfg.train
+        self.model, self.forward_model, self.objective, self.loader = model, forward_model, objective, loader
+        self.optimizer, self.par, self.device, self.checkpointer = optimizer, par, device, checkpointer
+        self.val_shards, self.token_bytes, self.metrics = val_shards, token_bytes, metrics
+        self.hooks = [Validate(), Checkpoint()] if hooks is None else hooks
         self.stop = stop if stop is not None else StopRequest()
-        self.device = pick_device(cfg.train.device)
-        self.par = Parallel(cfg.parallel, self.device)
-        self.rank, self.world_size = self.par.rank, self.par.world_size
-        if self.device.type == "cuda":
-            self.device = torch.device("cuda", self.par.local_rank)
-            torch.cuda.set_device(self.device)
-        if self.device.type == "cpu":
-            keep_freed_host_memory()
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
-        self.accum = self._accumulation(cfg.train)
-        self.tokenizer_sha256 = tokenizer_sha256
-        self.token_bytes = token_bytes
-        self.peak_flops = 0.0  # the MFU ceiling: best of every measurement (see measure_peak)
-        self.checkpoint_root = run.checkpoints
-        self.max_steps_cap = cfg.train.max_steps
-        self.planner = Planner(run, self.device, self.par, cfg.train.time_budget_s if time_budget_s is None
-                               else time_budget_s)
-        checkpoint = self._find_checkpoint(resume)
-        self.cfg = self.planner.settle(cfg, checkpoint, cfg.train.micro_batch_size * self.accum * self.world_size,
-                                       self.measure_peak)
-        self.tc = self.cfg.train
-        self.train_shards = ShardSet(run.split("train"))
-        self.val_shards = ShardSet(run.split("val"))
-        for shards in (self.train_shards, self.val_shards):
-            if shards.tokenizer_sha256 != tokenizer_sha256:
-                raise KilnError(f"shards in {shards.directory} were made with another tokenizer; re-run `kiln tokenize`")
-            if shards.manifest["vocab_size"] > self.cfg.model.vocab_size:
-                raise KilnError(f"tokenizer has {shards.manifest['vocab_size']} tokens but model.vocab_size="
-                                f"{self.cfg.model.vocab_size}; raise model.vocab_size")
-        torch.manual_seed(self.tc.seed)
-        self.model = build_model(self.cfg.model, self.device)
-        self.forward_model = parallelize(self.model, self.par, self.tc.precision)  # FSDP shards in place
-        self.optimizer = build_optimizer(self.model, self.tc.lr, self.tc.weight_decay,
-                                         (self.tc.beta1, self.tc.beta2), self.device)
-        self.objective = build_objective(self.cfg.model, self.cfg.objective, objective_ids(load_tokenizer(run.tokenizer)))
-        self.loader = PackedLoader(self.train_shards, self.tc.seq_len, self.tc.micro_batch_size,
-                                   rank=self.rank, world_size=self.world_size, seed=self.tc.seed)
+        self.plan = plan if plan is not None else {}
+        """What was planned and why (plan.json), for the summary."""
+        self.started = time.perf_counter() if started is None else started
+        self.rank, self.world_size = par.rank, par.world_size
+        self.accum = accumulation_steps(self.tc, self.world_size)
         self.step = 0
         self.tokens_seen = 0
         self.lr_scale = 1.0  # lowered by rollbacks after repeated non-finite steps
         self.bad_steps = self.skipped_steps = 0
         self.loss_mean: float | None = None
-        self.pending: PendingCheckpoint | None = None
-        if checkpoint:
-            self._load(checkpoint)
-            if self.rank == 0:
-                print(f"resumed from {checkpoint} at step {self.step}")
-        self.metrics = MetricsLog(run.metrics, self.step if checkpoint else None) if self.rank == 0 else None
-        if self.tc.compile:
-            self.forward_model = torch.compile(self.forward_model)
-        self.flops_per_token = flops_per_token(self.cfg.model, self.tc.seq_len, self.cfg.objective)
+        self.last_val: dict[str, float] = {}
+        self.peak_flops = 0.0  # the MFU ceiling: best of every measurement (see measure_peak)
+        self.flops_per_token = flops_per_token(cfg.model, self.tc.seq_len, cfg.objective)
+        self.bar: tqdm | None = None
 
-    def _accumulation(self, tc: TrainConfig) -> int:
-        if not tc.global_batch_size:
-            return tc.grad_accum_steps
-        per_step = tc.micro_batch_size * self.world_size
-        if tc.global_batch_size % per_step:
-            raise KilnError(f"train.global_batch_size={tc.global_batch_size} is not a multiple of "
-                            f"micro_batch_size x ranks = {per_step}")
-        return tc.global_batch_size // per_step
+    @property
+    def tokens_per_step(self) -> int:
+        return self.tc.seq_len * self.tc.micro_batch_size * self.accum * self.world_size
 
-    def _find_checkpoint(self, mode: bool | str) -> Path | None:
-        """The newest checkpoint whose files match its manifest. mode "auto": None (start fresh) if none."""
-        if not mode:
-            return None
-        path = latest_checkpoint(self.checkpoint_root, verify=True)
-        if path is None and mode != "auto":
-            raise KilnError(f"--resume given but {self.checkpoint_root} holds no complete checkpoint; "
-                            "use --resume auto to start fresh when there is none")
-        return path
+    @property
+    def global_batch(self) -> int:
+        """Sequences per optimizer step over all ranks."""
+        return self.tc.micro_batch_size * self.accum * self.world_size
 
     @property
     def num_val_windows(self) -> int:
+        assert self.val_shards is not None, "this trainer has no validation shards"
         return PackedLoader(self.val_shards, self.tc.seq_len, self.tc.micro_batch_size, shuffle=False).num_windows
 
-    def _follow_plan(self, bar: tqdm, step_s: float) -> None:
-        """After each step of a budgeted run: fix max_steps (the schedule's horizon) once the first
-        steps are measured; later, shorten it if the machine has slowed (train/plan.py)."""
-        if self.planner.pending:
-            self.planner.step_times.append(step_s)
-            if not self.planner.due(self):
-                return
-            steps, why = self.planner.plan_steps(self, self.started)
-        else:
-            replanned = self.planner.check_fit(self, self.started, step_s)
-            if replanned is None:
-                return
-            steps, why = replanned, self.planner.plan["replanned"][-1]
+    def set_max_steps(self, steps: int, why: str) -> None:
+        """A new horizon for the schedule (a hook's plan); printed with its reason."""
         self.cfg = replace(self.cfg, train=replace(self.tc, max_steps=steps))
         self.tc = self.cfg.train
-        bar.total = steps
-        bar.refresh()
-        bar.write(f"plan: {why}")
+        if self.bar is not None:
+            self.bar.total = steps
+            self.bar.refresh()
+            self.bar.write(why)
+
+    def log(self, record: dict[str, Any], line: str | None = None) -> None:
+        """A record for metrics.jsonl (rank 0), and a line for the person watching."""
+        if self.metrics is not None:
+            self.metrics.write(record)
+        if line is not None and self.rank == 0:
+            (self.bar.write if self.bar is not None else print)(line)
 
     def measure_peak(self, precision: str | None = None) -> float:
         """The matmul ceiling for MFU (about a second, in the precision trained in), kept as the best
         of every measurement: a reading taken while other work (a thread pool of an earlier stage
         winding down) shares the cores comes out low and would inflate MFU. Stops early on SIGTERM."""
         dtype = torch.bfloat16 if (precision or self.tc.precision) == "bf16" else torch.float32
-        peak = self.planner.agreed(measure_matmul_peak(self.device, dtype, stop=lambda: bool(self.stop)))
+        peak = measure_matmul_peak(self.device, dtype, stop=lambda: bool(self.stop))
+        if self.par.distributed:  # every rank reports the same ceiling
+            peak = self.par.all_mean(torch.tensor(peak, dtype=torch.float64, device=self.device)).item()
         self.peak_flops = max(self.peak_flops, peak)
         return self.peak_flops
 
-    @property
-    def tokens_per_step(self) -> int:
-        return self.tc.seq_len * self.tc.micro_batch_size * self.accum * self.world_size
-
-    def _load(self, path: Path) -> None:
-        state = read_state(path)
-        if state.get("tokenizer_sha256") != self.tokenizer_sha256:
-            raise KilnError(f"checkpoint {path} was trained with another tokenizer; resume with its run directory")
-        load_training_state(path, self.model, self.optimizer, self.rank)
+    def load(self, path: Path) -> None:
+        """Continue from checkpoint `path`: weights, optimizer, RNG, loader position, counters."""
+        assert self.checkpointer is not None, "this trainer has no checkpointer"
+        state = self.checkpointer.load(path, self.model, self.optimizer)
         self.loader.load_state_dict(state["loader"])
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
         self.lr_scale = state.get("lr_scale", 1.0)
 
-    def finish_checkpoint(self) -> Path | None:
-        """Publish a checkpoint still being written in the background (if any)."""
-        pending, self.pending = self.pending, None
-        return pending.finish() if pending is not None else None
-
     def save(self) -> Path:
-        self.finish_checkpoint()
+        assert self.checkpointer is not None, "this trainer has no checkpointer"
         state = {"loader": self.loader.state_dict(), "tokens_seen": self.tokens_seen, "lr_scale": self.lr_scale,
-                 "tokenizer_sha256": self.tokenizer_sha256, "world_size": self.world_size,
-                 "global_batch_size": self.tc.micro_batch_size * self.accum * self.world_size,
-                 "planned_steps": self.planner.steps_planned, "max_steps_cap": self.max_steps_cap}
-        out = save_checkpoint(self.checkpoint_root, self.step, self.model, self.optimizer, state, to_dict(self.cfg),
-                              self.run.tokenizer, self.tc.keep_checkpoints, self.par, self.tc.async_checkpoint)
-        if isinstance(out, PendingCheckpoint):
-            self.pending = out
-            return self.checkpoint_root / f"step_{self.step}"
-        return out
+                 "world_size": self.world_size, "global_batch_size": self.global_batch}
+        for hook in self.hooks:
+            state.update(hook.state())
+        return self.checkpointer.save(self.step, self.model, self.optimizer, state, to_dict(self.cfg))
 
     def rollback(self) -> int:
         """Back to the last good checkpoint with a lower learning rate (after repeated bad steps)."""
-        self.finish_checkpoint()
-        path = latest_checkpoint(self.checkpoint_root, verify=True)
+        path = None
+        if self.checkpointer is not None:
+            self.checkpointer.finish()
+            path = self.checkpointer.latest()
         if path is None:
             raise KilnError(f"{self.bad_steps} steps in a row had a non-finite loss or gradient and there is no "
                             "checkpoint to roll back to; lower train.lr or check the data")
         scale = self.lr_scale * self.tc.rollback_lr_factor
-        self._load(path)
+        self.load(path)
         self.lr_scale = scale
         self.bad_steps = 0
         return self.step
 
     def validate(self, max_windows: int | None) -> dict[str, float]:
         """The objective's validation figures ("loss"; "bpb" for causal LMs); all windows when None."""
+        assert self.val_shards is not None and self.token_bytes is not None, "this trainer has no validation shards"
         batches = iterate_windows(self.val_shards, self.tc.seq_len, self.tc.micro_batch_size, max_windows)
         return validation_loss(self.objective, self.forward_model, batches, self.token_bytes, self.device,
                                self.tc.precision, final=max_windows is None)
@@ -269,74 +226,60 @@ class Trainer:
         self.tokens_seen += self.tokens_per_step
         return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm.item(), **figures}
 
-    def _log(self, record: dict[str, Any]) -> None:
-        if self.metrics is not None:
-            self.metrics.write(record)
-
-    def _loop(self, bar: tqdm, stop: StopRequest) -> tuple[dict[str, float], float]:
-        """Steps until max_steps or a stop request; returns (last validation, seconds in train steps)."""
+    def _loop(self, bar: tqdm, stop: StopRequest) -> float:
+        """Steps until max_steps or a stop request; returns the seconds spent in train steps."""
         train_s = 0.0
-        last_val: dict[str, float] = {}
         while self.step < self.tc.max_steps and not stop:
-            tc = self.tc  # the plan may fix max_steps after the first steps
             t0 = time.perf_counter()
             stats = self.train_step()
             dt = time.perf_counter() - t0
             train_s += dt
             if stats.get("skipped"):
-                self._log({"step": self.step, "skipped_step": True, "skipped_total": self.skipped_steps})
-                bar.write(f"step {self.step + 1}: non-finite loss or gradient, step skipped ({self.bad_steps} in a row)")
-                if self.bad_steps >= tc.max_bad_steps:
+                self.log({"step": self.step, "skipped_step": True, "skipped_total": self.skipped_steps},
+                         f"step {self.step + 1}: non-finite loss or gradient, step skipped ({self.bad_steps} in a row)")
+                if self.bad_steps >= self.tc.max_bad_steps:
                     back = self.rollback()
-                    self._log({"step": back, "rollback_to": back, "lr_scale": self.lr_scale})
-                    bar.write(f"rolled back to step {back}; learning rate now x{self.lr_scale:g}")
+                    self.log({"step": back, "rollback_to": back, "lr_scale": self.lr_scale},
+                             f"rolled back to step {back}; learning rate now x{self.lr_scale:g}")
                     bar.n = back
                 continue
-            if self.loss_mean is not None and stats["loss"] > tc.spike_factor * self.loss_mean:
-                self._log({"step": self.step, "loss_spike": stats["loss"], "loss_mean": self.loss_mean})
+            if self.loss_mean is not None and stats["loss"] > self.tc.spike_factor * self.loss_mean:
+                self.log({"step": self.step, "loss_spike": stats["loss"], "loss_mean": self.loss_mean})
             self.loss_mean = stats["loss"] if self.loss_mean is None else 0.9 * self.loss_mean + 0.1 * stats["loss"]
             if not self.peak_flops:
                 self.measure_peak()
             tok_s = self.tokens_per_step / dt
             mfu = self.flops_per_token * tok_s / self.peak_flops if self.peak_flops else 0.0
-            self._log({"step": self.step, "tokens": self.tokens_seen, **stats, "tokens_per_s": tok_s, "mfu": mfu})
+            self.log({"step": self.step, "tokens": self.tokens_seen, **stats, "tokens_per_s": tok_s, "mfu": mfu})
             bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}")
             bar.update(1)
-            if self.planner.budget_s > 0 and not stop:
-                self._follow_plan(bar, dt)
-                tc = self.tc
-            final = self.step == tc.max_steps
-            if final or (tc.eval_every and self.step % tc.eval_every == 0):
-                last_val = self.validate(None if final else tc.eval_windows)
-                shown = {f"val_{k}": v for k, v in last_val.items() if k not in ("tokens", "bytes")}
-                self._log({"step": self.step, "tokens": self.tokens_seen, **shown})
-                bar.write(f"step {self.step}: " + " ".join(f"{k} {v:.4f}" for k, v in shown.items()))
-            if final or (tc.checkpoint_every and self.step % tc.checkpoint_every == 0):
-                self.save()
-        return last_val, train_s
+            for hook in self.hooks:
+                hook.after_step(self, dt)
+        return train_s
 
     def fit(self) -> dict[str, Any]:
         """Run to train.max_steps; return the figures for summary.json. SIGINT/SIGTERM stop at the
         next step boundary with a checkpoint (then KeyboardInterrupt)."""
-        tc = self.tc
         self.model.train()
         start_step = self.step
-        bar = tqdm(total=tc.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=self.rank != 0)
+        self.bar = bar = tqdm(total=self.tc.max_steps, initial=self.step, desc="train", unit="step",
+                              dynamic_ncols=True, disable=self.rank != 0)
         with stop_on_signals(self.stop) as stop:
             try:
-                last_val, train_s = self._loop(bar, stop)
+                train_s = self._loop(bar, stop)
             finally:
-                self.finish_checkpoint()
+                if self.checkpointer is not None:
+                    self.checkpointer.finish()
         bar.close()
+        self.bar = None
         tc = self.tc
         if stop and self.step < tc.max_steps:
             path = self.save()
-            self.finish_checkpoint()  # published before the process exits
+            if self.checkpointer is not None:
+                self.checkpointer.finish()  # published before the process exits
             print(f"stopped by signal {stop.signum} at step {self.step}; checkpoint {path}; continue with --resume")
             raise KeyboardInterrupt
-        if not last_val:  # resumed at max_steps: nothing ran, still report validation
-            last_val = self.validate(None)
+        last_val = self.last_val or self.validate(None)  # resumed at max_steps: nothing ran, still report
         steps_run = self.step - start_step
         tokens_per_s = steps_run * self.tokens_per_step / train_s if train_s else 0.0
         self.measure_peak()
@@ -345,7 +288,7 @@ class Trainer:
             "val_loss": last_val["loss"],
             "val_bpb": last_val.get("bpb"),
             **{f"val_{k}": v for k, v in last_val.items() if k not in ("loss", "bpb", "tokens", "bytes")},
-            "family": self.cfg.model.family,
+            "family": m.family,
             "objective": self.objective.name,
             "train_tokens": self.tokens_seen,
             "steps": self.step,
@@ -362,9 +305,9 @@ class Trainer:
             "epochs": self.loader.epoch,
             "device": str(self.device),
             "precision": tc.precision,
-            "precision_reason": self.planner.plan.get("precision_reason"),
+            "precision_reason": self.plan.get("precision_reason"),
             "model": f"{m.num_layers} x {m.dim}, {m.num_heads} heads, MLP {m.hidden_dim}"
                      + (f", depth {m.depth} on the dial" if m.depth else ""),
-            "plan": self.planner.plan.get("max_steps_reason") if self.planner.steps_planned else None,
+            "plan": self.plan.get("max_steps_reason"),
             "wall_s": time.perf_counter() - self.started,
         }

@@ -1,0 +1,103 @@
+"""Build a Trainer from a run directory: its tokenizer, shards and checkpoints, checked together.
+
+This is the only place that knows the run directory's layout on the training side: it settles the
+config with the Planner (precision, budget-sized depth, a resumed checkpoint's choices), checks that
+the shards and tokenizer belong together, builds the model on meta and materialises it, applies
+parallelism and compilation from outside the model, and hands the parts to the Trainer with its hooks.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from kiln.device import keep_freed_host_memory, pick_device
+from kiln.errors import KilnError
+from kiln.models.build import build_model
+from kiln.models.registry import build_objective
+from kiln.rundir import RunDir
+from kiln.shards.loader import PackedLoader, ShardSet
+from kiln.tokenizer import load_tokenizer, objective_ids, token_byte_lengths, tokenizer_hash
+from kiln.train.checkpoint import Checkpointer, latest_checkpoint
+from kiln.train.hooks import Checkpoint, FollowPlan, Validate
+from kiln.train.optim import build_optimizer
+from kiln.train.parallel import Parallel, parallelize
+from kiln.train.plan import Planner
+from kiln.train.signals import StopRequest
+from kiln.train.trainer import MetricsLog, Trainer, accumulation_steps
+
+if TYPE_CHECKING:
+    from kiln.runconfig import RunConfig
+
+
+def find_checkpoint(root: Path, mode: bool | str) -> Path | None:
+    """The newest checkpoint under `root` whose files match its manifest; None when not resuming, or
+    with mode "auto" when there is none."""
+    if not mode:
+        return None
+    path = latest_checkpoint(root, verify=True)
+    if path is None and mode != "auto":
+        raise KilnError(f"--resume given but {root} holds no complete checkpoint; "
+                        "use --resume auto to start fresh when there is none")
+    return path
+
+
+def check_shards(shards: ShardSet, tokenizer_sha256: str, vocab_size: int) -> ShardSet:
+    if shards.tokenizer_sha256 != tokenizer_sha256:
+        raise KilnError(f"shards in {shards.directory} were made with another tokenizer; re-run `kiln tokenize`")
+    if shards.manifest["vocab_size"] > vocab_size:
+        raise KilnError(f"tokenizer has {shards.manifest['vocab_size']} tokens but model.vocab_size={vocab_size}; "
+                        "raise model.vocab_size")
+    return shards
+
+
+def build_trainer(cfg: "RunConfig", run: RunDir, resume: bool | str = False, time_budget_s: float | None = None,
+                  stop: StopRequest | None = None) -> Trainer:
+    """A Trainer for `cfg` on `run`'s shards, resumed from its newest checkpoint when asked; with a
+    time budget (`time_budget_s`, else train.time_budget_s) it plans its steps to fit."""
+    started = time.perf_counter()
+    stop = stop if stop is not None else StopRequest()
+    device = pick_device(cfg.train.device)
+    par = Parallel(cfg.parallel, device)
+    if device.type == "cuda":
+        device = torch.device("cuda", par.local_rank)
+        torch.cuda.set_device(device)
+    if device.type == "cpu":
+        keep_freed_host_memory()
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    tokenizer = load_tokenizer(run.tokenizer)
+    sha = tokenizer_hash(run.tokenizer)
+    checkpoint = find_checkpoint(run.checkpoints, resume)
+    requested_max_steps = cfg.train.max_steps
+    planner = Planner(run, device, par, cfg.train.time_budget_s if time_budget_s is None else time_budget_s,
+                      stop=lambda: bool(stop))
+    global_batch = cfg.train.micro_batch_size * accumulation_steps(cfg.train, par.world_size) * par.world_size
+    cfg = planner.settle(cfg, checkpoint, global_batch)
+    tc = cfg.train
+    train_shards = check_shards(ShardSet(run.split("train")), sha, cfg.model.vocab_size)
+    val_shards = check_shards(ShardSet(run.split("val")), sha, cfg.model.vocab_size)
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg.model, device)
+    forward_model = parallelize(model, par, tc.precision)  # FSDP shards in place
+    optimizer = build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device)
+    loader = PackedLoader(train_shards, tc.seq_len, tc.micro_batch_size, rank=par.rank, world_size=par.world_size,
+                          seed=tc.seed)
+    objective = build_objective(cfg.model, cfg.objective, objective_ids(tokenizer))
+    checkpointer = Checkpointer(run.checkpoints, run.tokenizer, sha, tc.keep_checkpoints, par, tc.async_checkpoint)
+    hooks = [FollowPlan(planner, started, requested_max_steps), Validate(), Checkpoint()]
+    token_bytes = torch.tensor(token_byte_lengths(tokenizer, pad_to=cfg.model.vocab_size))
+    trainer = Trainer(cfg, model, forward_model, objective, loader, optimizer, par, device, checkpointer, val_shards,
+                      token_bytes, hooks=hooks, stop=stop, plan=planner.plan, started=started)
+    trainer.peak_flops = planner.peak_flops  # measured for the depth choice, if it was
+    if checkpoint:
+        trainer.load(checkpoint)
+        if par.rank == 0:
+            print(f"resumed from {checkpoint} at step {trainer.step}")
+    trainer.metrics = MetricsLog(run.metrics, trainer.step if checkpoint else None) if par.rank == 0 else None
+    if tc.compile:
+        trainer.forward_model = torch.compile(forward_model)
+    return trainer
