@@ -42,24 +42,44 @@ def main() -> None:
         run = RunDir(work / name)
         shutil.rmtree(run.root, ignore_errors=True)
         shutil.copytree(shared.root, run.root, ignore=shutil.ignore_patterns("checkpoints", "metrics.jsonl"))
-        cfg = apply_overrides(get_preset(name), {"train.max_steps": str(args.steps), "train.eval_every": "0",
-                                                 "train.checkpoint_every": "0", "train.warmup_steps": "20"})
+        cfg = apply_overrides(
+            get_preset(name),
+            {
+                "train.max_steps": str(args.steps),
+                "train.eval_every": "0",
+                "train.checkpoint_every": "0",
+                "train.warmup_steps": "20",
+            },
+        )
         t0 = time.perf_counter()
         out = stages.train(cfg, run)
-        row = {"preset": name, "family": cfg.model.family, "params_M": round(out["params"] / 1e6, 2),
-               "active_matmul_params_M": round(out["active_matmul_params"] / 1e6, 2), "train_tokens": out["train_tokens"],
-               **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items() if k.startswith("val_")},
-               "tokens_per_s": round(out["tokens_per_s"]), "mfu": round(out["mfu"], 3),
-               "wall_s": round(time.perf_counter() - t0, 1)}
+        row = {
+            "preset": name,
+            "family": cfg.model.family,
+            "params_M": round(out["params"] / 1e6, 2),
+            "active_matmul_params_M": round(out["active_matmul_params"] / 1e6, 2),
+            "train_tokens": out["train_tokens"],
+            **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items() if k.startswith("val_")},
+            "tokens_per_s": round(out["tokens_per_s"]),
+            "mfu": round(out["mfu"], 3),
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| preset | family | params (M) | active matmul (M) | val loss | val bpb | other | tokens/s | MFU | wall s |")
+    print(
+        "\n| preset | family | params (M) | active matmul (M) | val loss | val bpb | other | tokens/s | MFU | wall s |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        other = ", ".join(f"{k[4:]} {v}" for k, v in r.items() if k.startswith("val_") and k not in ("val_loss", "val_bpb"))
+        other = ", ".join(
+            f"{k[4:]} {v}" for k, v in r.items() if k.startswith("val_") and k not in ("val_loss", "val_bpb")
+        )
         bpb = r.get("val_bpb")
-        print(f"| {r['preset']} | {r['family']} | {r['params_M']} | {r['active_matmul_params_M']} | {r['val_loss']} | "
-              f"{bpb if bpb is not None else '-'} | {other or '-'} | {r['tokens_per_s']:,} | {r['mfu']:.1%} | {r['wall_s']} |")
+        print(
+            f"| {r['preset']} | {r['family']} | {r['params_M']} | {r['active_matmul_params_M']} | {r['val_loss']} | "
+            f"{bpb if bpb is not None else '-'} | {other or '-'} | {r['tokens_per_s']:,} | {r['mfu']:.1%} "
+            f"| {r['wall_s']} |"
+        )
 
 
 if __name__ == "__main__":

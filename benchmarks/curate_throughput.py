@@ -55,19 +55,35 @@ def main() -> None:
         wall = time.perf_counter() - t
         mb = manifest["bytes_in"] / 1e6
         busy = min(workers + (workers > 1), cores)
-        rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+        rss = (
+            max(
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+            )
+            / 1024
+        )
         kept = _kinds(out)
         removed = {k: round(1 - kept.get(k, 0) / n, 3) for k, n in sorted(planted.items())}
-        row = {"workers": workers, "mb": round(mb, 1), "wall_s": round(wall, 1), "mb_per_s": round(mb / wall, 2),
-               "cores_busy": busy, "mb_per_s_per_core": round(mb / wall / busy, 2), "peak_rss_mb": round(rss),
-               "documents_in": manifest["documents_in"], "documents_out": manifest["documents_out"],
-               "removed_fraction_by_kind": removed}
+        row = {
+            "workers": workers,
+            "mb": round(mb, 1),
+            "wall_s": round(wall, 1),
+            "mb_per_s": round(mb / wall, 2),
+            "cores_busy": busy,
+            "mb_per_s_per_core": round(mb / wall / busy, 2),
+            "peak_rss_mb": round(rss),
+            "documents_in": manifest["documents_in"],
+            "documents_out": manifest["documents_out"],
+            "removed_fraction_by_kind": removed,
+        }
         rows.append(row)
         print(json.dumps(row))
         for s in manifest["steps"]:
             notes = {k: v for k, v in s["notes"].items() if s["step"] == "pii"}
-            print(f"  {s['step']:<14} in {s['in']:>7,}  dropped {s['dropped']:>6,}  {s['dropped_by_reason']} {notes or ''}")
+            print(
+                f"  {s['step']:<14} in {s['in']:>7,}  dropped {s['dropped']:>6,}  {s['dropped_by_reason']} "
+                f"{notes or ''}"
+            )
         shutil.rmtree(out)
     print(json.dumps({"machine_cores": cores, "runs": rows}))
 

@@ -40,12 +40,43 @@ def _port() -> int:
 
 
 def throughput(run: RunDir, mode: str, procs: int, steps: int) -> float:
-    launch = [sys.executable, "-m", "kiln"] if procs == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_addr", "127.0.0.1",
-        "--master_port", str(_port()), "-m", "kiln"]
-    args = ["train", "--run-dir", str(run.root), "--preset", "cpu", "--overwrite", "--parallel.mode", mode,
-            "--train.max_steps", str(steps), "--train.eval_every", "0", "--train.checkpoint_every", "0",
-            "--train.global_batch_size", "32", "--train.micro_batch_size", str(32 // procs)]
+    launch = (
+        [sys.executable, "-m", "kiln"]
+        if procs == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(procs),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_port()),
+            "-m",
+            "kiln",
+        ]
+    )
+    args = [
+        "train",
+        "--run-dir",
+        str(run.root),
+        "--preset",
+        "cpu",
+        "--overwrite",
+        "--parallel.mode",
+        mode,
+        "--train.max_steps",
+        str(steps),
+        "--train.eval_every",
+        "0",
+        "--train.checkpoint_every",
+        "0",
+        "--train.global_batch_size",
+        "32",
+        "--train.micro_batch_size",
+        str(32 // procs),
+    ]
     subprocess.run([*launch, *args], check=True, capture_output=True)
     rows = [json.loads(line) for line in run.metrics.read_text().splitlines()]
     rates = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][2:]  # after warm-up
@@ -57,8 +88,15 @@ def checkpoint_times(work: Path) -> list[dict]:
     tokenizer = work / "tok.json"
     tokenizer.write_text("{}")
     for dim, layers in ((256, 4), (512, 8), (768, 12)):
-        cfg = apply_overrides(get_preset("cpu"), {"model.dim": str(dim), "model.num_layers": str(layers),
-                                                  "model.num_heads": str(dim // 64), "model.num_kv_heads": str(dim // 64)})
+        cfg = apply_overrides(
+            get_preset("cpu"),
+            {
+                "model.dim": str(dim),
+                "model.num_layers": str(layers),
+                "model.num_heads": str(dim // 64),
+                "model.num_kv_heads": str(dim // 64),
+            },
+        )
         model = build_model(cfg.model, torch.device("cpu"))
         opt = build_optimizer(model, 1e-3, 0.1, (0.9, 0.95), torch.device("cpu"))
         model(torch.zeros(1, 8, dtype=torch.long)).sum().backward()
@@ -72,8 +110,15 @@ def checkpoint_times(work: Path) -> list[dict]:
         load_s = time.perf_counter() - t0
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        out.append({"params_M": round(params, 1), "checkpoint_MB": round(size), "save_s": round(save_s, 2),
-                    "load_s": round(load_s, 2), "save_MB_per_s": round(size / save_s)})
+        out.append(
+            {
+                "params_M": round(params, 1),
+                "checkpoint_MB": round(size),
+                "save_s": round(save_s, 2),
+                "load_s": round(load_s, 2),
+                "save_MB_per_s": round(size / save_s),
+            }
+        )
         print(json.dumps(out[-1]), flush=True)
     return out
 
@@ -91,8 +136,17 @@ def main() -> None:
     print(json.dumps({"mode": "none", "procs": 1, "tokens_per_s": round(rates["none"])}), flush=True)
     for mode in ("ddp", "fsdp"):
         rates[mode] = throughput(data, mode, args.procs, args.steps)
-        print(json.dumps({"mode": mode, "procs": args.procs, "tokens_per_s": round(rates[mode]),
-                          "ratio_to_one_process": round(rates[mode] / rates["none"], 3)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "mode": mode,
+                    "procs": args.procs,
+                    "tokens_per_s": round(rates[mode]),
+                    "ratio_to_one_process": round(rates[mode] / rates["none"], 3),
+                }
+            ),
+            flush=True,
+        )
     checkpoint_times(work)
 
 

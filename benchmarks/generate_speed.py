@@ -33,7 +33,10 @@ def main() -> None:
     cfg = get_preset(args.preset)
     # room for prompt + new tokens, whatever the preset's training context
     needed = args.prompt_tokens + args.new_tokens
-    overrides = {"model.max_seq_len": str(max(cfg.model.max_seq_len, needed)), **dict(o.split("=", 1) for o in args.overrides)}
+    overrides = {
+        "model.max_seq_len": str(max(cfg.model.max_seq_len, needed)),
+        **dict(o.split("=", 1) for o in args.overrides),
+    }
     cfg = apply_overrides(cfg, overrides)
     device = pick_device(cfg.train.device)
     torch.manual_seed(0)
@@ -46,8 +49,9 @@ def main() -> None:
     for use_cache in (True, False):
         generate(model, prompt, 8, temperature=0, use_cache=use_cache, precision=args.precision)  # warm up
         t0 = time.perf_counter()
-        outputs[use_cache] = generate(model, prompt, args.new_tokens, temperature=0, use_cache=use_cache,
-                                      precision=args.precision)
+        outputs[use_cache] = generate(
+            model, prompt, args.new_tokens, temperature=0, use_cache=use_cache, precision=args.precision
+        )
         if device.type == "cuda":
             torch.cuda.synchronize()
         rows["kv_cache" if use_cache else "recompute"] = args.new_tokens / (time.perf_counter() - t0)
@@ -55,10 +59,21 @@ def main() -> None:
     print(f"{'mode':<12}{'tokens/s':>12}")
     for name, tok_s in rows.items():
         print(f"{name:<12}{tok_s:>12,.1f}")
-    print(f"speed-up at {args.new_tokens} new tokens: {rows['kv_cache'] / rows['recompute']:.1f}x "
-          f"(same tokens: {same})")
-    print(json.dumps({"preset": args.preset, "new_tokens": args.new_tokens, "device": str(device), **rows,
-                      "speedup": rows["kv_cache"] / rows["recompute"], "same_tokens": same}))
+    print(
+        f"speed-up at {args.new_tokens} new tokens: {rows['kv_cache'] / rows['recompute']:.1f}x (same tokens: {same})"
+    )
+    print(
+        json.dumps(
+            {
+                "preset": args.preset,
+                "new_tokens": args.new_tokens,
+                "device": str(device),
+                **rows,
+                "speedup": rows["kv_cache"] / rows["recompute"],
+                "same_tokens": same,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -61,8 +61,9 @@ def measure(preset: str, precision: str, steps: int, warmup: int, overrides: dic
     forward_model = torch.compile(forward_model) if tc.compile else forward_model
     optimizer = build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device)
     loader = RandomTokens(cfg.model.vocab_size, tc.micro_batch_size, tc.seq_len)
-    trainer = Trainer(cfg, model, forward_model, CausalLM(cfg.objective.causal), loader, optimizer, par, device,
-                      hooks=[])
+    trainer = Trainer(
+        cfg, model, forward_model, CausalLM(cfg.objective.causal), loader, optimizer, par, device, hooks=[]
+    )
     for _ in range(warmup):
         trainer.train_step()
     if device.type == "cuda":
@@ -76,8 +77,16 @@ def measure(preset: str, precision: str, steps: int, warmup: int, overrides: dic
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     peak = measure_matmul_peak(device, dtype, seconds=1.0)
     flops = trainer.flops_per_token * tok_s
-    return {"preset": preset, "precision": precision, "device": str(device), "params": model.num_params(),
-            "tokens_per_s": tok_s, "achieved_tflops": flops / 1e12, "peak_tflops": peak / 1e12, "mfu": flops / peak}
+    return {
+        "preset": preset,
+        "precision": precision,
+        "device": str(device),
+        "params": model.num_params(),
+        "tokens_per_s": tok_s,
+        "achieved_tflops": flops / 1e12,
+        "peak_tflops": peak / 1e12,
+        "mfu": flops / peak,
+    }
 
 
 def main() -> None:
@@ -85,11 +94,20 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--precision", nargs="+", default=None,
-                        help="precisions to measure (default: fp32, and bf16 where its matmuls measure faster here; "
-                             "bf16 on an AVX2-only CPU runs ~100x slower)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        help="config override key=value (repeatable), e.g. --set train.micro_batch_size=16")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=None,
+        help="precisions to measure (default: fp32, and bf16 where its matmuls measure faster here; "
+        "bf16 on an AVX2-only CPU runs ~100x slower)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="config override key=value (repeatable), e.g. --set train.micro_batch_size=16",
+    )
     args = parser.parse_args()
     overrides = dict(o.split("=", 1) for o in args.overrides)
     if args.precision is None:
@@ -98,8 +116,10 @@ def main() -> None:
     rows = [measure(args.preset, p, args.steps, args.warmup, overrides) for p in args.precision]
     print(f"{'precision':<10}{'tokens/s':>12}{'TFLOP/s':>10}{'peak TFLOP/s':>14}{'MFU':>8}")
     for r in rows:
-        print(f"{r['precision']:<10}{r['tokens_per_s']:>12,.0f}{r['achieved_tflops']:>10.3f}{r['peak_tflops']:>14.3f}"
-              f"{r['mfu']:>8.1%}")
+        print(
+            f"{r['precision']:<10}{r['tokens_per_s']:>12,.0f}{r['achieved_tflops']:>10.3f}{r['peak_tflops']:>14.3f}"
+            f"{r['mfu']:>8.1%}"
+        )
     if len(rows) == 2:
         print(f"bf16 / fp32 speed-up: {rows[1]['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x")
     print(json.dumps(rows))

@@ -13,8 +13,10 @@ from kiln.presets import debug
 from kiln.runconfig import RunConfig
 from kiln.rundir import RunDir
 
-WORDS = ("the union is strong and the people are free while congress shall act on the budget of the nation "
-         "we must build roads schools and ports for our children peace trade law war gold silver").split()
+WORDS = (
+    "the union is strong and the people are free while congress shall act on the budget of the nation "
+    "we must build roads schools and ports for our children peace trade law war gold silver"
+).split()
 
 
 def make_text(rng: random.Random, num_sentences: int) -> str:
@@ -38,9 +40,15 @@ def corpus_dir(tmp_path_factory) -> Path:
 
 def tiny_config(corpus: Path, **overrides: str) -> RunConfig:
     """The debug preset pointed at `corpus`, with overrides."""
-    base = {"data.corpus": str(corpus), "data.max_documents": "0", "data.val_fraction": "0.2",
-            "tokenizer.vocab_size": "320", "tokenizer.num_sentinels": "4", "model.vocab_size": "320",
-            "train.device": "cpu"}
+    base = {
+        "data.corpus": str(corpus),
+        "data.max_documents": "0",
+        "data.val_fraction": "0.2",
+        "tokenizer.vocab_size": "320",
+        "tokenizer.num_sentinels": "4",
+        "model.vocab_size": "320",
+        "train.device": "cpu",
+    }
     return apply_overrides(debug(), {**base, **overrides})
 
 

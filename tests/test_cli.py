@@ -17,8 +17,12 @@ SUMMARY_KEYS = {"val_loss", "val_bpb", "train_tokens", "params", "tokens_per_s",
 def debug_run(tmp_path_factory) -> tuple[Path, float]:
     run_dir = tmp_path_factory.mktemp("debug_run")
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "kiln", "run", "--preset", "debug", "--run-dir", str(run_dir),
-                           "--overwrite"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kiln", "run", "--preset", "debug", "--run-dir", str(run_dir), "--overwrite"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir, time.perf_counter() - t0
 
@@ -26,8 +30,17 @@ def debug_run(tmp_path_factory) -> tuple[Path, float]:
 def test_kiln_run_debug_end_to_end(debug_run):
     run_dir, wall_s = debug_run
     assert wall_s < 60
-    for name in ("config.json", "tokenizer.json", "shards/train/manifest.json", "shards/val/manifest.json",
-                 "metrics.jsonl", "loss.png", "samples.txt", "report.md", "summary.json"):
+    for name in (
+        "config.json",
+        "tokenizer.json",
+        "shards/train/manifest.json",
+        "shards/val/manifest.json",
+        "metrics.jsonl",
+        "loss.png",
+        "samples.txt",
+        "report.md",
+        "summary.json",
+    ):
         assert (run_dir / name).exists(), name
     summary = json.loads((run_dir / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary) and summary["preset"] == "debug"
@@ -79,21 +92,49 @@ def test_user_errors_are_one_line(tmp_path, capsys, debug_run):
     assert "holds no readable files" in _error(capsys, run + ["--data.corpus", str(tmp_path / "empty")])
     (tmp_path / "blank").mkdir()
     (tmp_path / "blank" / "a.txt").write_text("   ")
-    assert "no usable documents: a.txt: empty document" in _error(capsys, run + ["--data.corpus", str(tmp_path / "blank")])
+    assert "no usable documents: a.txt: empty document" in _error(
+        capsys, run + ["--data.corpus", str(tmp_path / "blank")]
+    )
     assert "not a valid int" in _error(capsys, run + ["--train.max_steps", "many"])
     assert "must be positive" in _error(capsys, run + ["--train.lr", "-1"])
-    assert "run `kiln tokenizer` first" in _error(capsys, ["tokenize", "--preset", "debug", "--run-dir", str(tmp_path / "x")])
+    assert "run `kiln tokenizer` first" in _error(
+        capsys, ["tokenize", "--preset", "debug", "--run-dir", str(tmp_path / "x")]
+    )
     assert "not a kiln checkpoint" in _error(capsys, ["eval", "--checkpoint", str(tmp_path)])
 
 
 def test_checkpoint_from_another_tokenizer_is_refused(debug_run, tmp_path, capsys, corpus_dir):
     run_dir, _ = debug_run
     other = tmp_path / "other"
-    assert main(["tokenizer", "--preset", "debug", "--run-dir", str(other), "--data.corpus", str(corpus_dir),
-                 "--data.val_fraction", "0.2", "--tokenizer.vocab_size", "300"]) == 0
+    assert (
+        main(
+            [
+                "tokenizer",
+                "--preset",
+                "debug",
+                "--run-dir",
+                str(other),
+                "--data.corpus",
+                str(corpus_dir),
+                "--data.val_fraction",
+                "0.2",
+                "--tokenizer.vocab_size",
+                "300",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    err = _error(capsys, ["eval", "--checkpoint", str(run_dir / "checkpoints" / "step_30"),
-                          "--tokenizer", str(other / "tokenizer.json")])
+    err = _error(
+        capsys,
+        [
+            "eval",
+            "--checkpoint",
+            str(run_dir / "checkpoints" / "step_30"),
+            "--tokenizer",
+            str(other / "tokenizer.json"),
+        ],
+    )
     assert "not the one checkpoint" in err
 
 
@@ -114,9 +155,26 @@ def test_sigint_checkpoints_at_a_step_boundary_and_resume_finishes(tmp_path, cor
     run_dir = tmp_path / "run"
     base = [sys.executable, "-m", "kiln"]
     common = ["--run-dir", str(run_dir)]
-    prep = subprocess.run(base + ["tokenizer", "--preset", "debug", *common, "--data.corpus", str(corpus_dir),
-                                  "--data.val_fraction", "0.2", "--train.max_steps", "100000",
-                                  "--train.checkpoint_every", "0", "--train.eval_every", "0"], capture_output=True)
+    prep = subprocess.run(
+        base
+        + [
+            "tokenizer",
+            "--preset",
+            "debug",
+            *common,
+            "--data.corpus",
+            str(corpus_dir),
+            "--data.val_fraction",
+            "0.2",
+            "--train.max_steps",
+            "100000",
+            "--train.checkpoint_every",
+            "0",
+            "--train.eval_every",
+            "0",
+        ],
+        capture_output=True,
+    )
     assert prep.returncode == 0
     assert subprocess.run(base + ["tokenize", *common], capture_output=True).returncode == 0
     proc = subprocess.Popen(base + ["train", *common], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -130,8 +188,9 @@ def test_sigint_checkpoints_at_a_step_boundary_and_resume_finishes(tmp_path, cor
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     (ckpt,) = list((run_dir / "checkpoints").iterdir())
     assert ckpt.name == f"step_{steps[-1]}", "the checkpoint is taken after the last logged step"
-    resumed = subprocess.run(base + ["train", *common, "--resume", "--train.max_steps", str(steps[-1] + 2)],
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        base + ["train", *common, "--resume", "--train.max_steps", str(steps[-1] + 2)], capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed from {ckpt}" in resumed.stdout
 
@@ -149,14 +208,32 @@ def test_corrupt_checkpoint_is_one_line(debug_run, tmp_path, capsys):
 
 def test_curate_named_sources_with_workers_then_tokenize(tmp_path, corpus_dir):
     """`python -m kiln curate` with 2 spawned workers on two sources; the tokenizer reads the curated mix."""
-    spec = [{"name": "a", "path": str(corpus_dir), "licence": "CC0", "epochs": 2},
-            {"name": "b", "path": str(corpus_dir / "notes.md"), "licence": "CC-BY"}]
+    spec = [
+        {"name": "a", "path": str(corpus_dir), "licence": "CC0", "epochs": 2},
+        {"name": "b", "path": str(corpus_dir / "notes.md"), "licence": "CC-BY"},
+    ]
     (tmp_path / "sources.json").write_text(json.dumps(spec))
     run_dir = tmp_path / "run"
-    args = ["--preset", "debug", "--run-dir", str(run_dir), "--data.sources", str(tmp_path / "sources.json"),
-            "--data.val_fraction", "0.2", "--data.max_documents", "0", "--curate.quality.min_words", "10"]
-    proc = subprocess.run([sys.executable, "-m", "kiln", "curate", *args, "--curate.workers", "2"],
-                          capture_output=True, text=True, timeout=300)
+    args = [
+        "--preset",
+        "debug",
+        "--run-dir",
+        str(run_dir),
+        "--data.sources",
+        str(tmp_path / "sources.json"),
+        "--data.val_fraction",
+        "0.2",
+        "--data.max_documents",
+        "0",
+        "--curate.quality.min_words",
+        "10",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "kiln", "curate", *args, "--curate.workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((run_dir / "curated" / "manifest.json").read_text())
     assert manifest["workers"] == 2 and [s["name"] for s in manifest["sources"]] == ["a", "b"]

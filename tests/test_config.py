@@ -20,20 +20,25 @@ def test_attribute_docstrings_become_help():
 
 
 def test_overrides_parse_by_type_and_validate():
-    cfg = apply_overrides(get_preset("debug"), {"train.max_steps": "7", "train.lr": "1e-3",
-                                                "model.tie_embeddings": "false", "train.schedule": "cosine"})
+    cfg = apply_overrides(
+        get_preset("debug"),
+        {"train.max_steps": "7", "train.lr": "1e-3", "model.tie_embeddings": "false", "train.schedule": "cosine"},
+    )
     assert cfg.train.max_steps == 7 and cfg.train.lr == 1e-3
     assert cfg.model.tie_embeddings is False and cfg.train.schedule == "cosine"
 
 
-@pytest.mark.parametrize("overrides, fragment", [
-    ({"train.max_steps": "ten"}, "not a valid int"),
-    ({"train.max_steps": "0"}, "must be positive"),
-    ({"train.schedule": "linear"}, "not one of"),
-    ({"train.nope": "1"}, "unknown config key 'train.nope'"),
-    ({"model.dim": "65"}, "divisible"),
-    ({"train.seq_len": "4096"}, "exceeds model.max_seq_len"),
-])
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"train.max_steps": "ten"}, "not a valid int"),
+        ({"train.max_steps": "0"}, "must be positive"),
+        ({"train.schedule": "linear"}, "not one of"),
+        ({"train.nope": "1"}, "unknown config key 'train.nope'"),
+        ({"model.dim": "65"}, "divisible"),
+        ({"train.seq_len": "4096"}, "exceeds model.max_seq_len"),
+    ],
+)
 def test_bad_values_name_the_problem(overrides, fragment):
     with pytest.raises(KilnError, match=fragment):
         apply_overrides(get_preset("debug"), overrides)
@@ -73,7 +78,9 @@ def test_reading_a_config_loads_neither_torch_nor_the_trainer():
     import subprocess
     import sys
 
-    code = ("import sys, kiln.runconfig, kiln.config; "
-            "print(sorted(m for m in ('torch', 'numpy', 'kiln.train.trainer', 'kiln.curate.pipeline') if m in sys.modules))")
+    code = (
+        "import sys, kiln.runconfig, kiln.config; "
+        "print(sorted(m for m in ('torch', 'numpy', 'kiln.train.trainer', 'kiln.curate.pipeline') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -27,8 +27,14 @@ def test_folder_and_jsonl_read_the_same_way(tmp_path):
     assert [d.text for d in read_documents(CorpusConfig(corpus=str(tmp_path)), stats)] == ["alpha text", "beta text"]
     assert stats.skipped == [f"{tmp_path / 'ignored.bin'}: unsupported file type"]
     jsonl = tmp_path / "c.jsonl"
-    jsonl.write_text(json.dumps({"text": "one", "id": "x"}) + "\n{broken\n" + json.dumps({"body": "no text"}) + "\n"
-                     + json.dumps({"text": "two"}) + "\n")
+    jsonl.write_text(
+        json.dumps({"text": "one", "id": "x"})
+        + "\n{broken\n"
+        + json.dumps({"body": "no text"})
+        + "\n"
+        + json.dumps({"text": "two"})
+        + "\n"
+    )
     stats = ReadStats()
     docs = list(read_documents(CorpusConfig(corpus=str(jsonl)), stats))
     assert [d.text for d in docs] == ["one", "two"] and docs[0].id == "x"
@@ -53,11 +59,14 @@ def test_split_is_deterministic_and_disjoint(corpus_dir):
     assert [d.id for d in split_documents(cfg, "val")] == val
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (lambda p: p / "missing", "does not exist"),
-    (lambda p: p, "holds no readable files"),
-    (lambda p: (p / "empty.txt").write_text("  \n") and p, "no usable documents: empty.txt: empty document"),
-])
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: p, "holds no readable files"),
+        (lambda p: (p / "empty.txt").write_text("  \n") and p, "no usable documents: empty.txt: empty document"),
+    ],
+)
 def test_unusable_corpus_gives_one_clear_error(tmp_path, make, fragment):
     path = make(tmp_path)
     with pytest.raises(KilnError, match=fragment):

@@ -31,11 +31,14 @@ def _read(path, **kw):
     return docs, stats
 
 
-@pytest.mark.parametrize("name, pack", [
-    ("a.jsonl", lambda b: b),
-    ("a.jsonl.gz", gzip.compress),
-    ("a.jsonl.zst", lambda b: zstandard.ZstdCompressor().compress(b)),
-])
+@pytest.mark.parametrize(
+    "name, pack",
+    [
+        ("a.jsonl", lambda b: b),
+        ("a.jsonl.gz", gzip.compress),
+        ("a.jsonl.zst", lambda b: zstandard.ZstdCompressor().compress(b)),
+    ],
+)
 def test_jsonl_plain_and_compressed(tmp_path, name, pack):
     (tmp_path / name).write_bytes(pack(_jsonl(ROWS)))
     docs, stats = _read(tmp_path / name)
@@ -61,19 +64,25 @@ def test_bad_inputs_are_counted_skips_and_good_documents_survive(tmp_path):
     (root / "f_truncated.jsonl.gz").write_bytes(truncated[: len(truncated) // 2])
     (root / "g_malformed.jsonl").write_bytes(b'{"text": "fine one"}\n{"text": broken\n[1, 2]\n{"text": "fine two"}\n')
     pq.write_table(pa.Table.from_pylist([{"body": "no text column"}]), root / "h_notext.parquet")
-    (root / "i_big_line.jsonl").write_bytes(json.dumps({"text": "y" * 2_000_000}).encode() + b"\n"
-                                            + _jsonl([{"text": "after the big line"}]))
+    (root / "i_big_line.jsonl").write_bytes(
+        json.dumps({"text": "y" * 2_000_000}).encode() + b"\n" + _jsonl([{"text": "after the big line"}])
+    )
     docs, stats = _read(root, max_document_bytes=1_000_000)
     texts = [d.text for d in docs]
     assert texts[:2] == ["good text file", "caf\ufffd ok"]
     assert "fine one" in texts and "fine two" in texts and "after the big line" in texts
     assert sum(t.startswith("document number") for t in texts) > 100  # what the truncated .gz held before the cut
     log = stats.log.getvalue()
-    for where, why in [("b_binary.txt", "looks binary"), ("c_empty.txt", "empty file"),
-                       ("e_huge.txt", "over data.max_document_bytes"), ("f_truncated.jsonl.gz:", "truncated"),
-                       ("g_malformed.jsonl:2", "malformed JSON"), ("g_malformed.jsonl:3", "no string field"),
-                       ("h_notext.parquet", "no column 'text' (columns: body)"),
-                       ("i_big_line.jsonl:1", "over data.max_document_bytes")]:
+    for where, why in [
+        ("b_binary.txt", "looks binary"),
+        ("c_empty.txt", "empty file"),
+        ("e_huge.txt", "over data.max_document_bytes"),
+        ("f_truncated.jsonl.gz:", "truncated"),
+        ("g_malformed.jsonl:2", "malformed JSON"),
+        ("g_malformed.jsonl:3", "no string field"),
+        ("h_notext.parquet", "no column 'text' (columns: body)"),
+        ("i_big_line.jsonl:1", "over data.max_document_bytes"),
+    ]:
         assert any(where in line and why in line for line in log.splitlines()), (where, why, log)
     assert stats.num_skipped == len(log.splitlines()) == 8
     assert stats.num_invalid_bytes == 1
@@ -99,8 +108,10 @@ def test_named_sources_prefix_ids_and_carry_metadata(tmp_path):
     (tmp_path / "web.jsonl").write_bytes(_jsonl(ROWS[:3]))
     (tmp_path / "books").mkdir()
     (tmp_path / "books" / "b.txt").write_text("a book")
-    spec = [{"name": "web", "path": str(tmp_path / "web.jsonl"), "licence": "CC-BY", "weight": 2},
-            {"name": "books", "path": str(tmp_path / "books"), "date": "1900-1950", "weight": 1}]
+    spec = [
+        {"name": "web", "path": str(tmp_path / "web.jsonl"), "licence": "CC-BY", "weight": 2},
+        {"name": "books", "path": str(tmp_path / "books"), "date": "1900-1950", "weight": 1},
+    ]
     (tmp_path / "sources.json").write_text(json.dumps(spec))
     cfg = CorpusConfig(sources=str(tmp_path / "sources.json"))
     assert [s.name for s in sources_of(cfg)] == ["web", "books"]

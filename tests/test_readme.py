@@ -20,7 +20,7 @@ def test_ci_runs_exactly_the_readme_commands():
 
 def test_source_tree_lists_every_module():
     readme = (ROOT / "README.md").read_text()
-    tree = readme[readme.index("## Source tree"):]
+    tree = readme[readme.index("## Source tree") :]
     for path in sorted((ROOT / "src" / "kiln").rglob("*.py")):
         if path.name in ("__init__.py", "__main__.py"):
             continue

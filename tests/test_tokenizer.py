@@ -21,13 +21,16 @@ def tok():
     return train_tokenizer(texts, TokenizerConfig(vocab_size=400, num_sentinels=4), show_progress=False)
 
 
-@pytest.mark.parametrize("text", [
-    "The union is strong.",
-    "  leading spaces and trailing  ",
-    "Ünïcödé — “quotes” 東京 🙂 and numbers 1234567.89",
-    "line one\nline two\r\n\ttabbed",
-    "never seen: ẞ ℵ 𝔘 ☃\ufffd",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The union is strong.",
+        "  leading spaces and trailing  ",
+        "Ünïcödé — “quotes” 東京 🙂 and numbers 1234567.89",
+        "line one\nline two\r\n\ttabbed",
+        "never seen: ẞ ℵ 𝔘 ☃\ufffd",
+    ],
+)
 def test_round_trip_is_exact(tok, text):
     ids = tok.encode(text, add_special_tokens=False).ids
     assert tok.decode(ids) == text

@@ -13,13 +13,15 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kiln import run as run_pipeline
 from kiln import stages
 from kiln.config import apply_overrides, format_config, iter_fields, load_config
 from kiln.errors import KilnError
+from kiln.evaluate.verbs import evaluate_checkpoint, sample_checkpoint
 from kiln.models.registry import family
 from kiln.presets import PRESETS, get_preset
 from kiln.runconfig import RunConfig
@@ -48,11 +50,20 @@ def _add_config_options(parser: argparse.ArgumentParser, sections: tuple[str, ..
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run-dir", type=Path, default=None,
-                        help="run directory to read and write (default: runs/<preset>)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="start from this preset (default: the run directory's config.json, else cpu)")
+    parser.add_argument(
+        "--run-dir", type=Path, default=None, help="run directory to read and write (default: runs/<preset>)"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="start from this preset (default: the run directory's config.json, else cpu)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+
+RESUME_MODES: dict[str, bool | str] = {"yes": True, "auto": "auto"}
+"""--resume (continue the newest checkpoint) and --resume auto (or start fresh when there is none)."""
 
 
 def parse_duration(text: str) -> float:
@@ -70,43 +81,79 @@ def parse_duration(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kiln", description="kiln: raw text to an evaluated language model. Each verb reads and writes one "
-        "run directory; `kiln run` does them all.")
+        prog="kiln",
+        description="kiln: raw text to an evaluated language model. Each verb reads and writes one "
+        "run directory; `kiln run` does them all.",
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb, help_text in VERBS.items():
         p = sub.add_parser(verb, help=help_text, description=help_text)
         if verb in ("run", "curate", "tokenizer", "tokenize", "train"):
             _add_run_options(p)
         if verb in ("run", "train"):
-            p.add_argument("--resume", nargs="?", const="yes", default=None, choices=["yes", "auto"],
-                           help="continue from the newest complete checkpoint (checked against its manifest; a "
-                                "corrupt one is skipped for the one before); `--resume auto` starts fresh if none")
-            p.add_argument("--overwrite", action="store_true", help="start afresh even if the run directory has checkpoints")
+            p.add_argument(
+                "--resume",
+                nargs="?",
+                const="yes",
+                default=None,
+                choices=["yes", "auto"],
+                help="continue from the newest complete checkpoint (checked against its manifest; a "
+                "corrupt one is skipped for the one before); `--resume auto` starts fresh if none",
+            )
+            p.add_argument(
+                "--overwrite", action="store_true", help="start afresh even if the run directory has checkpoints"
+            )
         if verb in ("run", "train"):
             what = "the whole pipeline (sets budget_s)" if verb == "run" else "training (sets train.time_budget_s)"
-            p.add_argument("--budget", type=parse_duration, default=None, metavar="DURATION",
-                           help=f"wall-clock budget for {what}, e.g. 10m, 90s, 1.5h: the trainer measures this "
-                                "machine and plans the steps (and with train.size_from_budget the model size) to fit")
+            p.add_argument(
+                "--budget",
+                type=parse_duration,
+                default=None,
+                metavar="DURATION",
+                help=f"wall-clock budget for {what}, e.g. 10m, 90s, 1.5h: the trainer measures this "
+                "machine and plans the steps (and with train.size_from_budget the model size) to fit",
+            )
         if verb == "train":
-            p.add_argument("--max-restarts", type=int, default=0, metavar="K",
-                           help="supervise: run training in a child process and restart it with --resume auto "
-                                "up to K times if it crashes (not after Ctrl-C or SIGTERM)")
+            p.add_argument(
+                "--max-restarts",
+                type=int,
+                default=0,
+                metavar="K",
+                help="supervise: run training in a child process and restart it with --resume auto "
+                "up to K times if it crashes (not after Ctrl-C or SIGTERM)",
+            )
         if verb in ("eval", "generate"):
-            p.add_argument("--checkpoint", type=Path, default=None,
-                           help="a checkpoints/step_N directory (default: newest in --run-dir)")
+            p.add_argument(
+                "--checkpoint",
+                type=Path,
+                default=None,
+                help="a checkpoints/step_N directory (default: newest in --run-dir)",
+            )
             p.add_argument("--run-dir", type=Path, default=None, help="take the newest checkpoint of this run")
             p.add_argument("--device", default="auto", help="auto, cpu or cuda")
         if verb == "convert":
             p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoints/step_N directory")
-            p.add_argument("--to", choices=["safetensors", "dcp"], required=True,
-                           help="safetensors: consolidate dcp/ into model.safetensors; dcp: write the weights as DCP")
-            p.add_argument("--out", type=Path, default=None, help="--to dcp: the folder to write (default: CHECKPOINT/weights_dcp)")
+            p.add_argument(
+                "--to",
+                choices=["safetensors", "dcp"],
+                required=True,
+                help="safetensors: consolidate dcp/ into model.safetensors; dcp: write the weights as DCP",
+            )
+            p.add_argument(
+                "--out", type=Path, default=None, help="--to dcp: the folder to write (default: CHECKPOINT/weights_dcp)"
+            )
         if verb == "eval":
             p.add_argument("--text", type=Path, default=None, help="a .txt/.md file, a folder of them, or a .jsonl")
-            p.add_argument("--shards", type=Path, default=None, help="a shard directory (default: the run's validation shards)")
-            p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.json (default: the checkpoint's own)")
+            p.add_argument(
+                "--shards", type=Path, default=None, help="a shard directory (default: the run's validation shards)"
+            )
+            p.add_argument(
+                "--tokenizer", type=Path, default=None, help="tokenizer.json (default: the checkpoint's own)"
+            )
         if verb == "generate":
-            p.add_argument("--prompt", action="append", default=None, help="prompt text (repeatable; default: sample.prompts)")
+            p.add_argument(
+                "--prompt", action="append", default=None, help="prompt text (repeatable; default: sample.prompts)"
+            )
             p.add_argument("--no-cache", action="store_true", help="recompute every step instead of using the KV cache")
             _add_config_options(p, sections=("sample",))
         elif verb != "eval":
@@ -124,8 +171,9 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, RunDir]:
         cfg = load_config(RunConfig, run.config)
     else:
         cfg = get_preset("cpu")
-    overrides = {name: getattr(args, name) for name, _, _ in iter_fields(RunConfig)
-                 if getattr(args, name, None) is not None}
+    overrides = {
+        name: getattr(args, name) for name, _, _ in iter_fields(RunConfig) if getattr(args, name, None) is not None
+    }
     if "data.corpus" in overrides and "data.sources" not in overrides:
         overrides["data.sources"] = ""  # naming a corpus replaces sources a saved config may list
     if getattr(args, "budget", None) is not None:
@@ -147,8 +195,10 @@ def _checkpoint_or_latest(args: argparse.Namespace) -> Path:
 
 def _guard_fresh_start(args: argparse.Namespace, run: RunDir) -> None:
     if not args.resume and not args.overwrite and checkpoint_dirs(run.checkpoints):
-        raise KilnError(f"{run.root} already holds checkpoints; pass --resume to continue, --overwrite to start "
-                        "afresh, or choose another --run-dir")
+        raise KilnError(
+            f"{run.root} already holds checkpoints; pass --resume to continue, --overwrite to start "
+            "afresh, or choose another --run-dir"
+        )
     if args.overwrite and int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one rank deletes
         shutil.rmtree(run.checkpoints, ignore_errors=True)
 
@@ -159,18 +209,21 @@ def dispatch(args: argparse.Namespace) -> Any:
 
         if not (args.checkpoint / "state.json").exists():
             raise KilnError(f"{args.checkpoint} is not a kiln checkpoint (no state.json)")
-        out = consolidate(args.checkpoint) if args.to == "safetensors" else \
-            to_dcp(args.checkpoint, args.out or args.checkpoint / "weights_dcp")
+        out = (
+            consolidate(args.checkpoint)
+            if args.to == "safetensors"
+            else to_dcp(args.checkpoint, args.out or args.checkpoint / "weights_dcp")
+        )
         print(f"wrote {out}")
         return out
     if args.verb in ("eval", "generate"):
         checkpoint = _checkpoint_or_latest(args)
         if args.verb == "eval":
-            result = stages.evaluate(checkpoint, args.text, args.shards, args.tokenizer, args.device)
+            result = evaluate_checkpoint(checkpoint, args.text, args.shards, args.tokenizer, args.device)
             print(json.dumps(result, indent=2))
             return result
         overrides = {n: getattr(args, n) for n, _, _ in iter_fields(RunConfig) if getattr(args, n, None) is not None}
-        texts = stages.sample(checkpoint, args.prompt, overrides, args.device, use_cache=not args.no_cache)
+        texts = sample_checkpoint(checkpoint, args.prompt, overrides, args.device, use_cache=not args.no_cache)
         print("\n\n---\n\n".join(texts))
         return texts
     cfg, run = resolve_config(args)
@@ -182,7 +235,7 @@ def dispatch(args: argparse.Namespace) -> Any:
         "curate": lambda: stages.curate(cfg, run),
         "tokenizer": lambda: stages.tokenizer(cfg, run),
         "tokenize": lambda: stages.tokenize(cfg, run),
-        "train": lambda: stages.train(cfg, run, resume={"yes": True, "auto": "auto"}.get(args.resume, False)),
+        "train": lambda: stages.train(cfg, run, resume=RESUME_MODES.get(args.resume, False)),
     }
     if args.verb in ("run", "train"):
         _guard_fresh_start(args, run)
@@ -201,8 +254,11 @@ def supervise(argv: list[str], max_restarts: int) -> int:
         if code in (0, 2, 130):  # done, a user error, or stopped on purpose (Ctrl-C / SIGTERM)
             return code
         if attempt < max_restarts:
-            print(f"kiln train: exited with code {code}; restart {attempt + 1} of {max_restarts} "
-                  "from the newest complete checkpoint", file=sys.stderr)
+            print(
+                f"kiln train: exited with code {code}; restart {attempt + 1} of {max_restarts} "
+                "from the newest complete checkpoint",
+                file=sys.stderr,
+            )
             command = [sys.executable, "-m", "kiln", *[a for a in child if a != "--overwrite"], "--resume", "auto"]
     print(f"kiln train: still failing after {max_restarts} restarts (last exit code {code})", file=sys.stderr)
     return code

@@ -28,8 +28,9 @@ import json
 import textwrap
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, TypeVar, cast
 
 from kiln.errors import KilnError
 
@@ -47,7 +48,7 @@ def field_docs(cls: type) -> dict[str, str]:
             tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
         except (OSError, TypeError):
             continue
-        body = tree.body[0].body  # type: ignore[attr-defined]
+        body = cast(ast.ClassDef, tree.body[0]).body
         for node, nxt in zip(body, body[1:]):
             if (
                 isinstance(node, ast.AnnAssign)
@@ -71,7 +72,7 @@ def iter_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, Any, str]]:
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            yield from iter_fields(tp, f"{prefix}{f.name}.")
+            yield from iter_fields(cast(type, tp), f"{prefix}{f.name}.")
         else:
             yield f"{prefix}{f.name}", tp, docs.get(f.name, "")
 
@@ -134,7 +135,7 @@ def replace(cfg: C, **changes: Any) -> C:
     the rebuilt config derives it afresh."""
     kwargs: dict[str, Any] = {}
     derived = derived_fields(cfg)
-    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cast(Any, cfg)):
         if not f.init:
             continue
         if f.name in changes:
@@ -158,7 +159,7 @@ def apply_overrides(cfg: C, overrides: dict[str, Any]) -> C:
     grouped: dict[str, dict[str, Any]] = {}
     changes: dict[str, Any] = {}
     hints = _hints(type(cfg))
-    names = {f.name for f in dataclasses.fields(cfg)}
+    names = {f.name for f in dataclasses.fields(cast(Any, cfg))}
     for key, raw in overrides.items():
         head, _, rest = key.partition(".")
         if head not in names:
@@ -185,8 +186,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else \
-            (list(value) if isinstance(value, tuple) else value)
+        out[f.name] = (
+            to_dict(value) if dataclasses.is_dataclass(value) else (list(value) if isinstance(value, tuple) else value)
+        )
     if derived_fields(cfg):
         out[DERIVED_KEY] = sorted(derived_fields(cfg))
     return out
@@ -196,7 +198,7 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
     """Plain dict (e.g. loaded JSON) -> nested dataclass; unknown keys are an error."""
     hints = _hints(cls)
     kwargs: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(cast(Any, cls))}
     derived = set(data.get(DERIVED_KEY, ()))  # derived again from what they followed from
     for key, value in data.items():
         if key == DERIVED_KEY or key in derived:
@@ -205,7 +207,7 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
             raise KilnError(f"config has unknown key {key!r} for {cls.__name__}; remove it or upgrade kiln")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = from_dict(tp, value)  # type: ignore[arg-type]
+            kwargs[key] = from_dict(cast(type, tp), value)
         else:
             kwargs[key] = _parse_value(key, tp, value)
     try:

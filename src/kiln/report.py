@@ -12,7 +12,8 @@ from kiln.rundir import RunDir
 
 def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
     """metrics.jsonl -> (training records, validation records)."""
-    train, val = [], []
+    train: list[dict] = []
+    val: list[dict] = []
     if path.exists():
         for line in path.read_text().splitlines():
             if line:
@@ -73,8 +74,13 @@ def write_report(run: RunDir, summary: dict[str, Any], stages: dict[str, Any], s
         lines.append(f"| {name} | {stage_seconds(figures):.1f} |")
     card = run.curated / "data_card.md"
     if card.exists():
-        lines += ["", "## Data", "", f"Curated training data: see the [data card]({card.relative_to(run.root)}) "
-                  f"(sources, licences, what each step removed and why, languages, PII, duplicates, gaps)."]
+        lines += [
+            "",
+            "## Data",
+            "",
+            f"Curated training data: see the [data card]({card.relative_to(run.root)}) "
+            f"(sources, licences, what each step removed and why, languages, PII, duplicates, gaps).",
+        ]
     lines += ["", "## Loss", "", f"![loss]({run.loss_plot.name})", "", "## Samples", ""]
     for s in samples:
         lines += ["```text", s.strip(), "```", ""]

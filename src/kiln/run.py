@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from kiln import stages
+from kiln.evaluate.verbs import sample_checkpoint
 from kiln.report import plot_loss, write_report
 from kiln.runconfig import RunConfig
 from kiln.rundir import RunDir
@@ -18,9 +19,12 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     stages.prepare(cfg, run, resume)
     budget_s = stages.training_budget_s(cfg, run, elapsed_s=time.perf_counter() - t0)
-    trained = stages.train(cfg, run, resume=resume and latest_checkpoint(run.checkpoints) is not None,
-                           time_budget_s=budget_s)
-    samples = stages.sample(latest_checkpoint(run.checkpoints), None, device_name=cfg.train.device)
+    trained = stages.train(
+        cfg, run, resume=resume and latest_checkpoint(run.checkpoints) is not None, time_budget_s=budget_s
+    )
+    newest = latest_checkpoint(run.checkpoints)
+    assert newest is not None, "training ends with a checkpoint"
+    samples = sample_checkpoint(newest, None, device_name=cfg.train.device)
     plot_loss(run)
     recorded = json.loads(run.stages.read_text())
     summary = {
@@ -47,6 +51,8 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
     }
     write_report(run, summary, recorded, samples, cfg)
     vals = ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if k.startswith("val_") and v is not None)
-    print(f"done in {summary['wall_s']:.0f} s: {summary['model']}, {summary['precision']}, {vals}, "
-          f"{summary['tokens_per_s']:,.0f} tokens/s, MFU {summary['mfu']:.1%} -> {run.report}")
+    print(
+        f"done in {summary['wall_s']:.0f} s: {summary['model']}, {summary['precision']}, {vals}, "
+        f"{summary['tokens_per_s']:,.0f} tokens/s, MFU {summary['mfu']:.1%} -> {run.report}"
+    )
     return summary

@@ -26,7 +26,6 @@ def lr_for_width(dim: int) -> float:
     return 4e-3 * 256 / dim
 
 
-
 @dataclass
 class RunConfig:
     """Everything a run needs; saved resolved as config.json in the run directory."""
@@ -49,7 +48,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         require(self.budget_s >= 0, f"budget_s={self.budget_s} must be >= 0 (0: no budget)")
         derive(self.train, "lr", lr_for_width(self.model.dim))
-        require(self.train.seq_len <= self.model.max_seq_len,
-                f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}; raise the latter")
-        require(self.model.vocab_size >= self.tokenizer.vocab_size,
-                f"model.vocab_size={self.model.vocab_size} is below tokenizer.vocab_size={self.tokenizer.vocab_size}")
+        require(
+            self.train.seq_len <= self.model.max_seq_len,
+            f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}; raise the latter",
+        )
+        require(
+            self.model.vocab_size >= self.tokenizer.vocab_size,
+            f"model.vocab_size={self.model.vocab_size} is below tokenizer.vocab_size={self.tokenizer.vocab_size}",
+        )

@@ -1,21 +1,17 @@
 """The pipeline's stages, each `stage(cfg, run) -> figures`, reading and writing one run directory.
 
-curate -> tokenizer -> tokenize -> train -> (eval, generate). `kiln run` calls them in order (see run.py);
-the CLI exposes each as a verb.
+curate -> tokenizer -> tokenize -> train. `kiln run` calls them in order (see run.py), then the
+checkpoint tools of evaluate/verbs.py (eval, generate); the CLI exposes each as a verb.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from kiln.config import apply_overrides, save_config
+from kiln.config import save_config
 from kiln.corpus import (
     CorpusConfig,
     ReadStats,
@@ -24,16 +20,10 @@ from kiln.corpus import (
     split_of,
 )
 from kiln.curate.pipeline import curate as curate_corpus
-from kiln.device import pick_device
 from kiln.errors import KilnError
-from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
-from kiln.evaluate.loss import validation_loss
-from kiln.models.registry import family
 from kiln.report import stage_seconds
 from kiln.runconfig import RunConfig
 from kiln.rundir import RunDir
-from kiln.shards.config import ShardConfig
-from kiln.shards.loader import ShardSet, iterate_windows
 from kiln.shards.writer import write_shards
 from kiln.tokenizer import (
     bytes_per_token,
@@ -41,8 +31,8 @@ from kiln.tokenizer import (
     tokenizer_hash,
     train_tokenizer,
 )
-from kiln.train.signals import stop_on_signals
 from kiln.train.build import build_trainer
+from kiln.train.signals import stop_on_signals
 
 
 def record(run: RunDir, stage: str, figures: dict[str, Any]) -> None:
@@ -54,14 +44,20 @@ def record(run: RunDir, stage: str, figures: dict[str, Any]) -> None:
 
 def _report_read_stats(stats: ReadStats) -> dict[str, Any]:
     if stats.num_invalid_bytes:
-        print(f"replaced {stats.num_invalid_bytes} invalid UTF-8 bytes in {stats.num_documents_with_invalid_utf8} "
-              "documents with U+FFFD")
+        print(
+            f"replaced {stats.num_invalid_bytes} invalid UTF-8 bytes in {stats.num_documents_with_invalid_utf8} "
+            "documents with U+FFFD"
+        )
     for line in stats.skipped[:10]:
         print(f"skipped {line}")
     if stats.num_skipped > 10:
         print(f"... and {stats.num_skipped - 10} more skipped")
-    return {"documents": stats.num_documents, "bytes": stats.num_bytes, "invalid_utf8_bytes": stats.num_invalid_bytes,
-            "skipped": stats.num_skipped}
+    return {
+        "documents": stats.num_documents,
+        "bytes": stats.num_bytes,
+        "invalid_utf8_bytes": stats.num_invalid_bytes,
+        "skipped": stats.num_skipped,
+    }
 
 
 def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
@@ -69,15 +65,25 @@ def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     run.root.mkdir(parents=True, exist_ok=True)
     manifest = curate_corpus(cfg.data, cfg.curate, run.curated)
     save_config(cfg, run.config)  # each stage saves the config it ran with, once it has succeeded
-    print(f"curate: kept {manifest['documents_out']:,} of {manifest['documents_in']:,} documents "
-          f"({manifest['bytes_out'] / 1e6:.1f} of {manifest['bytes_in'] / 1e6:.1f} MB) in {manifest['wall_s']:.1f} s; "
-          f"data card {run.curated / 'data_card.md'}")
+    print(
+        f"curate: kept {manifest['documents_out']:,} of {manifest['documents_in']:,} documents "
+        f"({manifest['bytes_out'] / 1e6:.1f} of {manifest['bytes_in'] / 1e6:.1f} MB) in {manifest['wall_s']:.1f} s; "
+        f"data card {run.curated / 'data_card.md'}"
+    )
     for step in manifest["steps"]:
         if step["dropped"] or step["changed"]:
-            print(f"  {step['step']}: dropped {step['dropped']:,} {step['dropped_by_reason'] or ''} changed {step['changed']:,}")
-    figures = {"documents_in": manifest["documents_in"], "documents_out": manifest["documents_out"],
-               "bytes_in": manifest["bytes_in"], "bytes_out": manifest["bytes_out"], "wall_s": manifest["wall_s"],
-               "mb_per_s": manifest["bytes_in"] / 1e6 / manifest["wall_s"]}
+            print(
+                f"  {step['step']}: dropped {step['dropped']:,} {step['dropped_by_reason'] or ''} "
+                f"changed {step['changed']:,}"
+            )
+    figures = {
+        "documents_in": manifest["documents_in"],
+        "documents_out": manifest["documents_out"],
+        "bytes_in": manifest["bytes_in"],
+        "bytes_out": manifest["bytes_out"],
+        "wall_s": manifest["wall_s"],
+        "mb_per_s": manifest["bytes_in"] / 1e6 / manifest["wall_s"],
+    }
     record(run, "curate", figures)
     return figures
 
@@ -100,8 +106,12 @@ def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     tok.save(str(run.tokenizer))
     save_config(cfg, run.config)
     bpt = bytes_per_token(tok, (d.text for d in split_documents(data, "val")))
-    figures = {"vocab_size": tok.get_vocab_size(), "val_bytes_per_token": bpt, "wall_s": time.perf_counter() - t0,
-               "corpus": _report_read_stats(stats)}
+    figures = {
+        "vocab_size": tok.get_vocab_size(),
+        "val_bytes_per_token": bpt,
+        "wall_s": time.perf_counter() - t0,
+        "corpus": _report_read_stats(stats),
+    }
     print(f"tokenizer: {tok.get_vocab_size()} tokens, {bpt:.3f} bytes/token on validation -> {run.tokenizer}")
     record(run, "tokenizer", figures)
     return figures
@@ -114,19 +124,28 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     t0 = time.perf_counter()
     stats = ReadStats()
     data = source_corpus(cfg, run)
-    manifests = write_shards(read_documents(data, stats), tok, sha,
-                             {"train": run.split("train"), "val": run.split("val")}, cfg.shards,
-                             route=lambda doc: split_of(doc.id, data))
+    manifests = write_shards(
+        read_documents(data, stats),
+        tok,
+        sha,
+        {"train": run.split("train"), "val": run.split("val")},
+        cfg.shards,
+        route=lambda doc: split_of(doc.id, data),
+    )
     wall_s = time.perf_counter() - t0
     _report_read_stats(stats)
     for split, manifest in manifests.items():
         if manifest["num_documents"] == 0:
-            raise KilnError(f"no document of {stats.num_documents} fell into the {split} split; use a corpus with more "
-                            "documents, or change data.val_fraction or data.split_seed")
+            raise KilnError(
+                f"no document of {stats.num_documents} fell into the {split} split; use a corpus with more "
+                "documents, or change data.val_fraction or data.split_seed"
+            )
     save_config(cfg, run.config)
     num_bytes = sum(m["num_bytes"] for m in manifests.values())
-    figures = {split: {"documents": m["num_documents"], "tokens": m["num_tokens"], "bytes": m["num_bytes"]}
-               for split, m in manifests.items()}
+    figures: dict[str, Any] = {
+        split: {"documents": m["num_documents"], "tokens": m["num_tokens"], "bytes": m["num_bytes"]}
+        for split, m in manifests.items()
+    }
     figures.update(wall_s=wall_s, mb_per_s=num_bytes / 1e6 / wall_s)
     for split, m in manifests.items():
         print(f"tokenize {split}: {m['num_documents']} docs, {m['num_tokens']:,} tokens")
@@ -162,12 +181,16 @@ def training_budget_s(cfg: RunConfig, run: RunDir, elapsed_s: float | None = Non
         elapsed_s = sum(stage_seconds(recorded.get(name, {})) for name in DATA_STAGES)
     left = cfg.budget_s - elapsed_s - AFTER_TRAIN_S
     if left <= 0:
-        raise KilnError(f"the data stages took {elapsed_s:.0f} s of the {cfg.budget_s:.0f} s budget (budget_s), "
-                        "leaving nothing to train in; raise the budget (--budget) or shrink the corpus")
+        raise KilnError(
+            f"the data stages took {elapsed_s:.0f} s of the {cfg.budget_s:.0f} s budget (budget_s), "
+            "leaving nothing to train in; raise the budget (--budget) or shrink the corpus"
+        )
     return left
 
 
-def train(cfg: RunConfig, run: RunDir, resume: bool | str = False, time_budget_s: float | None = None) -> dict[str, Any]:
+def train(
+    cfg: RunConfig, run: RunDir, resume: bool | str = False, time_budget_s: float | None = None
+) -> dict[str, Any]:
     """Train the model on the run's shards; checkpoints, metrics.jsonl, summary figures. The run's
     config.json is written only once the trainer has accepted the config (a refused resume leaves it)."""
     budget_s = training_budget_s(cfg, run) if time_budget_s is None else time_budget_s
@@ -182,50 +205,3 @@ def train(cfg: RunConfig, run: RunDir, resume: bool | str = False, time_budget_s
     if trainer.rank == 0:
         record(run, "train", figures)
     return figures
-
-
-def evaluate(checkpoint: Path, text: Path | None, shards: Path | None, tokenizer_path: Path | None,
-             device_name: str = "auto") -> dict[str, Any]:
-    """Loss and bits-per-byte of a checkpoint on a text file/folder/.jsonl or a shard directory
-    (default: the validation shards of the run the checkpoint belongs to)."""
-    device = pick_device(device_name)
-    loaded = load_checkpoint(checkpoint, device, tokenizer_path)
-    seq_len, batch = loaded.cfg.train.seq_len, loaded.cfg.train.micro_batch_size
-    if text is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            docs = read_documents(CorpusConfig(corpus=str(text)))
-            write_shards(docs, loaded.tokenizer, loaded.tokenizer_sha256, {"eval": Path(tmp)}, ShardConfig())
-            result = _eval_shards(loaded, ShardSet(Path(tmp)), seq_len, batch, device)
-    else:
-        shard_dir = shards or RunDir(checkpoint.parent.parent).split("val")
-        result = _eval_shards(loaded, ShardSet(shard_dir), seq_len, batch, device)
-    result["checkpoint"] = str(checkpoint)
-    result["step"] = loaded.step
-    return result
-
-
-def _eval_shards(loaded: LoadedCheckpoint, shard_set: ShardSet, seq_len: int, batch: int, device: torch.device) -> dict[str, Any]:
-    if shard_set.tokenizer_sha256 != loaded.tokenizer_sha256:
-        raise KilnError(f"shards in {shard_set.directory} were made with another tokenizer than the checkpoint's; "
-                        "evaluate on text (--text) or on shards from the same run")
-    if shard_set.num_tokens < 2:
-        raise KilnError(f"{shard_set.directory} holds too little text to evaluate")
-    seq_len = min(seq_len, shard_set.num_tokens - 1)
-    batches = iterate_windows(shard_set, seq_len, batch)
-    return validation_loss(loaded.objective, loaded.model, batches, loaded.token_bytes, device, loaded.precision)
-
-
-def sample(checkpoint: Path, prompts: list[str] | None, cfg_overrides: dict[str, Any] | None = None,
-           device_name: str = "auto", use_cache: bool = True) -> list[str]:
-    """Continue each prompt with the checkpoint's model; returns prompt + continuation texts."""
-    device = pick_device(device_name)
-    loaded = load_checkpoint(checkpoint, device)
-    if loaded.precision == "bf16":
-        # bf16 weights once, instead of autocast casting every weight again for every new token
-        loaded.model.to(torch.bfloat16)
-    sc = apply_overrides(loaded.cfg, cfg_overrides or {}).sample
-    if prompts is None:
-        prompts = [p for p in sc.prompts.split("|") if p.strip()]
-    spec = family(loaded.cfg.model.family)  # continue (causal), fill masks (encoder) or write spans (encdec)
-    return [spec.sample(loaded.model, loaded.tokenizer, loaded.ids, prompt, sc, sc.seed + i, loaded.precision, use_cache)
-            for i, prompt in enumerate(prompts)]

@@ -10,9 +10,9 @@ string round-trips exactly.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -102,7 +102,11 @@ def tokenizer_hash(path: Path) -> str:
 
 def special_ids(tok: Tokenizer) -> dict[str, int]:
     """Ids of the special tokens every stage needs."""
-    return {"pad": tok.token_to_id(PAD), "bos": tok.token_to_id(BOS), "eos": tok.token_to_id(EOS)}
+    ids = {name: tok.token_to_id(token) for name, token in (("pad", PAD), ("bos", BOS), ("eos", EOS))}
+    missing = [name for name, i in ids.items() if i is None]
+    if missing:
+        raise KilnError(f"tokenizer lacks the special tokens {missing}; retrain it with `kiln tokenizer`")
+    return {name: int(i) for name, i in ids.items() if i is not None}
 
 
 @dataclass(frozen=True)
@@ -130,12 +134,22 @@ def objective_ids(tok: Tokenizer) -> SpecialIds:
         if i is None:
             raise KilnError(f"tokenizer lacks the special token {name}; retrain it with `kiln tokenizer`")
         ids[name] = i
-    sentinels = []
+    sentinels: list[int] = []
     while (i := tok.token_to_id(f"<|sentinel_{len(sentinels)}|>")) is not None:
         sentinels.append(i)
     num_special = max(list(ids.values()) + sentinels) + 1
-    return SpecialIds(ids[PAD], ids[BOS], ids[EOS], ids[MASK], ids[FIM_PREFIX], ids[FIM_MIDDLE], ids[FIM_SUFFIX],
-                      tuple(sentinels), num_special, tok.get_vocab_size())
+    return SpecialIds(
+        ids[PAD],
+        ids[BOS],
+        ids[EOS],
+        ids[MASK],
+        ids[FIM_PREFIX],
+        ids[FIM_MIDDLE],
+        ids[FIM_SUFFIX],
+        tuple(sentinels),
+        num_special,
+        tok.get_vocab_size(),
+    )
 
 
 def bytes_per_token(tok: Tokenizer, texts: Iterable[str], batch_size: int = 64) -> float:
@@ -158,7 +172,9 @@ def bytes_per_token(tok: Tokenizer, texts: Iterable[str], batch_size: int = 64) 
 
 def _byte_level_alphabet() -> dict[str, int]:
     """GPT-2's byte <-> printable-unicode table, inverted: {unicode char: byte value}."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = printable[:]
     n = 0
     for b in range(256):

@@ -27,13 +27,20 @@ def test_datatrove_local_executor_with_two_tasks_matches_kiln_curate(tmp_path):
     raw.mkdir()
     for part in range(2):
         rows = [{"id": f"p{part}-{i}", "text": make_text(rng, 25)} for i in range(20)]
-        rows += [{"id": f"p{part}-fr", "text": FRENCH}, {"id": f"p{part}-junk", "text": "Buy now!"},
-                 {"id": f"p{part}-pii", "text": make_text(rng, 20) + " Write to jane@example.org."}]
+        rows += [
+            {"id": f"p{part}-fr", "text": FRENCH},
+            {"id": f"p{part}-junk", "text": "Buy now!"},
+            {"id": f"p{part}-pii", "text": make_text(rng, 20) + " Write to jane@example.org."},
+        ]
         (raw / f"part{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = CurateConfig(decontaminate=False, dedup=DedupConfig(exact=False, near=False))
     data = CorpusConfig(corpus=str(raw))
-    LocalPipelineExecutor(pipeline=[JsonlReader(str(raw)), KilnSteps(cfg, data), JsonlWriter(str(tmp_path / "dt"))],
-                          tasks=2, workers=1, logging_dir=str(tmp_path / "logs")).run()
+    LocalPipelineExecutor(
+        pipeline=[JsonlReader(str(raw)), KilnSteps(cfg, data), JsonlWriter(str(tmp_path / "dt"))],
+        tasks=2,
+        workers=1,
+        logging_dir=str(tmp_path / "logs"),
+    ).run()
     got = {}
     for f in sorted((tmp_path / "dt").glob("*.jsonl.gz")):
         for line in gzip.open(f, "rt"):

@@ -11,8 +11,18 @@ def test_vectorised_scan_matches_py3langid_exactly():
     reference = LanguageIdentifier.from_modelpath(MODEL_DIR / MODEL_FILE, norm_probs=True)
     fast = load_identifier()
     rng = random.Random(0)
-    texts = [make_text(rng, n) for n in range(1, 30)] + [FRENCH, GERMAN, "", "a", "ça va? très bien",
-             "日本語のテキストです", "Привет, как дела?", "مرحبا بالعالم", "\x00\x01 bytes", "Ελληνικά κείμενα"]
+    texts = [make_text(rng, n) for n in range(1, 30)] + [
+        FRENCH,
+        GERMAN,
+        "",
+        "a",
+        "ça va? très bien",
+        "日本語のテキストです",
+        "Привет, как дела?",
+        "مرحبا بالعالم",
+        "\x00\x01 bytes",
+        "Ελληνικά κείμενα",
+    ]
     for text in texts:
         want, got = reference.classify(text), fast.classify(text)
         assert got[0] == want[0] and abs(got[1] - want[1]) < 1e-5, text

@@ -12,10 +12,14 @@ from kiln.curate.pipeline import curate
 from kiln.curate.quality import check_quality
 from tests.conftest import make_text
 
-FRENCH = ("Le gouvernement a présenté aujourd'hui son budget pour l'année prochaine. Les députés ont discuté "
-          "longuement des impôts, des écoles et des hôpitaux, et la séance a duré toute la nuit. ") * 6
-GERMAN = ("Die Regierung hat heute den Haushalt für das kommende Jahr vorgestellt. Die Abgeordneten haben "
-          "lange über Steuern, Schulen und Krankenhäuser gesprochen, und die Sitzung dauerte die ganze Nacht. ") * 6
+FRENCH = (
+    "Le gouvernement a présenté aujourd'hui son budget pour l'année prochaine. Les députés ont discuté "
+    "longuement des impôts, des écoles et des hôpitaux, et la séance a duré toute la nuit. "
+) * 6
+GERMAN = (
+    "Die Regierung hat heute den Haushalt für das kommende Jahr vorgestellt. Die Abgeordneten haben "
+    "lange über Steuern, Schulen und Krankenhäuser gesprochen, und die Sitzung dauerte die ganze Nacht. "
+) * 6
 
 
 def _edit(text: str, rng: random.Random, num_edits: int) -> str:
@@ -34,13 +38,22 @@ def planted(tmp_path_factory):
     files.update({f"x_exact_{i:03d}": originals[i] for i in range(10)})
     files.update({f"x_exact_ws_{i:03d}": "  " + originals[i].upper().replace(" ", "  ") for i in range(10, 15)})
     files.update({f"x_near_{i:03d}": _edit(originals[i], rng, 3) for i in range(20, 40)})
-    files["pii_all"] = (make_text(rng, 30) + " Mail jane.doe@example.org or call +1 (202) 555-0143. The host is "
-                        "10.0.0.12 and card 4111 1111 1111 1111 was used.")
+    files["pii_all"] = (
+        make_text(rng, 30) + " Mail jane.doe@example.org or call +1 (202) 555-0143. The host is "
+        "10.0.0.12 and card 4111 1111 1111 1111 was used."
+    )
     files["junk_short"] = "Buy now!"
     files["junk_symbols"] = " ".join("### $$$ ### @@@" for _ in range(40))
-    files["boilerplate"] = "\n".join(["We use cookies to improve your experience.", "Please enable JavaScript.",
-                                      "All rights reserved.", "Privacy policy | Terms of use"] * 5
-                                     + [make_text(rng, 8)])
+    files["boilerplate"] = "\n".join(
+        [
+            "We use cookies to improve your experience.",
+            "Please enable JavaScript.",
+            "All rights reserved.",
+            "Privacy policy | Terms of use",
+        ]
+        * 5
+        + [make_text(rng, 8)]
+    )
     files["lorem"] = "Lorem ipsum dolor sit amet. " + make_text(rng, 20)
     files["french"] = FRENCH
     files["german"] = GERMAN
@@ -83,8 +96,11 @@ def test_planted_corpus_is_cleaned(planted, tmp_path):
     assert "café" in kept["mojibake"].text and "naïve" in kept["mojibake"].text
     assert kept["orig_000"].metadata["language"] == "en"
     # dropped samples are written for inspection
-    dropped = {json.loads(line)["id"] for f in (tmp_path / "out" / "dropped").glob("*.jsonl")
-               for line in f.read_text().splitlines()}
+    dropped = {
+        json.loads(line)["id"]
+        for f in (tmp_path / "out" / "dropped").glob("*.jsonl")
+        for line in f.read_text().splitlines()
+    }
     assert dropped >= {"junk_short.txt", "junk_symbols.txt", "boilerplate.txt", "lorem.txt", "french.txt"}
 
 
@@ -149,8 +165,9 @@ def test_output_is_identical_for_one_and_two_workers(planted, tmp_path):
     assert [f["sha256"] for f in one["files"]] == [f["sha256"] for f in two["files"]]
     assert one["steps"] == two["steps"]
     for name in ("dedup", "quality", "language"):
-        assert (tmp_path / "one" / "dropped" / f"{name}.jsonl").read_bytes() == \
-            (tmp_path / "two" / "dropped" / f"{name}.jsonl").read_bytes()
+        assert (tmp_path / "one" / "dropped" / f"{name}.jsonl").read_bytes() == (
+            tmp_path / "two" / "dropped" / f"{name}.jsonl"
+        ).read_bytes()
 
 
 def test_sources_are_mixed_by_weight_and_reported(tmp_path):
@@ -159,8 +176,10 @@ def test_sources_are_mixed_by_weight_and_reported(tmp_path):
         (tmp_path / name).mkdir()
         for i in range(n):
             (tmp_path / name / f"{i:03d}.txt").write_text(make_text(rng, 30))
-    spec = [{"name": "big", "path": str(tmp_path / "big"), "licence": "CC0", "date": "2001-2003", "weight": 1},
-            {"name": "small", "path": str(tmp_path / "small"), "licence": "CC-BY", "weight": 1}]
+    spec = [
+        {"name": "big", "path": str(tmp_path / "big"), "licence": "CC0", "date": "2001-2003", "weight": 1},
+        {"name": "small", "path": str(tmp_path / "small"), "licence": "CC-BY", "weight": 1},
+    ]
     (tmp_path / "sources.json").write_text(json.dumps(spec))
     data = CorpusConfig(sources=str(tmp_path / "sources.json"), val_fraction=0.1)
     manifest = curate(data, CurateConfig(decontaminate=False), tmp_path / "out")

@@ -18,8 +18,9 @@ print(json.dumps({"rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 
 
 
 def _peak_rss(corpus, out) -> dict:
-    done = subprocess.run([sys.executable, "-c", CURATE_AND_REPORT_RSS, str(corpus), str(out)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CURATE_AND_REPORT_RSS, str(corpus), str(out)], capture_output=True, text=True, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -30,6 +31,9 @@ def test_peak_memory_does_not_grow_with_corpus_size(tmp_path):
     large = _peak_rss(tmp_path / "large", tmp_path / "out_large")
     grown_mb = (large["rss_kb"] - small["rss_kb"]) / 1024
     corpus_grown_mb = (large["bytes_in"] - small["bytes_in"]) / 1e6
-    print(f"peak RSS {small['rss_kb'] / 1024:.0f} -> {large['rss_kb'] / 1024:.0f} MB for {corpus_grown_mb:.0f} MB more text")
+    print(
+        f"peak RSS {small['rss_kb'] / 1024:.0f} -> {large['rss_kb'] / 1024:.0f} MB "
+        f"for {corpus_grown_mb:.0f} MB more text"
+    )
     # 24 batches more: holding the text would add >= 12 MB; the dedup index adds well under 2 MB
     assert corpus_grown_mb > 11 and grown_mb < 4

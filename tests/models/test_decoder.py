@@ -8,8 +8,9 @@ from kiln.models.config import ModelConfig
 
 
 def tiny(**kw) -> ModelConfig:
-    return ModelConfig(**{"vocab_size": 97, "dim": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
-                            "max_seq_len": 64, **kw})
+    return ModelConfig(
+        **{"vocab_size": 97, "dim": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "max_seq_len": 64, **kw}
+    )
 
 
 @pytest.fixture

@@ -11,8 +11,15 @@ from kiln.models.ssm import Mamba, SSMConfig, naive_scan, ssd_scan
 
 
 def tiny(**kw) -> ModelConfig:
-    base = dict(vocab_size=97, dim=32, num_layers=4, num_heads=4, num_kv_heads=2, max_seq_len=64,
-                ssm=SSMConfig(attn_every=2, head_dim=8, state_dim=8, chunk=8))
+    base = dict(
+        vocab_size=97,
+        dim=32,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        max_seq_len=64,
+        ssm=SSMConfig(attn_every=2, head_dim=8, state_dim=8, chunk=8),
+    )
     return ModelConfig(**{**base, **kw})
 
 
@@ -91,9 +98,11 @@ def test_moe_sends_each_token_to_k_experts_and_drops_none():
     # the layer's output equals the routed experts' weighted sum, token by token
     y = moe(x).reshape(-1, 16)
     for t in range(30):
-        want = sum(w * (torch.nn.functional.silu(g) * u) @ moe.w_down[e]
-                   for w, e in zip(weights[t], experts[t])
-                   for g, u in [(x.reshape(-1, 16)[t] @ moe.w_gate_up[e]).chunk(2)])
+        want = sum(
+            w * (torch.nn.functional.silu(g) * u) @ moe.w_down[e]
+            for w, e in zip(weights[t], experts[t])
+            for g, u in [(x.reshape(-1, 16)[t] @ moe.w_gate_up[e]).chunk(2)]
+        )
         assert torch.allclose(y[t], want, atol=1e-5)
     assert abs(float(moe.load.sum()) - 1) < 1e-6
 

@@ -31,13 +31,21 @@ SHAPES = {
 
 
 def tiny(**kw) -> ModelConfig:
-    base = dict(vocab_size=97, dim=64, num_layers=4, num_heads=4, num_kv_heads=4, max_seq_len=64,
-                ssm=SSMConfig(attn_every=2, head_dim=16, state_dim=8, chunk=8))
+    base = dict(
+        vocab_size=97,
+        dim=64,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=4,
+        max_seq_len=64,
+        ssm=SSMConfig(attn_every=2, head_dim=16, state_dim=8, chunk=8),
+    )
     return ModelConfig(**{**base, **kw})
 
 
 def counted_flops(model: nn.Module, cfg: ModelConfig, seq_len: int, objective: ObjectiveConfig) -> float:
     """PaLM's count over the built modules (what kiln measured MFU with before the specs)."""
+
     def attention_layers(module):
         return sum(isinstance(m, (Attention, CrossAttention)) for m in module.modules())
 
@@ -47,8 +55,10 @@ def counted_flops(model: nn.Module, cfg: ModelConfig, seq_len: int, objective: O
     d, m = objective.span.noise_density, objective.span.mean_span_length
     src, tgt = 1 - d + d / m, d + d / m
     enc = 6 * matmul_params(model.encoder) + 12 * attention_layers(model.encoder) * C * seq_len * src
-    dec = 6 * (matmul_params(model.decoder) + C * cfg.vocab_size) + \
-        12 * attention_layers(model.decoder) * C * seq_len * (tgt + src) / 2
+    dec = (
+        6 * (matmul_params(model.decoder) + C * cfg.vocab_size)
+        + 12 * attention_layers(model.decoder) * C * seq_len * (tgt + src) / 2
+    )
     return enc * src + dec * tgt
 
 

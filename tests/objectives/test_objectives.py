@@ -8,8 +8,18 @@ from kiln.objectives.masked import MaskedLM
 from kiln.objectives.span import SpanCorruption, reconstruct, span_counts
 from kiln.tokenizer import SpecialIds
 
-IDS = SpecialIds(pad=0, bos=1, eos=2, mask=3, fim_prefix=4, fim_middle=5, fim_suffix=6,
-                 sentinels=tuple(range(7, 7 + 40)), num_special=47, vocab_size=1000)
+IDS = SpecialIds(
+    pad=0,
+    bos=1,
+    eos=2,
+    mask=3,
+    fim_prefix=4,
+    fim_middle=5,
+    fim_suffix=6,
+    sentinels=tuple(range(7, 7 + 40)),
+    num_special=47,
+    vocab_size=1000,
+)
 
 
 def _windows(b=64, t=256, seed=0):
@@ -79,6 +89,6 @@ def test_fim_moves_the_middle_to_the_end_with_markers():
         if IDS.fim_middle in row:
             m = row.index(IDS.fim_middle)
             suffix, middle = row[s + 1 : m], row[m + 1 :]
-            assert original[len(original) - len(suffix):] == suffix if suffix else True
+            assert original[len(original) - len(suffix) :] == suffix if suffix else True
             assert original[len(prefix) : len(prefix) + len(middle)] == middle
             assert len(prefix) + len(middle) + len(suffix) + 3 <= len(original) + 3

@@ -25,8 +25,9 @@ from tests.conftest import copy_run, tiny_config
 
 def test_planned_steps_follow_the_measured_step_time():
     costs = StepCosts(step_s=1.0, eval_batch_s=0.1, checkpoint_s=0.5)
-    steps, why = plan_max_steps(400, 5, costs, eval_every=50, eval_batches=2, final_eval_batches=20,
-                                checkpoint_every=100, cap=10_000)
+    steps, why = plan_max_steps(
+        400, 5, costs, eval_every=50, eval_batches=2, final_eval_batches=20, checkpoint_every=100, cap=10_000
+    )
     # 400 s less 5 % margin, less 20 x 0.1 (final eval) + 0.5 (final checkpoint) + 2 (end) = 375.5 s,
     # at 1 + 0.2 / 50 + 0.5 / 100 = 1.009 s a step
     assert steps == 5 + 372 and "1.000 s a step" in why
@@ -56,8 +57,17 @@ def test_the_depth_follows_the_tokens_the_budget_affords():
 
 
 def _budget_config(corpus_dir, **extra):
-    return tiny_config(corpus_dir, **{"train.time_budget_s": "6", "train.max_steps": "100000", "train.eval_every": "0",
-                                      "train.checkpoint_every": "0", "train.precision": "fp32", **extra})
+    return tiny_config(
+        corpus_dir,
+        **{
+            "train.time_budget_s": "6",
+            "train.max_steps": "100000",
+            "train.eval_every": "0",
+            "train.checkpoint_every": "0",
+            "train.precision": "fp32",
+            **extra,
+        },
+    )
 
 
 def _weights(run):
@@ -116,8 +126,9 @@ def test_the_planned_step_count_shrinks_when_steps_are_slower(tokenized_run, tmp
     assert slow["steps"] < fast["steps"] * 0.8
 
 
-def test_sigterm_during_the_ceiling_measurement_exits_promptly_with_a_checkpoint(tokenized_run, tmp_path, corpus_dir,
-                                                                                 monkeypatch):
+def test_sigterm_during_the_ceiling_measurement_exits_promptly_with_a_checkpoint(
+    tokenized_run, tmp_path, corpus_dir, monkeypatch
+):
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
     real = trainer_module.measure_matmul_peak

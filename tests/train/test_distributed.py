@@ -12,8 +12,20 @@ import pytest
 from tests.conftest import copy_run
 
 # fp32 so the comparison is about the parallelism, not bf16 rounding; global batch 16 in every layout
-COMMON = ["--train.max_steps", "6", "--train.eval_every", "0", "--train.precision", "fp32",
-          "--train.global_batch_size", "16", "--train.micro_batch_size", "4", "--train.checkpoint_every", "3"]
+COMMON = [
+    "--train.max_steps",
+    "6",
+    "--train.eval_every",
+    "0",
+    "--train.precision",
+    "fp32",
+    "--train.global_batch_size",
+    "16",
+    "--train.micro_batch_size",
+    "4",
+    "--train.checkpoint_every",
+    "3",
+]
 
 
 def _port() -> int:
@@ -23,11 +35,26 @@ def _port() -> int:
 
 
 def _train(run_dir, *args, procs: int = 1) -> list[float]:
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-              "--master_addr", "127.0.0.1", "--master_port", str(_port()), "-m", "kiln"] if procs > 1 \
+    launch = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(procs),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_port()),
+            "-m",
+            "kiln",
+        ]
+        if procs > 1
         else [sys.executable, "-m", "kiln"]
-    done = subprocess.run([*launch, "train", "--run-dir", str(run_dir), *COMMON, *args],
-                          capture_output=True, text=True, timeout=300)
+    )
+    done = subprocess.run(
+        [*launch, "train", "--run-dir", str(run_dir), *COMMON, *args], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in rows if "loss" in r and r.get("loss") is not None]
@@ -56,7 +83,10 @@ def test_two_processes_follow_the_single_process_loss_curve(mode, single, tokeni
 def test_sharded_checkpoint_resumes_at_another_world_size(first, then, single, tokenized_run, tmp_path):
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
-    mode = lambda n: ["--parallel.mode", "fsdp" if n > 1 else "none"]  # noqa: E731
+
+    def mode(n):
+        return ["--parallel.mode", "fsdp" if n > 1 else "none"]
+
     _train(run.root, *mode(first), "--overwrite", procs=first)
     shutil.rmtree(run.checkpoints / "step_6")  # continue from step 3 in the other layout
     state = json.loads((run.checkpoints / "step_3" / "state.json").read_text())
@@ -73,11 +103,33 @@ def test_a_dead_rank_stops_the_run_instead_of_hanging(tokenized_run, tmp_path):
 
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                             "127.0.0.1", "--master_port", str(_port()), "-m", "kiln", "train", "--run-dir",
-                             str(run.root), "--parallel.mode", "ddp", "--overwrite", "--parallel.timeout_s", "30",
-                             *[a if a != "6" else "400" for a in COMMON]],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_port()),
+            "-m",
+            "kiln",
+            "train",
+            "--run-dir",
+            str(run.root),
+            "--parallel.mode",
+            "ddp",
+            "--overwrite",
+            "--parallel.timeout_s",
+            "30",
+            *[a if a != "6" else "400" for a in COMMON],
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = run.root / "metrics.jsonl"
     while proc.poll() is None and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
         time.sleep(0.05)
@@ -98,6 +150,10 @@ def test_activation_checkpointing_changes_memory_not_results(tokenized_run, tmp_
     b = _train(recompute.root, "--overwrite", "--parallel.activation_checkpointing", "block")
     assert a == b
     # its checkpoints use the model's own parameter names: eval loads them into an unwrapped model
-    done = subprocess.run([sys.executable, "-m", "kiln", "eval", "--checkpoint", str(recompute.checkpoints / "step_6")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "kiln", "eval", "--checkpoint", str(recompute.checkpoints / "step_6")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -13,8 +13,12 @@ from tests.train.test_trainer import _weights
 FAMILIES = {
     "encoder": {"model.family": "encoder"},
     "encdec": {"model.family": "encdec"},
-    "hybrid": {"model.family": "hybrid", "model.ssm.attn_every": "2", "model.ssm.head_dim": "16",
-               "model.moe.num_experts": "4"},
+    "hybrid": {
+        "model.family": "hybrid",
+        "model.ssm.attn_every": "2",
+        "model.ssm.head_dim": "16",
+        "model.moe.num_experts": "4",
+    },
     "moe_fim": {"model.moe.num_experts": "4", "objective.causal.fim_rate": "0.5"},
 }
 
@@ -43,8 +47,20 @@ def test_loss_drops_through_the_cli_and_the_model_generates(family, tokenized_ru
     capsys.readouterr()
     checkpoint = run.checkpoints / "step_40"
     prompt = {"encoder": "The state of the <|mask|> is strong", "encdec": "The state of the <|sentinel_0|> is"}
-    assert main(["generate", "--checkpoint", str(checkpoint), "--prompt", prompt.get(family, "The state"),
-                 "--sample.max_new_tokens", "8"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(checkpoint),
+                "--prompt",
+                prompt.get(family, "The state"),
+                "--sample.max_new_tokens",
+                "8",
+            ]
+        )
+        == 0
+    )
     assert "The state" in capsys.readouterr().out
     assert main(["eval", "--checkpoint", str(checkpoint)]) == 0
     assert json.loads(capsys.readouterr().out)["loss"] > 0
@@ -53,8 +69,16 @@ def test_loss_drops_through_the_cli_and_the_model_generates(family, tokenized_ru
 @pytest.mark.parametrize("family", FAMILIES)
 def test_resume_is_bitwise_identical_for_every_family(family, tokenized_run, tmp_path, corpus_dir):
     _, src = tokenized_run
-    cfg = tiny_config(corpus_dir, **FAMILIES[family], **{"train.max_steps": "8", "train.eval_every": "0",
-                                                         "train.checkpoint_every": "0", "train.grad_accum_steps": "2"})
+    cfg = tiny_config(
+        corpus_dir,
+        **FAMILIES[family],
+        **{
+            "train.max_steps": "8",
+            "train.eval_every": "0",
+            "train.checkpoint_every": "0",
+            "train.grad_accum_steps": "2",
+        },
+    )
     straight = copy_run(src, tmp_path / "straight")
     resumed = copy_run(src, tmp_path / "resumed")
     build_trainer(cfg, straight).fit()

@@ -50,5 +50,7 @@ def test_the_ladder_grows_only_while_products_are_quick_and_stops_on_request():
     rates = matmul_ladder(CPU, torch.float32, 0.2, max_size=256)
     assert set(rates) <= {128, 256} and 128 in rates
     calls = []
-    stopped = matmul_ladder(CPU, torch.float32, 30.0, max_size=4096, stop=lambda: bool(calls.append(1)) or len(calls) > 2)
+    stopped = matmul_ladder(
+        CPU, torch.float32, 30.0, max_size=4096, stop=lambda: bool(calls.append(1)) or len(calls) > 2
+    )
     assert len(stopped) <= 2  # a stop request ends a 30-second measurement after a product or two

@@ -13,17 +13,31 @@ import torch
 from safetensors.torch import load_file
 
 from kiln import stages
-from kiln.train.checkpoint import latest_checkpoint, verify_checkpoint
 from kiln.train.build import build_trainer
+from kiln.train.checkpoint import latest_checkpoint, verify_checkpoint
 from tests.conftest import copy_run, tiny_config
 
-ARGS = ["--train.max_steps", "24", "--train.eval_every", "0", "--train.checkpoint_every", "2",
-        "--train.keep_checkpoints", "2", "--train.micro_batch_size", "16"]
+ARGS = [
+    "--train.max_steps",
+    "24",
+    "--train.eval_every",
+    "0",
+    "--train.checkpoint_every",
+    "2",
+    "--train.keep_checkpoints",
+    "2",
+    "--train.micro_batch_size",
+    "16",
+]
 
 
 def _kiln(run: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "kiln", "train", "--run-dir", str(run), *ARGS, *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "kiln", "train", "--run-dir", str(run), *ARGS, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _final_weights(run: Path) -> dict:
@@ -33,8 +47,9 @@ def _final_weights(run: Path) -> dict:
 def _wait_for_step(run: Path, step: int, proc: subprocess.Popen) -> None:
     metrics = run / "metrics.jsonl"
     while proc.poll() is None:
-        if metrics.exists() and any(json.loads(line).get("step", 0) >= step
-                                    for line in metrics.read_text().splitlines() if line):
+        if metrics.exists() and any(
+            json.loads(line).get("step", 0) >= step for line in metrics.read_text().splitlines() if line
+        ):
             return
         time.sleep(0.005)
     raise AssertionError(f"training ended before step {step}: {proc.stderr.read()[-2000:]}")
@@ -84,8 +99,18 @@ def test_supervisor_restarts_a_killed_run_to_the_same_weights(tokenized_run, tmp
 def test_a_corrupt_latest_checkpoint_is_skipped(tokenized_run, tmp_path, corpus_dir, capsys):
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
-    stages.train(tiny_config(corpus_dir, **{"train.max_steps": "6", "train.checkpoint_every": "2",
-                                            "train.keep_checkpoints": "3", "train.eval_every": "0"}), run)
+    stages.train(
+        tiny_config(
+            corpus_dir,
+            **{
+                "train.max_steps": "6",
+                "train.checkpoint_every": "2",
+                "train.keep_checkpoints": "3",
+                "train.eval_every": "0",
+            },
+        ),
+        run,
+    )
     newest = run.checkpoints / "step_6"
     assert verify_checkpoint(newest) is None
     shard = next((newest / "dcp").glob("*.distcp"))
@@ -164,13 +189,19 @@ def test_sharded_checkpoint_converts_to_safetensors_and_back(tokenized_run, tmp_
 
 def test_asynchronous_checkpoints_resume_to_the_same_weights(tokenized_run, tmp_path, corpus_dir):
     _, src = tokenized_run
-    cfg = lambda **kw: tiny_config(corpus_dir, **{"train.max_steps": "8", "train.eval_every": "0",  # noqa: E731
-                                                  "train.checkpoint_every": "2", **kw})
+
+    def cfg(**kw):
+        return tiny_config(
+            corpus_dir, **{"train.max_steps": "8", "train.eval_every": "0", "train.checkpoint_every": "2", **kw}
+        )
+
     sync, asyn = copy_run(src, tmp_path / "sync"), copy_run(src, tmp_path / "async")
     stages.train(cfg(), sync)
     stages.train(cfg(**{"train.max_steps": "5", "train.async_checkpoint": "true"}), asyn)
     assert latest_checkpoint(asyn.checkpoints, verify=True).name == "step_5"  # published at the end
     assert verify_checkpoint(asyn.checkpoints / "step_4") is None  # published when the next save began
     stages.train(cfg(**{"train.async_checkpoint": "true"}), asyn, resume=True)
-    assert _same(load_file(str(sync.checkpoints / "step_8" / "model.safetensors")),
-                 load_file(str(asyn.checkpoints / "step_8" / "model.safetensors")))
+    assert _same(
+        load_file(str(sync.checkpoints / "step_8" / "model.safetensors")),
+        load_file(str(asyn.checkpoints / "step_8" / "model.safetensors")),
+    )

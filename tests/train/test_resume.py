@@ -8,8 +8,16 @@ from kiln.presets import get_preset
 from kiln.train.resume import check_resume
 from tests.conftest import copy_run
 
-TINY = ["--train.max_steps", "4", "--train.eval_every", "0", "--train.checkpoint_every", "2",
-        "--train.precision", "fp32"]
+TINY = [
+    "--train.max_steps",
+    "4",
+    "--train.eval_every",
+    "0",
+    "--train.checkpoint_every",
+    "2",
+    "--train.precision",
+    "fp32",
+]
 
 
 def _trained(tokenized_run, tmp_path):
@@ -38,8 +46,22 @@ def test_a_refused_resume_names_the_difference_and_leaves_config_json(tokenized_
 def test_a_data_order_change_resumes_with_a_warning(tokenized_run, tmp_path, capsys):
     run = _trained(tokenized_run, tmp_path)
     capsys.readouterr()
-    assert main(["train", "--run-dir", str(run.root), "--resume", "auto", "--train.micro_batch_size", "4",
-                 "--train.max_steps", "6"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--run-dir",
+                str(run.root),
+                "--resume",
+                "auto",
+                "--train.micro_batch_size",
+                "4",
+                "--train.max_steps",
+                "6",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "resume: global batch: checkpoint 8 sequences a step, now 4" in out
     assert "resume: train.max_steps: checkpoint 4, now 6 (changes the schedule" in out
@@ -50,9 +72,11 @@ def test_auto_precision_and_a_planned_step_count_come_from_the_checkpoint():
     requested = get_preset("debug")
     trained = get_preset("debug")
     trained.train.precision, trained.train.max_steps = "fp32", 17
-    settled, warnings = check_resume(requested, trained, planned_steps=True, requested_batch=8, trained_batch=8,
-                                     checkpoint="ckpt")
+    settled, warnings = check_resume(
+        requested, trained, planned_steps=True, requested_batch=8, trained_batch=8, checkpoint="ckpt"
+    )
     assert settled.train.precision == "fp32" and settled.train.max_steps == 17 and warnings == []
-    settled, warnings = check_resume(requested, trained, planned_steps=False, requested_batch=8, trained_batch=8,
-                                     checkpoint="ckpt")
+    settled, warnings = check_resume(
+        requested, trained, planned_steps=False, requested_batch=8, trained_batch=8, checkpoint="ckpt"
+    )
     assert settled.train.max_steps == 30 and any("train.max_steps: checkpoint 17, now 30" in w for w in warnings)

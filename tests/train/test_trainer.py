@@ -30,8 +30,15 @@ def test_resume_is_bitwise_identical(tokenized_run, tmp_path, corpus_dir):
     from kiln.train.build import build_trainer
 
     _, src = tokenized_run
-    cfg = tiny_config(corpus_dir, **{"train.max_steps": "12", "train.eval_every": "0",
-                                     "train.checkpoint_every": "0", "train.grad_accum_steps": "2"})
+    cfg = tiny_config(
+        corpus_dir,
+        **{
+            "train.max_steps": "12",
+            "train.eval_every": "0",
+            "train.checkpoint_every": "0",
+            "train.grad_accum_steps": "2",
+        },
+    )
     straight = copy_run(src, tmp_path / "straight")
     stages.train(cfg, straight)
 
@@ -56,13 +63,30 @@ def test_resume_is_bitwise_identical(tokenized_run, tmp_path, corpus_dir):
 def test_checkpoints_are_kept_last_k(tokenized_run, tmp_path, corpus_dir):
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
-    stages.train(tiny_config(corpus_dir, **{"train.max_steps": "8", "train.checkpoint_every": "2",
-                                            "train.keep_checkpoints": "2", "train.eval_every": "0"}), run)
+    stages.train(
+        tiny_config(
+            corpus_dir,
+            **{
+                "train.max_steps": "8",
+                "train.checkpoint_every": "2",
+                "train.keep_checkpoints": "2",
+                "train.eval_every": "0",
+            },
+        ),
+        run,
+    )
     assert [p.name for p in checkpoint_dirs(run.checkpoints)] == ["step_6", "step_8"]
     assert not list(run.checkpoints.glob(".tmp_*"))
     files = {p.name for p in (run.checkpoints / "step_8").iterdir()}
-    assert files == {"dcp", "model.safetensors", "rng_rank0.pt", "state.json", "config.json", "tokenizer.json",
-                     "manifest.json"}
+    assert files == {
+        "dcp",
+        "model.safetensors",
+        "rng_rank0.pt",
+        "state.json",
+        "config.json",
+        "tokenizer.json",
+        "manifest.json",
+    }
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "wsd"])
@@ -77,6 +101,7 @@ def test_schedules_warm_up_and_decay(schedule):
 
 def test_fp32_precision_trains_too(tokenized_run, tmp_path, corpus_dir):
     _, src = tokenized_run
-    out = stages.train(tiny_config(corpus_dir, **{"train.max_steps": "3", "train.precision": "fp32"}),
-                       copy_run(src, tmp_path / "run"))
+    out = stages.train(
+        tiny_config(corpus_dir, **{"train.max_steps": "3", "train.precision": "fp32"}), copy_run(src, tmp_path / "run")
+    )
     assert math.isfinite(out["val_loss"]) and out["precision"] == "fp32"

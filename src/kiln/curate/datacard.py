@@ -27,8 +27,12 @@ def _date_range(manifest: dict) -> list[int] | None:
     """Years from the documents' metadata, else from the sources' stated dates."""
     if manifest.get("years"):
         return manifest["years"]
-    years = [int(y) for s in manifest["sources"] for y in str(s.get("date", "")).replace("/", "-").split("-")
-             if y.strip().isdigit() and len(y.strip()) == 4]
+    years = [
+        int(y)
+        for s in manifest["sources"]
+        for y in str(s.get("date", "")).replace("/", "-").split("-")
+        if y.strip().isdigit() and len(y.strip()) == 4
+    ]
     return [min(years), max(years)] if years else None
 
 
@@ -36,21 +40,24 @@ def _step(manifest: dict, name: str) -> dict:
     return next((s for s in manifest["steps"] if s["step"] == name), {"notes": {}, "dropped_by_reason": {}})
 
 
-def build_card(manifest: dict, data: CorpusConfig, cfg: "CurateConfig") -> dict[str, Any]:
+def build_card(manifest: dict, data: CorpusConfig, cfg: CurateConfig) -> dict[str, Any]:
     sources = manifest["sources"]
     langs = {k.split(":", 1)[1]: v for k, v in _step(manifest, "language")["notes"].items() if k.startswith("lang:")}
     pii = dict(_step(manifest, "pii")["notes"])
     years = _date_range(manifest)
     gaps = list(BUILTIN_GAPS) if any(s["path"] == BUILTIN for s in sources) else []
     total = sum(langs.values()) or 1
-    top_lang = max(langs, key=langs.get) if langs else None
+    top_lang = max(langs, key=lambda lang: langs[lang]) if langs else None
     if not gaps and top_lang and langs[top_lang] / total > 0.95:
         gaps.append(f"single language: {langs[top_lang] / total:.0%} of documents are '{top_lang}'")
     if not years:
         gaps.append("no dates in the metadata or the sources: the knowledge cutoff is unknown")
-    gaps += [f"licence of source '{s['name']}' not stated: set curate.licence or the source's licence"
-             for s in sources if not s["licence"]]
-    if len(sources) == 1 and not gaps[len(BUILTIN_GAPS):] and sources[0]["path"] != BUILTIN:
+    gaps += [
+        f"licence of source '{s['name']}' not stated: set curate.licence or the source's licence"
+        for s in sources
+        if not s["licence"]
+    ]
+    if len(sources) == 1 and not gaps[len(BUILTIN_GAPS) :] and sources[0]["path"] != BUILTIN:
         gaps.append("one source: the mix has a single origin and genre mix of its own")
     return {
         "sources": sources,
@@ -68,45 +75,71 @@ def build_card(manifest: dict, data: CorpusConfig, cfg: "CurateConfig") -> dict[
     }
 
 
-def write_data_card(manifest: dict, data: CorpusConfig, cfg: "CurateConfig", out_dir: Path) -> dict[str, Any]:
+def write_data_card(manifest: dict, data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, Any]:
     card = build_card(manifest, data, cfg)
     (out_dir / "data_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-    lines = ["# Data card", "", "## Sources", "",
-             "| source | path | licence | origin | date | documents in / out | bytes in / out |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "# Data card",
+        "",
+        "## Sources",
+        "",
+        "| source | path | licence | origin | date | documents in / out | bytes in / out |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for s in card["sources"]:
-        lines.append(f"| {s['name']} | {s['path']} | {s['licence'] or 'not stated'} | {s['url'] or '-'} | "
-                     f"{s['date'] or '-'} | {s['documents_in']:,} / {s['documents_out']:,} | "
-                     f"{s['bytes_in']:,} / {s['bytes_out']:,} |")
+        lines.append(
+            f"| {s['name']} | {s['path']} | {s['licence'] or 'not stated'} | {s['url'] or '-'} | "
+            f"{s['date'] or '-'} | {s['documents_in']:,} / {s['documents_out']:,} | "
+            f"{s['bytes_in']:,} / {s['bytes_out']:,} |"
+        )
     lines += [
-        "", "| | before | after |", "| --- | --- | --- |",
+        "",
+        "| | before | after |",
+        "| --- | --- | --- |",
         f"| documents | {card['documents']['before']:,} | {card['documents']['after']:,} |",
-        f"| bytes | {card['bytes']['before']:,} | {card['bytes']['after']:,} |", "",
-        "## Steps", "", "| step | in | kept | changed | dropped | reasons |", "| --- | --- | --- | --- | --- | --- |",
+        f"| bytes | {card['bytes']['before']:,} | {card['bytes']['after']:,} |",
+        "",
+        "## Steps",
+        "",
+        "| step | in | kept | changed | dropped | reasons |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for s in card["steps"]:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["dropped_by_reason"].items(), key=lambda kv: -kv[1]))
         lines.append(f"| {s['step']} | {s['in']:,} | {s['kept']:,} | {s['changed']:,} | {s['dropped']:,} | {reasons} |")
-    lines += ["", "Samples of every dropped document class are in `dropped/<step>.jsonl`.", "",
-              "## Languages", ""]
+    lines += ["", "Samples of every dropped document class are in `dropped/<step>.jsonl`.", "", "## Languages", ""]
     lines += [f"- {lang}: {n:,}" for lang, n in card["languages"].items()] or ["- (not identified)"]
     lines += ["", "## PII redacted", ""]
     lines += [f"- {kind}: {n:,}" for kind, n in card["pii_redacted"].items()] or ["- none found"]
     lines += ["", "## Duplicates", ""]
     lines += [f"- {doc}: {n} removed as its duplicates" for doc, n in card["largest_duplicate_clusters"]] or ["- none"]
-    lines += ["", "## Training mix", "", "| source | weight | epochs | target share | achieved share |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "## Training mix",
+        "",
+        "| source | weight | epochs | target share | achieved share |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, m in card["mix"].items():
-        lines.append(f"| {name} | {m['weight'] or '-'} | {m['epochs']:.3f} | {m['target_share']:.1%} | "
-                     f"{m['achieved_share']:.1%} |")
+        lines.append(
+            f"| {name} | {m['weight'] or '-'} | {m['epochs']:.3f} | {m['target_share']:.1%} | "
+            f"{m['achieved_share']:.1%} |"
+        )
     problems = card["read_problems"]
-    lines += ["", "## Unreadable input", "", f"{problems['skipped']:,} input(s) skipped (all listed in "
-              f"`{problems['log']}`); {problems['invalid_utf8_bytes']:,} invalid UTF-8 bytes replaced."]
+    lines += [
+        "",
+        "## Unreadable input",
+        "",
+        f"{problems['skipped']:,} input(s) skipped (all listed in "
+        f"`{problems['log']}`); {problems['invalid_utf8_bytes']:,} invalid UTF-8 bytes replaced.",
+    ]
     lines += [f"- {x}" for x in problems["skipped_examples"][:10]]
     lines += ["", "## Dates", ""]
     if card["date_range"]:
-        lines.append(f"Documents from {card['date_range'][0]} to {card['date_range'][1]}: a model trained on "
-                     f"them knows nothing after {card['knowledge_cutoff']}.")
+        lines.append(
+            f"Documents from {card['date_range'][0]} to {card['date_range'][1]}: a model trained on "
+            f"them knows nothing after {card['knowledge_cutoff']}."
+        )
     else:
         lines.append("No dates in the metadata; the knowledge cutoff is unknown.")
     lines += ["", "## Known gaps and biases", ""] + [f"- {g}" for g in card["known_gaps_and_biases"]]

@@ -20,8 +20,8 @@ within one machine `kiln curate` does it. The output is JSONL that `kiln tokeniz
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Iterator
 
 import numpy as np
 
@@ -34,7 +34,7 @@ try:
     from datatrove.data import Document as DatatroveDocument
     from datatrove.pipeline.base import PipelineStep
 except ImportError:  # the extra is not installed: a clear error when the step is used
-    PipelineStep = object  # type: ignore[misc,assignment]
+    PipelineStep = object
     DatatroveDocument = None
 
 
@@ -44,8 +44,9 @@ class KilnSteps(PipelineStep):
     name = "kiln curation steps"
     type = "kiln"
 
-    def __init__(self, cfg: CurateConfig, data: CorpusConfig, grams: np.ndarray | None = None,
-                 batch_docs: int = 256) -> None:
+    def __init__(
+        self, cfg: CurateConfig, data: CorpusConfig, grams: np.ndarray | None = None, batch_docs: int = 256
+    ) -> None:
         if DatatroveDocument is None:
             raise KilnError('datatrove is not installed; pip install "kiln[curate]"')
         super().__init__()
@@ -55,7 +56,7 @@ class KilnSteps(PipelineStep):
         self.grams = eval_grams(cfg, data) if grams is None else grams
         self.batch_docs = batch_docs
 
-    def _flush(self, local, batch: list[Document]) -> Iterator["DatatroveDocument"]:
+    def _flush(self, local, batch: list[Document]) -> Iterator[DatatroveDocument]:
         with self.track_time(unit="batch"):
             results, stats = local.process(batch)
         for st in stats:

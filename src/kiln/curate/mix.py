@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any
 
 from kiln.errors import KilnError
 from kiln.readers import Document, ReadStats, read_jsonl
@@ -31,24 +32,30 @@ def copies_of(doc_id: str, epochs: float) -> int:
     return whole + (u < epochs - whole)
 
 
-def plan_mix(sources: list["SourceConfig"], train_bytes: dict[str, int]) -> dict[str, dict]:
+def plan_mix(sources: list[SourceConfig], train_bytes: dict[str, int]) -> dict[str, dict]:
     """Epochs per source from its weight (if any source has one) or its own `epochs`."""
     weighted = [s for s in sources if s.weight > 0]
     if weighted and len(weighted) != len(sources):
-        raise KilnError("data.sources: give every source a weight, or none (and set epochs instead); "
-                        f"unweighted: {', '.join(s.name for s in sources if s.weight <= 0)}")
+        raise KilnError(
+            "data.sources: give every source a weight, or none (and set epochs instead); "
+            f"unweighted: {', '.join(s.name for s in sources if s.weight <= 0)}"
+        )
     total_bytes = sum(train_bytes.values())
     total_weight = sum(s.weight for s in sources)
-    plan = {}
+    plan: dict[str, dict[str, Any]] = {}
     for s in sources:
         size = train_bytes.get(s.name, 0)
         if weighted:
             epochs = (s.weight / total_weight) * total_bytes / size if size else 0.0
             target = s.weight / total_weight
         else:
-            epochs, target = s.epochs, None
-        plan[s.name] = {"weight": s.weight, "epochs": round(epochs, 6), "curated_train_bytes": size,
-                        "target_share": target}
+            epochs, target = float(s.epochs), None
+        plan[s.name] = {
+            "weight": s.weight,
+            "epochs": round(epochs, 6),
+            "curated_train_bytes": size,
+            "target_share": target,
+        }
     if not weighted:
         mixed = sum(p["epochs"] * p["curated_train_bytes"] for p in plan.values()) or 1
         for p in plan.values():
@@ -65,7 +72,7 @@ def _source(doc: Document, mix: dict[str, dict]) -> str:
     return doc.metadata.get("source") or next(iter(mix))
 
 
-def read_curated(root: Path, cfg: "CorpusConfig", stats: ReadStats, apply_mix: bool = True) -> Iterator[Document]:
+def read_curated(root: Path, cfg: CorpusConfig, stats: ReadStats, apply_mix: bool = True) -> Iterator[Document]:
     """A `kiln curate` output folder: its JSONL files in order, with the training mix applied."""
     from kiln.corpus import split_of
 
@@ -86,7 +93,7 @@ def read_curated(root: Path, cfg: "CorpusConfig", stats: ReadStats, apply_mix: b
                     yield doc
 
 
-def achieved_mix(root: Path, cfg: "CorpusConfig", mix: dict[str, dict]) -> dict[str, dict]:
+def achieved_mix(root: Path, cfg: CorpusConfig, mix: dict[str, dict]) -> dict[str, dict]:
     """Training bytes per source in the realised mix, and their shares."""
     from kiln.corpus import split_of
 
@@ -98,5 +105,6 @@ def achieved_mix(root: Path, cfg: "CorpusConfig", mix: dict[str, dict]) -> dict[
                 name = _source(doc, mix)
                 got[name] += copies_of(doc.id, mix[name]["epochs"]) * len(doc.text.encode("utf-8"))
     total = sum(got.values()) or 1
-    return {name: {**mix[name], "mixed_train_bytes": b, "achieved_share": round(b / total, 4)}
-            for name, b in got.items()}
+    return {
+        name: {**mix[name], "mixed_train_bytes": b, "achieved_share": round(b / total, 4)} for name, b in got.items()
+    }

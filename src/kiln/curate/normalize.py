@@ -26,9 +26,16 @@ def fix_mojibake(text: str) -> str:
     import ftfy
 
     # only the encoding repair: ftfy's other fixes (quotes, ligatures, width) would change real text
-    return ftfy.fix_text(text, unescape_html=False, uncurl_quotes=False, fix_latin_ligatures=False,
-                         fix_character_width=False, normalization=None, fix_line_breaks=False,
-                         remove_control_chars=False)
+    return ftfy.fix_text(
+        text,
+        unescape_html=False,
+        uncurl_quotes=False,
+        fix_latin_ligatures=False,
+        fix_character_width=False,
+        normalization=None,
+        fix_line_breaks=False,
+        remove_control_chars=False,
+    )
 
 
 def strip_control(text: str) -> str:

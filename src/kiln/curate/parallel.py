@@ -13,8 +13,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Callable, Iterable, Iterator
 
 from kiln.curate.steps import Deduplicate, Step, StepStats
 from kiln.readers import Document
@@ -28,14 +28,20 @@ class LocalSteps:
     def __init__(self, steps: list[Step], dedup: Deduplicate | None) -> None:
         self.steps, self.dedup = steps, dedup
 
+    def _run_steps(self, doc: Document, stats: list[StepStats]) -> Document | None:
+        """`doc` through every step in order; None as soon as one drops it."""
+        for step, st in zip(self.steps, stats):
+            kept = step(doc, st)
+            if kept is None:
+                return None
+            doc = kept
+        return doc
+
     def process(self, batch: list[Document]) -> BatchResult:
         stats = [StepStats(step.name) for step in self.steps]
         out = []
-        for doc in batch:
-            for step, st in zip(self.steps, stats):
-                doc = step(doc, st)
-                if doc is None:
-                    break
+        for original in batch:
+            doc = self._run_steps(original, stats)
             if doc is None:
                 continue
             keys = self.dedup.keys(doc) if self.dedup else (None, None)
@@ -74,8 +80,9 @@ def batches(docs: Iterable[Document], batch_bytes: int, batch_docs: int = 2000) 
         yield batch
 
 
-def map_batches(make: Callable[[], LocalSteps], stream: Iterable[list[Document]], workers: int,
-                local: LocalSteps | None = None) -> Iterator[BatchResult]:
+def map_batches(
+    make: Callable[[], LocalSteps], stream: Iterable[list[Document]], workers: int, local: LocalSteps | None = None
+) -> Iterator[BatchResult]:
     """`LocalSteps.process` over every batch, results in order; in this process (with `local`, if
     given) when workers == 1."""
     if workers <= 1:

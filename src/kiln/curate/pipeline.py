@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 from tqdm import tqdm
@@ -58,7 +58,7 @@ class _JsonlShards:
     def __init__(self, out_dir: Path, per_file: int) -> None:
         self.out_dir, self.per_file = out_dir, per_file
         self.files: list[dict] = []
-        self._f = None
+        self._f: TextIO | None = None
         self._count = 0
 
     def write(self, row: dict) -> None:
@@ -77,8 +77,9 @@ class _JsonlShards:
         self._f.close()
         final = self.out_dir / self._tmp.name[1:].removesuffix(".tmp")
         os.replace(self._tmp, final)
-        self.files.append({"file": final.name, "documents": self._count,
-                           "sha256": hashlib.sha256(final.read_bytes()).hexdigest()})
+        self.files.append(
+            {"file": final.name, "documents": self._count, "sha256": hashlib.sha256(final.read_bytes()).hexdigest()}
+        )
         self._f = None
 
 
@@ -100,8 +101,11 @@ def build_local_steps(cfg: CurateConfig, data: CorpusConfig, grams: np.ndarray) 
     if cfg.quality.enabled:
         steps.append(Quality(cfg.quality))
     if cfg.decontaminate:
-        steps.append(Decontaminate(grams, cfg.decontam_ngram, cfg.decontam_min_shared,
-                                   skip_split=None if cfg.eval_texts else data))
+        steps.append(
+            Decontaminate(
+                grams, cfg.decontam_ngram, cfg.decontam_min_shared, skip_split=None if cfg.eval_texts else data
+            )
+        )
     if cfg.pii:
         steps.append(RedactPII())
     dedup = Deduplicate(cfg.dedup) if cfg.dedup.exact or cfg.dedup.near else None
@@ -110,8 +114,13 @@ def build_local_steps(cfg: CurateConfig, data: CorpusConfig, grams: np.ndarray) 
 
 def step_names(cfg: CurateConfig) -> list[str]:
     """The names of the steps `build_local_steps` builds, in order, without building them."""
-    flags = [(Normalize.name, cfg.normalize.enabled), (Language.name, True), (Quality.name, cfg.quality.enabled),
-             (Decontaminate.name, cfg.decontaminate), (RedactPII.name, cfg.pii)]
+    flags = [
+        (Normalize.name, cfg.normalize.enabled),
+        (Language.name, True),
+        (Quality.name, cfg.quality.enabled),
+        (Decontaminate.name, cfg.decontaminate),
+        (RedactPII.name, cfg.pii),
+    ]
     return [name for name, on in flags if on]
 
 
@@ -130,8 +139,10 @@ class _PerSource:
 
     def __init__(self, sources: list[SourceConfig]) -> None:
         self.default = sources[0].name
-        self.rows = {s.name: {"documents_in": 0, "bytes_in": 0, "documents_out": 0, "bytes_out": 0,
-                              "train_bytes_out": 0} for s in sources}
+        self.rows = {
+            s.name: {"documents_in": 0, "bytes_in": 0, "documents_out": 0, "bytes_out": 0, "train_bytes_out": 0}
+            for s in sources
+        }
         self.years: list[int] = []
 
     def name(self, doc: Document) -> str:
@@ -170,8 +181,13 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
     writer = _JsonlShards(out_dir, cfg.shard_documents)
     with (out_dir / "skipped.log").open("w", encoding="utf-8") as log:
         read_stats = ReadStats(log=log)
-        bar = tqdm(desc=f"curate ({workers} worker{'s' * (workers > 1)})", unit="B", unit_scale=True,
-                   dynamic_ncols=True, mininterval=0.5)
+        bar = tqdm(
+            desc=f"curate ({workers} worker{'s' * (workers > 1)})",
+            unit="B",
+            unit_scale=True,
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
 
         def counted(docs):
             for doc in docs:
@@ -200,7 +216,7 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
             for sample in st.samples:
                 f.write(json.dumps(sample, ensure_ascii=False) + "\n")
     rows = per_source.rows
-    manifest = {
+    manifest: dict[str, Any] = {
         "format": "kiln-curated-v1",
         "source": data.sources or data.corpus,
         "sources": [{**asdict(s), "licence": s.licence or cfg.licence, **rows[s.name]} for s in sources],
@@ -208,8 +224,12 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
         "documents_out": sum(r["documents_out"] for r in rows.values()),
         "bytes_in": sum(r["bytes_in"] for r in rows.values()),
         "bytes_out": sum(r["bytes_out"] for r in rows.values()),
-        "read": {"invalid_utf8_bytes": read_stats.num_invalid_bytes, "skipped": read_stats.num_skipped,
-                 "skipped_examples": read_stats.skipped[:20], "log": "skipped.log"},
+        "read": {
+            "invalid_utf8_bytes": read_stats.num_invalid_bytes,
+            "skipped": read_stats.num_skipped,
+            "skipped_examples": read_stats.skipped[:20],
+            "log": "skipped.log",
+        },
         "steps": [st.as_dict() for st in totals],
         "largest_duplicate_clusters": dedup.clusters.most_common(10) if dedup else [],
         "years": per_source.years or None,
@@ -223,6 +243,8 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     write_data_card(manifest, data, cfg, out_dir)
     if read_stats.num_skipped:
-        print(f"curate: skipped {read_stats.num_skipped} unreadable input(s); see {out_dir / 'skipped.log'}",
-              file=sys.stderr)
+        print(
+            f"curate: skipped {read_stats.num_skipped} unreadable input(s); see {out_dir / 'skipped.log'}",
+            file=sys.stderr,
+        )
     return manifest

@@ -10,8 +10,8 @@ deduplication alone keeps an index across documents and is split into pure `keys
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class StepStats:
         if len(self.samples) < self.max_samples:
             self.samples.append({"id": doc.id, "reason": reason, **detail, "text": doc.text[:2000]})
 
-    def merge(self, other: "StepStats") -> None:
+    def merge(self, other: StepStats) -> None:
         """Add `other`'s counts (a later part of the stream) to these."""
         self.num_in += other.num_in
         self.num_kept += other.num_kept
@@ -53,9 +53,15 @@ class StepStats:
         self.samples.extend(other.samples[: self.max_samples - len(self.samples)])
 
     def as_dict(self) -> dict:
-        return {"step": self.name, "in": self.num_in, "kept": self.num_kept, "changed": self.num_changed,
-                "dropped": sum(self.dropped.values()), "dropped_by_reason": dict(self.dropped),
-                "notes": dict(self.notes)}
+        return {
+            "step": self.name,
+            "in": self.num_in,
+            "kept": self.num_kept,
+            "changed": self.num_changed,
+            "dropped": sum(self.dropped.values()),
+            "dropped_by_reason": dict(self.dropped),
+            "notes": dict(self.notes),
+        }
 
 
 class Step:
@@ -205,8 +211,7 @@ class Deduplicate:
 
     def keys(self, doc: Document) -> tuple[bytes | None, np.ndarray | None]:
         words = words_of(doc)
-        return (exact_key(words) if self.cfg.exact else None,
-                self.hasher.signature(words) if self.cfg.near else None)
+        return (exact_key(words) if self.cfg.exact else None, self.hasher.signature(words) if self.cfg.near else None)
 
     def decide(self, doc: Document, keys: tuple[bytes | None, np.ndarray | None], stats: StepStats) -> bool:
         """True to keep `doc`; counts in `stats`."""

@@ -12,6 +12,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -19,15 +20,21 @@ from kiln.corpus import CorpusConfig, read_documents
 
 OTHER_LANGUAGES = {
     "fr": "le la les de des du et un une est dans pour que qui sur avec pas plus par nous vous ils elle "
-          "sont gouvernement année travail ville pays monde aujourd'hui toujours encore très bien",
+    "sont gouvernement année travail ville pays monde aujourd'hui toujours encore très bien",
     "de": "der die das und ist nicht ein eine zu den mit von auf für sich dem des auch wir sie es "
-          "haben werden Regierung Jahr Arbeit Stadt Land heute immer noch sehr gut über",
+    "haben werden Regierung Jahr Arbeit Stadt Land heute immer noch sehr gut über",
     "es": "el la los las de del y en un una es por para con que se no su al lo como más pero sus "
-          "gobierno año trabajo ciudad país mundo hoy siempre todavía muy bien sobre",
+    "gobierno año trabajo ciudad país mundo hoy siempre todavía muy bien sobre",
 }
-BOILERPLATE = ["We use cookies to improve your experience.", "Please enable JavaScript to continue.",
-               "All rights reserved.", "Privacy policy | Terms of use", "Subscribe to our newsletter",
-               "Home | About | Contact", "Log in to comment"]
+BOILERPLATE = [
+    "We use cookies to improve your experience.",
+    "Please enable JavaScript to continue.",
+    "All rights reserved.",
+    "Privacy policy | Terms of use",
+    "Subscribe to our newsletter",
+    "Home | About | Contact",
+    "Log in to comment",
+]
 KINDS = ("prose", "exact_dup", "near_dup", "boilerplate", "other_language", "junk", "pii")
 KIND_WEIGHTS = (0.70, 0.08, 0.07, 0.05, 0.04, 0.03, 0.03)
 
@@ -87,16 +94,20 @@ def web_documents(num_bytes: int, seed: int = 0):
             text = "\n".join(lines + [vocab.sentence(12)])
         elif kind == "other_language":
             lang = list(OTHER_LANGUAGES)[int(rng.integers(3))]
-            words = np.array(OTHER_LANGUAGES[lang].split(), dtype=object)
-            text = " ".join(" ".join(words[rng.integers(0, len(words), size=14)]).capitalize() + "."
-                            for _ in range(int(rng.integers(10, 60))))
+            choices = np.array(OTHER_LANGUAGES[lang].split(), dtype=object)
+            text = " ".join(
+                " ".join(choices[rng.integers(0, len(choices), size=14)]).capitalize() + "."
+                for _ in range(int(rng.integers(10, 60)))
+            )
         elif kind == "junk":
             text = " ".join(["### $$$ @@@ ||| >>>"] * int(rng.integers(10, 200)))
         else:
             n = int(rng.integers(1000, 9999))
-            text = (vocab.prose(int(rng.integers(150, 600))) + f"\n\nContact jane.doe{n}@example.org or "
-                    f"call +1 (202) 555-{n:04d}. Server 10.0.{n % 256}.{n // 256 % 256}; "
-                    "card 4111 1111 1111 1111.")
+            text = (
+                vocab.prose(int(rng.integers(150, 600))) + f"\n\nContact jane.doe{n}@example.org or "
+                f"call +1 (202) 555-{n:04d}. Server 10.0.{n % 256}.{n // 256 % 256}; "
+                "card 4111 1111 1111 1111."
+            )
         made += len(text.encode("utf-8"))
         yield kind, {"id": f"web-{i:08d}", "text": text, "url": f"https://example.org/{kind}/{i}"}
         i += 1
@@ -107,12 +118,14 @@ def write_web_corpus(out_dir: Path, num_bytes: int, seed: int = 0, docs_per_file
     benchmark uses to score the steps); returns documents per kind."""
     out_dir.mkdir(parents=True, exist_ok=True)
     kinds: Counter = Counter()
-    f, n = None, 0
+    f: TextIO | None = None
+    n = 0
     for kind, row in web_documents(num_bytes, seed):
         if n % docs_per_file == 0:
             if f:
                 f.close()
             f = (out_dir / f"web_{n // docs_per_file:05d}.jsonl").open("w", encoding="utf-8")
+        assert f is not None
         f.write(json.dumps({**row, "kind": kind}, ensure_ascii=False) + "\n")
         kinds[kind] += 1
         n += 1

@@ -75,7 +75,7 @@ def analyze(text: str) -> Words:
     return Words(hashes, ends - starts, letters > 0)
 
 
-def words_of(doc: "Document") -> Words:
+def words_of(doc: Document) -> Words:
     """`analyze(doc.text)`, cached on the document until its text changes."""
     cached = doc.cache.get("words")
     if cached is not None and cached[0] is doc.text:

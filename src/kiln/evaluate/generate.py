@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from kiln.device import autocast
+
+if TYPE_CHECKING:
+    from kiln.models.decoder import Decoder
+    from kiln.models.encdec import EncoderDecoder
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -23,9 +29,18 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
 
 
 @torch.inference_mode()
-def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.8,
-             top_k: int = 0, top_p: float = 1.0, seed: int = 0, eos_id: int | None = None,
-             use_cache: bool = True, precision: str = "fp32") -> torch.Tensor:
+def generate(
+    model: Decoder,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 0.8,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+    precision: str = "fp32",
+) -> torch.Tensor:
     """Extend prompt (B, T0) int64 by up to max_new_tokens; returns (B, T0 + new).
 
     With `use_cache`, past keys/values are kept and each step feeds one token; without, each step
@@ -75,9 +90,18 @@ def fill_masks(model: nn.Module, tokens: torch.Tensor, mask_id: int, precision: 
 
 
 @torch.inference_mode()
-def generate_spans(model: nn.Module, src: torch.Tensor, max_new_tokens: int, bos_id: int, eos_id: int,
-                   temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                   precision: str = "fp32") -> torch.Tensor:
+def generate_spans(
+    model: EncoderDecoder,
+    src: torch.Tensor,
+    max_new_tokens: int,
+    bos_id: int,
+    eos_id: int,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    precision: str = "fp32",
+) -> torch.Tensor:
     """Encoder-decoder: encode src (1, S) once, then decode the sentinels' spans token by token with a
     key/value cache until <|eos|>; returns the decoder's output (1, n) without the start token."""
     was_training = model.training

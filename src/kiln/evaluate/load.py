@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
-from torch import nn
 
 from kiln.config import from_dict
 from kiln.errors import KilnError
+from kiln.models.base import TokenModel
 from kiln.models.build import build_model
 from kiln.models.registry import build_objective
 from kiln.objectives.base import Objective
@@ -29,7 +29,7 @@ from kiln.train.precision import choose_precision
 
 @dataclass
 class LoadedCheckpoint:
-    model: nn.Module
+    model: TokenModel
     cfg: RunConfig
     tokenizer: Tokenizer
     tokenizer_sha256: str
@@ -55,8 +55,10 @@ def load_checkpoint(path: Path, device: torch.device, tokenizer_path: Path | Non
     tokenizer = load_tokenizer(tok_path)
     sha = tokenizer_hash(tok_path)
     if sha != state.get("tokenizer_sha256"):
-        raise KilnError(f"tokenizer {tok_path} is not the one checkpoint {path} was trained with; "
-                        "use the tokenizer.json saved in the checkpoint")
+        raise KilnError(
+            f"tokenizer {tok_path} is not the one checkpoint {path} was trained with; "
+            "use the tokenizer.json saved in the checkpoint"
+        )
     if not (path / "model.safetensors").exists() and (path / "dcp").exists():
         consolidate(path)  # a sharded checkpoint written without its consolidated copy
     model = build_model(cfg.model, device)
@@ -65,5 +67,14 @@ def load_checkpoint(path: Path, device: torch.device, tokenizer_path: Path | Non
     token_bytes = torch.tensor(token_byte_lengths(tokenizer, pad_to=cfg.model.vocab_size))
     ids = objective_ids(tokenizer)
     precision = "fp32" if cfg.train.precision == "fp32" else choose_precision("auto", device).precision
-    return LoadedCheckpoint(model, cfg, tokenizer, sha, token_bytes, state["step"], ids,
-                            build_objective(cfg.model, cfg.objective, ids), precision)
+    return LoadedCheckpoint(
+        model,
+        cfg,
+        tokenizer,
+        sha,
+        token_bytes,
+        state["step"],
+        ids,
+        build_objective(cfg.model, cfg.objective, ids),
+        precision,
+    )

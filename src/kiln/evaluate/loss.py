@@ -15,7 +15,8 @@ the same at every evaluation, so figures are comparable across steps.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -30,9 +31,15 @@ EVAL_SEED = 1234
 
 
 @torch.no_grad()
-def validation_loss(objective: "Objective", model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                    token_bytes: torch.Tensor, device: torch.device, precision: str = "fp32",
-                    final: bool = True) -> dict[str, float]:
+def validation_loss(
+    objective: Objective,
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    token_bytes: torch.Tensor,
+    device: torch.device,
+    precision: str = "fp32",
+    final: bool = True,
+) -> dict[str, float]:
     """The objective's figures over `batches` of (inputs, targets) windows, int64 (B, T): "loss" and
     "tokens" always; "bpb" and "bytes" for objectives that predict text in order; an accuracy where
     the objective names one; with `final`, the objective's closing figures (e.g. pseudo-perplexity).

@@ -13,6 +13,10 @@ from kiln.models.layers import rotary_tables
 
 
 class TokenModel(nn.Module):
+    head: nn.Linear
+    cos: torch.Tensor  # rotary tables (max_seq_len, head_dim / 2), buffers
+    sin: torch.Tensor
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg

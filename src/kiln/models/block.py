@@ -16,16 +16,21 @@ class Block(nn.Module):
     """x + mixer(norm(x)), then + mlp(norm(x)). The family's layer plan says whether layer `i` attends
     (else an SSM mixes); `cfg` whether its MLP is dense or MoE (moe.every)."""
 
-    def __init__(self, cfg: ModelConfig, i: int, causal: bool = True, rotary: bool = True,
-                 attends: bool = True) -> None:
+    def __init__(
+        self, cfg: ModelConfig, i: int, causal: bool = True, rotary: bool = True, attends: bool = True
+    ) -> None:
         super().__init__()
         self.attends = attends
         self.mixer_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.mixer = (Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, causal=causal, rotary=rotary)
-                      if self.attends else Mamba(cfg.dim, cfg.ssm, cfg.norm_eps))
+        self.mixer = (
+            Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, causal=causal, rotary=rotary)
+            if self.attends
+            else Mamba(cfg.dim, cfg.ssm, cfg.norm_eps)
+        )
         self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.mlp = (MoE(cfg.dim, cfg.moe.expert_hidden_dim, cfg.moe) if cfg.is_moe_layer(i)
-                    else SwiGLU(cfg.dim, cfg.hidden_dim))
+        self.mlp = (
+            MoE(cfg.dim, cfg.moe.expert_hidden_dim, cfg.moe) if cfg.is_moe_layer(i) else SwiGLU(cfg.dim, cfg.hidden_dim)
+        )
 
     def init_weights(self, std: float, out_std: float) -> None:
         self.mixer_norm.init_weights()
@@ -33,8 +38,15 @@ class Block(nn.Module):
         self.mixer.init_weights(std, out_std)
         self.mlp.init_weights(std, out_std)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: KVCache | None = None,
-                kv_layer: int = 0, state: SSMState | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        kv: KVCache | None = None,
+        kv_layer: int = 0,
+        state: SSMState | None = None,
+    ) -> torch.Tensor:
         h = self.mixer_norm(x)
         x = x + (self.mixer(h, cos, sin, kv, kv_layer) if self.attends else self.mixer(h, state))
         return x + self.mlp(self.mlp_norm(x))

@@ -110,18 +110,27 @@ class ModelConfig:
         if self.depth:
             derive(self, "num_layers", self.depth)
             derive(self, "dim", HEAD_WIDTH * -(-self.aspect * self.depth // HEAD_WIDTH))
-        require(self.dim > 0 and self.num_layers > 0,
-                "give the model a size: model.depth (the size dial) or both model.dim and model.num_layers")
+        require(
+            self.dim > 0 and self.num_layers > 0,
+            "give the model a size: model.depth (the size dial) or both model.dim and model.num_layers",
+        )
         derive(self, "num_heads", max(1, self.dim // HEAD_WIDTH))
         derive(self, "num_kv_heads", self.num_heads)
         derive(self, "hidden_dim", swiglu_hidden_dim(self.dim))
         if self.moe.num_experts:
             derive(self.moe, "expert_hidden_dim", max(1, self.hidden_dim // self.moe.top_k))
         require(self.num_heads > 0 and self.num_kv_heads > 0, "model.num_heads and model.num_kv_heads must be positive")
-        require(self.dim % self.num_heads == 0, f"model.dim={self.dim} must be divisible by model.num_heads={self.num_heads}")
-        require((self.dim // self.num_heads) % 2 == 0, "model head_dim (dim / num_heads) must be even for rotary positions")
-        require(self.num_heads % self.num_kv_heads == 0,
-                f"model.num_kv_heads={self.num_kv_heads} must divide model.num_heads={self.num_heads}")
+        require(
+            self.dim % self.num_heads == 0,
+            f"model.dim={self.dim} must be divisible by model.num_heads={self.num_heads}",
+        )
+        require(
+            (self.dim // self.num_heads) % 2 == 0, "model head_dim (dim / num_heads) must be even for rotary positions"
+        )
+        require(
+            self.num_heads % self.num_kv_heads == 0,
+            f"model.num_kv_heads={self.num_kv_heads} must divide model.num_heads={self.num_heads}",
+        )
         for name in ("vocab_size", "dim", "num_layers", "max_seq_len"):
             require(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
         if self.family == "hybrid":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -58,8 +58,10 @@ class Decoder(TokenModel):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
-        self.blocks = nn.ModuleList(Block(cfg, i, causal=True, rotary=self.rotary, attends=self.layer_attends(cfg, i))
-                                    for i in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(
+            Block(cfg, i, causal=True, rotary=self.rotary, attends=self.layer_attends(cfg, i))
+            for i in range(cfg.num_layers)
+        )
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self._add_head()
 
@@ -72,7 +74,7 @@ class Decoder(TokenModel):
         cfg = self.cfg
         self._init_embedding()
         for block in self.blocks:
-            block.init_weights(cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.num_layers))
+            cast(Block, block).init_weights(cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.num_layers))
         self.norm.init_weights()
         self._init_rotary()
 
@@ -80,10 +82,14 @@ class Decoder(TokenModel):
         cfg, device = self.cfg, self.embed.weight.device
         dtype = dtype or self.embed.weight.dtype
         attn = [i for i, b in enumerate(self.blocks) if b.attends]
-        kv = KVCache(len(attn), batch, cfg.num_kv_heads, cfg.head_dim, max_len or cfg.max_seq_len, device, dtype) \
-            if attn else None
-        states = {i: b.mixer.new_state(batch, device, dtype) for i, b in enumerate(self.blocks)
-                  if isinstance(b.mixer, Mamba)}
+        kv = (
+            KVCache(len(attn), batch, cfg.num_kv_heads, cfg.head_dim, max_len or cfg.max_seq_len, device, dtype)
+            if attn
+            else None
+        )
+        states = {
+            i: b.mixer.new_state(batch, device, dtype) for i, b in enumerate(self.blocks) if isinstance(b.mixer, Mamba)
+        }
         return ModelCache(kv, {layer: slot for slot, layer in enumerate(attn)}, states)
 
     def hidden(self, tokens: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
@@ -114,15 +120,39 @@ def causal_lm_flops(model: type[Decoder], cfg: ModelConfig, seq_len: int, object
     return stack_flops(cfg, plan, seq_len, cfg.dim * cfg.vocab_size)
 
 
-def continue_prompt(model: Decoder, tokenizer: "Tokenizer", ids: "SpecialIds", prompt: str, sc: "SampleConfig",
-                    seed: int, precision: str, use_cache: bool) -> str:
+def continue_prompt(
+    model: Decoder,
+    tokenizer: Tokenizer,
+    ids: SpecialIds,
+    prompt: str,
+    sc: SampleConfig,
+    seed: int,
+    precision: str,
+    use_cache: bool,
+) -> str:
     """Causal LMs: the prompt, continued by sampling (see evaluate/generate.py)."""
     from_prompt = [ids.bos] + tokenizer.encode(prompt, add_special_tokens=False).ids
     tokens = torch.tensor([from_prompt], device=model.embed.weight.device)
-    out = generate(model, tokens, sc.max_new_tokens, sc.temperature, sc.top_k, sc.top_p, seed, eos_id=ids.eos,
-                   use_cache=use_cache, precision=precision)
+    out = generate(
+        model,
+        tokens,
+        sc.max_new_tokens,
+        sc.temperature,
+        sc.top_k,
+        sc.top_p,
+        seed,
+        eos_id=ids.eos,
+        use_cache=use_cache,
+        precision=precision,
+    )
     return tokenizer.decode(out[0].tolist(), skip_special_tokens=True)
 
 
-SPEC = FamilySpec(name="decoder", model=Decoder, objective=CausalLM, flops_per_token=partial(causal_lm_flops, Decoder),
-                  sample=continue_prompt, summary="causal LM (Llama-style; MoE with model.moe.num_experts)")
+SPEC = FamilySpec(
+    name="decoder",
+    model=Decoder,
+    objective=CausalLM,
+    flops_per_token=partial(causal_lm_flops, Decoder),
+    sample=continue_prompt,
+    summary="causal LM (Llama-style; MoE with model.moe.num_experts)",
+)

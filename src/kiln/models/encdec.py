@@ -116,12 +116,19 @@ class EncoderDecoder(TokenModel):
 
     def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> ModelCache:
         cfg = self.cfg
-        kv = KVCache(cfg.decoder_layers, batch, cfg.num_kv_heads, cfg.head_dim, max_len or cfg.max_seq_len,
-                     self.embed.weight.device, dtype or self.embed.weight.dtype)
+        kv = KVCache(
+            cfg.decoder_layers,
+            batch,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+            max_len or cfg.max_seq_len,
+            self.embed.weight.device,
+            dtype or self.embed.weight.dtype,
+        )
         return ModelCache(kv, {i: i for i in range(cfg.decoder_layers)})
 
 
-def span_corruption_flops(cfg: ModelConfig, seq_len: int, objective: "ObjectiveConfig") -> float:
+def span_corruption_flops(cfg: ModelConfig, seq_len: int, objective: ObjectiveConfig) -> float:
     """Training FLOPs per window token. Span corruption (noise density d, mean span m) gives the encoder
     about (1 - d + d/m) and the decoder (d + d/m) tokens per window token; attention scores scale with
     the lengths attended over (the decoder's self-attention over its own, its cross-attention over the
@@ -129,22 +136,48 @@ def span_corruption_flops(cfg: ModelConfig, seq_len: int, objective: "ObjectiveC
     d, m = objective.span.noise_density, objective.span.mean_span_length
     src, tgt = 1 - d + d / m, d + d / m
     enc = stack_flops(cfg, [True] * cfg.num_layers, seq_len * src, 0)
-    dec_params = cfg.decoder_layers * (2 * attention_params(cfg) + 3 * cfg.dim * cfg.hidden_dim) + cfg.dim * cfg.vocab_size
+    dec_params = (
+        cfg.decoder_layers * (2 * attention_params(cfg) + 3 * cfg.dim * cfg.hidden_dim) + cfg.dim * cfg.vocab_size
+    )
     dec = 6 * dec_params + 12 * 2 * cfg.decoder_layers * cfg.dim * seq_len * (tgt + src) / 2
     return enc * src + dec * tgt
 
 
-def write_spans(model: EncoderDecoder, tokenizer: "Tokenizer", ids: "SpecialIds", prompt: str, sc: "SampleConfig",
-                seed: int, precision: str, use_cache: bool) -> str:
+def write_spans(
+    model: EncoderDecoder,
+    tokenizer: Tokenizer,
+    ids: SpecialIds,
+    prompt: str,
+    sc: SampleConfig,
+    seed: int,
+    precision: str,
+    use_cache: bool,
+) -> str:
     """The prompt with each <|sentinel_N|> replaced by the span the model writes for it (one sentinel is
     added if it has none)."""
     prompt = prompt if "<|sentinel_" in prompt else prompt + " <|sentinel_0|>"
     src = tokenizer.encode(prompt, add_special_tokens=False).ids + [ids.eos]
-    spans = generate_spans(model, torch.tensor([src], device=model.embed.weight.device), sc.max_new_tokens, ids.bos,
-                           ids.eos, sc.temperature, sc.top_k, sc.top_p, seed, precision)
+    spans = generate_spans(
+        model,
+        torch.tensor([src], device=model.embed.weight.device),
+        sc.max_new_tokens,
+        ids.bos,
+        ids.eos,
+        sc.temperature,
+        sc.top_k,
+        sc.top_p,
+        seed,
+        precision,
+    )
     out = reconstruct(src, spans[0].tolist(), ids.sentinels, ids.eos, generated=True)
     return tokenizer.decode(out, skip_special_tokens=True)
 
 
-SPEC = FamilySpec(name="encdec", model=EncoderDecoder, objective=SpanCorruption, flops_per_token=span_corruption_flops,
-                  sample=write_spans, summary="span corruption, encoder-decoder (T5-style)")
+SPEC = FamilySpec(
+    name="encdec",
+    model=EncoderDecoder,
+    objective=SpanCorruption,
+    flops_per_token=span_corruption_flops,
+    sample=write_spans,
+    summary="span corruption, encoder-decoder (T5-style)",
+)

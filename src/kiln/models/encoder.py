@@ -9,7 +9,7 @@ to predict; the model returns logits at every position.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ class Encoder(TokenModel):
         cfg = self.cfg
         self._init_embedding()
         for block in self.blocks:
-            block.init_weights(cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.num_layers))
+            cast(Block, block).init_weights(cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.num_layers))
         self.norm.init_weights()
         nn.init.normal_(self.transform.weight, std=cfg.init_std)
         self.transform_norm.init_weights()
@@ -75,13 +75,27 @@ def masked_lm_flops(cfg: ModelConfig, seq_len: int, objective: object = None) ->
     return stack_flops(cfg, [True] * cfg.num_layers, seq_len, cfg.dim * cfg.dim + cfg.dim * cfg.vocab_size)
 
 
-def fill_prompt_masks(model: Encoder, tokenizer: "Tokenizer", ids: "SpecialIds", prompt: str, sc: "SampleConfig",
-                      seed: int, precision: str, use_cache: bool) -> str:
+def fill_prompt_masks(
+    model: Encoder,
+    tokenizer: Tokenizer,
+    ids: SpecialIds,
+    prompt: str,
+    sc: SampleConfig,
+    seed: int,
+    precision: str,
+    use_cache: bool,
+) -> str:
     """The prompt with each <|mask|> filled by the most likely token (one mask is added if it has none)."""
     prompt = prompt if MASK in prompt else prompt + " " + MASK
     tokens = torch.tensor([tokenizer.encode(prompt, add_special_tokens=False).ids], device=model.embed.weight.device)
     return tokenizer.decode(fill_masks(model, tokens, ids.mask, precision)[0].tolist(), skip_special_tokens=True)
 
 
-SPEC = FamilySpec(name="encoder", model=Encoder, objective=MaskedLM, flops_per_token=masked_lm_flops,
-                  sample=fill_prompt_masks, summary="masked LM, bidirectional (BERT-style)")
+SPEC = FamilySpec(
+    name="encoder",
+    model=Encoder,
+    objective=MaskedLM,
+    flops_per_token=masked_lm_flops,
+    sample=fill_prompt_masks,
+    summary="masked LM, bidirectional (BERT-style)",
+)

@@ -30,5 +30,11 @@ class Hybrid(Decoder):
         return i % cfg.ssm.attn_every == cfg.ssm.attn_every // 2
 
 
-SPEC = FamilySpec(name="hybrid", model=Hybrid, objective=CausalLM, flops_per_token=partial(causal_lm_flops, Hybrid),
-                  sample=continue_prompt, summary="causal LM over attention + SSM layers with MoE (Jamba-style)")
+SPEC = FamilySpec(
+    name="hybrid",
+    model=Hybrid,
+    objective=CausalLM,
+    flops_per_token=partial(causal_lm_flops, Hybrid),
+    sample=continue_prompt,
+    summary="causal LM over attention + SSM layers with MoE (Jamba-style)",
+)

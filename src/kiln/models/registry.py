@@ -14,12 +14,15 @@ if TYPE_CHECKING:
     from kiln.objectives.config import ObjectiveConfig
     from kiln.tokenizer import SpecialIds
 
-FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
-    decoder.SPEC,
-    hybrid.SPEC,
-    encoder.SPEC,
-    encdec.SPEC,
-)}
+FAMILIES: dict[str, FamilySpec] = {
+    spec.name: spec
+    for spec in (
+        decoder.SPEC,
+        hybrid.SPEC,
+        encoder.SPEC,
+        encdec.SPEC,
+    )
+}
 
 
 def family(name: str) -> FamilySpec:
@@ -28,7 +31,7 @@ def family(name: str) -> FamilySpec:
     return FAMILIES[name]
 
 
-def build_objective(model: "ModelConfig", cfg: "ObjectiveConfig", ids: "SpecialIds") -> "Objective":
+def build_objective(model: ModelConfig, cfg: ObjectiveConfig, ids: SpecialIds) -> Objective:
     """The family's training objective (causal LM, masked LM, span corruption)."""
     objective = family(model.family).objective
     return objective(getattr(cfg, objective.section), ids)

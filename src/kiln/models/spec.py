@@ -17,30 +17,29 @@ A new family is one new file with a class and a SPEC, plus one line in registry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tokenizers import Tokenizer
-
-    from kiln.evaluate.config import SampleConfig
     from kiln.models.base import TokenModel
     from kiln.models.config import ModelConfig
     from kiln.objectives.base import Objective
     from kiln.objectives.config import ObjectiveConfig
-    from kiln.tokenizer import SpecialIds
 
-    Sampler = Callable[[TokenModel, Tokenizer, SpecialIds, str, SampleConfig, int, str, bool], str]
+    # (model, tokenizer, special ids, prompt, sample config, seed, precision, use_cache) -> text; each family
+    # takes its own model class, so the first argument is left open
+    Sampler = Callable[..., str]
 
 
 @dataclass(frozen=True)
 class FamilySpec:
     name: str
     """The value of model.family."""
-    model: "type[TokenModel]"
-    objective: "type[Objective]"
-    flops_per_token: "Callable[[ModelConfig, int, ObjectiveConfig], float]"
-    sample: "Sampler"
+    model: type[TokenModel]
+    objective: type[Objective]
+    flops_per_token: Callable[[ModelConfig, int, ObjectiveConfig], float]
+    sample: Sampler
     summary: str
     """One line for --help and docs."""
 
@@ -49,29 +48,31 @@ class FamilySpec:
 # the modules in layers.py, moe.py and ssm.py; tests/models/test_spec.py checks them against a built
 # model's nn.Linear and expert weights.
 
-def attention_params(cfg: "ModelConfig") -> int:
+
+def attention_params(cfg: ModelConfig) -> int:
     """Self- or cross-attention: query, key/value (grouped) and output projections."""
     q = cfg.num_heads * cfg.head_dim
     return cfg.dim * (q + 2 * cfg.num_kv_heads * cfg.head_dim) + q * cfg.dim
 
 
-def mlp_params(cfg: "ModelConfig", i: int) -> float:
+def mlp_params(cfg: ModelConfig, i: int) -> float:
     """Layer i's MLP: dense SwiGLU, or MoE (the router, plus top_k of the experts)."""
     if cfg.is_moe_layer(i):
         return cfg.dim * cfg.moe.num_experts + cfg.moe.top_k * 3 * cfg.dim * cfg.moe.expert_hidden_dim
     return 3 * cfg.dim * cfg.hidden_dim
 
 
-def ssm_params(cfg: "ModelConfig") -> int:
+def ssm_params(cfg: ModelConfig) -> int:
     """Mamba-2-style mixer: the input projection (z, x, B, C, dt) and the output projection."""
     inner = cfg.ssm.expand * cfg.dim
     return cfg.dim * (2 * inner + 2 * cfg.ssm.state_dim + inner // cfg.ssm.head_dim) + inner * cfg.dim
 
 
-def stack_flops(cfg: "ModelConfig", plan: list[bool], seq_len: float, extra_params: float) -> float:
+def stack_flops(cfg: ModelConfig, plan: list[bool], seq_len: float, extra_params: float) -> float:
     """PaLM's training FLOPs per token for one stack of blocks whose layer i attends when plan[i]:
     6 x matmul weights + 12 x attention layers x width x seq_len (scores counted in full). The SSM
     scan and convolution are left out (a few % at these widths)."""
-    params = extra_params + sum((attention_params(cfg) if attends else ssm_params(cfg)) + mlp_params(cfg, i)
-                                for i, attends in enumerate(plan))
+    params = extra_params + sum(
+        (attention_params(cfg) if attends else ssm_params(cfg)) + mlp_params(cfg, i) for i, attends in enumerate(plan)
+    )
     return 6 * params + 12 * sum(plan) * cfg.dim * seq_len

@@ -35,8 +35,15 @@ def _segsum(x: torch.Tensor) -> torch.Tensor:
     return out.masked_fill(~keep, float("-inf"))
 
 
-def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-             chunk: int, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def ssd_scan(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk: int,
+    h0: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked scan. x (b, T, H, P), dt (b, T, H), A (H,), B and C (b, T, N); h0 (b, H, P, N).
     Returns y (b, T, H, P) (without the D skip) and the final state (b, H, P, N)."""
     b, T, H, P = x.shape
@@ -68,14 +75,18 @@ def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor
     return y.reshape(b, c * chunk, H, P)[:, :T], final
 
 
-def naive_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-               h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def naive_scan(
+    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h0: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The recurrence one step at a time (the reference `ssd_scan` is tested against)."""
     b, T, H, P = x.shape
     h = torch.zeros(b, H, P, B.shape[-1], dtype=x.dtype, device=x.device) if h0 is None else h0
     ys = []
     for t in range(T):
-        h = torch.exp(dt[:, t] * A)[..., None, None] * h + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, None, None, :]
+        h = (
+            torch.exp(dt[:, t] * A)[..., None, None] * h
+            + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, None, None, :]
+        )
         ys.append(torch.einsum("bhpn,bn->bhp", h, C[:, t]))
     return torch.stack(ys, dim=1), h
 
@@ -100,8 +111,13 @@ class Mamba(nn.Module):
         N = cfg.state_dim
         self.conv_channels = self.inner + 2 * N
         self.in_proj = nn.Linear(dim, 2 * self.inner + 2 * N + self.num_heads, bias=False)  # z, x, B, C, dt
-        self.conv = nn.Conv1d(self.conv_channels, self.conv_channels, cfg.conv_width, groups=self.conv_channels,
-                              padding=cfg.conv_width - 1)
+        self.conv = nn.Conv1d(
+            self.conv_channels,
+            self.conv_channels,
+            cfg.conv_width,
+            groups=self.conv_channels,
+            padding=cfg.conv_width - 1,
+        )
         self.A_log = nn.Parameter(torch.empty(self.num_heads))
         self.dt_bias = nn.Parameter(torch.empty(self.num_heads))
         self.D = nn.Parameter(torch.empty(self.num_heads))
@@ -114,6 +130,7 @@ class Mamba(nn.Module):
         nn.init.normal_(self.in_proj.weight, std=std)
         nn.init.normal_(self.out_proj.weight, std=out_std)
         nn.init.kaiming_uniform_(self.conv.weight, a=math.sqrt(5))
+        assert self.conv.bias is not None
         nn.init.zeros_(self.conv.bias)
         H = self.num_heads
         self.A_log.copy_(torch.log(torch.linspace(1.0, 16.0, H)))  # decay rates spread over heads
@@ -128,8 +145,13 @@ class Mamba(nn.Module):
     def _scan_inputs(self, xbc: torch.Tensor, dt: torch.Tensor):
         x, B, C = xbc.split([self.inner, self.cfg.state_dim, self.cfg.state_dim], dim=-1)
         dt = F.softplus(dt.float() + self.dt_bias)
-        return x.float().unflatten(-1, (self.num_heads, self.cfg.head_dim)), dt, -torch.exp(self.A_log.float()), \
-            B.float(), C.float()
+        return (
+            x.float().unflatten(-1, (self.num_heads, self.cfg.head_dim)),
+            dt,
+            -torch.exp(self.A_log.float()),
+            B.float(),
+            C.float(),
+        )
 
     def _out(self, y: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         y = (y + self.D.float()[:, None] * x).flatten(-2)
@@ -148,15 +170,19 @@ class Mamba(nn.Module):
         return self._out(y, x, z)
 
     def new_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> SSMState:
-        return SSMState(torch.zeros(batch, self.conv_channels, self.cfg.conv_width - 1, device=device, dtype=dtype),
-                        torch.zeros(batch, self.num_heads, self.cfg.head_dim, self.cfg.state_dim, device=device))
+        return SSMState(
+            torch.zeros(batch, self.conv_channels, self.cfg.conv_width - 1, device=device, dtype=dtype),
+            torch.zeros(batch, self.num_heads, self.cfg.head_dim, self.cfg.state_dim, device=device),
+        )
 
     def step(self, u: torch.Tensor, state: SSMState) -> torch.Tensor:
         """One token: u (b, C) -> (b, 1, C); the recurrence, with the conv window kept in `state`."""
         z, xbc, dt = self._split(self.in_proj(u))
         window = torch.cat([state.conv, xbc[..., None].to(state.conv.dtype)], dim=-1)  # (b, ch, width)
         state.conv = window[..., 1:]
-        xbc = F.silu((window * self.conv.weight[:, 0].to(window.dtype)).sum(-1) + self.conv.bias.to(window.dtype))
+        bias = self.conv.bias
+        assert bias is not None
+        xbc = F.silu((window * self.conv.weight[:, 0].to(window.dtype)).sum(-1) + bias.to(window.dtype))
         x, dt, A, B, C = self._scan_inputs(xbc, dt)
         state.h = torch.exp(dt * A)[..., None, None] * state.h + (dt[..., None] * x)[..., None] * B[:, None, None, :]
         y = torch.einsum("bhpn,bn->bhp", state.h, C)

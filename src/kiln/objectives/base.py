@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kiln.models.block import aux_loss, expert_load
+
+if TYPE_CHECKING:
+    from kiln.tokenizer import SpecialIds
 
 Batch = dict[str, torch.Tensor]
 
@@ -30,8 +34,12 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, upcast: bool = Fa
     dtype (on CPU the bf16 kernels run ~3.5x faster than an fp32 upcast of a (tokens, V) tensor;
     callers average in fp32); evaluation upcasts to fp32 for exact figures."""
     with torch.autocast(logits.device.type, enabled=False):  # autocast would upcast to fp32
-        return F.cross_entropy((logits.float() if upcast else logits).flatten(0, -2), targets.flatten(),
-                               reduction="none", ignore_index=-100)
+        return F.cross_entropy(
+            (logits.float() if upcast else logits).flatten(0, -2),
+            targets.flatten(),
+            reduction="none",
+            ignore_index=-100,
+        )
 
 
 @dataclass
@@ -53,7 +61,9 @@ def token_scores(logits: torch.Tensor, targets: torch.Tensor, with_correct: bool
     flat = targets.flatten()
     scored = flat != -100
     correct = (logits.argmax(-1).flatten() == flat) if with_correct else None
-    return TokenScores(cross_entropy(logits, targets, upcast=True), scored.float(), torch.where(scored, flat, 0), correct)
+    return TokenScores(
+        cross_entropy(logits, targets, upcast=True), scored.float(), torch.where(scored, flat, 0), correct
+    )
 
 
 def with_aux(model: nn.Module, loss: torch.Tensor, metrics: dict[str, torch.Tensor]):
@@ -78,6 +88,9 @@ class Objective:
     final_windows = 0
     """Validation windows the final evaluation hands to `final_figures`."""
 
+    def __init__(self, cfg: Any, ids: SpecialIds | None) -> None:
+        self.cfg, self.ids = cfg, ids
+
     def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
         raise NotImplementedError
 
@@ -92,8 +105,9 @@ class Objective:
         """Per-token losses of one (device) batch, for the evaluation loop."""
         raise NotImplementedError
 
-    def final_figures(self, model: nn.Module, windows: list[torch.Tensor], device: torch.device,
-                      precision: str) -> dict[str, float]:
+    def final_figures(
+        self, model: nn.Module, windows: list[torch.Tensor], device: torch.device, precision: str
+    ) -> dict[str, float]:
         """Figures the final evaluation adds from its first `final_windows` windows."""
         return {}
 

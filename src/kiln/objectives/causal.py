@@ -27,9 +27,10 @@ def fim_transform(window: torch.Tensor, ids: SpecialIds, gen: torch.Generator) -
     """One window (L,) -> the same length in prefix/suffix/middle order with the FIM markers."""
     L = window.shape[0]
     a, b = sorted(torch.randint(0, L + 1, (2,), generator=gen).tolist())
-    marker = lambda i: torch.tensor([i], dtype=window.dtype)  # noqa: E731
-    out = torch.cat([marker(ids.fim_prefix), window[:a], marker(ids.fim_suffix), window[b:],
-                     marker(ids.fim_middle), window[a:b]])
+    prefix, suffix, middle = (
+        torch.tensor([i], dtype=window.dtype) for i in (ids.fim_prefix, ids.fim_suffix, ids.fim_middle)
+    )
+    out = torch.cat([prefix, window[:a], suffix, window[b:], middle, window[a:b]])
     return out[:L]
 
 
@@ -45,6 +46,7 @@ class CausalLM(Objective):
 
     def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
         if self.cfg.fim_rate > 0:
+            assert self.ids is not None, "fill-in-the-middle needs the tokenizer's special ids"
             windows = torch.cat([inputs, targets[:, -1:]], dim=1)
             chosen = torch.rand(windows.shape[0], generator=gen) < self.cfg.fim_rate
             for row in chosen.nonzero().flatten().tolist():

@@ -30,6 +30,7 @@ from kiln.tokenizer import SpecialIds
 
 
 class MaskedLM(Objective):
+    ids: SpecialIds
     name = "masked_lm"
     section = "masked"
     accuracy_name = "masked_accuracy"
@@ -60,8 +61,9 @@ class MaskedLM(Objective):
         return with_aux(model, loss, {"masked_accuracy": accuracy})
 
     @torch.no_grad()
-    def pseudo_perplexity(self, model: nn.Module, window: torch.Tensor, device: torch.device, precision: str,
-                          chunk: int = 64) -> tuple[float, int]:
+    def pseudo_perplexity(
+        self, model: nn.Module, window: torch.Tensor, device: torch.device, precision: str, chunk: int = 64
+    ) -> tuple[float, int]:
         """(sum of -log p(token | all others), tokens scored) for one window (T,)."""
         positions = (window >= self.ids.num_special).nonzero().flatten()
         total = 0.0
@@ -77,13 +79,16 @@ class MaskedLM(Objective):
 
     def final_eval_batches(self, num_windows: int, batch_size: int, seq_len: int) -> float:
         """Masked-LM validation, plus pseudo-perplexity: one forward per token of each scored window."""
-        return super().final_eval_batches(num_windows, batch_size, seq_len) + \
-            self.cfg.pseudo_ppl_windows * seq_len / batch_size
+        return (
+            super().final_eval_batches(num_windows, batch_size, seq_len)
+            + self.cfg.pseudo_ppl_windows * seq_len / batch_size
+        )
 
     def score(self, model: nn.Module, batch: Batch) -> TokenScores:
         return token_scores(model(batch["inputs"]), batch["labels"], with_correct=True)
 
-    def final_figures(self, model: nn.Module, windows: list[torch.Tensor], device: torch.device,
-                      precision: str) -> dict[str, float]:
+    def final_figures(
+        self, model: nn.Module, windows: list[torch.Tensor], device: torch.device, precision: str
+    ) -> dict[str, float]:
         nll, n = map(sum, zip(*(self.pseudo_perplexity(model, w, device, precision) for w in windows)))
         return {"pseudo_perplexity": math.exp(nll / max(n, 1))}

@@ -44,8 +44,9 @@ def _segments(total: int, parts: int, gen: torch.Generator) -> list[int]:
     return [b - a for a, b in zip(bounds, bounds[1:])]
 
 
-def corrupt(window: torch.Tensor, noise: int, spans: int, sentinels: tuple[int, ...], eos: int,
-            gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def corrupt(
+    window: torch.Tensor, noise: int, spans: int, sentinels: tuple[int, ...], eos: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, targets) for one window: gaps and spans alternate, starting with a gap."""
     noise_lens, gap_lens = _segments(noise, spans, gen), _segments(len(window) - noise, spans, gen)
     inputs, targets, pos = [], [], 0
@@ -56,8 +57,9 @@ def corrupt(window: torch.Tensor, noise: int, spans: int, sentinels: tuple[int, 
     return torch.tensor(inputs + [eos]), torch.tensor(targets + [eos])
 
 
-def reconstruct(inputs: list[int], targets: list[int], sentinels: tuple[int, ...], eos: int,
-                generated: bool = False) -> list[int]:
+def reconstruct(
+    inputs: list[int], targets: list[int], sentinels: tuple[int, ...], eos: int, generated: bool = False
+) -> list[int]:
     """Put each sentinel's span (from targets) back in place of the sentinel (in inputs). Each list
     ends with the <|eos|> `corrupt` appended (packed text may hold more <|eos|> inside); a `generated`
     target ends at its first <|eos|> instead."""
@@ -81,6 +83,7 @@ def reconstruct(inputs: list[int], targets: list[int], sentinels: tuple[int, ...
 
 
 class SpanCorruption(Objective):
+    ids: SpecialIds
     name = "span_corruption"
     section = "span"
     accuracy_name = "target_accuracy"
@@ -92,8 +95,10 @@ class SpanCorruption(Objective):
         windows = torch.cat([inputs, targets[:, -1:]], dim=1)
         noise, spans = span_counts(windows.shape[1], self.cfg.noise_density, self.cfg.mean_span_length)
         if spans > len(self.ids.sentinels):
-            raise KilnError(f"span corruption of {windows.shape[1]}-token windows needs {spans} sentinels; the "
-                            f"tokenizer has {len(self.ids.sentinels)}: raise tokenizer.num_sentinels")
+            raise KilnError(
+                f"span corruption of {windows.shape[1]}-token windows needs {spans} sentinels; the "
+                f"tokenizer has {len(self.ids.sentinels)}: raise tokenizer.num_sentinels"
+            )
         pairs = [corrupt(w, noise, spans, self.ids.sentinels, self.ids.eos, gen) for w in windows]
         src = torch.stack([p[0] for p in pairs])
         tgt = torch.stack([p[1] for p in pairs])

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -44,7 +44,9 @@ class ShardSet:
             file = self.directory / shard["file"]
             expected = shard["num_tokens"] * self.dtype.itemsize
             if not file.exists() or file.stat().st_size != expected:
-                raise KilnError(f"shard {file} is missing or truncated (expected {expected} bytes); re-run `kiln tokenize`")
+                raise KilnError(
+                    f"shard {file} is missing or truncated (expected {expected} bytes); re-run `kiln tokenize`"
+                )
             self.tokens.append(np.memmap(file, dtype=self.dtype, mode="r") if expected else np.zeros(0, self.dtype))
 
     @property

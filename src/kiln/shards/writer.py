@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -140,7 +140,10 @@ def write_shards(
     """
     if route is None:
         (only,) = out_dirs
-        route = lambda doc: only  # noqa: E731
+
+        def route(doc: Document) -> str:
+            return only
+
     writers = {name: ShardWriter(path, tok, tokenizer_sha256, cfg) for name, path in out_dirs.items()}
     bar = tqdm(desc=desc, unit="B", unit_scale=True, dynamic_ncols=True, mininterval=0.5)
     for batch in _batches(docs, cfg.batch_bytes):

@@ -57,7 +57,9 @@ class SizeOption:
     flops_per_token: float
 
 
-def choose_depth(options: list[SizeOption], budget_s: float, flops_per_s: float, tokens_per_param: float) -> tuple[int, str]:
+def choose_depth(
+    options: list[SizeOption], budget_s: float, flops_per_s: float, tokens_per_param: float
+) -> tuple[int, str]:
     """The largest depth whose affordable tokens (`budget_s * flops_per_s / flops_per_token`) reach
     `tokens_per_param` per parameter; the smallest option if none does. Returns (depth, why)."""
     if not options:
@@ -65,9 +67,11 @@ def choose_depth(options: list[SizeOption], budget_s: float, flops_per_s: float,
     fits = [o for o in options if budget_s * flops_per_s / o.flops_per_token >= tokens_per_param * o.params]
     pick = max(fits, key=lambda o: o.depth) if fits else min(options, key=lambda o: o.depth)
     tokens = budget_s * flops_per_s / pick.flops_per_token
-    return pick.depth, (f"depth {pick.depth}: {pick.params / 1e6:.2f}M parameters, ~{tokens / 1e6:.2f}M tokens "
-                        f"affordable in {budget_s:.0f} s at {flops_per_s / 1e9:.0f} GFLOP/s "
-                        f"({tokens / pick.params:.2f} per parameter; the target is {tokens_per_param:g})")
+    return pick.depth, (
+        f"depth {pick.depth}: {pick.params / 1e6:.2f}M parameters, ~{tokens / 1e6:.2f}M tokens "
+        f"affordable in {budget_s:.0f} s at {flops_per_s / 1e9:.0f} GFLOP/s "
+        f"({tokens / pick.params:.2f} per parameter; the target is {tokens_per_param:g})"
+    )
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,9 @@ class StepCosts:
     """One checkpoint."""
 
 
-def stage_costs(costs: StepCosts, eval_every: int, eval_batches: int, final_eval_batches: float,
-                checkpoint_every: int) -> tuple[float, float]:
+def stage_costs(
+    costs: StepCosts, eval_every: int, eval_batches: int, final_eval_batches: float, checkpoint_every: int
+) -> tuple[float, float]:
     """(seconds a step costs with its share of periodic validation and checkpoints, seconds fixed at
     the end: the final validation and checkpoint and END_S)."""
     per_step_s = costs.step_s
@@ -94,16 +99,26 @@ def stage_costs(costs: StepCosts, eval_every: int, eval_batches: int, final_eval
     return per_step_s, final_eval_batches * costs.eval_batch_s + costs.checkpoint_s + END_S
 
 
-def plan_max_steps(remaining_s: float, steps_done: int, costs: StepCosts, eval_every: int, eval_batches: int,
-                   final_eval_batches: float, checkpoint_every: int, cap: int) -> tuple[int, str]:
+def plan_max_steps(
+    remaining_s: float,
+    steps_done: int,
+    costs: StepCosts,
+    eval_every: int,
+    eval_batches: int,
+    final_eval_batches: float,
+    checkpoint_every: int,
+    cap: int,
+) -> tuple[int, str]:
     """The step count at which the stage ends inside `remaining_s` seconds from now, validation and
     checkpoints included, leaving MARGIN of it; at most `cap`, at least `steps_done`."""
     per_step_s, fixed_s = stage_costs(costs, eval_every, eval_batches, final_eval_batches, checkpoint_every)
     more = max(0, math.floor((remaining_s * (1 - MARGIN) - fixed_s) / per_step_s))
     steps = min(cap, steps_done + more)
-    return steps, (f"{steps} steps: {costs.step_s:.3f} s a step, {per_step_s:.3f} s with validation and checkpoints, "
-                   f"{fixed_s:.1f} s for the final validation and checkpoint, {remaining_s:.0f} s left"
-                   + (" (capped by train.max_steps)" if steps == cap and steps_done + more > cap else ""))
+    return steps, (
+        f"{steps} steps: {costs.step_s:.3f} s a step, {per_step_s:.3f} s with validation and checkpoints, "
+        f"{fixed_s:.1f} s for the final validation and checkpoint, {remaining_s:.0f} s left"
+        + (" (capped by train.max_steps)" if steps == cap and steps_done + more > cap else "")
+    )
 
 
 REPLAN_EVERY = 10
@@ -112,8 +127,9 @@ REPLAN_SLACK = 0.02
 """Shorten the plan only when the projected end overshoots the budget by more than this share."""
 
 
-def replanned_steps(max_steps: int, step: int, decay_fraction: float, projected_s: float, budget_s: float,
-                    per_step_s: float) -> int | None:
+def replanned_steps(
+    max_steps: int, step: int, decay_fraction: float, projected_s: float, budget_s: float, per_step_s: float
+) -> int | None:
     """A shorter horizon when the stage is projected to end `projected_s` seconds after its start,
     past `budget_s`; None when the plan still fits, or when the WSD decay has begun (the horizon can
     no longer change without a jump in the learning rate). `per_step_s`: the recent cost of a step."""
@@ -128,8 +144,13 @@ def replanned_steps(max_steps: int, step: int, decay_fraction: float, projected_
 
 def machine_fingerprint(device: torch.device, world_size: int) -> dict[str, Any]:
     """What a plan's measurements depend on: processor, its instruction-set flags, torch, threads."""
-    info: dict[str, Any] = {"torch": torch.__version__, "device": device.type, "world_size": world_size,
-                            "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "device": device.type,
+        "world_size": world_size,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     cpuinfo = Path("/proc/cpuinfo")

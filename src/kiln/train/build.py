@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
+from torch import nn
 
 from kiln.device import keep_freed_host_memory, pick_device
 from kiln.errors import KilnError
@@ -40,8 +41,10 @@ def find_checkpoint(root: Path, mode: bool | str) -> Path | None:
         return None
     path = latest_checkpoint(root, verify=True)
     if path is None and mode != "auto":
-        raise KilnError(f"--resume given but {root} holds no complete checkpoint; "
-                        "use --resume auto to start fresh when there is none")
+        raise KilnError(
+            f"--resume given but {root} holds no complete checkpoint; "
+            "use --resume auto to start fresh when there is none"
+        )
     return path
 
 
@@ -49,13 +52,20 @@ def check_shards(shards: ShardSet, tokenizer_sha256: str, vocab_size: int) -> Sh
     if shards.tokenizer_sha256 != tokenizer_sha256:
         raise KilnError(f"shards in {shards.directory} were made with another tokenizer; re-run `kiln tokenize`")
     if shards.manifest["vocab_size"] > vocab_size:
-        raise KilnError(f"tokenizer has {shards.manifest['vocab_size']} tokens but model.vocab_size={vocab_size}; "
-                        "raise model.vocab_size")
+        raise KilnError(
+            f"tokenizer has {shards.manifest['vocab_size']} tokens but model.vocab_size={vocab_size}; "
+            "raise model.vocab_size"
+        )
     return shards
 
 
-def build_trainer(cfg: "RunConfig", run: RunDir, resume: bool | str = False, time_budget_s: float | None = None,
-                  stop: StopRequest | None = None) -> Trainer:
+def build_trainer(
+    cfg: RunConfig,
+    run: RunDir,
+    resume: bool | str = False,
+    time_budget_s: float | None = None,
+    stop: StopRequest | None = None,
+) -> Trainer:
     """A Trainer for `cfg` on `run`'s shards, resumed from its newest checkpoint when asked; with a
     time budget (`time_budget_s`, else train.time_budget_s) it plans its steps to fit."""
     started = time.perf_counter()
@@ -73,8 +83,9 @@ def build_trainer(cfg: "RunConfig", run: RunDir, resume: bool | str = False, tim
     sha = tokenizer_hash(run.tokenizer)
     checkpoint = find_checkpoint(run.checkpoints, resume)
     requested_max_steps = cfg.train.max_steps
-    planner = Planner(run, device, par, cfg.train.time_budget_s if time_budget_s is None else time_budget_s,
-                      stop=lambda: bool(stop))
+    planner = Planner(
+        run, device, par, cfg.train.time_budget_s if time_budget_s is None else time_budget_s, stop=lambda: bool(stop)
+    )
     global_batch = cfg.train.micro_batch_size * accumulation_steps(cfg.train, par.world_size) * par.world_size
     cfg = planner.settle(cfg, checkpoint, global_batch)
     tc = cfg.train
@@ -84,14 +95,30 @@ def build_trainer(cfg: "RunConfig", run: RunDir, resume: bool | str = False, tim
     model = build_model(cfg.model, device)
     forward_model = parallelize(model, par, tc.precision)  # FSDP shards in place
     optimizer = build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device)
-    loader = PackedLoader(train_shards, tc.seq_len, tc.micro_batch_size, rank=par.rank, world_size=par.world_size,
-                          seed=tc.seed)
+    loader = PackedLoader(
+        train_shards, tc.seq_len, tc.micro_batch_size, rank=par.rank, world_size=par.world_size, seed=tc.seed
+    )
     objective = build_objective(cfg.model, cfg.objective, objective_ids(tokenizer))
     checkpointer = Checkpointer(run.checkpoints, run.tokenizer, sha, tc.keep_checkpoints, par, tc.async_checkpoint)
     hooks = [FollowPlan(planner, started, requested_max_steps), Validate(), Checkpoint()]
     token_bytes = torch.tensor(token_byte_lengths(tokenizer, pad_to=cfg.model.vocab_size))
-    trainer = Trainer(cfg, model, forward_model, objective, loader, optimizer, par, device, checkpointer, val_shards,
-                      token_bytes, hooks=hooks, stop=stop, plan=planner.plan, started=started)
+    trainer = Trainer(
+        cfg,
+        model,
+        forward_model,
+        objective,
+        loader,
+        optimizer,
+        par,
+        device,
+        checkpointer,
+        val_shards,
+        token_bytes,
+        hooks=hooks,
+        stop=stop,
+        plan=planner.plan,
+        started=started,
+    )
     trainer.peak_flops = planner.peak_flops  # measured for the depth choice, if it was
     if checkpoint:
         trainer.load(checkpoint)
@@ -99,5 +126,5 @@ def build_trainer(cfg: "RunConfig", run: RunDir, resume: bool | str = False, tim
             print(f"resumed from {checkpoint} at step {trainer.step}")
     trainer.metrics = MetricsLog(run.metrics, trainer.step if checkpoint else None) if par.rank == 0 else None
     if tc.compile:
-        trainer.forward_model = torch.compile(forward_model)
+        trainer.forward_model = cast(nn.Module, torch.compile(forward_model))
     return trainer

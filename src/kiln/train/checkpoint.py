@@ -54,7 +54,7 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     if not root.exists():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and (p / "state.json").exists()]
-    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX):]))
+    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
 
 
 def _single() -> bool:
@@ -96,6 +96,7 @@ def _full_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     out, seen = {}, set()
     for name, tensor in full.items():
+        assert isinstance(tensor, torch.Tensor)
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
         if key not in seen:
             seen.add(key)
@@ -115,9 +116,18 @@ class PendingCheckpoint:
         return self.publish()
 
 
-def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any], config: dict[str, Any], tokenizer_path: Path, keep: int,
-                    par: "Parallel | None" = None, asynchronous: bool = False) -> Path | PendingCheckpoint:
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    config: dict[str, Any],
+    tokenizer_path: Path,
+    keep: int,
+    par: Parallel | None = None,
+    asynchronous: bool = False,
+) -> Path | PendingCheckpoint:
     """Write checkpoint `step` from every rank, publish it atomically, delete all but the newest `keep`.
 
     With `asynchronous`, the model and optimizer state are copied in memory and written by a background
@@ -141,7 +151,7 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: torch.op
             future = dcp.async_save(sharded, checkpoint_id=str(tmp / "dcp"), no_dist=_single())
         else:
             dcp.save(sharded, checkpoint_id=str(tmp / "dcp"), no_dist=_single())
-    rng = {"cpu": torch.get_rng_state()}
+    rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, tmp / f"rng_rank{rank}.pt")
@@ -175,7 +185,9 @@ def read_state(path: Path) -> dict[str, Any]:
     try:
         return json.loads((path / "state.json").read_text())
     except FileNotFoundError:
-        raise KilnError(f"{path} is not a kiln checkpoint (no state.json); pass a checkpoints/step_N directory") from None
+        raise KilnError(
+            f"{path} is not a kiln checkpoint (no state.json); pass a checkpoints/step_N directory"
+        ) from None
     except json.JSONDecodeError:
         raise KilnError(f"checkpoint {path} has a corrupt state.json; use an earlier checkpoint") from None
 
@@ -190,8 +202,9 @@ def load_weights(path: Path, model: nn.Module) -> None:
     except SafetensorError as e:
         raise KilnError(f"checkpoint {file} is corrupt or truncated ({e}); use an earlier checkpoint") from None
     except (RuntimeError, OSError, ValueError) as e:
-        raise KilnError(f"checkpoint {file} does not fit this model ({str(e).splitlines()[0]}); "
-                        "use the config saved with it") from None
+        raise KilnError(
+            f"checkpoint {file} does not fit this model ({str(e).splitlines()[0]}); use the config saved with it"
+        ) from None
     if missing or unexpected:
         raise KilnError(f"checkpoint {file} does not fit this model (missing {missing}, unexpected {unexpected})")
 
@@ -200,14 +213,16 @@ def load_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Opt
     """Restore model and optimizer from dcp/ (resharded to this run's world size) and this rank's RNG."""
     path = Path(path)
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    state = {"model": model_sd, "optim": optim_sd}
+    state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
             dcp.load(state, checkpoint_id=str(path / "dcp"), no_dist=_single())
     except Exception as e:  # DCP raises many kinds (CheckpointException wraps the per-rank ones)
-        raise KilnError(f"checkpoint {path} cannot be loaded into this model ({str(e).splitlines()[0][:200]}); "
-                        "use the config saved with it") from None
+        raise KilnError(
+            f"checkpoint {path} cannot be loaded into this model ({str(e).splitlines()[0][:200]}); "
+            "use the config saved with it"
+        ) from None
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     rng_file = path / f"rng_rank{rank}.pt"
     rng = torch.load(rng_file if rng_file.exists() else path / "rng_rank0.pt", weights_only=True)
@@ -262,8 +277,15 @@ class Checkpointer:
     """One run's checkpoints as a trainer part: where they go, how many are kept, what identifies
     the data they belong to (the tokenizer's hash), and the one in flight when writing asynchronously."""
 
-    def __init__(self, root: Path, tokenizer_path: Path, tokenizer_sha256: str, keep: int,
-                 par: "Parallel | None" = None, asynchronous: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        tokenizer_path: Path,
+        tokenizer_sha256: str,
+        keep: int,
+        par: Parallel | None = None,
+        asynchronous: bool = False,
+    ) -> None:
         self.root, self.tokenizer_path, self.tokenizer_sha256 = root, tokenizer_path, tokenizer_sha256
         self.keep, self.par, self.asynchronous = keep, par, asynchronous
         self.pending: PendingCheckpoint | None = None
@@ -277,13 +299,29 @@ class Checkpointer:
         pending, self.pending = self.pending, None
         return pending.finish() if pending is not None else None
 
-    def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
-             config: dict[str, Any]) -> Path:
+    def save(
+        self,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        state: dict[str, Any],
+        config: dict[str, Any],
+    ) -> Path:
         """Checkpoint `step` (published now, or when the next save or `finish` comes if asynchronous)."""
         self.finish()
         state = {**state, "tokenizer_sha256": self.tokenizer_sha256}
-        out = save_checkpoint(self.root, step, model, optimizer, state, config, self.tokenizer_path, self.keep,
-                              self.par, self.asynchronous)
+        out = save_checkpoint(
+            self.root,
+            step,
+            model,
+            optimizer,
+            state,
+            config,
+            self.tokenizer_path,
+            self.keep,
+            self.par,
+            self.asynchronous,
+        )
         if isinstance(out, PendingCheckpoint):
             self.pending = out
             return self.root / f"{STEP_PREFIX}{step}"

@@ -85,13 +85,17 @@ class TrainConfig:
         for name in ("seq_len", "micro_batch_size", "grad_accum_steps", "max_steps"):
             require(getattr(self, name) > 0, f"train.{name}={getattr(self, name)} must be positive")
         require(self.lr >= 0, f"train.lr={self.lr} must be positive (or 0 to derive it from the width)")
-        require(self.time_budget_s >= 0 and self.tokens_per_param > 0,
-                "train.time_budget_s must be >= 0 and train.tokens_per_param > 0")
+        require(
+            self.time_budget_s >= 0 and self.tokens_per_param > 0,
+            "train.time_budget_s must be >= 0 and train.tokens_per_param > 0",
+        )
         require(0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         require(0 < self.decay_fraction <= 1, f"train.decay_fraction={self.decay_fraction} must be in (0, 1]")
         require(self.warmup_steps >= 0, f"train.warmup_steps={self.warmup_steps} must be >= 0")
         require(self.keep_checkpoints >= 1, f"train.keep_checkpoints={self.keep_checkpoints} must be >= 1")
-        require(self.global_batch_size >= 0 and self.max_bad_steps >= 1, "train.global_batch_size >= 0, max_bad_steps >= 1")
+        require(
+            self.global_batch_size >= 0 and self.max_bad_steps >= 1, "train.global_batch_size >= 0, max_bad_steps >= 1"
+        )
         require(0 < self.rollback_lr_factor <= 1, "train.rollback_lr_factor must be in (0, 1]")
 
 
@@ -108,5 +112,7 @@ class ParallelConfig:
     """Collective timeout: a rank that dies makes the others stop with an error after this long."""
 
     def __post_init__(self) -> None:
-        require(self.mode in ("none", "ddp", "fsdp", "hsdp"), f"parallel.mode={self.mode!r} must be none, ddp, fsdp or hsdp")
+        require(
+            self.mode in ("none", "ddp", "fsdp", "hsdp"), f"parallel.mode={self.mode!r} must be none, ddp, fsdp or hsdp"
+        )
         require(self.replicas >= 0 and self.timeout_s > 0, "parallel.replicas must be >= 0 and parallel.timeout_s > 0")

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class Hook:
-    def after_step(self, trainer: "Trainer", step_s: float) -> None:
+    def after_step(self, trainer: Trainer, step_s: float) -> None:
         """Called after each completed (not skipped) optimizer step; `step_s` is its wall time."""
 
     def state(self) -> dict[str, Any]:
@@ -28,10 +28,10 @@ class FollowPlan(Hook):
     """A time budget: fix max_steps once the first steps are measured, then shorten it if the machine
     slows (train/plan.py)."""
 
-    def __init__(self, planner: "Planner", started: float, max_steps_cap: int) -> None:
+    def __init__(self, planner: Planner, started: float, max_steps_cap: int) -> None:
         self.planner, self.started, self.max_steps_cap = planner, started, max_steps_cap
 
-    def after_step(self, trainer: "Trainer", step_s: float) -> None:
+    def after_step(self, trainer: Trainer, step_s: float) -> None:
         if self.planner.budget_s <= 0 or trainer.stop:
             return
         if self.planner.pending:
@@ -40,9 +40,10 @@ class FollowPlan(Hook):
                 return
             steps, why = self.planner.plan_steps(trainer, self.started)
         else:
-            steps = self.planner.check_fit(trainer, self.started, step_s)
-            if steps is None:
+            replanned = self.planner.check_fit(trainer, self.started, step_s)
+            if replanned is None:
                 return
+            steps = replanned
             why = self.planner.plan["replanned"][-1]
         trainer.set_max_steps(steps, f"plan: {why}")
 
@@ -54,21 +55,23 @@ class Validate(Hook):
     """Validation every `train.eval_every` steps on `train.eval_windows` windows, and on every window
     at the last step; the figures go to metrics.jsonl and `trainer.last_val`."""
 
-    def after_step(self, trainer: "Trainer", step_s: float) -> None:
+    def after_step(self, trainer: Trainer, step_s: float) -> None:
         tc = trainer.tc
         final = trainer.step == tc.max_steps
         if not (final or (tc.eval_every and trainer.step % tc.eval_every == 0)):
             return
         trainer.last_val = trainer.validate(None if final else tc.eval_windows)
         shown = {f"val_{k}": v for k, v in trainer.last_val.items() if k not in ("tokens", "bytes")}
-        trainer.log({"step": trainer.step, "tokens": trainer.tokens_seen, **shown},
-                    f"step {trainer.step}: " + " ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+        trainer.log(
+            {"step": trainer.step, "tokens": trainer.tokens_seen, **shown},
+            f"step {trainer.step}: " + " ".join(f"{k} {v:.4f}" for k, v in shown.items()),
+        )
 
 
 class Checkpoint(Hook):
     """A checkpoint every `train.checkpoint_every` steps and at the last step."""
 
-    def after_step(self, trainer: "Trainer", step_s: float) -> None:
+    def after_step(self, trainer: Trainer, step_s: float) -> None:
         tc = trainer.tc
         if trainer.step == tc.max_steps or (tc.checkpoint_every and trainer.step % tc.checkpoint_every == 0):
             trainer.save()

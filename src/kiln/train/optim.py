@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
-                    device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], device: torch.device
+) -> torch.optim.AdamW:
     """AdamW; weight decay applies to parameters with 2+ dims (matmul weights, embeddings), not to
     norms or biases."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -19,8 +20,9 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tup
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type in ("cpu", "cuda"))
 
 
-def lr_at(step: int, max_steps: int, warmup_steps: int, schedule: str, decay_fraction: float,
-          min_lr_ratio: float) -> float:
+def lr_at(
+    step: int, max_steps: int, warmup_steps: int, schedule: str, decay_fraction: float, min_lr_ratio: float
+) -> float:
     """Learning-rate multiplier in [min_lr_ratio, 1] at optimizer step `step` (0-based).
 
     cosine: linear warmup, then cosine decay to min_lr_ratio at max_steps.

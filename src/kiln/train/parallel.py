@@ -35,8 +35,10 @@ class Parallel:
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.mesh = None
         if self.world_size > 1 and cfg.mode == "none":
-            raise KilnError(f"launched with {self.world_size} processes but parallel.mode=none; "
-                            "pass --parallel.mode ddp, fsdp or hsdp")
+            raise KilnError(
+                f"launched with {self.world_size} processes but parallel.mode=none; "
+                "pass --parallel.mode ddp, fsdp or hsdp"
+            )
         if self.world_size == 1:
             return
         if not dist.is_initialized():
@@ -48,8 +50,9 @@ class Parallel:
             replicas = cfg.replicas or self.world_size // int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
             if replicas < 1 or self.world_size % replicas:
                 raise KilnError(f"parallel.replicas={replicas} must divide the world size {self.world_size}")
-            self.mesh = init_device_mesh(device.type, (replicas, self.world_size // replicas),
-                                         mesh_dim_names=("replicate", "shard"))
+            self.mesh = init_device_mesh(
+                device.type, (replicas, self.world_size // replicas), mesh_dim_names=("replicate", "shard")
+            )
         else:
             self.mesh = init_device_mesh(device.type, (self.world_size,), mesh_dim_names=("dp",))
 
@@ -95,8 +98,11 @@ def parallelize(model: TokenModel, par: Parallel, precision: str) -> nn.Module:
         return DistributedDataParallel(model, device_ids=device_ids)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if precision == "bf16" \
+    mp = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if precision == "bf16"
         else MixedPrecisionPolicy()
+    )
     for blocks in model.repeated_blocks():
         for block in blocks:
             fully_shard(block, mesh=par.mesh, mp_policy=mp)

@@ -14,8 +14,9 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -57,8 +58,14 @@ MEASURE_AFTER_STEPS = 6
 class Planner:
     """Settles and records (plan.json) the choices a config leaves to the machine."""
 
-    def __init__(self, run: RunDir, device: torch.device, par: Parallel, budget_s: float,
-                 stop: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        run: RunDir,
+        device: torch.device,
+        par: Parallel,
+        budget_s: float,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.run, self.device, self.par, self.budget_s, self.stop = run, device, par, budget_s, stop
         self.peak_flops = 0.0
         """The matmul ceiling, when the depth choice measured it (the trainer reuses it for MFU)."""
@@ -82,15 +89,18 @@ class Planner:
         """The step count is still to be planned."""
         return self.budget_s > 0 and not self.steps_planned
 
-    def settle(self, cfg: "RunConfig", checkpoint: Path | None, global_batch: int) -> "RunConfig":
+    def settle(self, cfg: RunConfig, checkpoint: Path | None, global_batch: int) -> RunConfig:
         """The config to train with: every choice concrete, from `checkpoint` or plan.json or measured."""
         cfg = self._from_checkpoint(cfg, checkpoint, global_batch) if checkpoint else self._fresh(cfg)
         if self.pending:
-            require(cfg.train.warmup_steps >= 2, "a time budget needs train.warmup_steps >= 2: the plan measures the "
-                    "step time during the warmup, where the learning rate does not depend on the step count")
+            require(
+                cfg.train.warmup_steps >= 2,
+                "a time budget needs train.warmup_steps >= 2: the plan measures the "
+                "step time during the warmup, where the learning rate does not depend on the step count",
+            )
         return cfg
 
-    def _from_checkpoint(self, cfg: "RunConfig", checkpoint: Path, global_batch: int) -> "RunConfig":
+    def _from_checkpoint(self, cfg: RunConfig, checkpoint: Path, global_batch: int) -> RunConfig:
         state = read_state(checkpoint)
         try:
             trained = from_dict(type(cfg), json.loads((checkpoint / "config.json").read_text()))
@@ -98,8 +108,9 @@ class Planner:
             raise KilnError(f"checkpoint {checkpoint} has no readable config.json ({e}); resume from another") from None
         # the plan's step count stands unless this run asks for another train.max_steps than it was capped by
         self.steps_planned = state.get("planned_steps", False) and cfg.train.max_steps == state.get("max_steps_cap")
-        settled, warnings = check_resume(cfg, trained, self.steps_planned, global_batch,
-                                         state.get("global_batch_size", 0), str(checkpoint))
+        settled, warnings = check_resume(
+            cfg, trained, self.steps_planned, global_batch, state.get("global_batch_size", 0), str(checkpoint)
+        )
         for line in warnings:
             self.say(line)
         if settled.train.precision == "auto":  # a checkpoint from before precision was settled
@@ -107,7 +118,7 @@ class Planner:
         self.plan["precision_reason"] = f"{settled.train.precision}, as the checkpoint was trained"
         return settled
 
-    def _fresh(self, cfg: "RunConfig") -> "RunConfig":
+    def _fresh(self, cfg: RunConfig) -> RunConfig:
         key, machine = config_key(to_dict(cfg)), machine_fingerprint(self.device, self.par.world_size)
         saved = read_plan(self.run.plan, key, machine)
         self.plan = saved or {"config_key": key, "machine": machine}
@@ -142,23 +153,29 @@ class Planner:
             self.plan["bf16_speedup"] = choice.bf16_speedup
         return choice.precision
 
-    def _choose_depth(self, cfg: "RunConfig", precision: str) -> tuple[int, str]:
+    def _choose_depth(self, cfg: RunConfig, precision: str) -> tuple[int, str]:
         require(cfg.model.depth > 0, "train.size_from_budget needs the size dial: set model.depth")
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         self.peak_flops = self.agreed(measure_matmul_peak(self.device, dtype, stop=self.stop))
         options = []
         for depth in range(2, 4 * cfg.model.depth + 1):
             shape = replace(cfg.model, depth=depth)
-            options.append(SizeOption(depth, build_on_meta(shape).num_params(),
-                                      flops_per_token(shape, cfg.train.seq_len, cfg.objective)))
+            options.append(
+                SizeOption(
+                    depth, build_on_meta(shape).num_params(), flops_per_token(shape, cfg.train.seq_len, cfg.objective)
+                )
+            )
         return choose_depth(options, self.budget_s, self.peak_flops * SIZE_MFU, cfg.train.tokens_per_param)
 
-    def due(self, trainer: "Trainer") -> bool:
+    def due(self, trainer: Trainer) -> bool:
         """Enough steps measured to plan the step count (within the warmup)."""
-        return self.pending and len(self.step_times) >= 2 and \
-            trainer.step >= min(trainer.tc.warmup_steps, MEASURE_AFTER_STEPS)
+        return (
+            self.pending
+            and len(self.step_times) >= 2
+            and trainer.step >= min(trainer.tc.warmup_steps, MEASURE_AFTER_STEPS)
+        )
 
-    def plan_steps(self, trainer: "Trainer", started: float) -> tuple[int, str]:
+    def plan_steps(self, trainer: Trainer, started: float) -> tuple[int, str]:
         """max_steps from the measured step time, a measured validation batch and the checkpoint cost,
         for a stage that started at `started` (perf_counter) to end inside the budget."""
         tc = trainer.tc
@@ -174,19 +191,36 @@ class Planner:
         eval_batches = math.ceil(min(tc.eval_windows, num_windows) / tc.micro_batch_size)
         final_batches = trainer.objective.final_eval_batches(num_windows, tc.micro_batch_size, tc.seq_len)
         remaining_s = self.agreed(self.budget_s - (time.perf_counter() - started))
-        steps, why = plan_max_steps(remaining_s, trainer.step, costs, tc.eval_every, eval_batches, final_batches,
-                                    tc.checkpoint_every, tc.max_steps)
+        steps, why = plan_max_steps(
+            remaining_s,
+            trainer.step,
+            costs,
+            tc.eval_every,
+            eval_batches,
+            final_batches,
+            tc.checkpoint_every,
+            tc.max_steps,
+        )
         per_step_s, fixed_s = stage_costs(costs, tc.eval_every, eval_batches, final_batches, tc.checkpoint_every)
-        self.plan.update(max_steps=steps, max_steps_reason=why, budget_s=self.budget_s,
-                         measured={"step_s": costs.step_s, "eval_batch_s": costs.eval_batch_s,
-                                   "checkpoint_s": costs.checkpoint_s, "after_steps": trainer.step,
-                                   "per_step_s": per_step_s, "fixed_s": fixed_s})
+        self.plan.update(
+            max_steps=steps,
+            max_steps_reason=why,
+            budget_s=self.budget_s,
+            measured={
+                "step_s": costs.step_s,
+                "eval_batch_s": costs.eval_batch_s,
+                "checkpoint_s": costs.checkpoint_s,
+                "after_steps": trainer.step,
+                "per_step_s": per_step_s,
+                "fixed_s": fixed_s,
+            },
+        )
         self.step_times = []
         self.steps_planned = True
         self.write()
         return steps, why
 
-    def check_fit(self, trainer: "Trainer", started: float, step_s: float) -> int | None:
+    def check_fit(self, trainer: Trainer, started: float, step_s: float) -> int | None:
         """Every REPLAN_EVERY steps of a WSD schedule's stable phase: a shorter step count if the recent
         step time (`step_s` is the latest) no longer ends the stage inside the budget, else None."""
         tc = trainer.tc
@@ -196,7 +230,9 @@ class Planner:
         if trainer.step % REPLAN_EVERY:
             return None
         measured = self.plan.get("measured", {})
-        per_step_s = statistics.median(self.step_times) * (measured.get("per_step_s", 1.0) / measured.get("step_s", 1.0))
+        per_step_s = statistics.median(self.step_times) * (
+            measured.get("per_step_s", 1.0) / measured.get("step_s", 1.0)
+        )
         end_s = measured.get("fixed_s", END_S)
         projected_s = self.agreed(time.perf_counter() - started + (tc.max_steps - trainer.step) * per_step_s + end_s)
         steps = replanned_steps(tc.max_steps, trainer.step, tc.decay_fraction, projected_s, self.budget_s, per_step_s)
@@ -204,7 +240,8 @@ class Planner:
             self.plan["max_steps"] = steps
             self.plan["replanned"] = self.plan.get("replanned", []) + [
                 f"at step {trainer.step}: steps took {per_step_s:.3f} s, the end was projected at {projected_s:.0f} s "
-                f"of {self.budget_s:.0f}; {tc.max_steps} -> {steps} steps"]
+                f"of {self.budget_s:.0f}; {tc.max_steps} -> {steps} steps"
+            ]
             self.write()
         return steps
 

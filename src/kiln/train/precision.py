@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 Stop = Callable[[], bool]
 
-_NEVER: Stop = lambda: False  # noqa: E731
+
+def _never() -> bool:
+    return False
 
 
 def _sync(device: torch.device) -> None:
@@ -29,8 +31,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_ladder(device: torch.device, dtype: torch.dtype, seconds: float, max_size: int,
-                  stop: Stop = _NEVER) -> dict[int, float]:
+def matmul_ladder(
+    device: torch.device, dtype: torch.dtype, seconds: float, max_size: int, stop: Stop = _never
+) -> dict[int, float]:
     """Best achieved FLOP/s of square (n x n) @ (n x n) products at each size n tried, within about
     `seconds`: sizes double from 128 (1024 on CUDA) while one product takes under 1/32 of the time
     allowed, then the remaining time repeats the largest size."""
@@ -59,8 +62,7 @@ def matmul_ladder(device: torch.device, dtype: torch.dtype, seconds: float, max_
     return rates
 
 
-def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0,
-                        stop: Stop = _NEVER) -> float:
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0, stop: Stop = _never) -> float:
     """The MFU ceiling: the best FLOP/s square matmuls reach here in `dtype`, in about `seconds`
     (0.0 when stopped before the first product finished)."""
     max_size = 8192 if device.type == "cuda" else 4096
@@ -122,10 +124,18 @@ def choose_precision(requested: str, device: torch.device, rates: MatmulRates | 
         return PrecisionChoice("fp32" if requested == "auto" else requested, f"{requested} on {device.type}")
     rates = rates or probe_matmul_rates(str(device))
     ratio = rates.bf16_speedup
-    measured = (f"bf16 matmuls {ratio:.2f}x the fp32 rate here ({rates.bf16 / 1e9:.1f} vs "
-                f"{rates.fp32 / 1e9:.1f} GFLOP/s at {rates.size}x{rates.size})")
+    measured = (
+        f"bf16 matmuls {ratio:.2f}x the fp32 rate here ({rates.bf16 / 1e9:.1f} vs "
+        f"{rates.fp32 / 1e9:.1f} GFLOP/s at {rates.size}x{rates.size})"
+    )
     if requested == "bf16":
-        warning = None if ratio >= 1 else (f"train.precision=bf16 is {1 / ratio:.0f}x slower than fp32 on this CPU "
-                                           f"({measured}); use --train.precision auto or fp32")
+        warning = (
+            None
+            if ratio >= 1
+            else (
+                f"train.precision=bf16 is {1 / ratio:.0f}x slower than fp32 on this CPU "
+                f"({measured}); use --train.precision auto or fp32"
+            )
+        )
         return PrecisionChoice("bf16", f"train.precision=bf16 (explicit); {measured}", ratio, warning)
     return PrecisionChoice("bf16" if ratio > 1 else "fp32", f"auto: {measured}", ratio)

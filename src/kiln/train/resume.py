@@ -15,15 +15,26 @@ remaining difference in one line:
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from kiln.config import DERIVED_KEY, replace, to_dict
 from kiln.errors import KilnError
 
-C = TypeVar("C")
+if TYPE_CHECKING:
+    from kiln.runconfig import RunConfig
 
-SCHEDULE = {"train.max_steps", "train.lr", "train.min_lr_ratio", "train.warmup_steps", "train.schedule",
-            "train.decay_fraction", "train.weight_decay", "train.beta1", "train.beta2", "train.grad_clip"}
+SCHEDULE = {
+    "train.max_steps",
+    "train.lr",
+    "train.min_lr_ratio",
+    "train.warmup_steps",
+    "train.schedule",
+    "train.decay_fraction",
+    "train.weight_decay",
+    "train.beta1",
+    "train.beta2",
+    "train.grad_clip",
+}
 DATA_ORDER = {"train.seq_len", "train.seed"}
 
 
@@ -40,21 +51,23 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def adopt_plan(requested: C, trained: C, planned_steps: bool) -> C:
+def adopt_plan(requested: RunConfig, trained: RunConfig, planned_steps: bool) -> RunConfig:
     """`requested` with the trained config's values for what the request left to the machine."""
-    train = requested.train  # type: ignore[attr-defined]
+    train = requested.train
     changes: dict[str, Any] = {}
     if train.precision == "auto":
-        changes["precision"] = trained.train.precision  # type: ignore[attr-defined]
+        changes["precision"] = trained.train.precision
     if planned_steps:
-        changes["max_steps"] = trained.train.max_steps  # type: ignore[attr-defined]
+        changes["max_steps"] = trained.train.max_steps
     out = replace(requested, train=replace(train, **changes)) if changes else requested
-    if train.size_from_budget and trained.model.depth:  # type: ignore[attr-defined]
-        out = replace(out, model=replace(out.model, depth=trained.model.depth))  # type: ignore[attr-defined]
+    if train.size_from_budget and trained.model.depth:
+        out = replace(out, model=replace(out.model, depth=trained.model.depth))
     return out
 
 
-def compare(requested: C, trained: C, requested_batch: int, trained_batch: int) -> tuple[list[str], list[str]]:
+def compare(
+    requested: RunConfig, trained: RunConfig, requested_batch: int, trained_batch: int
+) -> tuple[list[str], list[str]]:
     """(refused, warnings): one line per difference that matters (see the module docstring). The
     global batches (sequences per optimizer step over all ranks) are compared, not micro-batch and
     accumulation, which may change with the world size without changing the data order."""
@@ -74,18 +87,28 @@ def compare(requested: C, trained: C, requested_batch: int, trained_batch: int) 
         elif key == "train.precision" or key.startswith("objective."):
             warnings.append(f"{change} (changes the numerics from here on)")
     if requested_batch != trained_batch:
-        warnings.append(f"global batch: checkpoint {trained_batch} sequences a step, now {requested_batch} "
-                        "(changes the batch size and the order of training data from here on)")
+        warnings.append(
+            f"global batch: checkpoint {trained_batch} sequences a step, now {requested_batch} "
+            "(changes the batch size and the order of training data from here on)"
+        )
     return refused, warnings
 
 
-def check_resume(requested: C, trained: C, planned_steps: bool, requested_batch: int, trained_batch: int,
-                 checkpoint: str) -> tuple[C, list[str]]:
+def check_resume(
+    requested: RunConfig,
+    trained: RunConfig,
+    planned_steps: bool,
+    requested_batch: int,
+    trained_batch: int,
+    checkpoint: str,
+) -> tuple[RunConfig, list[str]]:
     """The config to continue with and the warnings to print; raises KilnError naming each refused
     difference when the checkpoint cannot continue under the request."""
     settled = adopt_plan(requested, trained, planned_steps)
     refused, warnings = compare(settled, trained, requested_batch, trained_batch)
     if refused:
-        raise KilnError(f"cannot resume {checkpoint} with a different model or tokenizer: {'; '.join(refused)}. "
-                        "Drop those overrides to continue it, or start a new run (--overwrite or another --run-dir)")
+        raise KilnError(
+            f"cannot resume {checkpoint} with a different model or tokenizer: {'; '.join(refused)}. "
+            "Drop those overrides to continue it, or start a new run (--overwrite or another --run-dir)"
+        )
     return settled, [f"resume: {w}; the run is no longer the uninterrupted one" for w in warnings]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class StopRequest:
@@ -19,8 +19,9 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def stop_on_signals(request: StopRequest | None = None,
-                    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[StopRequest]:
+def stop_on_signals(
+    request: StopRequest | None = None, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+) -> Iterator[StopRequest]:
     """While active, the first SIGINT/SIGTERM only sets the returned flag (`request`, or a new one); a
     second one interrupts at once. Outside the main thread (where handlers cannot be set) the flag
     simply never sets."""

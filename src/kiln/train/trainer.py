@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 class Loader(Protocol):
     """What the trainer needs of a loader (shards/loader.py's PackedLoader is one)."""
 
-    epoch: float
+    @property
+    def epoch(self) -> float: ...
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
     def state_dict(self) -> dict: ...
@@ -55,7 +56,11 @@ class MetricsLog:
     def __init__(self, path: Path, truncate_after_step: int | None) -> None:
         self.path = path
         if truncate_after_step is not None and path.exists():
-            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= truncate_after_step]
+            keep = [
+                ln
+                for ln in path.read_text().splitlines()
+                if ln and json.loads(ln).get("step", 0) <= truncate_after_step
+            ]
             path.write_text("".join(ln + "\n" for ln in keep))
         elif truncate_after_step is None:
             path.write_text("")
@@ -72,20 +77,34 @@ def accumulation_steps(tc: TrainConfig, world_size: int) -> int:
         return tc.grad_accum_steps
     per_step = tc.micro_batch_size * world_size
     if tc.global_batch_size % per_step:
-        raise KilnError(f"train.global_batch_size={tc.global_batch_size} is not a multiple of "
-                        f"micro_batch_size x ranks = {per_step}")
+        raise KilnError(
+            f"train.global_batch_size={tc.global_batch_size} is not a multiple of micro_batch_size x ranks = {per_step}"
+        )
     return tc.global_batch_size // per_step
 
 
 class Trainer:
     """Trains `model` with `objective` on `loader`'s batches to `cfg.train.max_steps`."""
 
-    def __init__(self, cfg: "RunConfig", model: TokenModel, forward_model: nn.Module, objective: Objective,
-                 loader: Loader, optimizer: torch.optim.Optimizer, par: Parallel, device: torch.device,
-                 checkpointer: Checkpointer | None = None, val_shards: ShardSet | None = None,
-                 token_bytes: torch.Tensor | None = None, metrics: MetricsLog | None = None,
-                 hooks: list[Hook] | None = None, stop: StopRequest | None = None,
-                 plan: dict[str, Any] | None = None, started: float | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: TokenModel,
+        forward_model: nn.Module,
+        objective: Objective,
+        loader: Loader,
+        optimizer: torch.optim.Optimizer,
+        par: Parallel,
+        device: torch.device,
+        checkpointer: Checkpointer | None = None,
+        val_shards: ShardSet | None = None,
+        token_bytes: torch.Tensor | None = None,
+        metrics: MetricsLog | None = None,
+        hooks: list[Hook] | None = None,
+        stop: StopRequest | None = None,
+        plan: dict[str, Any] | None = None,
+        started: float | None = None,
+    ) -> None:
         self.cfg, self.tc = cfg, cfg.train
         self.model, self.forward_model, self.objective, self.loader = model, forward_model, objective, loader
         self.optimizer, self.par, self.device, self.checkpointer = optimizer, par, device, checkpointer
@@ -158,8 +177,13 @@ class Trainer:
 
     def save(self) -> Path:
         assert self.checkpointer is not None, "this trainer has no checkpointer"
-        state = {"loader": self.loader.state_dict(), "tokens_seen": self.tokens_seen, "lr_scale": self.lr_scale,
-                 "world_size": self.world_size, "global_batch_size": self.global_batch}
+        state = {
+            "loader": self.loader.state_dict(),
+            "tokens_seen": self.tokens_seen,
+            "lr_scale": self.lr_scale,
+            "world_size": self.world_size,
+            "global_batch_size": self.global_batch,
+        }
         for hook in self.hooks:
             state.update(hook.state())
         return self.checkpointer.save(self.step, self.model, self.optimizer, state, to_dict(self.cfg))
@@ -171,8 +195,10 @@ class Trainer:
             self.checkpointer.finish()
             path = self.checkpointer.latest()
         if path is None:
-            raise KilnError(f"{self.bad_steps} steps in a row had a non-finite loss or gradient and there is no "
-                            "checkpoint to roll back to; lower train.lr or check the data")
+            raise KilnError(
+                f"{self.bad_steps} steps in a row had a non-finite loss or gradient and there is no "
+                "checkpoint to roll back to; lower train.lr or check the data"
+            )
         scale = self.lr_scale * self.tc.rollback_lr_factor
         self.load(path)
         self.lr_scale = scale
@@ -183,19 +209,29 @@ class Trainer:
         """The objective's validation figures ("loss"; "bpb" for causal LMs); all windows when None."""
         assert self.val_shards is not None and self.token_bytes is not None, "this trainer has no validation shards"
         batches = iterate_windows(self.val_shards, self.tc.seq_len, self.tc.micro_batch_size, max_windows)
-        return validation_loss(self.objective, self.forward_model, batches, self.token_bytes, self.device,
-                               self.tc.precision, final=max_windows is None)
+        return validation_loss(
+            self.objective,
+            self.forward_model,
+            batches,
+            self.token_bytes,
+            self.device,
+            self.tc.precision,
+            final=max_windows is None,
+        )
 
     def _generator(self, micro: int) -> torch.Generator:
         """Seeds the objective's random choices from (seed, step, micro-batch, rank): resumable."""
         key = ((self.tc.seed * 1_000_003 + self.step) * 1009 + micro) * 9973 + self.rank
         return torch.Generator().manual_seed(key % (2**63))
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, float | None]:
         """One optimizer step over grad_accum_steps micro-batches."""
         tc = self.tc
-        lr = tc.lr * self.lr_scale * lr_at(self.step, tc.max_steps, tc.warmup_steps, tc.schedule, tc.decay_fraction,
-                                           tc.min_lr_ratio)
+        lr = (
+            tc.lr
+            * self.lr_scale
+            * lr_at(self.step, tc.max_steps, tc.warmup_steps, tc.schedule, tc.decay_fraction, tc.min_lr_ratio)
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total_loss = torch.zeros((), device=self.device)
@@ -235,23 +271,31 @@ class Trainer:
             dt = time.perf_counter() - t0
             train_s += dt
             if stats.get("skipped"):
-                self.log({"step": self.step, "skipped_step": True, "skipped_total": self.skipped_steps},
-                         f"step {self.step + 1}: non-finite loss or gradient, step skipped ({self.bad_steps} in a row)")
+                self.log(
+                    {"step": self.step, "skipped_step": True, "skipped_total": self.skipped_steps},
+                    f"step {self.step + 1}: non-finite loss or gradient, step skipped ({self.bad_steps} in a row)",
+                )
                 if self.bad_steps >= self.tc.max_bad_steps:
                     back = self.rollback()
-                    self.log({"step": back, "rollback_to": back, "lr_scale": self.lr_scale},
-                             f"rolled back to step {back}; learning rate now x{self.lr_scale:g}")
+                    self.log(
+                        {"step": back, "rollback_to": back, "lr_scale": self.lr_scale},
+                        f"rolled back to step {back}; learning rate now x{self.lr_scale:g}",
+                    )
                     bar.n = back
                 continue
-            if self.loss_mean is not None and stats["loss"] > self.tc.spike_factor * self.loss_mean:
-                self.log({"step": self.step, "loss_spike": stats["loss"], "loss_mean": self.loss_mean})
-            self.loss_mean = stats["loss"] if self.loss_mean is None else 0.9 * self.loss_mean + 0.1 * stats["loss"]
+            loss = stats["loss"]
+            assert loss is not None  # finite: the step was not skipped
+            if self.loss_mean is not None and loss > self.tc.spike_factor * self.loss_mean:
+                self.log({"step": self.step, "loss_spike": loss, "loss_mean": self.loss_mean})
+            self.loss_mean = loss if self.loss_mean is None else 0.9 * self.loss_mean + 0.1 * loss
             if not self.peak_flops:
                 self.measure_peak()
             tok_s = self.tokens_per_step / dt
             mfu = self.flops_per_token * tok_s / self.peak_flops if self.peak_flops else 0.0
             self.log({"step": self.step, "tokens": self.tokens_seen, **stats, "tokens_per_s": tok_s, "mfu": mfu})
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}")
+            bar.set_postfix(
+                loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}"
+            )
             bar.update(1)
             for hook in self.hooks:
                 hook.after_step(self, dt)
@@ -262,8 +306,14 @@ class Trainer:
         next step boundary with a checkpoint (then KeyboardInterrupt)."""
         self.model.train()
         start_step = self.step
-        self.bar = bar = tqdm(total=self.tc.max_steps, initial=self.step, desc="train", unit="step",
-                              dynamic_ncols=True, disable=self.rank != 0)
+        self.bar = bar = tqdm(
+            total=self.tc.max_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=self.rank != 0,
+        )
         with stop_on_signals(self.stop) as stop:
             try:
                 train_s = self._loop(bar, stop)
@@ -307,7 +357,7 @@ class Trainer:
             "precision": tc.precision,
             "precision_reason": self.plan.get("precision_reason"),
             "model": f"{m.num_layers} x {m.dim}, {m.num_heads} heads, MLP {m.hidden_dim}"
-                     + (f", depth {m.depth} on the dial" if m.depth else ""),
+            + (f", depth {m.depth} on the dial" if m.depth else ""),
             "plan": self.plan.get("max_steps_reason"),
             "wall_s": time.perf_counter() - self.started,
         }
