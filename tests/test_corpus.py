@@ -71,3 +71,9 @@ def test_unusable_corpus_gives_one_clear_error(tmp_path, make, fragment):
     path = make(tmp_path)
     with pytest.raises(KilnError, match=fragment):
         list(read_documents(CorpusConfig(corpus=str(path))))
+
+
+def test_a_curated_set_is_not_read_as_a_raw_corpus(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "kiln-curated-v1", "files": []}))
+    with pytest.raises(KilnError, match="is a curated set"):
+        list(read_documents(CorpusConfig(corpus=str(tmp_path))))

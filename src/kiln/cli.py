@@ -25,7 +25,7 @@ from kiln.evaluate.verbs import evaluate_checkpoint, sample_checkpoint
 from kiln.models.registry import family
 from kiln.presets import PRESETS, get_preset
 from kiln.runconfig import RunConfig
-from kiln.rundir import RunDir
+from kiln.rundir import STATE, RunDir
 from kiln.train.checkpoint import checkpoint_dirs, latest_checkpoint
 
 VERBS: dict[str, str] = {
@@ -207,7 +207,7 @@ def dispatch(args: argparse.Namespace) -> Any:
     if args.verb == "convert":
         from kiln.train.checkpoint import consolidate, to_dcp
 
-        if not (args.checkpoint / "state.json").exists():
+        if not (args.checkpoint / STATE).exists():
             raise KilnError(f"{args.checkpoint} is not a kiln checkpoint (no state.json)")
         out = (
             consolidate(args.checkpoint)

@@ -29,6 +29,7 @@ from kiln.readers import (
     read_file,
     read_folder,
 )
+from kiln.rundir import MANIFEST
 
 __all__ = [
     "BUILTIN",
@@ -44,12 +45,13 @@ __all__ = [
 ]
 
 BUILTIN = "sotu"
-CURATED_MANIFEST = "manifest.json"
+CURATED_FORMAT = "kiln-curated-v1"
+"""The format a `kiln curate` output's manifest.json names (curate/curated.py reads such folders)."""
 
 
 def _is_curated(path: Path) -> bool:
     try:
-        return json.loads((path / CURATED_MANIFEST).read_text()).get("format") == "kiln-curated-v1"
+        return json.loads((path / MANIFEST).read_text()).get("format") == CURATED_FORMAT
     except (OSError, json.JSONDecodeError, AttributeError):
         return False
 
@@ -165,10 +167,11 @@ def _read_source(src: SourceConfig, cfg: CorpusConfig, stats: ReadStats) -> Iter
             f"{', '.join(SUPPORTED)}) or data.corpus={BUILTIN} for the built-in corpus"
         )
     if path.is_dir() and _is_curated(path):
-        from kiln.curate.mix import read_curated
-
-        yield from read_curated(path, cfg, stats)
-    elif path.is_dir():
+        raise KilnError(
+            f"{path} is a curated set (`kiln curate` output), not a raw corpus; the stages read a run's own "
+            "curated/ themselves: use that run's --run-dir, or copy the folder to <run-dir>/curated"
+        )
+    if path.is_dir():
         yield from read_folder(path, src.text_field, stats, cfg.max_document_bytes)
     elif kind_of(path):
         yield from read_file(path, src.text_field, stats, cfg.max_document_bytes)

@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+MANIFEST = "manifest.json"
+"""What each stage's output folder says of itself: curated/, shards/<split>/, checkpoints/step_N/."""
+CONFIG = "config.json"
+"""The resolved config: in the run directory, and in each checkpoint (the one it was trained with)."""
+TOKENIZER = "tokenizer.json"
+"""The tokenizer: in the run directory, and copied into each checkpoint."""
+STATE = "state.json"
+"""A checkpoint's step, loader position and counters."""
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -15,7 +24,7 @@ class RunDir:
 
     @property
     def config(self) -> Path:
-        return self.root / "config.json"
+        return self.root / CONFIG
 
     @property
     def curated(self) -> Path:
@@ -24,7 +33,7 @@ class RunDir:
 
     @property
     def tokenizer(self) -> Path:
-        return self.root / "tokenizer.json"
+        return self.root / TOKENIZER
 
     @property
     def shards(self) -> Path:

@@ -6,24 +6,25 @@ checkpoint tools of evaluate/verbs.py (eval, generate); the CLI exposes each as 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Literal
 
 from kiln.config import save_config
 from kiln.corpus import (
-    CorpusConfig,
+    Document,
     ReadStats,
     read_documents,
     split_documents,
     split_of,
 )
+from kiln.curate.curated import CuratedSet
 from kiln.curate.pipeline import curate as curate_corpus
 from kiln.errors import KilnError
 from kiln.report import stage_seconds
 from kiln.runconfig import RunConfig
-from kiln.rundir import RunDir
+from kiln.rundir import MANIFEST, RunDir
 from kiln.shards.writer import write_shards
 from kiln.tokenizer import (
     bytes_per_token,
@@ -88,12 +89,18 @@ def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     return figures
 
 
-def source_corpus(cfg: RunConfig, run: RunDir) -> CorpusConfig:
-    """The corpus later stages read: the curated output when curation is on and has run, else the raw one."""
-    if cfg.curate.enabled and (run.curated / "manifest.json").exists():
-        # the curated output is already cut to data.max_documents; its mix may repeat documents past it
-        return dataclasses.replace(cfg.data, corpus=str(run.curated), sources="", max_documents=0)
-    return cfg.data
+def curated_set(cfg: RunConfig, run: RunDir) -> CuratedSet | None:
+    """The run's curated set when curation is on and has run: what the later stages read instead of
+    the raw corpus (already cut to data.max_documents; its mix may repeat documents past it)."""
+    return CuratedSet(run.curated) if cfg.curate.enabled and CuratedSet.exists(run.curated) else None
+
+
+def read_split(
+    cfg: RunConfig, run: RunDir, split: Literal["train", "val"], stats: ReadStats | None = None
+) -> Iterator[Document]:
+    """One split's documents, from the curated set or else the raw corpus."""
+    curated = curated_set(cfg, run)
+    return curated.split_documents(cfg.data, split, stats) if curated else split_documents(cfg.data, split, stats)
 
 
 def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
@@ -101,11 +108,10 @@ def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     run.root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     stats = ReadStats()
-    data = source_corpus(cfg, run)
-    tok = train_tokenizer((d.text for d in split_documents(data, "train", stats)), cfg.tokenizer)
+    tok = train_tokenizer((d.text for d in read_split(cfg, run, "train", stats)), cfg.tokenizer)
     tok.save(str(run.tokenizer))
     save_config(cfg, run.config)
-    bpt = bytes_per_token(tok, (d.text for d in split_documents(data, "val")))
+    bpt = bytes_per_token(tok, (d.text for d in read_split(cfg, run, "val")))
     figures = {
         "vocab_size": tok.get_vocab_size(),
         "val_bytes_per_token": bpt,
@@ -123,14 +129,14 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     sha = tokenizer_hash(run.tokenizer)
     t0 = time.perf_counter()
     stats = ReadStats()
-    data = source_corpus(cfg, run)
+    curated = curated_set(cfg, run)
     manifests = write_shards(
-        read_documents(data, stats),
+        curated.documents(cfg.data, stats) if curated else read_documents(cfg.data, stats),
         tok,
         sha,
         {"train": run.split("train"), "val": run.split("val")},
         cfg.shards,
-        route=lambda doc: split_of(doc.id, data),
+        route=lambda doc: split_of(doc.id, cfg.data),
     )
     wall_s = time.perf_counter() - t0
     _report_read_stats(stats)
@@ -157,11 +163,11 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
 def prepare(cfg: RunConfig, run: RunDir, resume: bool = False) -> None:
     """The data stages in order: curate (when on), tokenizer, tokenize; with `resume`, each stage
     whose output the run directory already holds is skipped."""
-    if cfg.curate.enabled and not (resume and (run.curated / "manifest.json").exists()):
+    if cfg.curate.enabled and not (resume and CuratedSet.exists(run.curated)):
         curate(cfg, run)
     if not (resume and run.tokenizer.exists()):
         tokenizer(cfg, run)
-    if not (resume and (run.split("val") / "manifest.json").exists()):
+    if not (resume and (run.split("val") / MANIFEST).exists()):
         tokenize(cfg, run)
 
 

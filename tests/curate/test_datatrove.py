@@ -6,8 +6,9 @@ import random
 
 import pytest
 
-from kiln.corpus import CorpusConfig, read_documents
+from kiln.corpus import CorpusConfig
 from kiln.curate.config import CurateConfig, DedupConfig
+from kiln.curate.curated import CuratedSet
 from kiln.curate.pipeline import curate
 from tests.conftest import make_text
 from tests.curate.test_pipeline import FRENCH
@@ -47,5 +48,5 @@ def test_datatrove_local_executor_with_two_tasks_matches_kiln_curate(tmp_path):
             row = json.loads(line)
             got[row["id"]] = row["text"]
     curate(data, cfg, tmp_path / "kiln")
-    want = {d.id: d.text for d in read_documents(CorpusConfig(corpus=str(tmp_path / "kiln")))}
+    want = {d.id: d.text for d in CuratedSet(tmp_path / "kiln").documents(CorpusConfig())}
     assert got == want and len(want) == 42 and "<EMAIL>" in want["p0-pii"]

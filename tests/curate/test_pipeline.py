@@ -5,8 +5,9 @@ import random
 
 import pytest
 
-from kiln.corpus import CorpusConfig, read_documents
+from kiln.corpus import CorpusConfig
 from kiln.curate.config import CurateConfig, DedupConfig, QualityConfig
+from kiln.curate.curated import CuratedSet
 from kiln.curate.dedup import MinHasher, NearDuplicateIndex
 from kiln.curate.pipeline import curate
 from kiln.curate.quality import check_quality
@@ -66,7 +67,7 @@ def planted(tmp_path_factory):
 def _run(root, out, **kw):
     cfg = CurateConfig(decontaminate=False, **kw)
     manifest = curate(CorpusConfig(corpus=str(root), val_fraction=0.1), cfg, out)
-    kept = {d.id.removesuffix(".txt"): d for d in read_documents(CorpusConfig(corpus=str(out)))}
+    kept = {d.id.removesuffix(".txt"): d for d in CuratedSet(out).documents(CorpusConfig())}
     return manifest, kept
 
 
@@ -140,7 +141,7 @@ def test_decontamination_drops_copies_of_validation_text(tmp_path):
     manifest = curate(data, CurateConfig(dedup=DedupConfig(exact=False, near=False)), tmp_path / "out")
     decon = next(s for s in manifest["steps"] if s["step"] == "decontaminate")
     assert decon["dropped_by_reason"] == {"eval_overlap": 1}
-    kept = {d.id for d in read_documents(CorpusConfig(corpus=str(tmp_path / "out")))}
+    kept = {d.id for d in CuratedSet(tmp_path / "out").documents(CorpusConfig())}
     assert "leak.txt" not in kept and set(val_ids) <= kept
 
 
@@ -188,16 +189,14 @@ def test_sources_are_mixed_by_weight_and_reported(tmp_path):
     assert 2 < mix["small"]["epochs"] < 3 and 0.5 < mix["big"]["epochs"] < 0.75
     for name in ("big", "small"):
         assert mix[name]["target_share"] == 0.5 and abs(mix[name]["achieved_share"] - 0.5) < 0.1
-    # the mix is what the next stage reads: count training bytes per source through the reader
-    out = CorpusConfig(corpus=str(tmp_path / "out"), val_fraction=0.1)
+    # the mix is what the next stage reads: count training bytes per source through the curated set
+    curated, split = CuratedSet(tmp_path / "out"), CorpusConfig(val_fraction=0.1)
     got = {"big": 0, "small": 0}
-    from kiln.corpus import split_documents
-
-    for doc in split_documents(out, "train"):
+    for doc in curated.split_documents(split, "train"):
         got[doc.metadata["source"]] += len(doc.text.encode())
     assert got == {n: mix[n]["mixed_train_bytes"] for n in got}
     # validation documents appear once each
-    val_ids = [d.id for d in split_documents(out, "val")]
+    val_ids = [d.id for d in curated.split_documents(split, "val")]
     assert len(val_ids) == len(set(val_ids)) > 0
     card = json.loads((tmp_path / "out" / "data_card.json").read_text())
     assert [s["name"] for s in card["sources"]] == ["big", "small"] and card["sources"][1]["licence"] == "CC-BY"

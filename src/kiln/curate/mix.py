@@ -1,4 +1,5 @@
-"""The training mix: per-source weights or epochs, realised when the curated output is read.
+"""The training mix: per-source weights or epochs, planned here, realised when the curated set is read
+(curated.py).
 
 Each kept training document of a source with `epochs = e` appears floor(e) times, plus once more
 with probability frac(e) decided by a hash of its id (so the mix is deterministic and streams: the
@@ -11,19 +12,13 @@ shares follow the weights. Validation documents are never repeated or sampled.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import KilnError
-from kiln.readers import Document, ReadStats, read_jsonl
 
 if TYPE_CHECKING:
-    from kiln.corpus import CorpusConfig, SourceConfig
-
-MANIFEST = "manifest.json"
+    from kiln.corpus import SourceConfig
 
 
 def copies_of(doc_id: str, epochs: float) -> int:
@@ -61,50 +56,3 @@ def plan_mix(sources: list[SourceConfig], train_bytes: dict[str, int]) -> dict[s
         for p in plan.values():
             p["target_share"] = p["epochs"] * p["curated_train_bytes"] / mixed
     return plan
-
-
-def _files(root: Path) -> tuple[list[Path], dict[str, dict]]:
-    manifest = json.loads((root / MANIFEST).read_text())
-    return [root / f["file"] for f in manifest["files"]], manifest.get("mix") or {}
-
-
-def _source(doc: Document, mix: dict[str, dict]) -> str:
-    return doc.metadata.get("source") or next(iter(mix))
-
-
-def read_curated(root: Path, cfg: CorpusConfig, stats: ReadStats, apply_mix: bool = True) -> Iterator[Document]:
-    """A `kiln curate` output folder: its JSONL files in order, with the training mix applied."""
-    from kiln.corpus import split_of
-
-    files, mix = _files(root)
-    epochs = {name: p["epochs"] for name, p in mix.items()}
-    if not apply_mix or not mix or all(e == 1 for e in epochs.values()):
-        for path in files:
-            yield from read_jsonl(path, "text", stats, cfg.max_document_bytes)
-        return
-    passes = max(math.ceil(e) for e in epochs.values())
-    for k in range(passes):
-        for path in files:
-            for doc in read_jsonl(path, "text", stats, cfg.max_document_bytes):
-                if split_of(doc.id, cfg) == "val":
-                    if k == 0:
-                        yield doc
-                elif copies_of(doc.id, epochs[_source(doc, mix)]) > k:
-                    yield doc
-
-
-def achieved_mix(root: Path, cfg: CorpusConfig, mix: dict[str, dict]) -> dict[str, dict]:
-    """Training bytes per source in the realised mix, and their shares."""
-    from kiln.corpus import split_of
-
-    files, _ = _files(root)
-    got = {name: 0 for name in mix}
-    for path in files:
-        for doc in read_jsonl(path, "text", ReadStats(), cfg.max_document_bytes):
-            if split_of(doc.id, cfg) == "train":
-                name = _source(doc, mix)
-                got[name] += copies_of(doc.id, mix[name]["epochs"]) * len(doc.text.encode("utf-8"))
-    total = sum(got.values()) or 1
-    return {
-        name: {**mix[name], "mixed_train_bytes": b, "achieved_share": round(b / total, 4)} for name, b in got.items()
-    }

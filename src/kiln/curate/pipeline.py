@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kiln.corpus import (
+    CURATED_FORMAT,
     CorpusConfig,
     Document,
     ReadStats,
@@ -34,8 +35,9 @@ from kiln.corpus import (
     split_of,
 )
 from kiln.curate.config import CurateConfig
+from kiln.curate.curated import CuratedSet
 from kiln.curate.datacard import write_data_card
-from kiln.curate.mix import achieved_mix, plan_mix
+from kiln.curate.mix import plan_mix
 from kiln.curate.parallel import LocalSteps, batches, map_batches, resolve_workers
 from kiln.curate.steps import (
     Decontaminate,
@@ -48,8 +50,7 @@ from kiln.curate.steps import (
     StepStats,
     eval_ngrams,
 )
-
-MANIFEST = "manifest.json"
+from kiln.rundir import MANIFEST
 
 
 class _JsonlShards:
@@ -217,7 +218,7 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
                 f.write(json.dumps(sample, ensure_ascii=False) + "\n")
     rows = per_source.rows
     manifest: dict[str, Any] = {
-        "format": "kiln-curated-v1",
+        "format": CURATED_FORMAT,
         "source": data.sources or data.corpus,
         "sources": [{**asdict(s), "licence": s.licence or cfg.licence, **rows[s.name]} for s in sources],
         "documents_in": read_stats.num_documents,
@@ -238,7 +239,7 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
         "workers": workers,
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    manifest["mix"] = achieved_mix(out_dir, data, manifest["mix"])
+    manifest["mix"] = CuratedSet(out_dir).achieved_mix(data)
     manifest["wall_s"] = round(time.perf_counter() - t0, 3)
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     write_data_card(manifest, data, cfg, out_dir)

@@ -16,6 +16,7 @@ from kiln.models.build import build_model
 from kiln.models.registry import build_objective
 from kiln.objectives.base import Objective
 from kiln.runconfig import RunConfig
+from kiln.rundir import CONFIG, TOKENIZER
 from kiln.tokenizer import (
     SpecialIds,
     load_tokenizer,
@@ -50,8 +51,8 @@ def load_checkpoint(path: Path, device: torch.device, tokenizer_path: Path | Non
     if not path.is_dir():
         raise KilnError(f"checkpoint {path} is not a directory; pass a run's checkpoints/step_N directory")
     state = read_state(path)
-    cfg = from_dict(RunConfig, json.loads((path / "config.json").read_text()))
-    tok_path = Path(tokenizer_path) if tokenizer_path else path / "tokenizer.json"
+    cfg = from_dict(RunConfig, json.loads((path / CONFIG).read_text()))
+    tok_path = Path(tokenizer_path) if tokenizer_path else path / TOKENIZER
     tokenizer = load_tokenizer(tok_path)
     sha = tokenizer_hash(tok_path)
     if sha != state.get("tokenizer_sha256"):

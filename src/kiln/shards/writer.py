@@ -20,10 +20,10 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from kiln.corpus import Document
+from kiln.rundir import MANIFEST
 from kiln.shards.config import ShardConfig
 from kiln.tokenizer import special_ids
 
-MANIFEST = "manifest.json"
 FORMAT = "kiln-shards-v1"
 
 

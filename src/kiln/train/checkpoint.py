@@ -41,19 +41,19 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.utils._pytree import tree_map_only
 
 from kiln.errors import KilnError
+from kiln.rundir import CONFIG, MANIFEST, STATE, TOKENIZER
 
 if TYPE_CHECKING:
     from kiln.train.parallel import Parallel
 
 STEP_PREFIX = "step_"
-MANIFEST = "manifest.json"
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
     """Published checkpoints under `root`, oldest first (not checked: see `verify_checkpoint`)."""
     if not root.exists():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and (p / "state.json").exists()]
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and (p / STATE).exists()]
     return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
 
 
@@ -162,9 +162,9 @@ def save_checkpoint(
     def publish() -> Path:
         barrier()
         if rank == 0:
-            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-            shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
-            (tmp / "state.json").write_text(json.dumps(dict(state, step=step), indent=2) + "\n")
+            (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+            shutil.copyfile(tokenizer_path, tmp / TOKENIZER)
+            (tmp / STATE).write_text(json.dumps(dict(state, step=step), indent=2) + "\n")
             _write_manifest(tmp)
             if final.exists():
                 shutil.rmtree(final)
@@ -183,7 +183,7 @@ def read_state(path: Path) -> dict[str, Any]:
     """state.json of a checkpoint, with a clear error when it is not one."""
     path = Path(path)
     try:
-        return json.loads((path / "state.json").read_text())
+        return json.loads((path / STATE).read_text())
     except FileNotFoundError:
         raise KilnError(
             f"{path} is not a kiln checkpoint (no state.json); pass a checkpoints/step_N directory"
@@ -254,7 +254,7 @@ def consolidate(path: Path) -> Path:
     full = torch.load(tmp, weights_only=True, map_location="cpu")
     tmp.unlink()
     weights = {name: tensor.contiguous() for name, tensor in full["model"].items()}
-    config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
+    config = json.loads((path / CONFIG).read_text()) if (path / CONFIG).exists() else {}
     if config.get("model", {}).get("tie_embeddings"):  # DCP stores the tied output head twice; keep one
         weights.pop("head.weight", None)
     save_file(weights, str(path / "model.safetensors"))

@@ -23,7 +23,7 @@ import torch
 from kiln.config import from_dict, replace, require, to_dict
 from kiln.errors import KilnError
 from kiln.models.build import build_on_meta
-from kiln.rundir import RunDir
+from kiln.rundir import CONFIG, RunDir
 from kiln.train.budget import (
     CHECKPOINT_BYTES_PER_PARAM,
     CHECKPOINT_BYTES_PER_S,
@@ -103,7 +103,7 @@ class Planner:
     def _from_checkpoint(self, cfg: RunConfig, checkpoint: Path, global_batch: int) -> RunConfig:
         state = read_state(checkpoint)
         try:
-            trained = from_dict(type(cfg), json.loads((checkpoint / "config.json").read_text()))
+            trained = from_dict(type(cfg), json.loads((checkpoint / CONFIG).read_text()))
         except (OSError, json.JSONDecodeError) as e:
             raise KilnError(f"checkpoint {checkpoint} has no readable config.json ({e}); resume from another") from None
         # the plan's step count stands unless this run asks for another train.max_steps than it was capped by

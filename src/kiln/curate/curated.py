@@ -1,0 +1,80 @@
+"""The curated set: a `kiln curate` output folder, described by its manifest.
+
+Data flows one way: readers -> corpus -> curation -> curated set. Later stages read a run's curated
+set through `CuratedSet` (stages.py names which of the two it reads); the training mix is part of
+the set's description (manifest.json's "mix"), applied when its training split is read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kiln.corpus import CURATED_FORMAT, CorpusConfig, split_of
+from kiln.curate.mix import copies_of
+from kiln.errors import KilnError
+from kiln.readers import Document, ReadStats, read_jsonl
+from kiln.rundir import MANIFEST
+
+
+class CuratedSet:
+    """The JSONL files of a curated folder, in order, and its mix (epochs per source)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        try:
+            self.manifest: dict[str, Any] = json.loads((self.root / MANIFEST).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise KilnError(f"{self.root} holds no readable curated manifest ({e}); re-run `kiln curate`") from None
+        self.files = [self.root / f["file"] for f in self.manifest["files"]]
+        self.mix: dict[str, dict] = self.manifest.get("mix") or {}
+
+    @staticmethod
+    def exists(root: Path) -> bool:
+        try:
+            return json.loads((Path(root) / MANIFEST).read_text()).get("format") == CURATED_FORMAT
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return False
+
+    def _source(self, doc: Document) -> str:
+        return doc.metadata.get("source") or next(iter(self.mix))
+
+    def documents(
+        self, split: CorpusConfig, stats: ReadStats | None = None, apply_mix: bool = True
+    ) -> Iterator[Document]:
+        """Every document, the training ones repeated by the mix; `split` holds the split's settings
+        (val_fraction, split_seed) and the document size limit."""
+        stats = stats if stats is not None else ReadStats()
+        epochs = {name: p["epochs"] for name, p in self.mix.items()}
+        if not apply_mix or not self.mix or all(e == 1 for e in epochs.values()):
+            for path in self.files:
+                yield from read_jsonl(path, "text", stats, split.max_document_bytes)
+            return
+        for k in range(max(math.ceil(e) for e in epochs.values())):
+            for path in self.files:
+                for doc in read_jsonl(path, "text", stats, split.max_document_bytes):
+                    if split_of(doc.id, split) == "val":
+                        if k == 0:
+                            yield doc
+                    elif copies_of(doc.id, epochs[self._source(doc)]) > k:
+                        yield doc
+
+    def split_documents(self, split: CorpusConfig, name: str, stats: ReadStats | None = None) -> Iterator[Document]:
+        return (doc for doc in self.documents(split, stats) if split_of(doc.id, split) == name)
+
+    def achieved_mix(self, split: CorpusConfig) -> dict[str, dict]:
+        """Training bytes per source in the realised mix, and their shares."""
+        got = {name: 0 for name in self.mix}
+        for path in self.files:
+            for doc in read_jsonl(path, "text", ReadStats(), split.max_document_bytes):
+                if split_of(doc.id, split) == "train":
+                    name = self._source(doc)
+                    got[name] += copies_of(doc.id, self.mix[name]["epochs"]) * len(doc.text.encode("utf-8"))
+        total = sum(got.values()) or 1
+        return {
+            name: {**self.mix[name], "mixed_train_bytes": b, "achieved_share": round(b / total, 4)}
+            for name, b in got.items()
+        }
