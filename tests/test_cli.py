@@ -143,10 +143,13 @@ def test_fresh_start_over_checkpoints_needs_resume_or_overwrite(debug_run, capsy
     assert "--resume" in _error(capsys, ["train", "--run-dir", str(run_dir)])
 
 
-def test_every_verb_has_help():
-    for verb in ("run", "tokenizer", "tokenize", "train", "eval", "generate"):
-        proc = subprocess.run([sys.executable, "-m", "kiln", verb, "--help"], capture_output=True, text=True)
-        assert proc.returncode == 0 and "usage: kiln" in proc.stdout
+def test_every_verb_has_help(capsys):
+    proc = subprocess.run([sys.executable, "-m", "kiln", "--help"], capture_output=True, text=True)  # the entry point
+    assert proc.returncode == 0 and "usage: kiln" in proc.stdout
+    for verb in ("run", "curate", "tokenizer", "tokenize", "train", "eval", "generate", "convert"):
+        with pytest.raises(SystemExit) as exit_:
+            main([verb, "--help"])
+        assert exit_.value.code == 0 and "usage: kiln" in capsys.readouterr().out, verb
 
 
 def test_sigint_checkpoints_at_a_step_boundary_and_resume_finishes(tmp_path, corpus_dir):

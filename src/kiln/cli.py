@@ -26,7 +26,7 @@ from kiln.models.registry import family
 from kiln.presets import PRESETS, get_preset
 from kiln.runconfig import RunConfig
 from kiln.rundir import STATE, RunDir
-from kiln.train.checkpoint import checkpoint_dirs, latest_checkpoint
+from kiln.train.checkpoint import checkpoint_dirs, consolidate, latest_checkpoint, to_dcp
 
 VERBS: dict[str, str] = {
     "run": "the whole chain: curate -> tokenizer -> tokenize -> train -> eval -> samples -> report",
@@ -205,8 +205,6 @@ def _guard_fresh_start(args: argparse.Namespace, run: RunDir) -> None:
 
 def dispatch(args: argparse.Namespace) -> Any:
     if args.verb == "convert":
-        from kiln.train.checkpoint import consolidate, to_dcp
-
         if not (args.checkpoint / STATE).exists():
             raise KilnError(f"{args.checkpoint} is not a kiln checkpoint (no state.json)")
         out = (

@@ -38,7 +38,6 @@ from kiln.curate.config import CurateConfig
 from kiln.curate.curated import CuratedSet
 from kiln.curate.datacard import write_data_card
 from kiln.curate.mix import plan_mix
-from kiln.curate.parallel import LocalSteps, batches, map_batches, resolve_workers
 from kiln.curate.steps import (
     Decontaminate,
     Deduplicate,
@@ -50,6 +49,7 @@ from kiln.curate.steps import (
     StepStats,
     eval_ngrams,
 )
+from kiln.curate.workers import LocalSteps, batches, map_batches, resolve_workers
 from kiln.rundir import MANIFEST
 
 
