@@ -105,3 +105,16 @@ def test_fp32_precision_trains_too(tokenized_run, tmp_path, corpus_dir):
         tiny_config(corpus_dir, **{"train.max_steps": "3", "train.precision": "fp32"}), copy_run(src, tmp_path / "run")
     )
     assert math.isfinite(out["val_loss"]) and out["precision"] == "fp32"
+
+
+def test_a_run_can_start_from_another_runs_weights(tokenized_run, tmp_path, corpus_dir):
+    from kiln.train.build import build_trainer
+
+    _, src = tokenized_run
+    first = copy_run(src, tmp_path / "first")
+    stages.train(tiny_config(corpus_dir, **{"train.max_steps": "4", "train.eval_every": "0"}), first)
+    start = checkpoint_dirs(first.checkpoints)[-1]
+    cfg = tiny_config(corpus_dir, **{"train.max_steps": "2", "train.init_from": str(start)})
+    trainer = build_trainer(cfg, copy_run(src, tmp_path / "second"))
+    weights = load_file(str(start / "model.safetensors"))
+    assert trainer.step == 0 and all(torch.equal(trainer.model.state_dict()[k], v) for k, v in weights.items())

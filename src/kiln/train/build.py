@@ -19,10 +19,10 @@ from kiln.device import keep_freed_host_memory, pick_device
 from kiln.errors import KilnError
 from kiln.models.build import build_model
 from kiln.models.registry import build_objective
-from kiln.rundir import RunDir
+from kiln.rundir import STATE, RunDir
 from kiln.shards.loader import PackedLoader, ShardSet
 from kiln.tokenizer import load_tokenizer, objective_ids, token_byte_lengths, tokenizer_hash
-from kiln.train.checkpoint import Checkpointer, latest_checkpoint
+from kiln.train.checkpoint import Checkpointer, latest_checkpoint, load_weights
 from kiln.train.hooks import Checkpoint, FollowPlan, Validate
 from kiln.train.optim import build_optimizer
 from kiln.train.parallel import Parallel, parallelize
@@ -93,6 +93,13 @@ def build_trainer(
     val_shards = check_shards(ShardSet(run.split("val")), sha, cfg.model.vocab_size)
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model, device)
+    if tc.init_from and not checkpoint:
+        start = Path(tc.init_from).expanduser()
+        if not (start / STATE).exists():
+            raise KilnError(f"train.init_from={start} is not a kiln checkpoint (no {STATE}); pass a checkpoints/step_N")
+        load_weights(start, model)  # the consolidated weights, before parallelize shards them
+        if par.rank == 0:
+            print(f"starting from the weights of {start}")
     forward_model = parallelize(model, par, tc.precision)  # FSDP shards in place
     optimizer = build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device)
     loader = PackedLoader(

@@ -71,6 +71,9 @@ class TrainConfig:
     continues; each is published when the next save starts or training ends."""
     spike_factor: float = 2.0
     """Log a loss spike when a step's loss exceeds this multiple of its running mean."""
+    init_from: str = ""
+    """A checkpoint directory (checkpoints/step_N) whose weights start this run; the optimizer, the
+    schedule and the step count start afresh (continued pretraining, fine-tuning). Ignored on resume."""
     time_budget_s: float = 0.0
     """Wall-clock seconds for the whole training stage, validation and checkpoints included: after the
     first warmup steps the trainer measures its step time and fixes max_steps (and the schedule) to
