@@ -46,6 +46,8 @@ def main() -> None:
             get_preset(name),
             {
                 "train.max_steps": str(args.steps),
+                "budget_s": "0",  # equal tokens for every family, not a time budget
+                "train.size_from_budget": "false",
                 "train.eval_every": "0",
                 "train.checkpoint_every": "0",
                 "train.warmup_steps": "20",

@@ -68,6 +68,10 @@ def throughput(run: RunDir, mode: str, procs: int, steps: int) -> float:
         mode,
         "--train.max_steps",
         str(steps),
+        "--budget_s",
+        "0",  # the fixed steps, not the cpu preset's time budget
+        "--train.size_from_budget",
+        "false",
         "--train.eval_every",
         "0",
         "--train.checkpoint_every",

@@ -98,3 +98,32 @@ def test_a_block_list_a_family_forgets_to_name_is_caught():
 
     model = Forgetful(tiny())
     assert unwrapped_blocks(model) == ["extra.0"]
+
+
+def test_every_family_scores_a_continuation_given_its_context():
+    from tests.objectives.test_objectives import IDS
+
+    torch.manual_seed(0)
+    context, continuation = [50, 61, 72, 83, 94], [100, 101, 102]
+    for name, spec in FAMILIES.items():
+        cfg = (
+            tiny(family=name, vocab_size=IDS.vocab_size)
+            if name != "hybrid"
+            else tiny(**SHAPES["hybrid"], vocab_size=IDS.vocab_size)
+        )
+        model = build_model(cfg, torch.device("cpu")).eval()
+        score = spec.score(model, context, continuation, IDS, "fp32")
+        assert score < 0 and score == pytest.approx(spec.score(model, context, continuation, IDS, "fp32")), name
+        assert spec.score(model, [55, 66, 77, 88, 99], continuation, IDS, "fp32") != pytest.approx(score), name
+
+
+def test_a_causal_score_is_the_sum_of_next_token_log_probabilities():
+    from tests.objectives.test_objectives import IDS
+
+    spec = FAMILIES["decoder"]
+    model = build_model(tiny(vocab_size=IDS.vocab_size), torch.device("cpu")).eval()
+    tokens = torch.tensor([[IDS.bos, 50, 61, 72, 100, 101]])
+    with torch.no_grad():
+        logprobs = model(tokens[:, :-1]).log_softmax(-1)[0]
+    want = logprobs[3, 100] + logprobs[4, 101]  # positions predicting the continuation's two tokens
+    assert spec.score(model, [50, 61, 72], [100, 101], IDS, "fp32") == pytest.approx(want.item(), rel=1e-6)

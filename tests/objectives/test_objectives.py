@@ -1,5 +1,6 @@
 """Batch construction of each objective: masking statistics, span corruption round trip, FIM layout."""
 
+import pytest
 import torch
 
 from kiln.objectives.causal import CausalLM
@@ -92,3 +93,21 @@ def test_fim_moves_the_middle_to_the_end_with_markers():
             assert original[len(original) - len(suffix) :] == suffix if suffix else True
             assert original[len(prefix) : len(prefix) + len(middle)] == middle
             assert len(prefix) + len(middle) + len(suffix) + 3 <= len(original) + 3
+
+
+def test_masked_targets_are_left_out_of_the_causal_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 1000)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, tokens):
+            return logits
+
+    inputs, targets = torch.zeros(2, 5, dtype=torch.long), torch.randint(50, 1000, (2, 5))
+    masked = targets.clone()
+    masked[:, :3] = -100  # e.g. a prompt: only the last two positions of each row are trained on
+    objective = CausalLM(CausalConfig(), IDS)
+    full, _ = objective.loss(Fixed(), {"inputs": inputs, "targets": targets})
+    part, _ = objective.loss(Fixed(), {"inputs": inputs, "targets": masked})
+    want = torch.nn.functional.cross_entropy(logits[:, 3:].flatten(0, 1), targets[:, 3:].flatten())
+    assert part.item() == pytest.approx(want.item(), rel=1e-6) and full.item() != pytest.approx(part.item())

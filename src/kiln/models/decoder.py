@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import nn
 
+from kiln.device import autocast
 from kiln.evaluate.generate import generate
 from kiln.models.base import TokenModel
 from kiln.models.block import Block
@@ -148,11 +149,22 @@ def continue_prompt(
     return tokenizer.decode(out[0].tolist(), skip_special_tokens=True)
 
 
+@torch.no_grad()
+def score_causal(model: Decoder, context: list[int], continuation: list[int], ids: SpecialIds, precision: str) -> float:
+    """Sum of log p(token | everything before it) over the continuation, after <|bos|> and the context."""
+    tokens = torch.tensor([[ids.bos, *context, *continuation]], device=model.embed.weight.device)
+    with autocast(tokens.device, precision):
+        logits = model(tokens[:, :-1])
+    logprobs = logits.float().log_softmax(-1)[0, -len(continuation) :]
+    return logprobs.gather(-1, tokens[0, -len(continuation) :, None]).sum().item()
+
+
 SPEC = FamilySpec(
     name="decoder",
     model=Decoder,
     objective=CausalLM,
     flops_per_token=partial(causal_lm_flops, Decoder),
     sample=continue_prompt,
+    score=score_causal,
     summary="causal LM (Llama-style; MoE with model.moe.num_experts)",
 )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from kiln.device import autocast
 from kiln.evaluate.generate import generate_spans
 from kiln.models.base import TokenModel
 from kiln.models.block import Block
@@ -173,11 +174,29 @@ def write_spans(
     return tokenizer.decode(out, skip_special_tokens=True)
 
 
+@torch.no_grad()
+def score_span(
+    model: EncoderDecoder, context: list[int], continuation: list[int], ids: SpecialIds, precision: str
+) -> float:
+    """The continuation as the span of one sentinel after the context: the encoder reads
+    `context <|sentinel_0|> <|eos|>`, the decoder writes `<|sentinel_0|> continuation`; the
+    log-probabilities of the continuation's tokens summed (T5's way of scoring a completion)."""
+    device = model.embed.weight.device
+    sentinel = ids.sentinels[0]
+    src = torch.tensor([[*context, sentinel, ids.eos]], device=device)
+    tgt = torch.tensor([[ids.bos, sentinel, *continuation]], device=device)
+    with autocast(device, precision):
+        logits = model(src, tgt[:, :-1])
+    logprobs = logits.float().log_softmax(-1)[0, -len(continuation) :]
+    return logprobs.gather(-1, tgt[0, -len(continuation) :, None]).sum().item()
+
+
 SPEC = FamilySpec(
     name="encdec",
     model=EncoderDecoder,
     objective=SpanCorruption,
     flops_per_token=span_corruption_flops,
     sample=write_spans,
+    score=score_span,
     summary="span corruption, encoder-decoder (T5-style)",
 )

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kiln.device import autocast
 from kiln.evaluate.generate import fill_masks
 from kiln.models.base import TokenModel
 from kiln.models.block import Block
@@ -91,11 +92,26 @@ def fill_prompt_masks(
     return tokenizer.decode(fill_masks(model, tokens, ids.mask, precision)[0].tolist(), skip_special_tokens=True)
 
 
+@torch.no_grad()
+def score_masked(model: Encoder, context: list[int], continuation: list[int], ids: SpecialIds, precision: str) -> float:
+    """Pseudo-log-likelihood (Salazar et al. 2020): each continuation token masked in turn and predicted
+    from everything else, context and the rest of the continuation; the log-probabilities summed."""
+    tokens = torch.tensor([*context, *continuation], device=model.embed.weight.device)
+    positions = torch.arange(len(context), len(tokens), device=tokens.device)
+    batch = tokens.repeat(len(positions), 1)
+    batch[torch.arange(len(positions)), positions] = ids.mask
+    with autocast(tokens.device, precision):
+        logits = model(batch)
+    picked = logits[torch.arange(len(positions)), positions].float().log_softmax(-1)
+    return picked.gather(-1, tokens[positions, None]).sum().item()
+
+
 SPEC = FamilySpec(
     name="encoder",
     model=Encoder,
     objective=MaskedLM,
     flops_per_token=masked_lm_flops,
     sample=fill_prompt_masks,
+    score=score_masked,
     summary="masked LM, bidirectional (BERT-style)",
 )

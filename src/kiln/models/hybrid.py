@@ -16,7 +16,7 @@ from __future__ import annotations
 from functools import partial
 
 from kiln.models.config import ModelConfig
-from kiln.models.decoder import Decoder, causal_lm_flops, continue_prompt
+from kiln.models.decoder import Decoder, causal_lm_flops, continue_prompt, score_causal
 from kiln.models.spec import FamilySpec
 from kiln.objectives.causal import CausalLM
 
@@ -36,5 +36,6 @@ SPEC = FamilySpec(
     objective=CausalLM,
     flops_per_token=partial(causal_lm_flops, Hybrid),
     sample=continue_prompt,
+    score=score_causal,
     summary="causal LM over attention + SSM layers with MoE (Jamba-style)",
 )

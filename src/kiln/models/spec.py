@@ -10,7 +10,11 @@ lists them. A spec names what the rest of kiln needs and may not guess:
 - `flops_per_token(cfg, seq_len, objective)`: training FLOPs per window token from the config alone,
   so a planner sizes runs without building a model;
 - `sample(model, tokenizer, ids, prompt, sample cfg, seed, precision, use_cache)`: how it writes
-  text for a prompt (continue it, fill its masks, or write its sentinels' spans).
+  text for a prompt (continue it, fill its masks, or write its sentinels' spans);
+- `score(model, context, continuation, ids, precision)`: the log-likelihood (nats) of a continuation's
+  tokens given a context's, the quantity multiple-choice benchmarks compare: summed next-token
+  log-probabilities (causal), pseudo-log-likelihood with each continuation token masked in turn
+  (encoder), or the continuation as the span the decoder writes after the context (encoder-decoder).
 
 A new family is one new file with a class and a SPEC, plus one line in registry.py.
 """
@@ -40,6 +44,8 @@ class FamilySpec:
     objective: type[Objective]
     flops_per_token: Callable[[ModelConfig, int, ObjectiveConfig], float]
     sample: Sampler
+    score: Callable[..., float]
+    """(model, context ids, continuation ids, special ids, precision) -> log p(continuation | context), nats."""
     summary: str
     """One line for --help and docs."""
 

@@ -55,8 +55,13 @@ class CausalLM(Objective):
         return {"inputs": inputs, "targets": targets}
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean cross-entropy over the target tokens; targets of -100 (a loss mask: prompt tokens in
+        fine-tuning, padding) are left out of the mean."""
         logits = model(batch["inputs"])  # (B, T, V), bf16 under autocast
-        return with_aux(model, cross_entropy(logits, batch["targets"]).float().mean(), {})
+        losses = cross_entropy(logits, batch["targets"]).float()
+        scored = batch["targets"].flatten() != -100
+        loss = losses.mean() if bool(scored.all()) else losses.sum() / scored.sum().clamp(min=1)
+        return with_aux(model, loss, {})
 
     def eval_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
         return {"inputs": inputs, "targets": targets}  # validation scores the text as it is, without FIM
