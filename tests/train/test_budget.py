@@ -39,12 +39,16 @@ def test_planned_steps_follow_the_measured_step_time():
     assert none_left == 5
 
 
-def test_a_plan_is_shortened_only_when_it_overshoots_and_only_before_the_decay():
-    assert replanned_steps(100, 20, 0.3, projected_s=120, budget_s=100, per_step_s=1.0) == 80
-    assert replanned_steps(100, 20, 0.3, projected_s=101, budget_s=100, per_step_s=1.0) is None  # within slack
-    assert replanned_steps(100, 75, 0.3, projected_s=200, budget_s=100, per_step_s=1.0) is None  # decaying
+def test_a_plan_changes_only_when_it_misses_and_only_before_the_decay():
+    assert replanned_steps(100, 20, 0.3, projected_s=120, budget_s=100, per_step_s=1.0, cap=1000) == 80
+    assert replanned_steps(100, 20, 0.3, projected_s=101, budget_s=100, per_step_s=1.0, cap=1000) is None  # slack
+    assert replanned_steps(100, 75, 0.3, projected_s=200, budget_s=100, per_step_s=1.0, cap=1000) is None  # decaying
     # far over: the decay starts at once, never before the current step
-    assert replanned_steps(100, 40, 0.3, projected_s=1000, budget_s=100, per_step_s=1.0) == 59
+    assert replanned_steps(100, 40, 0.3, projected_s=1000, budget_s=100, per_step_s=1.0, cap=1000) == 59
+    # well short (the measured first steps were slow): extended to 95 % of the budget, at most the cap
+    assert replanned_steps(100, 20, 0.3, projected_s=80, budget_s=100, per_step_s=1.0, cap=1000) == 115
+    assert replanned_steps(100, 20, 0.3, projected_s=80, budget_s=100, per_step_s=1.0, cap=105) == 105
+    assert replanned_steps(100, 20, 0.3, projected_s=94, budget_s=100, per_step_s=1.0, cap=1000) is None
 
 
 def test_the_depth_follows_the_tokens_the_budget_affords():

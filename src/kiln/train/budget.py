@@ -10,12 +10,13 @@ With `train.time_budget_s` (or `kiln run`'s budget) the trainer plans in two pla
    step time, one measured validation batch and the checkpoint cost (`plan_max_steps`). It becomes
    `train.max_steps` and the schedule's horizon.
 
-A shared machine can slow down after the plan was made. During the stable phase of the WSD schedule
-(whose learning rate does not depend on the horizon) the trainer checks every REPLAN_EVERY steps
-whether the recent step time still ends the stage inside the budget, and if not shortens the
-horizon to fit (`replanned_steps`); the decay then starts earlier and the run still ends with it.
-Only shortening, only in the stable phase: the run up to that point is the one the shorter plan
-would have trained, and plan.json is updated so a repeated run trains it from the start.
+A shared machine can slow down after the plan was made, or have been busy while the first steps were
+measured. During the stable phase of the WSD schedule (whose learning rate does not depend on the
+horizon) the trainer checks every REPLAN_EVERY steps whether the recent step time still ends the
+stage inside the budget, and shortens or extends the horizon to fit (`replanned_steps`); the decay
+then starts accordingly and the run still ends with it. Only in the stable phase: the run up to that
+point is the one the new plan would have trained, and plan.json is updated so a repeated run trains
+it from the start.
 
 Both choices, with the precision, are written to the run directory's plan.json with the config and
 machine they were made for. A repeated run with the same config on the same machine reuses them, so
@@ -124,22 +125,36 @@ def plan_max_steps(
 REPLAN_EVERY = 10
 """Steps between checks that the plan still fits (and the window of recent step times they use)."""
 REPLAN_SLACK = 0.02
-"""Shorten the plan only when the projected end overshoots the budget by more than this share."""
+"""Change the plan only when the projected end misses its target (the budget, or the budget less
+MARGIN when extending) by more than this share of the budget."""
 
 
 def replanned_steps(
-    max_steps: int, step: int, decay_fraction: float, projected_s: float, budget_s: float, per_step_s: float
+    max_steps: int,
+    step: int,
+    decay_fraction: float,
+    projected_s: float,
+    budget_s: float,
+    per_step_s: float,
+    cap: int,
 ) -> int | None:
-    """A shorter horizon when the stage is projected to end `projected_s` seconds after its start,
-    past `budget_s`; None when the plan still fits, or when the WSD decay has begun (the horizon can
-    no longer change without a jump in the learning rate). `per_step_s`: the recent cost of a step."""
+    """A new horizon when the stage is projected to end `projected_s` seconds after its start: shorter
+    when that is past `budget_s` (the machine slowed), longer (up to `cap`) when it falls well short
+    (the first steps, which the plan measured, were slow). None when the plan still fits, or once the
+    WSD decay has begun (the horizon can no longer change without a jump in the learning rate).
+    `per_step_s`: the recent cost of a step."""
     decay_start = max_steps - max(1, round(decay_fraction * max_steps))
-    if projected_s <= budget_s * (1 + REPLAN_SLACK) or step >= decay_start:
+    if step >= decay_start:
         return None
-    steps = max_steps - math.ceil((projected_s - budget_s) / per_step_s)
-    earliest = math.ceil((step + 1) / (1 - decay_fraction)) if decay_fraction < 1 else step + 1
-    steps = max(steps, earliest, step + 1)  # the decay may start now, not in the past
-    return steps if steps < max_steps else None
+    if projected_s > budget_s * (1 + REPLAN_SLACK):
+        steps = max_steps - math.ceil((projected_s - budget_s) / per_step_s)
+        earliest = math.ceil((step + 1) / (1 - decay_fraction)) if decay_fraction < 1 else step + 1
+        steps = max(steps, earliest, step + 1)  # the decay may start now, not in the past
+        return steps if steps < max_steps else None
+    if projected_s < budget_s * (1 - MARGIN - REPLAN_SLACK):
+        steps = min(cap, max_steps + math.floor((budget_s * (1 - MARGIN) - projected_s) / per_step_s))
+        return steps if steps > max_steps else None
+    return None
 
 
 def machine_fingerprint(device: torch.device, world_size: int) -> dict[str, Any]:

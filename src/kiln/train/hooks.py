@@ -40,7 +40,7 @@ class FollowPlan(Hook):
                 return
             steps, why = self.planner.plan_steps(trainer, self.started)
         else:
-            replanned = self.planner.check_fit(trainer, self.started, step_s)
+            replanned = self.planner.check_fit(trainer, self.started, step_s, self.max_steps_cap)
             if replanned is None:
                 return
             steps = replanned

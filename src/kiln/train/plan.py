@@ -72,6 +72,9 @@ class Planner:
         self.plan: dict[str, Any] = {}
         self.steps_planned = False
         """max_steps is fixed by a plan (this run's, plan.json's or the checkpoint's)."""
+        self.adapts = False
+        """This run made the step plan itself, so it may revise it (`check_fit`); a plan taken from
+        plan.json or a checkpoint is followed as it is, so the run repeats bitwise."""
         self.step_times: list[float] = []
 
     def say(self, line: str) -> None:
@@ -216,15 +219,15 @@ class Planner:
             },
         )
         self.step_times = []
-        self.steps_planned = True
+        self.steps_planned = self.adapts = True
         self.write()
         return steps, why
 
-    def check_fit(self, trainer: Trainer, started: float, step_s: float) -> int | None:
+    def check_fit(self, trainer: Trainer, started: float, step_s: float, cap: int) -> int | None:
         """Every REPLAN_EVERY steps of a WSD schedule's stable phase: a shorter step count if the recent
         step time (`step_s` is the latest) no longer ends the stage inside the budget, else None."""
         tc = trainer.tc
-        if not (self.budget_s > 0 and self.steps_planned and tc.schedule == "wsd"):
+        if not (self.budget_s > 0 and self.adapts and tc.schedule == "wsd"):
             return None
         self.step_times = (self.step_times + [step_s])[-REPLAN_EVERY:]
         if trainer.step % REPLAN_EVERY:
@@ -235,7 +238,9 @@ class Planner:
         )
         end_s = measured.get("fixed_s", END_S)
         projected_s = self.agreed(time.perf_counter() - started + (tc.max_steps - trainer.step) * per_step_s + end_s)
-        steps = replanned_steps(tc.max_steps, trainer.step, tc.decay_fraction, projected_s, self.budget_s, per_step_s)
+        steps = replanned_steps(
+            tc.max_steps, trainer.step, tc.decay_fraction, projected_s, self.budget_s, per_step_s, cap
+        )
         if steps is not None:
             self.plan["max_steps"] = steps
             self.plan["replanned"] = self.plan.get("replanned", []) + [
