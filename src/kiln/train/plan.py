@@ -29,6 +29,7 @@ from kiln.train.budget import (
     CHECKPOINT_BYTES_PER_S,
     END_S,
     REPLAN_EVERY,
+    REPLAN_WINDOW,
     SIZE_MFU,
     SizeOption,
     StepCosts,
@@ -229,8 +230,8 @@ class Planner:
         tc = trainer.tc
         if not (self.budget_s > 0 and self.adapts and tc.schedule == "wsd"):
             return None
-        self.step_times = (self.step_times + [step_s])[-REPLAN_EVERY:]
-        if trainer.step % REPLAN_EVERY:
+        self.step_times = (self.step_times + [step_s])[-REPLAN_WINDOW:]
+        if trainer.step % REPLAN_EVERY or len(self.step_times) < REPLAN_EVERY:
             return None
         measured = self.plan.get("measured", {})
         per_step_s = statistics.median(self.step_times) * (
