@@ -68,6 +68,12 @@ class Parallel:
             value /= self.world_size
         return value
 
+    def mean_of(self, value: float, device: torch.device) -> float:
+        """The mean over ranks of a measured figure (a time, a rate), so every rank decides alike."""
+        if not self.distributed:
+            return value
+        return self.all_mean(torch.tensor(float(value), dtype=torch.float64, device=device)).item()
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

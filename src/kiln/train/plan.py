@@ -84,9 +84,7 @@ class Planner:
 
     def agreed(self, value: float) -> float:
         """The mean over ranks of a measured figure, so that every rank makes the same decision."""
-        if not self.par.distributed:
-            return value
-        return self.par.all_mean(torch.tensor(float(value), dtype=torch.float64, device=self.device)).item()
+        return self.par.mean_of(value, self.device)
 
     @property
     def pending(self) -> bool:

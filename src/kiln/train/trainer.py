@@ -161,9 +161,7 @@ class Trainer:
         of every measurement: a reading taken while other work (a thread pool of an earlier stage
         winding down) shares the cores comes out low and would inflate MFU. Stops early on SIGTERM."""
         dtype = torch.bfloat16 if (precision or self.tc.precision) == "bf16" else torch.float32
-        peak = measure_matmul_peak(self.device, dtype, stop=lambda: bool(self.stop))
-        if self.par.distributed:  # every rank reports the same ceiling
-            peak = self.par.all_mean(torch.tensor(peak, dtype=torch.float64, device=self.device)).item()
+        peak = self.par.mean_of(measure_matmul_peak(self.device, dtype, stop=lambda: bool(self.stop)), self.device)
         self.peak_flops = max(self.peak_flops, peak)
         return self.peak_flops
 
