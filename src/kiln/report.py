@@ -10,16 +10,23 @@ from kiln.config import format_config
 from kiln.rundir import RunDir
 
 
-def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
-    """metrics.jsonl -> (training records, validation records)."""
+def read_metrics(path: Path) -> tuple[list[dict], list[dict], list[dict]]:
+    """metrics.jsonl -> (training step records, validation records, task-score records); events
+    (skipped steps, spikes, rollbacks) are left out."""
     train: list[dict] = []
     val: list[dict] = []
+    tasks: list[dict] = []
     if path.exists():
         for line in path.read_text().splitlines():
             if line:
                 rec = json.loads(line)
-                (val if "val_loss" in rec else train).append(rec)
-    return train, val
+                if "val_loss" in rec:
+                    val.append(rec)
+                elif "tasks" in rec:
+                    tasks.append(rec)
+                elif "loss" in rec and "lr" in rec:
+                    train.append(rec)
+    return train, val, tasks
 
 
 def stage_seconds(figures: dict[str, Any]) -> float:
@@ -34,7 +41,7 @@ def plot_loss(run: RunDir) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train, val = read_metrics(run.metrics)
+    train, val, _ = read_metrics(run.metrics)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     if train:
         ax.plot([r["tokens"] for r in train], [r["loss"] for r in train], label="train", linewidth=1, alpha=0.8)
@@ -52,8 +59,61 @@ def plot_loss(run: RunDir) -> Path:
     return run.loss_plot
 
 
-def write_report(run: RunDir, summary: dict[str, Any], stages: dict[str, Any], samples: list[str], cfg: Any) -> None:
-    """summary.json and report.md (figures, stage timings, the plot, samples, the resolved config)."""
+def plot_training(run: RunDir) -> Path:
+    """Learning rate, gradient norm, throughput and MFU, and task scores against step -> training.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train, _, tasks = read_metrics(run.metrics)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), dpi=110)
+    steps = [r["step"] for r in train]
+    panels = [
+        (axes[0, 0], "lr", "learning rate"),
+        (axes[0, 1], "grad_norm", "gradient norm (before clipping)"),
+        (axes[1, 0], "tokens_per_s", "tokens/s"),
+    ]
+    for ax, key, title in panels:
+        ax.plot(steps, [r.get(key) for r in train], linewidth=1)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    if train:
+        mfu = axes[1, 0].twinx()
+        mfu.plot(steps, [100 * r.get("mfu", 0) for r in train], color="tab:orange", linewidth=0.8, alpha=0.7)
+        mfu.set_ylabel("MFU %", color="tab:orange")
+        axes[1, 0].set_title("tokens/s (blue), MFU (orange)", fontsize=10)
+    ax = axes[1, 1]
+    for name in tasks[0]["tasks"] if tasks else []:
+        ax.plot([r["step"] for r in tasks], [r["tasks"][name]["centered"] for r in tasks], "o-", label=name)
+    if tasks:
+        ax.plot([r["step"] for r in tasks], [r["tasks_core"] for r in tasks], "k--", label="mean")
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.legend(fontsize=8)
+    ax.set_title("task scores (centered accuracy; 0 = chance)", fontsize=10)
+    ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(run.training_plot)
+    plt.close(fig)
+    return run.training_plot
+
+
+def write_report(
+    run: RunDir,
+    summary: dict[str, Any],
+    stages: dict[str, Any],
+    samples: list[str],
+    cfg: Any,
+    evaluation: dict[str, Any] | None = None,
+) -> None:
+    """summary.json and report.md (figures, stage timings and energy, the plots, task scores, bias
+    probes, samples, the resolved config)."""
+    from kiln.evaluate.bias import bias_table
+    from kiln.evaluate.tasks import results_table
+
+    evaluation = evaluation or {}
     run.summary.write_text(json.dumps(summary, indent=2) + "\n")
     run.samples.write_text("\n\n---\n\n".join(samples) + "\n")
     lines = [
@@ -68,10 +128,27 @@ def write_report(run: RunDir, summary: dict[str, Any], stages: dict[str, Any], s
         "| --- | --- |",
     ]
     for key, value in summary.items():
+        if key == "energy":
+            continue
         lines.append(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
-    lines += ["", "## Stages", "", "| stage | seconds |", "| --- | --- |"]
+    energy = summary.get("energy", {}).get("stages", {})
+    lines += [
+        "",
+        "## Stages",
+        "",
+        "| stage | seconds | energy (Wh) | g CO2e | how |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, figures in stages.items():
-        lines.append(f"| {name} | {stage_seconds(figures):.1f} |")
+        e = energy.get(name)
+        extra = f"{e['kwh'] * 1000:.3f} | {e['co2_g']:.3f} | {'; '.join(e['how'].values())}" if e else "- | - | -"
+        lines.append(f"| {name} | {stage_seconds(figures):.1f} | {extra} |")
+    if "eval" in energy:
+        e = energy["eval"]
+        lines.append(
+            f"| eval + samples | {e['seconds']:.1f} | {e['kwh'] * 1000:.3f} | {e['co2_g']:.3f} | "
+            f"{'; '.join(e['how'].values())} |"
+        )
     card = run.curated / "data_card.md"
     if card.exists():
         lines += [
@@ -81,7 +158,23 @@ def write_report(run: RunDir, summary: dict[str, Any], stages: dict[str, Any], s
             f"Curated training data: see the [data card]({card.relative_to(run.root)}) "
             f"(sources, licences, what each step removed and why, languages, PII, duplicates, gaps).",
         ]
-    lines += ["", "## Loss", "", f"![loss]({run.loss_plot.name})", "", "## Samples", ""]
+    lines += ["", "## Loss", "", f"![loss]({run.loss_plot.name})", ""]
+    if run.training_plot.exists():
+        lines += ["## Training", "", f"![training]({run.training_plot.name})", ""]
+    if evaluation.get("tasks"):
+        lines += ["## Downstream tasks", "", results_table(evaluation["tasks"])]
+    if evaluation.get("bias"):
+        lines += [
+            "## Bias probes",
+            "",
+            "Share of paired sentences where the model prefers the stereotyped one (50 % = no preference; "
+            "method and limits in docs/evaluation.md):",
+            "",
+            bias_table(evaluation["bias"]),
+        ]
+    if run.model_card.exists():
+        lines += [f"Model card: [{run.model_card.name}]({run.model_card.name}).", ""]
+    lines += ["## Samples", ""]
     for s in samples:
         lines += ["```text", s.strip(), "```", ""]
     lines += ["## Resolved config", "", "```text", format_config(cfg), "```", ""]

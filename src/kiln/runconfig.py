@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from kiln.config import derive, require
 from kiln.corpus import CorpusConfig
 from kiln.curate.config import CurateConfig
-from kiln.evaluate.config import SampleConfig
+from kiln.energy import EnergyConfig
+from kiln.evaluate.config import EvalConfig, SampleConfig
 from kiln.models.config import ModelConfig
 from kiln.objectives.config import ObjectiveConfig
 from kiln.shards.config import ShardConfig
@@ -41,6 +42,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
     budget_s: float = 0.0
     """`kiln run`: wall-clock seconds for the whole pipeline (curation to report); training gets what
     the data stages leave and plans its steps to it. 0: no budget (train.max_steps as given)."""

@@ -57,8 +57,25 @@ class RunDir:
         return self.root / "metrics.jsonl"
 
     @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def evals(self) -> Path:
+        """eval/: task tables and bias reports, one per checkpoint evaluated."""
+        return self.root / "eval"
+
+    @property
+    def model_card(self) -> Path:
+        return self.root / "model_card.md"
+
+    @property
     def loss_plot(self) -> Path:
         return self.root / "loss.png"
+
+    @property
+    def training_plot(self) -> Path:
+        return self.root / "training.png"
 
     @property
     def samples(self) -> Path:

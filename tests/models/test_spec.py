@@ -112,12 +112,15 @@ def test_every_family_scores_a_continuation_given_its_context():
             else tiny(**SHAPES["hybrid"], vocab_size=IDS.vocab_size)
         )
         model = build_model(cfg, torch.device("cpu")).eval()
-        score = spec.score(model, context, continuation, IDS, "fp32")
-        assert score < 0 and score == pytest.approx(spec.score(model, context, continuation, IDS, "fp32")), name
-        assert spec.score(model, [55, 66, 77, 88, 99], continuation, IDS, "fp32") != pytest.approx(score), name
+        (score, greedy), again = spec.score(model, [(context, continuation), (context, continuation)], IDS, "fp32", 64)
+        assert score < 0 and score == pytest.approx(again.logprob), name
+        (other, _), (alone, _) = spec.score(
+            model, [([55, 66, 77, 88, 99], continuation), (context, continuation)], IDS, "fp32", 64
+        )
+        assert other != pytest.approx(score) and alone == pytest.approx(score, abs=1e-5), name
 
 
-def test_a_causal_score_is_the_sum_of_next_token_log_probabilities():
+def test_a_causal_score_is_the_sum_of_next_token_log_probabilities_and_batching_changes_nothing():
     from tests.objectives.test_objectives import IDS
 
     spec = FAMILIES["decoder"]
@@ -126,4 +129,16 @@ def test_a_causal_score_is_the_sum_of_next_token_log_probabilities():
     with torch.no_grad():
         logprobs = model(tokens[:, :-1]).log_softmax(-1)[0]
     want = logprobs[3, 100] + logprobs[4, 101]  # positions predicting the continuation's two tokens
-    assert spec.score(model, [50, 61, 72], [100, 101], IDS, "fp32") == pytest.approx(want.item(), rel=1e-6)
+    greedy = bool((logprobs[3].argmax() == 100) & (logprobs[4].argmax() == 101))
+    alone = spec.score(model, [([50, 61, 72], [100, 101])], IDS, "fp32", 64)
+    assert alone[0].logprob == pytest.approx(want.item(), rel=1e-6) and alone[0].greedy == greedy
+    # padded beside longer and shorter requests, in one batch: the same figure
+    mixed = [([7] * 30, [8, 9]), ([50, 61, 72], [100, 101]), ([3], [4])]
+    assert spec.score(model, mixed, IDS, "fp32", 64)[1].logprob == pytest.approx(want.item(), abs=1e-5)
+    # the continuation the model itself would write greedily is greedy
+    best = int(logprobs[2].argmax())
+    assert spec.score(model, [([50, 61], [best])], IDS, "fp32", 64)[0].greedy
+    # too long a context loses its start: only the last max_len - len(continuation) tokens count
+    long_ctx = list(range(40, 100))
+    cut = spec.score(model, [(long_ctx, [100, 101])], IDS, "fp32", 10)[0].logprob
+    assert cut == pytest.approx(spec.score(model, [(long_ctx[-8:], [100, 101])], IDS, "fp32", 64)[0].logprob, abs=1e-5)

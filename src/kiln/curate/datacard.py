@@ -36,6 +36,32 @@ def _date_range(manifest: dict) -> list[int] | None:
     return [min(years), max(years)] if years else None
 
 
+CUTOFF_SHARE = 0.25
+"""A year has meaningful coverage when its training bytes reach this share of the median dated year's."""
+
+
+def knowledge_cutoff(year_bytes: dict[str, int], undated_bytes: int = 0) -> dict[str, Any] | None:
+    """The knowledge cutoff from training bytes per document year: the latest year whose text is at
+    least CUTOFF_SHARE of the median year's, so a few stray late documents do not move it; with the
+    latest dated document, the share of text that is dated, and the rule in words."""
+    years = {int(y): n for y, n in year_bytes.items() if n > 0}
+    if not years:
+        return None
+    volumes = sorted(years.values())
+    median = volumes[len(volumes) // 2]
+    covered = [y for y, n in years.items() if n >= CUTOFF_SHARE * median]
+    dated = sum(years.values())
+    return {
+        "year": max(covered),
+        "latest_dated_document": max(years),
+        "dated_share": dated / (dated + undated_bytes),
+        "rule": (
+            f"the latest year whose training text is at least {CUTOFF_SHARE:.0%} of the median year's "
+            f"({median:,} bytes over {len(years)} dated years)"
+        ),
+    }
+
+
 def _step(manifest: dict, name: str) -> dict:
     return next((s for s in manifest["steps"] if s["step"] == name), {"notes": {}, "dropped_by_reason": {}})
 
@@ -45,6 +71,7 @@ def build_card(manifest: dict, data: CorpusConfig, cfg: CurateConfig) -> dict[st
     langs = {k.split(":", 1)[1]: v for k, v in _step(manifest, "language")["notes"].items() if k.startswith("lang:")}
     pii = dict(_step(manifest, "pii")["notes"])
     years = _date_range(manifest)
+    cutoff = knowledge_cutoff(manifest.get("train_year_bytes") or {}, manifest.get("train_undated_bytes", 0))
     gaps = list(BUILTIN_GAPS) if any(s["path"] == BUILTIN for s in sources) else []
     total = sum(langs.values()) or 1
     top_lang = max(langs, key=lambda lang: langs[lang]) if langs else None
@@ -68,7 +95,12 @@ def build_card(manifest: dict, data: CorpusConfig, cfg: CurateConfig) -> dict[st
         "pii_redacted": pii,
         "largest_duplicate_clusters": manifest["largest_duplicate_clusters"],
         "date_range": years,
-        "knowledge_cutoff": years[1] if years else None,
+        "knowledge_cutoff": cutoff["year"] if cutoff else (years[1] if years else None),
+        "knowledge_cutoff_derivation": cutoff["rule"]
+        if cutoff
+        else ("the latest date the sources state (the documents carry no dates)" if years else None),
+        "dated_share": cutoff["dated_share"] if cutoff else 0.0,
+        "group_terms": manifest.get("group_terms"),
         "mix": manifest["mix"],
         "read_problems": manifest["read"],
         "known_gaps_and_biases": gaps,
@@ -137,11 +169,40 @@ def write_data_card(manifest: dict, data: CorpusConfig, cfg: CurateConfig, out_d
     lines += ["", "## Dates", ""]
     if card["date_range"]:
         lines.append(
-            f"Documents from {card['date_range'][0]} to {card['date_range'][1]}: a model trained on "
-            f"them knows nothing after {card['knowledge_cutoff']}."
+            f"Documents from {card['date_range'][0]} to {card['date_range'][1]}. Knowledge cutoff: "
+            f"**{card['knowledge_cutoff']}**, {card['knowledge_cutoff_derivation']}; "
+            f"{card['dated_share']:.0%} of the training text is dated."
         )
     else:
         lines.append("No dates in the metadata; the knowledge cutoff is unknown.")
+    lines += _group_term_lines(card.get("group_terms"))
     lines += ["", "## Known gaps and biases", ""] + [f"- {g}" for g in card["known_gaps_and_biases"]]
     (out_dir / "data_card.md").write_text("\n".join(lines) + "\n")
     return card
+
+
+def _group_term_lines(terms: dict | None) -> list[str]:
+    """The data side of the bias report: mentions of each group per axis in the training split."""
+    if not terms:
+        return []
+    from kiln.curate.groupterms import GROUP_TERMS
+
+    lines = [
+        "",
+        "## Groups the training text mentions",
+        "",
+        f"Whole-word mentions in the training split ({terms['words']:,} words) of a fixed lexicon per group "
+        "(kiln/curate/groupterms.py); a mention says nothing of how the group is described, and some terms "
+        "(white, black, old, young) also count their other senses.",
+        "",
+        "| axis | group | mentions | per million words | share of the axis | lexicon |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for axis, groups in terms["axes"].items():
+        total = sum(groups.values()) or 1
+        for group, n in groups.items():
+            lexicon = ", ".join(GROUP_TERMS.get(axis, {}).get(group, ()))
+            lines.append(
+                f"| {axis} | {group} | {n:,} | {n / max(terms['words'], 1) * 1e6:,.0f} | {n / total:.0%} | {lexicon} |"
+            )
+    return lines

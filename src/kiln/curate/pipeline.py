@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -37,6 +38,7 @@ from kiln.corpus import (
 from kiln.curate.config import CurateConfig
 from kiln.curate.curated import CuratedSet
 from kiln.curate.datacard import write_data_card
+from kiln.curate.groupterms import GroupTermCounter
 from kiln.curate.mix import plan_mix
 from kiln.curate.steps import (
     Decontaminate,
@@ -145,6 +147,11 @@ class _PerSource:
             for s in sources
         }
         self.years: list[int] = []
+        self.train_year_bytes: Counter[int] = Counter()
+        """Training-split bytes per document year: what the knowledge cutoff is derived from."""
+        self.train_undated_bytes = 0
+        self.group_terms = GroupTermCounter()
+        """Mentions of social groups in the training split (the data side of the bias report)."""
 
     def name(self, doc: Document) -> str:
         return doc.metadata.get("source") or self.default
@@ -162,6 +169,12 @@ class _PerSource:
         year = _years(doc.metadata)
         if year is not None:
             self.years = [min(self.years[0], year), max(self.years[1], year)] if self.years else [year, year]
+        if split == "train":
+            self.group_terms.add(doc.text)
+            if year is None:
+                self.train_undated_bytes += size
+            else:
+                self.train_year_bytes[year] += size
 
 
 def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, Any]:
@@ -234,6 +247,9 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
         "steps": [st.as_dict() for st in totals],
         "largest_duplicate_clusters": dedup.clusters.most_common(10) if dedup else [],
         "years": per_source.years or None,
+        "train_year_bytes": {str(y): n for y, n in sorted(per_source.train_year_bytes.items())},
+        "train_undated_bytes": per_source.train_undated_bytes,
+        "group_terms": per_source.group_terms.as_dict(),
         "files": writer.files,
         "mix": plan_mix(sources, {n: r["train_bytes_out"] for n, r in rows.items()}),
         "workers": workers,

@@ -6,7 +6,9 @@ in the precision this device runs fastest among those the checkpoint allows.
 
 from __future__ import annotations
 
+import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,70 @@ def _eval_shards(
     seq_len = min(seq_len, shard_set.num_tokens - 1)
     batches = iterate_windows(shard_set, seq_len, batch)
     return validation_loss(loaded.objective, loaded.model, batches, loaded.token_bytes, device, loaded.precision)
+
+
+def eval_dir(checkpoint: Path) -> Path:
+    """Where a checkpoint's task and bias reports go: <run>/eval/step_N for a run's checkpoint."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.parent.name == "checkpoints":
+        return RunDir(checkpoint.parent.parent).evals / checkpoint.name
+    return checkpoint / "eval"
+
+
+def evaluate_tasks(
+    checkpoint: Path,
+    tasks: str = "",
+    limit: int = 0,
+    bias: bool = False,
+    text: Path | None = None,
+    tasks_dir: Path | None = None,
+    device_name: str = "auto",
+    out: Path | None = None,
+    progress: bool = True,
+    strict: bool = True,
+) -> dict[str, Any]:
+    """Downstream tasks (evaluate/suites.py names) and/or the bias probes for a checkpoint; kiln's own
+    tasks are made from `text` (a file or folder) or else the checkpoint's run's validation split.
+    Writes tasks.json/tasks.md and bias.json/bias.md to `out` (default: eval_dir) and returns them;
+    `strict` off leaves out (with a note) an own task the held-out text is too small for."""
+    from kiln import stages
+    from kiln.evaluate.bias import bias_probes, bias_table
+    from kiln.evaluate.suites import load_tasks
+    from kiln.evaluate.tasks import core_mean, results_table, score_task
+
+    device = pick_device(device_name)
+    loaded = load_checkpoint(checkpoint, device)
+    spec = family(loaded.cfg.model.family)
+    max_len = loaded.cfg.train.seq_len
+
+    def encode(t: str) -> list[int]:
+        return loaded.tokenizer.encode(t, add_special_tokens=False).ids
+
+    def heldout() -> list[tuple[str, str]]:
+        if text is not None:
+            return [(d.id, d.text) for d in read_documents(CorpusConfig(corpus=str(text)))]
+        return stages.heldout_documents(loaded.cfg, RunDir(Path(checkpoint).parent.parent))
+
+    out = Path(out) if out is not None else eval_dir(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"checkpoint": str(checkpoint), "step": loaded.step}
+    if tasks:
+        t0 = time.perf_counter()
+        results = [
+            score_task(task, spec, loaded.model, encode, loaded.ids, loaded.precision, max_len, progress)
+            for task in load_tasks(tasks, limit, heldout, tasks_dir, strict)
+        ]
+        result.update(tasks=results, core=core_mean(results), tasks_s=time.perf_counter() - t0)
+        (out / "tasks.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out / "tasks.md").write_text(f"# Tasks: {checkpoint} (step {loaded.step})\n\n" + results_table(results))
+    if bias:
+        result["bias"] = bias_probes(spec, loaded.model, encode, loaded.ids, loaded.precision, max_len)
+        (out / "bias.json").write_text(json.dumps(result["bias"], indent=2) + "\n")
+        (out / "bias.md").write_text(
+            f"# Bias probes: {checkpoint} (step {loaded.step})\n\n" + bias_table(result["bias"])
+        )
+    result["written_to"] = str(out)
+    return result
 
 
 def sample_checkpoint(

@@ -15,6 +15,7 @@ parallelism or precision logic lives here; the trainer applies those from outsid
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, cast
@@ -28,7 +29,7 @@ from kiln.models.base import TokenModel
 from kiln.models.block import Block
 from kiln.models.config import ModelConfig
 from kiln.models.layers import KVCache, RMSNorm
-from kiln.models.spec import FamilySpec, stack_flops
+from kiln.models.spec import FamilySpec, Request, Scored, fit_request, stack_flops
 from kiln.models.ssm import Mamba, SSMState
 from kiln.objectives.causal import CausalLM
 
@@ -149,14 +150,43 @@ def continue_prompt(
     return tokenizer.decode(out[0].tolist(), skip_special_tokens=True)
 
 
+SCORE_BATCH_TOKENS = 8192
+"""Tokens per scoring batch (rows x padded length): bounds the logits held at once to ~8k x vocab."""
+
+
 @torch.no_grad()
-def score_causal(model: Decoder, context: list[int], continuation: list[int], ids: SpecialIds, precision: str) -> float:
-    """Sum of log p(token | everything before it) over the continuation, after <|bos|> and the context."""
-    tokens = torch.tensor([[ids.bos, *context, *continuation]], device=model.embed.weight.device)
-    with autocast(tokens.device, precision):
-        logits = model(tokens[:, :-1])
-    logprobs = logits.float().log_softmax(-1)[0, -len(continuation) :]
-    return logprobs.gather(-1, tokens[0, -len(continuation) :, None]).sum().item()
+def score_causal(
+    model: nn.Module, requests: Sequence[Request], ids: SpecialIds, precision: str, max_len: int
+) -> list[Scored]:
+    """Sum of log p(token | everything before it) over each continuation, after <|bos|> and its context.
+    Requests are sorted by length and batched with right padding (causal: a padded tail cannot change
+    the positions before it), so a task costs a few forward passes, not one per choice."""
+    device = next(model.parameters()).device
+    rows = [[ids.bos, *ctx, *cont] for ctx, cont in (fit_request(c, k, max_len) for c, k in requests)]
+    conts = [len(fit_request(c, k, max_len)[1]) for c, k in requests]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    out: list[Scored | None] = [None] * len(rows)
+    start = 0
+    while start < len(order):
+        end = start + 1  # the longest rows last: a chunk grows while rows x its longest row fit the batch
+        while end < len(order) and (end + 1 - start) * len(rows[order[end]]) <= SCORE_BATCH_TOKENS:
+            end += 1
+        chunk = order[start:end]
+        width = len(rows[chunk[-1]])
+        tokens = torch.full((len(chunk), width), ids.pad, dtype=torch.long)
+        for r, i in enumerate(chunk):
+            tokens[r, : len(rows[i])] = torch.tensor(rows[i])
+        tokens = tokens.to(device)
+        with autocast(device, precision):
+            logits = model(tokens[:, :-1])
+        for r, i in enumerate(chunk):
+            n, k = len(rows[i]), conts[i]
+            picked = logits[r, n - 1 - k : n - 1].float()
+            target = tokens[r, n - k : n]
+            logprob = picked.log_softmax(-1).gather(-1, target[:, None]).sum().item()
+            out[i] = Scored(logprob, bool((picked.argmax(-1) == target).all()))
+        start = end
+    return [s for s in out if s is not None]
 
 
 SPEC = FamilySpec(

@@ -10,6 +10,7 @@ once, then decodes token by token with a key/value cache for the decoder's self-
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -28,7 +29,7 @@ from kiln.models.layers import (
     RMSNorm,
     SwiGLU,
 )
-from kiln.models.spec import FamilySpec, attention_params, stack_flops
+from kiln.models.spec import FamilySpec, Request, Scored, attention_params, stack_flops
 from kiln.objectives.span import SpanCorruption, reconstruct
 
 if TYPE_CHECKING:
@@ -176,19 +177,26 @@ def write_spans(
 
 @torch.no_grad()
 def score_span(
-    model: EncoderDecoder, context: list[int], continuation: list[int], ids: SpecialIds, precision: str
-) -> float:
+    model: nn.Module, requests: Sequence[Request], ids: SpecialIds, precision: str, max_len: int
+) -> list[Scored]:
     """The continuation as the span of one sentinel after the context: the encoder reads
     `context <|sentinel_0|> <|eos|>`, the decoder writes `<|sentinel_0|> continuation`; the
-    log-probabilities of the continuation's tokens summed (T5's way of scoring a completion)."""
-    device = model.embed.weight.device
+    log-probabilities of the continuation's tokens summed (T5's way of scoring a completion). One
+    request at a time: the encoder has no padding mask, so padded rows would see the padding."""
+    device = next(model.parameters()).device
     sentinel = ids.sentinels[0]
-    src = torch.tensor([[*context, sentinel, ids.eos]], device=device)
-    tgt = torch.tensor([[ids.bos, sentinel, *continuation]], device=device)
-    with autocast(device, precision):
-        logits = model(src, tgt[:, :-1])
-    logprobs = logits.float().log_softmax(-1)[0, -len(continuation) :]
-    return logprobs.gather(-1, tgt[0, -len(continuation) :, None]).sum().item()
+    out = []
+    for context, continuation in requests:
+        context, continuation = context[max(0, len(context) - (max_len - 2)) :], continuation[: max_len - 1]
+        src = torch.tensor([[*context, sentinel, ids.eos]], device=device)
+        tgt = torch.tensor([[ids.bos, sentinel, *continuation]], device=device)
+        with autocast(device, precision):
+            logits = model(src, tgt[:, :-1])
+        picked = logits[0, -len(continuation) :].float()
+        target = tgt[0, -len(continuation) :]
+        logprob = picked.log_softmax(-1).gather(-1, target[:, None]).sum().item()
+        out.append(Scored(logprob, bool((picked.argmax(-1) == target).all())))
+    return out
 
 
 SPEC = FamilySpec(

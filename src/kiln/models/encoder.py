@@ -9,6 +9,7 @@ to predict; the model returns logits at every position.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -21,7 +22,7 @@ from kiln.models.base import TokenModel
 from kiln.models.block import Block
 from kiln.models.config import ModelConfig
 from kiln.models.layers import RMSNorm
-from kiln.models.spec import FamilySpec, stack_flops
+from kiln.models.spec import FamilySpec, Request, Scored, fit_request, stack_flops
 from kiln.objectives.masked import MaskedLM
 from kiln.tokenizer import MASK
 
@@ -93,17 +94,27 @@ def fill_prompt_masks(
 
 
 @torch.no_grad()
-def score_masked(model: Encoder, context: list[int], continuation: list[int], ids: SpecialIds, precision: str) -> float:
+def score_masked(
+    model: nn.Module, requests: Sequence[Request], ids: SpecialIds, precision: str, max_len: int
+) -> list[Scored]:
     """Pseudo-log-likelihood (Salazar et al. 2020): each continuation token masked in turn and predicted
-    from everything else, context and the rest of the continuation; the log-probabilities summed."""
-    tokens = torch.tensor([*context, *continuation], device=model.embed.weight.device)
-    positions = torch.arange(len(context), len(tokens), device=tokens.device)
-    batch = tokens.repeat(len(positions), 1)
-    batch[torch.arange(len(positions)), positions] = ids.mask
-    with autocast(tokens.device, precision):
-        logits = model(batch)
-    picked = logits[torch.arange(len(positions)), positions].float().log_softmax(-1)
-    return picked.gather(-1, tokens[positions, None]).sum().item()
+    from everything else, context and the rest of the continuation; the log-probabilities summed.
+    One row per continuation token, so a request costs a batch of that many windows."""
+    device = next(model.parameters()).device
+    out = []
+    for context, continuation in requests:
+        context, continuation = fit_request(context, continuation, max_len)
+        tokens = torch.tensor([*context, *continuation], device=device)
+        positions = torch.arange(len(context), len(tokens), device=device)
+        batch = tokens.repeat(len(positions), 1)
+        batch[torch.arange(len(positions)), positions] = ids.mask
+        with autocast(device, precision):
+            logits = model(batch)
+        picked = logits[torch.arange(len(positions)), positions].float()
+        target = tokens[positions]
+        logprob = picked.log_softmax(-1).gather(-1, target[:, None]).sum().item()
+        out.append(Scored(logprob, bool((picked.argmax(-1) == target).all())))
+    return out
 
 
 SPEC = FamilySpec(

@@ -11,10 +11,13 @@ lists them. A spec names what the rest of kiln needs and may not guess:
   so a planner sizes runs without building a model;
 - `sample(model, tokenizer, ids, prompt, sample cfg, seed, precision, use_cache)`: how it writes
   text for a prompt (continue it, fill its masks, or write its sentinels' spans);
-- `score(model, context, continuation, ids, precision)`: the log-likelihood (nats) of a continuation's
-  tokens given a context's, the quantity multiple-choice benchmarks compare: summed next-token
-  log-probabilities (causal), pseudo-log-likelihood with each continuation token masked in turn
-  (encoder), or the continuation as the span the decoder writes after the context (encoder-decoder).
+- `score(model, requests, ids, precision, max_len)`: for each (context ids, continuation ids) request
+  the log-likelihood (nats) of the continuation's tokens given the context's, and whether each of
+  them is the model's top choice: the quantities multiple-choice and cloze benchmarks compare
+  (evaluate/tasks.py). Summed next-token log-probabilities (causal, batched with right padding),
+  pseudo-log-likelihood with each continuation token masked in turn (encoder), or the continuation
+  as the span the decoder writes after the context (encoder-decoder). Contexts longer than
+  `max_len` tokens lose their start, as lm-eval-harness truncates.
 
 A new family is one new file with a class and a SPEC, plus one line in registry.py.
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from kiln.models.base import TokenModel
@@ -36,6 +39,25 @@ if TYPE_CHECKING:
     Sampler = Callable[..., str]
 
 
+Request = tuple[list[int], list[int]]
+"""(context ids, continuation ids): one continuation to score after one context."""
+
+
+class Scored(NamedTuple):
+    logprob: float
+    """log p(continuation | context) in nats, summed over the continuation's tokens."""
+    greedy: bool
+    """Every continuation token was the model's most likely token (lm-eval's `is_greedy`)."""
+
+
+def fit_request(context: list[int], continuation: list[int], max_len: int) -> tuple[list[int], list[int]]:
+    """A request cut to `max_len` tokens in all: the context loses its start first, then (only when
+    the continuation alone is longer) the continuation its end."""
+    continuation = continuation[:max_len]
+    keep = max_len - len(continuation)
+    return (context[len(context) - keep :] if keep > 0 else []), continuation
+
+
 @dataclass(frozen=True)
 class FamilySpec:
     name: str
@@ -44,8 +66,8 @@ class FamilySpec:
     objective: type[Objective]
     flops_per_token: Callable[[ModelConfig, int, ObjectiveConfig], float]
     sample: Sampler
-    score: Callable[..., float]
-    """(model, context ids, continuation ids, special ids, precision) -> log p(continuation | context), nats."""
+    score: Callable[..., list[Scored]]
+    """(model, requests, special ids, precision, max_len) -> a Scored per request, in order."""
     summary: str
     """One line for --help and docs."""
 

@@ -85,6 +85,8 @@ class StepCosts:
     """One validation batch (forward only)."""
     checkpoint_s: float
     """One checkpoint."""
+    recurring: tuple[tuple[float, int], ...] = ()
+    """Other recurring work (the hooks' `cost`): (seconds per run, every how many steps; 0: the end only)."""
 
 
 def stage_costs(
@@ -97,7 +99,9 @@ def stage_costs(
         per_step_s += eval_batches * costs.eval_batch_s / eval_every
     if checkpoint_every:
         per_step_s += costs.checkpoint_s / checkpoint_every
-    return per_step_s, final_eval_batches * costs.eval_batch_s + costs.checkpoint_s + END_S
+    per_step_s += sum(seconds / every for seconds, every in costs.recurring if every)
+    fixed_s = final_eval_batches * costs.eval_batch_s + costs.checkpoint_s + END_S
+    return per_step_s, fixed_s + sum(seconds for seconds, _ in costs.recurring)
 
 
 def plan_max_steps(

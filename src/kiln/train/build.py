@@ -9,6 +9,7 @@ parallelism and compilation from outside the model, and hands the parts to the T
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -17,18 +18,20 @@ from torch import nn
 
 from kiln.device import keep_freed_host_memory, pick_device
 from kiln.errors import KilnError
+from kiln.evaluate.suites import load_tasks
 from kiln.models.build import build_model
-from kiln.models.registry import build_objective
+from kiln.models.registry import build_objective, family
 from kiln.rundir import STATE, RunDir
 from kiln.shards.loader import PackedLoader, ShardSet
 from kiln.tokenizer import load_tokenizer, objective_ids, token_byte_lengths, tokenizer_hash
 from kiln.train.checkpoint import Checkpointer, latest_checkpoint, load_weights
-from kiln.train.hooks import Checkpoint, FollowPlan, Validate
+from kiln.train.hooks import Checkpoint, EvalTasks, FollowPlan, Hook, Validate
+from kiln.train.metrics import MetricsLog
 from kiln.train.optim import build_optimizer
 from kiln.train.parallel import Parallel, parallelize
 from kiln.train.plan import Planner
 from kiln.train.signals import StopRequest
-from kiln.train.trainer import MetricsLog, Trainer, accumulation_steps
+from kiln.train.trainer import Trainer, accumulation_steps
 
 if TYPE_CHECKING:
     from kiln.runconfig import RunConfig
@@ -65,9 +68,12 @@ def build_trainer(
     resume: bool | str = False,
     time_budget_s: float | None = None,
     stop: StopRequest | None = None,
+    heldout_docs: Callable[[], list[tuple[str, str]]] | None = None,
 ) -> Trainer:
     """A Trainer for `cfg` on `run`'s shards, resumed from its newest checkpoint when asked; with a
-    time budget (`time_budget_s`, else train.time_budget_s) it plans its steps to fit."""
+    time budget (`time_budget_s`, else train.time_budget_s) it plans its steps to fit.
+    `heldout_docs()` gives the validation split's (id, text) documents, for kiln's own tasks when
+    train.eval_tasks names them."""
     started = time.perf_counter()
     stop = stop if stop is not None else StopRequest()
     device = pick_device(cfg.train.device)
@@ -107,7 +113,12 @@ def build_trainer(
     )
     objective = build_objective(cfg.model, cfg.objective, objective_ids(tokenizer))
     checkpointer = Checkpointer(run.checkpoints, run.tokenizer, sha, tc.keep_checkpoints, par, tc.async_checkpoint)
-    hooks = [FollowPlan(planner, started, requested_max_steps), Validate(), Checkpoint()]
+    hooks: list[Hook] = [FollowPlan(planner, started, requested_max_steps), Validate()]
+    if tc.eval_tasks:
+        tasks = load_tasks(tc.eval_tasks, tc.eval_tasks_limit, heldout_docs)
+        encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
+        hooks.append(EvalTasks(tasks, family(cfg.model.family), encode, objective_ids(tokenizer)))
+    hooks.append(Checkpoint())
     token_bytes = torch.tensor(token_byte_lengths(tokenizer, pad_to=cfg.model.vocab_size))
     trainer = Trainer(
         cfg,
@@ -131,7 +142,9 @@ def build_trainer(
         trainer.load(checkpoint)
         if par.rank == 0:
             print(f"resumed from {checkpoint} at step {trainer.step}")
-    trainer.metrics = MetricsLog(run.metrics, trainer.step if checkpoint else None) if par.rank == 0 else None
+    if par.rank == 0:
+        tensorboard = run.tensorboard if tc.tensorboard else None
+        trainer.metrics = MetricsLog(run.metrics, trainer.step if checkpoint else None, tensorboard)
     if tc.compile:
         trainer.forward_model = cast(nn.Module, torch.compile(forward_model))
     return trainer

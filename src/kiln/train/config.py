@@ -50,6 +50,15 @@ class TrainConfig:
     """Validate every this many steps (and at the end); 0 only at the end."""
     eval_windows: int = 64
     """Validation sequences per periodic evaluation (the final one uses all)."""
+    eval_tasks: str = ""
+    """Downstream tasks to score during training (evaluate/suites.py names, e.g. "kiln"); "" for none.
+    Scores go to metrics.jsonl (and TensorBoard), the report's plot and the plan's costs."""
+    eval_tasks_every: int = 0
+    """Score train.eval_tasks every this many steps (and at the end); 0: at every validation."""
+    eval_tasks_limit: int = 100
+    """Items per task during training (a small fixed subset: the first this many)."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files to <run>/tensorboard when the tensorboard package is installed."""
     checkpoint_every: int = 500
     """Checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2

@@ -3,14 +3,21 @@
 After every optimizer step the trainer calls each hook's `after_step` in order; a hook reads and
 changes the trainer only through its public attributes (step, tc, last_val, validate, save, log,
 set_max_steps). The defaults, in order: follow the time budget's plan (which may fix or shorten
-max_steps), validate, checkpoint. Task evaluation and energy metering will hang here too.
+max_steps), validate, score downstream tasks (when train.eval_tasks names some), checkpoint.
+
+A hook whose work recurs reports what it costs (`cost`: seconds per run, measured by running it
+once, and its interval in steps), so the time-budget planner counts it like validation.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from kiln.evaluate.tasks import Task
+    from kiln.models.spec import FamilySpec
+    from kiln.tokenizer import SpecialIds
     from kiln.train.plan import Planner
     from kiln.train.trainer import Trainer
 
@@ -22,6 +29,11 @@ class Hook:
     def state(self) -> dict[str, Any]:
         """What this hook adds to a checkpoint's state.json."""
         return {}
+
+    def cost(self, trainer: Trainer) -> tuple[float, int] | None:
+        """(seconds one run of this hook's recurring work takes, measured now; its interval in steps,
+        0 for the last step only), for the planner; None when the planner already counts it."""
+        return None
 
 
 class FollowPlan(Hook):
@@ -66,6 +78,56 @@ class Validate(Hook):
             {"step": trainer.step, "tokens": trainer.tokens_seen, **shown},
             f"step {trainer.step}: " + " ".join(f"{k} {v:.4f}" for k, v in shown.items()),
         )
+
+
+class EvalTasks(Hook):
+    """Downstream tasks (evaluate/tasks.py) every `train.eval_tasks_every` steps (0: with each
+    validation) and at the last step: accuracy, centered accuracy and gold bpb per task, and their
+    CORE-style mean, to metrics.jsonl as {"step", "tokens", "tasks": {...}, "tasks_core"}."""
+
+    def __init__(self, tasks: list[Task], spec: FamilySpec, encode: Any, ids: SpecialIds) -> None:
+        self.tasks, self.spec, self.encode, self.ids = tasks, spec, encode, ids
+
+    @staticmethod
+    def every(trainer: Trainer) -> int:
+        return trainer.tc.eval_tasks_every or trainer.tc.eval_every
+
+    def scores(self, trainer: Trainer) -> dict[str, Any]:
+        from kiln.evaluate.tasks import core_mean, score_task
+
+        results = [
+            score_task(
+                task,
+                self.spec,
+                trainer.forward_model,
+                self.encode,
+                self.ids,
+                trainer.tc.precision,
+                trainer.tc.seq_len,
+                progress=False,
+            )
+            for task in self.tasks
+        ]
+        return {
+            "tasks": {r["task"]: {k: r[k] for k in ("acc", "acc_norm", "centered", "bpb")} for r in results},
+            "tasks_core": core_mean(results),
+        }
+
+    def after_step(self, trainer: Trainer, step_s: float) -> None:
+        every = self.every(trainer)
+        if not (trainer.step == trainer.tc.max_steps or (every and trainer.step % every == 0)):
+            return
+        figures = self.scores(trainer)
+        shown = " ".join(f"{name} {r['centered']:+.3f}" for name, r in figures["tasks"].items())
+        trainer.log(
+            {"step": trainer.step, "tokens": trainer.tokens_seen, **figures},
+            f"step {trainer.step}: tasks (centered) {shown}, mean {figures['tasks_core']:+.3f}",
+        )
+
+    def cost(self, trainer: Trainer) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        self.scores(trainer)
+        return time.perf_counter() - t0, self.every(trainer)
 
 
 class Checkpoint(Hook):

