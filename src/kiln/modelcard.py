@@ -112,9 +112,10 @@ def render(card: dict[str, Any]) -> str:
     cutoff = data["knowledge_cutoff"]
     lines += [
         "",
-        f"**Knowledge cutoff: {cutoff if cutoff is not None else 'unknown'}** ({data['knowledge_cutoff_derivation']}"
+        f"**Knowledge cutoff: {cutoff if cutoff is not None else 'unknown'}**. Derived as "
+        f"{data['knowledge_cutoff_derivation']}"
         + (f"; {data['dated_share']:.0%} of the training text is dated" if data.get("dated_share") else "")
-        + ").",
+        + ".",
     ]
     if data["known_gaps_and_biases"]:
         lines += ["", "Known gaps and biases of the data:"] + [f"- {g}" for g in data["known_gaps_and_biases"]]

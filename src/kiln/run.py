@@ -70,6 +70,7 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
     summary = {
         "preset": cfg.preset,
         "family": cfg.model.family,
+        "objective": trained["objective"],
         "model": trained["model"],
         **{k: v for k, v in trained.items() if k.startswith("val_")},
         "tasks_core": evaluation.get("core"),

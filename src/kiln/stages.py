@@ -180,9 +180,21 @@ def prepare(cfg: RunConfig, run: RunDir, resume: bool = False, after: Callable[[
                 after(name)
 
 
-AFTER_TRAIN_S = 30.0
-"""`kiln run`'s allowance after training: kiln's own tasks, the bias probes, samples, plots, report and model
-card (about 15 s measured for the default run; the model is sized to the machine, so about the same elsewhere)."""
+AFTER_TRAIN_S = 15.0
+"""`kiln run`'s allowance after training besides the tasks: bias probes, samples, plots, report, model card."""
+TASK_ITEM_S = 0.02
+"""...and per task item scored (measured 0.014-0.028 s on the default run's model, AVX2 EPYC; the model is
+sized to the machine, so about the same elsewhere); a task without a limit is counted as 1,000 items."""
+
+
+def after_train_s(cfg: RunConfig) -> float:
+    """The seconds `kiln run` keeps for the stages after training (eval.tasks, samples, report)."""
+    from kiln.evaluate.suites import expand
+
+    items = sum(limit or 1000 for _, limit in expand(cfg.eval.tasks, cfg.eval.limit))
+    return AFTER_TRAIN_S + TASK_ITEM_S * items
+
+
 DATA_STAGES = ("curate", "tokenizer", "tokenize")
 
 
@@ -195,7 +207,7 @@ def training_budget_s(cfg: RunConfig, run: RunDir, elapsed_s: float | None = Non
     if elapsed_s is None:
         recorded = json.loads(run.stages.read_text()) if run.stages.exists() else {}
         elapsed_s = sum(stage_seconds(recorded.get(name, {})) for name in DATA_STAGES)
-    left = cfg.budget_s - elapsed_s - AFTER_TRAIN_S
+    left = cfg.budget_s - elapsed_s - after_train_s(cfg)
     if left <= 0:
         raise KilnError(
             f"the data stages took {elapsed_s:.0f} s of the {cfg.budget_s:.0f} s budget (budget_s), "
