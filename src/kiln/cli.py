@@ -27,6 +27,8 @@ from kiln.presets import PRESETS, get_preset
 from kiln.runconfig import RunConfig
 from kiln.rundir import STATE, RunDir
 from kiln.train.checkpoint import checkpoint_dirs, consolidate, latest_checkpoint, to_dcp
+from kiln.transfer.importer import import_hf
+from kiln.transfer.verbs import export_checkpoint
 
 VERBS: dict[str, str] = {
     "run": "the whole chain: curate -> tokenizer -> tokenize -> train -> eval -> samples -> report",
@@ -37,6 +39,8 @@ VERBS: dict[str, str] = {
     "eval": "a checkpoint's loss and bits-per-byte, downstream tasks (--tasks) or bias probes (--bias), as JSON",
     "generate": "sample text from a checkpoint",
     "convert": "convert a checkpoint: sharded (dcp/) -> model.safetensors, or model.safetensors -> a DCP folder",
+    "export": "write a checkpoint in Hugging Face format (transformers loads it offline) or GGUF, checked as written",
+    "import": "turn a local Hugging Face Llama-architecture folder into a kiln run with one checkpoint",
 }
 
 
@@ -142,6 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--out", type=Path, default=None, help="--to dcp: the folder to write (default: CHECKPOINT/weights_dcp)"
             )
+        if verb == "export":
+            p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoints/step_N directory")
+            p.add_argument(
+                "--to",
+                choices=["hf", "gguf"],
+                required=True,
+                help="hf: a folder for transformers (config.json, model.safetensors, tokenizer files, model card); "
+                "gguf: one .gguf file for llama.cpp",
+            )
+            p.add_argument("out", type=Path, help="the folder (hf) or .gguf file to write")
+            p.add_argument("--no-verify", action="store_true", help="skip the check against kiln's own logits")
+        if verb == "import":
+            p.add_argument("--from", dest="source", choices=["hf"], required=True, help="the format of DIR")
+            p.add_argument("dir", type=Path, help="a local folder with config.json, *.safetensors and tokenizer.json")
+            p.add_argument("--run-dir", type=Path, required=True, help="the new run directory to write")
         if verb == "eval":
             p.add_argument("--text", type=Path, default=None, help="a .txt/.md file, a folder of them, or a .jsonl")
             p.add_argument(
@@ -239,6 +258,16 @@ def dispatch(args: argparse.Namespace) -> Any:
         )
         print(f"wrote {out}")
         return out
+    if args.verb == "export":
+        if not (args.checkpoint / STATE).exists():
+            raise KilnError(f"{args.checkpoint} is not a kiln checkpoint (no state.json)")
+        result = export_checkpoint(args.checkpoint, args.to, args.out, verify=not args.no_verify)
+        print(json.dumps(result, indent=2))
+        return result
+    if args.verb == "import":
+        result = import_hf(args.dir, args.run_dir)
+        print(json.dumps(result, indent=2))
+        return result
     if args.verb in ("eval", "generate"):
         checkpoint = _checkpoint_or_latest(args)
         if args.verb == "eval" and (args.tasks or args.bias):

@@ -1,0 +1,196 @@
+"""`kiln export --to gguf`: a decoder checkpoint as one GGUF file for llama.cpp (the `gguf` package).
+
+Architecture `llama` (with experts, as llama.cpp stores Mixtral: ffn_gate_inp and the stacked
+ffn_{gate,up,down}_exps), fp32 tensors, with llama.cpp's tensor names (token_embd, blk.N.attn_q, ...,
+output_norm; no `output` when the head is tied, which llama.cpp then reads from token_embd). Two
+things differ from the Hugging Face layout, as llama.cpp's own convert_hf_to_gguf.py does them:
+
+- the query and key projections are permuted per head from the rotate-half rotary layout (HF,
+  kiln) to the interleaved-pair layout llama.cpp's `llama` rope applies;
+- the tokenizer is stored as `gpt2` (byte-level BPE): the vocabulary in its byte-level spelling,
+  the merges, token types (special tokens are `control`), and <|bos|>/<|eos|>/<|pad|> ids, with
+  add_bos_token on (kiln's models read text after <|bos|>). `tokenizer.ggml.pre` names the
+  pre-tokenizer: kiln's split pattern is GPT-4's with numbers in groups of at most two digits, which
+  no llama.cpp preset matches exactly; "llama-bpe" (groups of three) is the nearest, so numbers of
+  three or more digits may split differently there.
+
+The file is checked as written by reading it back with gguf's reader: metadata, every tensor's
+name, shape and values (the permutation undone, bitwise against kiln's weights), and the tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kiln.errors import KilnError
+from kiln.evaluate.load import load_checkpoint
+from kiln.transfer.hf import llama_config, to_llama
+
+GGUF_NAMES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+EXPERT_NAMES = {"w1": "ffn_gate_exps", "w3": "ffn_up_exps", "w2": "ffn_down_exps"}
+PRE_TOKENIZER = "llama-bpe"
+
+
+def permute_rotary(w: torch.Tensor, heads: int) -> torch.Tensor:
+    """Rows of a q/k projection from rotate-half to interleaved pairs, per head (llama.cpp's permute)."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute_rotary(w: torch.Tensor, heads: int) -> torch.Tensor:
+    """The inverse of permute_rotary."""
+    return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def gguf_tensors(hf_weights: dict[str, torch.Tensor], heads: int, kv_heads: int) -> dict[str, torch.Tensor]:
+    """Llama or Mixtral (HF names) -> GGUF names and layout (experts stacked: ffn_{gate,up,down}_exps)."""
+    out: dict[str, torch.Tensor] = {}
+    experts: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
+    for name, w in hf_weights.items():
+        if ".block_sparse_moe." in name:
+            _, _, layer, _, rest = name.split(".", 4)
+            if rest == "gate.weight":
+                out[f"blk.{layer}.ffn_gate_inp.weight"] = w
+            else:
+                _, e, which, _ = rest.split(".")
+                experts.setdefault((layer, EXPERT_NAMES[which]), {})[int(e)] = w
+            continue
+        if name == "model.embed_tokens.weight":
+            out["token_embd.weight"] = w
+        elif name == "model.norm.weight":
+            out["output_norm.weight"] = w
+        elif name == "lm_head.weight":
+            out["output.weight"] = w
+        else:
+            _, _, layer, rest = name.split(".", 3)
+            module = rest.removesuffix(".weight")
+            if module == "self_attn.q_proj":
+                w = permute_rotary(w, heads)
+            elif module == "self_attn.k_proj":
+                w = permute_rotary(w, kv_heads)
+            out[f"blk.{layer}.{GGUF_NAMES[module]}.weight"] = w
+    for (layer, kind), per_expert in experts.items():
+        out[f"blk.{layer}.{kind}.weight"] = torch.stack([per_expert[e] for e in sorted(per_expert)])
+    return out
+
+
+def _vocab(tokenizer_json: Path) -> tuple[list[str], list[int], list[str]]:
+    """Tokens in id order (byte-level spelling), their GGUF types, and the merges as "a b"."""
+    data = json.loads(Path(tokenizer_json).read_text())
+    model = data["model"]
+    if model.get("type") != "BPE":
+        raise KilnError("GGUF export needs a byte-level BPE tokenizer")
+    by_id = {i: t for t, i in model["vocab"].items()}
+    special = {t["id"]: t["content"] for t in data.get("added_tokens", [])}
+    size = max([*by_id, *special]) + 1
+    tokens = [special.get(i, by_id.get(i, f"[PAD{i}]")) for i in range(size)]
+    types = [3 if i in special else (1 if i in by_id else 5) for i in range(size)]  # control / normal / unused
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    return tokens, types, merges
+
+
+def export_gguf(checkpoint: Path, out: Path, verify: bool = True) -> dict[str, Any]:
+    """Write `checkpoint` as a GGUF file at `out`; returns what the read-back checked."""
+    import gguf
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    loaded = load_checkpoint(checkpoint, torch.device("cpu"))
+    cfg, ids = loaded.cfg.model, loaded.ids
+    llama_config(cfg, ids.bos, ids.eos, ids.pad)  # the same families as the HF export, or one error
+    weights = {k: v.detach().float() for k, v in loaded.model.state_dict().items()}
+    tensors = gguf_tensors(to_llama(weights, cfg), cfg.num_heads, cfg.num_kv_heads)
+    tokens, types, merges = _vocab(checkpoint / "tokenizer.json")
+    if len(tokens) < cfg.vocab_size:  # the model's embedding has spare rows past the tokenizer
+        tokens += [f"[PAD{i}]" for i in range(len(tokens), cfg.vocab_size)]
+        types += [5] * (cfg.vocab_size - len(types))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(out), "llama")
+    writer.add_name(f"kiln {checkpoint.parent.parent.name} step {loaded.step}")
+    writer.add_context_length(cfg.max_seq_len)
+    writer.add_embedding_length(cfg.dim)
+    writer.add_block_count(cfg.num_layers)
+    if cfg.moe.num_experts:
+        writer.add_feed_forward_length(cfg.moe.expert_hidden_dim)
+        writer.add_expert_count(cfg.moe.num_experts)
+        writer.add_expert_used_count(cfg.moe.top_k)
+    else:
+        writer.add_feed_forward_length(cfg.hidden_dim)
+    writer.add_head_count(cfg.num_heads)
+    writer.add_head_count_kv(cfg.num_kv_heads)
+    writer.add_rope_dimension_count(cfg.head_dim)
+    writer.add_rope_freq_base(cfg.rope_theta)
+    writer.add_layer_norm_rms_eps(cfg.norm_eps)
+    writer.add_vocab_size(cfg.vocab_size)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(PRE_TOKENIZER)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(ids.bos)
+    writer.add_eos_token_id(ids.eos)
+    writer.add_pad_token_id(ids.pad)
+    writer.add_add_bos_token(True)
+    for name, tensor in tensors.items():
+        writer.add_tensor(name, tensor.numpy().astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    result: dict[str, Any] = {"checkpoint": str(checkpoint), "step": loaded.step, "format": "gguf", "out": str(out)}
+    if verify:
+        result["verification"] = read_back(out, tensors, tokens, cfg)
+    return result
+
+
+def read_back(path: Path, tensors: dict[str, torch.Tensor], tokens: list[str], cfg: Any) -> dict[str, Any]:
+    """Read the file with gguf's reader and compare metadata, tensors (bitwise) and tokens."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+
+    def field(key: str) -> Any:
+        f = reader.fields[key]
+        return f.parts[f.data[0]].tolist()[0] if len(f.data) == 1 else None
+
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    metadata_ok = (
+        arch == "llama"
+        and field("llama.block_count") == cfg.num_layers
+        and field("llama.embedding_length") == cfg.dim
+        and field("llama.attention.head_count") == cfg.num_heads
+        and field("llama.attention.head_count_kv") == cfg.num_kv_heads
+    )
+    found = {t.name: t for t in reader.tensors}
+    tensors_ok = set(found) == set(tensors)
+    for name, want in tensors.items():
+        got = found.get(name)
+        # GGUF lists dimensions innermost first; the data reads back in row-major order
+        if got is None or list(reversed(got.shape.tolist())) != list(want.shape):
+            tensors_ok = False
+            continue
+        tensors_ok &= np.array_equal(np.asarray(got.data).reshape(want.shape), want.numpy())
+    token_field = reader.fields["tokenizer.ggml.tokens"]
+    read_tokens = [bytes(token_field.parts[i]).decode() for i in token_field.data]
+    return {
+        "checked": True,
+        "metadata_match": metadata_ok,
+        "tensors_identical": tensors_ok,
+        "tensors": len(found),
+        "tokens_identical": read_tokens == tokens,
+        "llama_cpp": "not run: llama-cpp-python is not installed",
+    }
