@@ -22,6 +22,7 @@ from kiln import stages
 from kiln.config import apply_overrides, format_config, iter_fields, load_config
 from kiln.errors import KilnError
 from kiln.evaluate.verbs import evaluate_checkpoint, evaluate_tasks, sample_checkpoint
+from kiln.finetune.verb import finetune_config, prepare_run
 from kiln.models.registry import family
 from kiln.presets import PRESETS, get_preset
 from kiln.runconfig import RunConfig
@@ -39,6 +40,7 @@ VERBS: dict[str, str] = {
     "eval": "a checkpoint's loss and bits-per-byte, downstream tasks (--tasks) or bias probes (--bias), as JSON",
     "generate": "sample text from a checkpoint",
     "convert": "convert a checkpoint: sharded (dcp/) -> model.safetensors, or model.safetensors -> a DCP folder",
+    "finetune": "fine-tune a checkpoint on chat examples (SFT, or LoRA adapters) with the same trainer",
     "export": "write a checkpoint in Hugging Face format (transformers loads it offline) or GGUF, checked as written",
     "import": "turn a local Hugging Face Llama-architecture folder into a kiln run with one checkpoint",
 }
@@ -146,6 +148,31 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--out", type=Path, default=None, help="--to dcp: the folder to write (default: CHECKPOINT/weights_dcp)"
             )
+        if verb == "finetune":
+            p.add_argument("--checkpoint", type=Path, required=True, help="the checkpoints/step_N to start from")
+            p.add_argument(
+                "--method",
+                choices=["sft", "lora"],
+                default="sft",
+                help="sft: every weight; lora: low-rank adapters (finetune.lora_rank, default 8), base frozen",
+            )
+            p.add_argument(
+                "--data",
+                type=Path,
+                required=True,
+                help='JSONL of {"messages": [{"role", "content"}, ...]} or {"prompt", "response"}; loss on the '
+                "assistant's tokens only",
+            )
+            p.add_argument("--run-dir", type=Path, required=True, help="the fine-tuning run directory")
+            p.add_argument(
+                "--resume",
+                nargs="?",
+                const="yes",
+                default=None,
+                choices=["yes", "auto"],
+                help="continue the fine-tuning run from its newest checkpoint (bitwise, as `kiln train --resume`)",
+            )
+            p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
         if verb == "export":
             p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoints/step_N directory")
             p.add_argument(
@@ -200,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument("--no-cache", action="store_true", help="recompute every step instead of using the KV cache")
             _add_config_options(p, sections=("sample",))
-        elif verb != "eval":
+        elif verb not in ("eval", "export", "import"):
             _add_config_options(p)
     return parser
 
@@ -258,6 +285,18 @@ def dispatch(args: argparse.Namespace) -> Any:
         )
         print(f"wrote {out}")
         return out
+    if args.verb == "finetune":
+        overrides = {n: getattr(args, n) for n, _, _ in iter_fields(RunConfig) if getattr(args, n, None) is not None}
+        cfg = finetune_config(args.checkpoint, args.data, args.method, overrides)
+        run = RunDir(args.run_dir)
+        if args.dry_run:
+            print(format_config(cfg))
+            return cfg
+        if not args.resume:
+            if checkpoint_dirs(run.checkpoints):
+                raise KilnError(f"{run.root} already holds checkpoints; pass --resume or choose another --run-dir")
+            prepare_run(cfg, args.checkpoint, run)
+        return stages.train(cfg, run, resume=RESUME_MODES.get(args.resume, False))
     if args.verb == "export":
         if not (args.checkpoint / STATE).exists():
             raise KilnError(f"{args.checkpoint} is not a kiln checkpoint (no state.json)")

@@ -14,6 +14,7 @@ from kiln.corpus import CorpusConfig
 from kiln.curate.config import CurateConfig
 from kiln.energy import EnergyConfig
 from kiln.evaluate.config import EvalConfig, SampleConfig
+from kiln.finetune.config import FinetuneConfig
 from kiln.models.config import ModelConfig
 from kiln.objectives.config import ObjectiveConfig
 from kiln.shards.config import ShardConfig
@@ -44,6 +45,7 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     budget_s: float = 0.0
     """`kiln run`: wall-clock seconds for the whole pipeline (curation to report); training gets what
     the data stages leave and plans its steps to it. 0: no budget (train.max_steps as given)."""

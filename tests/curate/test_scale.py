@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from kiln.curate.synthetic import write_web_corpus
 
 CURATE_AND_REPORT_RSS = """
@@ -24,6 +26,7 @@ def _peak_rss(corpus, out) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # ~30 s: run by .ci/run after the default suite
 def test_peak_memory_does_not_grow_with_corpus_size(tmp_path):
     write_web_corpus(tmp_path / "small", 4_000_000, seed=1)
     write_web_corpus(tmp_path / "large", 16_000_000, seed=1)

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -83,6 +84,7 @@ def test_sigkill_at_a_random_step_then_resume_auto_is_bitwise_identical(tokenize
     assert _same(_final_weights(run), want)
 
 
+@pytest.mark.slow  # ~35 s: run by .ci/run after the default suite
 def test_supervisor_restarts_a_killed_run_to_the_same_weights(tokenized_run, tmp_path):
     want = _straight(tokenized_run, tmp_path)
     _, src = tokenized_run

@@ -157,3 +157,18 @@ def iterate_windows(
         rows = np.stack([loader.window(int(i)) for i in indices[start : start + batch_size]]).astype(np.int64)
         data = torch.from_numpy(rows)
         yield data[:, :-1], data[:, 1:]
+
+
+class ShardValidation:
+    """A shard set as the trainer's validation data: its windows in order, or a spread subset."""
+
+    def __init__(self, shards: ShardSet) -> None:
+        self.shards = shards
+
+    def num_windows(self, seq_len: int, batch_size: int) -> int:
+        return PackedLoader(self.shards, seq_len, batch_size, shuffle=False).num_windows
+
+    def batches(
+        self, seq_len: int, batch_size: int, max_windows: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return iterate_windows(self.shards, seq_len, batch_size, max_windows)

@@ -19,10 +19,12 @@ from torch import nn
 from kiln.device import keep_freed_host_memory, pick_device
 from kiln.errors import KilnError
 from kiln.evaluate.suites import load_tasks
+from kiln.finetune.lora import apply_lora
+from kiln.finetune.sft import SFTData, SFTLoader, SFTValidation
 from kiln.models.build import build_model
 from kiln.models.registry import build_objective, family
 from kiln.rundir import STATE, RunDir
-from kiln.shards.loader import PackedLoader, ShardSet
+from kiln.shards.loader import PackedLoader, ShardSet, ShardValidation
 from kiln.tokenizer import load_tokenizer, objective_ids, token_byte_lengths, tokenizer_hash
 from kiln.train.checkpoint import Checkpointer, latest_checkpoint, load_weights
 from kiln.train.hooks import Checkpoint, EvalTasks, FollowPlan, Hook, Validate
@@ -31,7 +33,7 @@ from kiln.train.optim import build_optimizer
 from kiln.train.parallel import Parallel, parallelize
 from kiln.train.plan import Planner
 from kiln.train.signals import StopRequest
-from kiln.train.trainer import Trainer, accumulation_steps
+from kiln.train.trainer import Loader, Trainer, ValidationData, accumulation_steps
 
 if TYPE_CHECKING:
     from kiln.runconfig import RunConfig
@@ -95,8 +97,22 @@ def build_trainer(
     global_batch = cfg.train.micro_batch_size * accumulation_steps(cfg.train, par.world_size) * par.world_size
     cfg = planner.settle(cfg, checkpoint, global_batch)
     tc = cfg.train
-    train_shards = check_shards(ShardSet(run.split("train")), sha, cfg.model.vocab_size)
-    val_shards = check_shards(ShardSet(run.split("val")), sha, cfg.model.vocab_size)
+    ids = objective_ids(tokenizer)
+    if cfg.finetune.data:  # supervised fine-tuning: packed chat examples with answer-only targets
+        data = SFTData(Path(cfg.finetune.data), tokenizer, ids, tc.seq_len, cfg.finetune.val_fraction)
+        loader: Loader = SFTLoader(data.train, tc.micro_batch_size, tc.seed, par.rank, par.world_size)
+        val: ValidationData = SFTValidation(data.val)
+        if par.rank == 0:
+            print(
+                f"fine-tuning on {data.num_examples['train']} examples ({len(data.train[0])} windows, "
+                f"{data.answer_tokens:,} answer tokens); {data.num_examples['val']} held out"
+            )
+    else:
+        train_shards = check_shards(ShardSet(run.split("train")), sha, cfg.model.vocab_size)
+        val = ShardValidation(check_shards(ShardSet(run.split("val")), sha, cfg.model.vocab_size))
+        loader = PackedLoader(
+            train_shards, tc.seq_len, tc.micro_batch_size, rank=par.rank, world_size=par.world_size, seed=tc.seed
+        )
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model, device)
     if tc.init_from and not checkpoint:
@@ -106,18 +122,26 @@ def build_trainer(
         load_weights(start, model)  # the consolidated weights, before parallelize shards them
         if par.rank == 0:
             print(f"starting from the weights of {start}")
+    ft = cfg.finetune
+    if ft.lora_rank:
+        full = model.num_params()
+        wrapped = apply_lora(model, ft.lora_targets, ft.lora_rank, ft.lora_alpha, ft.lora_dropout)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        if par.rank == 0:
+            print(
+                f"LoRA rank {ft.lora_rank} on {wrapped} layers: {trainable:,} trainable parameters of {full:,} "
+                f"({trainable / full:.2%}); AdamW state {2 * trainable * 4 / 2**20:.2f} MiB instead of "
+                f"{2 * full * 4 / 2**20:.1f} MiB"
+            )
     forward_model = parallelize(model, par, tc.precision)  # FSDP shards in place
     optimizer = build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device)
-    loader = PackedLoader(
-        train_shards, tc.seq_len, tc.micro_batch_size, rank=par.rank, world_size=par.world_size, seed=tc.seed
-    )
-    objective = build_objective(cfg.model, cfg.objective, objective_ids(tokenizer))
+    objective = build_objective(cfg.model, cfg.objective, ids)
     checkpointer = Checkpointer(run.checkpoints, run.tokenizer, sha, tc.keep_checkpoints, par, tc.async_checkpoint)
     hooks: list[Hook] = [FollowPlan(planner, started, requested_max_steps), Validate()]
     if tc.eval_tasks:
         tasks = load_tasks(tc.eval_tasks, tc.eval_tasks_limit, heldout_docs)
         encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
-        hooks.append(EvalTasks(tasks, family(cfg.model.family), encode, objective_ids(tokenizer)))
+        hooks.append(EvalTasks(tasks, family(cfg.model.family), encode, ids))
     hooks.append(Checkpoint())
     token_bytes = torch.tensor(token_byte_lengths(tokenizer, pad_to=cfg.model.vocab_size))
     trainer = Trainer(
@@ -130,7 +154,7 @@ def build_trainer(
         par,
         device,
         checkpointer,
-        val_shards,
+        val,
         token_bytes,
         hooks=hooks,
         stop=stop,

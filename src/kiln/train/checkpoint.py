@@ -41,6 +41,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.utils._pytree import tree_map_only
 
 from kiln.errors import KilnError
+from kiln.finetune.lora import adapter_weights, merged_weights
 from kiln.rundir import CONFIG, MANIFEST, STATE, TOKENIZER
 
 if TYPE_CHECKING:
@@ -157,6 +158,10 @@ def save_checkpoint(
     torch.save(rng, tmp / f"rng_rank{rank}.pt")
     weights = _full_weights(model)  # a collective under FSDP: every rank takes part
     if rank == 0:
+        adapters = adapter_weights(weights)
+        if adapters:  # LoRA: the adapters alone, and the merged weights that eval/generate/export read
+            save_file(adapters, str(tmp / "adapter.safetensors"))
+            weights = merged_weights(weights)
         save_file(weights, str(tmp / "model.safetensors"))
 
     def publish() -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,7 +25,6 @@ from kiln.errors import KilnError
 from kiln.evaluate.loss import validation_loss
 from kiln.models.base import TokenModel
 from kiln.objectives.base import Objective
-from kiln.shards.loader import PackedLoader, ShardSet, iterate_windows
 from kiln.train.checkpoint import Checkpointer
 from kiln.train.config import TrainConfig
 from kiln.train.flops import flops_per_token, matmul_params
@@ -48,6 +48,15 @@ class Loader(Protocol):
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
+
+
+class ValidationData(Protocol):
+    """What the trainer validates on (shards/loader.py's ShardValidation, finetune/sft.py's SFTValidation)."""
+
+    def num_windows(self, seq_len: int, batch_size: int) -> int: ...
+    def batches(
+        self, seq_len: int, batch_size: int, max_windows: int | None = None
+    ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 def accumulation_steps(tc: TrainConfig, world_size: int) -> int:
@@ -77,7 +86,7 @@ class Trainer:
         par: Parallel,
         device: torch.device,
         checkpointer: Checkpointer | None = None,
-        val_shards: ShardSet | None = None,
+        val: ValidationData | None = None,
         token_bytes: torch.Tensor | None = None,
         metrics: MetricsLog | None = None,
         hooks: list[Hook] | None = None,
@@ -88,7 +97,7 @@ class Trainer:
         self.cfg, self.tc = cfg, cfg.train
         self.model, self.forward_model, self.objective, self.loader = model, forward_model, objective, loader
         self.optimizer, self.par, self.device, self.checkpointer = optimizer, par, device, checkpointer
-        self.val_shards, self.token_bytes, self.metrics = val_shards, token_bytes, metrics
+        self.val, self.token_bytes, self.metrics = val, token_bytes, metrics
         self.hooks = [Validate(), Checkpoint()] if hooks is None else hooks
         self.stop = stop if stop is not None else StopRequest()
         self.plan = plan if plan is not None else {}
@@ -117,8 +126,8 @@ class Trainer:
 
     @property
     def num_val_windows(self) -> int:
-        assert self.val_shards is not None, "this trainer has no validation shards"
-        return PackedLoader(self.val_shards, self.tc.seq_len, self.tc.micro_batch_size, shuffle=False).num_windows
+        assert self.val is not None, "this trainer has no validation data"
+        return self.val.num_windows(self.tc.seq_len, self.tc.micro_batch_size)
 
     def set_max_steps(self, steps: int, why: str) -> None:
         """A new horizon for the schedule (a hook's plan); printed with its reason."""
@@ -185,8 +194,8 @@ class Trainer:
 
     def validate(self, max_windows: int | None) -> dict[str, float]:
         """The objective's validation figures ("loss"; "bpb" for causal LMs); all windows when None."""
-        assert self.val_shards is not None and self.token_bytes is not None, "this trainer has no validation shards"
-        batches = iterate_windows(self.val_shards, self.tc.seq_len, self.tc.micro_batch_size, max_windows)
+        assert self.val is not None and self.token_bytes is not None, "this trainer has no validation data"
+        batches = self.val.batches(self.tc.seq_len, self.tc.micro_batch_size, max_windows)
         return validation_loss(
             self.objective,
             self.forward_model,

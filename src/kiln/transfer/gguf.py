@@ -153,8 +153,31 @@ def export_gguf(checkpoint: Path, out: Path, verify: bool = True) -> dict[str, A
     writer.close()
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "step": loaded.step, "format": "gguf", "out": str(out)}
     if verify:
-        result["verification"] = read_back(out, tensors, tokens, cfg)
+        result["verification"] = read_back(out, tensors, tokens, cfg) | {"llama_cpp": run_llama_cpp(out, loaded)}
     return result
+
+
+LLAMA_CPP_PROMPT = "The state of the Union is"
+
+
+def run_llama_cpp(path: Path, loaded: Any) -> dict[str, Any] | str:
+    """With llama-cpp-python installed: its tokens and logits for a fixed prompt against kiln's."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return "not run: llama-cpp-python is not installed"
+    llm = Llama(model_path=str(path), n_ctx=min(256, loaded.cfg.model.max_seq_len), logits_all=True, verbose=False)
+    theirs = llm.tokenize(LLAMA_CPP_PROMPT.encode(), add_bos=True, special=False)
+    ours = [loaded.ids.bos] + loaded.tokenizer.encode(LLAMA_CPP_PROMPT, add_special_tokens=False).ids
+    llm.eval(ours)
+    with torch.no_grad():
+        want = loaded.model.float()(torch.tensor([ours]))[0].numpy()
+    got = np.array(llm.scores[: len(ours)])
+    return {
+        "tokens_identical": theirs == ours,
+        "max_abs_logit_diff": float(np.abs(want - got).max()),
+        "argmax_identical": bool((want.argmax(-1) == got.argmax(-1)).all()),
+    }
 
 
 def read_back(path: Path, tensors: dict[str, torch.Tensor], tokens: list[str], cfg: Any) -> dict[str, Any]:
@@ -192,5 +215,4 @@ def read_back(path: Path, tensors: dict[str, torch.Tensor], tokens: list[str], c
         "tensors_identical": tensors_ok,
         "tensors": len(found),
         "tokens_identical": read_tokens == tokens,
-        "llama_cpp": "not run: llama-cpp-python is not installed",
     }

@@ -1,0 +1,128 @@
+"""Supervised fine-tuning: answer-only targets, packing that keeps them, the one trainer, resume."""
+
+import json
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kiln import stages
+from kiln.cli import main
+from kiln.errors import KilnError
+from kiln.finetune.sft import IGNORE, SFTLoader, encode_example, pack, read_examples, split_windows
+from kiln.objectives.causal import CausalLM
+from kiln.report import read_metrics
+from kiln.tokenizer import load_tokenizer, objective_ids
+from kiln.train import trainer as trainer_module
+from tests.conftest import copy_run, tiny_config
+
+
+def write_examples(path, n=40):
+    with path.open("w") as f:
+        for i in range(n):
+            if i % 2:
+                f.write(json.dumps({"prompt": f"the union is {i}", "response": "strong and free"}) + "\n")
+            else:
+                msgs = [
+                    {"role": "system", "content": "answer briefly"},
+                    {"role": "user", "content": f"what shall congress build {i}"},
+                    {"role": "assistant", "content": "roads schools and ports"},
+                ]
+                f.write(json.dumps({"messages": msgs}) + "\n")
+    return path
+
+
+def test_only_assistant_tokens_are_targets_and_packing_keeps_them(tokenized_run, tmp_path):
+    _, run = tokenized_run
+    tok = load_tokenizer(run.tokenizer)
+    ids = objective_ids(tok)
+    messages = [{"role": "user", "content": "the union"}, {"role": "assistant", "content": "is strong"}]
+    tokens, targets = encode_example(tok, ids, messages)
+    answer = [t for t, on in zip(tokens, targets) if on]
+    assert answer == tok.encode("is strong", add_special_tokens=False).ids + [ids.eos]
+    assert tokens[0] == ids.bos and not targets[0]
+    examples = read_examples(write_examples(tmp_path / "d.jsonl"))
+    encoded = [encode_example(tok, ids, e) for e in examples]
+    windows, flags = pack(encoded, 256, ids.pad)
+    assert (
+        windows.shape[1] == 257 and len(windows) < len(encoded) and flags.sum() == sum(sum(t) for _, t in encoded)
+    )  # every answer token, once
+    inputs, target = split_windows(windows, flags)
+    assert ((target != IGNORE) == torch.from_numpy(flags[:, 1:])).all()
+    # the loss is the mean over answer positions only: a prompt token never contributes
+    torch.manual_seed(0)
+    logits = torch.randn(*inputs.shape, ids.vocab_size, requires_grad=True)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, tokens):
+            return logits
+
+    loss, _ = CausalLM().loss(Fixed(), {"inputs": inputs, "targets": target})
+    loss.backward()
+    prompt = target == IGNORE
+    assert logits.grad[prompt].abs().sum() == 0 and logits.grad[~prompt].abs().sum() > 0
+
+
+def test_the_loader_is_deterministic_and_resumable():
+    import numpy as np
+
+    windows = (np.arange(10 * 9).reshape(10, 9), np.ones((10, 9), dtype=bool))
+    a, b = SFTLoader(windows, 3, seed=1), SFTLoader(windows, 3, seed=1)
+    first = [a.next_batch()[0] for _ in range(5)]
+    b.load_state_dict({"samples_seen": 6, "seed": 1})
+    assert torch.equal(b.next_batch()[0], first[2])
+    assert a.epoch == 1.5
+
+
+def test_bad_lines_are_one_clear_error(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "a", "response": "b"}\n{"messages": [{"role": "user", "content": "x"}]}\n')
+    with pytest.raises(KilnError, match=r"bad.jsonl:2: roles must be"):
+        read_examples(path)
+    path.write_text('{"prompt": "a"}\n')
+    with pytest.raises(KilnError, match=r"bad.jsonl:1: not a chat example"):
+        read_examples(path)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tokenized_run, tmp_path_factory, corpus_dir):
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path_factory.mktemp("pre"))
+    stages.train(tiny_config(corpus_dir, **{"train.max_steps": "10"}), run)
+    return run.checkpoints / "step_10"
+
+
+@pytest.mark.parametrize("method", ["sft", "lora"])
+def test_finetuning_lowers_the_answer_loss_and_resumes_bitwise(pretrained, tmp_path, method, capsys):
+    data = write_examples(tmp_path / "d.jsonl")
+    common = ["finetune", "--checkpoint", str(pretrained), "--method", method, "--data", str(data)]
+    steps = "--train.max_steps 12 --train.eval_every 4 --train.checkpoint_every 6 --train.warmup_steps 2"
+    steps = [*steps.split(), "--train.lr", "3e-3"]
+    assert main([*common, "--run-dir", str(tmp_path / "full"), *steps]) == 0
+    _, val, _ = read_metrics(tmp_path / "full" / "metrics.jsonl")
+    assert val[-1]["val_loss"] < val[0]["val_loss"]
+    full = load_file(str(tmp_path / "full" / "checkpoints" / "step_12" / "model.safetensors"))
+    if method == "lora":
+        adapters = load_file(str(tmp_path / "full" / "checkpoints" / "step_12" / "adapter.safetensors"))
+        assert adapters and all(".lora_" in k for k in adapters)
+        base = load_file(str(pretrained / "model.safetensors"))
+        assert torch.equal(full["embed.weight"], base["embed.weight"])  # frozen: only adapted layers move
+    # stopped half-way by SIGTERM, then resumed: the same weights
+    original = trainer_module.Trainer.train_step
+
+    def stop_at_4(self):
+        out = original(self)
+        if self.step == 4:
+            self.stop.signum = signal.SIGTERM
+        return out
+
+    trainer_module.Trainer.train_step = stop_at_4
+    try:
+        assert main([*common, "--run-dir", str(tmp_path / "cut"), *steps]) == 130
+    finally:
+        trainer_module.Trainer.train_step = original
+    assert main([*common, "--run-dir", str(tmp_path / "cut"), *steps, "--resume"]) == 0
+    cut = load_file(str(tmp_path / "cut" / "checkpoints" / "step_12" / "model.safetensors"))
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+    capsys.readouterr()
