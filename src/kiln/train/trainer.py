@@ -2,9 +2,10 @@
 
 The `Trainer` owns steps, gradient accumulation, clipping, the schedule, non-finite step skipping
 and rollback, and the metrics of each step. It is built from parts (the model and the module to call,
-the objective, a loader, validation shards, the optimizer, a checkpointer) and runs hooks after each
-step (train/hooks.py: the time budget's plan, validation, checkpoints). train/build.py makes the
-parts from a run directory; anything else (a benchmark, a fine-tuning stage) can make its own.
+the objective, a Loader, ValidationData, the optimizer, a checkpointer) and runs hooks after each
+step (train/hooks.py: the time budget's plan, validation, task scores, checkpoints). train/build.py
+makes the parts from a run directory, for pretraining (shards) or fine-tuning (finetune/sft.py);
+anything else (a benchmark) can make its own.
 """
 
 from __future__ import annotations
