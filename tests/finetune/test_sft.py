@@ -40,7 +40,8 @@ def test_only_assistant_tokens_are_targets_and_packing_keeps_them(tokenized_run,
     messages = [{"role": "user", "content": "the union"}, {"role": "assistant", "content": "is strong"}]
     tokens, targets = encode_example(tok, ids, messages)
     answer = [t for t, on in zip(tokens, targets) if on]
-    assert answer == tok.encode("is strong", add_special_tokens=False).ids + [ids.eos]
+    assert tok.decode(answer[:-1]).strip() == "is strong" and answer[-1] == ids.eos
+    assert tok.decode(tokens, skip_special_tokens=False).count("<|eos|>") == 1
     assert tokens[0] == ids.bos and not targets[0]
     examples = read_examples(write_examples(tmp_path / "d.jsonl"))
     encoded = [encode_example(tok, ids, e) for e in examples]
@@ -126,3 +127,24 @@ def test_finetuning_lowers_the_answer_loss_and_resumes_bitwise(pretrained, tmp_p
     cut = load_file(str(tmp_path / "cut" / "checkpoints" / "step_12" / "model.safetensors"))
     assert all(torch.equal(full[k], cut[k]) for k in full)
     capsys.readouterr()
+    # exported, the fine-tuned model carries its chat template: transformers renders the same tokens
+    transformers = pytest.importorskip("transformers")
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(tmp_path / "full" / "checkpoints" / "step_12"),
+                "--to",
+                "hf",
+                str(tmp_path / "hf"),
+            ]
+        )
+        == 0
+    )
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    messages = [{"role": "user", "content": "what shall congress build"}, {"role": "assistant", "content": "roads"}]
+    tok = load_tokenizer(tmp_path / "full" / "tokenizer.json")
+    rendered = hf_tok.apply_chat_template(messages, tokenize=True)
+    rendered = rendered if isinstance(rendered, list) else rendered["input_ids"]  # a BatchEncoding in v5
+    assert list(rendered) == encode_example(tok, objective_ids(tok), messages)[0]

@@ -3,11 +3,13 @@
 An example is `{"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...]}` or
 `{"prompt": ..., "response": ...}` (one user turn, one assistant turn). The chat template:
 
-    <|bos|>User: {content}\n Assistant: {content}<|eos|>\n User: ...
+    <|bos|>User: {content}\nAssistant: {content}<|eos|>\nUser: ...
 
-with the role names as plain text and kiln's <|bos|> and <|eos|> special tokens; the tokens of each
-assistant turn's content and its <|eos|> are the targets, every other target is -100 (left out of
-the causal loss). Examples are packed greedily, in a fixed order, into windows of seq_len + 1
+with the role names as plain text and kiln's <|bos|> and <|eos|> special tokens (CHAT_TEMPLATE is
+the same as Jinja, which the Hugging Face export writes into tokenizer_config.json, so
+`apply_chat_template` there gives these very tokens). The text is encoded at once; the tokens of
+each assistant turn's content and its <|eos|> are the targets, every other target is -100 (left
+out of the causal loss). Examples are packed greedily, in a fixed order, into windows of seq_len + 1
 tokens (an example longer than a window is cut; the remainder of a window is padding with target
 -100), so a window never splits an example and the masks travel with the tokens. Attention is
 not masked between examples packed in one window (each example starts with <|bos|>).
@@ -30,7 +32,7 @@ import torch
 from tokenizers import Tokenizer
 
 from kiln.errors import KilnError
-from kiln.tokenizer import SpecialIds
+from kiln.tokenizer import BOS, EOS, SpecialIds
 
 ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 IGNORE = -100
@@ -64,22 +66,39 @@ def read_examples(path: Path) -> list[list[dict[str, str]]]:
     return examples
 
 
-def encode_example(tok: Tokenizer, ids: SpecialIds, messages: list[dict[str, str]]) -> tuple[list[int], list[bool]]:
-    """Token ids of one example through the chat template, and for each whether it is a target."""
-    tokens, targets = [ids.bos], [False]
+def render(messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The chat template's text for one example, and the character spans that are targets (each
+    assistant turn's content and the <|eos|> after it)."""
+    text, spans = BOS, []
     for m in messages:
-        head = tok.encode(f"{ROLES[m['role']]}: ", add_special_tokens=False).ids
-        body = tok.encode(m["content"], add_special_tokens=False).ids
-        answer = m["role"] == "assistant"
-        tokens += head + body
-        targets += [False] * len(head) + [answer] * len(body)
-        if answer:
-            tokens.append(ids.eos)
-            targets.append(True)
-        newline = tok.encode("\n", add_special_tokens=False).ids
-        tokens += newline
-        targets += [False] * len(newline)
-    return tokens, targets
+        text += f"{ROLES[m['role']]}: "
+        if m["role"] == "assistant":
+            start = len(text)
+            text += m["content"] + EOS
+            spans.append((start, len(text)))
+        else:
+            text += m["content"]
+        text += "\n"
+    return text, spans
+
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{{ {'system': 'System', 'user': 'User', 'assistant': 'Assistant'}[m['role']] }}: {{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}Assistant: {% endif %}"
+)
+"""render() as a Jinja chat template, for transformers' apply_chat_template (written by kiln export)."""
+
+
+def encode_example(tok: Tokenizer, ids: SpecialIds, messages: list[dict[str, str]]) -> tuple[list[int], list[bool]]:
+    """Token ids of one example through the chat template (the whole text encoded at once, as
+    apply_chat_template does), and for each whether it is a target: a token is one when it ends
+    inside an assistant span (so a token straddling the start of an answer counts as the answer's)."""
+    text, spans = render(messages)
+    enc = tok.encode(text, add_special_tokens=False)
+    targets = [any(lo < end <= hi for lo, hi in spans) for _, end in enc.offsets]
+    return list(enc.ids), targets
 
 
 def is_validation(messages: list[dict[str, str]], fraction: float) -> bool:

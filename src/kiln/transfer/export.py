@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from kiln.evaluate.generate import generate
 from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
+from kiln.finetune.sft import CHAT_TEMPLATE
 from kiln.models.decoder import Decoder
 from kiln.tokenizer import BOS, EOS, PAD
 from kiln.transfer.hf import llama_config, to_llama, tokenizer_files
@@ -42,6 +43,10 @@ def export_hf(checkpoint: Path, out: Path, verify: bool = True) -> dict[str, Any
     save_file(to_llama(weights, cfg.model), str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     tokenizer_files(checkpoint / "tokenizer.json", out, BOS, EOS, PAD, cfg.train.seq_len)
+    if cfg.finetune.data:  # fine-tuned on chats: its template, for apply_chat_template
+        tok_config = json.loads((out / "tokenizer_config.json").read_text())
+        tok_config["chat_template"] = CHAT_TEMPLATE
+        (out / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
     sc = cfg.sample
     generation = {
         "bos_token_id": ids.bos,
