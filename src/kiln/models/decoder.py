@@ -162,8 +162,9 @@ def score_causal(
     Requests are sorted by length and batched with right padding (causal: a padded tail cannot change
     the positions before it), so a task costs a few forward passes, not one per choice."""
     device = next(model.parameters()).device
-    rows = [[ids.bos, *ctx, *cont] for ctx, cont in (fit_request(c, k, max_len) for c, k in requests)]
-    conts = [len(fit_request(c, k, max_len)[1]) for c, k in requests]
+    fitted = [fit_request(ctx, cont, max_len) for ctx, cont in requests]
+    rows = [[ids.bos, *ctx, *cont] for ctx, cont in fitted]
+    conts = [len(cont) for _, cont in fitted]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out: list[Scored | None] = [None] * len(rows)
     start = 0
@@ -181,10 +182,7 @@ def score_causal(
             logits = model(tokens[:, :-1])
         for r, i in enumerate(chunk):
             n, k = len(rows[i]), conts[i]
-            picked = logits[r, n - 1 - k : n - 1].float()
-            target = tokens[r, n - k : n]
-            logprob = picked.log_softmax(-1).gather(-1, target[:, None]).sum().item()
-            out[i] = Scored(logprob, bool((picked.argmax(-1) == target).all()))
+            out[i] = Scored.of(logits[r, n - 1 - k : n - 1], tokens[r, n - k : n])
         start = end
     return [s for s in out if s is not None]
 

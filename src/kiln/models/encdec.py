@@ -192,10 +192,7 @@ def score_span(
         tgt = torch.tensor([[ids.bos, sentinel, *continuation]], device=device)
         with autocast(device, precision):
             logits = model(src, tgt[:, :-1])
-        picked = logits[0, -len(continuation) :].float()
-        target = tgt[0, -len(continuation) :]
-        logprob = picked.log_softmax(-1).gather(-1, target[:, None]).sum().item()
-        out.append(Scored(logprob, bool((picked.argmax(-1) == target).all())))
+        out.append(Scored.of(logits[0, -len(continuation) :], tgt[0, -len(continuation) :]))
     return out
 
 

@@ -110,10 +110,7 @@ def score_masked(
         batch[torch.arange(len(positions)), positions] = ids.mask
         with autocast(device, precision):
             logits = model(batch)
-        picked = logits[torch.arange(len(positions)), positions].float()
-        target = tokens[positions]
-        logprob = picked.log_softmax(-1).gather(-1, target[:, None]).sum().item()
-        out.append(Scored(logprob, bool((picked.argmax(-1) == target).all())))
+        out.append(Scored.of(logits[torch.arange(len(positions)), positions], tokens[positions]))
     return out
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    import torch
+
     from kiln.models.base import TokenModel
     from kiln.models.config import ModelConfig
     from kiln.objectives.base import Objective
@@ -48,6 +50,13 @@ class Scored(NamedTuple):
     """log p(continuation | context) in nats, summed over the continuation's tokens."""
     greedy: bool
     """Every continuation token was the model's most likely token (lm-eval's `is_greedy`)."""
+
+    @classmethod
+    def of(cls, logits: torch.Tensor, targets: torch.Tensor) -> Scored:
+        """From the logits (k, vocab) that predict a continuation's k tokens `targets`."""
+        logits = logits.float()
+        logprob = logits.log_softmax(-1).gather(-1, targets[:, None]).sum().item()
+        return cls(logprob, bool((logits.argmax(-1) == targets).all()))
 
 
 def fit_request(context: list[int], continuation: list[int], max_len: int) -> tuple[list[int], list[int]]:

@@ -72,6 +72,27 @@ class ShardSet:
                 yield np.asarray(tokens[start:end])
 
 
+class EpochOrder:
+    """Sample i of an endless stream -> a window index: epoch i // num_windows visits every window
+    once, in an order seeded by (seed, epoch) (or in order without shuffle); the current epoch's order
+    is kept, so a step costs no permutation."""
+
+    def __init__(self, num_windows: int, seed: int, shuffle: bool = True) -> None:
+        self.num_windows, self.seed, self.shuffle = num_windows, seed, shuffle
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def __call__(self, sample: int) -> int:
+        epoch, position = divmod(sample, self.num_windows)
+        if self._cached is None or self._cached[0] != epoch:
+            order = (
+                np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
+                if self.shuffle
+                else np.arange(self.num_windows)
+            )
+            self._cached = (epoch, order)
+        return int(self._cached[1][position])
+
+
 class PackedLoader:
     """Deterministic, resumable (inputs, targets) batches of shape (batch_size, seq_len)."""
 
@@ -98,16 +119,7 @@ class PackedLoader:
                 f"{seq_len + 1}; use more text or a shorter train.seq_len"
             )
         self.samples_seen = 0
-        self._epoch_order: tuple[int, np.ndarray] | None = None
-
-    def _order(self, epoch: int) -> np.ndarray:
-        if self._epoch_order is None or self._epoch_order[0] != epoch:
-            if self.shuffle:
-                order = np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
-            else:
-                order = np.arange(self.num_windows)
-            self._epoch_order = (epoch, order)
-        return self._epoch_order[1]
+        self.order = EpochOrder(self.num_windows, seed, shuffle)
 
     def window(self, index: int) -> np.ndarray:
         """Tokens of window `index` (0 <= index < num_windows): seq_len + 1 of them."""
@@ -116,8 +128,7 @@ class PackedLoader:
         return self.shards.tokens[shard][offset : offset + self.seq_len + 1]
 
     def global_window(self, sample: int) -> np.ndarray:
-        epoch, position = divmod(sample, self.num_windows)
-        return self.window(int(self._order(epoch)[position]))
+        return self.window(self.order(sample))
 
     @property
     def epoch(self) -> float:

@@ -11,6 +11,7 @@ once, and its interval in steps), so the time-budget planner counts it like vali
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -86,7 +87,8 @@ class EvalTasks(Hook):
     CORE-style mean, to metrics.jsonl as {"step", "tokens", "tasks": {...}, "tasks_core"}."""
 
     def __init__(self, tasks: list[Task], spec: FamilySpec, encode: Any, ids: SpecialIds) -> None:
-        self.tasks, self.spec, self.encode, self.ids = tasks, spec, encode, ids
+        self.tasks, self.spec, self.ids = tasks, spec, ids
+        self.encode = functools.cache(encode)  # the same texts every evaluation: tokenized once
 
     @staticmethod
     def every(trainer: Trainer) -> int:

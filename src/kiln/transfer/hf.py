@@ -42,8 +42,6 @@ import torch
 from kiln.errors import KilnError
 from kiln.models.config import ModelConfig, MoEConfig
 
-SPLIT_QKV = "self_attn"
-
 
 def llama_config(cfg: ModelConfig, bos: int, eos: int, pad: int) -> dict[str, Any]:
     """transformers' LlamaConfig fields for a kiln decoder config."""

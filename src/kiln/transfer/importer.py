@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import AddedToken, Tokenizer
 
@@ -35,18 +36,28 @@ from kiln.train.checkpoint import _write_manifest
 from kiln.transfer.hf import from_llama, model_config_from_llama
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise KilnError(f"{path} is not valid JSON ({e})") from None
+
+
 def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     index = folder / "model.safetensors.index.json"
     if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        weights: dict[str, torch.Tensor] = {}
-        for name in files:
+        files = sorted(set(_read_json(index).get("weight_map", {}).values()))
+    else:
+        files = ["model.safetensors"]
+        if not (folder / files[0]).exists():
+            raise KilnError(f"{folder} holds no model.safetensors (or index); kiln imports safetensors weights only")
+    weights: dict[str, torch.Tensor] = {}
+    for name in files:
+        try:
             weights.update(load_file(str(folder / name)))
-        return weights
-    single = folder / "model.safetensors"
-    if not single.exists():
-        raise KilnError(f"{folder} holds no model.safetensors (or index); kiln imports safetensors weights only")
-    return load_file(str(single))
+        except (SafetensorError, OSError) as e:
+            raise KilnError(f"{folder / name} is corrupt, truncated or missing ({e})") from None
+    return weights
 
 
 def _kiln_tokenizer(folder: Path, hf: dict[str, Any]) -> tuple[Tokenizer, dict[str, int]]:
@@ -55,7 +66,7 @@ def _kiln_tokenizer(folder: Path, hf: dict[str, Any]) -> tuple[Tokenizer, dict[s
     path = folder / "tokenizer.json"
     if not path.exists():
         raise KilnError(f"{folder} has no tokenizer.json (a fast tokenizer); kiln needs one")
-    data = json.loads(path.read_text())
+    data = _read_json(path)
     processor = data.get("post_processor") or {}
     if processor.get("type") == "TemplateProcessing" and [
         s.get("SpecialToken", {}).get("id") for s in processor["single"]
@@ -63,7 +74,7 @@ def _kiln_tokenizer(folder: Path, hf: dict[str, Any]) -> tuple[Tokenizer, dict[s
         data["post_processor"] = None  # the one kiln's export adds: kiln adds <|bos|> itself
     tok = Tokenizer.from_str(json.dumps(data))
     own_config = folder / "tokenizer_config.json"
-    names = json.loads(own_config.read_text()) if own_config.exists() else {}
+    names = _read_json(own_config) if own_config.exists() else {}
 
     def token_id(key: str, config_key: str) -> int:
         value = names.get(key)
@@ -88,7 +99,7 @@ def import_hf(folder: Path, run_dir: Path) -> dict[str, Any]:
     config_path = folder / "config.json"
     if not config_path.exists():
         raise KilnError(f"{folder} has no config.json: pass a Hugging Face model folder")
-    hf = json.loads(config_path.read_text())
+    hf = _read_json(config_path)
     model_cfg = model_config_from_llama(hf)
     tok, seeded = _kiln_tokenizer(folder, hf)
     weights = from_llama(read_hf_weights(folder), model_cfg)
@@ -155,5 +166,5 @@ def _context(folder: Path, default: int, max_len: int) -> int:
     """The training context: tokenizer_config.json's model_max_length when it fits (kiln's export writes
     the one it trained with), else the cpu preset's, at most the model's max_position_embeddings."""
     path = folder / "tokenizer_config.json"
-    stated = json.loads(path.read_text()).get("model_max_length") if path.exists() else None
+    stated = _read_json(path).get("model_max_length") if path.exists() else None
     return min(stated if isinstance(stated, int) and 0 < stated <= max_len else default, max_len)

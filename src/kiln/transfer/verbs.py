@@ -21,6 +21,6 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, verify: bool = True
     else:
         raise KilnError(f"unknown export format {fmt!r}: hf or gguf")
     check = result.get("verification", {})
-    if check.get("checked") and not all(v for k, v in check.items() if isinstance(v, bool)):
+    if check.get("checked") and not all(v for v in check.values() if isinstance(v, bool)):
         raise KilnError(f"the export to {out} does not reproduce the checkpoint: {check}")
     return result
