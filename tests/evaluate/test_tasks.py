@@ -205,3 +205,11 @@ def test_scoring_is_batched_without_changing_figures():
     )
     single = score_task(task, one_at_a_time, model, encode, IDS, "fp32", 64, progress=False)
     assert batched["acc"] == single["acc"] and batched["bpb"] == pytest.approx(single["bpb"], rel=1e-5)
+
+
+def test_a_corrupt_task_file_is_one_clear_error(tmp_path):
+    folder = tmp_path / "piqa" / "rc_0shot"
+    folder.mkdir(parents=True)
+    (folder / "requests.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(KilnError, match="corrupt or truncated"):
+        read_olmo_task("piqa", root=tmp_path)

@@ -170,3 +170,15 @@ def test_export_and_import_through_the_command_line(trained, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(checkpoint), "--text", str(text)]) == 0
     original = json.loads(capsys.readouterr().out)["bpb"]
     assert imported["bpb"] == pytest.approx(original, rel=1e-6) and original > 0  # the same model (batched otherwise)
+
+
+def test_a_corrupt_import_folder_is_one_clear_error(trained, tmp_path):
+    checkpoint, _ = trained
+    export_hf(checkpoint, tmp_path / "hf", verify=False)
+    weights = tmp_path / "hf" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(KilnError, match="corrupt, truncated"):
+        import_hf(tmp_path / "hf", tmp_path / "a")
+    (tmp_path / "hf" / "config.json").write_text("{")
+    with pytest.raises(KilnError, match="not valid JSON"):
+        import_hf(tmp_path / "hf", tmp_path / "b")
