@@ -22,7 +22,7 @@ from kiln import stages
 from kiln.config import apply_overrides, format_config, iter_fields, load_config
 from kiln.errors import KilnError
 from kiln.evaluate.verbs import evaluate_checkpoint, evaluate_tasks, sample_checkpoint
-from kiln.finetune.verb import finetune_config, prepare_run
+from kiln.finetune.verb import classification_report, finetune_config, prepare_run
 from kiln.models.registry import family
 from kiln.presets import PRESETS, get_preset
 from kiln.runconfig import RunConfig
@@ -40,7 +40,7 @@ VERBS: dict[str, str] = {
     "eval": "a checkpoint's loss and bits-per-byte, downstream tasks (--tasks) or bias probes (--bias), as JSON",
     "generate": "sample text from a checkpoint",
     "convert": "convert a checkpoint: sharded (dcp/) -> model.safetensors, or model.safetensors -> a DCP folder",
-    "finetune": "fine-tune a checkpoint on chat examples (SFT, or LoRA adapters) with the same trainer",
+    "finetune": "fine-tune a checkpoint (SFT, LoRA, DPO or a classification head) with the same trainer",
     "export": "write a checkpoint in Hugging Face format (transformers loads it offline) or GGUF, checked as written",
     "import": "turn a local Hugging Face Llama-architecture folder into a kiln run with one checkpoint",
 }
@@ -152,16 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--checkpoint", type=Path, required=True, help="the checkpoints/step_N to start from")
             p.add_argument(
                 "--method",
-                choices=["sft", "lora"],
+                choices=["sft", "lora", "dpo", "classify"],
                 default="sft",
-                help="sft: every weight; lora: low-rank adapters (finetune.lora_rank, default 8), base frozen",
+                help="sft: every weight on the assistant's tokens; lora: the same through low-rank adapters "
+                "(finetune.lora_rank, default 8), base frozen; dpo: preference pairs against a frozen reference "
+                "(finetune.dpo_beta); classify: a head on pooled states. dpo and classify take "
+                "--finetune.lora_rank N for adapters",
             )
             p.add_argument(
                 "--data",
                 type=Path,
                 required=True,
-                help='JSONL of {"messages": [{"role", "content"}, ...]} or {"prompt", "response"}; loss on the '
-                "assistant's tokens only",
+                help='JSONL: sft/lora {"messages": [{"role", "content"}, ...]} or {"prompt", "response"}; '
+                'dpo {"prompt", "chosen", "rejected"}; classify {"text", "label"}. Held out: '
+                "finetune.val_fraction by hash, or a file in --finetune.val_data",
+            )
+            p.add_argument(
+                "--init",
+                choices=["checkpoint", "random"],
+                default="checkpoint",
+                help="random: the checkpoint's architecture and tokenizer with fresh weights (does pretraining help?)",
             )
             p.add_argument("--run-dir", type=Path, required=True, help="the fine-tuning run directory")
             p.add_argument(
@@ -287,7 +297,7 @@ def dispatch(args: argparse.Namespace) -> Any:
         return out
     if args.verb == "finetune":
         overrides = {n: getattr(args, n) for n, _, _ in iter_fields(RunConfig) if getattr(args, n, None) is not None}
-        cfg = finetune_config(args.checkpoint, args.data, args.method, overrides)
+        cfg = finetune_config(args.checkpoint, args.data, args.method, overrides, args.init)
         run = RunDir(args.run_dir)
         if args.dry_run:
             print(format_config(cfg))
@@ -296,7 +306,18 @@ def dispatch(args: argparse.Namespace) -> Any:
             if checkpoint_dirs(run.checkpoints):
                 raise KilnError(f"{run.root} already holds checkpoints; pass --resume or choose another --run-dir")
             prepare_run(cfg, args.checkpoint, run)
-        return stages.train(cfg, run, resume=RESUME_MODES.get(args.resume, False))
+        figures = stages.train(cfg, run, resume=RESUME_MODES.get(args.resume, False))
+        if cfg.finetune.objective == "classify" and int(os.environ.get("RANK", 0)) == 0:
+            last = latest_checkpoint(run.checkpoints)
+            assert last is not None, "training ended without a checkpoint"
+            report = classification_report(last, run.root)
+            print(
+                f"held-out accuracy {report['accuracy']:.1%} on {report['items']} texts "
+                f"(majority label {report['majority_baseline']:.1%}); confusion matrix in "
+                f"{run.root / 'classification.md'}"
+            )
+            figures["classification"] = report
+        return figures
     if args.verb == "export":
         if not (args.checkpoint / STATE).exists():
             raise KilnError(f"{args.checkpoint} is not a kiln checkpoint (no state.json)")

@@ -6,6 +6,10 @@ An objective scores a batch as per-token losses (nats, fp32) with weights (1 for
     loss = sum(w * l) / sum(w)                                        nats per scored token
     bpb  = sum(w * l * [bytes(t) > 0]) / (ln 2 * sum(w * bytes(t)))   bits per UTF-8 byte of text
     acc  = sum(w * [argmax = t]) / sum(w)                             where the objective reports one
+    f    = sum(w * f) / sum(w)                                        each further figure it reports
+
+A "token" is whatever the objective scores one loss for: a token of text, a preference pair (DPO),
+a labelled text (classification).
 
 Special tokens (bos/eos/pad) carry no text bytes and are left out of both bpb sums, so the figure
 compares models with different tokenizers. Random choices (masks, spans) come from a generator seeded
@@ -51,6 +55,7 @@ def validation_loss(
     loss_sum = text_loss_sum = correct = 0.0
     count = num_bytes = 0
     kept: list[torch.Tensor] = []
+    sums: dict[str, float] = {}
     for inputs, targets in batches:
         if final and len(kept) < objective.final_windows:
             kept.extend(inputs[: objective.final_windows - len(kept)])
@@ -66,12 +71,15 @@ def validation_loss(
             num_bytes += int(nbytes.sum().item())
         if scores.correct is not None:
             correct += (scores.correct & (scores.weights > 0)).sum().item()
+        for name, values in (scores.figures or {}).items():
+            sums[name] = sums.get(name, 0.0) + (values.float() * scores.weights).sum().item()
     out: dict[str, float] = {"loss": loss_sum / count if count else float("nan"), "tokens": count}
     if objective.reports_bpb:
         out["bpb"] = text_loss_sum / (math.log(2) * max(num_bytes, 1)) if count else float("nan")
         out["bytes"] = num_bytes
     if objective.accuracy_name:
         out[objective.accuracy_name] = correct / max(count, 1)
+    out.update({name: total / max(count, 1) for name, total in sums.items()})
     if kept:
         out.update(objective.final_figures(model, kept, device, precision))
     model.train(was_training)

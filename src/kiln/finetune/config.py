@@ -1,8 +1,9 @@
-"""The finetune section: supervised fine-tuning data and LoRA adapters (no heavy imports)."""
+"""The finetune section: the fine-tuning objective, its data, and LoRA adapters (no heavy imports)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from kiln.config import require
 
@@ -10,10 +11,20 @@ from kiln.config import require
 @dataclass
 class FinetuneConfig:
     data: str = ""
-    """A JSONL file of chat examples ({"messages": [{"role", "content"}]}) or prompt/response pairs
-    ({"prompt", "response"}); set, the trainer fine-tunes on it (finetune/sft.py) instead of the shards."""
+    """A JSONL file to fine-tune on instead of the shards: chat examples ({"messages": [{"role",
+    "content"}]}) or prompt/response pairs for sft, {"prompt", "chosen", "rejected"} for dpo,
+    {"text", "label"} for classify."""
+    objective: Literal["sft", "dpo", "classify"] = "sft"
+    """sft: loss on the assistant's tokens (finetune/sft.py); dpo: preference pairs against a frozen
+    reference (finetune/dpo.py); classify: a head on pooled states (finetune/classify.py)."""
     val_fraction: float = 0.1
     """Share of the examples held out for validation (at least one), chosen by a hash of their text."""
+    val_data: str = ""
+    """A separate JSONL file of held-out examples (same format); set, val_fraction is not used."""
+    dpo_beta: float = 0.1
+    """DPO's beta: how far the policy's log-ratio to the reference is scaled into a reward."""
+    labels: list[str] = field(default_factory=list)
+    """classify: the label names, in the head's order (default: the training file's, sorted)."""
     lora_rank: int = 0
     """LoRA rank; 0 fine-tunes every weight."""
     lora_alpha: float = 16.0
@@ -26,4 +37,5 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         require(0 < self.val_fraction < 1, f"finetune.val_fraction={self.val_fraction} must be in (0, 1)")
         require(self.lora_rank >= 0, f"finetune.lora_rank={self.lora_rank} must be >= 0")
+        require(self.dpo_beta > 0, f"finetune.dpo_beta={self.dpo_beta} must be > 0")
         require(0 <= self.lora_dropout < 1, f"finetune.lora_dropout={self.lora_dropout} must be in [0, 1)")

@@ -11,6 +11,8 @@ eval, generate and export read); `adapter_weights` keeps only the adapters (a sm
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +54,27 @@ def apply_lora(model: nn.Module, targets: str, rank: int, alpha: float, dropout:
     if not wrapped:
         raise KilnError(f"finetune.lora_targets={targets!r} names no linear layer of this model")
     return wrapped
+
+
+def has_lora(model: nn.Module) -> bool:
+    return any(isinstance(m, LoRALinear) for m in model.modules())
+
+
+@contextmanager
+def lora_disabled(model: nn.Module) -> Iterator[None]:
+    """Within the block `model` computes its base function (every adapter's scale set to 0): DPO's
+    reference for a LoRA policy, without a second copy of the weights."""
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    scales = [m.lora_scale.clone() for m in layers]
+    with torch.no_grad():
+        for m in layers:
+            m.lora_scale.zero_()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, scale in zip(layers, scales):
+                m.lora_scale.copy_(scale)
 
 
 def merged_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

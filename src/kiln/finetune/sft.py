@@ -15,55 +15,44 @@ tokens (an example longer than a window is cut; the remainder of a window is pad
 not masked between examples packed in one window (each example starts with <|bos|>).
 
 The split between training and validation examples is by a hash of each example's text, so adding
-examples never moves the old ones. The loader is the trainer's Loader: deterministic (a seeded
-shuffle of the windows per epoch), resumable (its position is in the checkpoint), rank-sliced.
+examples never moves the old ones (or a held-out file, finetune.val_data). The windows are one-row
+items for finetune/items.py's loader: deterministic, resumable, rank-sliced.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
 
 from kiln.errors import KilnError
-from kiln.shards.loader import EpochOrder
+from kiln.finetune.items import IGNORE, Rows, read_jsonl, split_items
 from kiln.tokenizer import BOS, EOS, SpecialIds
 
 ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
-IGNORE = -100
 
 
-def read_examples(path: Path) -> list[list[dict[str, str]]]:
+def parse_example(rec: dict[str, Any]) -> list[dict[str, str]]:
+    """One JSONL record -> its message list (messages, or a prompt/response pair)."""
+    if "messages" in rec:
+        messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in rec["messages"]]
+    else:
+        messages = [
+            {"role": "user", "content": str(rec["prompt"])},
+            {"role": "assistant", "content": str(rec["response"])},
+        ]
+    if not any(m["role"] == "assistant" for m in messages) or any(m["role"] not in ROLES for m in messages):
+        raise ValueError("roles must be system/user/assistant, with at least one assistant turn")
+    return messages
+
+
+def read_examples(path: Path, minimum: int = 2) -> list[list[dict[str, str]]]:
     """The file's examples as message lists; a malformed line is one error naming the line."""
-    path = Path(path)
-    if not path.exists():
-        raise KilnError(f"finetune.data={path} does not exist")
-    examples = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            if "messages" in rec:
-                messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in rec["messages"]]
-            else:
-                messages = [
-                    {"role": "user", "content": str(rec["prompt"])},
-                    {"role": "assistant", "content": str(rec["response"])},
-                ]
-        except (ValueError, KeyError, TypeError) as e:
-            raise KilnError(f"{path}:{n}: not a chat example ({e}); expected messages or prompt/response") from e
-        if not any(m["role"] == "assistant" for m in messages) or any(m["role"] not in ROLES for m in messages):
-            raise KilnError(f"{path}:{n}: roles must be system/user/assistant, with at least one assistant turn")
-        examples.append(messages)
-    if len(examples) < 2:
-        raise KilnError(f"{path} holds {len(examples)} example(s); fine-tuning needs at least 2 (one held out)")
+    examples = read_jsonl(path, parse_example, "a chat example (messages, or prompt/response)")
+    if len(examples) < minimum:
+        raise KilnError(f"{path} holds {len(examples)} example(s); fine-tuning needs at least {minimum}")
     return examples
 
 
@@ -102,11 +91,6 @@ def encode_example(tok: Tokenizer, ids: SpecialIds, messages: list[dict[str, str
     return list(enc.ids), targets
 
 
-def is_validation(messages: list[dict[str, str]], fraction: float) -> bool:
-    digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
 def pack(encoded: list[tuple[list[int], list[bool]]], seq_len: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
     """Examples -> windows (N, seq_len + 1) of tokens and of target flags, greedily, in order."""
     size = seq_len + 1
@@ -126,75 +110,31 @@ def pack(encoded: list[tuple[list[int], list[bool]]], seq_len: int, pad: int) ->
     return np.array(windows, dtype=np.int64), np.array(flags, dtype=bool)
 
 
-def split_windows(tokens: np.ndarray, flags: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets) from windows: targets are the next tokens, -100 where not an answer token."""
-    data = torch.from_numpy(tokens)
-    targets = data[:, 1:].clone()
-    targets[~torch.from_numpy(flags[:, 1:])] = IGNORE
-    return data[:, :-1], targets
+def window_rows(windows: tuple[np.ndarray, np.ndarray]) -> Rows:
+    """Packed windows -> one-row items: inputs, and targets that are the next tokens (-100 where not
+    an answer token)."""
+    tokens, flags = windows
+    targets = np.where(flags[:, 1:], tokens[:, 1:], IGNORE)
+    return Rows(tokens[:, None, :-1].copy(), targets[:, None, :])
 
 
 class SFTData:
-    """A fine-tuning file, encoded and packed once: training windows and validation windows."""
-
-    def __init__(self, path: Path, tok: Tokenizer, ids: SpecialIds, seq_len: int, val_fraction: float) -> None:
-        examples = read_examples(path)
-        val = [e for e in examples if is_validation(e, val_fraction)] or examples[-1:]
-        train = [e for e in examples if e not in val]
-        if not train:
-            raise KilnError(f"{path}: every example fell into the validation split; add examples")
-        self.num_examples = {"train": len(train), "val": len(val)}
-        self.train = pack([encode_example(tok, ids, e) for e in train], seq_len, ids.pad)
-        self.val = pack([encode_example(tok, ids, e) for e in val], seq_len, ids.pad)
-        self.answer_tokens = int(self.train[1][:, 1:].sum())
-
-
-class SFTLoader:
-    """The trainer's Loader over packed windows: a seeded shuffle per epoch, resumable, rank-sliced."""
+    """A fine-tuning file (and optionally a held-out file), encoded and packed once."""
 
     def __init__(
-        self, windows: tuple[np.ndarray, np.ndarray], batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+        self, path: Path, tok: Tokenizer, ids: SpecialIds, seq_len: int, val_fraction: float, val_path: str = ""
     ) -> None:
-        self.tokens, self.flags = windows
-        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.samples_seen = 0
-        self.order = EpochOrder(len(self.tokens), seed)
+        examples = read_examples(path)
+        held = read_examples(Path(val_path), 1) if val_path else None
+        train, val = split_items(examples, val_fraction, held, path)
+        self.num_examples = {"train": len(train), "val": len(val)}
+        packed = pack([encode_example(tok, ids, e) for e in train], seq_len, ids.pad)
+        self.train = window_rows(packed)
+        self.val = window_rows(pack([encode_example(tok, ids, e) for e in val], seq_len, ids.pad))
+        self.answer_tokens = int(packed[1][:, 1:].sum())
 
-    @property
-    def num_windows(self) -> int:
-        return len(self.tokens)
-
-    @property
-    def epoch(self) -> float:
-        return self.samples_seen / self.num_windows
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        first = self.samples_seen + self.rank * self.batch_size
-        rows = [self.order(first + i) for i in range(self.batch_size)]
-        self.samples_seen += self.batch_size * self.world_size
-        return split_windows(self.tokens[rows], self.flags[rows])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"samples_seen": self.samples_seen, "seed": self.seed}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.samples_seen = int(state["samples_seen"])
-
-
-class SFTValidation:
-    """Validation windows for the trainer (the same interface as ShardValidation)."""
-
-    def __init__(self, windows: tuple[np.ndarray, np.ndarray]) -> None:
-        self.tokens, self.flags = windows
-
-    def num_windows(self, seq_len: int, batch_size: int) -> int:
-        return len(self.tokens)
-
-    def batches(
-        self, seq_len: int, batch_size: int, max_windows: int | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.tokens) if max_windows is None else min(max_windows, len(self.tokens))
-        for start in range(0, n, batch_size):
-            yield split_windows(
-                self.tokens[start : min(start + batch_size, n)], self.flags[start : min(start + batch_size, n)]
-            )
+    def describe(self) -> str:
+        return (
+            f"fine-tuning on {self.num_examples['train']} examples ({len(self.train)} windows, "
+            f"{self.answer_tokens:,} answer tokens); {self.num_examples['val']} held out"
+        )

@@ -54,6 +54,8 @@ class TokenScores:
     """Target ids (any valid id where ignored), for the bytes behind bits-per-byte."""
     correct: torch.Tensor | None = None
     """Whether the most likely token is the target, for objectives that report an accuracy."""
+    figures: dict[str, torch.Tensor] | None = None
+    """Further per-item values (N,), reported as their weighted mean (e.g. DPO's reward margin)."""
 
 
 def token_scores(logits: torch.Tensor, targets: torch.Tensor, with_correct: bool) -> TokenScores:

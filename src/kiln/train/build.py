@@ -19,10 +19,9 @@ from torch import nn
 from kiln.device import keep_freed_host_memory, pick_device
 from kiln.errors import KilnError
 from kiln.evaluate.suites import load_tasks
-from kiln.finetune.lora import apply_lora
-from kiln.finetune.sft import SFTData, SFTLoader, SFTValidation
+from kiln.finetune import parts as finetune
 from kiln.models.build import build_model
-from kiln.models.registry import build_objective, family
+from kiln.models.registry import family
 from kiln.rundir import STATE, RunDir
 from kiln.shards.loader import PackedLoader, ShardSet, ShardValidation
 from kiln.tokenizer import load_tokenizer, objective_ids, token_byte_lengths, tokenizer_hash
@@ -98,15 +97,14 @@ def build_trainer(
     cfg = planner.settle(cfg, checkpoint, global_batch)
     tc = cfg.train
     ids = objective_ids(tokenizer)
-    if cfg.finetune.data:  # supervised fine-tuning: packed chat examples with answer-only targets
-        data = SFTData(Path(cfg.finetune.data), tokenizer, ids, tc.seq_len, cfg.finetune.val_fraction)
-        loader: Loader = SFTLoader(data.train, tc.micro_batch_size, tc.seed, par.rank, par.world_size)
-        val: ValidationData = SFTValidation(data.val)
+    data = None
+    loader: Loader
+    val: ValidationData
+    if cfg.finetune.data:  # fine-tuning: the file's items (finetune/parts.py), not the shards
+        data = finetune.load_data(cfg, tokenizer, ids)
+        loader, val = finetune.loaders(data, tc.micro_batch_size, tc.seed, par.rank, par.world_size)
         if par.rank == 0:
-            print(
-                f"fine-tuning on {data.num_examples['train']} examples ({len(data.train[0])} windows, "
-                f"{data.answer_tokens:,} answer tokens); {data.num_examples['val']} held out"
-            )
+            print(data.describe())
     else:
         train_shards = check_shards(ShardSet(run.split("train")), sha, cfg.model.vocab_size)
         val = ShardValidation(check_shards(ShardSet(run.split("val")), sha, cfg.model.vocab_size))
@@ -115,27 +113,19 @@ def build_trainer(
         )
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model, device)
-    if tc.init_from and not checkpoint:
+    if tc.init_from:  # also when resuming: DPO's reference is a copy of these weights
         start = Path(tc.init_from).expanduser()
         if not (start / STATE).exists():
             raise KilnError(f"train.init_from={start} is not a kiln checkpoint (no {STATE}); pass a checkpoints/step_N")
         load_weights(start, model)  # the consolidated weights, before parallelize shards them
-        if par.rank == 0:
+        if par.rank == 0 and not checkpoint:
             print(f"starting from the weights of {start}")
-    ft = cfg.finetune
-    if ft.lora_rank:
-        full = model.num_params()
-        wrapped = apply_lora(model, ft.lora_targets, ft.lora_rank, ft.lora_alpha, ft.lora_dropout)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        if par.rank == 0:
-            print(
-                f"LoRA rank {ft.lora_rank} on {wrapped} layers: {trainable:,} trainable parameters of {full:,} "
-                f"({trainable / full:.2%}); AdamW state {2 * trainable * 4 / 2**20:.2f} MiB instead of "
-                f"{2 * full * 4 / 2**20:.1f} MiB"
-            )
-    forward_model = parallelize(model, par, tc.precision)  # FSDP shards in place
+    adapted = finetune.adapt_model(cfg, model, data)
+    if adapted.note and par.rank == 0:
+        print(adapted.note)
+    forward_model = parallelize(adapted.forward, par, tc.precision)  # FSDP shards in place
     optimizer = build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device)
-    objective = build_objective(cfg.model, cfg.objective, ids)
+    objective = finetune.objective(cfg, ids, adapted)
     checkpointer = Checkpointer(run.checkpoints, run.tokenizer, sha, tc.keep_checkpoints, par, tc.async_checkpoint)
     hooks: list[Hook] = [FollowPlan(planner, started, requested_max_steps), Validate()]
     if tc.eval_tasks:

@@ -41,6 +41,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.utils._pytree import tree_map_only
 
 from kiln.errors import KilnError
+from kiln.finetune.classify import split_head
 from kiln.finetune.lora import adapter_weights, merged_weights
 from kiln.rundir import CONFIG, MANIFEST, STATE, TOKENIZER
 
@@ -95,8 +96,15 @@ def verify_checkpoint(path: Path) -> str | None:
 def _full_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """Unsharded weights (gathered from every rank), each shared tensor under its first name only."""
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    # a tied parameter under its later names (the head tied to the embedding): gathered, the copies no
+    # longer share storage when FSDP's root is a module around the model (classification's view)
+    unique = {n for n, _ in model.named_parameters()}
+    aliases = {n.replace("_checkpoint_wrapped_module.", "") for n, _ in model.named_parameters(remove_duplicate=False)}
+    aliases -= {n.replace("_checkpoint_wrapped_module.", "") for n in unique}
     out, seen = {}, set()
     for name, tensor in full.items():
+        if name in aliases:
+            continue
         assert isinstance(tensor, torch.Tensor)
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
         if key not in seen:
@@ -162,6 +170,9 @@ def save_checkpoint(
         if adapters:  # LoRA: the adapters alone, and the merged weights that eval/generate/export read
             save_file(adapters, str(tmp / "adapter.safetensors"))
             weights = merged_weights(weights)
+        weights, head = split_head(weights)
+        if head:  # classification: the head apart; model.safetensors stays the language model
+            save_file(head, str(tmp / "classifier.safetensors"))
         save_file(weights, str(tmp / "model.safetensors"))
 
     def publish() -> Path:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -22,6 +23,9 @@ from torch import nn
 
 from kiln.errors import KilnError
 from kiln.models.base import TokenModel
+
+if TYPE_CHECKING:
+    from kiln.finetune.classify import ClassifierView
 from kiln.train.config import ParallelConfig
 
 
@@ -83,9 +87,10 @@ class Parallel:
             dist.destroy_process_group()
 
 
-def parallelize(model: TokenModel, par: Parallel, precision: str) -> nn.Module:
+def parallelize(model: TokenModel | ClassifierView, par: Parallel, precision: str) -> nn.Module:
     """Activation checkpointing, then DDP or FSDP2, per `par.cfg`; returns the module to call. The
-    units are the family's `repeated_blocks()` (each block checkpointed and sharded on its own)."""
+    units are the family's `repeated_blocks()` (each block checkpointed and sharded on its own); the
+    root is the module the trainer calls (a model, or classification's view of one)."""
     cfg = par.cfg
     if cfg.activation_checkpointing == "block":
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (

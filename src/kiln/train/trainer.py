@@ -4,7 +4,7 @@ The `Trainer` owns steps, gradient accumulation, clipping, the schedule, non-fin
 and rollback, and the metrics of each step. It is built from parts (the model and the module to call,
 the objective, a Loader, ValidationData, the optimizer, a checkpointer) and runs hooks after each
 step (train/hooks.py: the time budget's plan, validation, task scores, checkpoints). train/build.py
-makes the parts from a run directory, for pretraining (shards) or fine-tuning (finetune/sft.py);
+makes the parts from a run directory, for pretraining (shards) or fine-tuning (finetune/parts.py);
 anything else (a benchmark) can make its own.
 """
 
@@ -52,7 +52,7 @@ class Loader(Protocol):
 
 
 class ValidationData(Protocol):
-    """What the trainer validates on (shards/loader.py's ShardValidation, finetune/sft.py's SFTValidation)."""
+    """What the trainer validates on (shards/loader.py's ShardValidation, finetune/items.py's ItemValidation)."""
 
     def num_windows(self, seq_len: int, batch_size: int) -> int: ...
     def batches(

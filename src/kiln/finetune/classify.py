@@ -1,0 +1,212 @@
+"""Sequence classification: a linear head on pooled states, for decoders and encoders alike.
+
+Data: `{"text": ..., "label": ...}` lines. A text is encoded as <|bos|> text <|eos|> (cut to the
+row width, keeping the <|eos|>); the labels are the training file's distinct values in sorted
+order (saved as finetune.labels). The model gets `classifier`, an nn.Linear(dim, labels) that
+starts at zero (so the first loss is log K), attached beside the family's blocks; ClassifierView is
+the module the trainer calls: the family's final hidden states through the head, (B, T, K).
+Pooling: causal families read the state at <|eos|> (the one position that has seen the whole text;
+its row's target holds the label, every other target is -100), the encoder the mean over the text's
+positions (the head is linear, so the mean of the per-position logits is the head of the mean state).
+
+A checkpoint keeps the head in classifier.safetensors, apart from model.safetensors, which stays
+the plain language model that eval, generate and export read. `confusion` scores held-out items
+into a confusion matrix (rows: true label, columns: predicted).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+from torch import nn
+
+from kiln.device import autocast
+from kiln.errors import KilnError
+from kiln.finetune.items import IGNORE, Rows, read_jsonl, split_items, stack_rows
+from kiln.models.base import TokenModel
+from kiln.objectives.base import Batch, Objective, TokenScores, with_aux
+from kiln.tokenizer import SpecialIds
+
+HEAD = "classifier"
+"""The head's attribute name on the model (and the prefix of its tensors)."""
+
+
+def parse_labelled(rec: dict[str, Any]) -> dict[str, str]:
+    text, label = str(rec["text"]), str(rec["label"])
+    if not text.strip() or not label:
+        raise ValueError("empty text or label")
+    return {"text": text, "label": label}
+
+
+class ClassifyData:
+    """A labelled file (and optionally a held-out file) encoded once into one-row items."""
+
+    def __init__(
+        self,
+        path: Path,
+        tok: Tokenizer,
+        ids: SpecialIds,
+        seq_len: int,
+        val_fraction: float,
+        val_path: str = "",
+        labels: list[str] | None = None,
+    ) -> None:
+        expected = 'a labelled text {"text", "label"}'
+        items = read_jsonl(path, parse_labelled, expected)
+        held = read_jsonl(Path(val_path), parse_labelled, expected) if val_path else None
+        train, val = split_items(items, val_fraction, held, path)
+        self.labels = list(labels) if labels else sorted({x["label"] for x in train})
+        if len(self.labels) < 2:
+            raise KilnError(f"{path}: classification needs at least 2 labels; found {self.labels}")
+        unknown = sorted({x["label"] for x in train + val} - set(self.labels))
+        if unknown:
+            raise KilnError(f"{path}: labels {unknown} are not among the training labels {self.labels}")
+        self.num_examples = {"train": len(train), "val": len(val)}
+        index = {name: i for i, name in enumerate(self.labels)}
+        encoded = {
+            split: [self._row(tok, ids, x["text"], index[x["label"]]) for x in rows]
+            for split, rows in (("train", train), ("val", val))
+        }
+        self.width = min(seq_len, max(len(row[0][0]) for rows in encoded.values() for row in rows))
+        self.cut = sum(len(row[0][0]) > self.width for rows in encoded.values() for row in rows)
+        self.train = stack_rows([self._fit(r, ids) for r in encoded["train"]], self.width, ids.pad)
+        self.val = stack_rows([self._fit(r, ids) for r in encoded["val"]], self.width, ids.pad)
+
+    @staticmethod
+    def _row(tok: Tokenizer, ids: SpecialIds, text: str, label: int) -> list[tuple[list[int], list[int]]]:
+        tokens = [ids.bos, *tok.encode(text, add_special_tokens=False).ids, ids.eos]
+        return [(tokens, [IGNORE] * (len(tokens) - 1) + [label])]
+
+    def _fit(self, item: list[tuple[list[int], list[int]]], ids: SpecialIds) -> list[tuple[list[int], list[int]]]:
+        """Cut a row to the width, keeping <|eos|> and the label at its end."""
+        tokens, targets = item[0]
+        if len(tokens) <= self.width:
+            return item
+        return [(tokens[: self.width - 1] + [ids.eos], [IGNORE] * (self.width - 1) + [targets[-1]])]
+
+    def describe(self) -> str:
+        cut = f"; {self.cut} cut to {self.width} tokens" if self.cut else ""
+        return (
+            f"classifying into {len(self.labels)} labels ({', '.join(self.labels)}): "
+            f"{self.num_examples['train']} texts, {self.num_examples['val']} held out{cut}"
+        )
+
+
+def attach_classifier(model: TokenModel, num_labels: int) -> nn.Linear:
+    """Give `model` a zero-initialised head on its final hidden states."""
+    if not hasattr(model, "hidden"):
+        raise KilnError(
+            f"classification reads a family's final hidden states; {type(model).__name__} has none "
+            "(use a decoder, hybrid or encoder checkpoint)"
+        )
+    head = nn.Linear(model.cfg.dim, num_labels, device=model.embed.weight.device)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    model.add_module(HEAD, head)
+    return head
+
+
+class ClassifierView(nn.Module):
+    """The module the trainer calls for classification: tokens (B, T) -> label logits (B, T, K)."""
+
+    def __init__(self, model: TokenModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def repeated_blocks(self) -> list[nn.ModuleList]:
+        return self.model.repeated_blocks()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        hidden = self.model.hidden(tokens)  # type: ignore[operator]
+        return getattr(self.model, HEAD)(hidden)
+
+
+class Classification(Objective):
+    """Cross-entropy of the pooled label logits; "accuracy" is the share of texts classified right."""
+
+    name = "classify"
+    accuracy_name = "accuracy"
+
+    def __init__(self, pool: str, pad: int) -> None:
+        super().__init__(None, None)
+        assert pool in ("last", "mean"), pool
+        self.pool, self.pad = pool, pad
+
+    def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
+        return {"inputs": inputs, "targets": targets}
+
+    def pooled(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(label logits (B, K) in fp32, labels (B,))."""
+        logits = model(batch["inputs"]).float()  # (B, T, K)
+        scored = batch["targets"] != IGNORE
+        labels = batch["targets"].masked_fill(~scored, 0).sum(dim=1)
+        if self.pool == "last":
+            rows = torch.arange(len(logits), device=logits.device)
+            return logits[rows, scored.int().argmax(dim=1)], labels
+        text = (batch["inputs"] != self.pad).unsqueeze(-1)
+        return (logits * text).sum(1) / text.sum(1).clamp(min=1), labels
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits, labels = self.pooled(model, batch)
+        metrics = {"accuracy": (logits.detach().argmax(-1) == labels).float().mean()}
+        return with_aux(model, F.cross_entropy(logits, labels), metrics)
+
+    def score(self, model: nn.Module, batch: Batch) -> TokenScores:
+        logits, labels = self.pooled(model, batch)
+        losses = F.cross_entropy(logits, labels, reduction="none")
+        return TokenScores(losses, torch.ones_like(losses), labels, logits.argmax(-1) == labels)
+
+
+def pool_of(family_name: str) -> str:
+    return "mean" if family_name == "encoder" else "last"
+
+
+def split_head(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(the language model's tensors, the classification head's) of a state dict."""
+    head = {k: v for k, v in weights.items() if k.split(".", 1)[0] == HEAD}
+    return {k: v for k, v in weights.items() if k not in head}, head
+
+
+@torch.no_grad()
+def confusion(
+    objective: Classification,
+    view: nn.Module,
+    rows: Rows,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+) -> list[list[int]]:
+    """counts[true][predicted] over the held-out items."""
+    k = getattr(view.model if isinstance(view, ClassifierView) else view, HEAD).out_features
+    counts = torch.zeros(k, k, dtype=torch.long)
+    was_training = view.training
+    view.eval()
+    for start in range(0, len(rows), batch_size):
+        inputs, targets = rows.take(slice(start, start + batch_size))
+        batch = {"inputs": inputs.to(device), "targets": targets.to(device)}
+        with autocast(device, precision):
+            logits, labels = objective.pooled(view, batch)
+        for t, p in zip(labels.tolist(), logits.argmax(-1).tolist()):
+            counts[t, p] += 1
+    view.train(was_training)
+    return counts.tolist()
+
+
+def confusion_table(labels: list[str], counts: list[list[int]]) -> str:
+    """A markdown confusion matrix with per-label recall and the overall accuracy."""
+    total = sum(map(sum, counts))
+    right = sum(counts[i][i] for i in range(len(labels)))
+    lines = [
+        "| true \\ predicted | " + " | ".join(labels) + " | recall |",
+        "| --- |" + " ---: |" * (len(labels) + 1),
+    ]
+    for i, name in enumerate(labels):
+        n = sum(counts[i])
+        recall = f"{counts[i][i] / n:.1%}" if n else "-"
+        lines.append(f"| {name} | " + " | ".join(str(c) for c in counts[i]) + f" | {recall} |")
+    lines.append(f"\naccuracy {right}/{total} = {right / max(total, 1):.1%}")
+    return "\n".join(lines) + "\n"
