@@ -41,6 +41,8 @@ VERBS: dict[str, str] = {
     "generate": "sample text from a checkpoint",
     "convert": "convert a checkpoint: sharded (dcp/) -> model.safetensors, or model.safetensors -> a DCP folder",
     "finetune": "fine-tune a checkpoint (SFT, LoRA, DPO or a classification head) with the same trainer",
+    "plan": "compute-optimal parameters and tokens for a budget (published fits, kiln's own), the shape, time, memory",
+    "transfer-demo": "the transfer demonstration: pretrained vs random init, SFT vs SFT + DPO, LoRA vs full, held out",
     "export": "write a checkpoint in Hugging Face format (transformers loads it offline) or GGUF, checked as written",
     "import": "turn a local Hugging Face Llama-architecture folder into a kiln run with one checkpoint",
 }
@@ -64,6 +66,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         choices=sorted(PRESETS),
         default=None,
         help="start from this preset (default: the run directory's config.json, else cpu)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="start from this config file (a saved config.json, or one `kiln plan --emit-config` wrote)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
@@ -147,6 +155,37 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument(
                 "--out", type=Path, default=None, help="--to dcp: the folder to write (default: CHECKPOINT/weights_dcp)"
+            )
+        if verb == "plan":
+            p.add_argument("--flops", type=float, default=0.0, help="the budget in training FLOPs")
+            p.add_argument("--gpu-hours", type=float, default=0.0, help="the budget in device-hours")
+            p.add_argument("--hours", type=float, default=0.0, help="the budget in wall-clock hours on --gpus devices")
+            p.add_argument(
+                "--device",
+                default="h100",
+                help="h100, h200, a100, l4 (data-sheet peak and power) or cpu (measured now)",
+            )
+            p.add_argument("--gpus", type=int, default=1, help="devices training together")
+            p.add_argument("--mfu", type=float, default=0.0, help="model FLOPs utilisation (default 0.4 GPU, 0.5 CPU)")
+            p.add_argument("--seq-len", type=int, default=2048, help="training context")
+            p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer vocabulary")
+            p.add_argument("--parallel", choices=["ddp", "fsdp"], default="fsdp", help="for memory per device")
+            p.add_argument("--price-per-hour", type=float, default=0.0, help="cost of one device-hour, for the cost")
+            p.add_argument(
+                "--run-dir", type=Path, default=None, help="a run directory: its corpus's tokens and kiln's own fit"
+            )
+            p.add_argument("--emit-config", type=Path, default=None, help="write the planned shape as a config file")
+            p.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
+        if verb == "transfer-demo":
+            p.add_argument("--run-dir", type=Path, default=Path("runs/transfer"), help="where its runs and report go")
+            p.add_argument(
+                "--checkpoint",
+                type=Path,
+                default=None,
+                help="the pretrained checkpoint (default: the default `kiln run` first, in RUN_DIR/pretrain)",
+            )
+            p.add_argument(
+                "--steps-scale", type=float, default=1.0, help="scale every fine-tuning run's steps (a quick look: 0.1)"
             )
         if verb == "finetune":
             p.add_argument("--checkpoint", type=Path, required=True, help="the checkpoints/step_N to start from")
@@ -244,10 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, RunDir]:
     """Preset or saved config, then overrides; and the run directory."""
-    run_dir = args.run_dir or Path("runs") / (args.preset or "cpu")
+    run_dir = args.run_dir or Path("runs") / (args.preset or ("plan" if getattr(args, "config", None) else "cpu"))
     run = RunDir(run_dir)
+    if args.preset and getattr(args, "config", None):
+        raise KilnError("give --preset or --config, not both")
     if args.preset:
         cfg = get_preset(args.preset)
+    elif getattr(args, "config", None):
+        cfg = load_config(RunConfig, args.config)
     elif run.config.exists():
         cfg = load_config(RunConfig, run.config)
     else:
@@ -318,6 +361,21 @@ def dispatch(args: argparse.Namespace) -> Any:
             )
             figures["classification"] = report
         return figures
+    if args.verb == "plan":
+        from kiln.scaling.plan import budget_of, emit_config, make_plan, plan_table
+
+        budget = budget_of(args.flops, args.gpu_hours, args.hours, args.device, args.gpus, args.mfu)
+        plan = make_plan(
+            budget, args.vocab_size, args.seq_len, args.run_dir, args.parallel, price_per_hour=args.price_per_hour
+        )
+        print(json.dumps(plan, indent=2) if args.json else plan_table(plan), end="" if not args.json else "\n")
+        if args.emit_config:
+            print(f"wrote {emit_config(plan, args.emit_config)}; train it with kiln train --config {args.emit_config}")
+        return plan
+    if args.verb == "transfer-demo":
+        from kiln.finetune.demo import run_demo
+
+        return run_demo(args.run_dir, args.checkpoint, args.steps_scale)
     if args.verb == "export":
         if not (args.checkpoint / STATE).exists():
             raise KilnError(f"{args.checkpoint} is not a kiln checkpoint (no state.json)")

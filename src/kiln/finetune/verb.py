@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from kiln.config import apply_overrides, from_dict, replace, save_config
 from kiln.errors import KilnError
+from kiln.finetune.config import FinetuneConfig
 from kiln.runconfig import RunConfig
 from kiln.rundir import CONFIG, TOKENIZER, RunDir
 
@@ -39,7 +40,7 @@ def finetune_config(
     if not Path(data).is_file():  # before the run directory is made
         raise KilnError(f"--data {data} is not a file; pass a JSONL of examples")
     base = from_dict(RunConfig, json.loads((checkpoint / CONFIG).read_text()))
-    objective = "sft" if method == "lora" else method
+    objective = cast(Literal["sft", "dpo", "classify"], "sft" if method == "lora" else method)
     families = WITH_HIDDEN if objective == "classify" else CAUSAL
     if base.model.family not in families:
         raise KilnError(
@@ -54,7 +55,7 @@ def finetune_config(
         base,
         preset="finetune",
         budget_s=0.0,
-        finetune=replace(base.finetune, data=str(data), objective=objective, lora_rank=rank),
+        finetune=FinetuneConfig(data=str(data), objective=objective, lora_rank=rank),  # none of an earlier one's
         train=replace(
             base.train,
             init_from=str(checkpoint) if init == "checkpoint" else "",

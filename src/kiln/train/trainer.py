@@ -336,6 +336,7 @@ class Trainer:
             "world_size": self.world_size,
             "parallel": self.cfg.parallel.mode,
             "params": self.model.num_params(),
+            "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             "params_non_embedding": self.model.num_params(non_embedding=True),
             "active_matmul_params": matmul_params(self.model),
             "tokens_per_s": tokens_per_s,

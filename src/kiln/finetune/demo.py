@@ -1,0 +1,264 @@
+"""`kiln transfer-demo`: does pretraining help, does DPO add to SFT, does LoRA match full fine-tuning?
+
+From a pretrained checkpoint (or, without one, the default `kiln run` first), on the sets of
+finetune/demo_sets.py, the demonstration fine-tunes, each through `kiln finetune`'s config and the
+one trainer, then measures every model on the same held-out items:
+
+    base            the pretrained model as it is (the chat template, no fine-tuning)
+    sft             full SFT from the pretrained weights
+    sft-random      full SFT of the same architecture from random weights
+    lora            LoRA SFT (rank 8) from the pretrained weights
+    sft+dpo         DPO (full) from the SFT model, on the preference pairs
+    classify        the century of a held-out passage, head + full fine-tuning, pretrained
+    classify-random the same from random weights
+
+It writes `report.md` (the table) and `results.json` under its run directory; each model's own
+run directory sits beside them. A finished run is kept when the demonstration is run again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from kiln.device import pick_device
+from kiln.errors import KilnError
+from kiln.rundir import RunDir
+
+SFT_STEPS = 150
+DPO_STEPS = 60
+CLASSIFY_STEPS = 150
+MICRO_BATCH = 8
+SPEC = "demo_spec.json"
+"""What a run was made from (its plan entry, start and rate): kept on a rerun only when unchanged."""
+PRETRAINED_LR = 0.1
+"""Full fine-tuning from pretrained weights at the pretraining rate x this (`kiln finetune`'s default);
+random starts and LoRA at the pretraining rate (measured: one rate for all leaves the pretrained
+classifier at 48.9 % instead of 70.5 %)."""
+
+
+def plan(steps_scale: float) -> list[dict[str, Any]]:
+    """The fine-tuning runs, in order (sft+dpo starts from sft's result)."""
+
+    def steps(n: int) -> int:
+        return max(4, int(n * steps_scale))
+
+    return [
+        {
+            "name": "sft",
+            "method": "sft",
+            "data": "sft",
+            "init": "checkpoint",
+            "steps": steps(SFT_STEPS),
+            "lr_factor": PRETRAINED_LR,
+        },
+        {"name": "sft-random", "method": "sft", "data": "sft", "init": "random", "steps": steps(SFT_STEPS)},
+        {"name": "lora", "method": "lora", "data": "sft", "init": "checkpoint", "steps": steps(SFT_STEPS)},
+        {
+            "name": "sft+dpo",
+            "method": "dpo",
+            "data": "dpo",
+            "init": "sft",
+            "steps": steps(DPO_STEPS),
+            "lr_factor": PRETRAINED_LR,
+        },
+        {
+            "name": "classify",
+            "method": "classify",
+            "data": "classify",
+            "init": "checkpoint",
+            "steps": steps(CLASSIFY_STEPS),
+            "lr_factor": PRETRAINED_LR,
+        },
+        {
+            "name": "classify-random",
+            "method": "classify",
+            "data": "classify",
+            "init": "random",
+            "steps": steps(CLASSIFY_STEPS),
+        },
+    ]
+
+
+def _finished(run: RunDir, spec: dict[str, Any]) -> Path | None:
+    """The final checkpoint of a finished run made from the same spec, else None."""
+    from kiln.train.checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(run.checkpoints)
+    made = run.root / SPEC
+    same = made.exists() and json.loads(made.read_text()) == spec
+    done = same and last is not None and last.name == f"step_{spec['steps']}" and run.stages.exists()
+    return last if done else None
+
+
+def finetune_run(spec: dict[str, Any], start: Path, sets: dict[str, Path], out: Path, lr: float) -> dict[str, Any]:
+    """One fine-tuning run of the plan (kept if already finished) at learning rate `lr` x the plan's
+    factor; its figures and final checkpoint."""
+    from kiln import stages
+    from kiln.finetune.verb import classification_report, finetune_config, prepare_run
+
+    run = RunDir(out / spec["name"])
+    spec = {**spec, "start": str(start), "lr": lr * spec.get("lr_factor", 1.0)}
+    last = _finished(run, spec)
+    if last is None:
+        shutil.rmtree(run.root, ignore_errors=True)
+        held = sets.get(spec["data"] + "_val")
+        overrides: dict[str, Any] = {
+            "train.max_steps": spec["steps"],
+            "train.micro_batch_size": MICRO_BATCH,
+            "train.eval_every": max(spec["steps"] // 3, 1),
+            "train.checkpoint_every": spec["steps"],
+            "train.warmup_steps": max(spec["steps"] // 10, 1),
+            "train.lr": spec["lr"],
+        }
+        if held is not None:
+            overrides["finetune.val_data"] = str(held)
+        init = "random" if spec["init"] == "random" else "checkpoint"
+        cfg = finetune_config(start, sets[spec["data"]], spec["method"], overrides, init)
+        prepare_run(cfg, start, run)
+        print(f"\n== {spec['name']}: {spec['method']} from {'random weights' if init == 'random' else start} ==")
+        t0 = time.perf_counter()
+        stages.train(cfg, run)
+        (run.root / "wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+        (run.root / SPEC).write_text(json.dumps(spec, indent=2) + "\n")
+        last = _finished(run, spec)
+        assert last is not None, f"{run.root} ended without its final checkpoint"
+    summary = json.loads(run.stages.read_text())["train"]
+    figures: dict[str, Any] = {
+        "name": spec["name"],
+        "checkpoint": str(last),
+        "steps": summary["steps"],
+        "wall_s": float((run.root / "wall_s.txt").read_text()),
+        "trainable_params": summary["trainable_params"],
+        "val_loss": summary["val_loss"],
+    }
+    for key in ("val_preference_accuracy", "val_reward_margin", "val_accuracy"):
+        if key in summary:
+            figures[key] = summary[key]
+    if spec["method"] == "classify":
+        report = classification_report(last, run.root)
+        figures.update(accuracy=report["accuracy"], majority=report["majority_baseline"], items=report["items"])
+    return figures
+
+
+def question_accuracy(checkpoint: Path, device_name: str = "auto") -> dict[str, float]:
+    """Held-out multiple-choice accuracy on the questions (demo_sets.heldout_tasks) of a checkpoint."""
+    from kiln.evaluate.load import load_checkpoint
+    from kiln.evaluate.tasks import score_task
+    from kiln.finetune.demo_sets import heldout_tasks
+    from kiln.models.registry import family
+
+    loaded = load_checkpoint(checkpoint, pick_device(device_name))
+    spec = family(loaded.cfg.model.family)
+
+    def encode(t: str) -> list[int]:
+        return loaded.tokenizer.encode(t, add_special_tokens=False).ids
+
+    out = {}
+    for task in heldout_tasks():
+        scored = score_task(task, spec, loaded.model, encode, loaded.ids, loaded.precision, 256, progress=False)
+        out[task.name] = scored["acc"]
+        out[task.name + "_chance"] = scored["chance"]
+        out["items"] = scored["items"]
+    return out
+
+
+def pretrained_checkpoint(out: Path) -> Path:
+    """The default `kiln run` in out/pretrain (kept if already finished); its final checkpoint."""
+    from kiln import presets
+    from kiln import run as run_pipeline
+    from kiln.train.checkpoint import latest_checkpoint
+
+    run = RunDir(out / "pretrain")
+    if not (run.summary.exists() and latest_checkpoint(run.checkpoints)):
+        print("== pretraining: the default `kiln run` ==")
+        run_pipeline.main(presets.cpu(), run, resume=latest_checkpoint(run.checkpoints) is not None)
+    last = latest_checkpoint(run.checkpoints)
+    assert last is not None
+    return last
+
+
+def run_demo(out: Path, checkpoint: Path | None = None, steps_scale: float = 1.0) -> dict[str, Any]:
+    """The whole demonstration; returns (and writes) its results."""
+    from kiln.finetune.demo_sets import write_sets
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    if checkpoint is not None and not (Path(checkpoint) / "model.safetensors").exists():
+        raise KilnError(f"{checkpoint} is not a kiln checkpoint; pass a checkpoints/step_N directory")
+    start = Path(checkpoint) if checkpoint is not None else pretrained_checkpoint(out)
+    sets = write_sets(out / "data")
+    lr = json.loads((start / "config.json").read_text())["train"]["lr"]
+    results: dict[str, Any] = {"pretrained": str(start), "lr": lr, "runs": {}}
+    results["runs"]["base"] = {"name": "base", "steps": 0, "wall_s": 0.0, **question_accuracy(start)}
+    for spec in plan(steps_scale):
+        begin = Path(results["runs"]["sft"]["checkpoint"]) if spec["init"] == "sft" else start
+        figures = finetune_run(spec, begin, sets, out, lr)
+        if spec["method"] != "classify":
+            figures.update(question_accuracy(Path(figures["checkpoint"])))
+        results["runs"][spec["name"]] = figures
+    results["wall_s"] = time.perf_counter() - t0
+    results["sets"] = {name: sum(1 for _ in path.open()) for name, path in sets.items()}
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "report.md").write_text(report(results))
+    print(report(results))
+    return results
+
+
+def report(results: dict[str, Any]) -> str:
+    runs, sets = results["runs"], results["sets"]
+    base = runs["base"]
+    lines = [
+        "# Transfer demonstration",
+        "",
+        f"Pretrained checkpoint: `{results['pretrained']}`. Sets (finetune/demo_sets.py): "
+        f"{sets['sft']} instruction pairs ({sets['sft_val']} held out), {sets['dpo']} preference pairs, "
+        f"{sets['classify']} labelled passages ({sets['classify_val']} held out); held-out items come "
+        f"from a quarter of the addresses, never fine-tuned on.",
+        "",
+        f"Held-out questions ({base['items']} years each), multiple choice scored by log-likelihood after "
+        f"the chat template: who gave the address (chance {base['heldout_president_chance']:.1%}), "
+        f"which party (chance {base['heldout_party_chance']:.1%}).",
+        "",
+        "| model | from | trainable parameters | steps | wall s | who: accuracy | party: accuracy | held-out loss "
+        "| other |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    origin = {"base": "pretrained", "sft-random": "random", "classify-random": "random", "sft+dpo": "sft"}
+    for name, r in runs.items():
+        if name.startswith("classify"):
+            continue
+        other = ""
+        if "val_preference_accuracy" in r:
+            other = f"preference acc. {r['val_preference_accuracy']:.1%}, margin {r['val_reward_margin']:.2f}"
+        loss = f"{r['val_loss']:.3f}" if "val_loss" in r else "-"
+        trainable = f"{r['trainable_params']:,}" if "trainable_params" in r else "-"
+        lines.append(
+            f"| {name} | {origin.get(name, 'pretrained')} | {trainable} | {r['steps']} | {r['wall_s']:.0f} | "
+            f"{r['heldout_president']:.1%} | {r['heldout_party']:.1%} | {loss} | {other} |"
+        )
+    lines += [
+        "",
+        "Century of a held-out passage (4 labels; head on the <|eos|> state, every weight trained):",
+        "",
+        "| model | from | steps | wall s | accuracy | majority label | held-out loss |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in ("classify", "classify-random"):
+        r = runs[name]
+        lines.append(
+            f"| {name} | {origin.get(name, 'pretrained')} | {r['steps']} | {r['wall_s']:.0f} | "
+            f"{r['accuracy']:.1%} | {r['majority']:.1%} | {r['val_loss']:.3f} |"
+        )
+    lines += [
+        "",
+        f"Learning rates: {results['lr']:g} (the pretraining rate) for random starts and LoRA, x{PRETRAINED_LR:g} for "
+        "full fine-tuning and DPO from trained weights. Held-out loss: answer tokens (SFT), DPO loss (sft+dpo), "
+        f"cross-entropy (classify). With {base['items']} items per question an accuracy moves 1.4 points per item.",
+        "",
+        f"Total {results['wall_s']:.0f} s.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,46 @@
+"""The transfer demonstration: its sets are deterministic and hold out whole addresses; its hard
+negatives are wrong; the whole demonstration runs end to end on a tiny checkpoint."""
+
+import json
+
+from kiln.cli import main
+from kiln.finetune.demo_sets import QUESTIONS, addresses, hard_negative, heldout_tasks, write_sets
+
+
+def test_sets_are_deterministic_and_hold_out_whole_addresses(tmp_path):
+    a, b = write_sets(tmp_path / "a"), write_sets(tmp_path / "b")
+    assert all(a[k].read_bytes() == b[k].read_bytes() for k in a)
+    held = {q.format(year=x.year) for x in addresses() if x.held_out for q in QUESTIONS.values()}
+    train_prompts = {json.loads(line)["prompt"] for line in a["sft"].open()}
+    held_prompts = {json.loads(line)["prompt"] for line in a["sft_val"].open()}
+    assert held_prompts == held and not train_prompts & held
+    passages_train = {json.loads(line)["text"] for line in a["classify"].open()}
+    passages_held = {json.loads(line)["text"] for line in a["classify_val"].open()}
+    assert passages_train and passages_held and not passages_train & passages_held
+    for line in a["dpo"].open():
+        pair = json.loads(line)
+        assert pair["chosen"] != pair["rejected"]
+    years = addresses()
+    assert hard_negative(years, 0, "president") == "John Adams"  # Washington's nearest other president
+
+
+def test_heldout_tasks_are_multiple_choice_over_every_answer():
+    who, party = heldout_tasks()
+    assert len(who.items) == len(party.items) == sum(x.held_out for x in addresses())
+    assert len(who.items[0].continuations) == len({x.president for x in addresses()})
+    assert who.items[0].contexts[0].endswith("\nAssistant:") and who.items[0].continuations[0].endswith("<|eos|>")
+
+
+def test_the_demonstration_runs_end_to_end(pretrained, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["transfer-demo", "--checkpoint", str(pretrained), "--run-dir", str(out), "--steps-scale", "0"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["runs"]) == {"base", "sft", "sft-random", "lora", "sft+dpo", "classify", "classify-random"}
+    assert results["runs"]["lora"]["trainable_params"] < results["runs"]["sft"]["trainable_params"]
+    assert 0 <= results["runs"]["sft+dpo"]["heldout_president"] <= 1
+    report = (out / "report.md").read_text()
+    assert "| sft-random | random |" in report and "| classify |" in report
+    # run again: every finished run is kept, nothing retrains
+    capsys.readouterr()
+    assert main(["transfer-demo", "--checkpoint", str(pretrained), "--run-dir", str(out), "--steps-scale", "0"]) == 0
+    assert "== sft" not in capsys.readouterr().out
