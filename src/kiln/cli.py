@@ -42,6 +42,7 @@ VERBS: dict[str, str] = {
     "convert": "convert a checkpoint: sharded (dcp/) -> model.safetensors, or model.safetensors -> a DCP folder",
     "finetune": "fine-tune a checkpoint (SFT, LoRA, DPO or a classification head) with the same trainer",
     "plan": "compute-optimal parameters and tokens for a budget (published fits, kiln's own), the shape, time, memory",
+    "sweep": "a grid of runs (depths x token budgets x learning rates) on a run's shards; table, plot, fitted law",
     "transfer-demo": "the transfer demonstration: pretrained vs random init, SFT vs SFT + DPO, LoRA vs full, held out",
     "export": "write a checkpoint in Hugging Face format (transformers loads it offline) or GGUF, checked as written",
     "import": "turn a local Hugging Face Llama-architecture folder into a kiln run with one checkpoint",
@@ -176,6 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument("--emit-config", type=Path, default=None, help="write the planned shape as a config file")
             p.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
+        if verb == "sweep":
+            p.add_argument("--run-dir", type=Path, required=True, help="a tokenized run directory (its shards, config)")
+            p.add_argument("--depths", required=True, help="depths on the size dial, e.g. 1,2,3,4,5")
+            p.add_argument("--tokens", required=True, help="training tokens per point, e.g. 1.5e5,4e5")
+            p.add_argument("--lrs", default="", help="learning rates (default: the run config's train.lr)")
+            p.add_argument(
+                "--executor",
+                choices=["local", "inline", "debug", "slurm", "auto"],
+                default="local",
+                help="submitit's LocalExecutor (default), SlurmExecutor, AutoExecutor or DebugExecutor; inline: here",
+            )
+            p.add_argument("--jobs", type=int, default=1, help="points at a time on this machine (cores are shared)")
+            p.add_argument("--no-fit", action="store_true", help="collect and plot only")
         if verb == "transfer-demo":
             p.add_argument("--run-dir", type=Path, default=Path("runs/transfer"), help="where its runs and report go")
             p.add_argument(
@@ -372,6 +386,21 @@ def dispatch(args: argparse.Namespace) -> Any:
         if args.emit_config:
             print(f"wrote {emit_config(plan, args.emit_config)}; train it with kiln train --config {args.emit_config}")
         return plan
+    if args.verb == "sweep":
+        from kiln.scaling.sweep import grid, sweep
+
+        def floats(text: str) -> list[float]:
+            try:
+                return [float(x) for x in text.split(",") if x.strip()]
+            except ValueError:
+                raise KilnError(f"{text!r} is not a comma-separated list of numbers") from None
+
+        run = RunDir(args.run_dir)
+        lrs = floats(args.lrs) or [load_config(RunConfig, run.config).train.lr if run.config.exists() else 0.0]
+        points = grid([int(d) for d in floats(args.depths)], floats(args.tokens), lrs)
+        result = sweep(run, points, args.executor, args.jobs, fit=not args.no_fit)
+        print((run.root / "scaling" / "sweep.md").read_text())
+        return result
     if args.verb == "transfer-demo":
         from kiln.finetune.demo import run_demo
 

@@ -159,7 +159,8 @@ def question_accuracy(checkpoint: Path, device_name: str = "auto") -> dict[str, 
 
     out = {}
     for task in heldout_tasks():
-        scored = score_task(task, spec, loaded.model, encode, loaded.ids, loaded.precision, 256, progress=False)
+        max_len = loaded.cfg.model.max_seq_len
+        scored = score_task(task, spec, loaded.model, encode, loaded.ids, loaded.precision, max_len, progress=False)
         out[task.name] = scored["acc"]
         out[task.name + "_chance"] = scored["chance"]
         out["items"] = scored["items"]

@@ -1,10 +1,11 @@
 """The transfer demonstration's data, made offline and deterministically from the built-in corpus.
 
-Every address in the built-in corpus carries its year, president and party. A hash of the address
-id holds out a quarter of them (HELD_OUT); the sets are:
+Every address in the built-in corpus carries its year, president and party. A hash of the year
+holds out a quarter of the years (HELD_OUT) with their addresses; the sets are:
 
-- instructions (SFT): for each year, "Who gave the State of the Union address of {year}?" ->
-  the president, and "Which party ..." -> the party ("no party" for Washington's);
+- instructions (SFT): for each year (one address, one president), "Who gave the State of the
+  Union address of {year}?" -> the president, and "Which party ..." -> the party ("no party" for
+  Washington's);
 - preferences (DPO): the same prompts, the true answer chosen and a hard wrong one rejected (the
   answer of the nearest year whose answer differs), held out by the same addresses;
 - passages (classification): up to 8 passages of ~600 characters spread through each address,
@@ -42,12 +43,22 @@ class Address:
 
     @property
     def held_out(self) -> bool:
-        digest = hashlib.blake2b(f"transfer-demo:{self.id}".encode(), digest_size=8).digest()
+        """By year, so a year's two addresses (Washington's of 1790) fall on the same side."""
+        digest = hashlib.blake2b(f"transfer-demo:{self.year}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64 < HELD_OUT
 
     @property
     def century(self) -> str:
         return f"{self.year // 100}00s"
+
+
+def question_years(years: list[Address]) -> list[Address]:
+    """One address per year, leaving out years whose addresses two presidents gave (1961: Eisenhower
+    and Kennedy), where "who gave the address of 1961" has no one answer."""
+    by_year: dict[int, list[Address]] = {}
+    for a in years:
+        by_year.setdefault(a.year, []).append(a)
+    return [group[0] for group in by_year.values() if len({a.president for a in group}) == 1]
 
 
 def addresses() -> list[Address]:
@@ -103,7 +114,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def write_sets(out: Path) -> dict[str, Path]:
     """Write the demonstration's files into `out`; returns their paths by name."""
-    years = addresses()
+    every = addresses()
+    years = question_years(every)
     sft: dict[bool, list[dict]] = {False: [], True: []}
     prefs: dict[bool, list[dict]] = {False: [], True: []}
     labelled: dict[bool, list[dict]] = {False: [], True: []}
@@ -114,6 +126,7 @@ def write_sets(out: Path) -> dict[str, Path]:
             prefs[a.held_out].append(
                 {"prompt": prompt, "chosen": answer(a, field), "rejected": hard_negative(years, i, field)}
             )
+    for a in every:
         labelled[a.held_out] += [{"text": p, "label": a.century} for p in passages(a.text)]
     return {
         "sft": write_jsonl(out / "instructions.jsonl", sft[False]),
@@ -127,10 +140,11 @@ def write_sets(out: Path) -> dict[str, Path]:
 
 def heldout_tasks() -> list[Task]:
     """The held-out years' questions as multiple-choice tasks, in the chat template's words."""
-    years = addresses()
+    every = addresses()
+    years = question_years(every)
     tasks = []
     for field, question in QUESTIONS.items():
-        names = sorted({answer(a, field) for a in years})
+        names = sorted({answer(a, field) for a in every})
         items = []
         for a in years:
             if not a.held_out:

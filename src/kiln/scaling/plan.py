@@ -279,9 +279,7 @@ def emit_config(plan: dict[str, Any], path: Path, micro_batch_size: int = 8) -> 
         preset="plan",
         budget_s=0.0,
         tokenizer=replace(base.tokenizer, vocab_size=plan["vocab_size"]),
-        model=replace(
-            base.model, depth=s["depth"], vocab_size=plan["vocab_size"], max_seq_len=seq_len, dim=0, num_layers=0
-        ),
+        model=replace(base.model, depth=s["depth"], vocab_size=plan["vocab_size"], max_seq_len=seq_len),
         train=replace(
             base.train,
             seq_len=seq_len,

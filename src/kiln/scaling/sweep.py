@@ -1,0 +1,282 @@
+"""`kiln sweep`: a grid of training runs on one run directory's shards, collected, plotted and fitted.
+
+The grid is depths on the size dial x token budgets (x learning rates). Every point is a normal run
+directory under RUN/sweep/ (its config, checkpoints, metrics, stages.json), reading the run's own
+tokenizer and shards through links, so the data is tokenized once. A point whose stages.json holds
+its training figures is never rerun; one that has a checkpoint but did not finish resumes from it.
+
+Points run through submitit (Slurm on a cluster; its LocalExecutor on one machine, `--jobs` at a
+time, each with cores / jobs threads; its DebugExecutor in-process), or in this process without it
+(`--executor inline`). Then: sweep.json / sweep.md (one row per point), loss_vs_compute.png with the
+frontier (the lowest loss reached at each compute), and, with at least five points of more than one
+size and token count, the fit of L(N, D) with bootstrap intervals and its prediction of the largest
+run from the others (scaling/fit.py) in RUN/scaling/fit.json, which `kiln plan --run-dir RUN` uses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kiln.config import load_config, replace, save_config
+from kiln.errors import KilnError
+from kiln.rundir import RunDir
+
+if TYPE_CHECKING:
+    from kiln.runconfig import RunConfig
+
+MICRO_BATCH = 8
+"""Sequences per step at every point (one batch size across the grid)."""
+
+
+@dataclass(frozen=True)
+class Point:
+    depth: int
+    tokens: int
+    lr: float
+
+    @property
+    def name(self) -> str:
+        return f"d{self.depth}_t{self.tokens}_lr{self.lr:g}"
+
+
+def grid(depths: list[int], tokens: list[float], lrs: list[float]) -> list[Point]:
+    return [Point(d, int(t), lr) for d in depths for t in tokens for lr in lrs]
+
+
+def point_config(base: RunConfig, point: Point) -> RunConfig:
+    """A point's config: the run's own with the point's depth, step count and learning rate, no time
+    budget, validation and a checkpoint only at the end."""
+    tc = base.train
+    steps = max(2, math.ceil(point.tokens / (tc.seq_len * MICRO_BATCH)))
+    return replace(
+        base,
+        preset="sweep",
+        budget_s=0.0,
+        model=replace(base.model, depth=point.depth, dim=0, num_layers=0),  # the dial sets both
+        train=replace(
+            tc,
+            max_steps=steps,
+            micro_batch_size=MICRO_BATCH,
+            lr=point.lr,
+            warmup_steps=max(1, min(tc.warmup_steps, steps // 10)),
+            time_budget_s=0.0,
+            size_from_budget=False,
+            eval_every=steps,
+            eval_tasks="",
+            checkpoint_every=steps,
+            tensorboard=False,
+        ),
+    )
+
+
+def prepare_point(run: RunDir, base: RunConfig, point: Point) -> RunDir:
+    """RUN/sweep/<point>: its config, and links to the run's tokenizer and shards."""
+    root = run.root / "sweep" / point.name
+    root.mkdir(parents=True, exist_ok=True)
+    pr = RunDir(root)
+    for target, link in ((run.tokenizer, pr.tokenizer), (run.shards, pr.shards)):
+        if not link.exists():
+            link.symlink_to(os.path.relpath(target, root))
+    if not pr.config.exists():
+        save_config(point_config(base, point), pr.config)
+    return pr
+
+
+def finished(pr: RunDir) -> dict[str, Any] | None:
+    if not pr.stages.exists():
+        return None
+    return json.loads(pr.stages.read_text()).get("train")
+
+
+def run_point(root: str, threads: int = 0) -> dict[str, Any]:
+    """Train one point to its end (resuming it if it has a checkpoint); its training figures. A
+    module-level function, so submitit can run it in another process."""
+    from kiln import stages
+    from kiln.runconfig import RunConfig
+    from kiln.train.checkpoint import latest_checkpoint
+
+    pr = RunDir(Path(root))
+    done = finished(pr)
+    if done is not None:
+        return done
+    cfg = load_config(RunConfig, pr.config)
+    if threads:
+        cfg = replace(cfg, train=replace(cfg.train, threads=threads))
+    return stages.train(cfg, pr, resume="auto" if latest_checkpoint(pr.checkpoints) else False)
+
+
+def run_points(roots: list[str], executor: str, jobs: int, log_dir: Path) -> None:
+    """Run the unfinished points: through submitit (`local`, `slurm`, `debug`, `auto`) `jobs` at a
+    time, or one after another here (`inline`)."""
+    todo = [r for r in roots if finished(RunDir(Path(r))) is None]
+    if not todo:
+        return
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    if executor == "inline":
+        for i, root in enumerate(todo, 1):
+            print(f"sweep point {i}/{len(todo)}: {root}")
+            run_point(root)
+        return
+    try:
+        import submitit
+    except ImportError:
+        raise KilnError('kiln sweep --executor submits through submitit: pip install -e ".[scaling]"') from None
+    kinds = {
+        "local": submitit.LocalExecutor,
+        "debug": submitit.DebugExecutor,
+        "slurm": submitit.SlurmExecutor,
+        "auto": submitit.AutoExecutor,
+    }
+    ex = kinds[executor](folder=str(log_dir))
+    if executor == "local":
+        ex.update_parameters(timeout_min=24 * 60)
+    wave = len(todo) if executor in ("slurm", "auto") else max(jobs, 1)
+    for start in range(0, len(todo), wave):
+        batch = todo[start : start + wave]
+        print(f"sweep: running {len(batch)} point(s) ({start + len(batch)}/{len(todo)}) through submitit {executor}")
+        submitted = [ex.submit(run_point, root, 0 if executor in ("slurm", "auto") else threads) for root in batch]
+        for job, root in zip(submitted, batch):
+            try:
+                job.result()
+            except Exception as e:  # one failed point is reported, the others still count
+                print(f"sweep point {root} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e}")
+
+
+def collect(run: RunDir, points: list[Point]) -> list[dict[str, Any]]:
+    rows = []
+    for p in points:
+        figures = finished(RunDir(run.root / "sweep" / p.name))
+        if figures is None:
+            continue
+        rows.append(
+            {
+                "point": p.name,
+                "depth": p.depth,
+                "lr": p.lr,
+                "params": figures["params"],
+                "params_non_embedding": figures["params_non_embedding"],
+                "tokens": figures["train_tokens"],
+                "flops": figures["train_flops"],
+                "val_loss": figures["val_loss"],
+                "val_bpb": figures.get("val_bpb"),
+                "train_s": figures["train_s"],
+            }
+        )
+    return rows
+
+
+def frontier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points no cheaper point beats: the lowest loss reached at or below each compute."""
+    best, out = math.inf, []
+    for r in sorted(rows, key=lambda r: r["flops"]):
+        if r["val_loss"] < best:
+            best = r["val_loss"]
+            out.append(r)
+    return out
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for depth in sorted({r["depth"] for r in rows}):
+        mine = sorted((r for r in rows if r["depth"] == depth), key=lambda r: r["flops"])
+        ax.plot([r["flops"] for r in mine], [r["val_loss"] for r in mine], "o-", label=f"depth {depth}")
+    front = frontier(rows)
+    ax.plot([r["flops"] for r in front], [r["val_loss"] for r in front], "k--", lw=1, label="frontier")
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| point | depth | parameters | tokens | FLOPs | lr | val loss | val bpb | train s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in sorted(rows, key=lambda r: (r["depth"], r["tokens"], r["lr"])):
+        bpb = f"{r['val_bpb']:.4f}" if r["val_bpb"] is not None else "-"
+        lines.append(
+            f"| {r['point']} | {r['depth']} | {r['params']:,} | {r['tokens']:,} | {r['flops']:.3g} | {r['lr']:g} | "
+            f"{r['val_loss']:.4f} | {bpb} | {r['train_s']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def sweep(
+    run: RunDir,
+    points: list[Point],
+    executor: str = "local",
+    jobs: int = 1,
+    fit: bool = True,
+    base: RunConfig | None = None,
+) -> dict[str, Any]:
+    """Run the grid on `run`'s shards (they must exist), then collect, plot and fit."""
+    from kiln.runconfig import RunConfig
+    from kiln.scaling.fit import fit_with_checks
+
+    if not (run.split("train") / "manifest.json").exists() or not run.tokenizer.exists():
+        raise KilnError(f"{run.root} has no tokenizer and shards; run `kiln tokenize --run-dir {run.root}` first")
+    if base is None:
+        base = load_config(RunConfig, run.config) if run.config.exists() else None
+    if base is None:
+        raise KilnError(
+            f"{run.root} has no config.json; the sweep takes the run's tokenizer and model settings from it"
+        )
+    t0 = time.perf_counter()
+    roots = [str(prepare_point(run, base, p).root) for p in points]
+    run_points(roots, executor, jobs, run.root / "sweep" / "submitit")
+    rows = collect(run, points)
+    out = run.root / "scaling"
+    out.mkdir(exist_ok=True)
+    result: dict[str, Any] = {"points": rows, "missing": len(points) - len(rows), "wall_s": time.perf_counter() - t0}
+    if rows:
+        plot(rows, out / "loss_vs_compute.png")
+    fitted = None
+    if fit and len(rows) >= 5:
+        try:
+            fitted = fit_with_checks([(r["params"], r["tokens"], r["val_loss"]) for r in rows])
+        except KilnError as e:
+            result["fit_error"] = str(e)
+    if fitted is not None:
+        result["fit"] = fitted.as_dict()
+        (out / "fit.json").write_text(json.dumps(fitted.as_dict(), indent=2) + "\n")
+    (out / "sweep.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "sweep.md").write_text(report(result))
+    return result
+
+
+def report(result: dict[str, Any]) -> str:
+    lines = ["# Sweep", "", table(result["points"])]
+    if result["missing"]:
+        lines.append(f"{result['missing']} point(s) did not finish; rerun `kiln sweep` to finish them.\n")
+    fit = result.get("fit")
+    if fit:
+        law, iv = fit["law"], fit["intervals"]
+        lines.append("Fitted L(N, D) = E + A/N^alpha + B/D^beta (N parameters, D tokens; 95 % bootstrap intervals):\n")
+        for k in ("E", "A", "B", "alpha", "beta"):
+            lo, hi = iv.get(k, (float("nan"), float("nan")))
+            lines.append(f"- {k} = {law[k]:.4g} ({lo:.4g} to {hi:.4g})")
+        held = fit["held_out"]
+        if held:
+            lines.append(
+                f"\nThe largest run ({held['params']:,.0f} parameters, {held['tokens']:,.0f} tokens) predicted by "
+                f"the fit without it: {held['predicted']:.4f} against {held['loss']:.4f} measured "
+                f"({held['relative_error']:+.2%})."
+            )
+    return "\n".join(lines) + "\n"
