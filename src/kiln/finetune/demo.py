@@ -258,7 +258,8 @@ def report(results: dict[str, Any]) -> str:
         "",
         f"Learning rates: {results['lr']:g} (the pretraining rate) for random starts and LoRA, x{PRETRAINED_LR:g} for "
         "full fine-tuning and DPO from trained weights. Held-out loss: answer tokens (SFT), DPO loss (sft+dpo), "
-        f"cross-entropy (classify). With {base['items']} items per question an accuracy moves 1.4 points per item.",
+        f"cross-entropy (classify). With {base['items']} items per question an accuracy moves "
+        f"{100 / base['items']:.1f} points per item.",
         "",
         f"Total {results['wall_s']:.0f} s.",
     ]

@@ -6,7 +6,8 @@ tokenizer and shards through links, so the data is tokenized once. A point whose
 its training figures is never rerun; one that has a checkpoint but did not finish resumes from it.
 
 Points run through submitit (Slurm on a cluster; its LocalExecutor on one machine, `--jobs` at a
-time, each with cores / jobs threads; its DebugExecutor in-process), or in this process without it
+time as a pool (a new point starts when one ends), each with cores / jobs threads; its DebugExecutor
+in-process), or in this process without it
 (`--executor inline`). Then: sweep.json / sweep.md (one row per point), loss_vs_compute.png with the
 frontier (the lowest loss reached at each compute), and, with at least five points of more than one
 size and token count, the fit of L(N, D) with bootstrap intervals and its prediction of the largest
@@ -136,16 +137,29 @@ def run_points(roots: list[str], executor: str, jobs: int, log_dir: Path) -> Non
     ex = kinds[executor](folder=str(log_dir))
     if executor == "local":
         ex.update_parameters(timeout_min=24 * 60)
-    wave = len(todo) if executor in ("slurm", "auto") else max(jobs, 1)
-    for start in range(0, len(todo), wave):
-        batch = todo[start : start + wave]
-        print(f"sweep: running {len(batch)} point(s) ({start + len(batch)}/{len(todo)}) through submitit {executor}")
-        submitted = [ex.submit(run_point, root, 0 if executor in ("slurm", "auto") else threads) for root in batch]
-        for job, root in zip(submitted, batch):
+    cluster = executor in ("slurm", "auto")
+    limit = len(todo) if cluster else max(jobs, 1)  # the scheduler queues; here `jobs` run at once
+    if executor == "debug":  # in this process, when asked for its result
+        for root in todo:
+            ex.submit(run_point, root).result()
+        return
+    waiting, done = list(todo), 0
+    running: list[tuple[Any, str]] = []
+    while waiting or running:
+        while waiting and len(running) < limit:
+            root = waiting.pop(0)
+            running.append((ex.submit(run_point, root, 0 if cluster else threads), root))
+            print(f"sweep: submitted {root} through submitit {executor} ({len(running)} running)")
+        for job, root in [r for r in running if r[0].done()]:
+            running.remove((job, root))
+            done += 1
             try:
                 job.result()
+                print(f"sweep: {done}/{len(todo)} finished ({root})")
             except Exception as e:  # one failed point is reported, the others still count
-                print(f"sweep point {root} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e}")
+                last = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+                print(f"sweep point {root} failed: {last}")
+        time.sleep(0.5)
 
 
 def collect(run: RunDir, points: list[Point]) -> list[dict[str, Any]]:
