@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--depths", required=True, help="depths on the size dial, e.g. 1,2,3,4,5")
             p.add_argument("--tokens", required=True, help="training tokens per point, e.g. 1.5e5,4e5")
             p.add_argument("--lrs", default="", help="learning rates (default: the run config's train.lr)")
+            p.add_argument("--aspects", default="", help="widths per layer on the dial (dim = aspect x depth)")
+            p.add_argument(
+                "--mup-base-dims", default="", help="0 (standard) and/or muP base widths, e.g. 0,64: the lr transfer"
+            )
             p.add_argument(
                 "--executor",
                 choices=["local", "inline", "debug", "slurm", "auto"],
@@ -397,7 +401,9 @@ def dispatch(args: argparse.Namespace) -> Any:
 
         run = RunDir(args.run_dir)
         lrs = floats(args.lrs) or [load_config(RunConfig, run.config).train.lr if run.config.exists() else 0.0]
-        points = grid([int(d) for d in floats(args.depths)], floats(args.tokens), lrs)
+        aspects = [int(a) for a in floats(args.aspects)] or [0]
+        mups = [int(m) for m in floats(args.mup_base_dims)] or [0]
+        points = grid([int(d) for d in floats(args.depths)], floats(args.tokens), lrs, aspects, mups)
         result = sweep(run, points, args.executor, args.jobs, fit=not args.no_fit)
         print((run.root / "scaling" / "sweep.md").read_text())
         return result

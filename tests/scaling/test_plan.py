@@ -34,12 +34,12 @@ def test_fit_recovers_known_exponents_and_predicts_the_held_out_run():
     rng = np.random.default_rng(0)
     points = [
         (n, d, truth.loss(n, d) * (1 + 0.002 * rng.standard_normal()))
-        for n in (1e6, 3e6, 1e7, 3e7, 1e8)
+        for n in (1e6, 1e7, 3e7, 1e8)
         for d in (2e7, 1e8, 5e8)
     ]
     law = fit_law(points)
     assert abs(law.alpha - 0.32) < 0.05 and abs(law.beta - 0.36) < 0.05 and abs(law.E - 1.9) < 0.15
-    report = fit_with_checks(points, bootstrap=20)
+    report = fit_with_checks(points, bootstrap=8)
     assert report.held_out is not None and abs(report.held_out["relative_error"]) < 0.02
     lo, hi = report.intervals["alpha"]
     assert lo <= law.alpha <= hi

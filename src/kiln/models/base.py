@@ -60,6 +60,12 @@ class TokenModel(nn.Module):
         self.cos.copy_(cos)
         self.sin.copy_(sin)
 
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The output head on final states; under muP the logits are scaled by 1 / width_mult."""
+        out = self.head(h)
+        m = self.cfg.width_mult
+        return out if m == 1.0 else out * (1.0 / m)
+
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
         return n - self.embed.weight.numel() if non_embedding else n

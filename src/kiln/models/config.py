@@ -102,8 +102,23 @@ class ModelConfig:
     """RMSNorm epsilon."""
     init_std: float = 0.02
     """Std of the normal init; residual output projections use init_std / sqrt(2 * num_layers)."""
+    mup_base_dim: int = 0
+    """Maximal-update parametrisation (muP; Yang et al. 2022) when > 0: the width the learning rate
+    was tuned at. With m = dim / mup_base_dim, the blocks' matrices start at init_std / sqrt(m) and
+    train at lr / m (AdamW), and the logits are multiplied by 1 / m; embeddings, norms and the head
+    keep the base rate. 0: the standard parametrisation."""
     moe: MoEConfig = field(default_factory=MoEConfig)
     ssm: SSMConfig = field(default_factory=SSMConfig)
+
+    @property
+    def width_mult(self) -> float:
+        """muP's m = dim / mup_base_dim (1 without muP)."""
+        return self.dim / self.mup_base_dim if self.mup_base_dim else 1.0
+
+    @property
+    def hidden_init_std(self) -> float:
+        """The blocks' init std: init_std, divided by sqrt(m) under muP (variance ~ 1 / fan-in)."""
+        return self.init_std / math.sqrt(self.width_mult)
 
     def __post_init__(self) -> None:
         require(self.depth >= 0 and self.aspect > 0, "model.depth must be >= 0 and model.aspect > 0")

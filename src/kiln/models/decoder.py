@@ -76,7 +76,7 @@ class Decoder(TokenModel):
         cfg = self.cfg
         self._init_embedding()
         for block in self.blocks:
-            cast(Block, block).init_weights(cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.num_layers))
+            cast(Block, block).init_weights(cfg.hidden_init_std, cfg.hidden_init_std / math.sqrt(2 * cfg.num_layers))
         self.norm.init_weights()
         self._init_rotary()
 
@@ -113,7 +113,7 @@ class Decoder(TokenModel):
 
     def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
         """tokens (B, T) int64 -> logits (B, T, vocab_size). With `cache`, continue from cache.pos."""
-        return self.head(self.hidden(tokens, cache))  # (B, T, V)
+        return self.logits(self.hidden(tokens, cache))  # (B, T, V)
 
 
 def causal_lm_flops(model: type[Decoder], cfg: ModelConfig, seq_len: int, objective: object = None) -> float:

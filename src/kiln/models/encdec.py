@@ -80,9 +80,9 @@ class EncoderDecoder(TokenModel):
     def init_weights(self) -> None:
         cfg = self.cfg
         self._init_embedding()
-        out_std = cfg.init_std / math.sqrt(2 * (cfg.num_layers + cfg.decoder_layers))
+        out_std = cfg.hidden_init_std / math.sqrt(2 * (cfg.num_layers + cfg.decoder_layers))
         for block in [*self.encoder, *self.decoder]:
-            block.init_weights(cfg.init_std, out_std)
+            block.init_weights(cfg.hidden_init_std, out_std)
         self.encoder_norm.init_weights()
         self.decoder_norm.init_weights()
         self._init_rotary()
@@ -111,7 +111,7 @@ class EncoderDecoder(TokenModel):
             x = block(x, memory, cos, sin, cache.kv if cache is not None else None, i)
         if cache is not None:
             cache.advance(T)
-        return self.head(self.decoder_norm(x))
+        return self.logits(self.decoder_norm(x))
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         return self.decode(tgt, self.encode(src))

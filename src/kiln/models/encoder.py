@@ -50,9 +50,9 @@ class Encoder(TokenModel):
         cfg = self.cfg
         self._init_embedding()
         for block in self.blocks:
-            cast(Block, block).init_weights(cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.num_layers))
+            cast(Block, block).init_weights(cfg.hidden_init_std, cfg.hidden_init_std / math.sqrt(2 * cfg.num_layers))
         self.norm.init_weights()
-        nn.init.normal_(self.transform.weight, std=cfg.init_std)
+        nn.init.normal_(self.transform.weight, std=cfg.hidden_init_std)
         self.transform_norm.init_weights()
         self._init_rotary()
 
@@ -69,7 +69,7 @@ class Encoder(TokenModel):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, T) -> masked-LM logits (B, T, vocab_size)."""
         h = F.gelu(self.transform(self.hidden(tokens)))
-        return self.head(self.transform_norm(h.to(self.transform_norm.weight.dtype)))  # fused norm: dtypes match
+        return self.logits(self.transform_norm(h.to(self.transform_norm.weight.dtype)))  # fused norm: dtypes match
 
 
 def masked_lm_flops(cfg: ModelConfig, seq_len: int, objective: object = None) -> float:

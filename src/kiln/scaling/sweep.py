@@ -40,14 +40,25 @@ class Point:
     depth: int
     tokens: int
     lr: float
+    aspect: int = 0
+    """Width per layer on the dial (dim = aspect x depth); 0 keeps the run's."""
+    mup: int = 0
+    """muP's base width (model.mup_base_dim); 0 is the standard parametrisation."""
 
     @property
     def name(self) -> str:
-        return f"d{self.depth}_t{self.tokens}_lr{self.lr:g}"
+        extra = (f"_a{self.aspect}" if self.aspect else "") + (f"_mup{self.mup}" if self.mup else "")
+        return f"d{self.depth}_t{self.tokens}_lr{self.lr:g}{extra}"
 
 
-def grid(depths: list[int], tokens: list[float], lrs: list[float]) -> list[Point]:
-    return [Point(d, int(t), lr) for d in depths for t in tokens for lr in lrs]
+def grid(
+    depths: list[int],
+    tokens: list[float],
+    lrs: list[float],
+    aspects: tuple[int, ...] | list[int] = (0,),
+    mups: tuple[int, ...] | list[int] = (0,),
+) -> list[Point]:
+    return [Point(d, int(t), lr, a, m) for d in depths for t in tokens for lr in lrs for a in aspects for m in mups]
 
 
 def point_config(base: RunConfig, point: Point) -> RunConfig:
@@ -59,7 +70,14 @@ def point_config(base: RunConfig, point: Point) -> RunConfig:
         base,
         preset="sweep",
         budget_s=0.0,
-        model=replace(base.model, depth=point.depth, dim=0, num_layers=0),  # the dial sets both
+        model=replace(
+            base.model,
+            depth=point.depth,
+            dim=0,  # the dial sets width and layers
+            num_layers=0,
+            aspect=point.aspect or base.model.aspect,
+            mup_base_dim=point.mup,
+        ),
         train=replace(
             tc,
             max_steps=steps,
@@ -163,15 +181,20 @@ def run_points(roots: list[str], executor: str, jobs: int, log_dir: Path) -> Non
 
 
 def collect(run: RunDir, points: list[Point]) -> list[dict[str, Any]]:
+    from kiln.runconfig import RunConfig
+
     rows = []
     for p in points:
-        figures = finished(RunDir(run.root / "sweep" / p.name))
+        pr = RunDir(run.root / "sweep" / p.name)
+        figures = finished(pr)
         if figures is None:
             continue
         rows.append(
             {
                 "point": p.name,
                 "depth": p.depth,
+                "dim": load_config(RunConfig, pr.config).model.dim,
+                "mup": p.mup,
                 "lr": p.lr,
                 "params": figures["params"],
                 "params_non_embedding": figures["params_non_embedding"],
@@ -218,6 +241,42 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def plot_lr_transfer(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Validation loss against learning rate, a line per width, a panel per parametrisation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted({r["mup"] for r in rows})
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 3.8), sharey=True, squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for dim in sorted({r["dim"] for r in rows}):
+            mine = sorted((r for r in rows if r["mup"] == kind and r["dim"] == dim), key=lambda r: r["lr"])
+            if mine:
+                ax.plot([r["lr"] for r in mine], [r["val_loss"] for r in mine], "o-", label=f"width {dim}")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_title(f"muP, base width {kind}" if kind else "standard parametrisation")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("validation loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def best_lrs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The best learning rate at each (parametrisation, width, tokens)."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        key = (r["mup"], r["dim"], r["tokens"])
+        if key not in best or r["val_loss"] < best[key]["val_loss"]:
+            best[key] = r
+    return [best[k] for k in sorted(best)]
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| point | depth | parameters | tokens | FLOPs | lr | val loss | val bpb | train s |",
@@ -261,10 +320,18 @@ def sweep(
     result: dict[str, Any] = {"points": rows, "missing": len(points) - len(rows), "wall_s": time.perf_counter() - t0}
     if rows:
         plot(rows, out / "loss_vs_compute.png")
+    if len({r["lr"] for r in rows}) > 1 and len({r["dim"] for r in rows}) > 1:
+        plot_lr_transfer(rows, out / "lr_transfer.png")
+        result["best_lr"] = [{k: r[k] for k in ("mup", "dim", "tokens", "lr", "val_loss")} for r in best_lrs(rows)]
     fitted = None
-    if fit and len(rows) >= 5:
+    # the law is fitted to the best run at each (N, D): the frontier over learning rates
+    best: dict[tuple, float] = {}
+    for r in rows:
+        key = (r["params"], r["tokens"])
+        best[key] = min(best.get(key, math.inf), r["val_loss"])
+    if fit and len(best) >= 5:
         try:
-            fitted = fit_with_checks([(r["params"], r["tokens"], r["val_loss"]) for r in rows])
+            fitted = fit_with_checks([(n, d, loss) for (n, d), loss in best.items()])
         except KilnError as e:
             result["fit_error"] = str(e)
     if fitted is not None:
@@ -277,6 +344,13 @@ def sweep(
 
 def report(result: dict[str, Any]) -> str:
     lines = ["# Sweep", "", table(result["points"])]
+    if result.get("best_lr"):
+        lines += ["Best learning rate per width:", "", "| parametrisation | width | tokens | best lr | val loss |"]
+        lines.append("| --- | ---: | ---: | ---: | ---: |")
+        for r in result["best_lr"]:
+            kind = f"muP (base {r['mup']})" if r["mup"] else "standard"
+            lines.append(f"| {kind} | {r['dim']} | {r['tokens']:,} | {r['lr']:g} | {r['val_loss']:.4f} |")
+        lines.append("")
     if result["missing"]:
         lines.append(f"{result['missing']} point(s) did not finish; rerun `kiln sweep` to finish them.\n")
     fit = result.get("fit")

@@ -124,7 +124,7 @@ def build_trainer(
     if adapted.note and par.rank == 0:
         print(adapted.note)
     forward_model = parallelize(adapted.forward, par, tc.precision)  # FSDP shards in place
-    optimizer = build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device)
+    optimizer = build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device, cfg.model.width_mult)
     objective = finetune.objective(cfg, ids, adapted)
     checkpointer = Checkpointer(run.checkpoints, run.tokenizer, sha, tc.keep_checkpoints, par, tc.async_checkpoint)
     hooks: list[Hook] = [FollowPlan(planner, started, requested_max_steps), Validate()]

@@ -9,14 +9,38 @@ from torch import nn
 
 
 def build_optimizer(
-    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], device: torch.device
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    device: torch.device,
+    width_mult: float = 1.0,
 ) -> torch.optim.AdamW:
     """AdamW; weight decay applies to parameters with 2+ dims (matmul weights, embeddings), not to
-    norms or biases."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    norms or biases. Each group carries `lr_scale` (the trainer sets lr x lr_scale every step): under
+    muP (`width_mult` m != 1) the blocks' matrices train at lr / m, everything else at lr."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if width_mult == 1.0:  # the standard parametrisation: matrices with decay, the rest without
+        params = [p for _, p in named]
+        return torch.optim.AdamW(
+            [
+                {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay, "lr_scale": 1.0},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr_scale": 1.0},
+            ],
+            lr=lr,
+            betas=betas,
+            fused=device.type in ("cpu", "cuda"),
+        )
+    outer = {id(p) for n, p in named if n.split(".", 1)[0] in ("embed", "head")}
+    hidden = [p for _, p in named if p.ndim >= 2 and id(p) not in outer]
+    groups = [
+        {"params": hidden, "weight_decay": weight_decay, "lr_scale": 1.0 / width_mult},
+        {"params": [p for _, p in named if p.ndim >= 2 and id(p) in outer], "weight_decay": weight_decay},
+        {"params": [p for _, p in named if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    for g in groups:
+        g.setdefault("lr_scale", 1.0)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type in ("cpu", "cuda"))
 
 

@@ -221,7 +221,7 @@ class Trainer:
             * lr_at(self.step, tc.max_steps, tc.warmup_steps, tc.schedule, tc.decay_fraction, tc.min_lr_ratio)
         )
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         total_loss = torch.zeros((), device=self.device)
         figures: dict[str, float] = {}
         for micro in range(self.accum):

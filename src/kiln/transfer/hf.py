@@ -52,6 +52,11 @@ def llama_config(cfg: ModelConfig, bos: int, eos: int, pad: int) -> dict[str, An
             + (f" with experts on every {cfg.moe.every}th block" if cfg.moe.num_experts else "")
             + ", which no transformers class computes (docs/finetuning.md says what differs)"
         )
+    if cfg.mup_base_dim:
+        raise KilnError(
+            "this model was trained with muP (model.mup_base_dim): its logits are scaled by "
+            f"{1 / cfg.width_mult:g}, which no Llama config field holds; export a standard-parametrised model"
+        )
     moe = (
         {
             "architectures": ["MixtralForCausalLM"],
