@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument("--no-cache", action="store_true", help="recompute every step instead of using the KV cache")
             _add_config_options(p, sections=("sample",))
-        elif verb not in ("eval", "export", "import"):
+        elif verb not in ("eval", "export", "import", "plan", "transfer-demo"):
             _add_config_options(p)
     return parser
 
@@ -400,11 +400,15 @@ def dispatch(args: argparse.Namespace) -> Any:
                 raise KilnError(f"{text!r} is not a comma-separated list of numbers") from None
 
         run = RunDir(args.run_dir)
-        lrs = floats(args.lrs) or [load_config(RunConfig, run.config).train.lr if run.config.exists() else 0.0]
+        if not run.config.exists():
+            raise KilnError(f"{run.root} has no config.json; run `kiln tokenize --run-dir {run.root}` first")
+        overrides = {n: getattr(args, n) for n, _, _ in iter_fields(RunConfig) if getattr(args, n, None) is not None}
+        base = apply_overrides(load_config(RunConfig, run.config), overrides)  # every point starts from it
+        lrs = floats(args.lrs) or [base.train.lr]
         aspects = [int(a) for a in floats(args.aspects)] or [0]
         mups = [int(m) for m in floats(args.mup_base_dims)] or [0]
         points = grid([int(d) for d in floats(args.depths)], floats(args.tokens), lrs, aspects, mups)
-        result = sweep(run, points, args.executor, args.jobs, fit=not args.no_fit)
+        result = sweep(run, points, args.executor, args.jobs, fit=not args.no_fit, base=base)
         print((run.root / "scaling" / "sweep.md").read_text())
         return result
     if args.verb == "transfer-demo":
