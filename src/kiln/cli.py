@@ -78,6 +78,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 RESUME_MODES: dict[str, bool | str] = {"yes": True, "auto": "auto"}
+
+
+def _add_resume(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--resume", nargs="?", const="yes", default=None, choices=list(RESUME_MODES), help=help_text)
+
+
 """--resume (continue the newest checkpoint) and --resume auto (or start fresh when there is none)."""
 
 
@@ -106,13 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         if verb in ("run", "curate", "tokenizer", "tokenize", "train"):
             _add_run_options(p)
         if verb in ("run", "train"):
-            p.add_argument(
-                "--resume",
-                nargs="?",
-                const="yes",
-                default=None,
-                choices=["yes", "auto"],
-                help="continue from the newest complete checkpoint (checked against its manifest; a "
+            _add_resume(
+                p,
+                "continue from the newest complete checkpoint (checked against its manifest; a "
                 "corrupt one is skipped for the one before); `--resume auto` starts fresh if none",
             )
             p.add_argument(
@@ -231,13 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                 help="random: the checkpoint's architecture and tokenizer with fresh weights (does pretraining help?)",
             )
             p.add_argument("--run-dir", type=Path, required=True, help="the fine-tuning run directory")
-            p.add_argument(
-                "--resume",
-                nargs="?",
-                const="yes",
-                default=None,
-                choices=["yes", "auto"],
-                help="continue the fine-tuning run from its newest checkpoint (bitwise, as `kiln train --resume`)",
+            _add_resume(
+                p, "continue the fine-tuning run from its newest checkpoint (bitwise, as `kiln train --resume`)"
             )
             p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
         if verb == "export":

@@ -3,7 +3,6 @@ a LoRA policy's reference is its base, and a run raises held-out preference accu
 
 import json
 import math
-import signal
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from kiln.finetune.lora import LoRALinear, apply_lora, lora_disabled
 from kiln.models.build import build_model
 from kiln.report import read_metrics
 from kiln.tokenizer import load_tokenizer, objective_ids
-from kiln.train import trainer as trainer_module
+from tests.finetune.conftest import sigterm_at
 from tests.models.test_spec import tiny
 
 GOOD = ["the union is strong", "liberty and justice", "peace and trade"]
@@ -108,19 +107,8 @@ def test_dpo_raises_heldout_preference_and_resumes_bitwise(pretrained, tmp_path,
     assert config["train"]["seq_len"] < 256  # rows fitted to the longest pair
     if lora:
         return
-    original = trainer_module.Trainer.train_step
-
-    def stop_at_4(self):
-        out = original(self)
-        if self.step == 4:
-            self.stop.signum = signal.SIGTERM
-        return out
-
-    trainer_module.Trainer.train_step = stop_at_4
-    try:
+    with sigterm_at(4):
         assert main([*common, "--run-dir", str(tmp_path / "cut"), *steps]) == 130
-    finally:
-        trainer_module.Trainer.train_step = original
     assert main([*common, "--run-dir", str(tmp_path / "cut"), *steps, "--resume"]) == 0
     a = load_file(str(tmp_path / "full" / "checkpoints" / "step_12" / "model.safetensors"))
     b = load_file(str(tmp_path / "cut" / "checkpoints" / "step_12" / "model.safetensors"))

@@ -1,7 +1,6 @@
 """Supervised fine-tuning: answer-only targets, packing that keeps them, the one trainer, resume."""
 
 import json
-import signal
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from kiln.finetune.sft import encode_example, pack, read_examples, window_rows
 from kiln.objectives.causal import CausalLM
 from kiln.report import read_metrics
 from kiln.tokenizer import load_tokenizer, objective_ids
-from kiln.train import trainer as trainer_module
+from tests.finetune.conftest import sigterm_at
 
 
 def write_examples(path, n=40):
@@ -101,19 +100,8 @@ def test_finetuning_lowers_the_answer_loss_and_resumes_bitwise(pretrained, tmp_p
         base = load_file(str(pretrained / "model.safetensors"))
         assert torch.equal(full["embed.weight"], base["embed.weight"])  # frozen: only adapted layers move
     # stopped half-way by SIGTERM, then resumed: the same weights
-    original = trainer_module.Trainer.train_step
-
-    def stop_at_4(self):
-        out = original(self)
-        if self.step == 4:
-            self.stop.signum = signal.SIGTERM
-        return out
-
-    trainer_module.Trainer.train_step = stop_at_4
-    try:
+    with sigterm_at(4):
         assert main([*common, "--run-dir", str(tmp_path / "cut"), *steps]) == 130
-    finally:
-        trainer_module.Trainer.train_step = original
     assert main([*common, "--run-dir", str(tmp_path / "cut"), *steps, "--resume"]) == 0
     cut = load_file(str(tmp_path / "cut" / "checkpoints" / "step_12" / "model.safetensors"))
     assert all(torch.equal(full[k], cut[k]) for k in full)

@@ -145,7 +145,13 @@ def _head_state(path: Path) -> dict[str, Any]:
 
     from kiln.finetune.classify import HEAD
 
-    return {k.split(".", 1)[1]: v for k, v in load_file(str(path)).items() if k.startswith(HEAD + ".")}
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error type for a truncated or corrupt file
+        raise KilnError(
+            f"{path} is corrupt or truncated ({str(e).splitlines()[0]}); use an earlier checkpoint"
+        ) from None
+    return {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(HEAD + ".")}
 
 
 def prepare_run(cfg: RunConfig, checkpoint: Path, run: RunDir) -> None:

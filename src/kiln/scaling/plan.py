@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kiln.energy import EnergyConfig
 from kiln.errors import KilnError
 from kiln.models.config import ModelConfig
 from kiln.models.spec import attention_params, mlp_params
@@ -34,8 +35,8 @@ DEVICES = {
 }
 BYTES_PER_PARAM = 16
 """fp32 weights, gradients and AdamW's two moments (mixed precision keeps fp32 masters too)."""
-CARBON_G_PER_KWH = 475.0
-"""The world-average grid intensity kiln's energy figures use (energy.py)."""
+CARBON_G_PER_KWH = EnergyConfig().carbon_intensity_g_per_kwh
+"""The grid intensity kiln's energy figures use by default (energy.py)."""
 
 
 @dataclass
@@ -65,13 +66,13 @@ def budget_of(
     if sum(x > 0 for x in (flops, device_hours, hours)) != 1:
         raise KilnError("give exactly one budget: --flops, --gpu-hours or --hours")
     if device == "cpu":
-        if peak <= 0:
-            import torch
+        import torch
 
+        if peak <= 0:
             from kiln.train.precision import measure_matmul_peak
 
             peak = measure_matmul_peak(torch.device("cpu"), torch.float32)
-        watts = watts or 10.0 * (torch_threads())
+        watts = watts or EnergyConfig().cpu_watts_per_core * torch.get_num_threads()
         mfu = mfu or 0.5
     elif device in DEVICES:
         peak = peak or DEVICES[device][0]
@@ -87,12 +88,6 @@ def budget_of(
     else:
         seconds, how = hours * 3600, f"{hours:g} h on {gpus} device(s)"
     return Budget(flops or seconds * rate, seconds, gpus, peak, mfu, watts, device, how)
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def decoder_params(cfg: ModelConfig) -> int:
@@ -134,8 +129,11 @@ def own_law(run_dir: Path | None) -> LossLaw | None:
     path = Path(run_dir) / "scaling" / "fit.json"
     if not path.exists():
         return None
-    law = json.loads(path.read_text())["law"]
-    return LossLaw("kiln (this corpus)", source=str(path), **law)
+    try:
+        law = json.loads(path.read_text())["law"]
+        return LossLaw("kiln (this corpus)", source=str(path), **law)
+    except (ValueError, KeyError, TypeError) as e:
+        raise KilnError(f"{path} is not a fit `kiln sweep` wrote ({e}); delete it or rerun the sweep") from None
 
 
 def corpus_tokens(run_dir: Path | None) -> int | None:
