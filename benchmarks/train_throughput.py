@@ -19,6 +19,7 @@ import torch
 from kiln.config import apply_overrides
 from kiln.device import keep_freed_host_memory, pick_device
 from kiln.models.build import build_model
+from kiln.objectives.base import Batch, text_batch
 from kiln.objectives.causal import CausalLM
 from kiln.presets import get_preset
 from kiln.train.optim import build_optimizer
@@ -36,9 +37,9 @@ class RandomTokens:
         self.shape, self.vocab_size = (batch_size, seq_len + 1), vocab_size
         self.gen = torch.Generator().manual_seed(seed)
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self) -> Batch:
         data = torch.randint(0, self.vocab_size, self.shape, generator=self.gen)
-        return data[:, :-1], data[:, 1:]
+        return text_batch(data[:, :-1], data[:, 1:])
 
     def state_dict(self) -> dict:
         return {}

@@ -21,7 +21,7 @@ from kiln import run as run_pipeline
 from kiln import stages
 from kiln.config import apply_overrides, format_config, iter_fields, load_config
 from kiln.errors import KilnError
-from kiln.evaluate.verbs import evaluate_checkpoint, evaluate_tasks, sample_checkpoint
+from kiln.evaluate.verbs import caption_image, evaluate_checkpoint, evaluate_tasks, sample_checkpoint
 from kiln.finetune.verb import classification_report, finetune_config, prepare_run
 from kiln.models.registry import family
 from kiln.presets import PRESETS, get_preset
@@ -289,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--prompt", action="append", default=None, help="prompt text (repeatable; default: sample.prompts)"
             )
+            p.add_argument(
+                "--image",
+                type=Path,
+                default=None,
+                help="an image file (jpg, png, ...): caption it, or continue --prompt about it (image+text models)",
+            )
             p.add_argument("--no-cache", action="store_true", help="recompute every step instead of using the KV cache")
             _add_config_options(p, sections=("sample",))
         elif verb not in ("eval", "export", "import", "plan", "transfer-demo"):
@@ -435,6 +441,12 @@ def dispatch(args: argparse.Namespace) -> Any:
             print(json.dumps(result, indent=2))
             return result
         overrides = {n: getattr(args, n) for n, _, _ in iter_fields(RunConfig) if getattr(args, n, None) is not None}
+        if args.image is not None:
+            text = caption_image(
+                checkpoint, args.image, (args.prompt or [""])[0], overrides, args.device, use_cache=not args.no_cache
+            )
+            print(text)
+            return [text]
         texts = sample_checkpoint(checkpoint, args.prompt, overrides, args.device, use_cache=not args.no_cache)
         print("\n\n---\n\n".join(texts))
         return texts

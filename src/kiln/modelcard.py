@@ -80,6 +80,7 @@ def build_model_card(run: RunDir, cfg: Any, summary: dict[str, Any], evaluation:
             "tasks": evaluation.get("tasks", []),
             "tasks_core": evaluation.get("core"),
             "bias": evaluation.get("bias"),
+            "images": evaluation.get("images"),
         },
         "intended_use": INTENDED_USE,
         "limitations": LIMITATIONS,
@@ -149,6 +150,10 @@ def render(card: dict[str, Any]) -> str:
     lines += [f"- {k}: {_fmt(v)}" for k, v in ev.items() if k.startswith("val_") and v is not None]
     if ev["tasks"]:
         lines += ["", results_table(ev["tasks"])]
+    if ev.get("images"):
+        from kiln.evaluate.captions import captions_table
+
+        lines += ["", captions_table(ev["images"])]
     if ev["bias"]:
         lines += ["", "Bias probes (share of pairs where the stereotyped sentence is preferred; 50 % = none):", ""]
         lines += [bias_table(ev["bias"])]

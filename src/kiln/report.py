@@ -163,6 +163,10 @@ def write_report(
         lines += ["## Training", "", f"![training]({run.training_plot.name})", ""]
     if evaluation.get("tasks"):
         lines += ["## Downstream tasks", "", results_table(evaluation["tasks"])]
+    if evaluation.get("images"):
+        from kiln.evaluate.captions import captions_table
+
+        lines += ["## Images", "", captions_table(evaluation["images"])]
     if evaluation.get("bias"):
         lines += [
             "## Bias probes",

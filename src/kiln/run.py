@@ -10,12 +10,13 @@ from typing import Any
 import torch
 
 from kiln import stages
+from kiln.device import pick_device
 from kiln.energy import EnergyMeter
 from kiln.energy import total as energy_total
 from kiln.errors import KilnError
 from kiln.evaluate.olmo import olmo_tasks_dir
 from kiln.evaluate.suites import HELDOUT, expand
-from kiln.evaluate.verbs import evaluate_tasks, sample_checkpoint
+from kiln.evaluate.verbs import evaluate_captions, evaluate_tasks, sample_checkpoint
 from kiln.modelcard import write_model_card
 from kiln.report import plot_loss, plot_training, write_report
 from kiln.runconfig import RunConfig
@@ -36,6 +37,16 @@ def available_tasks(names: str, limit: int) -> tuple[str, str | None]:
         dropped = [name for name, _ in wanted if name not in HELDOUT]
         return ",".join(kept), f'skipped {", ".join(dropped)}: pip install -e ".[eval]" for the standard benchmarks'
     return names, None
+
+
+def image_summary(figures: dict[str, Any] | None) -> dict[str, Any]:
+    """The image figures summary.json carries (none for a text-only run)."""
+    if not figures:
+        return {}
+    out = {k: figures[k] for k in ("caption_bpb", "retrieval_top1", "retrieval_chance")}
+    if "attributes" in figures:
+        out.update({f"caption_{a}_accuracy": v for a, v in figures["attributes"]["accuracy"].items()})
+    return out
 
 
 def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
@@ -62,6 +73,9 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
     evaluation = evaluate_tasks(
         newest, tasks, cfg.eval.limit, cfg.eval.bias, device_name=cfg.train.device, strict=False
     )
+    if cfg.images.enabled:
+        evaluation["images"] = evaluate_captions(newest, device=pick_device(cfg.train.device))
+        print(f"eval images: {evaluation['images']['written_to']}")
     samples = sample_checkpoint(newest, None, device_name=cfg.train.device)
     metered("eval")
     plot_loss(run)
@@ -76,6 +90,7 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
         "tasks_core": evaluation.get("core"),
         **{f"task_{r['task']}_centered": r["centered"] for r in evaluation.get("tasks", [])},
         "bias_stereotyped_share": evaluation["bias"]["all"]["share"] if "bias" in evaluation else None,
+        **image_summary(evaluation.get("images")),
         "train_tokens": trained["train_tokens"],
         "params": trained["params"],
         "params_non_embedding": trained["params_non_embedding"],

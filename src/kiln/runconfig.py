@@ -15,6 +15,7 @@ from kiln.curate.config import CurateConfig
 from kiln.energy import EnergyConfig
 from kiln.evaluate.config import EvalConfig, SampleConfig
 from kiln.finetune.config import FinetuneConfig
+from kiln.images.config import ImageConfig
 from kiln.models.config import ModelConfig
 from kiln.objectives.config import ObjectiveConfig
 from kiln.shards.config import ShardConfig
@@ -46,6 +47,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    images: ImageConfig = field(default_factory=ImageConfig)
     budget_s: float = 0.0
     """`kiln run`: wall-clock seconds for the whole pipeline (curation to report); training gets what
     the data stages leave and plans its steps to it. 0: no budget (train.max_steps as given)."""
@@ -53,6 +55,22 @@ class RunConfig:
     def __post_init__(self) -> None:
         require(self.budget_s >= 0, f"budget_s={self.budget_s} must be >= 0 (0: no budget)")
         derive(self.train, "lr", lr_for_width(self.model.dim))
+        if self.images.enabled:
+            derive(self.model.vision, "image_size", self.images.image_size)
+            require(
+                self.model.family == "vlm" and self.tokenizer.image_tokens,
+                "images.source needs a model that reads images and a tokenizer with image tokens: "
+                "--model.family vlm --tokenizer.image_tokens true (or --preset cpu_vlm)",
+            )
+            require(
+                self.model.vision.image_size == self.images.image_size,
+                f"model.vision.image_size={self.model.vision.image_size} differs from images.image_size="
+                f"{self.images.image_size}; leave the first at 0 to take the second",
+            )
+        if self.model.family == "vlm":
+            require(
+                self.model.vision.image_size > 0, "model.family=vlm needs images.source (or model.vision.image_size)"
+            )
         require(
             self.train.seq_len <= self.model.max_seq_len,
             f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}; raise the latter",

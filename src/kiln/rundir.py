@@ -32,6 +32,15 @@ class RunDir:
         return self.root / "curated"
 
     @property
+    def curated_images(self) -> Path:
+        """curated_images/: train_NNNNN.tar, val_NNNNN.tar (WebDataset), manifest.json, data_card.md/json."""
+        return self.root / "curated_images"
+
+    def image_split(self, name: str) -> Path:
+        """Image shard directory of one split: 'train' or 'val' (images/shards.py)."""
+        return self.shards / f"images_{name}"
+
+    @property
     def tokenizer(self) -> Path:
         return self.root / TOKENIZER
 

@@ -6,6 +6,7 @@ checkpoint tools of evaluate/verbs.py (eval, generate); the CLI exposes each as 
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from kiln.corpus import (
 from kiln.curate.curated import CuratedSet
 from kiln.curate.pipeline import curate as curate_corpus
 from kiln.errors import KilnError
+from kiln.images import stages as image_stages
 from kiln.report import stage_seconds
 from kiln.runconfig import RunConfig
 from kiln.rundir import MANIFEST, RunDir
@@ -62,8 +64,14 @@ def _report_read_stats(stats: ReadStats) -> dict[str, Any]:
 
 
 def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
-    """Curate the corpus into run_dir/curated (documents, manifest, dropped samples, data card)."""
+    """Curate the corpus into run_dir/curated (documents, manifest, dropped samples, data card), and
+    with images.source the image+text pairs into run_dir/curated_images."""
     run.root.mkdir(parents=True, exist_ok=True)
+    images = image_stages.curate(cfg, run) if cfg.images.enabled else None
+    if not cfg.curate.enabled:  # images only (curate.enabled=false leaves the text as it is)
+        save_config(cfg, run.config)
+        record(run, "curate", {"images": images, "wall_s": images["wall_s"] if images else 0.0})
+        return {"images": images}
     manifest = curate_corpus(cfg.data, cfg.curate, run.curated)
     save_config(cfg, run.config)  # each stage saves the config it ran with, once it has succeeded
     print(
@@ -85,6 +93,9 @@ def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
         "wall_s": manifest["wall_s"],
         "mb_per_s": manifest["bytes_in"] / 1e6 / manifest["wall_s"],
     }
+    if images is not None:
+        figures["images"] = images
+        figures["wall_s"] += images["wall_s"]
     record(run, "curate", figures)
     return figures
 
@@ -113,7 +124,10 @@ def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     run.root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     stats = ReadStats()
-    tok = train_tokenizer((d.text for d in read_split(cfg, run, "train", stats)), cfg.tokenizer)
+    texts: Iterator[str] = (d.text for d in read_split(cfg, run, "train", stats))
+    if cfg.images.enabled:
+        texts = itertools.chain(texts, image_stages.captions(run))
+    tok = train_tokenizer(texts, cfg.tokenizer)
     tok.save(str(run.tokenizer))
     save_config(cfg, run.config)
     bpt = bytes_per_token(tok, (d.text for d in read_split(cfg, run, "val")))
@@ -143,6 +157,8 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
         cfg.shards,
         route=lambda doc: split_of(doc.id, cfg.data),
     )
+    if cfg.images.enabled:
+        image_figures = image_stages.tokenize(cfg, run, tok, sha)
     wall_s = time.perf_counter() - t0
     _report_read_stats(stats)
     for split, manifest in manifests.items():
@@ -158,6 +174,8 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
         for split, m in manifests.items()
     }
     figures.update(wall_s=wall_s, mb_per_s=num_bytes / 1e6 / wall_s)
+    if cfg.images.enabled:
+        figures.update(image_figures)
     for split, m in manifests.items():
         print(f"tokenize {split}: {m['num_documents']} docs, {m['num_tokens']:,} tokens")
     print(f"tokenize: {num_bytes / 1e6:.1f} MB at {num_bytes / 1e6 / wall_s:.1f} MB/s")
@@ -165,13 +183,23 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     return figures
 
 
+def curated(cfg: RunConfig, run: RunDir) -> bool:
+    """Whether curation's outputs (text when curate.enabled, images when images.source) are all there."""
+    text = not cfg.curate.enabled or CuratedSet.exists(run.curated)
+    return text and (not cfg.images.enabled or (run.curated_images / MANIFEST).exists())
+
+
+def images_tokenized(cfg: RunConfig, run: RunDir) -> bool:
+    return not cfg.images.enabled or (run.image_split("val") / MANIFEST).exists()
+
+
 def prepare(cfg: RunConfig, run: RunDir, resume: bool = False, after: Callable[[str], None] | None = None) -> None:
     """The data stages in order: curate (when on), tokenizer, tokenize; with `resume`, each stage
     whose output the run directory already holds is skipped. `after(name)` follows each stage run."""
     todo = [
-        ("curate", curate, cfg.curate.enabled and not (resume and CuratedSet.exists(run.curated))),
+        ("curate", curate, (cfg.curate.enabled or cfg.images.enabled) and not (resume and curated(cfg, run))),
         ("tokenizer", tokenizer, not (resume and run.tokenizer.exists())),
-        ("tokenize", tokenize, not (resume and (run.split("val") / MANIFEST).exists())),
+        ("tokenize", tokenize, not (resume and (run.split("val") / MANIFEST).exists() and images_tokenized(cfg, run))),
     ]
     for name, stage, due in todo:
         if due:
@@ -187,12 +215,16 @@ TASK_ITEM_S = 0.02
 sized to the machine, so about the same elsewhere); a task without a limit is counted as 1,000 items."""
 
 
+IMAGE_EVAL_S = 30.0
+"""...and for the image figures of an image+text run (retrieval, greedy captions of the held-out images)."""
+
+
 def after_train_s(cfg: RunConfig) -> float:
-    """The seconds `kiln run` keeps for the stages after training (eval.tasks, samples, report)."""
+    """The seconds `kiln run` keeps for the stages after training (eval.tasks, images, samples, report)."""
     from kiln.evaluate.suites import expand
 
     items = sum(limit or 1000 for _, limit in expand(cfg.eval.tasks, cfg.eval.limit))
-    return AFTER_TRAIN_S + TASK_ITEM_S * items
+    return AFTER_TRAIN_S + TASK_ITEM_S * items + (IMAGE_EVAL_S if cfg.images.enabled else 0.0)
 
 
 DATA_STAGES = ("curate", "tokenizer", "tokenize")

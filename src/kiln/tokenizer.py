@@ -3,8 +3,9 @@
 Special tokens take the first ids, in a fixed layout every model family can rely on:
 ``<|pad|>`` 0, ``<|bos|>`` 1, ``<|eos|>`` 2, ``<|mask|>`` 3 (masked LM), ``<|fim_prefix|>`` 4,
 ``<|fim_middle|>`` 5, ``<|fim_suffix|>`` 6 (fill-in-the-middle), then ``<|sentinel_0|>`` ... for span
-corruption. Text is split with the GPT-4 pre-tokenisation pattern and then mapped to bytes, so any
-string round-trips exactly.
+corruption, then (with `tokenizer.image_tokens`) ``<|image|>`` (one per image patch),
+``<|image_start|>`` and ``<|image_end|>`` around each image. Text is split with the GPT-4
+pre-tokenisation pattern and then mapped to bytes, so any string round-trips exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from kiln.errors import KilnError
 PAD, BOS, EOS, MASK = "<|pad|>", "<|bos|>", "<|eos|>", "<|mask|>"
 FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"
 FIXED_SPECIALS = [PAD, BOS, EOS, MASK, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX]
+IMAGE, IMAGE_START, IMAGE_END = "<|image|>", "<|image_start|>", "<|image_end|>"
+IMAGE_SPECIALS = [IMAGE, IMAGE_START, IMAGE_END]
 # GPT-4's split pattern (as in tiktoken cl100k), with numbers grouped by at most two digits.
 SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
@@ -36,6 +39,9 @@ class TokenizerConfig:
     """Sentinel tokens reserved for span corruption (encoder-decoder families)."""
     max_train_bytes: int = 200_000_000
     """Stop feeding training text to the BPE trainer after this many bytes."""
+    image_tokens: bool = False
+    """Add <|image|>, <|image_start|> and <|image_end|> after the sentinels (image+text runs); off, the
+    vocabulary is exactly a text-only one."""
 
     def __post_init__(self) -> None:
         require(
@@ -46,8 +52,10 @@ class TokenizerConfig:
         )
 
 
-def special_tokens(num_sentinels: int) -> list[str]:
-    return FIXED_SPECIALS + [f"<|sentinel_{i}|>" for i in range(num_sentinels)]
+def special_tokens(num_sentinels: int, image_tokens: bool = False) -> list[str]:
+    return (
+        FIXED_SPECIALS + [f"<|sentinel_{i}|>" for i in range(num_sentinels)] + (IMAGE_SPECIALS if image_tokens else [])
+    )
 
 
 def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, show_progress: bool = True) -> Tokenizer:
@@ -62,7 +70,7 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, show_progress: b
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=cfg.vocab_size,
-        special_tokens=special_tokens(cfg.num_sentinels),
+        special_tokens=special_tokens(cfg.num_sentinels, cfg.image_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         min_frequency=2,
         show_progress=show_progress,
@@ -124,6 +132,10 @@ class SpecialIds:
     num_special: int
     """Ids below this are special; text tokens start here."""
     vocab_size: int
+    image: int = -1
+    """<|image|>, the place of one image patch (-1: a text-only tokenizer)."""
+    image_start: int = -1
+    image_end: int = -1
 
 
 def objective_ids(tok: Tokenizer) -> SpecialIds:
@@ -137,7 +149,9 @@ def objective_ids(tok: Tokenizer) -> SpecialIds:
     sentinels: list[int] = []
     while (i := tok.token_to_id(f"<|sentinel_{len(sentinels)}|>")) is not None:
         sentinels.append(i)
-    num_special = max(list(ids.values()) + sentinels) + 1
+    image = [tok.token_to_id(name) for name in IMAGE_SPECIALS]
+    image_ids = [i for i in image if i is not None]
+    num_special = max(list(ids.values()) + sentinels + image_ids) + 1
     return SpecialIds(
         ids[PAD],
         ids[BOS],
@@ -149,6 +163,7 @@ def objective_ids(tok: Tokenizer) -> SpecialIds:
         tuple(sentinels),
         num_special,
         tok.get_vocab_size(),
+        *(i if i is not None else -1 for i in image),
     )
 
 

@@ -43,7 +43,8 @@ def test_rows_put_the_label_at_eos_and_bad_labels_are_refused(tokenized_run, tmp
     ids = objective_ids(tok)
     data = ClassifyData(write_labelled(tmp_path / "c.jsonl"), tok, ids, 256, 0.2)
     assert data.labels == ["peace", "war"]
-    inputs, targets = ItemLoader(data.train, 4, seed=0).next_batch()
+    raw = ItemLoader(data.train, 4, seed=0).next_batch()
+    inputs, targets = raw["inputs"], raw["targets"]
     for row in range(4):
         scored = (targets[row] != IGNORE).nonzero().flatten().tolist()
         assert len(scored) == 1 and inputs[row, scored[0]] == ids.eos and targets[row, scored[0]] in (0, 1)

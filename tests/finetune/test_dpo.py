@@ -38,7 +38,8 @@ def test_pairs_stay_together_and_targets_are_the_answers(tokenized_run, tmp_path
     ids = objective_ids(tok)
     data = PreferenceData(write_pairs(tmp_path / "p.jsonl"), tok, ids, 256, 0.2)
     assert data.train.rows_per_item == 2 and data.width < 256
-    inputs, targets = ItemLoader(data.train, 4, seed=0).next_batch()
+    raw = ItemLoader(data.train, 4, seed=0).next_batch()
+    inputs, targets = raw["inputs"], raw["targets"]
     assert inputs.shape == (4, data.width)
     for row, want in ((0, "chosen"), (1, "rejected")):
         answer = tok.decode([t for t in targets[row].tolist() if t != IGNORE])
@@ -47,7 +48,7 @@ def test_pairs_stay_together_and_targets_are_the_answers(tokenized_run, tmp_path
     with pytest.raises(Exception, match="multiple of 2"):
         ItemLoader(data.train, 3, seed=0)
     batches = list(ItemValidation(data.val).batches(data.width, 4))
-    assert sum(len(b[0]) for b in batches) == 2 * data.num_examples["val"]
+    assert sum(len(b["inputs"]) for b in batches) == 2 * data.num_examples["val"]
 
 
 def test_first_loss_is_log2_and_only_the_policy_learns():

@@ -47,7 +47,8 @@ def test_only_assistant_tokens_are_targets_and_packing_keeps_them(tokenized_run,
     assert (
         windows.shape[1] == 257 and len(windows) < len(encoded) and flags.sum() == sum(sum(t) for _, t in encoded)
     )  # every answer token, once
-    inputs, target = window_rows((windows, flags)).take(slice(None))
+    rows = window_rows((windows, flags)).take(slice(None))
+    inputs, target = rows["inputs"], rows["targets"]
     assert ((target != IGNORE) == torch.from_numpy(flags[:, 1:])).all()
     # the loss is the mean over answer positions only: a prompt token never contributes
     torch.manual_seed(0)
@@ -68,9 +69,9 @@ def test_the_loader_is_deterministic_and_resumable():
 
     rows = Rows(np.arange(10 * 8).reshape(10, 1, 8), np.ones((10, 1, 8), dtype=np.int64))
     a, b = ItemLoader(rows, 3, seed=1), ItemLoader(rows, 3, seed=1)
-    first = [a.next_batch()[0] for _ in range(5)]
+    first = [a.next_batch()["inputs"] for _ in range(5)]
     b.load_state_dict({"samples_seen": 6, "seed": 1})
-    assert torch.equal(b.next_batch()[0], first[2])
+    assert torch.equal(b.next_batch()["inputs"], first[2])
     assert a.epoch == 1.5
 
 

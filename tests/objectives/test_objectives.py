@@ -32,7 +32,9 @@ def _windows(b=64, t=256, seed=0):
 
 def test_masking_selects_15_percent_split_80_10_10():
     inputs, targets = _windows()
-    batch = MaskedLM(MaskedConfig(), IDS).make_batch(inputs, targets, torch.Generator().manual_seed(1))
+    batch = MaskedLM(MaskedConfig(), IDS).make_batch(
+        {"inputs": inputs, "targets": targets}, torch.Generator().manual_seed(1)
+    )
     selected = batch["labels"] != -100
     text = inputs >= IDS.num_special
     assert not (selected & ~text).any()  # specials never selected
@@ -51,15 +53,17 @@ def test_masking_selects_15_percent_split_80_10_10():
 def test_masks_change_every_batch_and_repeat_for_the_same_seed():
     inputs, targets = _windows(8, 64)
     obj = MaskedLM(MaskedConfig(), IDS)
-    a = obj.make_batch(inputs, targets, torch.Generator().manual_seed(1))["labels"]
-    b = obj.make_batch(inputs, targets, torch.Generator().manual_seed(2))["labels"]
-    c = obj.make_batch(inputs, targets, torch.Generator().manual_seed(1))["labels"]
+    a = obj.make_batch({"inputs": inputs, "targets": targets}, torch.Generator().manual_seed(1))["labels"]
+    b = obj.make_batch({"inputs": inputs, "targets": targets}, torch.Generator().manual_seed(2))["labels"]
+    c = obj.make_batch({"inputs": inputs, "targets": targets}, torch.Generator().manual_seed(1))["labels"]
     assert not torch.equal(a, b) and torch.equal(a, c)
 
 
 def test_span_corruption_round_trips_and_has_fixed_shapes():
     inputs, targets = _windows(16, 128)
-    batch = SpanCorruption(SpanConfig(), IDS).make_batch(inputs, targets, torch.Generator().manual_seed(3))
+    batch = SpanCorruption(SpanConfig(), IDS).make_batch(
+        {"inputs": inputs, "targets": targets}, torch.Generator().manual_seed(3)
+    )
     windows = torch.cat([inputs, targets[:, -1:]], dim=1)
     noise, spans = span_counts(129, 0.15, 3.0)
     assert (noise, spans) == (19, 6)
@@ -73,7 +77,7 @@ def test_span_corruption_round_trips_and_has_fixed_shapes():
 def test_fim_moves_the_middle_to_the_end_with_markers():
     inputs, targets = _windows(32, 64)
     obj = CausalLM(CausalConfig(fim_rate=0.5), IDS)
-    batch = obj.make_batch(inputs.clone(), targets.clone(), torch.Generator().manual_seed(4))
+    batch = obj.make_batch({"inputs": inputs.clone(), "targets": targets.clone()}, torch.Generator().manual_seed(4))
     windows = torch.cat([inputs, targets[:, -1:]], dim=1)
     out = torch.cat([batch["inputs"], batch["targets"][:, -1:]], dim=1)
     fim_rows = [r for r in range(32) if out[r, 0] == IDS.fim_prefix]

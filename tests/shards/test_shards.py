@@ -54,7 +54,7 @@ def test_truncated_shard_is_detected(tokenized_run, tmp_path):
 
 
 def _take(loader, n):
-    return [loader.next_batch() for _ in range(n)]
+    return [(b["inputs"], b["targets"]) for b in (loader.next_batch() for _ in range(n))]
 
 
 def test_loader_is_deterministic_and_resumes_at_its_position(tokenized_run):
@@ -80,8 +80,8 @@ def test_ranks_are_disjoint_and_world_size_does_not_change_the_token_stream(toke
     single = PackedLoader(shards, seq_len=16, batch_size=4)
     ranks = [PackedLoader(shards, seq_len=16, batch_size=2, rank=r, world_size=2) for r in range(2)]
     for _ in range(5):
-        x_single, _ = single.next_batch()
-        x_ranks = torch.cat([r.next_batch()[0] for r in ranks])
+        x_single = single.next_batch()["inputs"]
+        x_ranks = torch.cat([r.next_batch()["inputs"] for r in ranks])
         assert torch.equal(x_single, x_ranks)
     assert single.samples_seen == ranks[0].samples_seen == ranks[1].samples_seen
 
@@ -89,7 +89,7 @@ def test_ranks_are_disjoint_and_world_size_does_not_change_the_token_stream(toke
 def test_an_epoch_visits_every_window_once(tokenized_run):
     cfg, run = tokenized_run
     loader = PackedLoader(ShardSet(run.split("train")), seq_len=32, batch_size=1, seed=0)
-    seen = [tuple(loader.next_batch()[0][0].tolist()) for _ in range(loader.num_windows)]
+    seen = [tuple(loader.next_batch()["inputs"][0].tolist()) for _ in range(loader.num_windows)]
     expected = [tuple(loader.window(i)[:-1].tolist()) for i in range(loader.num_windows)]
     assert sorted(seen) == sorted(expected)
 
@@ -98,5 +98,5 @@ def test_eval_windows_cover_the_shards_in_order(tokenized_run):
     cfg, run = tokenized_run
     shards = ShardSet(run.split("val"))
     batches = list(iterate_windows(shards, seq_len=16, batch_size=3))
-    inputs = torch.cat([x for x, _ in batches]).flatten()
+    inputs = torch.cat([b["inputs"] for b in batches]).flatten()
     assert torch.equal(inputs, torch.from_numpy(np.asarray(shards.tokens[0][: len(inputs)], dtype=np.int64)))

@@ -40,12 +40,15 @@ def generate(
     eos_id: int | None = None,
     use_cache: bool = True,
     precision: str = "fp32",
+    images: torch.Tensor | None = None,
+    image_id: int = -1,
 ) -> torch.Tensor:
     """Extend prompt (B, T0) int64 by up to max_new_tokens; returns (B, T0 + new).
 
     With `use_cache`, past keys/values are kept and each step feeds one token; without, each step
     recomputes the whole sequence (the baseline the KV cache is measured against). Stops early when
-    every row has produced `eos_id`.
+    every row has produced `eos_id`. `images` (B, K, S, S, 3) uint8 fill the prompt's `image_id`
+    positions (the vlm family).
     """
     was_training = model.training
     model.eval()
@@ -60,9 +63,13 @@ def generate(
     done = torch.zeros(prompt.shape[0], dtype=torch.bool, device=device)
     # weights already in bf16 (as `kiln generate` loads them) need no autocast, which costs per op
     weights_fp32 = next(model.parameters()).dtype == torch.float32
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
+        seen = step_input if use_cache else tokens
+        extra = {}
+        if images is not None and (step == 0 or not use_cache):  # the prompt's image positions
+            extra = {"images": images, "image_mask": seen == image_id}
         with autocast(device, precision if weights_fp32 else "fp32"):
-            logits = model(step_input if use_cache else tokens, cache=cache)[:, -1].float()  # (B, V)
+            logits = model(seen, cache=cache, **extra)[:, -1].float()  # (B, V)
         if temperature == 0:
             next_id = logits.argmax(-1, keepdim=True)
         else:

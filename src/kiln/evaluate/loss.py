@@ -28,7 +28,7 @@ from torch import nn
 from kiln.device import autocast
 
 if TYPE_CHECKING:
-    from kiln.objectives.base import Objective
+    from kiln.objectives.base import Batch, Objective
 
 EVAL_SEED = 1234
 """Seeds the objective's random choices during evaluation (the same masks and spans every time)."""
@@ -38,13 +38,13 @@ EVAL_SEED = 1234
 def validation_loss(
     objective: Objective,
     model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable[Batch],
     token_bytes: torch.Tensor,
     device: torch.device,
     precision: str = "fp32",
     final: bool = True,
 ) -> dict[str, float]:
-    """The objective's figures over `batches` of (inputs, targets) windows, int64 (B, T): "loss" and
+    """The objective's figures over a loader's `batches` ("inputs", "targets" int64 (B, T), ...): "loss" and
     "tokens" always; "bpb" and "bytes" for objectives that predict text in order; an accuracy where
     the objective names one; with `final`, the objective's closing figures (e.g. pseudo-perplexity).
     token_bytes (vocab,) int64 gives each id's UTF-8 bytes."""
@@ -56,10 +56,10 @@ def validation_loss(
     count = num_bytes = 0
     kept: list[torch.Tensor] = []
     sums: dict[str, float] = {}
-    for inputs, targets in batches:
+    for raw in batches:
         if final and len(kept) < objective.final_windows:
-            kept.extend(inputs[: objective.final_windows - len(kept)])
-        batch = {k: v.to(device) for k, v in objective.eval_batch(inputs, targets, gen).items()}
+            kept.extend(raw["inputs"][: objective.final_windows - len(kept)])
+        batch = {k: v.to(device) for k, v in objective.eval_batch(raw, gen).items()}
         with autocast(device, precision):
             scores = objective.score(model, batch)
         weighted = scores.losses * scores.weights

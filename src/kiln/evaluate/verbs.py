@@ -35,6 +35,8 @@ def evaluate_checkpoint(
     device = pick_device(device_name)
     loaded = load_checkpoint(checkpoint, device, tokenizer_path)
     seq_len, batch = loaded.cfg.train.seq_len, loaded.cfg.train.micro_batch_size
+    if loaded.cfg.images.enabled and text is None and shards is None:
+        return evaluate_captions(checkpoint, loaded, device)
     if text is not None:
         with tempfile.TemporaryDirectory() as tmp:
             docs = read_documents(CorpusConfig(corpus=str(text)))
@@ -61,6 +63,86 @@ def _eval_shards(
     seq_len = min(seq_len, shard_set.num_tokens - 1)
     batches = iterate_windows(shard_set, seq_len, batch)
     return validation_loss(loaded.objective, loaded.model, batches, loaded.token_bytes, device, loaded.precision)
+
+
+def evaluate_captions(
+    checkpoint: Path, loaded: LoadedCheckpoint | None = None, device: torch.device | None = None, limit: int = 0
+) -> dict[str, Any]:
+    """An image+text checkpoint on its run's held-out image shards: caption loss and bits-per-byte,
+    retrieval, caption accuracy per attribute (evaluate/captions.py); written to eval_dir as
+    captions.md/json."""
+    from kiln.evaluate.captions import evaluate_images, write_image_report
+
+    device = device or pick_device("auto")
+    loaded = loaded or load_checkpoint(checkpoint, device)
+    run = RunDir(Path(checkpoint).parent.parent)
+    tc = loaded.cfg.train
+    t0 = time.perf_counter()
+    figures = evaluate_images(
+        loaded.model,
+        run.image_split("val"),
+        run.image_split("train"),
+        loaded.tokenizer,
+        loaded.ids,
+        loaded.token_bytes,
+        loaded.objective,
+        loaded.precision,
+        tc.seq_len,
+        tc.micro_batch_size,
+        limit,
+    )
+    figures.update(checkpoint=str(checkpoint), step=loaded.step, wall_s=time.perf_counter() - t0)
+    out = eval_dir(checkpoint)
+    write_image_report(figures, out, f"Images: {checkpoint} (step {loaded.step})")
+    figures["written_to"] = str(out / "captions.md")
+    return figures
+
+
+def caption_image(
+    checkpoint: Path,
+    image: Path,
+    prompt: str = "",
+    cfg_overrides: dict[str, Any] | None = None,
+    device_name: str = "auto",
+    use_cache: bool = True,
+) -> str:
+    """The checkpoint's caption of an image file, or its continuation of `prompt` about the image."""
+    from kiln.evaluate.captions import image_prompt
+    from kiln.evaluate.generate import generate
+    from kiln.images.patches import fit_image
+    from kiln.images.readers import decode_image
+
+    device = pick_device(device_name)
+    loaded = load_checkpoint(checkpoint, device)
+    vision = loaded.cfg.model.vision
+    if loaded.cfg.model.family != "vlm" or loaded.ids.image < 0:
+        raise KilnError(f"{checkpoint} is a {loaded.cfg.model.family} model; --image needs one trained on images")
+    path = Path(image).expanduser()
+    if not path.is_file():
+        raise KilnError(f"--image {path}: no such file")
+    decoded = decode_image(path.read_bytes(), loaded.cfg.images.max_pixels)
+    if isinstance(decoded, str):
+        raise KilnError(f"--image {path}: {decoded.replace('_', ' ')} (Pillow cannot use it)")
+    pixels = torch.from_numpy(fit_image(decoded, vision.image_size))[None, None].to(device)  # (1, 1, S, S, 3)
+    sc = apply_overrides(loaded.cfg, cfg_overrides or {}).sample
+    prompt_ids = loaded.tokenizer.encode(prompt, add_special_tokens=False).ids if prompt else []
+    start = image_prompt(loaded.ids, 1, vision.patches, prompt_ids)
+    out = generate(
+        loaded.model,  # type: ignore[arg-type]
+        torch.tensor([start], device=device),
+        sc.max_new_tokens,
+        sc.temperature,
+        sc.top_k,
+        sc.top_p,
+        sc.seed,
+        eos_id=loaded.ids.eos,
+        use_cache=use_cache,
+        precision=loaded.precision,
+        images=pixels,
+        image_id=loaded.ids.image,
+    )
+    text = loaded.tokenizer.decode(out[0, len(start) :].tolist(), skip_special_tokens=True)
+    return (prompt + text) if prompt else text.strip()
 
 
 def eval_dir(checkpoint: Path) -> Path:

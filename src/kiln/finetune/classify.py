@@ -136,8 +136,8 @@ class Classification(Objective):
         assert pool in ("last", "mean"), pool
         self.pool, self.pad = pool, pad
 
-    def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
-        return {"inputs": inputs, "targets": targets}
+    def make_batch(self, raw: Batch, gen: torch.Generator) -> Batch:
+        return raw
 
     def pooled(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(label logits (B, K) in fp32, labels (B,))."""
@@ -186,8 +186,7 @@ def confusion(
     was_training = view.training
     view.eval()
     for start in range(0, len(rows), batch_size):
-        inputs, targets = rows.take(slice(start, start + batch_size))
-        batch = {"inputs": inputs.to(device), "targets": targets.to(device)}
+        batch = {k: v.to(device) for k, v in rows.take(slice(start, start + batch_size)).items()}
         with autocast(device, precision):
             logits, labels = objective.pooled(view, batch)
         for t, p in zip(labels.tolist(), logits.argmax(-1).tolist()):

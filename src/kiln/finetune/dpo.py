@@ -100,8 +100,8 @@ class DPO(Objective):
         self.beta, self.reference = beta, reference
         """A frozen copy of the starting model; None: the policy with its LoRA adapters off."""
 
-    def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
-        return {"inputs": inputs, "targets": targets}
+    def make_batch(self, raw: Batch, gen: torch.Generator) -> Batch:
+        return raw
 
     def rewards(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """beta x log(pi / pi_ref) of the chosen and of the rejected answers, (pairs,) each."""

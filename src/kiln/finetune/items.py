@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from kiln.errors import KilnError
+from kiln.objectives.base import Batch, text_batch
 from kiln.shards.loader import EpochOrder
 
 IGNORE = -100
@@ -79,10 +80,10 @@ class Rows:
     def rows_per_item(self) -> int:
         return self.inputs.shape[1]
 
-    def take(self, index: list[int] | slice) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(self, index: list[int] | slice) -> Batch:
         """The chosen items' rows, flattened to (n x R, T)."""
         width = self.inputs.shape[2]
-        return (
+        return text_batch(
             torch.from_numpy(self.inputs[index].reshape(-1, width)),
             torch.from_numpy(self.targets[index].reshape(-1, width)),
         )
@@ -123,7 +124,7 @@ class ItemLoader:
     def epoch(self) -> float:
         return self.samples_seen / len(self.rows)
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self) -> Batch:
         first = self.samples_seen + self.rank * self.per_batch
         picked = [self.order(first + i) for i in range(self.per_batch)]
         self.samples_seen += self.per_batch * self.world_size
@@ -145,9 +146,7 @@ class ItemValidation:
     def num_windows(self, seq_len: int, batch_size: int) -> int:
         return len(self.rows) * self.rows.rows_per_item
 
-    def batches(
-        self, seq_len: int, batch_size: int, max_windows: int | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, seq_len: int, batch_size: int, max_windows: int | None = None) -> Iterator[Batch]:
         per = items_per_batch(batch_size, self.rows.rows_per_item)
         n = len(self.rows)
         if max_windows is not None:

@@ -68,11 +68,43 @@ class SSMConfig:
 
 
 @dataclass
+class VisionConfig:
+    """The image input of the vlm family (models/vlm.py)."""
+
+    image_size: int = 0
+    """Pixels per side of the images the model reads; 0 takes images.image_size."""
+    patch_size: int = 8
+    """Pixels per side of one patch; an image is (image_size / patch_size)^2 patch positions."""
+    encoder: str = "linear"
+    """linear: each patch projected straight into the decoder (Fuyu-style early fusion); vit: patches
+    first mixed by `encoder_layers` bidirectional blocks of the decoder's width (ViT-style)."""
+    encoder_layers: int = 2
+    """vit only: blocks of the image encoder."""
+
+    def __post_init__(self) -> None:
+        require(self.encoder in ("linear", "vit"), f"model.vision.encoder={self.encoder!r}: choose linear or vit")
+        require(self.patch_size > 0 and self.encoder_layers >= 0, "model.vision.patch_size must be positive")
+        if self.image_size:
+            require(
+                self.image_size % self.patch_size == 0,
+                f"model.vision.image_size={self.image_size} must be a multiple of patch_size={self.patch_size}",
+            )
+
+    @property
+    def patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def patch_dim(self) -> int:
+        return self.patch_size * self.patch_size * 3
+
+
+@dataclass
 class ModelConfig:
     family: str = "decoder"
     """decoder (causal LM, Llama-style; MoE with moe.num_experts), encoder (masked LM, BERT-style),
-    encdec (span corruption, T5-style) or hybrid (attention + SSM layers with MoE, Jamba-style): a
-    name in models/registry.py."""
+    encdec (span corruption, T5-style), hybrid (attention + SSM layers with MoE, Jamba-style) or vlm
+    (the decoder reading images too, models/vlm.py): a name in models/registry.py."""
     vocab_size: int = 8192
     """Rows of the embedding table; must cover the tokenizer's vocabulary."""
     depth: int = 0
@@ -109,6 +141,7 @@ class ModelConfig:
     keep the base rate. 0: the standard parametrisation."""
     moe: MoEConfig = field(default_factory=MoEConfig)
     ssm: SSMConfig = field(default_factory=SSMConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
 
     @property
     def width_mult(self) -> float:

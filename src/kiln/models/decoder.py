@@ -94,14 +94,17 @@ class Decoder(TokenModel):
         }
         return ModelCache(kv, {layer: slot for slot, layer in enumerate(attn)}, states)
 
-    def hidden(self, tokens: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
-        """tokens (B, T) -> final normed hidden states (B, T, C)."""
+    def hidden(
+        self, tokens: torch.Tensor, cache: ModelCache | None = None, embedded: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """tokens (B, T) -> final normed hidden states (B, T, C); `embedded` (B, T, C) replaces the
+        token embeddings (the vlm family writes image patches into them)."""
         T = tokens.shape[1]
         start = cache.pos if cache is not None else 0
         if start + T > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {start + T} tokens exceeds model.max_seq_len={self.cfg.max_seq_len}")
         cos, sin = self.cos[start : start + T], self.sin[start : start + T]
-        x = self.embed(tokens)  # (B, T, C)
+        x = self.embed(tokens) if embedded is None else embedded  # (B, T, C)
         for i, block in enumerate(self.blocks):
             if cache is None:
                 x = block(x, cos, sin)

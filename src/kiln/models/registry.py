@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kiln.errors import KilnError
-from kiln.models import decoder, encdec, encoder, hybrid
+from kiln.models import decoder, encdec, encoder, hybrid, vlm
 from kiln.models.spec import FamilySpec
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ FAMILIES: dict[str, FamilySpec] = {
         hybrid.SPEC,
         encoder.SPEC,
         encdec.SPEC,
+        vlm.SPEC,
     )
 }
 

@@ -3,7 +3,7 @@
 An objective owns batch construction (from the loader's packed windows) and the loss, so the trainer
 never branches on family:
 
-    batch = objective.make_batch(inputs, targets, generator)   # on the host, deterministic per step
+    batch = objective.make_batch(raw, generator)   # on the host, deterministic per step
     loss, metrics = objective.loss(model, batch)               # scalar (fp32) + detached figures
     scores = objective.score(model, batch)                     # per-token losses for evaluate/loss.py
 
@@ -27,6 +27,14 @@ if TYPE_CHECKING:
     from kiln.tokenizer import SpecialIds
 
 Batch = dict[str, torch.Tensor]
+"""Named tensors. A loader gives "inputs" and "targets" (B, T) int64 (targets: the inputs shifted by
+one, -100 where nothing is scored) plus whatever else its data carry (image batches: "pixels" and
+"num_images", images/shards.py); `make_batch` turns that into what the objective's loss reads."""
+
+
+def text_batch(inputs: torch.Tensor, targets: torch.Tensor) -> Batch:
+    """A loader's batch of token windows."""
+    return {"inputs": inputs, "targets": targets}
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, upcast: bool = False) -> torch.Tensor:
@@ -93,15 +101,15 @@ class Objective:
     def __init__(self, cfg: Any, ids: SpecialIds | None) -> None:
         self.cfg, self.ids = cfg, ids
 
-    def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
+    def make_batch(self, raw: Batch, gen: torch.Generator) -> Batch:
         raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
-    def eval_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
+    def eval_batch(self, raw: Batch, gen: torch.Generator) -> Batch:
         """The batch evaluation scores (default: the training batch, with the evaluation generator)."""
-        return self.make_batch(inputs, targets, gen)
+        return self.make_batch(raw, gen)
 
     def score(self, model: nn.Module, batch: Batch) -> TokenScores:
         """Per-token losses of one (device) batch, for the evaluation loop."""

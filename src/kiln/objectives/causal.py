@@ -34,6 +34,14 @@ def fim_transform(window: torch.Tensor, ids: SpecialIds, gen: torch.Generator) -
     return out[:L]
 
 
+def masked_mean_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the target tokens; targets of -100 (a loss mask: prompt tokens in
+    fine-tuning, image positions, padding) are left out of the mean."""
+    losses = cross_entropy(logits, targets).float()
+    scored = targets.flatten() != -100
+    return losses.mean() if bool(scored.all()) else losses.sum() / scored.sum().clamp(min=1)
+
+
 class CausalLM(Objective):
     """Targets are the inputs shifted by one (the loader provides both)."""
 
@@ -44,7 +52,8 @@ class CausalLM(Objective):
     def __init__(self, cfg: CausalConfig | None = None, ids: SpecialIds | None = None) -> None:
         self.cfg, self.ids = cfg or CausalConfig(), ids
 
-    def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
+    def make_batch(self, raw: Batch, gen: torch.Generator) -> Batch:
+        inputs, targets = raw["inputs"], raw["targets"]
         if self.cfg.fim_rate > 0:
             assert self.ids is not None, "fill-in-the-middle needs the tokenizer's special ids"
             windows = torch.cat([inputs, targets[:, -1:]], dim=1)
@@ -55,16 +64,11 @@ class CausalLM(Objective):
         return {"inputs": inputs, "targets": targets}
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean cross-entropy over the target tokens; targets of -100 (a loss mask: prompt tokens in
-        fine-tuning, padding) are left out of the mean."""
         logits = model(batch["inputs"])  # (B, T, V), bf16 under autocast
-        losses = cross_entropy(logits, batch["targets"]).float()
-        scored = batch["targets"].flatten() != -100
-        loss = losses.mean() if bool(scored.all()) else losses.sum() / scored.sum().clamp(min=1)
-        return with_aux(model, loss, {})
+        return with_aux(model, masked_mean_loss(logits, batch["targets"]), {})
 
-    def eval_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
-        return {"inputs": inputs, "targets": targets}  # validation scores the text as it is, without FIM
+    def eval_batch(self, raw: Batch, gen: torch.Generator) -> Batch:
+        return raw  # validation scores the text as it is, without FIM
 
     def score(self, model: nn.Module, batch: Batch) -> TokenScores:
         return token_scores(model(batch["inputs"]), batch["targets"], with_correct=False)

@@ -39,8 +39,8 @@ class MaskedLM(Objective):
         self.cfg, self.ids = cfg, ids
         self.final_windows = cfg.pseudo_ppl_windows
 
-    def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
-        tokens = inputs
+    def make_batch(self, raw: Batch, gen: torch.Generator) -> Batch:
+        tokens = raw["inputs"]
         selected = (torch.rand(tokens.shape, generator=gen) < self.cfg.mask_rate) & (tokens >= self.ids.num_special)
         action = torch.rand(tokens.shape, generator=gen)
         mask_cut = self.cfg.mask_token_frac

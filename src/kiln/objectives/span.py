@@ -91,8 +91,8 @@ class SpanCorruption(Objective):
     def __init__(self, cfg: SpanConfig, ids: SpecialIds) -> None:
         self.cfg, self.ids = cfg, ids
 
-    def make_batch(self, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> Batch:
-        windows = torch.cat([inputs, targets[:, -1:]], dim=1)
+    def make_batch(self, raw: Batch, gen: torch.Generator) -> Batch:
+        windows = torch.cat([raw["inputs"], raw["targets"][:, -1:]], dim=1)
         noise, spans = span_counts(windows.shape[1], self.cfg.noise_density, self.cfg.mean_span_length)
         if spans > len(self.ids.sentinels):
             raise KilnError(

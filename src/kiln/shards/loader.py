@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from kiln.errors import KilnError
+from kiln.objectives.base import Batch, text_batch
 from kiln.shards.writer import FORMAT, MANIFEST
 
 
@@ -134,13 +135,13 @@ class PackedLoader:
     def epoch(self) -> float:
         return self.samples_seen / self.num_windows
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self) -> Batch:
         """This rank's next micro-batch: inputs and targets, int64, (batch_size, seq_len)."""
         first = self.samples_seen + self.rank * self.batch_size
         rows = np.stack([self.global_window(first + i) for i in range(self.batch_size)]).astype(np.int64)
         self.samples_seen += self.batch_size * self.world_size
         data = torch.from_numpy(rows)
-        return data[:, :-1], data[:, 1:]
+        return text_batch(data[:, :-1], data[:, 1:])
 
     def state_dict(self) -> dict:
         return {"samples_seen": self.samples_seen, "seed": self.seed, "seq_len": self.seq_len}
@@ -151,10 +152,8 @@ class PackedLoader:
         self.samples_seen = int(state["samples_seen"])
 
 
-def iterate_windows(
-    shards: ShardSet, seq_len: int, batch_size: int, max_windows: int | None = None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Every window in order, once, as (inputs, targets) batches; for evaluation.
+def iterate_windows(shards: ShardSet, seq_len: int, batch_size: int, max_windows: int | None = None) -> Iterator[Batch]:
+    """Every window in order, once, as batches of inputs and targets; for evaluation.
 
     With `max_windows`, a fixed subset spread evenly over the whole set (not its first documents), so
     periodic validation sees every part of the split.
@@ -167,7 +166,7 @@ def iterate_windows(
     for start in range(0, len(indices), batch_size):
         rows = np.stack([loader.window(int(i)) for i in indices[start : start + batch_size]]).astype(np.int64)
         data = torch.from_numpy(rows)
-        yield data[:, :-1], data[:, 1:]
+        yield text_batch(data[:, :-1], data[:, 1:])
 
 
 class ShardValidation:
@@ -179,7 +178,5 @@ class ShardValidation:
     def num_windows(self, seq_len: int, batch_size: int) -> int:
         return PackedLoader(self.shards, seq_len, batch_size, shuffle=False).num_windows
 
-    def batches(
-        self, seq_len: int, batch_size: int, max_windows: int | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, seq_len: int, batch_size: int, max_windows: int | None = None) -> Iterator[Batch]:
         return iterate_windows(self.shards, seq_len, batch_size, max_windows)

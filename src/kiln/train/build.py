@@ -20,6 +20,7 @@ from kiln.device import keep_freed_host_memory, pick_device
 from kiln.errors import KilnError
 from kiln.evaluate.suites import load_tasks
 from kiln.finetune import parts as finetune
+from kiln.images.shards import image_data
 from kiln.models.build import build_model
 from kiln.models.registry import family
 from kiln.rundir import STATE, RunDir
@@ -105,6 +106,19 @@ def build_trainer(
         loader, val = finetune.loaders(data, tc.micro_batch_size, tc.seed, par.rank, par.world_size)
         if par.rank == 0:
             print(data.describe())
+    elif cfg.images.enabled:  # image documents, with text windows mixed into every batch
+        text = check_shards(ShardSet(run.split("train")), sha, cfg.model.vocab_size)
+        loader, val = image_data(
+            run.image_split("train"),
+            run.image_split("val"),
+            text,
+            ids,
+            sha,
+            tc,
+            cfg.images.text_rows,
+            par.rank,
+            par.world_size,
+        )
     else:
         train_shards = check_shards(ShardSet(run.split("train")), sha, cfg.model.vocab_size)
         val = ShardValidation(check_shards(ShardSet(run.split("val")), sha, cfg.model.vocab_size))

@@ -25,7 +25,7 @@ from kiln.device import autocast
 from kiln.errors import KilnError
 from kiln.evaluate.loss import validation_loss
 from kiln.models.base import TokenModel
-from kiln.objectives.base import Objective
+from kiln.objectives.base import Batch, Objective
 from kiln.train.checkpoint import Checkpointer
 from kiln.train.config import TrainConfig
 from kiln.train.flops import flops_per_token, matmul_params
@@ -46,7 +46,7 @@ class Loader(Protocol):
     @property
     def epoch(self) -> float: ...
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def next_batch(self) -> Batch: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
 
@@ -55,9 +55,7 @@ class ValidationData(Protocol):
     """What the trainer validates on (shards/loader.py's ShardValidation, finetune/items.py's ItemValidation)."""
 
     def num_windows(self, seq_len: int, batch_size: int) -> int: ...
-    def batches(
-        self, seq_len: int, batch_size: int, max_windows: int | None = None
-    ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]: ...
+    def batches(self, seq_len: int, batch_size: int, max_windows: int | None = None) -> Iterable[Batch]: ...
 
 
 def accumulation_steps(tc: TrainConfig, world_size: int) -> int:
@@ -225,8 +223,7 @@ class Trainer:
         total_loss = torch.zeros((), device=self.device)
         figures: dict[str, float] = {}
         for micro in range(self.accum):
-            inputs, targets = self.loader.next_batch()
-            batch = self.objective.make_batch(inputs, targets, self._generator(micro))
+            batch = self.objective.make_batch(self.loader.next_batch(), self._generator(micro))
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             with autocast(self.device, tc.precision):
                 loss, metrics = self.objective.loss(self.forward_model, batch)

@@ -1,0 +1,1 @@
+"""Image+text data: readers, the built-in shapes set, curation, patches and image shards."""

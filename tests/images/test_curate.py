@@ -1,0 +1,60 @@
+"""Image curation: size and aspect filters, caption steps, exact and perceptual-hash duplicates, the
+split, and a data card that counts each."""
+
+import io
+import json
+
+import numpy as np
+from PIL import Image
+
+from kiln.curate.config import CurateConfig
+from kiln.images.config import ImageConfig
+from kiln.images.curate import NearImageIndex, curate_images, curated_docs, dhash
+
+
+def photo(seed: int, size=(64, 48)) -> Image.Image:
+    """A smooth random picture (what a perceptual hash is made for)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+
+
+def test_a_re_encoded_resized_copy_is_near_and_another_picture_is_not():
+    a = photo(0)
+    buffer = io.BytesIO()
+    a.resize((50, 38)).save(buffer, format="JPEG", quality=70)
+    copy = Image.open(io.BytesIO(buffer.getvalue()))
+    index = NearImageIndex(distance=6)
+    index.add(dhash(a))
+    assert index.find(dhash(copy)) is not None
+    assert all(index.find(dhash(photo(s))) is None for s in range(1, 20))
+
+
+def test_curation_filters_deduplicates_and_counts(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    pictures = {f"p{i:02d}": photo(i) for i in range(40)}
+    pictures["dup_exact"] = pictures["p00"].copy()
+    pictures["dup_near"] = pictures["p01"].resize((60, 45))
+    pictures["tiny"] = photo(50, (6, 6))
+    pictures["long"] = photo(51, (200, 20))
+    for key, image in pictures.items():
+        image.save(src / f"{key}.png")
+        (src / f"{key}.txt").write_text(f"A  picture number {key}\u200b with some colours.")
+    (src / "nocaption.png").write_bytes(b"\x89PNG broken")
+    (src / "nocaption.txt").write_text("x")
+    out = tmp_path / "out"
+    cfg = ImageConfig(source=str(src), image_size=16, val_fraction=0.25, dedup_distance=6)
+    manifest = curate_images(cfg, CurateConfig(), out)
+    assert manifest["dropped"] == {"duplicate_exact": 1, "duplicate_near": 1, "too_small": 1, "aspect": 1}
+    assert manifest["skipped"] == {"unreadable": 1}
+    assert manifest["kept"]["train"] + manifest["kept"]["val"] == 40 and manifest["kept"]["val"] >= 3
+    card = (out / "data_card.md").read_text()
+    assert "duplicate_near | 1" in card and "kept: val" in card
+    assert json.loads((out / "data_card.json").read_text())["read"] == 44
+    docs = list(curated_docs(out, "train"))
+    assert all(d.images[0].size == (16, 16) for d in docs)
+    assert all("\u200b" not in d.text and "  " not in d.text for d in docs)  # the text steps ran
+    again = curate_images(cfg, CurateConfig(), tmp_path / "again")
+    assert [d.key for d in curated_docs(tmp_path / "again", "train")] == [d.key for d in docs]
+    assert again["kept"] == manifest["kept"]

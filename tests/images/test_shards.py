@@ -1,0 +1,71 @@
+"""Image shards: rows say where the images are and score only text; the loader mixes text rows in,
+is deterministic, resumes at its position and slices ranks out of one global batch."""
+
+import torch
+
+from kiln.images.shards import ImageLoader, ImageShardSet, image_data
+from kiln.shards.loader import ShardSet
+from kiln.tokenizer import load_tokenizer, objective_ids, tokenizer_hash
+
+
+def _parts(vlm_run):
+    cfg, run = vlm_run
+    tok = load_tokenizer(run.tokenizer)
+    return cfg, run, tok, objective_ids(tok)
+
+
+def test_rows_hold_the_image_block_then_the_caption(vlm_run):
+    cfg, run, tok, ids = _parts(vlm_run)
+    shards = ImageShardSet(run.image_split("train"))
+    shards.verify()
+    assert len(shards) == 1200 and shards.width == 1 + (4 + 2) + 12 + 1
+    batch = shards.take([0, 1], cfg.train.seq_len, ids)
+    inputs, targets = batch["inputs"], batch["targets"]
+    assert inputs.shape == targets.shape == (2, 24) and batch["pixels"].shape == (2, 1, 16, 16, 3)
+    row = inputs[0].tolist()
+    assert row[:7] == [ids.bos, ids.image_start, *[ids.image] * 4, ids.image_end]
+    scored = [t for t in targets[0].tolist() if t != -100]
+    item = shards.items()[0]
+    assert tok.decode(scored[:-1]).strip() == item["text"] and scored[-1] == ids.eos
+    assert (targets[inputs == ids.image] == -100).all()  # no loss on predicting patches
+    assert int(batch["num_images"][0]) == 1 and batch["pixels"][0].float().std() > 0
+
+
+def _loader(cfg, run, ids, rank=0, world=1):
+    text = ShardSet(run.split("train"))
+    loader, _ = image_data(
+        run.image_split("train"),
+        run.image_split("val"),
+        text,
+        ids,
+        tokenizer_hash(run.tokenizer),
+        cfg.train,
+        0.25,
+        rank,
+        world,
+    )
+    return loader
+
+
+def test_the_loader_mixes_text_rows_resumes_and_slices_ranks(vlm_run):
+    cfg, run, tok, ids = _parts(vlm_run)
+    a = _loader(cfg, run, ids)
+    assert isinstance(a, ImageLoader) and a.num_text == 2 and a.per_batch == 6
+    straight = [a.next_batch() for _ in range(5)]
+    first = straight[0]
+    assert (first["num_images"][:2] == 0).all() and (first["num_images"][2:] == 1).all()
+    assert not (first["inputs"][:2] == ids.image).any() and (first["targets"][:2] != -100).all()
+    b = _loader(cfg, run, ids)
+    for _ in range(2):
+        b.next_batch()
+    c = _loader(cfg, run, ids)
+    c.load_state_dict(b.state_dict())
+    for want in straight[2:]:
+        got = c.next_batch()
+        assert all(torch.equal(want[k], got[k]) for k in want)
+    ranks = [_loader(cfg, run, ids, r, 2) for r in (0, 1)]
+    one = _loader(cfg, run, ids)
+    one.per_batch, one.num_text = 12, 0  # one process taking the global batch's image rows
+    one.text = None
+    both = torch.cat([r.next_batch()["pixels"][2:] for r in ranks])
+    assert torch.equal(both, one.next_batch()["pixels"])

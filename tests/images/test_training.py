@@ -1,0 +1,83 @@
+"""An image+text run on the one trainer: it learns to name colours above chance, resumes bitwise,
+and its checkpoint captions an image file and evaluates through the CLI."""
+
+import json
+
+import torch
+from PIL import Image
+
+from kiln.cli import main
+from kiln.evaluate.verbs import evaluate_captions
+from kiln.images.shards import ImageShardSet
+from kiln.train.build import build_trainer
+from tests.conftest import copy_run
+from tests.images.conftest import vlm_config
+from tests.train.test_trainer import _weights
+
+
+def test_a_tiny_run_learns_to_name_colours_of_unseen_pairs(vlm_run, corpus_dir, tmp_path):
+    _, src = vlm_run
+    run = copy_run(src, tmp_path / "run")
+    cfg = vlm_config(
+        corpus_dir,
+        **{
+            "train.max_steps": "250",
+            "train.micro_batch_size": "16",
+            "train.lr": "1e-2",
+            "train.eval_every": "0",
+            "train.checkpoint_every": "0",
+        },
+    )
+    trainer = build_trainer(cfg, run)
+    before = trainer.validate(None)["loss"]
+    figures = trainer.fit()
+    assert figures["val_loss"] < before - 1.0 and figures["objective"] == "caption_lm"
+    result = evaluate_captions(run.checkpoints / "step_250")
+    unseen, chance = result["attributes"]["groups"]["unseen"], result["attributes"]["chance"]
+    # colour-shape pairs no training image shows: the colour word is right far above one in six
+    assert chance["colour"] == 1 / 6 and unseen["colour"] >= 0.5, result["attributes"]
+    texts = {item["text"] for item in ImageShardSet(run.image_split("val")).items()}
+    assert 1 / len(texts) < result["retrieval_top1"] <= 1 and result["retrieval_captions"] == len(texts)
+    assert (run.evals / "step_250" / "captions.md").exists()
+
+
+def test_an_image_run_resumes_bitwise(vlm_run, corpus_dir, tmp_path):
+    _, src = vlm_run
+    cfg = vlm_config(
+        corpus_dir,
+        **{
+            "train.max_steps": "6",
+            "train.eval_every": "0",
+            "train.checkpoint_every": "0",
+            "model.vision.encoder": "vit",
+        },
+    )
+    straight, resumed = copy_run(src, tmp_path / "a"), copy_run(src, tmp_path / "b")
+    build_trainer(cfg, straight).fit()
+    first = build_trainer(cfg, resumed)
+    for _ in range(3):
+        first.train_step()
+    first.save()
+    torch.manual_seed(99)
+    build_trainer(cfg, resumed, resume=True).fit()
+    a, b = _weights(straight), _weights(resumed)
+    assert any(k.startswith("vision.blocks") for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_generate_captions_an_image_file_and_eval_reports_image_figures(vlm_run, tmp_path, capsys):
+    _, src = vlm_run
+    run = copy_run(src, tmp_path / "run")
+    flags = ["--train.max_steps", "4", "--train.eval_every", "0", "--train.checkpoint_every", "0"]
+    assert main(["train", "--run-dir", str(run.root), "--overwrite", *flags]) == 0
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (40, 30), (220, 30, 30)).save(picture)
+    capsys.readouterr()
+    checkpoint = str(run.checkpoints / "step_4")
+    assert main(["generate", "--checkpoint", checkpoint, "--image", str(picture), "--sample.max_new_tokens", "6"]) == 0
+    assert capsys.readouterr().out.strip() is not None
+    assert main(["generate", "--checkpoint", checkpoint, "--image", str(tmp_path / "none.png")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", checkpoint]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"caption_bpb", "retrieval_top1", "attributes"} <= out.keys()
