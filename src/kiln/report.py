@@ -158,6 +158,13 @@ def write_report(
             f"Curated training data: see the [data card]({card.relative_to(run.root)}) "
             f"(sources, licences, what each step removed and why, languages, PII, duplicates, gaps).",
         ]
+    image_card = run.curated_images / "data_card.md"
+    if image_card.exists():
+        lines += [
+            "",
+            f"Images: see the [image data card]({image_card.relative_to(run.root)}) (what was read, skipped with "
+            "its reason, filtered, deduplicated, kept per split).",
+        ]
     lines += ["", "## Loss", "", f"![loss]({run.loss_plot.name})", ""]
     if run.training_plot.exists():
         lines += ["## Training", "", f"![training]({run.training_plot.name})", ""]

@@ -67,6 +67,10 @@ class RunConfig:
                 f"model.vision.image_size={self.model.vision.image_size} differs from images.image_size="
                 f"{self.images.image_size}; leave the first at 0 to take the second",
             )
+        require(
+            not (self.train.optimizer == "muon" and self.model.mup_base_dim),
+            "train.optimizer=muon scales its updates by each matrix's shape already; use it without model.mup_base_dim",
+        )
         if self.model.family == "vlm":
             require(
                 self.model.vision.image_size > 0, "model.family=vlm needs images.source (or model.vision.image_size)"

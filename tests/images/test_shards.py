@@ -69,3 +69,17 @@ def test_the_loader_mixes_text_rows_resumes_and_slices_ranks(vlm_run):
     one.text = None
     both = torch.cat([r.next_batch()["pixels"][2:] for r in ranks])
     assert torch.equal(both, one.next_batch()["pixels"])
+
+
+def test_an_interleaved_document_places_each_image_where_its_mark_is(vlm_run):
+    from kiln.images.readers import IMAGE_MARK
+    from kiln.images.shards import encode_doc
+
+    _, run, tok, ids = _parts(vlm_run)
+    row, cut = encode_doc(f"the union {IMAGE_MARK} is strong {IMAGE_MARK} and free", 2, tok, ids, 4, 40)
+    block = [ids.image_start, *[ids.image] * 4, ids.image_end]
+    starts = [i for i, t in enumerate(row) if t == ids.image_start]
+    assert len(starts) == 2 and all(row[s : s + 6] == block for s in starts) and cut == 0
+    assert tok.decode(row[1 : starts[0]]).strip() == "the union" and row[-1] == ids.eos
+    _, cut = encode_doc("the union is strong and free " * 10, 1, tok, ids, 4, 8)
+    assert cut > 0  # counted in the manifest's docs_with_text_cut

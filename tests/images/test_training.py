@@ -81,3 +81,40 @@ def test_generate_captions_an_image_file_and_eval_reports_image_figures(vlm_run,
     assert main(["eval", "--checkpoint", checkpoint]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"caption_bpb", "retrieval_top1", "attributes"} <= out.keys()
+
+
+def test_a_users_webdataset_tar_goes_through_the_same_stages(corpus_dir, tmp_path):
+    import io
+    import tarfile
+
+    from kiln import stages
+    from kiln.rundir import RunDir
+    from tests.images.test_curate import photo
+
+    shard = tmp_path / "pairs-000000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for i in range(60):
+            for name, data in ((f"{i:05d}.png", photo(i)), (f"{i:05d}.txt", f"picture {i} of the union")):
+                buffer = io.BytesIO()
+                if isinstance(data, str):
+                    buffer.write(data.encode())
+                else:
+                    data.save(buffer, format="PNG")
+                info = tarfile.TarInfo(name)
+                info.size = buffer.tell()
+                buffer.seek(0)
+                tar.addfile(info, buffer)
+    cfg = vlm_config(
+        corpus_dir,
+        **{"images.source": str(shard), "images.val_fraction": "0.2", "images.dedup_near": "true"},
+        **{"train.max_steps": "3", "train.eval_every": "0", "train.checkpoint_every": "0"},
+    )
+    run = RunDir(tmp_path / "run")
+    stages.curate(cfg, run)
+    stages.tokenizer(cfg, run)
+    stages.tokenize(cfg, run)
+    stages.train(cfg, run)
+    result = evaluate_captions(run.checkpoints / "step_3")
+    assert "attributes" not in result and result["retrieval_captions"] == result["retrieval_images"] > 0
+    card = json.loads((run.curated_images / "data_card.json").read_text())
+    assert card["read"] == 60 and sum(card["kept"].values()) == 60

@@ -10,7 +10,7 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
 
 from kiln.models.block import Block
 from kiln.models.build import build_model
-from kiln.models.config import ModelConfig, MoEConfig, SSMConfig
+from kiln.models.config import ModelConfig, MoEConfig, SSMConfig, VisionConfig
 from kiln.models.decoder import Decoder
 from kiln.models.encdec import DecoderBlock
 from kiln.models.layers import Attention, CrossAttention
@@ -27,6 +27,7 @@ SHAPES = {
     "encoder": {"family": "encoder"},
     "encdec": {"family": "encdec", "num_decoder_layers": 3},
     "gqa_untied": {"num_kv_heads": 2, "tie_embeddings": False},
+    "vlm_vit": {"family": "vlm", "vision": VisionConfig(image_size=16, patch_size=8, encoder="vit", encoder_layers=1)},
 }
 
 
@@ -39,6 +40,7 @@ def tiny(**kw) -> ModelConfig:
         num_kv_heads=4,
         max_seq_len=64,
         ssm=SSMConfig(attn_every=2, head_dim=16, state_dim=8, chunk=8),
+        vision=VisionConfig(image_size=16, patch_size=8),  # read by the vlm family only
     )
     return ModelConfig(**{**base, **kw})
 
@@ -50,6 +52,14 @@ def counted_flops(model: nn.Module, cfg: ModelConfig, seq_len: int, objective: O
         return sum(isinstance(m, (Attention, CrossAttention)) for m in module.modules())
 
     C = cfg.dim
+    if cfg.family == "vlm":  # the image encoder runs once per patch, patches are P of seq_len positions
+        v, P = model.vision, cfg.vision.patches
+        image = 6 * matmul_params(v) + 12 * attention_layers(v) * C * P
+        text = (
+            6 * (matmul_params(model) - matmul_params(v))
+            + 12 * (attention_layers(model) - attention_layers(v)) * C * seq_len
+        )
+        return text + image * P / max(seq_len, P)
     if cfg.family != "encdec":
         return 6 * matmul_params(model) + 12 * attention_layers(model) * C * seq_len
     d, m = objective.span.noise_density, objective.span.mean_span_length
@@ -70,7 +80,7 @@ def test_flops_from_the_config_alone_match_the_built_model(shape):
 
 
 def test_every_family_is_registered_under_its_name():
-    assert set(FAMILIES) == {"decoder", "hybrid", "encoder", "encdec"}
+    assert set(FAMILIES) == {"decoder", "hybrid", "encoder", "encdec", "vlm"}
     assert all(spec.name == name for name, spec in FAMILIES.items())
 
 
@@ -86,7 +96,7 @@ def unwrapped_blocks(model: nn.Module) -> list[str]:
 def test_parallelize_wraps_every_block_of_every_family(shape):
     model = build_model(tiny(**SHAPES[shape]), torch.device("cpu"))
     lists = {id(x) for x in model.repeated_blocks()}
-    assert lists == {id(m) for m in model.children() if isinstance(m, nn.ModuleList)}
+    assert lists == {id(m) for m in model.modules() if isinstance(m, nn.ModuleList)}  # the ViT's too
     assert unwrapped_blocks(model) == []
 
 

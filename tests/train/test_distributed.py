@@ -79,7 +79,7 @@ def test_two_processes_follow_the_single_process_loss_curve(mode, single, tokeni
     assert max(abs(a - b) for a, b in zip(losses, single)) < 1e-4, (losses, single)
 
 
-@pytest.mark.parametrize("first, then", [(2, 1), (1, 2)])
+@pytest.mark.parametrize("first, then", [(2, 1), pytest.param(1, 2, marks=pytest.mark.slow)])
 def test_sharded_checkpoint_resumes_at_another_world_size(first, then, single, tokenized_run, tmp_path):
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
@@ -142,6 +142,7 @@ def test_a_dead_rank_stops_the_run_instead_of_hanging(tokenized_run, tmp_path):
     assert "Signal 9 (SIGKILL)" in proc.stderr.read()  # torchrun names the failed rank and its signal
 
 
+@pytest.mark.slow
 def test_activation_checkpointing_changes_memory_not_results(tokenized_run, tmp_path):
     _, src = tokenized_run
     plain = copy_run(src, tmp_path / "plain")

@@ -83,7 +83,7 @@ def caption_steps(curate: CurateConfig, cfg: ImageConfig) -> list[Step]:
         min_words=cfg.min_caption_words,
         min_mean_word_length=2.0,
         min_stop_words=0,
-        min_sentences=1,
+        min_sentences=0,  # alt-text and captions often end without punctuation
         min_punct_lines=0.0,
         max_short_lines=1.0,
     )

@@ -26,7 +26,7 @@ from kiln.models.block import Block
 from kiln.models.config import ModelConfig
 from kiln.models.decoder import Decoder, ModelCache, causal_lm_flops, continue_prompt, score_causal
 from kiln.models.layers import RMSNorm
-from kiln.models.spec import FamilySpec, attention_params
+from kiln.models.spec import FamilySpec, attention_params, mlp_params
 from kiln.objectives.caption import CaptionLM
 
 if TYPE_CHECKING:
@@ -110,12 +110,14 @@ class ImageDecoder(Decoder):
 
 
 def vlm_flops(cfg: ModelConfig, seq_len: int, objective: ObjectiveConfig | None = None) -> float:
-    """The decoder's FLOPs per token, plus the image encoder's per patch position (counted as if
-    every position were a patch: an upper bound; patches are most of a caption row)."""
+    """The decoder's FLOPs per token, plus the image encoder's per patch (one image of P patches per
+    window of seq_len tokens: a caption row; P / seq_len of the encoder's cost per token)."""
     v = cfg.vision
     encoder = 6 * v.patch_dim * cfg.dim
     if v.encoder == "vit":
-        encoder += 6 * v.encoder_layers * (attention_params(cfg) + 3 * cfg.dim * cfg.hidden_dim)
+        layers = range(v.encoder_layers)
+        encoder += 6 * sum(attention_params(cfg) + mlp_params(cfg, i) for i in layers)
+        encoder += 12 * v.encoder_layers * cfg.dim * v.patches
     return causal_lm_flops(ImageDecoder, cfg, seq_len) + encoder * v.patches / max(seq_len, v.patches)
 
 

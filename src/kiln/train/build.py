@@ -29,7 +29,7 @@ from kiln.tokenizer import load_tokenizer, objective_ids, token_byte_lengths, to
 from kiln.train.checkpoint import Checkpointer, latest_checkpoint, load_weights
 from kiln.train.hooks import Checkpoint, EvalTasks, FollowPlan, Hook, Validate
 from kiln.train.metrics import MetricsLog
-from kiln.train.optim import build_optimizer
+from kiln.train.optim import build_muon, build_optimizer
 from kiln.train.parallel import Parallel, parallelize
 from kiln.train.plan import Planner
 from kiln.train.signals import StopRequest
@@ -138,7 +138,13 @@ def build_trainer(
     if adapted.note and par.rank == 0:
         print(adapted.note)
     forward_model = parallelize(adapted.forward, par, tc.precision)  # FSDP shards in place
-    optimizer = build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device, cfg.model.width_mult)
+    optimizer = (
+        build_muon(
+            model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), tc.muon_lr, tc.muon_momentum, tc.muon_weight_decay
+        )
+        if tc.optimizer == "muon"
+        else build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device, cfg.model.width_mult)
+    )
     objective = finetune.objective(cfg, ids, adapted)
     checkpointer = Checkpointer(run.checkpoints, run.tokenizer, sha, tc.keep_checkpoints, par, tc.async_checkpoint)
     hooks: list[Hook] = [FollowPlan(planner, started, requested_max_steps), Validate()]

@@ -37,6 +37,15 @@ class TrainConfig:
     """AdamW beta1."""
     beta2: float = 0.95
     """AdamW beta2."""
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    """adamw: AdamW for every parameter. muon: Muon for the blocks' weight matrices (train/muon.py),
+    AdamW at train.lr for embeddings, the head, norms and scalars."""
+    muon_lr: float = 0.02
+    """optimizer=muon: peak learning rate of the Muon group (the schedule scales it with train.lr's)."""
+    muon_momentum: float = 0.95
+    """optimizer=muon: Muon's momentum (Nesterov)."""
+    muon_weight_decay: float = 0.0
+    """optimizer=muon: decoupled weight decay of the Muon group."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"

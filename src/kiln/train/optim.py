@@ -44,6 +44,72 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type in ("cpu", "cuda"))
 
 
+OUTER = ("embed", "head", "vision.proj", "vision.pos")
+"""Parameters that map tokens or patches in and out: AdamW even under Muon (as in Muon's recipe)."""
+
+
+def muon_layouts(model: nn.Module) -> dict[int, list[int]]:
+    """How Muon cuts fused or expert matrices into the matrices they stand for (train/muon.py)."""
+    from kiln.models.layers import Attention, CrossAttention, SwiGLU
+    from kiln.models.moe import MoE
+
+    out: dict[int, list[int]] = {}
+    for m in model.modules():
+        if isinstance(m, Attention):
+            q, kv = m.num_heads * m.head_dim, m.num_kv_heads * m.head_dim
+            out[id(m.wqkv.weight)] = [0, -2, q, kv, kv]
+        elif isinstance(m, CrossAttention):
+            kv = m.num_kv_heads * m.head_dim
+            out[id(m.wkv.weight)] = [0, -2, kv, kv]
+        elif isinstance(m, SwiGLU):
+            out[id(m.w_gate_up.weight)] = [0, -2, m.hidden_dim, m.hidden_dim]
+        elif isinstance(m, MoE):
+            hidden = m.w_down.shape[1]
+            out[id(m.w_gate_up)] = [1, -1, hidden, hidden]
+            out[id(m.w_down)] = [1, -1]
+    return out
+
+
+def build_muon(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    muon_lr: float,
+    muon_momentum: float,
+    muon_weight_decay: float,
+) -> torch.optim.Optimizer:
+    """Muon for the blocks' matrices (and experts), AdamW for the rest: embeddings and head with
+    weight decay, norms, biases, scalars and convolutions without. The Muon group's lr_scale is
+    muon_lr / lr, so the trainer's schedule moves both together."""
+    from kiln.train.muon import MuonAdamW
+
+    layouts = muon_layouts(model)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    outer = [p for n, p in named if n.startswith(OUTER)]
+    seen = {id(p) for p in outer}
+    matrices = [(n, p) for n, p in named if id(p) not in seen and (p.ndim == 2 or id(p) in layouts)]
+    seen |= {id(p) for _, p in matrices}
+    rest = [p for _, p in named if id(p) not in seen]
+    groups: list[dict] = [
+        {
+            "kind": "muon",
+            "params": [p for _, p in matrices],
+            "layouts": [layouts.get(id(p)) for _, p in matrices],
+            "lr": muon_lr,
+            "lr_scale": muon_lr / lr,
+            "momentum": muon_momentum,
+            "weight_decay": muon_weight_decay,
+        },
+        {"kind": "adamw", "params": [p for p in outer if p.ndim >= 2], "lr": lr, "weight_decay": weight_decay},
+        {"kind": "adamw", "params": [p for p in outer if p.ndim < 2] + rest, "lr": lr, "weight_decay": 0.0},
+    ]
+    for g in groups:
+        g.setdefault("lr_scale", 1.0)
+        g["betas"] = betas
+    return MuonAdamW([g for g in groups if g["params"]])
+
+
 def lr_at(
     step: int, max_steps: int, warmup_steps: int, schedule: str, decay_fraction: float, min_lr_ratio: float
 ) -> float:

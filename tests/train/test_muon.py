@@ -1,0 +1,107 @@
+"""Muon: Newton-Schulz orthogonalises, the groups cover every parameter once, fused and expert
+matrices are cut into their parts, and a Muon run resumes bitwise."""
+
+import pytest
+import torch
+
+from kiln.models.build import build_model
+from kiln.models.config import ModelConfig, MoEConfig, SSMConfig, VisionConfig
+from kiln.train.build import build_trainer
+from kiln.train.muon import newton_schulz, orthogonalize
+from kiln.train.optim import build_muon
+from tests.conftest import copy_run, tiny_config
+from tests.train.test_trainer import _weights
+
+
+@pytest.mark.parametrize("shape", [(96, 32), (32, 96), (3, 24, 40), (128, 128)])
+def test_newton_schulz_pushes_singular_values_to_one(shape):
+    torch.manual_seed(0)
+    G = torch.randn(*shape) * 5
+    s = torch.linalg.svdvals(newton_schulz(G))
+    if shape[-1] == shape[-2]:
+        # a square Gaussian matrix's smallest singular values approach 0 (relative ~1 / n); five steps
+        # lift all but that tail, as Muon intends (it never needs exactness)
+        s = s.flatten().sort().values[len(s.flatten()) // 20 :]
+    assert s.min() > 0.6 and s.max() < 1.25, (s.min(), s.max())
+
+
+def test_fused_matrices_are_orthogonalised_block_by_block():
+    torch.manual_seed(0)
+    q, k = torch.randn(64, 32), torch.randn(16, 32) * 10
+    fused = orthogonalize(torch.cat([q, k]), [0, -2, 64, 16], 5)
+    assert torch.allclose(fused[:64], newton_schulz(q) * 2**0.5, atol=1e-5)  # fan_out 64 / fan_in 32
+    assert torch.allclose(fused[64:], newton_schulz(k), atol=1e-5)
+
+
+FAMILIES = {
+    "decoder": ModelConfig(vocab_size=64, dim=32, num_layers=2, num_heads=2, num_kv_heads=1, max_seq_len=16),
+    "moe": ModelConfig(vocab_size=64, dim=32, num_layers=2, num_heads=2, max_seq_len=16, moe=MoEConfig(num_experts=4)),
+    "hybrid": ModelConfig(
+        family="hybrid", vocab_size=64, dim=32, num_layers=2, num_heads=2, max_seq_len=16,
+        ssm=SSMConfig(attn_every=2, head_dim=16),
+    ),
+    "encoder": ModelConfig(family="encoder", vocab_size=64, dim=32, num_layers=2, num_heads=2, max_seq_len=16),
+    "encdec": ModelConfig(family="encdec", vocab_size=64, dim=32, num_layers=2, num_heads=2, max_seq_len=16),
+    "vlm": ModelConfig(
+        family="vlm", vocab_size=64, dim=32, num_layers=2, num_heads=2, max_seq_len=16,
+        vision=VisionConfig(image_size=16, patch_size=8, encoder="vit", encoder_layers=1),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_groups_cover_every_parameter_exactly_once(family):
+    model = build_model(FAMILIES[family], torch.device("cpu"))
+    opt = build_muon(model, 1e-3, 0.1, (0.9, 0.95), 0.02, 0.95, 0.0)
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters()) and len(ids) == len(set(ids))
+    muon = next(g for g in opt.param_groups if g["kind"] == "muon")
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(not names[id(p)].startswith(("embed", "head")) and p.ndim >= 2 for p in muon["params"])
+    assert muon["lr_scale"] == pytest.approx(20.0)
+    # one step moves every parameter that has a gradient
+    tokens = torch.randint(0, 64, (2, 8))
+    out = model(tokens, tokens) if family == "encdec" else model(tokens)
+    out.float().pow(2).mean().backward()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt.step()
+    moved = [n for n, p in model.named_parameters() if p.grad is not None and not torch.equal(p, before[n])]
+    assert len(moved) == sum(p.grad is not None for p in model.parameters())
+
+
+def test_a_muon_run_resumes_bitwise(tokenized_run, tmp_path, corpus_dir):
+    _, src = tokenized_run
+    cfg = tiny_config(
+        corpus_dir,
+        **{
+            "train.optimizer": "muon",
+            "train.max_steps": "8",
+            "train.eval_every": "0",
+            "train.checkpoint_every": "0",
+            "model.moe.num_experts": "4",
+        },
+    )
+    straight, resumed = copy_run(src, tmp_path / "straight"), copy_run(src, tmp_path / "resumed")
+    build_trainer(cfg, straight).fit()
+    first = build_trainer(cfg, resumed)
+    for _ in range(4):
+        first.train_step()
+    first.save()
+    torch.manual_seed(99)
+    build_trainer(cfg, resumed, resume=True).fit()
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_muon_on_two_processes_matches_one(mode, tokenized_run, tmp_path):
+    """FSDP2 shards each matrix by rows: Muon gathers the update whole, so 2 ranks equal 1."""
+    from tests.train.test_distributed import _train
+
+    _, src = tokenized_run
+    muon = ["--train.optimizer", "muon", "--model.moe.num_experts", "4"]
+    single = _train(copy_run(src, tmp_path / "one").root, "--overwrite", *muon)
+    losses = _train(copy_run(src, tmp_path / "two").root, "--overwrite", "--parallel.mode", mode, *muon, procs=2)
+    assert len(losses) == len(single) == 6
+    assert max(abs(a - b) for a, b in zip(losses, single)) < 1e-4, (losses, single)
