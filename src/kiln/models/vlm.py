@@ -113,7 +113,7 @@ def vlm_flops(cfg: ModelConfig, seq_len: int, objective: ObjectiveConfig | None 
     """The decoder's FLOPs per token, plus the image encoder's per patch (one image of P patches per
     window of seq_len tokens: a caption row; P / seq_len of the encoder's cost per token)."""
     v = cfg.vision
-    encoder = 6 * v.patch_dim * cfg.dim
+    encoder: float = 6 * v.patch_dim * cfg.dim
     if v.encoder == "vit":
         layers = range(v.encoder_layers)
         encoder += 6 * sum(attention_params(cfg) + mlp_params(cfg, i) for i in layers)
