@@ -69,6 +69,16 @@ def test_groups_cover_every_parameter_exactly_once(family):
     assert len(moved) == sum(p.grad is not None for p in model.parameters())
 
 
+def test_an_untied_embedding_can_have_its_own_rate():
+    cfg = ModelConfig(vocab_size=64, dim=32, num_layers=1, num_heads=2, max_seq_len=16, tie_embeddings=False)
+    model = build_model(cfg, torch.device("cpu"))
+    opt = build_muon(model, 1e-3, 0.1, (0.9, 0.95), 0.02, 0.95, 0.0, embed_lr=0.1)
+    (embed,) = [g for g in opt.param_groups if any(p is model.embed.weight for p in g["params"])]
+    assert embed["params"] == [model.embed.weight] and embed["lr_scale"] == pytest.approx(100)
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+
+
 def test_a_muon_run_resumes_bitwise(tokenized_run, tmp_path, corpus_dir):
     _, src = tokenized_run
     cfg = tiny_config(

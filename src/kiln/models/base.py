@@ -64,7 +64,9 @@ class TokenModel(nn.Module):
         """The output head on final states; under muP the logits are scaled by 1 / width_mult."""
         out = self.head(h)
         m = self.cfg.width_mult
-        return out if m == 1.0 else out * (1.0 / m)
+        out = out if m == 1.0 else out * (1.0 / m)
+        cap = self.cfg.logit_softcap
+        return out if not cap else cap * torch.tanh(out / cap)
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

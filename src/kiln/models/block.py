@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from kiln.models.config import ModelConfig
-from kiln.models.layers import Attention, KVCache, RMSNorm, SwiGLU
+from kiln.models.layers import Attention, KVCache, ReLU2, RMSNorm, SwiGLU
 from kiln.models.moe import MoE
 from kiln.models.ssm import Mamba, SSMState
 
@@ -21,15 +21,16 @@ class Block(nn.Module):
     ) -> None:
         super().__init__()
         self.attends = attends
-        self.mixer_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mixer_norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_params)
         self.mixer = (
-            Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, causal=causal, rotary=rotary)
+            Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, causal=causal, rotary=rotary, qk_norm=cfg.qk_norm)
             if self.attends
             else Mamba(cfg.dim, cfg.ssm, cfg.norm_eps)
         )
-        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_params)
+        dense = ReLU2 if cfg.mlp == "relu2" else SwiGLU
         self.mlp = (
-            MoE(cfg.dim, cfg.moe.expert_hidden_dim, cfg.moe) if cfg.is_moe_layer(i) else SwiGLU(cfg.dim, cfg.hidden_dim)
+            MoE(cfg.dim, cfg.moe.expert_hidden_dim, cfg.moe) if cfg.is_moe_layer(i) else dense(cfg.dim, cfg.hidden_dim)
         )
 
     def init_weights(self, std: float, out_std: float) -> None:

@@ -139,6 +139,17 @@ class ModelConfig:
     was tuned at. With m = dim / mup_base_dim, the blocks' matrices start at init_std / sqrt(m) and
     train at lr / m (AdamW), and the logits are multiplied by 1 / m; embeddings, norms and the head
     keep the base rate. 0: the standard parametrisation."""
+    qk_norm: bool = False
+    """Normalise queries and keys per head (parameter-free RMSNorm) before the rotary rotation."""
+    mlp: str = "swiglu"
+    """Dense MLP: swiglu (Llama's, 8/3 x width) or relu2 (ReLU squared, 4 x width: the same parameters)."""
+    logit_softcap: float = 0.0
+    """When > 0, logits = cap * tanh(logits / cap) (Gemma 2's soft cap); 0 leaves them as they are."""
+    zero_init_out: bool = False
+    """Start the residual output projections (attention's and the MLP's last matrix) at zero, so each
+    block starts as the identity."""
+    norm_params: bool = True
+    """RMSNorm with a learned per-channel gain; false: parameter-free norms."""
     moe: MoEConfig = field(default_factory=MoEConfig)
     ssm: SSMConfig = field(default_factory=SSMConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -164,7 +175,9 @@ class ModelConfig:
         )
         derive(self, "num_heads", max(1, self.dim // HEAD_WIDTH))
         derive(self, "num_kv_heads", self.num_heads)
-        derive(self, "hidden_dim", swiglu_hidden_dim(self.dim))
+        require(self.mlp in ("swiglu", "relu2"), f"model.mlp={self.mlp!r}: choose swiglu or relu2")
+        require(self.logit_softcap >= 0, "model.logit_softcap must be >= 0 (0: no cap)")
+        derive(self, "hidden_dim", swiglu_hidden_dim(self.dim) if self.mlp == "swiglu" else 4 * self.dim)
         if self.moe.num_experts:
             derive(self.moe, "expert_hidden_dim", max(1, self.hidden_dim // self.moe.top_k))
         require(self.num_heads > 0 and self.num_kv_heads > 0, "model.num_heads and model.num_kv_heads must be positive")

@@ -64,7 +64,7 @@ class Decoder(TokenModel):
             Block(cfg, i, causal=True, rotary=self.rotary, attends=self.layer_attends(cfg, i))
             for i in range(cfg.num_layers)
         )
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_params)
         self._add_head()
 
     def repeated_blocks(self) -> list[nn.ModuleList]:
@@ -76,7 +76,8 @@ class Decoder(TokenModel):
         cfg = self.cfg
         self._init_embedding()
         for block in self.blocks:
-            cast(Block, block).init_weights(cfg.hidden_init_std, cfg.hidden_init_std / math.sqrt(2 * cfg.num_layers))
+            out_std = 0.0 if cfg.zero_init_out else cfg.hidden_init_std / math.sqrt(2 * cfg.num_layers)
+            cast(Block, block).init_weights(cfg.hidden_init_std, out_std)
         self.norm.init_weights()
         self._init_rotary()
 

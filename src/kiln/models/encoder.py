@@ -69,7 +69,7 @@ class Encoder(TokenModel):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, T) -> masked-LM logits (B, T, vocab_size)."""
         h = F.gelu(self.transform(self.hidden(tokens)))
-        return self.logits(self.transform_norm(h.to(self.transform_norm.weight.dtype)))  # fused norm: dtypes match
+        return self.logits(self.transform_norm(h.to(self.transform.weight.dtype)))  # fused norm: dtypes match
 
 
 def masked_lm_flops(cfg: ModelConfig, seq_len: int, objective: object = None) -> float:

@@ -12,16 +12,21 @@ from torch import nn
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+    """RMSNorm over the last dim, with a learned gain (`affine`) or without one."""
+
+    weight: nn.Parameter | None
+
+    def __init__(self, dim: int, eps: float = 1e-5, affine: bool = True) -> None:
         super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps, self.dim = eps, dim
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        return F.rms_norm(x, (self.dim,), self.weight, self.eps)
 
     def init_weights(self) -> None:
-        nn.init.ones_(self.weight)
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
 
 
 def rotary_tables(
@@ -74,11 +79,19 @@ class KVCache:
 class Attention(nn.Module):
     """Multi-head attention with grouped-query heads and rotary positions, via SDPA."""
 
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, causal: bool = True, rotary: bool = True) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        num_kv_heads: int,
+        causal: bool = True,
+        rotary: bool = True,
+        qk_norm: bool = False,
+    ) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
-        self.causal, self.rotary = causal, rotary
+        self.causal, self.rotary, self.qk_norm = causal, rotary, qk_norm
         self.wqkv = nn.Linear(dim, (num_heads + 2 * num_kv_heads) * self.head_dim, bias=False)
         self.wo = nn.Linear(num_heads * self.head_dim, dim, bias=False)
 
@@ -89,6 +102,8 @@ class Attention(nn.Module):
         H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
         q, k, v = self.wqkv(x).split([H * D, K * D, K * D], dim=-1)
         q, k = q.view(B, T, H, D).transpose(1, 2), k.view(B, T, K, D).transpose(1, 2)  # (B, H|K, T, D)
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (D,)), F.rms_norm(k, (D,))
         if self.rotary:
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         v = v.view(B, T, K, D).transpose(1, 2)
@@ -151,4 +166,22 @@ class SwiGLU(nn.Module):
 
     def init_weights(self, std: float, out_std: float) -> None:
         nn.init.normal_(self.w_gate_up.weight, std=std)
+        nn.init.normal_(self.w_down.weight, std=out_std)
+
+
+class ReLU2(nn.Module):
+    """w_down(relu(x w_up)^2) (Primer's squared ReLU; nanochat's MLP): two matrices, so 4 x width
+    hidden matches SwiGLU's parameters at 8/3 x width."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.w_up = nn.Linear(dim, hidden_dim, bias=False)
+        self.w_down = nn.Linear(hidden_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w_down(F.relu(self.w_up(x)).square())
+
+    def init_weights(self, std: float, out_std: float) -> None:
+        nn.init.normal_(self.w_up.weight, std=std)
         nn.init.normal_(self.w_down.weight, std=out_std)

@@ -96,7 +96,7 @@ def mlp_params(cfg: ModelConfig, i: int) -> float:
     """Layer i's MLP: dense SwiGLU, or MoE (the router, plus top_k of the experts)."""
     if cfg.is_moe_layer(i):
         return cfg.dim * cfg.moe.num_experts + cfg.moe.top_k * 3 * cfg.dim * cfg.moe.expert_hidden_dim
-    return 3 * cfg.dim * cfg.hidden_dim
+    return (2 if cfg.mlp == "relu2" else 3) * cfg.dim * cfg.hidden_dim
 
 
 def ssm_params(cfg: ModelConfig) -> int:

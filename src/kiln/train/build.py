@@ -140,7 +140,14 @@ def build_trainer(
     forward_model = parallelize(adapted.forward, par, tc.precision)  # FSDP shards in place
     optimizer = (
         build_muon(
-            model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), tc.muon_lr, tc.muon_momentum, tc.muon_weight_decay
+            model,
+            tc.lr,
+            tc.weight_decay,
+            (tc.beta1, tc.beta2),
+            tc.muon_lr,
+            tc.muon_momentum,
+            tc.muon_weight_decay,
+            tc.embed_lr,
         )
         if tc.optimizer == "muon"
         else build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device, cfg.model.width_mult)

@@ -46,6 +46,9 @@ class TrainConfig:
     """optimizer=muon: Muon's momentum (Nesterov)."""
     muon_weight_decay: float = 0.0
     """optimizer=muon: decoupled weight decay of the Muon group."""
+    embed_lr: float = 0.0
+    """optimizer=muon with untied embeddings: the input embedding's AdamW rate (0: train.lr); the
+    head and the other AdamW parameters train at train.lr."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"

@@ -78,16 +78,21 @@ def build_muon(
     muon_lr: float,
     muon_momentum: float,
     muon_weight_decay: float,
+    embed_lr: float = 0.0,
 ) -> torch.optim.Optimizer:
     """Muon for the blocks' matrices (and experts), AdamW for the rest: embeddings and head with
     weight decay, norms, biases, scalars and convolutions without. The Muon group's lr_scale is
-    muon_lr / lr, so the trainer's schedule moves both together."""
+    muon_lr / lr, so the trainer's schedule moves both together; an untied input embedding may have
+    its own rate (`embed_lr`)."""
     from kiln.train.muon import MuonAdamW
 
     layouts = muon_layouts(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    outer = [p for n, p in named if n.startswith(OUTER)]
-    seen = {id(p) for p in outer}
+    params = dict(named)
+    tied = "head.weight" not in params  # named_parameters lists a shared tensor once, as embed.weight
+    embed = [params["embed.weight"]] if embed_lr and not tied and "embed.weight" in params else []
+    outer = [p for n, p in named if n.startswith(OUTER) and not any(p is e for e in embed)]
+    seen = {id(p) for p in outer + embed}
     matrices = [(n, p) for n, p in named if id(p) not in seen and (p.ndim == 2 or id(p) in layouts)]
     seen |= {id(p) for _, p in matrices}
     rest = [p for _, p in named if id(p) not in seen]
@@ -101,6 +106,7 @@ def build_muon(
             "momentum": muon_momentum,
             "weight_decay": muon_weight_decay,
         },
+        {"kind": "adamw", "params": embed, "lr": embed_lr, "lr_scale": embed_lr / lr, "weight_decay": weight_decay},
         {"kind": "adamw", "params": [p for p in outer if p.ndim >= 2], "lr": lr, "weight_decay": weight_decay},
         {"kind": "adamw", "params": [p for p in outer if p.ndim < 2] + rest, "lr": lr, "weight_decay": 0.0},
     ]

@@ -52,6 +52,21 @@ def llama_config(cfg: ModelConfig, bos: int, eos: int, pad: int) -> dict[str, An
             + (f" with experts on every {cfg.moe.every}th block" if cfg.moe.num_experts else "")
             + ", which no transformers class computes (docs/finetuning.md says what differs)"
         )
+    changed = [
+        name
+        for name, value, plain in (
+            ("qk_norm", cfg.qk_norm, False),
+            ("mlp", cfg.mlp, "swiglu"),
+            ("logit_softcap", cfg.logit_softcap, 0.0),
+            ("norm_params", cfg.norm_params, True),
+        )
+        if value != plain
+    ]
+    if changed:
+        raise KilnError(
+            f"this model sets model.{', model.'.join(changed)}, which a Llama config cannot express; "
+            "export a model with Llama's blocks (the zero-initialised projections are fine)"
+        )
     if cfg.mup_base_dim:
         raise KilnError(
             "this model was trained with muP (model.mup_base_dim): its logits are scaled by "

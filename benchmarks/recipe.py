@@ -1,0 +1,164 @@
+"""A training recipe at issue 16's fixed shape, scored on the newest tenth of the built-in corpus.
+
+    python benchmarks/recipe.py --recipe adamw            # kiln's AdamW recipe before Muon
+    python benchmarks/recipe.py --recipe muon             # one named recipe (see RECIPES)
+    python benchmarks/recipe.py --recipe muon --set model.qk_norm=true   # an ablation: one change
+
+The data: the State of the Union addresses in date order, cut by bytes into the first 90 % (training)
+and the last 10 % (1.08 MB, the newest speeches, scored), an 8,192-token BPE trained on the first
+part (prepared once under --root, reused by every recipe). The shape: 4 layers x 256 wide, 4 heads,
+sequence 256, 32 sequences (8,192 tokens) per step, 156 steps, in the precision kiln picks here.
+Prints the scored tenth's bits-per-byte (every window of 256 tokens), tokens/s and wall time, and
+appends them as one JSON line to ROOT/results.jsonl with the CPU it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+from kiln import stages
+from kiln.config import apply_overrides
+from kiln.corpus import CorpusConfig, read_documents
+from kiln.presets import cpu
+from kiln.rundir import RunDir
+from kiln.shards.config import ShardConfig
+from kiln.shards.writer import write_shards
+from kiln.tokenizer import TokenizerConfig, tokenizer_hash, train_tokenizer
+
+SHAPE = {
+    "model.depth": "4",
+    "model.num_heads": "4",
+    "train.seq_len": "256",
+    "train.micro_batch_size": "32",
+    "train.max_steps": "156",
+    "train.size_from_budget": "false",
+    "train.eval_every": "0",
+    "train.eval_tasks": "",
+    "train.checkpoint_every": "0",
+    "budget_s": "0",
+}
+RECIPES: dict[str, dict[str, str]] = {
+    # kiln before issue 16: AdamW at the width's derived rate, warmup 30, warmup-stable-decay (last 30 %)
+    "adamw": {"train.warmup_steps": "30"},
+    # Muon for the blocks' matrices, AdamW for the rest
+    "muon": {"train.optimizer": "muon", "train.warmup_steps": "30"},
+    # Muon plus nanochat's architecture and schedule choices, each a kiln option (docs/benchmarks.md)
+    "nanochat_like": {
+        "train.optimizer": "muon",
+        "model.qk_norm": "true",
+        "model.mlp": "relu2",
+        "model.tie_embeddings": "false",
+        "train.embed_lr": "0.1",
+        "model.logit_softcap": "15",
+        "model.zero_init_out": "true",
+        "model.norm_params": "false",
+        "train.warmup_steps": "0",
+        "train.decay_fraction": "0.3",
+        "train.min_lr_ratio": "0",
+        "train.weight_decay": "0",
+        "train.beta1": "0.8",
+    },
+}
+CUT = 0.9
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                flags = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+                wanted = [f for f in flags.split()[2:] if f.startswith(("avx512", "amx", "avx2"))]
+                return f"{line.split(':', 1)[1].strip()} ({', '.join(sorted(set(wanted)))})"
+    except (OSError, StopIteration):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def prepare(root: Path) -> RunDir:
+    """Tokenizer and shards of the date-ordered 90 / 10 cut, once."""
+    data = RunDir(root / "data")
+    if (data.split("val") / "manifest.json").exists():
+        return data
+    docs = list(read_documents(CorpusConfig()))  # in date order, 1790 first
+    sizes = [len(d.text.encode()) for d in docs]
+    total, running, cut = sum(sizes), 0, len(docs)
+    for i, n in enumerate(sizes):
+        running += n
+        if running > CUT * total:
+            cut = i
+            break
+    split = {d.id: ("train" if i < cut else "val") for i, d in enumerate(docs)}
+    data.root.mkdir(parents=True, exist_ok=True)
+    tok = train_tokenizer((d.text for d in docs[:cut]), TokenizerConfig(vocab_size=8192))
+    tok.save(str(data.tokenizer))
+    write_shards(
+        iter(docs),
+        tok,
+        tokenizer_hash(data.tokenizer),
+        {"train": data.split("train"), "val": data.split("val")},
+        ShardConfig(),
+        route=lambda doc: split[doc.id],
+    )
+    print(f"prepared: {cut} training documents (to {docs[cut - 1].id}), {len(docs) - cut} scored (from {docs[cut].id})")
+    return data
+
+
+def run_recipe(root: Path, name: str, overrides: dict[str, str]) -> dict:
+    data = prepare(root)
+    run = RunDir(root / name)
+    if run.root.exists():
+        shutil.rmtree(run.root)
+    run.root.mkdir(parents=True)
+    for part in (data.tokenizer, data.shards):  # every recipe reads the same prepared data
+        os.symlink(part.resolve(), run.root / part.name)
+    cfg = apply_overrides(cpu(), {**SHAPE, **RECIPES[name], **overrides})
+    t0 = time.perf_counter()
+    figures = stages.train(cfg, run)
+    result = {
+        "recipe": name,
+        "overrides": overrides,
+        "bpb": figures["val_bpb"],
+        "loss": figures["val_loss"],
+        "tokens_per_s": figures["tokens_per_s"],
+        "train_s": figures["train_s"],
+        "wall_s": time.perf_counter() - t0,
+        "steps": figures["steps"],
+        "precision": figures["precision"],
+        "params": figures["params"],
+        "cpu": cpu_name(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    with (root / "results.jsonl").open("a") as f:
+        f.write(json.dumps(result) + "\n")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="muon", choices=list(RECIPES))
+    parser.add_argument("--root", type=Path, default=Path("runs/recipe"), help="prepared data and the runs")
+    parser.add_argument("--name", default="", help="run directory name (default: the recipe's)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="config override key=value (repeatable)"
+    )
+    args = parser.parse_args()
+    overrides = dict(o.split("=", 1) for o in args.overrides)
+    result = run_recipe(args.root, args.recipe, overrides) if not args.name else None
+    if result is None:
+        RECIPES[args.name] = RECIPES[args.recipe]
+        result = run_recipe(args.root, args.name, overrides)
+    print(
+        f"{result['recipe']} {overrides or ''}: last-10 % bpb {result['bpb']:.4f}, {result['tokens_per_s']:,.0f} "
+        f"tokens/s, {result['wall_s']:.0f} s ({result['steps']} steps, {result['precision']}, {result['cpu']})"
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

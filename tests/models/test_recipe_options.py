@@ -1,0 +1,50 @@
+"""The architecture options of the training recipe (docs/benchmarks.md): each does what it says,
+keeps the model causal, and leaves the default model unchanged."""
+
+import pytest
+import torch
+
+from kiln.models.build import build_model
+from kiln.models.config import ModelConfig
+from kiln.train.flops import matmul_params
+
+OPTIONS = {
+    "qk_norm": {"qk_norm": True},
+    "relu2": {"mlp": "relu2"},
+    "softcap": {"logit_softcap": 5.0},
+    "zero_out": {"zero_init_out": True},
+    "no_norm_params": {"norm_params": False},
+    "untied": {"tie_embeddings": False},
+}
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=64, dim=64, num_layers=2, num_heads=2, max_seq_len=16, **kw)
+    return build_model(cfg, torch.device("cpu")), cfg
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_each_option_trains_and_stays_causal(option):
+    model, cfg = _model(**OPTIONS[option])
+    tokens = torch.randint(0, 64, (2, 12))
+    logits = model(tokens)
+    later = tokens.clone()
+    later[:, 8:] = 3
+    assert torch.allclose(model(later)[:, :8], logits[:, :8], atol=1e-6)
+    logits.float().logsumexp(-1).mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    if option == "softcap":
+        assert logits.abs().max() < 5.0
+    if option == "zero_out":  # every block starts as the identity: the logits are the embedding's
+        plain = model.logits(model.norm(model.embed(tokens)))
+        assert torch.allclose(logits, plain, atol=1e-6)
+    if option == "no_norm_params":
+        assert not any("norm" in n for n, _ in model.named_parameters())
+
+
+def test_relu2_matches_swiglu_parameters_and_qk_norm_adds_none():
+    swiglu, relu2, qk = _model()[0], _model(mlp="relu2")[0], _model(qk_norm=True)[0]
+    # equal but for the rounding of SwiGLU's 8/3 x width up to a multiple of 64 (11 % at width 64, 3 % at 256)
+    assert matmul_params(relu2) == pytest.approx(matmul_params(swiglu), rel=0.12)
+    assert qk.num_params() == swiglu.num_params()
