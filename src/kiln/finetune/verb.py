@@ -67,6 +67,7 @@ def finetune_config(
             eval_tasks="",
             eval_every=20,
             checkpoint_every=100,
+            optimizer="adamw",  # fine-tuning's rates are AdamW's (measured so); --train.optimizer muon to choose
         ),
     )
     rest = {k: v for k, v in overrides.items() if k not in ("train.lr", "finetune.lora_rank")}
