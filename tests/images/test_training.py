@@ -12,7 +12,7 @@ from kiln.images.shards import ImageShardSet
 from kiln.train.build import build_trainer
 from tests.conftest import copy_run
 from tests.images.conftest import vlm_config
-from tests.train.test_trainer import _weights
+from tests.train.test_trainer import straight_and_resumed
 
 
 def test_a_tiny_run_learns_to_name_colours_of_unseen_pairs(vlm_run, corpus_dir, tmp_path):
@@ -52,15 +52,7 @@ def test_an_image_run_resumes_bitwise(vlm_run, corpus_dir, tmp_path):
             "model.vision.encoder": "vit",
         },
     )
-    straight, resumed = copy_run(src, tmp_path / "a"), copy_run(src, tmp_path / "b")
-    build_trainer(cfg, straight).fit()
-    first = build_trainer(cfg, resumed)
-    for _ in range(3):
-        first.train_step()
-    first.save()
-    torch.manual_seed(99)
-    build_trainer(cfg, resumed, resume=True).fit()
-    a, b = _weights(straight), _weights(resumed)
+    a, b = straight_and_resumed(cfg, src, tmp_path, cut=3)
     assert any(k.startswith("vision.blocks") for k in a)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

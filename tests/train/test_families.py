@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from kiln.cli import main
-from kiln.train.build import build_trainer
 from tests.conftest import copy_run, tiny_config
-from tests.train.test_trainer import _weights
+from tests.train.test_trainer import straight_and_resumed
 
 FAMILIES = {
     "encoder": {"model.family": "encoder"},
@@ -79,14 +78,5 @@ def test_resume_is_bitwise_identical_for_every_family(family, tokenized_run, tmp
             "train.grad_accum_steps": "2",
         },
     )
-    straight = copy_run(src, tmp_path / "straight")
-    resumed = copy_run(src, tmp_path / "resumed")
-    build_trainer(cfg, straight).fit()
-    first = build_trainer(cfg, resumed)
-    for _ in range(4):
-        first.train_step()
-    first.save()
-    torch.manual_seed(99)
-    build_trainer(cfg, resumed, resume=True).fit()
-    a, b = _weights(straight), _weights(resumed)
+    a, b = straight_and_resumed(cfg, src, tmp_path, cut=4)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), family

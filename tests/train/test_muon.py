@@ -6,11 +6,10 @@ import torch
 
 from kiln.models.build import build_model
 from kiln.models.config import ModelConfig, MoEConfig, SSMConfig, VisionConfig
-from kiln.train.build import build_trainer
 from kiln.train.muon import newton_schulz, orthogonalize
 from kiln.train.optim import build_muon
 from tests.conftest import copy_run, tiny_config
-from tests.train.test_trainer import _weights
+from tests.train.test_trainer import straight_and_resumed
 
 
 @pytest.mark.parametrize("shape", [(96, 32), (32, 96), (3, 24, 40), (128, 128)])
@@ -91,15 +90,7 @@ def test_a_muon_run_resumes_bitwise(tokenized_run, tmp_path, corpus_dir):
             "model.moe.num_experts": "4",
         },
     )
-    straight, resumed = copy_run(src, tmp_path / "straight"), copy_run(src, tmp_path / "resumed")
-    build_trainer(cfg, straight).fit()
-    first = build_trainer(cfg, resumed)
-    for _ in range(4):
-        first.train_step()
-    first.save()
-    torch.manual_seed(99)
-    build_trainer(cfg, resumed, resume=True).fit()
-    a, b = _weights(straight), _weights(resumed)
+    a, b = straight_and_resumed(cfg, src, tmp_path, cut=4)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -26,6 +26,22 @@ def _weights(run):
     return load_file(str(checkpoint_dirs(run.checkpoints)[-1] / "model.safetensors"))
 
 
+def straight_and_resumed(cfg, src, tmp_path, cut: int):
+    """Final weights of a run straight through, and of one saved after `cut` steps and resumed (with
+    the global RNG disturbed in between): what a bitwise-resume test compares."""
+    from kiln.train.build import build_trainer
+
+    straight, resumed = copy_run(src, tmp_path / "straight"), copy_run(src, tmp_path / "resumed")
+    build_trainer(cfg, straight).fit()
+    first = build_trainer(cfg, resumed)
+    for _ in range(cut):
+        first.train_step()
+    first.save()
+    torch.manual_seed(99)
+    build_trainer(cfg, resumed, resume=True).fit()
+    return _weights(straight), _weights(resumed)
+
+
 def test_resume_is_bitwise_identical(tokenized_run, tmp_path, corpus_dir):
     from kiln.train.build import build_trainer
 

@@ -26,7 +26,7 @@ from kiln.device import autocast
 from kiln.errors import KilnError
 from kiln.evaluate.generate import generate
 from kiln.images.shapes import ATTRIBUTES, parse_caption
-from kiln.images.shards import ImageShardSet, ImageValidation, encode_doc
+from kiln.images.shards import ImageShardSet, ImageValidation, encode_doc, targets_of
 from kiln.tokenizer import SpecialIds
 
 if TYPE_CHECKING:
@@ -92,7 +92,8 @@ def retrieval(
     rng = random.Random(seed)
     if len(texts) > MAX_CAPTIONS:
         texts = sorted(rng.sample(texts, MAX_CAPTIONS))
-    picked = [i for i, item in enumerate(items) if item["text"] in set(texts)]
+    chosen = set(texts)
+    picked = [i for i, item in enumerate(items) if item["text"] in chosen]
     picked = sorted(rng.sample(picked, min(num_images, len(picked))))
     m = shards.manifest
     patches = (m["image_size"] // m["patch_size"]) ** 2
@@ -103,9 +104,7 @@ def retrieval(
         row, _ = encode_doc(text, 1, tok, ids, patches, m["max_text_tokens"])
         rows[j, : len(row)] = row
     candidates = torch.from_numpy(rows)
-    targets = torch.from_numpy(
-        np.where(np.isin(rows[:, 1:], [ids.image, ids.image_start, ids.image_end, ids.pad]), -100, rows[:, 1:])
-    )
+    targets = torch.from_numpy(np.stack([targets_of(row, ids) for row in rows]))
     correct = 0
     ranks = []
     for index in picked:

@@ -289,12 +289,12 @@ class ImageLoader:
         if self.text is None:
             return batch
         text = self.text.next_batch()
-        n, K = self.num_text, batch["pixels"].shape[1:2]
+        no_images = torch.zeros((self.num_text, *batch["pixels"].shape[1:]), dtype=torch.uint8)
         return {
             "inputs": torch.cat([text["inputs"], batch["inputs"]]),
             "targets": torch.cat([text["targets"], batch["targets"]]),
-            "pixels": torch.cat([torch.zeros((n, *K, *batch["pixels"].shape[2:]), dtype=torch.uint8), batch["pixels"]]),
-            "num_images": torch.cat([torch.zeros(n, dtype=torch.int64), batch["num_images"]]),
+            "pixels": torch.cat([no_images, batch["pixels"]]),
+            "num_images": torch.cat([torch.zeros(self.num_text, dtype=torch.int64), batch["num_images"]]),
         }
 
     def state_dict(self) -> dict[str, Any]:

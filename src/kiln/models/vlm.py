@@ -46,7 +46,7 @@ class ImageEncoder(nn.Module):
             self.blocks = nn.ModuleList(Block(cfg, i, causal=False, rotary=False) for i in range(v.encoder_layers))
             self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
-    def init_weights(self, std: float, num_layers: int) -> None:
+    def init_weights(self, std: float) -> None:
         nn.init.normal_(self.proj.weight, std=1.0 / math.sqrt(self.proj.in_features))
         nn.init.zeros_(self.proj.bias)
         if self.vit:
@@ -78,7 +78,7 @@ class ImageDecoder(Decoder):
     @torch.no_grad()
     def init_weights(self) -> None:
         super().init_weights()
-        self.vision.init_weights(self.cfg.hidden_init_std, self.cfg.vision.encoder_layers)
+        self.vision.init_weights(self.cfg.hidden_init_std)
 
     def embed_images(self, tokens: torch.Tensor, images: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
         """Token embeddings (B, T, C) with each masked position replaced by its image patch: row b's
