@@ -48,3 +48,29 @@ def test_relu2_matches_swiglu_parameters_and_qk_norm_adds_none():
     # equal but for the rounding of SwiGLU's 8/3 x width up to a multiple of 64 (11 % at width 64, 3 % at 256)
     assert matmul_params(relu2) == pytest.approx(matmul_params(swiglu), rel=0.12)
     assert qk.num_params() == swiglu.num_params()
+
+
+def test_embed_norm_and_residual_scalars():
+    plain, _ = _model()
+    model, cfg = _model(embed_norm=True, residual_scalars=True, x0_init=0.0)
+    assert model.num_params() == plain.num_params() + 2 * cfg.num_layers + cfg.dim  # scalars + the norm's gain
+    assert model.resid_scales.tolist() == [1.0, 1.0] and model.x0_scales.tolist() == [0.0, 0.0]
+    tokens = torch.randint(0, 64, (2, 12))
+    logits = model(tokens)
+    later = tokens.clone()
+    later[:, 8:] = 3
+    assert torch.allclose(model(later)[:, :8], logits[:, :8], atol=1e-6)
+    logits.float().logsumexp(-1).mean().backward()
+    assert model.x0_scales.grad.abs().sum() > 0  # the skip from the embeddings learns from 0
+    with torch.no_grad():  # with r = 0 and s = 1 each block sees the embeddings, not the stream
+        model.resid_scales.zero_()
+        model.x0_scales.fill_(1.0)
+        only_last = model(tokens)
+        model.blocks[0].mixer.wo.weight.normal_()  # block 0's output no longer reaches the logits
+        assert torch.allclose(model(tokens), only_last, atol=1e-6)
+    assert not torch.allclose(only_last, logits)
+
+
+def test_decoder_only_options_refused_for_encoders():
+    with pytest.raises(Exception, match="decoder options"):
+        ModelConfig(family="encoder", vocab_size=64, dim=64, num_layers=2, residual_scalars=True)

@@ -6,7 +6,7 @@ import torch
 
 from kiln.models.build import build_model
 from kiln.models.config import ModelConfig, MoEConfig, SSMConfig, VisionConfig
-from kiln.train.muon import newton_schulz, orthogonalize
+from kiln.train.muon import momentum_at, newton_schulz, orthogonalize
 from kiln.train.optim import build_muon
 from tests.conftest import copy_run, tiny_config
 from tests.train.test_trainer import straight_and_resumed
@@ -78,6 +78,19 @@ def test_an_untied_embedding_can_have_its_own_rate():
     assert sorted(ids) == sorted(id(p) for p in model.parameters())
 
 
+def test_residual_scalars_have_their_own_rate_and_momentum_warms_up():
+    cfg = ModelConfig(vocab_size=64, dim=32, num_layers=2, num_heads=2, max_seq_len=16, residual_scalars=True)
+    model = build_model(cfg, torch.device("cpu"))
+    opt = build_muon(model, 1e-3, 0.1, (0.9, 0.95), 0.02, 0.95, 0.0, scalar_lr=0.5, momentum_warmup=10)
+    (scalars,) = [g for g in opt.param_groups if any(p is model.x0_scales for p in g["params"])]
+    assert len(scalars["params"]) == 2 and scalars["lr_scale"] == pytest.approx(500) and scalars["weight_decay"] == 0
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+    ramp = [momentum_at(s, 0.95, 10) for s in range(12)]
+    assert ramp[0] == pytest.approx(0.85) and ramp[5] == pytest.approx(0.90) and ramp[10:] == [0.95, 0.95]
+    assert all(a < b for a, b in zip(ramp[:10], ramp[1:11]))
+
+
 def test_a_muon_run_resumes_bitwise(tokenized_run, tmp_path, corpus_dir):
     _, src = tokenized_run
     cfg = tiny_config(
@@ -88,6 +101,9 @@ def test_a_muon_run_resumes_bitwise(tokenized_run, tmp_path, corpus_dir):
             "train.eval_every": "0",
             "train.checkpoint_every": "0",
             "model.moe.num_experts": "4",
+            "model.residual_scalars": "true",
+            "train.scalar_lr": "0.01",
+            "train.muon_momentum_warmup": "6",  # the cut falls inside the warm-up
         },
     )
     a, b = straight_and_resumed(cfg, src, tmp_path, cut=4)

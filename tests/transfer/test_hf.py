@@ -182,3 +182,17 @@ def test_a_corrupt_import_folder_is_one_clear_error(trained, tmp_path):
     (tmp_path / "hf" / "config.json").write_text("{")
     with pytest.raises(KilnError, match="not valid JSON"):
         import_hf(tmp_path / "hf", tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"qk_norm": True}, {"mlp": "relu2"}, {"logit_softcap": 15.0}, {"norm_params": False}, {"embed_norm": True},
+     {"residual_scalars": True}],
+)  # fmt: skip
+def test_recipe_options_llama_cannot_express_are_refused(option):
+    from kiln.models.config import ModelConfig
+    from kiln.transfer.hf import llama_config
+
+    with pytest.raises(KilnError, match=f"model.{next(iter(option))}"):
+        llama_config(ModelConfig(dim=64, num_layers=2, num_heads=4, **option), 1, 2, 0)
+    llama_config(ModelConfig(dim=64, num_layers=2, num_heads=4, zero_init_out=True, tie_embeddings=False), 1, 2, 0)

@@ -150,6 +150,14 @@ class ModelConfig:
     block starts as the identity."""
     norm_params: bool = True
     """RMSNorm with a learned per-channel gain; false: parameter-free norms."""
+    embed_norm: bool = False
+    """Decoder families: RMSNorm the token embeddings before the first block (as nanochat does)."""
+    residual_scalars: bool = False
+    """Decoder families: before block i the stream becomes r_i * x + s_i * x0, x0 the (normed)
+    embeddings, with learned per-layer scalars r (from 1) and s (from `x0_init`): every block can
+    reach the tokens directly (modded-nanogpt's and nanochat's value/embedding skip)."""
+    x0_init: float = 0.1
+    """residual_scalars: the starting weight s of the embeddings mixed back in before each block."""
     moe: MoEConfig = field(default_factory=MoEConfig)
     ssm: SSMConfig = field(default_factory=SSMConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -194,6 +202,10 @@ class ModelConfig:
         )
         for name in ("vocab_size", "dim", "num_layers", "max_seq_len"):
             require(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
+        require(
+            not (self.embed_norm or self.residual_scalars) or self.family not in ("encoder", "encdec"),
+            f"model.embed_norm and model.residual_scalars are decoder options; model.family={self.family} has neither",
+        )
         if self.family == "hybrid":
             require(self.ssm.attn_every > 0, "model.family=hybrid needs model.ssm.attn_every > 0 (e.g. 8)")
 

@@ -65,6 +65,11 @@ class Decoder(TokenModel):
             for i in range(cfg.num_layers)
         )
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_params)
+        if cfg.embed_norm:
+            self.embed_norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_params)
+        if cfg.residual_scalars:  # per block: stream <- resid_scales[i] * stream + x0_scales[i] * x0
+            self.resid_scales = nn.Parameter(torch.empty(cfg.num_layers))
+            self.x0_scales = nn.Parameter(torch.empty(cfg.num_layers))
         self._add_head()
 
     def repeated_blocks(self) -> list[nn.ModuleList]:
@@ -79,6 +84,11 @@ class Decoder(TokenModel):
             out_std = 0.0 if cfg.zero_init_out else cfg.hidden_init_std / math.sqrt(2 * cfg.num_layers)
             cast(Block, block).init_weights(cfg.hidden_init_std, out_std)
         self.norm.init_weights()
+        if cfg.embed_norm:
+            self.embed_norm.init_weights()
+        if cfg.residual_scalars:
+            self.resid_scales.fill_(1.0)
+            self.x0_scales.fill_(cfg.x0_init)
         self._init_rotary()
 
     def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> ModelCache:
@@ -106,7 +116,12 @@ class Decoder(TokenModel):
             raise ValueError(f"sequence of {start + T} tokens exceeds model.max_seq_len={self.cfg.max_seq_len}")
         cos, sin = self.cos[start : start + T], self.sin[start : start + T]
         x = self.embed(tokens) if embedded is None else embedded  # (B, T, C)
+        if self.cfg.embed_norm:
+            x = self.embed_norm(x)
+        x0 = x
         for i, block in enumerate(self.blocks):
+            if self.cfg.residual_scalars:
+                x = self.resid_scales[i] * x + self.x0_scales[i] * x0
             if cache is None:
                 x = block(x, cos, sin)
             else:

@@ -148,6 +148,8 @@ def build_trainer(
             tc.muon_momentum,
             tc.muon_weight_decay,
             tc.embed_lr,
+            tc.scalar_lr,
+            tc.muon_momentum_warmup,
         )
         if tc.optimizer == "muon"
         else build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device, cfg.model.width_mult)
@@ -186,6 +188,6 @@ def build_trainer(
     if par.rank == 0:
         tensorboard = run.tensorboard if tc.tensorboard else None
         trainer.metrics = MetricsLog(run.metrics, trainer.step if checkpoint else None, tensorboard)
-    if tc.compile:
-        trainer.forward_model = cast(nn.Module, torch.compile(forward_model))
+    if tc.compile:  # the training step only: evaluation's shapes and no-grad mode would each recompile
+        trainer.step_model = cast(nn.Module, torch.compile(forward_model))
     return trainer

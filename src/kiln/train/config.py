@@ -46,9 +46,14 @@ class TrainConfig:
     """optimizer=muon: Muon's momentum (Nesterov)."""
     muon_weight_decay: float = 0.0
     """optimizer=muon: decoupled weight decay of the Muon group."""
+    muon_momentum_warmup: int = 0
+    """optimizer=muon: steps over which Muon's momentum rises linearly from 0.85 to muon_momentum
+    (0: muon_momentum from the first step)."""
     embed_lr: float = 0.0
     """optimizer=muon with untied embeddings: the input embedding's AdamW rate (0: train.lr); the
     head and the other AdamW parameters train at train.lr."""
+    scalar_lr: float = 0.0
+    """optimizer=muon with model.residual_scalars: the per-layer scalars' AdamW rate (0: train.lr)."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
@@ -116,6 +121,8 @@ class TrainConfig:
         require(0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         require(0 < self.decay_fraction <= 1, f"train.decay_fraction={self.decay_fraction} must be in (0, 1]")
         require(self.warmup_steps >= 0, f"train.warmup_steps={self.warmup_steps} must be >= 0")
+        for name in ("embed_lr", "scalar_lr", "muon_momentum_warmup", "muon_weight_decay"):
+            require(getattr(self, name) >= 0, f"train.{name}={getattr(self, name)} must be >= 0")
         require(self.keep_checkpoints >= 1, f"train.keep_checkpoints={self.keep_checkpoints} must be >= 1")
         require(
             self.global_batch_size >= 0 and self.max_bad_steps >= 1, "train.global_batch_size >= 0, max_bad_steps >= 1"

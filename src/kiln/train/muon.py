@@ -25,6 +25,16 @@ from typing import Any
 import torch
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+MOMENTUM_START = 0.85
+"""Muon's momentum at step 0 when it warms up (train.muon_momentum_warmup), as modded-nanogpt does."""
+
+
+def momentum_at(step: int, peak: float, warmup: int) -> float:
+    """Muon's momentum at optimizer step `step`: linear from MOMENTUM_START to `peak` over `warmup`
+    steps, then `peak` (a pure function of the step, so a resumed run continues exactly)."""
+    if step >= warmup:
+        return peak
+    return MOMENTUM_START + (peak - MOMENTUM_START) * step / warmup
 
 
 def newton_schulz(G: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:

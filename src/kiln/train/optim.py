@@ -46,6 +46,8 @@ def build_optimizer(
 
 OUTER = ("embed", "head", "vision.proj", "vision.pos")
 """Parameters that map tokens or patches in and out: AdamW even under Muon (as in Muon's recipe)."""
+SCALARS = ("resid_scales", "x0_scales")
+"""The decoder's per-layer mixing scalars (model.residual_scalars): AdamW at train.scalar_lr."""
 
 
 def muon_layouts(model: nn.Module) -> dict[int, list[int]]:
@@ -79,11 +81,14 @@ def build_muon(
     muon_momentum: float,
     muon_weight_decay: float,
     embed_lr: float = 0.0,
+    scalar_lr: float = 0.0,
+    momentum_warmup: int = 0,
 ) -> torch.optim.Optimizer:
     """Muon for the blocks' matrices (and experts), AdamW for the rest: embeddings and head with
     weight decay, norms, biases, scalars and convolutions without. The Muon group's lr_scale is
-    muon_lr / lr, so the trainer's schedule moves both together; an untied input embedding may have
-    its own rate (`embed_lr`)."""
+    muon_lr / lr, so the trainer's schedule moves both together; an untied input embedding and the
+    residual scalars may have their own rates (`embed_lr`, `scalar_lr`); with `momentum_warmup` the
+    trainer raises Muon's momentum over the first steps (muon.momentum_at)."""
     from kiln.train.muon import MuonAdamW
 
     layouts = muon_layouts(model)
@@ -91,8 +96,9 @@ def build_muon(
     params = dict(named)
     tied = "head.weight" not in params  # named_parameters lists a shared tensor once, as embed.weight
     embed = [params["embed.weight"]] if embed_lr and not tied and "embed.weight" in params else []
+    scalars = [p for n, p in named if n in SCALARS] if scalar_lr else []
     outer = [p for n, p in named if n.startswith(OUTER) and not any(p is e for e in embed)]
-    seen = {id(p) for p in outer + embed}
+    seen = {id(p) for p in outer + embed + scalars}
     matrices = [(n, p) for n, p in named if id(p) not in seen and (p.ndim == 2 or id(p) in layouts)]
     seen |= {id(p) for _, p in matrices}
     rest = [p for _, p in named if id(p) not in seen]
@@ -104,9 +110,12 @@ def build_muon(
             "lr": muon_lr,
             "lr_scale": muon_lr / lr,
             "momentum": muon_momentum,
+            "momentum_peak": muon_momentum,
+            "momentum_warmup": momentum_warmup,
             "weight_decay": muon_weight_decay,
         },
         {"kind": "adamw", "params": embed, "lr": embed_lr, "lr_scale": embed_lr / lr, "weight_decay": weight_decay},
+        {"kind": "adamw", "params": scalars, "lr": scalar_lr, "lr_scale": scalar_lr / lr, "weight_decay": 0.0},
         {"kind": "adamw", "params": [p for p in outer if p.ndim >= 2], "lr": lr, "weight_decay": weight_decay},
         {"kind": "adamw", "params": [p for p in outer if p.ndim < 2] + rest, "lr": lr, "weight_decay": 0.0},
     ]

@@ -31,6 +31,7 @@ from kiln.train.config import TrainConfig
 from kiln.train.flops import flops_per_token, matmul_params
 from kiln.train.hooks import Checkpoint, Hook, Validate
 from kiln.train.metrics import MetricsLog
+from kiln.train.muon import momentum_at
 from kiln.train.optim import lr_at
 from kiln.train.parallel import Parallel
 from kiln.train.precision import measure_matmul_peak
@@ -95,6 +96,7 @@ class Trainer:
     ) -> None:
         self.cfg, self.tc = cfg, cfg.train
         self.model, self.forward_model, self.objective, self.loader = model, forward_model, objective, loader
+        self.step_model = forward_model  # what train_step calls: torch.compile'd when train.compile
         self.optimizer, self.par, self.device, self.checkpointer = optimizer, par, device, checkpointer
         self.val, self.token_bytes, self.metrics = val, token_bytes, metrics
         self.hooks = [Validate(), Checkpoint()] if hooks is None else hooks
@@ -220,13 +222,15 @@ class Trainer:
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
+            if group.get("momentum_warmup"):  # Muon's momentum warm-up
+                group["momentum"] = momentum_at(self.step, group["momentum_peak"], group["momentum_warmup"])
         total_loss = torch.zeros((), device=self.device)
         figures: dict[str, float] = {}
         for micro in range(self.accum):
             batch = self.objective.make_batch(self.loader.next_batch(), self._generator(micro))
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             with autocast(self.device, tc.precision):
-                loss, metrics = self.objective.loss(self.forward_model, batch)
+                loss, metrics = self.objective.loss(self.step_model, batch)
             (loss / self.accum).backward()
             total_loss += loss.detach()
             for k, v in metrics.items():

@@ -59,6 +59,8 @@ def llama_config(cfg: ModelConfig, bos: int, eos: int, pad: int) -> dict[str, An
             ("mlp", cfg.mlp, "swiglu"),
             ("logit_softcap", cfg.logit_softcap, 0.0),
             ("norm_params", cfg.norm_params, True),
+            ("embed_norm", cfg.embed_norm, False),
+            ("residual_scalars", cfg.residual_scalars, False),
         )
         if value != plain
     ]
