@@ -4,7 +4,6 @@
     python benchmarks/recipe.py --recipe muon             # one named recipe (see RECIPES)
     python benchmarks/recipe.py --recipe muon --set model.qk_norm=true   # an ablation: one change
     python benchmarks/recipe.py --ablation nl-qk_norm                     # one row of ABLATIONS
-    python benchmarks/recipe.py --throughput                             # tokens/s of every row, one process
 
 The data: the State of the Union addresses in date order, cut by bytes into the first 90 % (training)
 and the last 10 % (1.08 MB, the newest speeches, scored), an 8,192-token BPE trained on the first
@@ -87,6 +86,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
     "nl+warmup_30": ("nanochat_like", {"train.warmup_steps": "30"}),
     "nl+decay_0.5": ("nanochat_like", {"train.decay_fraction": "0.5"}),
     "nl+muon_wd_0.1": ("nanochat_like", {"train.muon_weight_decay": "0.1"}),
+    "nl+lr_0.008": ("nanochat_like", {"train.lr": "0.008"}),  # the head's (and AdamW rest's) rate x2
+    "nl+zero_init_head": ("nanochat_like", {"model.zero_init_head": "true"}),
     "kiln-embed_norm": ("kiln", {"model.embed_norm": "false"}),
     "kiln-residual_scalars": ("kiln", {"model.residual_scalars": "false"}),
     "kiln-momentum_warmup": ("kiln", {"train.muon_momentum_warmup": "0"}),
@@ -166,55 +167,17 @@ def run_recipe(root: Path, name: str, overrides: dict[str, str]) -> dict:
     return result
 
 
-def throughput(root: Path, steps: int = 3, rounds: int = 2) -> dict[str, float]:
-    """Tokens/s of every recipe and ablation's training step (model, objective, optimizer as kiln
-    builds them), timed in turns in one process so each figure sees the same machine."""
-    from kiln.train.build import build_trainer
-
-    data = prepare(root)
-    rows = {name: (name, {}) for name in RECIPES} | {  # schedule-only rows step as fast as their recipe
-        name: row for name, row in ABLATIONS.items() if not all(k.startswith("train.") for k in row[1])
-    }
-    run = RunDir(root / "throughput")
-    shutil.rmtree(run.root, ignore_errors=True)
-    run.root.mkdir(parents=True)
-    for part in (data.tokenizer, data.shards):
-        os.symlink(part.resolve(), run.root / part.name)
-    times: dict[str, list[float]] = {name: [] for name in rows}
-    tokens = 0
-    for _ in range(rounds):
-        for name, (recipe, overrides) in rows.items():
-            cfg = apply_overrides(cpu(), {**SHAPE, **RECIPES[recipe], **overrides, "train.max_steps": str(steps + 1)})
-            trainer = build_trainer(cfg, run, time_budget_s=0)
-            trainer.train_step()  # the first step pays for allocation
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                trainer.train_step()
-            times[name].append(time.perf_counter() - t0)
-            tokens = steps * cfg.train.seq_len * cfg.train.micro_batch_size
-            trainer.par.close()
-    result = {name: tokens / min(t) for name, t in times.items()}  # the faster turn: the least disturbed
-    with (root / "throughput.jsonl").open("a") as f:
-        f.write(json.dumps({"tokens_per_s": result, "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d")}) + "\n")
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="muon", choices=list(RECIPES))
     parser.add_argument("--root", type=Path, default=Path("runs/recipe"), help="prepared data and the runs")
     parser.add_argument("--name", default="", help="run directory name (default: the recipe's)")
     parser.add_argument("--ablation", default="", choices=["", *ABLATIONS], help="run one row of ABLATIONS")
-    parser.add_argument("--throughput", action="store_true", help="time every recipe and ablation's steps")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], help="config override key=value (repeatable)"
     )
     args = parser.parse_args()
     overrides = dict(o.split("=", 1) for o in args.overrides)
-    if args.throughput:
-        for name, rate in throughput(args.root).items():
-            print(f"{name:24s} {rate:8,.0f} tokens/s")
-        return
     if args.ablation:
         args.recipe, fixed = ABLATIONS[args.ablation]
         args.name, overrides = args.ablation, {**fixed, **overrides}

@@ -15,6 +15,7 @@ OPTIONS = {
     "zero_out": {"zero_init_out": True},
     "no_norm_params": {"norm_params": False},
     "untied": {"tie_embeddings": False},
+    "zero_head": {"tie_embeddings": False, "zero_init_head": True},
 }
 
 
@@ -39,6 +40,8 @@ def test_each_option_trains_and_stays_causal(option):
     if option == "zero_out":  # every block starts as the identity: the logits are the embedding's
         plain = model.logits(model.norm(model.embed(tokens)))
         assert torch.allclose(logits, plain, atol=1e-6)
+    if option == "zero_head":  # uniform first predictions, and the head still learns
+        assert torch.equal(logits, torch.zeros_like(logits)) and model.head.weight.grad.abs().sum() > 0
     if option == "no_norm_params":
         assert not any("norm" in n for n, _ in model.named_parameters())
 

@@ -51,7 +51,7 @@ class TokenModel(nn.Module):
             self.head.weight = self.embed.weight
         nn.init.normal_(self.embed.weight, std=cfg.init_std)
         if not cfg.tie_embeddings:
-            nn.init.normal_(self.head.weight, std=cfg.init_std)
+            nn.init.normal_(self.head.weight, std=0.0 if cfg.zero_init_head else cfg.init_std)
 
     @torch.no_grad()
     def _init_rotary(self) -> None:

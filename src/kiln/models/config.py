@@ -148,6 +148,9 @@ class ModelConfig:
     zero_init_out: bool = False
     """Start the residual output projections (attention's and the MLP's last matrix) at zero, so each
     block starts as the identity."""
+    zero_init_head: bool = False
+    """With untied embeddings: start the output head at zero (modded-nanogpt's), so the first logits
+    are uniform and the head learns its scale from the data."""
     norm_params: bool = True
     """RMSNorm with a learned per-channel gain; false: parameter-free norms."""
     embed_norm: bool = False
@@ -202,6 +205,10 @@ class ModelConfig:
         )
         for name in ("vocab_size", "dim", "num_layers", "max_seq_len"):
             require(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
+        require(
+            not (self.zero_init_head and self.tie_embeddings),
+            "model.zero_init_head needs model.tie_embeddings false (a tied head is the embedding)",
+        )
         require(
             not (self.embed_norm or self.residual_scalars) or self.family not in ("encoder", "encdec"),
             f"model.embed_norm and model.residual_scalars are decoder options; model.family={self.family} has neither",
