@@ -66,32 +66,44 @@ RECIPES: dict[str, dict[str, str]] = {
         "train.beta1": "0.8",
     },
 }
-# nanochat_like plus nanochat's norm after the embedding, per-layer residual / embedding mixing
-# scalars (their own rate) and Muon's momentum warm-up
-RECIPES["kiln"] = {
-    **RECIPES["nanochat_like"],
-    "model.embed_norm": "true",
-    "model.residual_scalars": "true",
-    "train.scalar_lr": "0.02",
-    "train.muon_momentum_warmup": "50",
-}
+# nanochat_like with kiln's SwiGLU MLP in place of ReLU squared; kiln's recipe: that, with the
+# output projections initialised as usual, not at zero (the ablations below)
+RECIPES["nl_swiglu"] = {**RECIPES["nanochat_like"], "model.mlp": "swiglu"}
+RECIPES["kiln"] = {**RECIPES["nl_swiglu"], "model.zero_init_out": "false"}
 ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
     # one change at a time against nanochat_like (nl) or kiln's recipe: docs/benchmarks.md's table
     "nl-qk_norm": ("nanochat_like", {"model.qk_norm": "false"}),
     "nl-relu2": ("nanochat_like", {"model.mlp": "swiglu"}),
-    "nl-untied": ("nanochat_like", {"model.tie_embeddings": "true"}),
-    "nl-softcap": ("nanochat_like", {"model.logit_softcap": "0"}),
-    "nl-zero_init_out": ("nanochat_like", {"model.zero_init_out": "false"}),
-    "nl-param_free_norms": ("nanochat_like", {"model.norm_params": "true"}),
     "nl+warmup_30": ("nanochat_like", {"train.warmup_steps": "30"}),
     "nl+decay_0.5": ("nanochat_like", {"train.decay_fraction": "0.5"}),
     "nl+muon_wd_0.1": ("nanochat_like", {"train.muon_weight_decay": "0.1"}),
     "nl+lr_0.008": ("nanochat_like", {"train.lr": "0.008"}),  # the head's (and AdamW rest's) rate x2
     "nl+zero_init_head": ("nanochat_like", {"model.zero_init_head": "true"}),
-    "kiln-embed_norm": ("kiln", {"model.embed_norm": "false"}),
-    "kiln-residual_scalars": ("kiln", {"model.residual_scalars": "false"}),
-    "kiln-momentum_warmup": ("kiln", {"train.muon_momentum_warmup": "0"}),
-    "kiln+compile": ("kiln", {"train.compile": "true"}),  # the same steps, compiled: its wall time counts
+    "nl+embed_norm+residual_scalars+momentum_warmup": (
+        "nanochat_like",
+        {
+            "model.embed_norm": "true",
+            "model.residual_scalars": "true",
+            "train.scalar_lr": "0.02",
+            "train.muon_momentum_warmup": "50",
+        },
+    ),
+    "nl_swiglu-untied": ("nl_swiglu", {"model.tie_embeddings": "true"}),
+    "nl_swiglu-softcap": ("nl_swiglu", {"model.logit_softcap": "0"}),
+    "nl_swiglu-zero_init_out": ("nl_swiglu", {"model.zero_init_out": "false"}),  # = kiln
+    "nl_swiglu-param_free_norms": ("nl_swiglu", {"model.norm_params": "true"}),
+    "kiln+embed_lr_0.2": ("kiln", {"train.embed_lr": "0.2"}),
+    # the same steps compiled (measured on the embed-norm row above): its compile time counts
+    "nl+embed_norm+...+compile": (
+        "nanochat_like",
+        {
+            "model.embed_norm": "true",
+            "model.residual_scalars": "true",
+            "train.scalar_lr": "0.02",
+            "train.muon_momentum_warmup": "50",
+            "train.compile": "true",
+        },
+    ),
 }
 CUT = 0.9
 
@@ -151,6 +163,7 @@ def run_recipe(root: Path, name: str, overrides: dict[str, str]) -> dict:
     result = {
         "recipe": name,
         "overrides": overrides,
+        "settings": {**RECIPES[name], **overrides},  # everything it set on top of SHAPE and the cpu preset
         "bpb": figures["val_bpb"],
         "loss": figures["val_loss"],
         "tokens_per_s": figures["tokens_per_s"],

@@ -81,7 +81,10 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """Keep the newest this many checkpoints."""
     compile: bool = False
-    """torch.compile the model (slow to start on CPU; worth it on GPU)."""
+    """torch.compile the training step (evaluation stays eager: its shapes would recompile). On a
+    2-core AVX2 CPU it costs ~40 s once and then steps ~1.13x faster at 4 x 256, so it pays for runs
+    longer than ~6 minutes of such steps; the default 9-minute `kiln run` trains a 2 x 128 model whose
+    smaller gain the compile time eats (docs/benchmarks.md). On for the GPU preset."""
     threads: int = 0
     """CPU threads for torch (0 keeps torch's default: one per core)."""
     global_batch_size: int = 0
