@@ -70,6 +70,13 @@ RECIPES: dict[str, dict[str, str]] = {
 # output projections initialised as usual, not at zero (the ablations below)
 RECIPES["nl_swiglu"] = {**RECIPES["nanochat_like"], "model.mlp": "swiglu"}
 RECIPES["kiln"] = {**RECIPES["nl_swiglu"], "model.zero_init_out": "false"}
+# nanochat's norm after the embedding, residual / embedding mixing scalars and Muon momentum warm-up
+SKIPS = {
+    "model.embed_norm": "true",
+    "model.residual_scalars": "true",
+    "train.scalar_lr": "0.02",
+    "train.muon_momentum_warmup": "50",
+}
 ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
     # one change at a time against nanochat_like (nl) or kiln's recipe: docs/benchmarks.md's table
     "nl-qk_norm": ("nanochat_like", {"model.qk_norm": "false"}),
@@ -79,31 +86,14 @@ ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
     "nl+muon_wd_0.1": ("nanochat_like", {"train.muon_weight_decay": "0.1"}),
     "nl+lr_0.008": ("nanochat_like", {"train.lr": "0.008"}),  # the head's (and AdamW rest's) rate x2
     "nl+zero_init_head": ("nanochat_like", {"model.zero_init_head": "true"}),
-    "nl+embed_norm+residual_scalars+momentum_warmup": (
-        "nanochat_like",
-        {
-            "model.embed_norm": "true",
-            "model.residual_scalars": "true",
-            "train.scalar_lr": "0.02",
-            "train.muon_momentum_warmup": "50",
-        },
-    ),
+    "nl+embed_norm+residual_scalars+momentum_warmup": ("nanochat_like", SKIPS),
     "nl_swiglu-untied": ("nl_swiglu", {"model.tie_embeddings": "true"}),
     "nl_swiglu-softcap": ("nl_swiglu", {"model.logit_softcap": "0"}),
     "nl_swiglu-zero_init_out": ("nl_swiglu", {"model.zero_init_out": "false"}),  # = kiln
     "nl_swiglu-param_free_norms": ("nl_swiglu", {"model.norm_params": "true"}),
     "kiln+embed_lr_0.2": ("kiln", {"train.embed_lr": "0.2"}),
     # the same steps compiled (measured on the embed-norm row above): its compile time counts
-    "nl+embed_norm+...+compile": (
-        "nanochat_like",
-        {
-            "model.embed_norm": "true",
-            "model.residual_scalars": "true",
-            "train.scalar_lr": "0.02",
-            "train.muon_momentum_warmup": "50",
-            "train.compile": "true",
-        },
-    ),
+    "nl+embed_norm+...+compile": ("nanochat_like", {**SKIPS, "train.compile": "true"}),
 }
 CUT = 0.9
 
@@ -190,14 +180,15 @@ def main() -> None:
         "--set", dest="overrides", action="append", default=[], help="config override key=value (repeatable)"
     )
     args = parser.parse_args()
+    if bad := [o for o in args.overrides if "=" not in o]:
+        parser.error(f"--set takes key=value, got {bad[0]!r}")
     overrides = dict(o.split("=", 1) for o in args.overrides)
     if args.ablation:
         args.recipe, fixed = ABLATIONS[args.ablation]
         args.name, overrides = args.ablation, {**fixed, **overrides}
-    result = run_recipe(args.root, args.recipe, overrides) if not args.name else None
-    if result is None:
+    if args.name:  # the recipe's settings under the run's own name
         RECIPES[args.name] = RECIPES[args.recipe]
-        result = run_recipe(args.root, args.name, overrides)
+    result = run_recipe(args.root, args.name or args.recipe, overrides)
     print(
         f"{result['recipe']} {overrides or ''}: last-10 % bpb {result['bpb']:.4f}, {result['tokens_per_s']:,.0f} "
         f"tokens/s, {result['wall_s']:.0f} s ({result['steps']} steps, {result['precision']}, {result['cpu']})"

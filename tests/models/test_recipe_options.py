@@ -25,15 +25,22 @@ def _model(**kw):
     return build_model(cfg, torch.device("cpu")), cfg
 
 
-@pytest.mark.parametrize("option", OPTIONS)
-def test_each_option_trains_and_stays_causal(option):
-    model, cfg = _model(**OPTIONS[option])
-    tokens = torch.randint(0, 64, (2, 12))
+def _causal_logits(model, tokens):
+    """The model's logits for `tokens`, after checking that changing later tokens leaves earlier ones;
+    backpropagates a loss through them."""
     logits = model(tokens)
     later = tokens.clone()
     later[:, 8:] = 3
     assert torch.allclose(model(later)[:, :8], logits[:, :8], atol=1e-6)
     logits.float().logsumexp(-1).mean().backward()
+    return logits
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_each_option_trains_and_stays_causal(option):
+    model, cfg = _model(**OPTIONS[option])
+    tokens = torch.randint(0, 64, (2, 12))
+    logits = _causal_logits(model, tokens)
     assert all(p.grad is not None for p in model.parameters())
     if option == "softcap":
         assert logits.abs().max() < 5.0
@@ -59,11 +66,7 @@ def test_embed_norm_and_residual_scalars():
     assert model.num_params() == plain.num_params() + 2 * cfg.num_layers + cfg.dim  # scalars + the norm's gain
     assert model.resid_scales.tolist() == [1.0, 1.0] and model.x0_scales.tolist() == [0.0, 0.0]
     tokens = torch.randint(0, 64, (2, 12))
-    logits = model(tokens)
-    later = tokens.clone()
-    later[:, 8:] = 3
-    assert torch.allclose(model(later)[:, :8], logits[:, :8], atol=1e-6)
-    logits.float().logsumexp(-1).mean().backward()
+    logits = _causal_logits(model, tokens)
     assert model.x0_scales.grad.abs().sum() > 0  # the skip from the embeddings learns from 0
     with torch.no_grad():  # with r = 0 and s = 1 each block sees the embeddings, not the stream
         model.resid_scales.zero_()
