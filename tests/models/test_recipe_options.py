@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kiln.models.build import build_model
-from kiln.models.config import ModelConfig
+from kiln.models.config import ModelConfig, SSMConfig
 from kiln.train.flops import matmul_params
 
 OPTIONS = {
@@ -16,12 +16,13 @@ OPTIONS = {
     "no_norm_params": {"norm_params": False},
     "untied": {"tie_embeddings": False},
     "zero_head": {"tie_embeddings": False, "zero_init_head": True},
+    "value_embeds": {"value_embeds": True},
 }
 
 
 def _model(**kw):
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=64, dim=64, num_layers=2, num_heads=2, max_seq_len=16, **kw)
+    cfg = ModelConfig(**{"vocab_size": 64, "dim": 64, "num_layers": 2, "num_heads": 2, "max_seq_len": 16, **kw})
     return build_model(cfg, torch.device("cpu")), cfg
 
 
@@ -77,6 +78,30 @@ def test_embed_norm_and_residual_scalars():
     assert not torch.allclose(only_last, logits)
 
 
+def test_value_embeds_on_every_other_attention_layer_from_the_last():
+    plain, _ = _model(num_layers=3)
+    model, cfg = _model(num_layers=3, value_embeds=True)
+    assert model.ve_layers == [2, 0] and sorted(model.value_embeds) == ["0", "2"]
+    gate = min(32, cfg.dim) * cfg.num_kv_heads
+    tables = 2 * cfg.vocab_size * cfg.num_kv_heads * cfg.head_dim
+    assert model.num_params() == plain.num_params() + tables + 2 * gate
+    assert model.num_params(non_embedding=True) == plain.num_params(non_embedding=True) + 2 * gate
+    tokens = torch.randint(0, 64, (2, 12))
+    logits = _causal_logits(model, tokens)
+    assert model.blocks[2].mixer.ve_gate.weight.grad.abs().sum() > 0  # the gate learns from zero
+    with torch.no_grad():  # with the tables at zero the model is the plain one with the same weights
+        plain.load_state_dict(model.state_dict(), strict=False)
+        for table in model.value_embeds.values():
+            table.weight.zero_()
+        assert torch.allclose(model(tokens), plain(tokens), atol=1e-6)
+    assert not torch.allclose(logits, plain(tokens))
+    hybrid, _ = _model(family="hybrid", num_layers=8, ssm=SSMConfig(attn_every=4, head_dim=16), value_embeds=True)
+    assert hybrid.ve_layers == [6]  # the last of its attention layers (2 and 6; the SSM layers have no values)
+    _causal_logits(hybrid, tokens)
+
+
 def test_decoder_only_options_refused_for_encoders():
     with pytest.raises(Exception, match="decoder options"):
         ModelConfig(family="encoder", vocab_size=64, dim=64, num_layers=2, residual_scalars=True)
+    with pytest.raises(Exception, match="decoder options"):
+        ModelConfig(family="encdec", vocab_size=64, dim=64, num_layers=2, value_embeds=True)

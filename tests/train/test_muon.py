@@ -6,22 +6,40 @@ import torch
 
 from kiln.models.build import build_model
 from kiln.models.config import ModelConfig, MoEConfig, SSMConfig, VisionConfig
-from kiln.train.muon import momentum_at, newton_schulz, orthogonalize
+from kiln.train.muon import momentum_at, newton_schulz, neuron_dim, normalize_neurons, orthogonalize
 from kiln.train.optim import build_muon
 from tests.conftest import copy_run, tiny_config
 from tests.train.test_trainer import straight_and_resumed
 
 
+@pytest.mark.parametrize("polar_express", [False, True])
 @pytest.mark.parametrize("shape", [(96, 32), (32, 96), (3, 24, 40), (128, 128)])
-def test_newton_schulz_pushes_singular_values_to_one(shape):
+def test_newton_schulz_pushes_singular_values_to_one(shape, polar_express):
     torch.manual_seed(0)
     G = torch.randn(*shape) * 5
-    s = torch.linalg.svdvals(newton_schulz(G))
+    s = torch.linalg.svdvals(newton_schulz(G, polar_express=polar_express))
     if shape[-1] == shape[-2]:
         # a square Gaussian matrix's smallest singular values approach 0 (relative ~1 / n); five steps
         # lift all but that tail, as Muon intends (it never needs exactness)
         s = s.flatten().sort().values[len(s.flatten()) // 20 :]
     assert s.min() > 0.6 and s.max() < 1.25, (s.min(), s.max())
+    if polar_express and shape[-1] != shape[-2]:  # closer to 1 than the fixed quintic's
+        plain = torch.linalg.svdvals(newton_schulz(G))
+        assert (s - 1).abs().max() < (plain - 1).abs().max()
+
+
+@pytest.mark.parametrize("shape", [(96, 32), (32, 96), (2, 24, 40)])
+def test_normuon_evens_out_the_neurons_and_keeps_the_norm(shape):
+    torch.manual_seed(0)
+    update = torch.randn(*shape) * torch.linspace(0.1, 3, shape[-2]).unsqueeze(-1)  # uneven rows
+    dim = neuron_dim(update.shape)
+    second = torch.zeros_like(update.mean(dim=dim, keepdim=True))
+    out = normalize_neurons(update, second, beta2=0.95)
+    assert torch.allclose(out.norm(dim=(-2, -1)), update.norm(dim=(-2, -1)), rtol=1e-5)
+    # from a zero start the first step gives every neuron (of the longer side) the same norm
+    per_neuron = out.norm(dim=dim)
+    assert torch.allclose(per_neuron, per_neuron.mean(dim=-1, keepdim=True), rtol=1e-4)
+    assert torch.allclose(second, 0.05 * update.square().mean(dim=dim, keepdim=True))
 
 
 def test_fused_matrices_are_orthogonalised_block_by_block():
@@ -68,12 +86,17 @@ def test_groups_cover_every_parameter_exactly_once(family):
     assert len(moved) == sum(p.grad is not None for p in model.parameters())
 
 
-def test_an_untied_embedding_can_have_its_own_rate():
-    cfg = ModelConfig(vocab_size=64, dim=32, num_layers=1, num_heads=2, max_seq_len=16, tie_embeddings=False)
+def test_an_untied_embedding_and_the_value_embeddings_can_have_their_own_rate():
+    cfg = ModelConfig(
+        vocab_size=64, dim=32, num_layers=1, num_heads=2, max_seq_len=16, tie_embeddings=False, value_embeds=True
+    )
     model = build_model(cfg, torch.device("cpu"))
     opt = build_muon(model, 1e-3, 0.1, (0.9, 0.95), 0.02, 0.95, 0.0, embed_lr=0.1)
     (embed,) = [g for g in opt.param_groups if any(p is model.embed.weight for p in g["params"])]
-    assert embed["params"] == [model.embed.weight] and embed["lr_scale"] == pytest.approx(100)
+    assert embed["params"] == [model.embed.weight, model.value_embeds["0"].weight]
+    assert embed["lr_scale"] == pytest.approx(100)
+    (muon,) = [g for g in opt.param_groups if g["kind"] == "muon"]
+    assert any(p is model.blocks[0].mixer.ve_gate.weight for p in muon["params"])  # a matrix in a block
     ids = [id(p) for g in opt.param_groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())
 
@@ -102,8 +125,11 @@ def test_a_muon_run_resumes_bitwise(tokenized_run, tmp_path, corpus_dir):
             "train.checkpoint_every": "0",
             "model.moe.num_experts": "4",
             "model.residual_scalars": "true",
+            "model.value_embeds": "true",
             "train.scalar_lr": "0.01",
             "train.muon_momentum_warmup": "6",  # the cut falls inside the warm-up
+            "train.muon_normalize": "true",  # NorMuon's per-neuron state is checkpointed
+            "train.muon_polar_express": "true",
         },
     )
     a, b = straight_and_resumed(cfg, src, tmp_path, cut=4)
@@ -113,11 +139,13 @@ def test_a_muon_run_resumes_bitwise(tokenized_run, tmp_path, corpus_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_muon_on_two_processes_matches_one(mode, tokenized_run, tmp_path):
-    """FSDP2 shards each matrix by rows: Muon gathers the update whole, so 2 ranks equal 1."""
+    """FSDP2 shards each matrix by rows: Muon gathers the update whole, so 2 ranks equal 1 (with
+    NorMuon's per-neuron statistics, Polar Express and value embeddings on too)."""
     from tests.train.test_distributed import _train
 
     _, src = tokenized_run
-    muon = ["--train.optimizer", "muon", "--model.moe.num_experts", "4"]
+    muon = ["--train.optimizer", "muon", "--model.moe.num_experts", "4", "--model.value_embeds", "true"]
+    muon += ["--train.muon_normalize", "true", "--train.muon_polar_express", "true"]
     single = _train(copy_run(src, tmp_path / "one").root, "--overwrite", *muon)
     losses = _train(copy_run(src, tmp_path / "two").root, "--overwrite", "--parallel.mode", mode, *muon, procs=2)
     assert len(losses) == len(single) == 6

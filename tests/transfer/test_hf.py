@@ -187,7 +187,7 @@ def test_a_corrupt_import_folder_is_one_clear_error(trained, tmp_path):
 @pytest.mark.parametrize(
     "option",
     [{"qk_norm": True}, {"mlp": "relu2"}, {"logit_softcap": 15.0}, {"norm_params": False}, {"embed_norm": True},
-     {"residual_scalars": True}],
+     {"residual_scalars": True}, {"value_embeds": True}],
 )  # fmt: skip
 def test_recipe_options_llama_cannot_express_are_refused(option):
     from kiln.models.config import ModelConfig

@@ -69,5 +69,9 @@ class TokenModel(nn.Module):
         return out if not cap else cap * torch.tanh(out / cap)
 
     def num_params(self, non_embedding: bool = False) -> int:
+        """All parameters; `non_embedding` leaves out the token tables (input and value embeddings)."""
         n = sum(p.numel() for p in self.parameters())
-        return n - self.embed.weight.numel() if non_embedding else n
+        if not non_embedding:
+            return n
+        tables = self.get_submodule("value_embeds").parameters() if hasattr(self, "value_embeds") else ()
+        return n - self.embed.weight.numel() - sum(p.numel() for p in tables)

@@ -14,16 +14,31 @@ from kiln.models.ssm import Mamba, SSMState
 
 class Block(nn.Module):
     """x + mixer(norm(x)), then + mlp(norm(x)). The family's layer plan says whether layer `i` attends
-    (else an SSM mixes); `cfg` whether its MLP is dense or MoE (moe.every)."""
+    (else an SSM mixes); `cfg` whether its MLP is dense or MoE (moe.every); `value_embed` whether its
+    attention takes a value embedding (model.value_embeds)."""
 
     def __init__(
-        self, cfg: ModelConfig, i: int, causal: bool = True, rotary: bool = True, attends: bool = True
+        self,
+        cfg: ModelConfig,
+        i: int,
+        causal: bool = True,
+        rotary: bool = True,
+        attends: bool = True,
+        value_embed: bool = False,
     ) -> None:
         super().__init__()
         self.attends = attends
         self.mixer_norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_params)
         self.mixer = (
-            Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, causal=causal, rotary=rotary, qk_norm=cfg.qk_norm)
+            Attention(
+                cfg.dim,
+                cfg.num_heads,
+                cfg.num_kv_heads,
+                causal=causal,
+                rotary=rotary,
+                qk_norm=cfg.qk_norm,
+                value_gate=value_embed,
+            )
             if self.attends
             else Mamba(cfg.dim, cfg.ssm, cfg.norm_eps)
         )
@@ -47,9 +62,11 @@ class Block(nn.Module):
         kv: KVCache | None = None,
         kv_layer: int = 0,
         state: SSMState | None = None,
+        ve: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """`ve`: this layer's value embedding of the tokens (model.value_embeds), for attention."""
         h = self.mixer_norm(x)
-        x = x + (self.mixer(h, cos, sin, kv, kv_layer) if self.attends else self.mixer(h, state))
+        x = x + (self.mixer(h, cos, sin, kv, kv_layer, ve) if self.attends else self.mixer(h, state))
         return x + self.mlp(self.mlp_norm(x))
 
 

@@ -161,6 +161,10 @@ class ModelConfig:
     reach the tokens directly (modded-nanogpt's and nanochat's value/embedding skip)."""
     x0_init: float = 0.1
     """residual_scalars: the starting weight s of the embeddings mixed back in before each block."""
+    value_embeds: bool = False
+    """Decoder families: value embeddings (ResFormer; nanochat's): on every other attention layer,
+    counting back from the last one, a second token embedding of the key/value width is added to the
+    attention's values through a per-head gate 2 * sigmoid(W x[..., :32]), W from zero."""
     moe: MoEConfig = field(default_factory=MoEConfig)
     ssm: SSMConfig = field(default_factory=SSMConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -210,8 +214,10 @@ class ModelConfig:
             "model.zero_init_head needs model.tie_embeddings false (a tied head is the embedding)",
         )
         require(
-            not (self.embed_norm or self.residual_scalars) or self.family not in ("encoder", "encdec"),
-            f"model.embed_norm and model.residual_scalars are decoder options; model.family={self.family} has neither",
+            not (self.embed_norm or self.residual_scalars or self.value_embeds)
+            or self.family not in ("encoder", "encdec"),
+            "model.embed_norm, model.residual_scalars and model.value_embeds are decoder options; "
+            f"model.family={self.family} has none of them",
         )
         if self.family == "hybrid":
             require(self.ssm.attn_every > 0, "model.family=hybrid needs model.ssm.attn_every > 0 (e.g. 8)")

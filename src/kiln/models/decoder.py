@@ -60,8 +60,17 @@ class Decoder(TokenModel):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
+        attending = [i for i in range(cfg.num_layers) if self.layer_attends(cfg, i)]
+        self.ve_layers = attending[::-1][::2] if cfg.value_embeds else []  # every other, the last always
         self.blocks = nn.ModuleList(
-            Block(cfg, i, causal=True, rotary=self.rotary, attends=self.layer_attends(cfg, i))
+            Block(
+                cfg,
+                i,
+                causal=True,
+                rotary=self.rotary,
+                attends=self.layer_attends(cfg, i),
+                value_embed=i in self.ve_layers,
+            )
             for i in range(cfg.num_layers)
         )
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_params)
@@ -70,6 +79,9 @@ class Decoder(TokenModel):
         if cfg.residual_scalars:  # per block: stream <- resid_scales[i] * stream + x0_scales[i] * x0
             self.resid_scales = nn.Parameter(torch.empty(cfg.num_layers))
             self.x0_scales = nn.Parameter(torch.empty(cfg.num_layers))
+        if self.ve_layers:  # layer -> a (vocab, kv width) table added to its attention's values
+            kv_dim = cfg.num_kv_heads * cfg.head_dim
+            self.value_embeds = nn.ModuleDict({str(i): nn.Embedding(cfg.vocab_size, kv_dim) for i in self.ve_layers})
         self._add_head()
 
     def repeated_blocks(self) -> list[nn.ModuleList]:
@@ -89,6 +101,8 @@ class Decoder(TokenModel):
         if cfg.residual_scalars:
             self.resid_scales.fill_(1.0)
             self.x0_scales.fill_(cfg.x0_init)
+        for table in self.value_embeds.values() if self.ve_layers else ():
+            nn.init.normal_(cast(nn.Embedding, table).weight, std=cfg.hidden_init_std)
         self._init_rotary()
 
     def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> ModelCache:
@@ -122,10 +136,11 @@ class Decoder(TokenModel):
         for i, block in enumerate(self.blocks):
             if self.cfg.residual_scalars:
                 x = self.resid_scales[i] * x + self.x0_scales[i] * x0
+            ve = self.value_embeds[str(i)](tokens) if i in self.ve_layers else None
             if cache is None:
-                x = block(x, cos, sin)
+                x = block(x, cos, sin, ve=ve)
             else:
-                x = block(x, cos, sin, cache.kv, cache.kv_slot.get(i, 0), cache.states.get(i))
+                x = block(x, cos, sin, cache.kv, cache.kv_slot.get(i, 0), cache.states.get(i), ve)
         if cache is not None:
             cache.advance(T)
         return self.norm(x)

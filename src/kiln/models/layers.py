@@ -87,6 +87,7 @@ class Attention(nn.Module):
         causal: bool = True,
         rotary: bool = True,
         qk_norm: bool = False,
+        value_gate: bool = False,
     ) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
@@ -94,10 +95,19 @@ class Attention(nn.Module):
         self.causal, self.rotary, self.qk_norm = causal, rotary, qk_norm
         self.wqkv = nn.Linear(dim, (num_heads + 2 * num_kv_heads) * self.head_dim, bias=False)
         self.wo = nn.Linear(num_heads * self.head_dim, dim, bias=False)
+        if value_gate:  # a value embedding's per-head weight, read from the first channels of x
+            self.ve_gate = nn.Linear(min(VALUE_GATE_CHANNELS, dim), num_kv_heads, bias=False)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        ve: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """x (B, T, C); `ve` (B, T, K * D), a value embedding added to the values through the gate."""
         B, T, _ = x.shape
         H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
         q, k, v = self.wqkv(x).split([H * D, K * D, K * D], dim=-1)
@@ -106,7 +116,11 @@ class Attention(nn.Module):
             q, k = F.rms_norm(q, (D,)), F.rms_norm(k, (D,))
         if self.rotary:
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        v = v.view(B, T, K, D).transpose(1, 2)
+        v = v.view(B, T, K, D)
+        if ve is not None:
+            gate = 2 * torch.sigmoid(self.ve_gate(x[..., : self.ve_gate.in_features]))  # (B, T, K), 1 at init
+            v = v + gate.unsqueeze(-1) * ve.view(B, T, K, D)
+        v = v.transpose(1, 2)
         past = 0
         if cache is not None:
             past = cache.pos
@@ -123,6 +137,12 @@ class Attention(nn.Module):
     def init_weights(self, std: float, out_std: float) -> None:
         nn.init.normal_(self.wqkv.weight, std=std)
         nn.init.normal_(self.wo.weight, std=out_std)
+        if hasattr(self, "ve_gate"):
+            nn.init.zeros_(self.ve_gate.weight)
+
+
+VALUE_GATE_CHANNELS = 32
+"""model.value_embeds: the gate reads this many leading channels of the block's input (nanochat's)."""
 
 
 class CrossAttention(nn.Module):

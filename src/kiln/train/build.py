@@ -150,6 +150,8 @@ def build_trainer(
             tc.embed_lr,
             tc.scalar_lr,
             tc.muon_momentum_warmup,
+            tc.muon_polar_express,
+            tc.muon_normalize,
         )
         if tc.optimizer == "muon"
         else build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device, cfg.model.width_mult)

@@ -49,9 +49,14 @@ class TrainConfig:
     muon_momentum_warmup: int = 0
     """optimizer=muon: steps over which Muon's momentum rises linearly from 0.85 to muon_momentum
     (0: muon_momentum from the first step)."""
+    muon_polar_express: bool = False
+    """optimizer=muon: orthogonalise with Polar Express's per-step coefficients, not the fixed quintic."""
+    muon_normalize: bool = False
+    """optimizer=muon: NorMuon, a per-neuron second moment (train.beta2) that evens out the
+    orthogonalised update's rows (train/muon.py)."""
     embed_lr: float = 0.0
-    """optimizer=muon with untied embeddings: the input embedding's AdamW rate (0: train.lr); the
-    head and the other AdamW parameters train at train.lr."""
+    """optimizer=muon: the AdamW rate of the untied input embedding and of the value embeddings
+    (model.value_embeds) (0: train.lr); the head and the other AdamW parameters train at train.lr."""
     scalar_lr: float = 0.0
     """optimizer=muon with model.residual_scalars: the per-layer scalars' AdamW rate (0: train.lr)."""
     grad_clip: float = 1.0

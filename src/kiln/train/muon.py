@@ -8,6 +8,13 @@ update then moves by about the same amount, which is what lets it take larger st
 the matrices of a transformer's blocks. Embeddings, the output head, norms, biases and scalars stay
 with AdamW (their own group's learning rate).
 
+Two refinements, each an option: `polar_express` replaces the fixed quintic by Polar Express's
+per-iteration coefficients (Amsel et al. 2025), which land the singular values closer to 1 in the
+same five steps; `normalize` is NorMuon (Li et al. 2025): after orthogonalising, each neuron (the
+matrix's longer side) is divided by the root of a running mean of its squared update (beta2), and
+the whole update rescaled back to its Frobenius norm, so the rows that Muon moves most get no more
+than their share.
+
 Fused projections (attention's q|k|v, SwiGLU's gate|up) are orthogonalised block by block, as if
 they were the separate matrices they stand for. Experts' (E, n, m) weights are orthogonalised per
 expert. Under FSDP2 a parameter is a DTensor sharded by rows: its momentum stays sharded, the blended
@@ -25,6 +32,15 @@ from typing import Any
 import torch
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+POLAR_EXPRESS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+"""Polar Express's coefficients for five iterations (the ones nanochat and modded-nanogpt use); the
+input is scaled to a norm slightly above 1 (x 1.02), as they tuned them for."""
 MOMENTUM_START = 0.85
 """Muon's momentum at step 0 when it warms up (train.muon_momentum_warmup), as modded-nanogpt does."""
 
@@ -37,17 +53,17 @@ def momentum_at(step: int, peak: float, warmup: int) -> float:
     return MOMENTUM_START + (peak - MOMENTUM_START) * step / warmup
 
 
-def newton_schulz(G: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+def newton_schulz(G: torch.Tensor, steps: int = 5, eps: float = 1e-7, polar_express: bool = False) -> torch.Tensor:
     """An approximately semi-orthogonal matrix with G's singular vectors: (..., n, m) -> (..., n, m).
-    Singular values land in about [0.7, 1.2] after 5 steps (the quintic trades exactness for speed)."""
-    a, b, c = NS_COEFFICIENTS
+    Singular values land in about [0.7, 1.2] after 5 steps (the quintic trades exactness for speed);
+    with `polar_express`, its per-step coefficients (at most 5 steps)."""
     dtype = torch.bfloat16 if G.device.type == "cuda" else torch.float32
     X = G.to(dtype)
     tall = G.size(-2) > G.size(-1)
     if tall:
         X = X.mT
-    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)
-    for _ in range(steps):
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) * (1.02 if polar_express else 1.0) + eps)
+    for a, b, c in POLAR_EXPRESS[:steps] if polar_express else [NS_COEFFICIENTS] * steps:
         A = X @ X.mT
         B = b * A + c * (A @ A)
         X = a * X + B @ X
@@ -56,7 +72,9 @@ def newton_schulz(G: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.T
     return X.to(G.dtype)
 
 
-def orthogonalize(update: torch.Tensor, layout: list[int] | None, steps: int) -> torch.Tensor:
+def orthogonalize(
+    update: torch.Tensor, layout: list[int] | None, steps: int, polar_express: bool = False
+) -> torch.Tensor:
     """Newton-Schulz per block, each scaled by sqrt(max(1, fan_out / fan_in)). `layout` is
     [in_first, split_dim, size, size, ...]: in_first = 1 for weights stored (..., in, out) (the
     experts), 0 for nn.Linear's (out, in); the sizes cut a fused matrix along split_dim (-2 or -1)."""
@@ -65,8 +83,24 @@ def orthogonalize(update: torch.Tensor, layout: list[int] | None, steps: int) ->
     out = []
     for u in blocks:
         fan_out, fan_in = (u.size(-1), u.size(-2)) if in_first else (u.size(-2), u.size(-1))
-        out.append(newton_schulz(u, steps) * max(1.0, fan_out / fan_in) ** 0.5)
+        out.append(newton_schulz(u, steps, polar_express=polar_express) * max(1.0, fan_out / fan_in) ** 0.5)
     return torch.cat(out, dim=dim) if len(out) > 1 else out[0]
+
+
+def neuron_dim(shape: torch.Size) -> int:
+    """NorMuon's reduction dimension: the shorter side, so the statistics are per neuron of the longer."""
+    return -1 if shape[-2] >= shape[-1] else -2
+
+
+def normalize_neurons(update: torch.Tensor, second: torch.Tensor, beta2: float) -> torch.Tensor:
+    """NorMuon: `second` (the running mean of each neuron's squared update, updated in place) divides
+    the neurons by its root; the result keeps the update's Frobenius norm."""
+    u = update.float()
+    mean_sq = u.square().mean(dim=neuron_dim(u.shape), keepdim=True)
+    second.lerp_(mean_sq, 1 - beta2)
+    scaled = u * second.clamp_min(1e-10).rsqrt()
+    norm = u.norm(dim=(-2, -1), keepdim=True) / scaled.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-10)
+    return (scaled * norm).to(update.dtype)
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -85,13 +119,22 @@ def _like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class MuonAdamW(torch.optim.Optimizer):
-    """Param groups with "kind": "muon" (lr, momentum, nesterov, ns_steps, weight_decay, a layout per
-    parameter: see `orthogonalize`) or "adamw" (lr, betas, eps, weight_decay). One optimizer, so the trainer, the
+    """Param groups with "kind": "muon" (lr, momentum, nesterov, ns_steps, weight_decay, polar_express,
+    normalize with betas[1], a layout per parameter: see `orthogonalize`) or "adamw" (lr, betas, eps,
+    weight_decay). One optimizer, so the trainer, the
     checkpoints and the learning-rate schedule (each group's lr_scale) treat it like AdamW."""
 
     def __init__(self, groups: Iterable[dict[str, Any]]) -> None:
         defaults = dict(
-            lr=1e-3, weight_decay=0.0, momentum=0.95, nesterov=True, ns_steps=5, betas=(0.9, 0.95), eps=1e-8
+            lr=1e-3,
+            weight_decay=0.0,
+            momentum=0.95,
+            nesterov=True,
+            ns_steps=5,
+            betas=(0.9, 0.95),
+            eps=1e-8,
+            polar_express=False,
+            normalize=False,
         )
         super().__init__(list(groups), defaults)
 
@@ -115,7 +158,12 @@ class MuonAdamW(torch.optim.Optimizer):
             buf = state["momentum_buffer"]
             buf.lerp_(p.grad, 1 - beta)
             blended = p.grad.lerp(buf, beta) if group["nesterov"] else buf
-            update = orthogonalize(_full(blended), layout, group["ns_steps"])
+            update = orthogonalize(_full(blended), layout, group["ns_steps"], group["polar_express"])
+            if group["normalize"]:  # per-neuron statistics of the whole matrix, the same on every rank
+                if "second_moment" not in state:
+                    dim = neuron_dim(update.shape)
+                    state["second_moment"] = torch.zeros_like(update.float().mean(dim=dim, keepdim=True))
+                update = normalize_neurons(update, state["second_moment"], group["betas"][1])
             if wd:
                 p.mul_(1 - lr * wd)
             p.add_(_like(update, p), alpha=-lr)

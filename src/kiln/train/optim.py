@@ -44,7 +44,7 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type in ("cpu", "cuda"))
 
 
-OUTER = ("embed", "head", "vision.proj", "vision.pos")
+OUTER = ("embed", "head", "value_embeds", "vision.proj", "vision.pos")
 """Parameters that map tokens or patches in and out: AdamW even under Muon (as in Muon's recipe)."""
 SCALARS = ("resid_scales", "x0_scales")
 """The decoder's per-layer mixing scalars (model.residual_scalars): AdamW at train.scalar_lr."""
@@ -83,12 +83,15 @@ def build_muon(
     embed_lr: float = 0.0,
     scalar_lr: float = 0.0,
     momentum_warmup: int = 0,
+    polar_express: bool = False,
+    normalize: bool = False,
 ) -> torch.optim.Optimizer:
     """Muon for the blocks' matrices (and experts), AdamW for the rest: embeddings and head with
     weight decay, norms, biases, scalars and convolutions without. The Muon group's lr_scale is
-    muon_lr / lr, so the trainer's schedule moves both together; an untied input embedding and the
-    residual scalars may have their own rates (`embed_lr`, `scalar_lr`); with `momentum_warmup` the
-    trainer raises Muon's momentum over the first steps (muon.momentum_at)."""
+    muon_lr / lr, so the trainer's schedule moves both together; the untied input embedding and the
+    value embeddings (`embed_lr`) and the residual scalars (`scalar_lr`) may have their own rates;
+    with `momentum_warmup` the trainer raises Muon's momentum over the first steps (muon.momentum_at);
+    `polar_express` and `normalize` are Muon's two refinements (train/muon.py)."""
     from kiln.train.muon import MuonAdamW
 
     layouts = muon_layouts(model)
@@ -96,6 +99,7 @@ def build_muon(
     params = dict(named)
     tied = "head.weight" not in params  # named_parameters lists a shared tensor once, as embed.weight
     embed = [params["embed.weight"]] if embed_lr and not tied and "embed.weight" in params else []
+    embed += [p for n, p in named if n.startswith("value_embeds.")] if embed_lr else []
     scalars = [p for n, p in named if n in SCALARS] if scalar_lr else []
     outer = [p for n, p in named if n.startswith(OUTER) and not any(p is e for e in embed)]
     seen = {id(p) for p in outer + embed + scalars}
@@ -113,6 +117,8 @@ def build_muon(
             "momentum_peak": muon_momentum,
             "momentum_warmup": momentum_warmup,
             "weight_decay": muon_weight_decay,
+            "polar_express": polar_express,
+            "normalize": normalize,
         },
         {"kind": "adamw", "params": embed, "lr": embed_lr, "lr_scale": embed_lr / lr, "weight_decay": weight_decay},
         {"kind": "adamw", "params": scalars, "lr": scalar_lr, "lr_scale": scalar_lr / lr, "weight_decay": 0.0},

@@ -61,6 +61,7 @@ def llama_config(cfg: ModelConfig, bos: int, eos: int, pad: int) -> dict[str, An
             ("norm_params", cfg.norm_params, True),
             ("embed_norm", cfg.embed_norm, False),
             ("residual_scalars", cfg.residual_scalars, False),
+            ("value_embeds", cfg.value_embeds, False),
         )
         if value != plain
     ]
