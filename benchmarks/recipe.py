@@ -66,10 +66,12 @@ RECIPES: dict[str, dict[str, str]] = {
         "train.beta1": "0.8",
     },
 }
-# nanochat_like with kiln's SwiGLU MLP in place of ReLU squared; kiln's recipe: that, with the
-# output projections initialised as usual, not at zero (the ablations below)
+# nanochat_like with kiln's SwiGLU MLP in place of ReLU squared; kiln_v1: that, with the output
+# projections initialised as usual, not at zero; kiln's recipe: kiln_v1 with value embeddings
+# (the ablations below)
 RECIPES["nl_swiglu"] = {**RECIPES["nanochat_like"], "model.mlp": "swiglu"}
-RECIPES["kiln"] = {**RECIPES["nl_swiglu"], "model.zero_init_out": "false"}
+RECIPES["kiln_v1"] = {**RECIPES["nl_swiglu"], "model.zero_init_out": "false"}
+RECIPES["kiln"] = {**RECIPES["kiln_v1"], "model.value_embeds": "true"}
 # nanochat's norm after the embedding, residual / embedding mixing scalars and Muon momentum warm-up
 SKIPS = {
     "model.embed_norm": "true",
@@ -91,7 +93,11 @@ ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
     "nl_swiglu-softcap": ("nl_swiglu", {"model.logit_softcap": "0"}),
     "nl_swiglu-zero_init_out": ("nl_swiglu", {"model.zero_init_out": "false"}),  # = kiln
     "nl_swiglu-param_free_norms": ("nl_swiglu", {"model.norm_params": "true"}),
-    "kiln+embed_lr_0.2": ("kiln", {"train.embed_lr": "0.2"}),
+    "kiln_v1+embed_lr_0.2": ("kiln_v1", {"train.embed_lr": "0.2"}),
+    "kiln_v1+grad_clip_0": ("kiln_v1", {"train.grad_clip": "0"}),  # no clipping, as nanochat
+    "kiln_v1+value_embeds": ("kiln_v1", {"model.value_embeds": "true"}),  # = kiln
+    "kiln+normuon": ("kiln", {"train.muon_normalize": "true"}),
+    "kiln+polar_express": ("kiln", {"train.muon_polar_express": "true"}),
     # the same steps compiled (measured on the embed-norm row above): its compile time counts
     "nl+embed_norm+...+compile": ("nanochat_like", {**SKIPS, "train.compile": "true"}),
 }
