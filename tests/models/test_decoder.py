@@ -38,7 +38,11 @@ def test_meta_build_initialises_and_ties(model):
     assert untied.num_params() == model.num_params() + 97 * 32
 
 
-def test_kv_cache_logits_equal_full_recompute(model):
+@pytest.mark.parametrize("recipe", [{}, {"value_embeds": True, "residual_scalars": True, "qk_norm": True}])
+def test_kv_cache_logits_equal_full_recompute(model, recipe):
+    if recipe:  # the recipe options that read the tokens or the embeddings at every layer
+        torch.manual_seed(0)
+        model = build_model(tiny(**recipe), torch.device("cpu")).eval()
     tokens = torch.randint(0, 97, (2, 20))
     with torch.no_grad():
         full = model(tokens)

@@ -6,7 +6,7 @@ import torch
 
 from kiln.models.build import build_model
 from kiln.models.config import ModelConfig, MoEConfig, SSMConfig, VisionConfig
-from kiln.train.muon import momentum_at, newton_schulz, neuron_dim, normalize_neurons, orthogonalize
+from kiln.train.muon import momentum_at, neuron_dim, newton_schulz, normalize_neurons, orthogonalize
 from kiln.train.optim import build_muon
 from tests.conftest import copy_run, tiny_config
 from tests.train.test_trainer import straight_and_resumed
