@@ -91,7 +91,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
     "nl+embed_norm+residual_scalars+momentum_warmup": ("nanochat_like", SKIPS),
     "nl_swiglu-untied": ("nl_swiglu", {"model.tie_embeddings": "true"}),
     "nl_swiglu-softcap": ("nl_swiglu", {"model.logit_softcap": "0"}),
-    "nl_swiglu-zero_init_out": ("nl_swiglu", {"model.zero_init_out": "false"}),  # = kiln
+    "nl_swiglu-zero_init_out": ("nl_swiglu", {"model.zero_init_out": "false"}),  # = kiln_v1
     "nl_swiglu-param_free_norms": ("nl_swiglu", {"model.norm_params": "true"}),
     "kiln_v1+embed_lr_0.2": ("kiln_v1", {"train.embed_lr": "0.2"}),
     "kiln_v1+grad_clip_0": ("kiln_v1", {"train.grad_clip": "0"}),  # no clipping, as nanochat
