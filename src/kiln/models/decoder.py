@@ -79,9 +79,8 @@ class Decoder(TokenModel):
         if cfg.residual_scalars:  # per block: stream <- resid_scales[i] * stream + x0_scales[i] * x0
             self.resid_scales = nn.Parameter(torch.empty(cfg.num_layers))
             self.x0_scales = nn.Parameter(torch.empty(cfg.num_layers))
-        if self.ve_layers:  # layer -> a (vocab, kv width) table added to its attention's values
-            kv_dim = cfg.num_kv_heads * cfg.head_dim
-            self.value_embeds = nn.ModuleDict({str(i): nn.Embedding(cfg.vocab_size, kv_dim) for i in self.ve_layers})
+        kv_dim = cfg.num_kv_heads * cfg.head_dim  # layer -> a table added to its attention's values (empty: off)
+        self.value_embeds = nn.ModuleDict({str(i): nn.Embedding(cfg.vocab_size, kv_dim) for i in self.ve_layers})
         self._add_head()
 
     def repeated_blocks(self) -> list[nn.ModuleList]:
@@ -101,7 +100,7 @@ class Decoder(TokenModel):
         if cfg.residual_scalars:
             self.resid_scales.fill_(1.0)
             self.x0_scales.fill_(cfg.x0_init)
-        for table in self.value_embeds.values() if self.ve_layers else ():
+        for table in self.value_embeds.values():
             nn.init.normal_(cast(nn.Embedding, table).weight, std=cfg.hidden_init_std)
         self._init_rotary()
 

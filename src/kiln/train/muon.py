@@ -160,9 +160,10 @@ class MuonAdamW(torch.optim.Optimizer):
             blended = p.grad.lerp(buf, beta) if group["nesterov"] else buf
             update = orthogonalize(_full(blended), layout, group["ns_steps"], group["polar_express"])
             if group["normalize"]:  # per-neuron statistics of the whole matrix, the same on every rank
-                if "second_moment" not in state:
-                    dim = neuron_dim(update.shape)
-                    state["second_moment"] = torch.zeros_like(update.float().mean(dim=dim, keepdim=True))
+                if "second_moment" not in state:  # one value per neuron: the shorter side reduced to 1
+                    shape = list(update.shape)
+                    shape[neuron_dim(update.shape)] = 1
+                    state["second_moment"] = torch.zeros(shape, device=update.device)
                 update = normalize_neurons(update, state["second_moment"], group["betas"][1])
             if wd:
                 p.mul_(1 - lr * wd)
