@@ -120,3 +120,22 @@ def test_jsonl_pairs_and_interleaved_documents(tmp_path):
     assert stats.skipped == {"missing": 1, "image_marks_mismatch": 1, "malformed (JSONDecodeError)": 1}
     with pytest.raises(KilnError, match="images.source"):
         read(tmp_path / "nothing.csv")
+
+
+def test_jsonl_image_paths_stay_in_the_jsonl_folder_unless_allowed(tmp_path):
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(png())
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "ok.png").write_bytes(png())
+    records = [
+        {"image": "ok.png", "text": "a red box"},
+        {"image": str(outside), "text": "absolute"},
+        {"image": "../secret.png", "text": "climbs out"},
+    ]
+    (data / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    docs, stats = read(data / "pairs.jsonl")
+    assert [d.text for d in docs] == ["a red box"] and stats.skipped == {"outside": 2}
+    allowed = ImageReadStats()
+    docs = list(read_image_docs(data / "pairs.jsonl", 10_000, allowed, paths_outside=True))
+    assert [d.text for d in docs] == ["a red box", "absolute", "climbs out"]

@@ -196,3 +196,14 @@ def test_recipe_options_llama_cannot_express_are_refused(option):
     with pytest.raises(KilnError, match=f"model.{next(iter(option))}"):
         llama_config(ModelConfig(dim=64, num_layers=2, num_heads=4, **option), 1, 2, 0)
     llama_config(ModelConfig(dim=64, num_layers=2, num_heads=4, zero_init_out=True, tie_embeddings=False), 1, 2, 0)
+
+
+def test_an_index_naming_files_outside_the_folder_is_refused(tmp_path):
+    from kiln.transfer.importer import read_hf_weights
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("../outside.safetensors", "/etc/passwd", "sub/../../x.safetensors"):
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": name}}))
+        with pytest.raises(KilnError, match="outside"):
+            read_hf_weights(folder)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from kiln.models.build import build_model
 from kiln.models.registry import build_objective
 from kiln.objectives.base import Objective
 from kiln.runconfig import RunConfig
-from kiln.rundir import CONFIG, TOKENIZER
+from kiln.rundir import TOKENIZER
 from kiln.tokenizer import (
     SpecialIds,
     load_tokenizer,
@@ -24,7 +23,7 @@ from kiln.tokenizer import (
     token_byte_lengths,
     tokenizer_hash,
 )
-from kiln.train.checkpoint import consolidate, load_weights, read_state
+from kiln.train.checkpoint import load_weights, read_config, read_state
 from kiln.train.precision import choose_precision
 
 
@@ -46,12 +45,13 @@ class LoadedCheckpoint:
 def load_checkpoint(path: Path, device: torch.device, tokenizer_path: Path | None = None) -> LoadedCheckpoint:
     """Model weights + config from `path` (a checkpoints/step_N directory); the tokenizer from
     `tokenizer_path` or the copy inside the checkpoint. A tokenizer other than the one the model
-    was trained with is refused."""
+    was trained with is refused. Reads model.safetensors and JSON only, never dcp/ (whose metadata is
+    a pickle): a checkpoint without model.safetensors is refused with the command that makes one."""
     path = Path(path)
     if not path.is_dir():
         raise KilnError(f"checkpoint {path} is not a directory; pass a run's checkpoints/step_N directory")
     state = read_state(path)
-    cfg = from_dict(RunConfig, json.loads((path / CONFIG).read_text()))
+    cfg = from_dict(RunConfig, read_config(path))
     tok_path = Path(tokenizer_path) if tokenizer_path else path / TOKENIZER
     tokenizer = load_tokenizer(tok_path)
     sha = tokenizer_hash(tok_path)
@@ -60,8 +60,6 @@ def load_checkpoint(path: Path, device: torch.device, tokenizer_path: Path | Non
             f"tokenizer {tok_path} is not the one checkpoint {path} was trained with; "
             "use the tokenizer.json saved in the checkpoint"
         )
-    if not (path / "model.safetensors").exists() and (path / "dcp").exists():
-        consolidate(path)  # a sharded checkpoint written without its consolidated copy
     model = build_model(cfg.model, device)
     load_weights(path, model)
     model.eval()

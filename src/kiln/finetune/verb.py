@@ -22,7 +22,7 @@ from kiln.config import apply_overrides, from_dict, replace, save_config
 from kiln.errors import KilnError
 from kiln.finetune.config import FinetuneConfig
 from kiln.runconfig import RunConfig
-from kiln.rundir import CONFIG, TOKENIZER, RunDir
+from kiln.rundir import TOKENIZER, RunDir
 
 LORA_DEFAULT_RANK = 8
 CAUSAL = ("decoder", "hybrid")
@@ -35,11 +35,12 @@ def finetune_config(
     """The fine-tuning config for `checkpoint` on `data` (method sft, lora, dpo or classify), with
     `overrides`; `init` "random" keeps the architecture and tokenizer but not the weights."""
     checkpoint = Path(checkpoint)
-    if not (checkpoint / CONFIG).exists():
-        raise KilnError(f"{checkpoint} is not a kiln checkpoint (no {CONFIG}); pass a checkpoints/step_N directory")
+    from kiln.train.checkpoint import read_config
+
+    config = read_config(checkpoint)
     if not Path(data).is_file():  # before the run directory is made
         raise KilnError(f"--data {data} is not a file; pass a JSONL of examples")
-    base = from_dict(RunConfig, json.loads((checkpoint / CONFIG).read_text()))
+    base = from_dict(RunConfig, config)
     objective = cast(Literal["sft", "dpo", "classify"], "sft" if method == "lora" else method)
     families = WITH_HIDDEN if objective == "classify" else CAUSAL
     if base.model.family not in families:

@@ -47,6 +47,9 @@ class ImageConfig:
     """Near duplicates: 64-bit difference hashes at most this many bits apart."""
     min_caption_words: int = 1
     """Drop pairs whose normalised caption has fewer words."""
+    paths_outside: bool = False
+    """JSONL sources: allow image paths outside the JSONL's folder (absolute, '..', '~'); off, such a
+    record is skipped and counted as 'outside' (a file you are handed cannot read the rest of the disk)."""
 
     def __post_init__(self) -> None:
         require(self.image_size >= 8, f"images.image_size={self.image_size} must be >= 8")

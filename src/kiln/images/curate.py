@@ -150,7 +150,7 @@ def source_docs(cfg: ImageConfig, stats: ImageReadStats) -> Iterator[ImageDoc]:
             stats.num_read += 1
             yield doc
         return
-    yield from read_image_docs(cfg.source, cfg.max_pixels, stats)
+    yield from read_image_docs(cfg.source, cfg.max_pixels, stats, cfg.paths_outside)
 
 
 def curate_images(cfg: ImageConfig, curate: CurateConfig, out_dir: Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from PIL import Image
@@ -107,9 +107,16 @@ def _caption(text: str | None, meta: str | None) -> tuple[str | None, dict[str, 
     return (text.strip() if text else None), scalars
 
 
+def _confined(name: str) -> bool:
+    """Whether an image path from a JSONL record stays under the JSONL's folder: relative, without
+    '..' or '~' (checked by name, so a record cannot reach /etc/... or a home directory)."""
+    parts = PurePath(name).parts
+    return bool(parts) and not PurePath(name).is_absolute() and ".." not in parts and not name.startswith("~")
+
+
 class _Reader:
-    def __init__(self, max_pixels: int, stats: ImageReadStats) -> None:
-        self.max_pixels, self.stats = max_pixels, stats
+    def __init__(self, max_pixels: int, stats: ImageReadStats, paths_outside: bool = False) -> None:
+        self.max_pixels, self.stats, self.paths_outside = max_pixels, stats, paths_outside
 
     def make(self, key: str, origin: str, blobs: list[bytes], text: str | None, meta: dict) -> ImageDoc | None:
         if text is None or not text.strip():
@@ -188,6 +195,9 @@ class _Reader:
                 continue
             blobs = []
             for name in paths:
+                if not (self.paths_outside or _confined(name)):
+                    self.stats.skip(f"{origin} ({name})", "outside")  # images.paths_outside allows it
+                    break
                 file = (path.parent / name).expanduser()
                 if not file.is_file():
                     self.stats.skip(f"{origin} ({name})", "missing")
@@ -234,10 +244,13 @@ def _text(data: bytes | None) -> str | None:
     return data.decode("utf-8", "replace") if data is not None else None
 
 
-def read_image_docs(source: str | Path, max_pixels: int, stats: ImageReadStats) -> Iterator[ImageDoc]:
-    """Every good document of a folder, .jsonl or .tar, in a fixed order; skips go to `stats`."""
+def read_image_docs(
+    source: str | Path, max_pixels: int, stats: ImageReadStats, paths_outside: bool = False
+) -> Iterator[ImageDoc]:
+    """Every good document of a folder, .jsonl or .tar, in a fixed order; skips go to `stats`. A JSONL
+    record's image paths must stay under the JSONL's folder unless `paths_outside`."""
     path = Path(source).expanduser()
-    reader = _Reader(max_pixels, stats)
+    reader = _Reader(max_pixels, stats, paths_outside)
     if path.is_dir():
         return reader.folder(path)
     if path.is_file() and path.suffix.lower() == ".jsonl":

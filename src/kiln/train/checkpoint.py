@@ -4,7 +4,7 @@
   dcp/                 model and optimizer state (torch.distributed.checkpoint: one file per rank,
                        resharded on load, so a run resumes at any world size)
   model.safetensors    consolidated weights (shared tensors stored once), for eval, generate, export
-  rng_rank{R}.pt       each rank's torch RNG state
+  rng_rank{R}.safetensors  each rank's torch RNG state (uint8 tensors)
   state.json           step, loader position (global samples), token count, tokenizer hash, world size
   config.json          the resolved run config
   tokenizer.json       the tokenizer, so a checkpoint is usable on its own
@@ -13,7 +13,10 @@
 
 Every rank writes into ``.tmp_step_N``; after a barrier rank 0 writes the manifest and renames the
 folder into place, so a crash (or SIGKILL) mid-write never leaves a half checkpoint under a real name.
-Optimizer state is loaded by DCP (tensors only) and RNG states with weights_only=True: no pickled code.
+Reading runs no code from the files: model.safetensors and the RNG states are safetensors, and dcp/
+(whose metadata and non-tensor values DCP pickles) is read through train/dcp_safe.py, which admits
+only the classes checkpoint metadata is made of. Verbs that only need weights (eval, generate,
+export, finetune, import) read model.safetensors and never open dcp/.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -30,33 +34,49 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed.checkpoint as dcp
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_file
+from safetensors.torch import load_file, load_model, save_file
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_state_dict,
     set_state_dict,
 )
+from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 from torch.utils._pytree import tree_map_only
 
 from kiln.errors import KilnError
 from kiln.finetune.classify import split_head
 from kiln.finetune.lora import adapter_weights, merged_weights
 from kiln.rundir import CONFIG, MANIFEST, STATE, TOKENIZER
+from kiln.train.dcp_safe import SafeEmptyLoadPlanner, SafeLoadPlanner, SafeReader
 
 if TYPE_CHECKING:
     from kiln.train.parallel import Parallel
 
 STEP_PREFIX = "step_"
+STEP_NAME = re.compile(rf"{STEP_PREFIX}(\d+)")
+"""A published checkpoint's folder name; anything else under checkpoints/ (step_30.bak, a user's
+notes) is left alone."""
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
     """Published checkpoints under `root`, oldest first (not checked: see `verify_checkpoint`)."""
-    if not root.exists():
+    if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and (p / STATE).exists()]
+    found = [p for p in root.iterdir() if p.is_dir() and STEP_NAME.fullmatch(p.name) and (p / STATE).exists()]
     return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
+
+
+def remove_checkpoints(root: Path) -> None:
+    """Delete the checkpoints kiln wrote under `root` (step_N and unfinished .tmp_step_N folders);
+    anything else there (a user's step_30.bak) is left alone."""
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
+        if p.is_dir() and (STEP_NAME.fullmatch(p.name) or STEP_NAME.fullmatch(p.name.removeprefix(".tmp_"))):
+            shutil.rmtree(p)
 
 
 def _single() -> bool:
@@ -160,10 +180,7 @@ def save_checkpoint(
             future = dcp.async_save(sharded, checkpoint_id=str(tmp / "dcp"), no_dist=_single())
         else:
             dcp.save(sharded, checkpoint_id=str(tmp / "dcp"), no_dist=_single())
-    rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, tmp / f"rng_rank{rank}.pt")
+    save_file(rng_state(), str(tmp / f"rng_rank{rank}.safetensors"))
     weights = _full_weights(model)  # a collective under FSDP: every rank takes part
     if rank == 0:
         adapters = adapter_weights(weights)
@@ -199,20 +216,44 @@ def read_state(path: Path) -> dict[str, Any]:
     """state.json of a checkpoint, with a clear error when it is not one."""
     path = Path(path)
     try:
-        return json.loads((path / STATE).read_text())
+        state = json.loads((path / STATE).read_text())
     except FileNotFoundError:
         raise KilnError(
             f"{path} is not a kiln checkpoint (no state.json); pass a checkpoints/step_N directory"
         ) from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         raise KilnError(f"checkpoint {path} has a corrupt state.json; use an earlier checkpoint") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise KilnError(f"checkpoint {path} has a state.json without a step; use an earlier checkpoint")
+    return state
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """config.json of a checkpoint (the config its weights were trained with), as a dict."""
+    path = Path(path)
+    try:
+        data = json.loads((path / CONFIG).read_text())
+    except FileNotFoundError:
+        raise KilnError(f"{path} is not a kiln checkpoint (no {CONFIG}); pass a checkpoints/step_N directory") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise KilnError(
+            f"checkpoint {path} has a corrupt {CONFIG} ({type(e).__name__}); use an earlier checkpoint"
+        ) from None
+    if not isinstance(data, dict):
+        raise KilnError(f"checkpoint {path} has a {CONFIG} that is not a config; use an earlier checkpoint")
+    return data
 
 
 def load_weights(path: Path, model: nn.Module) -> None:
-    """Load model.safetensors into `model` (strict: every tensor must match)."""
+    """Load model.safetensors into `model` (strict: every tensor must match). Never reads dcp/."""
     file = Path(path) / "model.safetensors"
     if not file.exists():
-        raise KilnError(f"checkpoint {path} has no model.safetensors; pass a complete checkpoint directory")
+        how = (
+            f"; if it comes from a run you trust, make one with `kiln convert --checkpoint {path} --to safetensors`"
+            if (Path(path) / "dcp").is_dir()
+            else ""
+        )
+        raise KilnError(f"checkpoint {path} has no model.safetensors{how}")
     try:
         missing, unexpected = load_model(model, str(file), strict=False)
     except SafetensorError as e:
@@ -225,26 +266,70 @@ def load_weights(path: Path, model: nn.Module) -> None:
         raise KilnError(f"checkpoint {file} does not fit this model (missing {missing}, unexpected {unexpected})")
 
 
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's torch RNG states as uint8 tensors: "cpu", and "cuda.N" per GPU."""
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng |= {f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    return rng
+
+
+def set_rng_state(path: Path, rank: int) -> None:
+    """Restore this rank's RNG states (rank 0's when the checkpoint had fewer ranks)."""
+    own, first = path / f"rng_rank{rank}.safetensors", path / "rng_rank0.safetensors"
+    file = own if own.exists() else first
+    try:
+        rng = load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise KilnError(
+            f"checkpoint {file} is missing, corrupt or truncated ({e}); use an earlier checkpoint"
+        ) from None
+    torch.set_rng_state(rng["cpu"])
+    cuda = [rng[f"cuda.{i}"] for i in range(len(rng) - 1) if f"cuda.{i}" in rng]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _dcp_error(e: BaseException, reader: SafeReader) -> KilnError | None:
+    """The KilnError (a refused payload, a corrupt file) behind what DCP raised, if any: the reader's
+    own record of it, or one found among the per-rank exceptions DCP wraps in a CheckpointException."""
+    if reader.problem is not None:
+        return reader.problem
+    seen: list[BaseException] = [e]
+    while seen:
+        err = seen.pop()
+        if isinstance(err, KilnError):
+            return err
+        for failure in getattr(err, "failures", {}).values():  # (exception, traceback) pairs
+            found = failure[0] if isinstance(failure, tuple) else failure
+            if isinstance(found, BaseException):
+                seen.append(found)
+        for linked in (err.__cause__, err.__context__):
+            if linked is not None:
+                seen.append(linked)
+    return None
+
+
 def load_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0) -> None:
     """Restore model and optimizer from dcp/ (resharded to this run's world size) and this rank's RNG."""
     path = Path(path)
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
+    reader = SafeReader(path / "dcp")
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-            dcp.load(state, checkpoint_id=str(path / "dcp"), no_dist=_single())
-    except Exception as e:  # DCP raises many kinds (CheckpointException wraps the per-rank ones)
+            dcp.load(state, storage_reader=reader, planner=SafeLoadPlanner(), no_dist=_single())
+    except (Exception, CheckpointException) as e:  # CheckpointException (a BaseException) wraps per-rank ones
+        inner = _dcp_error(e, reader)
+        if inner is not None:
+            raise KilnError(str(inner)) from None
         raise KilnError(
             f"checkpoint {path} cannot be loaded into this model ({str(e).splitlines()[0][:200]}); "
             "use the config saved with it"
         ) from None
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    rng_file = path / f"rng_rank{rank}.pt"
-    rng = torch.load(rng_file if rng_file.exists() else path / "rng_rank0.pt", weights_only=True)
-    torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    set_rng_state(path, rank)
 
 
 def latest_checkpoint(root: Path, verify: bool = False) -> Path | None:
@@ -259,18 +344,25 @@ def latest_checkpoint(root: Path, verify: bool = False) -> Path | None:
 
 
 def consolidate(path: Path) -> Path:
-    """Sharded dcp/ -> one model.safetensors (the unsharded weights), for eval and export."""
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
+    """Sharded dcp/ -> one model.safetensors (the unsharded weights), for eval and export. dcp/ is
+    read through train/dcp_safe.py: a planted payload is refused, nothing runs."""
     path = Path(path)
-    tmp = path / ".consolidate.pt"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp_to_torch_save(path / "dcp", tmp)
-    full = torch.load(tmp, weights_only=True, map_location="cpu")
-    tmp.unlink()
+    config = read_config(path)
+    full: dict[str, Any] = {}
+    reader = SafeReader(path / "dcp")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            # what torch's dcp_to_torch_save does (dcp.load keeps only keys the given dict has)
+            _load_state_dict(full, storage_reader=reader, planner=SafeEmptyLoadPlanner(), no_dist=True)
+    except (Exception, CheckpointException) as e:
+        inner = _dcp_error(e, reader)
+        if inner is not None:
+            raise KilnError(str(inner)) from None
+        raise KilnError(f"{path / 'dcp'} cannot be read ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(full.get("model"), dict):
+        raise KilnError(f"{path / 'dcp'} holds no model weights")
     weights = {name: tensor.contiguous() for name, tensor in full["model"].items()}
-    config = json.loads((path / CONFIG).read_text()) if (path / CONFIG).exists() else {}
     if config.get("model", {}).get("tie_embeddings"):  # DCP stores the tied output head twice; keep one
         weights.pop("head.weight", None)
     save_file(weights, str(path / "model.safetensors"))

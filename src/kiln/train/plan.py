@@ -10,7 +10,6 @@ count after the first warmup steps from the measured step time (the rules are in
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -21,9 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from kiln.config import from_dict, replace, require, to_dict
-from kiln.errors import KilnError
 from kiln.models.build import build_on_meta
-from kiln.rundir import CONFIG, RunDir
+from kiln.rundir import RunDir
 from kiln.train.budget import (
     CHECKPOINT_BYTES_PER_PARAM,
     CHECKPOINT_BYTES_PER_S,
@@ -42,7 +40,7 @@ from kiln.train.budget import (
     stage_costs,
     write_plan,
 )
-from kiln.train.checkpoint import read_state
+from kiln.train.checkpoint import read_config, read_state
 from kiln.train.flops import flops_per_token
 from kiln.train.parallel import Parallel
 from kiln.train.precision import MatmulRates, choose_precision, measure_matmul_peak, probe_matmul_rates
@@ -66,8 +64,10 @@ class Planner:
         par: Parallel,
         budget_s: float,
         stop: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.run, self.device, self.par, self.budget_s, self.stop = run, device, par, budget_s, stop
+        self.clock = clock
         self.peak_flops = 0.0
         """The matmul ceiling, when the depth choice measured it (the trainer reuses it for MFU)."""
         self.plan: dict[str, Any] = {}
@@ -104,10 +104,7 @@ class Planner:
 
     def _from_checkpoint(self, cfg: RunConfig, checkpoint: Path, global_batch: int) -> RunConfig:
         state = read_state(checkpoint)
-        try:
-            trained = from_dict(type(cfg), json.loads((checkpoint / CONFIG).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise KilnError(f"checkpoint {checkpoint} has no readable config.json ({e}); resume from another") from None
+        trained = from_dict(type(cfg), read_config(checkpoint))
         # the plan's step count stands unless this run asks for another train.max_steps than it was capped by
         self.steps_planned = state.get("planned_steps", False) and cfg.train.max_steps == state.get("max_steps_cap")
         settled, warnings = check_resume(
@@ -184,9 +181,9 @@ class Planner:
         step_s = statistics.median(self.step_times[1:])  # the first step pays for allocations
         eval_s = []
         for _ in range(2):  # so does the first forward in eval mode
-            t0 = time.perf_counter()
+            t0 = self.clock()
             trainer.validate(tc.micro_batch_size)
-            eval_s.append(time.perf_counter() - t0)
+            eval_s.append(self.clock() - t0)
         checkpoint_s = trainer.model.num_params() * CHECKPOINT_BYTES_PER_PARAM / CHECKPOINT_BYTES_PER_S
         recurring = tuple(
             (self.agreed(c[0]), c[1]) for c in (hook.cost(trainer) for hook in trainer.hooks) if c is not None
@@ -195,7 +192,7 @@ class Planner:
         num_windows = trainer.num_val_windows
         eval_batches = math.ceil(min(tc.eval_windows, num_windows) / tc.micro_batch_size)
         final_batches = trainer.objective.final_eval_batches(num_windows, tc.micro_batch_size, tc.seq_len)
-        remaining_s = self.agreed(self.budget_s - (time.perf_counter() - started))
+        remaining_s = self.agreed(self.budget_s - (self.clock() - started))
         steps, why = plan_max_steps(
             remaining_s,
             trainer.step,
@@ -240,7 +237,7 @@ class Planner:
             measured.get("per_step_s", 1.0) / measured.get("step_s", 1.0)
         )
         end_s = measured.get("fixed_s", END_S)
-        projected_s = self.agreed(time.perf_counter() - started + (tc.max_steps - trainer.step) * per_step_s + end_s)
+        projected_s = self.agreed(self.clock() - started + (tc.max_steps - trainer.step) * per_step_s + end_s)
         steps = replanned_steps(
             tc.max_steps, trainer.step, tc.decay_fraction, projected_s, self.budget_s, per_step_s, cap
         )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -43,10 +43,21 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise KilnError(f"{path} is not valid JSON ({e})") from None
 
 
+def _inside(name: str) -> bool:
+    """Whether a file name from an index stays inside its folder (relative, no '..', no drive)."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return bool(parts) and not PurePosixPath(name).is_absolute() and ".." not in parts and ":" not in parts[0]
+
+
 def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     index = folder / "model.safetensors.index.json"
     if index.exists():
-        files = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        weight_map = _read_json(index).get("weight_map", {})
+        files = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+        for name in files:
+            # by name, not by resolving: a hub snapshot's files are links into its blob store
+            if not isinstance(name, str) or not _inside(name):
+                raise KilnError(f"{index} names the weight file {name!r}, outside {folder}; refused")
     else:
         files = ["model.safetensors"]
         if not (folder / files[0]).exists():
