@@ -123,3 +123,12 @@ def test_named_sources_prefix_ids_and_carry_metadata(tmp_path):
         sources_of(CorpusConfig(sources=str(tmp_path / "bad.json")))
     with pytest.raises(KilnError):
         SourceConfig(name="a/b", path="x")
+
+
+def test_text_with_a_byte_order_mark_is_decoded_and_binary_is_named(tmp_path):
+    (tmp_path / "utf16.txt").write_bytes("Fellow-Citizens of the Senate: é".encode("utf-16"))
+    (tmp_path / "utf8bom.txt").write_bytes("with a mark".encode("utf-8-sig"))
+    (tmp_path / "raw.txt").write_bytes(b"\x00\x01\x02binary" * 10)
+    docs, stats = _read(tmp_path)
+    assert sorted(d.text for d in docs) == ["Fellow-Citizens of the Senate: é", "with a mark"]
+    assert stats.num_skipped == 1 and "raw.txt" in stats.skipped[0] and "byte-order mark" in stats.skipped[0]

@@ -62,7 +62,7 @@ def test_load_errors(tmp_path):
         load_tokenizer(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(KilnError, match="unreadable"):
+    with pytest.raises(KilnError, match="corrupt or truncated"):
         load_tokenizer(bad)
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
+import re
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from kiln import run as run_pipeline
 from kiln import stages
@@ -100,8 +100,31 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+class KilnParser(argparse.ArgumentParser):
+    """argparse with a one-line error: the problem and where the help is, not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+NEGATIVE_VALUE = re.compile(r"-\.?\d")
+"""An argument that is a negative value (-5, -5m, -.5), not an option: kiln has no option starting so."""
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """`--opt -5m` -> `--opt=-5m`, so argparse reads a negative value as the option's value (and the
+    option's own check refuses it) instead of as an unknown option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and NEGATIVE_VALUE.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = KilnParser(
         prog="kiln",
         description="kiln: raw text to an evaluated language model. Each verb reads and writes one "
         "run directory; `kiln run` does them all.",
@@ -306,6 +329,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, RunDir]:
     """Preset or saved config, then overrides; and the run directory."""
     run_dir = args.run_dir or Path("runs") / (args.preset or ("plan" if getattr(args, "config", None) else "cpu"))
     run = RunDir(run_dir)
+    run.check_ours()
     if args.preset and getattr(args, "config", None):
         raise KilnError("give --preset or --config, not both")
     if args.preset:
@@ -339,13 +363,15 @@ def _checkpoint_or_latest(args: argparse.Namespace) -> Path:
 
 
 def _guard_fresh_start(args: argparse.Namespace, run: RunDir) -> None:
+    """A fresh start over checkpoints needs --overwrite (which deletes them only once training has
+    checked everything it reads: train/build.py)."""
+    if args.resume and args.overwrite:
+        raise KilnError("give --resume or --overwrite, not both")
     if not args.resume and not args.overwrite and checkpoint_dirs(run.checkpoints):
         raise KilnError(
             f"{run.root} already holds checkpoints; pass --resume to continue, --overwrite to start "
             "afresh, or choose another --run-dir"
         )
-    if args.overwrite and int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one rank deletes
-        shutil.rmtree(run.checkpoints, ignore_errors=True)
 
 
 def dispatch(args: argparse.Namespace) -> Any:
@@ -363,6 +389,7 @@ def dispatch(args: argparse.Namespace) -> Any:
         overrides = {n: getattr(args, n) for n, _, _ in iter_fields(RunConfig) if getattr(args, n, None) is not None}
         cfg = finetune_config(args.checkpoint, args.data, args.method, overrides, args.init)
         run = RunDir(args.run_dir)
+        run.check_ours()
         if args.dry_run:
             print(format_config(cfg))
             return cfg
@@ -425,6 +452,7 @@ def dispatch(args: argparse.Namespace) -> Any:
         print(json.dumps(result, indent=2))
         return result
     if args.verb == "import":
+        RunDir(args.run_dir).check_ours()
         result = import_hf(args.dir, args.run_dir)
         print(json.dumps(result, indent=2))
         return result
@@ -455,11 +483,11 @@ def dispatch(args: argparse.Namespace) -> Any:
         print(format_config(cfg))
         return cfg
     table: dict[str, Callable[[], Any]] = {
-        "run": lambda: run_pipeline.main(cfg, run, resume=bool(args.resume)),
+        "run": lambda: run_pipeline.main(cfg, run, resume=bool(args.resume), overwrite=args.overwrite),
         "curate": lambda: stages.curate(cfg, run),
         "tokenizer": lambda: stages.tokenizer(cfg, run),
         "tokenize": lambda: stages.tokenize(cfg, run),
-        "train": lambda: stages.train(cfg, run, resume=RESUME_MODES.get(args.resume, False)),
+        "train": lambda: stages.train(cfg, run, resume=RESUME_MODES.get(args.resume, False), overwrite=args.overwrite),
     }
     if args.verb in ("run", "train"):
         _guard_fresh_start(args, run)
@@ -490,7 +518,10 @@ def supervise(argv: list[str], max_restarts: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(join_negative_values(argv))
+    except SystemExit as e:  # --help (0) or a usage error (2, already printed in one line)
+        return e.code if isinstance(e.code, int) else 2
     if getattr(args, "max_restarts", 0) > 0:
         return supervise(list(argv), args.max_restarts)
     try:

@@ -151,10 +151,14 @@ def replace(cfg: C, **changes: Any) -> C:
         raise KilnError(str(e)) from None
 
 
-def apply_overrides(cfg: C, overrides: dict[str, Any]) -> C:
-    """Return a copy of `cfg` with dotted-path overrides applied and validated.
+def apply_overrides(cfg: C, overrides: dict[str, Any], prefix: str = "") -> C:
+    """Return a copy of `cfg` with dotted-path overrides applied and validated (`prefix`: where `cfg`
+    sits in the whole config, for messages).
 
     >>> apply_overrides(run_cfg, {"train.max_steps": "200"})
+
+    A value equal to a derived field's "derive it" sentinel (``--train.lr 0``) is refused: it would be
+    replaced silently; leave the option out to derive the value.
     """
     grouped: dict[str, dict[str, Any]] = {}
     changes: dict[str, Any] = {}
@@ -164,21 +168,30 @@ def apply_overrides(cfg: C, overrides: dict[str, Any]) -> C:
         head, _, rest = key.partition(".")
         if head not in names:
             known = ", ".join(sorted(names))
-            raise KilnError(f"unknown config key {key!r}; known sections and fields: {known}")
+            raise KilnError(f"unknown config key {prefix + key!r}; known sections and fields: {known}")
         if rest:
             if not dataclasses.is_dataclass(hints[head]):
-                raise KilnError(f"unknown config key {key!r}: {head} has no fields")
+                raise KilnError(f"unknown config key {prefix + key!r}: {prefix + head} has no fields")
             grouped.setdefault(head, {})[rest] = raw
         elif dataclasses.is_dataclass(hints[head]):
-            raise KilnError(f"config key {key!r} is a section; set one of its fields, e.g. {head}.<field>=VALUE")
+            raise KilnError(
+                f"config key {prefix + key!r} is a section; set one of its fields, e.g. {prefix + head}.<field>=VALUE"
+            )
         else:
-            changes[head] = _parse_value(key, hints[head], raw)
+            changes[head] = _parse_value(prefix + key, hints[head], raw)
     for head, sub in grouped.items():
-        try:
-            changes[head] = apply_overrides(getattr(cfg, head), sub)
-        except KilnError as e:
-            raise KilnError(str(e).replace("config key '", f"config key '{head}.", 1)) from None
-    return replace(cfg, **changes)
+        changes[head] = apply_overrides(getattr(cfg, head), sub, f"{prefix}{head}.")
+    out = replace(cfg, **changes)
+    if not prefix:  # once, on the whole config: a parent section may derive a child's field (train.lr)
+        for key, raw in overrides.items():
+            *path, name = key.split(".")
+            owner = functools.reduce(getattr, path, out)
+            if name in derived_fields(owner):
+                raise KilnError(
+                    f"{key}={raw!r} is the 'derive it' default, so it would be replaced by "
+                    f"{getattr(owner, name)!r}; give another value, or leave the option out to derive it"
+                )
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

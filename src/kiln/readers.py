@@ -10,6 +10,7 @@ counted.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import json
@@ -83,6 +84,31 @@ def _looks_binary(head: bytes) -> bool:
     return b"\x00" in head
 
 
+BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16's: FF FE 00 00 starts with FF FE
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+BINARY = "looks binary (NUL bytes and no byte-order mark; UTF-16/32 text needs its BOM, or convert it to UTF-8)"
+"""Why a file that is not text is skipped."""
+
+
+def file_text(raw: bytes, stats: ReadStats | None = None) -> str | None:
+    """A whole file's bytes as text: UTF-8 (invalid bytes replaced and counted), or UTF-8, UTF-16 or
+    UTF-32 after a byte-order mark; None when it looks binary (NUL bytes without a mark)."""
+    for bom, codec in BOMS:
+        if raw.startswith(bom):
+            text = raw.decode(codec, errors="replace")
+            if stats is not None and "\ufffd" in text and codec != "utf-8-sig":
+                stats.num_documents_with_invalid_utf8 += 1
+            return text if codec != "utf-8-sig" else decode_text(raw[len(bom) :], stats)
+    if _looks_binary(raw[:8192]):
+        return None
+    return decode_text(raw, stats)
+
+
 def kind_of(path: Path) -> str | None:
     name = path.name.lower()
     for kind, suffixes in (("text", TEXT_SUFFIXES), ("jsonl", JSONL_SUFFIXES), ("parquet", PARQUET_SUFFIXES)):
@@ -119,11 +145,11 @@ def read_text_file(path: Path, doc_id: str, stats: ReadStats, max_bytes: int) ->
     if size > max_bytes:
         stats.skip(str(path), f"document of {size:,} bytes is over data.max_document_bytes={max_bytes:,}")
         return
-    raw = path.read_bytes()
-    if _looks_binary(raw[:8192]):
-        stats.skip(str(path), "looks binary (NUL bytes)")
+    text = file_text(path.read_bytes(), stats)
+    if text is None:
+        stats.skip(str(path), BINARY)
         return
-    yield Document(id=doc_id, text=decode_text(raw, stats), metadata={"path": str(path)})
+    yield Document(id=doc_id, text=text, metadata={"path": str(path)})
 
 
 def read_jsonl(
@@ -138,7 +164,7 @@ def read_jsonl(
         with _open_jsonl(path) as f:
             for line_no, raw in enumerate(f, 1):
                 if line_no == 1 and _looks_binary(raw[:8192]):
-                    stats.skip(str(path), "looks binary (NUL bytes), not JSONL")
+                    stats.skip(str(path), BINARY + ", not JSONL")
                     return
                 if not raw.strip():
                     continue

@@ -49,8 +49,14 @@ def image_summary(figures: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
-    """The whole chain; returns the summary written to summary.json."""
+def energy_line(total: dict[str, Any]) -> str:
+    """The energy figure for the console, saying whether it was measured or estimated."""
+    return f"{'measured' if total['measured'] else 'estimated'} {total['kwh'] * 1000:.2f} Wh"
+
+
+def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """The whole chain; returns the summary written to summary.json. With `overwrite`, earlier
+    checkpoints are deleted once training has checked everything it reads."""
     t0 = time.perf_counter()
     gpus = torch.cuda.device_count() if cfg.train.device != "cpu" and torch.cuda.is_available() else 0
     meter = EnergyMeter(cfg.energy, gpus)
@@ -62,7 +68,11 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
     stages.prepare(cfg, run, resume, after=metered)
     budget_s = stages.training_budget_s(cfg, run, elapsed_s=time.perf_counter() - t0)
     trained = stages.train(
-        cfg, run, resume=resume and latest_checkpoint(run.checkpoints) is not None, time_budget_s=budget_s
+        cfg,
+        run,
+        resume=resume and latest_checkpoint(run.checkpoints) is not None,
+        time_budget_s=budget_s,
+        overwrite=overwrite,
     )
     metered("train")
     newest = latest_checkpoint(run.checkpoints)
@@ -118,6 +128,6 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
     print(
         f"done in {summary['wall_s']:.0f} s: {summary['model']}, {summary['precision']}, {vals}{tasks_line}, "
         f"{summary['tokens_per_s']:,.0f} tokens/s, MFU {summary['mfu']:.1%}, "
-        f"{summary['energy']['total']['kwh'] * 1000:.2f} Wh -> {run.report}, {run.model_card}"
+        f"{energy_line(summary['energy']['total'])} -> {run.report}, {run.model_card}"
     )
     return summary

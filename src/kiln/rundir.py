@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from kiln.errors import KilnError
 
 MANIFEST = "manifest.json"
 """What each stage's output folder says of itself: curated/, shards/<split>/, checkpoints/step_N/."""
@@ -15,12 +18,42 @@ STATE = "state.json"
 """A checkpoint's step, loader position and counters."""
 
 
+BEFORE_CONFIG = {"curated", "curated_images", "tokenizer.json", "plan.json", "shards", "stages.json", "config.json.tmp"}
+"""What a run directory can hold before its config.json is written (a first stage that failed)."""
+
+
+def is_kiln_config(path: Path) -> bool:
+    """Whether `path` is a config.json kiln wrote (a JSON object with its model and train sections)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("model"), dict) and isinstance(data.get("train"), dict)
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
+
+    def check_ours(self) -> None:
+        """Refuse (one line) a --run-dir kiln would write over but did not make: an existing file, or a
+        folder with files in it that holds neither a kiln config.json nor only what kiln writes first.
+        A new or empty folder, or an earlier kiln run, is fine."""
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise KilnError(f"--run-dir {root} is a file, not a folder; pass a new or existing run directory")
+        if not root.exists() or self.config.exists() and is_kiln_config(self.config):
+            return
+        strangers = sorted(p.name for p in root.iterdir() if p.name not in BEFORE_CONFIG)
+        if strangers:
+            shown = ", ".join(strangers[:3]) + (", ..." if len(strangers) > 3 else "")
+            raise KilnError(
+                f"--run-dir {root} is not empty ({shown}) and is not a kiln run directory (no kiln config.json); "
+                "kiln would write over its files: pass a new or empty folder"
+            )
 
     @property
     def config(self) -> Path:

@@ -249,14 +249,27 @@ def training_budget_s(cfg: RunConfig, run: RunDir, elapsed_s: float | None = Non
 
 
 def train(
-    cfg: RunConfig, run: RunDir, resume: bool | str = False, time_budget_s: float | None = None
+    cfg: RunConfig,
+    run: RunDir,
+    resume: bool | str = False,
+    time_budget_s: float | None = None,
+    overwrite: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
     """Train the model on the run's shards; checkpoints, metrics.jsonl, summary figures. The run's
-    config.json is written only once the trainer has accepted the config (a refused resume leaves it)."""
+    config.json is written only once the trainer has accepted the config (a refused resume leaves it);
+    with `overwrite`, earlier checkpoints are deleted only then too."""
     budget_s = training_budget_s(cfg, run) if time_budget_s is None else time_budget_s
     with stop_on_signals() as stop:  # SIGTERM while the trainer measures the machine is honoured too
         trainer = build_trainer(
-            cfg, run, resume=resume, time_budget_s=budget_s, stop=stop, heldout_docs=lambda: heldout_documents(cfg, run)
+            cfg,
+            run,
+            resume=resume,
+            time_budget_s=budget_s,
+            stop=stop,
+            heldout_docs=lambda: heldout_documents(cfg, run),
+            overwrite=overwrite,
+            clock=clock,
         )
         if trainer.rank == 0:
             save_config(cfg, run.config)

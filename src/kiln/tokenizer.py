@@ -89,14 +89,19 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, show_progress: b
 
 
 def load_tokenizer(path: Path) -> Tokenizer:
-    """Load tokenizer.json, with a clear error if it is missing or unreadable."""
+    """Load tokenizer.json, with a clear error if it is missing or unreadable (the fix depends on
+    where it sits: a run directory's is remade by `kiln tokenizer`, a checkpoint's is not)."""
     path = Path(path)
+    in_checkpoint = (path.parent / "state.json").exists()
+    fix = "use an earlier checkpoint" if in_checkpoint else "re-run `kiln tokenizer`"
     if not path.exists():
-        raise KilnError(f"tokenizer {path} not found; run `kiln tokenizer` first or pass the right run directory")
+        where = "" if in_checkpoint else "; run `kiln tokenizer` first or pass the right run directory"
+        raise KilnError(f"tokenizer {path} not found{where or '; ' + fix}")
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception on bad JSON
-        raise KilnError(f"tokenizer {path} is unreadable ({e}); re-run `kiln tokenizer`") from None
+        what = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise KilnError(f"tokenizer {path} is corrupt or truncated ({what}); {fix}") from None
     for name in (PAD, BOS, EOS):
         if tok.token_to_id(name) is None:
             raise KilnError(f"tokenizer {path} lacks the special token {name}; train it with `kiln tokenizer`")

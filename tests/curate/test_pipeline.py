@@ -220,3 +220,16 @@ def test_step_names_match_the_steps_built():
     for cfg in (CurateConfig(), CurateConfig(pii=False, decontaminate=False, quality=QualityConfig(enabled=False))):
         built = build_local_steps(cfg, CorpusConfig(), __import__("numpy").zeros(0, dtype="uint64"))
         assert [s.name for s in built.steps] == step_names(cfg)
+
+
+def test_a_curation_that_keeps_nothing_stops_with_the_counts(tmp_path):
+    from kiln.errors import KilnError
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(3):
+        (corpus / f"{i}.txt").write_text(f"too short {i}")
+    cfg = CurateConfig(quality=QualityConfig(min_words=50))
+    with pytest.raises(KilnError, match=r"kept 0 of 3 documents: language dropped 3 \(language:en 3\); samples in"):
+        curate(CorpusConfig(corpus=str(corpus)), cfg, tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.json").exists() and (tmp_path / "out" / "dropped").is_dir()

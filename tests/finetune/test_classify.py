@@ -72,12 +72,22 @@ def test_a_head_learns_a_separable_set(family):
     loss, _ = objective.loss(view, batch)
     assert math.isclose(loss.item(), math.log(2), rel_tol=1e-6)  # a zero head
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    for _ in range(60):
-        loss, metrics = objective.loss(view, batch)
+    # to convergence, not a fixed step count: the last steps of a fixed budget can land on a
+    # non-monotone stretch, and AMX/AVX-512 kernels sum in another order than AVX2's
+    for _ in range(400):
+        loss, _ = objective.loss(view, batch)
+        if loss.item() < 0.005:
+            break
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert metrics["accuracy"] == 1.0 and loss.item() < 0.1
+    assert loss.item() < 0.005, f"did not converge: loss {loss.item():.4f}"
+    view.eval()
+    with torch.no_grad():  # scored apart from training, with a margin
+        logits, truth = objective.pooled(view, batch)
+    right = logits.gather(1, truth[:, None]).squeeze(1)
+    wrong = logits.gather(1, (1 - truth)[:, None]).squeeze(1)
+    assert (right - wrong).min().item() > 1.0  # every text, by a margin (mean loss 0.005: each p > 0.85)
 
 
 def test_encoder_decoder_has_no_hidden_states_to_pool():
@@ -107,5 +117,10 @@ def test_classify_run_reaches_heldout_accuracy_and_keeps_the_lm_plain(pretrained
     assert set(head) == {"classifier.weight", "classifier.bias"} and head["classifier.weight"].abs().sum() > 0
     lm = load_file(str(step / "model.safetensors"))
     assert not any(k.startswith("classifier") for k in lm)
-    assert main(["generate", "--checkpoint", str(step), "--prompt", "the union"]) == 0  # still a language model
+    # still a language model: model.safetensors alone loads as one and continues text
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(step), "--prompt", "the union", "--sample.max_new_tokens", "8"]) == 0
+    written = capsys.readouterr().out.strip()
+    tok = load_tokenizer(step / "tokenizer.json")
+    assert written.startswith("the union") and len(tok.encode(written).ids) > len(tok.encode("the union").ids)
     assert sum(map(sum, report["confusion"])) == 20

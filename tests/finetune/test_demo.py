@@ -56,3 +56,21 @@ def test_the_demonstration_runs_end_to_end(pretrained, tmp_path, capsys):
     capsys.readouterr()
     assert main(["transfer-demo", "--checkpoint", str(pretrained), "--run-dir", str(out), "--steps-scale", "0"]) == 0
     assert "== sft" not in capsys.readouterr().out
+
+
+def test_the_demonstration_never_deletes_or_overwrites_what_it_did_not_make(tmp_path):
+    from kiln.errors import KilnError
+    from kiln.finetune.demo import _clear, run_demo
+    from kiln.rundir import RunDir
+
+    out = tmp_path / "out"
+    (out / "sft").mkdir(parents=True)
+    (out / "sft" / "notes.txt").write_text("mine")
+    with pytest.raises(KilnError, match="was not made by kiln transfer-demo"):
+        _clear(RunDir(out / "sft"))
+    assert (out / "sft" / "notes.txt").read_text() == "mine"
+    (out / "report.md").write_text("mine")  # a name the demonstration writes, beside a folder it did not make
+    (out / "thesis").mkdir()
+    with pytest.raises(KilnError, match="did not write"):
+        run_demo(out, tmp_path / "no_checkpoint")
+    assert (out / "report.md").read_text() == "mine"

@@ -2,12 +2,16 @@
 and its checkpoint captions an image file and evaluates through the CLI."""
 
 import json
+from pathlib import Path
 
 import torch
 from PIL import Image
 
 from kiln.cli import main
-from kiln.evaluate.verbs import evaluate_captions
+from kiln.evaluate.captions import image_prompt
+from kiln.evaluate.load import load_checkpoint
+from kiln.evaluate.verbs import caption_image, evaluate_captions
+from kiln.images.patches import fit_image
 from kiln.images.shards import ImageShardSet
 from kiln.train.build import build_trainer
 from tests.conftest import copy_run
@@ -57,6 +61,15 @@ def test_an_image_run_resumes_bitwise(vlm_run, corpus_dir, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def prompt_logits(loaded, picture: Path) -> torch.Tensor:
+    """The captioning prompt's logits (1, T, V) for one image file."""
+    vision = loaded.cfg.model.vision
+    pixels = torch.from_numpy(fit_image(Image.open(picture).convert("RGB"), vision.image_size))[None, None]
+    tokens = torch.tensor([image_prompt(loaded.ids, 1, vision.patches, [])])
+    with torch.no_grad():
+        return loaded.model(tokens, images=pixels, image_mask=tokens == loaded.ids.image)
+
+
 def test_generate_captions_an_image_file_and_eval_reports_image_figures(vlm_run, tmp_path, capsys):
     _, src = vlm_run
     run = copy_run(src, tmp_path / "run")
@@ -66,8 +79,16 @@ def test_generate_captions_an_image_file_and_eval_reports_image_figures(vlm_run,
     Image.new("RGB", (40, 30), (220, 30, 30)).save(picture)
     capsys.readouterr()
     checkpoint = str(run.checkpoints / "step_4")
-    assert main(["generate", "--checkpoint", checkpoint, "--image", str(picture), "--sample.max_new_tokens", "6"]) == 0
-    assert capsys.readouterr().out.strip() is not None
+    flags = ["--image", str(picture), "--sample.max_new_tokens", "6"]
+    assert main(["generate", "--checkpoint", checkpoint, *flags]) == 0
+    printed = capsys.readouterr().out
+    own = caption_image(Path(checkpoint), picture, "", {"sample.max_new_tokens": "6"})
+    assert printed == own + "\n" and own  # the model's own caption, printed
+    # the picture reaches the model: the caption prompt's logits move with its pixels
+    loaded = load_checkpoint(Path(checkpoint), torch.device("cpu"))
+    blue = tmp_path / "blue.png"
+    Image.new("RGB", (40, 30), (30, 30, 220)).save(blue)
+    assert not torch.equal(prompt_logits(loaded, picture), prompt_logits(loaded, blue))
     assert main(["generate", "--checkpoint", checkpoint, "--image", str(tmp_path / "none.png")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", checkpoint]) == 0

@@ -152,3 +152,23 @@ def test_a_causal_score_is_the_sum_of_next_token_log_probabilities_and_batching_
     long_ctx = list(range(40, 100))
     cut = spec.score(model, [(long_ctx, [100, 101])], IDS, "fp32", 10)[0].logprob
     assert cut == pytest.approx(spec.score(model, [(long_ctx[-8:], [100, 101])], IDS, "fp32", 64)[0].logprob, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "context, continuation, max_len, kept_context, kept_continuation",
+    [
+        (130, 14, 256, 130, 14),  # fits: nothing cut (the bug cut 18 tokens from its front)
+        (242, 14, 256, 242, 14),  # exactly the room
+        (243, 14, 256, 242, 14),  # one over: the context loses its first token
+        (10, 300, 256, 0, 256),  # the continuation alone is too long: its end goes, the context too
+        (0, 5, 8, 0, 5),
+        (3, 5, 8, 3, 5),
+        (4, 5, 8, 3, 5),
+    ],
+)
+def test_fit_request_cuts_only_what_does_not_fit(context, continuation, max_len, kept_context, kept_continuation):
+    from kiln.models.spec import fit_request
+
+    ctx, cont = list(range(context)), list(range(1000, 1000 + continuation))
+    got_ctx, got_cont = fit_request(ctx, cont, max_len)
+    assert got_ctx == ctx[len(ctx) - kept_context :] and got_cont == cont[:kept_continuation]

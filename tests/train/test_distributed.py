@@ -136,9 +136,9 @@ def test_a_dead_rank_stops_the_run_instead_of_hanging(tokenized_run, tmp_path):
     workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
     assert len(workers) == 2
     os.kill(workers[1], signal.SIGKILL)
-    start = time.perf_counter()
-    assert proc.wait(timeout=120) != 0
-    assert time.perf_counter() - start < 60
+    # the survivors stop (torchrun sees the dead worker; parallel.timeout_s bounds a collective) instead
+    # of hanging: a hang fails at this generous limit, which a busy machine does not reach
+    assert proc.wait(timeout=240) != 0
     assert "Signal 9 (SIGKILL)" in proc.stderr.read()  # torchrun names the failed rank and its signal
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from kiln.cli import main
+from kiln.tokenizer import load_tokenizer
 from tests.conftest import copy_run, tiny_config
 from tests.train.test_trainer import straight_and_resumed
 
@@ -46,21 +47,18 @@ def test_loss_drops_through_the_cli_and_the_model_generates(family, tokenized_ru
     capsys.readouterr()
     checkpoint = run.checkpoints / "step_40"
     prompt = {"encoder": "The state of the <|mask|> is strong", "encdec": "The state of the <|sentinel_0|> is"}
-    assert (
-        main(
-            [
-                "generate",
-                "--checkpoint",
-                str(checkpoint),
-                "--prompt",
-                prompt.get(family, "The state"),
-                "--sample.max_new_tokens",
-                "8",
-            ]
-        )
-        == 0
-    )
-    assert "The state" in capsys.readouterr().out
+    given = prompt.get(family, "The state")
+    args = ["generate", "--checkpoint", str(checkpoint), "--prompt", given, "--sample.max_new_tokens", "8"]
+    assert main(args) == 0
+    out = capsys.readouterr().out.strip()
+    # the model wrote something: the mask filled, the span written, or the prompt continued
+    marker = {"encoder": "<|mask|>", "encdec": "<|sentinel_0|>"}.get(family)
+    if marker:
+        head, tail = given.split(marker)
+        assert marker not in out and out.startswith(head.strip()) and out != (head + tail).strip()
+    else:
+        tok = load_tokenizer(run.tokenizer)
+        assert out.startswith(given) and len(tok.encode(out).ids) > len(tok.encode(given).ids)
     assert main(["eval", "--checkpoint", str(checkpoint)]) == 0
     assert json.loads(capsys.readouterr().out)["loss"] > 0
 

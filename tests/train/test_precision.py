@@ -1,8 +1,6 @@
 """Precision by measurement and the bounded matmul ceiling: decisions tested with injected rates,
 so they hold whatever CPU runs the suite."""
 
-import time
-
 import torch
 
 from kiln.train.precision import (
@@ -39,11 +37,24 @@ def test_explicit_fp32_needs_no_measurement():
     assert choose_precision("fp32", CPU).precision == "fp32"
 
 
-def test_the_ceiling_measurement_is_bounded_whatever_the_dtype():
+def test_the_ceiling_measurement_is_bounded_whatever_the_speed():
     for dtype in (torch.float32, torch.bfloat16):  # bf16 runs ~1 GFLOP/s on an AVX2-only CPU
-        t0 = time.perf_counter()
-        peak = measure_matmul_peak(CPU, dtype, seconds=0.3)
-        assert peak > 0 and time.perf_counter() - t0 < 5, dtype
+        assert measure_matmul_peak(CPU, dtype, seconds=0.3) > 0, dtype
+
+    class Clock:  # every product seems to take `per_product` seconds (two readings each)
+        def __init__(self, per_product: float) -> None:
+            self.now, self.per_product = 0.0, per_product
+
+        def __call__(self) -> float:
+            self.now += self.per_product / 2
+            return self.now
+
+    slow = Clock(0.5)  # a product is far over 1/32 of the time allowed: no growing past the first size
+    assert set(matmul_ladder(CPU, torch.float32, 2.0, 4096, clock=slow)) == {128}
+    assert slow.now <= 2.0 + 2 * 0.5  # the deadline, overrun by at most the product under way and one more
+    fast = Clock(0.001)  # quick products: up the ladder to its top, then repeats until the deadline
+    assert set(matmul_ladder(CPU, torch.float32, 0.5, 256, clock=fast)) == {128, 256}
+    assert fast.now <= 0.5 + 2 * 0.001
 
 
 def test_the_ladder_grows_only_while_products_are_quick_and_stops_on_request():

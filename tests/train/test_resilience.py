@@ -72,14 +72,39 @@ def _straight(tokenized_run, tmp_path) -> dict:
     return _final_weights(run)
 
 
-def test_sigkill_at_a_random_step_then_resume_auto_is_bitwise_identical(tokenized_run, tmp_path):
+KILLED_AT = """
+import os, signal, sys
+from kiln.cli import main
+from kiln.train import trainer
+
+step = trainer.Trainer.train_step
+
+
+def killed(self):  # SIGKILL in the middle of step {step}: its gradients are computed, not applied
+    if self.step == {step} - 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return step(self)
+
+
+trainer.Trainer.train_step = killed
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("step", random.Random(25).sample(range(3, 21), 1))
+def test_sigkill_at_a_random_step_then_resume_auto_is_bitwise_identical(tokenized_run, tmp_path, step):
+    """The process kills itself at a chosen step (drawn once, seeded), so the kill cannot race the
+    end of the run on a busy machine."""
     want = _straight(tokenized_run, tmp_path)
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "killed").root
-    proc = _kiln(run, "--overwrite")
-    _wait_for_step(run, random.Random().randint(3, 20), proc)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_AT.format(step=step), "train", "--run-dir", str(run), *ARGS, "--overwrite"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert _kiln(run, "--resume", "auto").wait(timeout=300) == 0
     assert _same(_final_weights(run), want)
 

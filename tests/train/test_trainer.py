@@ -1,4 +1,4 @@
-import math
+import json
 
 import pytest
 import torch
@@ -97,7 +97,7 @@ def test_checkpoints_are_kept_last_k(tokenized_run, tmp_path, corpus_dir):
     assert files == {
         "dcp",
         "model.safetensors",
-        "rng_rank0.pt",
+        "rng_rank0.safetensors",
         "state.json",
         "config.json",
         "tokenizer.json",
@@ -117,10 +117,13 @@ def test_schedules_warm_up_and_decay(schedule):
 
 def test_fp32_precision_trains_too(tokenized_run, tmp_path, corpus_dir):
     _, src = tokenized_run
-    out = stages.train(
-        tiny_config(corpus_dir, **{"train.max_steps": "3", "train.precision": "fp32"}), copy_run(src, tmp_path / "run")
-    )
-    assert math.isfinite(out["val_loss"]) and out["precision"] == "fp32"
+    run = copy_run(src, tmp_path / "run")
+    out = stages.train(tiny_config(corpus_dir, **{"train.max_steps": "12", "train.precision": "fp32"}), run)
+    losses = [json.loads(line)["loss"] for line in run.metrics.read_text().splitlines() if '"loss"' in line]
+    assert out["precision"] == "fp32" and len(losses) == 12
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1  # it learns
+    weights = load_file(str(run.checkpoints / "step_12" / "model.safetensors"))
+    assert all(w.dtype == torch.float32 for w in weights.values())
 
 
 def test_a_run_can_start_from_another_runs_weights(tokenized_run, tmp_path, corpus_dir):

@@ -52,6 +52,7 @@ from kiln.curate.steps import (
     eval_ngrams,
 )
 from kiln.curate.workers import LocalSteps, batches, map_batches, resolve_workers
+from kiln.errors import KilnError
 from kiln.rundir import MANIFEST
 
 
@@ -177,6 +178,22 @@ class _PerSource:
                 self.train_year_bytes[year] += size
 
 
+def nothing_kept(read: ReadStats, totals: list[StepStats], out_dir: Path) -> str:
+    """The one-line error of a curation that kept no document: what each step dropped, and why."""
+    counts = "; ".join(
+        f"{st.name} dropped {sum(st.dropped.values()):,}"
+        + (f" ({', '.join(f'{k} {v:,}' for k, v in st.dropped.most_common(3))})" if st.dropped else "")
+        for st in totals
+        if st.dropped
+    )
+    read_part = f", {read.num_skipped:,} inputs skipped as unreadable" if read.num_skipped else ""
+    return (
+        f"curation kept 0 of {read.num_documents:,} documents{read_part}: {counts or 'no step saw a document'}; "
+        f"samples in {out_dir / 'dropped'}; loosen the step that dropped them (kiln curate --help, curate.*) "
+        "or check the corpus"
+    )
+
+
 def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, Any]:
     """Run every step over the corpus; write documents, manifest, dropped samples, mix and data card."""
     t0 = time.perf_counter()
@@ -230,6 +247,8 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
             for sample in st.samples:
                 f.write(json.dumps(sample, ensure_ascii=False) + "\n")
     rows = per_source.rows
+    if not sum(r["documents_out"] for r in rows.values()):
+        raise KilnError(nothing_kept(read_stats, totals, out_dir))
     manifest: dict[str, Any] = {
         "format": CURATED_FORMAT,
         "source": data.sources or data.corpus,

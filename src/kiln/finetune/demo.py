@@ -91,7 +91,18 @@ def _finished(run: RunDir, spec: dict[str, Any]) -> Path | None:
     made = run.root / SPEC
     same = made.exists() and json.loads(made.read_text()) == spec
     done = same and last is not None and last.name == f"step_{spec['steps']}" and run.stages.exists()
-    return last if done else None
+    return last if done and (run.root / "wall_s.txt").exists() else None
+
+
+def _clear(run: RunDir) -> None:
+    """Remove an unfinished run of the demonstration's, never a folder it did not make (no SPEC)."""
+    if run.root.exists() and any(run.root.iterdir()):
+        if not (run.root / SPEC).is_file():
+            raise KilnError(
+                f"{run.root} exists and was not made by kiln transfer-demo (no {SPEC}); move it away or "
+                "choose another --run-dir"
+            )
+        shutil.rmtree(run.root)
 
 
 def finetune_run(spec: dict[str, Any], start: Path, sets: dict[str, Path], out: Path, lr: float) -> dict[str, Any]:
@@ -104,7 +115,7 @@ def finetune_run(spec: dict[str, Any], start: Path, sets: dict[str, Path], out: 
     spec = {**spec, "start": str(start), "lr": lr * spec.get("lr_factor", 1.0)}
     last = _finished(run, spec)
     if last is None:
-        shutil.rmtree(run.root, ignore_errors=True)
+        _clear(run)
         held = sets.get(spec["data"] + "_val")
         overrides: dict[str, Any] = {
             "train.max_steps": spec["steps"],
@@ -118,12 +129,13 @@ def finetune_run(spec: dict[str, Any], start: Path, sets: dict[str, Path], out: 
             overrides["finetune.val_data"] = str(held)
         init = "random" if spec["init"] == "random" else "checkpoint"
         cfg = finetune_config(start, sets[spec["data"]], spec["method"], overrides, init)
+        run.root.mkdir(parents=True, exist_ok=True)
+        (run.root / SPEC).write_text(json.dumps(spec, indent=2) + "\n")  # made by the demonstration
         prepare_run(cfg, start, run)
         print(f"\n== {spec['name']}: {spec['method']} from {'random weights' if init == 'random' else start} ==")
         t0 = time.perf_counter()
         stages.train(cfg, run)
         (run.root / "wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
-        (run.root / SPEC).write_text(json.dumps(spec, indent=2) + "\n")
         last = _finished(run, spec)
         assert last is not None, f"{run.root} ended without its final checkpoint"
     summary = json.loads(run.stages.read_text())["train"]
@@ -184,15 +196,24 @@ def pretrained_checkpoint(out: Path) -> Path:
 
 def run_demo(out: Path, checkpoint: Path | None = None, steps_scale: float = 1.0) -> dict[str, Any]:
     """The whole demonstration; returns (and writes) its results."""
+    from kiln.config import from_dict
     from kiln.finetune.demo_sets import write_sets
+    from kiln.runconfig import RunConfig
+    from kiln.train.checkpoint import read_config
 
     out = Path(out)
+    ours = {"data", "pretrain", "results.json", "report.md", *(spec["name"] for spec in plan(1.0))}
+    if out.exists() and (not out.is_dir() or any(p.name not in ours for p in out.iterdir())):
+        raise KilnError(
+            f"--run-dir {out} holds files kiln transfer-demo did not write; pass a new or empty folder "
+            "(or an earlier demonstration's)"
+        )
     t0 = time.perf_counter()
     if checkpoint is not None and not (Path(checkpoint) / "model.safetensors").exists():
         raise KilnError(f"{checkpoint} is not a kiln checkpoint; pass a checkpoints/step_N directory")
     start = Path(checkpoint) if checkpoint is not None else pretrained_checkpoint(out)
     sets = write_sets(out / "data")
-    lr = json.loads((start / "config.json").read_text())["train"]["lr"]
+    lr = from_dict(RunConfig, read_config(start)).train.lr
     results: dict[str, Any] = {"pretrained": str(start), "lr": lr, "runs": {}}
     results["runs"]["base"] = {"name": "base", "steps": 0, "wall_s": 0.0, **question_accuracy(start)}
     for spec in plan(steps_scale):

@@ -23,6 +23,7 @@ import torch
 
 from kiln.errors import KilnError
 from kiln.objectives.base import Batch, text_batch
+from kiln.readers import BINARY, file_text
 from kiln.shards.loader import EpochOrder
 
 IGNORE = -100
@@ -36,8 +37,11 @@ def read_jsonl(path: Path, parse: Callable[[dict[str, Any]], T], expected: str) 
     path = Path(path)
     if not path.is_file():
         raise KilnError(f"finetune data {path} is not a file")
+    text = file_text(path.read_bytes())
+    if text is None:
+        raise KilnError(f"finetune data {path} {BINARY}; pass a JSONL text file")
     items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

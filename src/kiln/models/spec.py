@@ -64,7 +64,7 @@ def fit_request(context: list[int], continuation: list[int], max_len: int) -> tu
     the continuation alone is longer) the continuation its end."""
     continuation = continuation[:max_len]
     keep = max_len - len(continuation)
-    return (context[len(context) - keep :] if keep > 0 else []), continuation
+    return (context[max(0, len(context) - keep) :] if keep > 0 else []), continuation
 
 
 @dataclass(frozen=True)

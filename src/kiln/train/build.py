@@ -26,7 +26,7 @@ from kiln.models.registry import family
 from kiln.rundir import STATE, RunDir
 from kiln.shards.loader import PackedLoader, ShardSet, ShardValidation
 from kiln.tokenizer import load_tokenizer, objective_ids, token_byte_lengths, tokenizer_hash
-from kiln.train.checkpoint import Checkpointer, latest_checkpoint, load_weights
+from kiln.train.checkpoint import Checkpointer, latest_checkpoint, load_weights, remove_checkpoints
 from kiln.train.hooks import Checkpoint, EvalTasks, FollowPlan, Hook, Validate
 from kiln.train.metrics import MetricsLog
 from kiln.train.optim import build_muon, build_optimizer
@@ -71,12 +71,16 @@ def build_trainer(
     time_budget_s: float | None = None,
     stop: StopRequest | None = None,
     heldout_docs: Callable[[], list[tuple[str, str]]] | None = None,
+    overwrite: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Trainer:
     """A Trainer for `cfg` on `run`'s shards, resumed from its newest checkpoint when asked; with a
     time budget (`time_budget_s`, else train.time_budget_s) it plans its steps to fit.
     `heldout_docs()` gives the validation split's (id, text) documents, for kiln's own tasks when
-    train.eval_tasks names them."""
-    started = time.perf_counter()
+    train.eval_tasks names them. With `overwrite`, the run's earlier checkpoints are deleted once
+    every part is built and checked (a bad path or config leaves them as they were). `clock` gives
+    the seconds step times and the budget are measured in."""
+    started = clock()
     stop = stop if stop is not None else StopRequest()
     device = pick_device(cfg.train.device)
     par = Parallel(cfg.parallel, device)
@@ -92,7 +96,12 @@ def build_trainer(
     checkpoint = find_checkpoint(run.checkpoints, resume)
     requested_max_steps = cfg.train.max_steps
     planner = Planner(
-        run, device, par, cfg.train.time_budget_s if time_budget_s is None else time_budget_s, stop=lambda: bool(stop)
+        run,
+        device,
+        par,
+        cfg.train.time_budget_s if time_budget_s is None else time_budget_s,
+        stop=lambda: bool(stop),
+        clock=clock,
     )
     global_batch = cfg.train.micro_batch_size * accumulation_steps(cfg.train, par.world_size) * par.world_size
     cfg = planner.settle(cfg, checkpoint, global_batch)
@@ -181,8 +190,13 @@ def build_trainer(
         stop=stop,
         plan=planner.plan,
         started=started,
+        clock=clock,
     )
     trainer.peak_flops = planner.peak_flops  # measured for the depth choice, if it was
+    if overwrite and not checkpoint:  # every check above has passed
+        if par.rank == 0:
+            remove_checkpoints(run.checkpoints)
+        par.barrier()
     if checkpoint:
         trainer.load(checkpoint)
         if par.rank == 0:

@@ -10,6 +10,15 @@ from typing import Literal
 
 from kiln.config import require
 
+ZERO = {
+    "eval_every": "only at the end",
+    "checkpoint_every": "only at the end",
+    "eval_tasks_every": "at every validation",
+    "eval_tasks_limit": "every item",
+    "threads": "torch's default",
+}
+"""What 0 means for the train fields where it is allowed, for their error messages."""
+
 
 @dataclass
 class TrainConfig:
@@ -136,6 +145,15 @@ class TrainConfig:
             self.global_batch_size >= 0 and self.max_bad_steps >= 1, "train.global_batch_size >= 0, max_bad_steps >= 1"
         )
         require(0 < self.rollback_lr_factor <= 1, "train.rollback_lr_factor must be in (0, 1]")
+        for name in ("eval_every", "checkpoint_every", "eval_tasks_every", "eval_tasks_limit", "threads"):
+            require(getattr(self, name) >= 0, f"train.{name}={getattr(self, name)} must be >= 0 (0: {ZERO[name]})")
+        require(self.eval_windows > 0, f"train.eval_windows={self.eval_windows} must be positive")
+        for name in ("grad_clip", "weight_decay"):
+            require(getattr(self, name) >= 0, f"train.{name}={getattr(self, name)} must be >= 0")
+        for name in ("beta1", "beta2", "muon_momentum"):
+            require(0 <= getattr(self, name) < 1, f"train.{name}={getattr(self, name)} must be in [0, 1)")
+        require(self.muon_lr > 0, f"train.muon_lr={self.muon_lr} must be positive")
+        require(self.spike_factor > 1, f"train.spike_factor={self.spike_factor} must be above 1")
 
 
 @dataclass

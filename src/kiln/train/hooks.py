@@ -12,7 +12,6 @@ once, and its interval in steps), so the time-budget planner counts it like vali
 from __future__ import annotations
 
 import functools
-import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -127,9 +126,9 @@ class EvalTasks(Hook):
         )
 
     def cost(self, trainer: Trainer) -> tuple[float, int]:
-        t0 = time.perf_counter()
+        t0 = trainer.clock()
         self.scores(trainer)
-        return time.perf_counter() - t0, self.every(trainer)
+        return trainer.clock() - t0, self.every(trainer)
 
 
 class Checkpoint(Hook):

@@ -83,7 +83,10 @@ class Parallel:
             dist.barrier()
 
     def close(self) -> None:
+        """Leave together, then tear down: a rank that destroys the group while another is still in
+        its last collective can make gloo abort that one (seen on a busy 2-core machine)."""
         if self.distributed and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 

@@ -32,12 +32,17 @@ def _sync(device: torch.device) -> None:
 
 
 def matmul_ladder(
-    device: torch.device, dtype: torch.dtype, seconds: float, max_size: int, stop: Stop = _never
+    device: torch.device,
+    dtype: torch.dtype,
+    seconds: float,
+    max_size: int,
+    stop: Stop = _never,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[int, float]:
     """Best achieved FLOP/s of square (n x n) @ (n x n) products at each size n tried, within about
-    `seconds`: sizes double from 128 (1024 on CUDA) while one product takes under 1/32 of the time
-    allowed, then the remaining time repeats the largest size."""
-    deadline = time.perf_counter() + seconds
+    `seconds` of `clock`: sizes double from 128 (1024 on CUDA) while one product takes under 1/32 of
+    the time allowed, then the remaining time repeats the largest size."""
+    deadline = clock() + seconds
     size = 1024 if device.type == "cuda" else 128
     rates: dict[int, float] = {}
     while not stop():
@@ -47,16 +52,16 @@ def matmul_ladder(
         _sync(device)
         best = 0.0
         while True:
-            t0 = time.perf_counter()
+            t0 = clock()
             a @ b
             _sync(device)
-            dt = max(time.perf_counter() - t0, 1e-9)
+            dt = max(clock() - t0, 1e-9)
             best = max(best, 2 * size**3 / dt)
             grow = dt < seconds / 32 and size * 2 <= max_size
-            if grow or stop() or time.perf_counter() >= deadline:
+            if grow or stop() or clock() >= deadline:
                 break
         rates[size] = best
-        if not grow or time.perf_counter() >= deadline:
+        if not grow or clock() >= deadline:
             break
         size *= 2
     return rates
