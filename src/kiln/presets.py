@@ -4,6 +4,12 @@ One size dial, `model.depth`, derives width, heads and MLP width (models/config.
 rate for the width (runconfig.lr_for_width), in the spirit of nanochat. The `cpu` presets are
 planned to a wall-clock budget: `kiln run` measures this machine and picks the precision, the depth
 on the dial and the number of steps to fit it.
+
+`cpu` and `gpt2_small` train kiln's recipe (`recipe_model`, `recipe_train`; chosen on a development
+slice and reported on a held-out one, docs/benchmarks.md): Muon for the blocks' matrices, QK-norm,
+untied embeddings, parameter-free norms and nanochat's schedule. It is the decoder Qwen3 computes, so
+`kiln export --to hf|gguf` takes the default run's model as it is. The family presets keep the AdamW
+recipe with Llama's blocks they were measured with.
 """
 
 from __future__ import annotations
@@ -19,6 +25,30 @@ from kiln.models.config import ModelConfig, MoEConfig, SSMConfig
 from kiln.runconfig import RunConfig
 from kiln.tokenizer import TokenizerConfig
 from kiln.train.config import TrainConfig
+
+
+def recipe_model(**model: object) -> ModelConfig:
+    """kiln's recipe's architecture on top of `model`'s fields: QK-norm, untied embeddings (the input
+    one at its own rate, train.embed_lr), parameter-free norms; Llama's SwiGLU blocks otherwise."""
+    return ModelConfig(**{"qk_norm": True, "tie_embeddings": False, "norm_params": False, **model})  # type: ignore[arg-type]
+
+
+def recipe_train(**train: object) -> TrainConfig:
+    """kiln's recipe's optimisation on top of `train`'s fields: Muon (lr 0.02, momentum 0.95) for the
+    blocks' matrices, AdamW (beta1 0.8, no weight decay) at the width's rate for the head and norms and
+    at 0.1 for the input embedding; nanochat's schedule (flat, then to 0 over the last 30 %) after a
+    warmup of 2 steps (the time-budget planner times a step there)."""
+    fields = {
+        "optimizer": "muon",
+        "embed_lr": 0.1,
+        "warmup_steps": 2,
+        "decay_fraction": 0.3,
+        "min_lr_ratio": 0.0,
+        "weight_decay": 0.0,
+        "beta1": 0.8,
+        **train,
+    }
+    return TrainConfig(**fields)  # type: ignore[arg-type]
 
 
 def debug() -> RunConfig:
@@ -48,30 +78,28 @@ for the planner's error (a few %) and the run-to-run noise of a shared 2-core VM
 
 
 def cpu() -> RunConfig:
-    """`kiln run`'s default: the best validation bits-per-byte this machine reaches in 9 minutes.
+    """`kiln run`'s default: the best validation bits-per-byte this machine reaches in 9 minutes, with
+    kiln's recipe (a model `kiln export` writes as Qwen3).
 
-    The trainer measures the machine (bf16 or fp32, matmul rate, step time), picks the depth on the
-    size dial for the tokens the budget affords (train.tokens_per_param) and the steps that fit.
+    The trainer measures the machine (bf16 or fp32, matmul rate, the step time of candidate depths),
+    picks the depth on the size dial for the tokens the budget affords (train.tokens_per_param) and
+    the steps that fit.
     """
     seq_len = 256
     return RunConfig(
         preset="cpu",
         tokenizer=TokenizerConfig(vocab_size=8192),
-        model=ModelConfig(depth=4, vocab_size=8192, max_seq_len=seq_len),
-        train=TrainConfig(
+        model=recipe_model(depth=4, vocab_size=8192, max_seq_len=seq_len),
+        train=recipe_train(
             seq_len=seq_len,
             micro_batch_size=32,
             max_steps=5000,
-            warmup_steps=30,
             eval_every=50,
             eval_windows=64,
             checkpoint_every=100,
             size_from_budget=True,
             eval_tasks="kiln",
             eval_tasks_every=100,
-            # Muon for the blocks' matrices: 1.314 vs 1.633 validation bits-per-byte for AdamW in the
-            # same 9 minutes on the AVX2 EPYC, at the same tokens/s (docs/benchmarks.md)
-            optimizer="muon",
         ),
         budget_s=CPU_BUDGET_S,
     )
@@ -83,14 +111,13 @@ def gpt2_small() -> RunConfig:
     return RunConfig(
         preset="gpt2_small",
         tokenizer=TokenizerConfig(vocab_size=32768),
-        model=ModelConfig(depth=12, vocab_size=32768, max_seq_len=seq_len),
-        train=TrainConfig(
+        model=recipe_model(depth=12, vocab_size=32768, max_seq_len=seq_len),
+        train=recipe_train(
             seq_len=seq_len,
             micro_batch_size=32,
             grad_accum_steps=4,
             max_steps=5000,
-            lr=6e-4,
-            warmup_steps=200,
+            warmup_steps=20,
             eval_every=250,
             checkpoint_every=1000,
             compile=True,
@@ -98,10 +125,24 @@ def gpt2_small() -> RunConfig:
     )
 
 
+PLAIN_MODEL = {"qk_norm": False, "tie_embeddings": True, "norm_params": True}
+"""Llama's blocks: what the family presets were measured with."""
+ADAMW_TRAIN = {
+    "optimizer": "adamw",
+    "embed_lr": 0.0,
+    "warmup_steps": 30,
+    "min_lr_ratio": 0.1,
+    "weight_decay": 0.1,
+    "beta1": 0.9,
+}
+"""kiln's AdamW recipe (warmup 30, WSD to 10 %, weight decay 0.1): what the family presets use."""
+
+
 def _family(name: str, cfg: RunConfig, lr: float | None = None, **model: object) -> RunConfig:
-    """A family at the cpu size. AdamW, as before: Muon is measured on the decoder only so far."""
-    train = replace(cfg.train, optimizer="adamw", **({"lr": lr} if lr is not None else {}))
-    return replace(cfg, preset=name, model=replace(cfg.model, **model), train=train)
+    """A family at the cpu size, with Llama's blocks and AdamW as it was measured (kiln's recipe is
+    measured on the decoder only so far)."""
+    train = replace(cfg.train, **ADAMW_TRAIN, **({"lr": lr} if lr is not None else {}))
+    return replace(cfg, preset=name, model=replace(cfg.model, **PLAIN_MODEL, **model), train=train)
 
 
 def cpu_moe() -> RunConfig:

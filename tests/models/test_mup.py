@@ -75,6 +75,6 @@ def test_without_mup_nothing_changes():
     mup = ModelConfig(vocab_size=97, dim=256, num_layers=2, num_heads=4, max_seq_len=32, mup_base_dim=64)
     assert mup.width_mult == 4 and math.isclose(mup.hidden_init_std, mup.init_std / 2)
     with pytest.raises(Exception, match="muP"):
-        from kiln.transfer.hf import llama_config
+        from kiln.transfer.hf import hf_config
 
-        llama_config(mup, 0, 1, 2)
+        hf_config(mup, 0, 1, 2)

@@ -54,11 +54,14 @@ def test_each_option_trains_and_stays_causal(option):
         assert not any("norm" in n for n, _ in model.named_parameters())
 
 
-def test_relu2_matches_swiglu_parameters_and_qk_norm_adds_none():
-    swiglu, relu2, qk = _model()[0], _model(mlp="relu2")[0], _model(qk_norm=True)[0]
+def test_relu2_matches_swiglu_parameters_and_qk_norm_adds_only_its_gains():
+    swiglu, relu2, (qk, cfg) = _model()[0], _model(mlp="relu2")[0], _model(qk_norm=True)
     # equal but for the rounding of SwiGLU's 8/3 x width up to a multiple of 64 (11 % at width 64, 3 % at 256)
     assert matmul_params(relu2) == pytest.approx(matmul_params(swiglu), rel=0.12)
-    assert qk.num_params() == swiglu.num_params()
+    # Qwen3's per-head gains on queries and keys when norms learn gains; none without
+    assert qk.num_params() == swiglu.num_params() + cfg.num_layers * 2 * cfg.head_dim
+    free = _model(qk_norm=True, norm_params=False)[0]
+    assert free.num_params() == _model(norm_params=False)[0].num_params()
 
 
 def test_embed_norm_and_residual_scalars():

@@ -17,6 +17,7 @@ from kiln.train.budget import (
     choose_depth,
     plan_max_steps,
     replanned_steps,
+    search_depth,
 )
 from kiln.train.checkpoint import checkpoint_dirs
 from tests.conftest import copy_run, tiny_config
@@ -173,3 +174,60 @@ def test_a_run_that_slows_down_after_planning_shortens_its_plan(tokenized_run, t
     plan = json.loads(run.plan.read_text())
     assert plan["replanned"] and out["steps"] == plan["max_steps"]
     assert clock.now <= 6 * 1.03  # the budget, within the replanning slack
+
+
+def test_the_depth_search_measures_few_depths_and_takes_the_largest_that_fits():
+    calls = []
+
+    def fits_up_to(limit):
+        def fits(depth):
+            calls.append(depth)
+            return depth <= limit
+
+        return fits
+
+    depths = list(range(2, 13))
+    assert search_depth(depths, 5, fits_up_to(7)) == 7 and calls == [5, 6, 7, 8]
+    calls.clear()
+    assert search_depth(depths, 5, fits_up_to(3)) == 3 and calls == [5, 4, 3]
+    calls.clear()
+    assert search_depth(depths, 5, fits_up_to(0)) == 2 and calls == [5, 4, 3, 2]  # none fits: the smallest
+    calls.clear()
+    assert search_depth(depths, 8, fits_up_to(1), max_probes=2) == 6 and calls == [8, 7]  # one below the last tried
+
+
+def test_a_budget_sizes_the_model_by_the_measured_step_time(tokenized_run, tmp_path, corpus_dir, monkeypatch):
+    """A machine whose step time grows with the model: the planner times candidate depths (the same
+    step, on random tokens) and takes the largest that still sees tokens_per_param tokens a parameter."""
+    from kiln.config import replace
+    from kiln.models.build import build_on_meta
+    from kiln.models.config import ModelConfig
+
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    clock = StepClock(monkeypatch, 0.0)
+    original = trainer_module.Trainer.train_step
+    seconds_per_param = 1.1e-6
+
+    def step(trainer):  # this "machine" takes 1.1e-6 s per parameter per step
+        out = original(trainer)
+        clock.now += seconds_per_param * trainer.model.num_params()
+        return out
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", step)
+    cfg = _budget_config(corpus_dir, **{"train.size_from_budget": "true", "train.tokens_per_param": "0.2"})
+    model = ModelConfig(depth=3, aspect=16, vocab_size=320, max_seq_len=64)
+    cfg = replace(cfg, model=model, train=replace(cfg.train, time_budget_s=20.0))
+    out = stages.train(cfg, run, clock=clock)
+    plan = json.loads(run.plan.read_text())
+    tokens_per_step = cfg.train.seq_len * cfg.train.micro_batch_size
+
+    def affords(depth):
+        params = build_on_meta(replace(model, depth=depth)).num_params()
+        return 20 * 0.8 * tokens_per_step / (seconds_per_param * params) >= 0.2 * params
+
+    want = max(d for d in range(2, 13) if affords(d))
+    assert want == 3  # a depth the search has to find: neither the smallest nor the guess's neighbours only
+    assert plan["depth"] == want and str(want) in plan["depth_probe"] and len(plan["depth_probe"]) <= 4
+    assert plan["expected_tokens_per_param"] >= 0.2 and "measured" in plan["depth_reason"]
+    assert plan["achieved_tokens_per_param"] == pytest.approx(out["tokens_per_param"])

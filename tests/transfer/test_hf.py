@@ -15,20 +15,30 @@ from kiln.transfer.gguf import export_gguf, permute_rotary
 from kiln.transfer.importer import import_hf
 from tests.conftest import copy_run, tiny_config
 
-transformers = pytest.importorskip("transformers")  # a dev dependency; the check needs it installed
+transformers = pytest.importorskip("transformers")
+gguf = pytest.importorskip("gguf")  # a dev dependency; the check needs it installed
 
 
 VARIANTS = {
     "tied": {},
     "untied_gqa": {"model.tie_embeddings": "false", "model.num_kv_heads": "1"},
     "mixtral": {"model.moe.num_experts": "4", "model.moe.top_k": "2", "model.moe.every": "1"},
+    # kiln's recipe: QK-norm, untied embeddings, parameter-free norms (Qwen3, its norms written as ones)
+    "qwen3_recipe": {
+        "model.qk_norm": "true",
+        "model.tie_embeddings": "false",
+        "model.norm_params": "false",
+        "model.num_kv_heads": "2",
+        "train.optimizer": "muon",
+    },
+    "qwen3_gains": {"model.qk_norm": "true"},  # QK-norm with learned gains (Qwen3's own q_norm / k_norm)
 }
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def trained(request, tokenized_run, tmp_path_factory, corpus_dir):
-    """A 3-step run of a tiny decoder (grouped-query attention): tied head, untied with one kv head, or
-    experts in every block (Mixtral)."""
+    """A 3-step run of a tiny decoder (grouped-query attention): tied head, untied with one kv head,
+    experts in every block (Mixtral), or QK-norm (Qwen3) with or without norm gains."""
     _, src = tokenized_run
     run = copy_run(src, tmp_path_factory.mktemp(request.param))
     extra = VARIANTS[request.param]
@@ -44,6 +54,8 @@ def test_an_exported_decoder_loads_in_transformers_with_the_same_logits(trained,
     assert check["checked"] and check["max_abs_logit_diff"] <= 1e-4 and check["greedy_tokens_identical"]
     assert check["tokenizer_ids_identical"]
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    kind = "qwen3" if cfg.model.qk_norm else ("mixtral" if cfg.model.moe.num_experts else "llama")
+    assert config["model_type"] == kind
     assert config["num_key_value_heads"] == cfg.model.num_kv_heads < cfg.model.num_heads  # grouped-query attention
     assert config["tie_word_embeddings"] == cfg.model.tie_embeddings
     # independently of the export's own check: another batch, through the Auto classes, offline
@@ -118,9 +130,13 @@ def test_a_foreign_llama_imports_with_kilns_special_tokens_added(tmp_path, corpu
 
 
 def test_gguf_export_reads_back_and_the_rotary_permutation_is_llama_cpps(trained, tmp_path):
-    checkpoint, _ = trained
+    checkpoint, cfg = trained
     check = export_gguf(checkpoint, tmp_path / "m.gguf")["verification"]
     assert check["metadata_match"] and check["tensors_identical"] and check["tokens_identical"]
+    names = set(gguf.GGUFReader(str(tmp_path / "m.gguf")).fields)
+    assert ("qwen3.attention.key_length" in names) == cfg.model.qk_norm
+    if isinstance(check["llama_cpp"], dict):  # llama-cpp-python installed: the file runs there, held-out window
+        assert check["llama_cpp_agrees"], check["llama_cpp"]
     # permuted rows rotated as interleaved pairs (llama.cpp's rope) equal rotate-half rotation of the originals
     heads, head_dim, dim = 2, 8, 4
     w = torch.randn(heads * head_dim, dim)
@@ -147,13 +163,13 @@ def test_gguf_export_reads_back_and_the_rotary_permutation_is_llama_cpps(trained
 
 def test_families_without_a_matching_class_are_refused_in_one_line(tmp_path):
     from kiln.models.config import ModelConfig, MoEConfig
-    from kiln.transfer.hf import llama_config
+    from kiln.transfer.hf import hf_config
 
     with pytest.raises(KilnError, match="family=encoder"):
-        llama_config(ModelConfig(family="encoder", dim=64, num_layers=2, num_heads=4), 1, 2, 0)
+        hf_config(ModelConfig(family="encoder", dim=64, num_layers=2, num_heads=4), 1, 2, 0)
     every_other = ModelConfig(dim=64, num_layers=2, num_heads=4, moe=MoEConfig(num_experts=4, top_k=2, every=2))
     with pytest.raises(KilnError, match="experts on every 2th block"):
-        llama_config(every_other, 1, 2, 0)
+        hf_config(every_other, 1, 2, 0)
 
 
 def test_export_and_import_through_the_command_line(trained, tmp_path, capsys):
@@ -185,17 +201,19 @@ def test_a_corrupt_import_folder_is_one_clear_error(trained, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "option",
-    [{"qk_norm": True}, {"mlp": "relu2"}, {"logit_softcap": 15.0}, {"norm_params": False}, {"embed_norm": True},
-     {"residual_scalars": True}, {"value_embeds": True}],
+    "option, named",
+    [({"mlp": "relu2"}, "ReLU-squared"), ({"logit_softcap": 15.0}, "soft-cap"),
+     ({"embed_norm": True}, "after the embedding"), ({"residual_scalars": True}, "mixing scalars"),
+     ({"value_embeds": True}, "value embeddings")],
 )  # fmt: skip
-def test_recipe_options_llama_cannot_express_are_refused(option):
+def test_options_no_exported_class_expresses_are_refused(option, named):
     from kiln.models.config import ModelConfig
-    from kiln.transfer.hf import llama_config
+    from kiln.transfer.hf import hf_config
 
-    with pytest.raises(KilnError, match=f"model.{next(iter(option))}"):
-        llama_config(ModelConfig(dim=64, num_layers=2, num_heads=4, **option), 1, 2, 0)
-    llama_config(ModelConfig(dim=64, num_layers=2, num_heads=4, zero_init_out=True, tie_embeddings=False), 1, 2, 0)
+    with pytest.raises(KilnError, match=named):
+        hf_config(ModelConfig(dim=64, num_layers=2, num_heads=4, **option), 1, 2, 0)
+    recipe = dict(qk_norm=True, norm_params=False, zero_init_out=True, tie_embeddings=False)
+    assert hf_config(ModelConfig(dim=64, num_layers=2, num_heads=4, **recipe), 1, 2, 0)["model_type"] == "qwen3"
 
 
 def test_an_index_naming_files_outside_the_folder_is_refused(tmp_path):

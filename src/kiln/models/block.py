@@ -1,7 +1,10 @@
 """The pre-norm residual block every family stacks: a sequence mixer (attention or SSM), then an MLP
-(dense SwiGLU or mixture-of-experts)."""
+(dense SwiGLU or ReLU squared, or mixture-of-experts), and the builders every family's layers come
+from, so each family honours the same options (norm gains, QK-norm, the MLP kind, experts)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -10,6 +13,40 @@ from kiln.models.config import ModelConfig
 from kiln.models.layers import Attention, KVCache, ReLU2, RMSNorm, SwiGLU
 from kiln.models.moe import MoE
 from kiln.models.ssm import Mamba, SSMState
+
+
+def make_norm(cfg: ModelConfig) -> RMSNorm:
+    """An RMSNorm over the width, with a learned gain when model.norm_params."""
+    return RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_params)
+
+
+def make_attention(cfg: ModelConfig, causal: bool = True, rotary: bool = True, value_gate: bool = False) -> Attention:
+    """Self-attention as the config asks: heads, grouped key/value heads, QK-norm (with its gain under
+    model.norm_params), a value-embedding gate."""
+    return Attention(
+        cfg.dim,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        causal=causal,
+        rotary=rotary,
+        qk_norm=cfg.qk_norm,
+        value_gate=value_gate,
+        norm_eps=cfg.norm_eps,
+        norm_params=cfg.norm_params,
+    )
+
+
+def make_mlp(cfg: ModelConfig, i: int) -> MoE | SwiGLU | ReLU2:
+    """Layer i's MLP: mixture-of-experts on the MoE layers (moe.every), else SwiGLU or ReLU squared."""
+    if cfg.is_moe_layer(i):
+        return MoE(cfg.dim, cfg.moe.expert_hidden_dim, cfg.moe)
+    return (ReLU2 if cfg.mlp == "relu2" else SwiGLU)(cfg.dim, cfg.hidden_dim)
+
+
+def out_std(cfg: ModelConfig, num_layers: int) -> float:
+    """Init std of the residual output projections of a stack of `num_layers` (GPT-2's 1/sqrt(2L)
+    scaling), or 0 under model.zero_init_out."""
+    return 0.0 if cfg.zero_init_out else cfg.hidden_init_std / math.sqrt(2 * num_layers)
 
 
 class Block(nn.Module):
@@ -28,25 +65,12 @@ class Block(nn.Module):
     ) -> None:
         super().__init__()
         self.attends = attends
-        self.mixer_norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_params)
+        self.mixer_norm = make_norm(cfg)
         self.mixer = (
-            Attention(
-                cfg.dim,
-                cfg.num_heads,
-                cfg.num_kv_heads,
-                causal=causal,
-                rotary=rotary,
-                qk_norm=cfg.qk_norm,
-                value_gate=value_embed,
-            )
-            if self.attends
-            else Mamba(cfg.dim, cfg.ssm, cfg.norm_eps)
+            make_attention(cfg, causal, rotary, value_embed) if self.attends else Mamba(cfg.dim, cfg.ssm, cfg.norm_eps)
         )
-        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_params)
-        dense = ReLU2 if cfg.mlp == "relu2" else SwiGLU
-        self.mlp = (
-            MoE(cfg.dim, cfg.moe.expert_hidden_dim, cfg.moe) if cfg.is_moe_layer(i) else dense(cfg.dim, cfg.hidden_dim)
-        )
+        self.mlp_norm = make_norm(cfg)
+        self.mlp = make_mlp(cfg, i)
 
     def init_weights(self, std: float, out_std: float) -> None:
         self.mixer_norm.init_weights()

@@ -14,7 +14,6 @@ parallelism or precision logic lives here; the trainer applies those from outsid
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,9 +25,9 @@ from torch import nn
 from kiln.device import autocast
 from kiln.evaluate.generate import generate
 from kiln.models.base import TokenModel
-from kiln.models.block import Block
+from kiln.models.block import Block, make_norm, out_std
 from kiln.models.config import ModelConfig
-from kiln.models.layers import KVCache, RMSNorm
+from kiln.models.layers import KVCache
 from kiln.models.spec import FamilySpec, Request, Scored, fit_request, stack_flops
 from kiln.models.ssm import Mamba, SSMState
 from kiln.objectives.causal import CausalLM
@@ -73,9 +72,9 @@ class Decoder(TokenModel):
             )
             for i in range(cfg.num_layers)
         )
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_params)
+        self.norm = make_norm(cfg)
         if cfg.embed_norm:
-            self.embed_norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_params)
+            self.embed_norm = make_norm(cfg)
         if cfg.residual_scalars:  # per block: stream <- resid_scales[i] * stream + x0_scales[i] * x0
             self.resid_scales = nn.Parameter(torch.empty(cfg.num_layers))
             self.x0_scales = nn.Parameter(torch.empty(cfg.num_layers))
@@ -92,8 +91,7 @@ class Decoder(TokenModel):
         cfg = self.cfg
         self._init_embedding()
         for block in self.blocks:
-            out_std = 0.0 if cfg.zero_init_out else cfg.hidden_init_std / math.sqrt(2 * cfg.num_layers)
-            cast(Block, block).init_weights(cfg.hidden_init_std, out_std)
+            cast(Block, block).init_weights(cfg.hidden_init_std, out_std(cfg, cfg.num_layers))
         self.norm.init_weights()
         if cfg.embed_norm:
             self.embed_norm.init_weights()

@@ -9,7 +9,6 @@ once, then decodes token by token with a key/value cache for the decoder's self-
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -19,17 +18,11 @@ from torch import nn
 from kiln.device import autocast
 from kiln.evaluate.generate import generate_spans
 from kiln.models.base import TokenModel
-from kiln.models.block import Block
+from kiln.models.block import Block, make_attention, make_mlp, make_norm, out_std
 from kiln.models.config import ModelConfig
 from kiln.models.decoder import ModelCache
-from kiln.models.layers import (
-    Attention,
-    CrossAttention,
-    KVCache,
-    RMSNorm,
-    SwiGLU,
-)
-from kiln.models.spec import FamilySpec, Request, Scored, attention_params, stack_flops
+from kiln.models.layers import CrossAttention, KVCache
+from kiln.models.spec import FamilySpec, Request, Scored, attention_params, mlp_params, stack_flops
 from kiln.objectives.span import SpanCorruption, reconstruct
 
 if TYPE_CHECKING:
@@ -41,16 +34,19 @@ if TYPE_CHECKING:
 
 
 class DecoderBlock(nn.Module):
-    """x + self_attn(norm(x)) (causal) + cross_attn(norm(x), memory) + mlp(norm(x))."""
+    """x + self_attn(norm(x)) (causal) + cross_attn(norm(x), memory) + mlp(norm(x)); built from the
+    same parts as every family's Block (block.py), so it honours the same options."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, i: int) -> None:
         super().__init__()
-        self.self_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.self_attn = Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, causal=True)
-        self.cross_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.cross_attn = CrossAttention(cfg.dim, cfg.num_heads, cfg.num_kv_heads)
-        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.mlp = SwiGLU(cfg.dim, cfg.hidden_dim)
+        self.self_norm = make_norm(cfg)
+        self.self_attn = make_attention(cfg, causal=True)
+        self.cross_norm = make_norm(cfg)
+        self.cross_attn = CrossAttention(
+            cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.qk_norm, cfg.norm_eps, cfg.norm_params
+        )
+        self.mlp_norm = make_norm(cfg)
+        self.mlp = make_mlp(cfg, i)
 
     def init_weights(self, std: float, out_std: float) -> None:
         for norm in (self.self_norm, self.cross_norm, self.mlp_norm):
@@ -68,9 +64,9 @@ class EncoderDecoder(TokenModel):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
         self.encoder = nn.ModuleList(Block(cfg, i, causal=False) for i in range(cfg.num_layers))
-        self.encoder_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.decoder = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.decoder_layers))
-        self.decoder_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.encoder_norm = make_norm(cfg)
+        self.decoder = nn.ModuleList(DecoderBlock(cfg, i) for i in range(cfg.decoder_layers))
+        self.decoder_norm = make_norm(cfg)
         self._add_head()
 
     def repeated_blocks(self) -> list[nn.ModuleList]:
@@ -80,9 +76,9 @@ class EncoderDecoder(TokenModel):
     def init_weights(self) -> None:
         cfg = self.cfg
         self._init_embedding()
-        out_std = cfg.hidden_init_std / math.sqrt(2 * (cfg.num_layers + cfg.decoder_layers))
+        std_out = out_std(cfg, cfg.num_layers + cfg.decoder_layers)
         for block in [*self.encoder, *self.decoder]:
-            block.init_weights(cfg.hidden_init_std, out_std)
+            block.init_weights(cfg.hidden_init_std, std_out)
         self.encoder_norm.init_weights()
         self.decoder_norm.init_weights()
         self._init_rotary()
@@ -139,7 +135,8 @@ def span_corruption_flops(cfg: ModelConfig, seq_len: int, objective: ObjectiveCo
     src, tgt = 1 - d + d / m, d + d / m
     enc = stack_flops(cfg, [True] * cfg.num_layers, seq_len * src, 0)
     dec_params = (
-        cfg.decoder_layers * (2 * attention_params(cfg) + 3 * cfg.dim * cfg.hidden_dim) + cfg.dim * cfg.vocab_size
+        sum(2 * attention_params(cfg) + mlp_params(cfg, i) for i in range(cfg.decoder_layers))
+        + cfg.dim * cfg.vocab_size
     )
     dec = 6 * dec_params + 12 * 2 * cfg.decoder_layers * cfg.dim * seq_len * (tgt + src) / 2
     return enc * src + dec * tgt

@@ -8,7 +8,6 @@ to predict; the model returns logits at every position.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -19,9 +18,8 @@ from torch import nn
 from kiln.device import autocast
 from kiln.evaluate.generate import fill_masks
 from kiln.models.base import TokenModel
-from kiln.models.block import Block
+from kiln.models.block import Block, make_norm, out_std
 from kiln.models.config import ModelConfig
-from kiln.models.layers import RMSNorm
 from kiln.models.spec import FamilySpec, Request, Scored, fit_request, stack_flops
 from kiln.objectives.masked import MaskedLM
 from kiln.tokenizer import MASK
@@ -37,9 +35,9 @@ class Encoder(TokenModel):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
         self.blocks = nn.ModuleList(Block(cfg, i, causal=False) for i in range(cfg.num_layers))
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.norm = make_norm(cfg)
         self.transform = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.transform_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.transform_norm = make_norm(cfg)
         self._add_head()
 
     def repeated_blocks(self) -> list[nn.ModuleList]:
@@ -50,7 +48,7 @@ class Encoder(TokenModel):
         cfg = self.cfg
         self._init_embedding()
         for block in self.blocks:
-            cast(Block, block).init_weights(cfg.hidden_init_std, cfg.hidden_init_std / math.sqrt(2 * cfg.num_layers))
+            cast(Block, block).init_weights(cfg.hidden_init_std, out_std(cfg, cfg.num_layers))
         self.norm.init_weights()
         nn.init.normal_(self.transform.weight, std=cfg.hidden_init_std)
         self.transform_norm.init_weights()

@@ -88,6 +88,8 @@ class Attention(nn.Module):
         rotary: bool = True,
         qk_norm: bool = False,
         value_gate: bool = False,
+        norm_eps: float = 1e-5,
+        norm_params: bool = False,
     ) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
@@ -95,6 +97,9 @@ class Attention(nn.Module):
         self.causal, self.rotary, self.qk_norm = causal, rotary, qk_norm
         self.wqkv = nn.Linear(dim, (num_heads + 2 * num_kv_heads) * self.head_dim, bias=False)
         self.wo = nn.Linear(num_heads * self.head_dim, dim, bias=False)
+        if qk_norm:  # per head, over head_dim (Qwen3's q_norm / k_norm; a gain only with model.norm_params)
+            self.q_norm = RMSNorm(self.head_dim, norm_eps, norm_params)
+            self.k_norm = RMSNorm(self.head_dim, norm_eps, norm_params)
         if value_gate:  # a value embedding's per-head weight, read from the first channels of x
             self.ve_gate = nn.Linear(min(VALUE_GATE_CHANNELS, dim), num_kv_heads, bias=False)
 
@@ -113,7 +118,7 @@ class Attention(nn.Module):
         q, k, v = self.wqkv(x).split([H * D, K * D, K * D], dim=-1)
         q, k = q.view(B, T, H, D).transpose(1, 2), k.view(B, T, K, D).transpose(1, 2)  # (B, H|K, T, D)
         if self.qk_norm:
-            q, k = F.rms_norm(q, (D,)), F.rms_norm(k, (D,))
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.rotary:
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         v = v.view(B, T, K, D)
@@ -137,6 +142,9 @@ class Attention(nn.Module):
     def init_weights(self, std: float, out_std: float) -> None:
         nn.init.normal_(self.wqkv.weight, std=std)
         nn.init.normal_(self.wo.weight, std=out_std)
+        if self.qk_norm:
+            self.q_norm.init_weights()
+            self.k_norm.init_weights()
         if hasattr(self, "ve_gate"):
             nn.init.zeros_(self.ve_gate.weight)
 
@@ -148,13 +156,24 @@ VALUE_GATE_CHANNELS = 32
 class CrossAttention(nn.Module):
     """Queries from the decoder, keys and values from the encoder's output; no mask, no rotation."""
 
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        num_kv_heads: int,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-5,
+        norm_params: bool = False,
+    ) -> None:
         super().__init__()
-        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.num_heads, self.num_kv_heads, self.qk_norm = num_heads, num_kv_heads, qk_norm
         self.head_dim = dim // num_heads
         self.wq = nn.Linear(dim, num_heads * self.head_dim, bias=False)
         self.wkv = nn.Linear(dim, 2 * num_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(num_heads * self.head_dim, dim, bias=False)
+        if qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, norm_eps, norm_params)
+            self.k_norm = RMSNorm(self.head_dim, norm_eps, norm_params)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """x (B, T, C) attends over memory (B, S, C)."""
@@ -162,6 +181,8 @@ class CrossAttention(nn.Module):
         H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
         q = self.wq(x).view(B, T, H, D).transpose(1, 2)
         k, v = self.wkv(memory).view(B, -1, 2 * K, D).transpose(1, 2).chunk(2, dim=1)  # (B, K, S, D) each
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         y = F.scaled_dot_product_attention(q, k, v, enable_gqa=H != K)
         return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
 
@@ -169,6 +190,9 @@ class CrossAttention(nn.Module):
         nn.init.normal_(self.wq.weight, std=std)
         nn.init.normal_(self.wkv.weight, std=std)
         nn.init.normal_(self.wo.weight, std=out_std)
+        if self.qk_norm:
+            self.q_norm.init_weights()
+            self.k_norm.init_weights()
 
 
 class SwiGLU(nn.Module):

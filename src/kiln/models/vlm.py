@@ -22,10 +22,9 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import nn
 
-from kiln.models.block import Block
+from kiln.models.block import Block, make_norm
 from kiln.models.config import ModelConfig
 from kiln.models.decoder import Decoder, ModelCache, causal_lm_flops, continue_prompt, score_causal
-from kiln.models.layers import RMSNorm
 from kiln.models.spec import FamilySpec, attention_params, mlp_params
 from kiln.objectives.caption import CaptionLM
 
@@ -44,7 +43,7 @@ class ImageEncoder(nn.Module):
         if self.vit:
             self.pos = nn.Parameter(torch.empty(v.patches, cfg.dim))
             self.blocks = nn.ModuleList(Block(cfg, i, causal=False, rotary=False) for i in range(v.encoder_layers))
-            self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+            self.norm = make_norm(cfg)
 
     def init_weights(self, std: float) -> None:
         nn.init.normal_(self.proj.weight, std=1.0 / math.sqrt(self.proj.in_features))

@@ -2,9 +2,13 @@
 
 With `train.time_budget_s` (or `kiln run`'s budget) the trainer plans in two places:
 
-1. Before building the model (`train.size_from_budget`): the depth on the size dial. The budget
-   affords about `budget * ceiling * SIZE_MFU / flops_per_token(depth)` tokens; the plan takes the
-   largest depth that still sees `train.tokens_per_param` tokens per parameter (`choose_depth`).
+1. Before building the model (`train.size_from_budget`): the depth on the size dial. A first guess
+   assumes the step reaches SIZE_MFU of the measured matmul ceiling (`choose_depth`); then the
+   trainer's own step is timed on random tokens at that depth and its neighbours (train/probe.py),
+   and the plan takes the largest depth whose measured tokens/s, over the budget's training share
+   (1 - SIZE_OVERHEAD), still give `train.tokens_per_param` tokens per parameter (`search_depth`).
+   The plan records each depth's measured rate and the chosen one's expected tokens per parameter,
+   and the run adds what it achieved.
 2. After the first few steps (inside the warmup, where the learning rate does not depend on the
    horizon, so planning late changes nothing already done): the number of steps, from the measured
    step time, one measured validation batch and the checkpoint cost (`plan_max_steps`). It becomes
@@ -29,6 +33,7 @@ import hashlib
 import json
 import math
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +41,13 @@ from typing import Any
 import torch
 
 SIZE_MFU = 0.5
-"""Fraction of the measured matmul ceiling a training step is expected to reach when sizing the model
-(measured 0.4-0.7 for the cpu shapes on CPUs, docs/benchmarks.md). Only the size choice uses it; the
-step count comes from the measured step time."""
+"""Fraction of the measured matmul ceiling assumed for the depth search's first guess only; the depth
+is chosen from measured step times (train/probe.py)."""
+SIZE_OVERHEAD = 0.2
+"""Share of the training budget that is not training steps when sizing: validation, task scoring,
+checkpoints, the timing of candidate depths itself (10-20 % in the default run, docs/benchmarks.md)."""
+MAX_PROBES = 4
+"""Depths timed at most when sizing (each costs a model build and a few steps)."""
 CHECKPOINT_BYTES_PER_S = 100e6
 """Checkpoint write rate assumed for planning: well under the 360-760 MB/s measured (docs/benchmarks.md)."""
 CHECKPOINT_BYTES_PER_PARAM = 24
@@ -73,6 +82,25 @@ def choose_depth(
         f"affordable in {budget_s:.0f} s at {flops_per_s / 1e9:.0f} GFLOP/s "
         f"({tokens / pick.params:.2f} per parameter; the target is {tokens_per_param:g})"
     )
+
+
+def search_depth(depths: list[int], guess: int, fits: Callable[[int], bool], max_probes: int = MAX_PROBES) -> int:
+    """The largest depth (of the sorted `depths`) for which `fits` holds, searched from `guess`: up while
+    the next one fits, else down until one does (the smallest if none does), calling `fits` at most
+    `max_probes` times (`fits` is a measurement)."""
+    i, probes = depths.index(guess), 1
+    if fits(depths[i]):
+        while i + 1 < len(depths) and probes < max_probes:
+            probes += 1
+            if not fits(depths[i + 1]):
+                break
+            i += 1
+        return depths[i]
+    while i > 0 and probes < max_probes:
+        i, probes = i - 1, probes + 1
+        if fits(depths[i]):
+            return depths[i]
+    return depths[max(i - 1, 0)] if i > 0 else depths[0]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from kiln.tokenizer import load_tokenizer, objective_ids, token_byte_lengths, to
 from kiln.train.checkpoint import Checkpointer, latest_checkpoint, load_weights, remove_checkpoints
 from kiln.train.hooks import Checkpoint, EvalTasks, FollowPlan, Hook, Validate
 from kiln.train.metrics import MetricsLog
-from kiln.train.optim import build_muon, build_optimizer
+from kiln.train.optim import make_optimizer
 from kiln.train.parallel import Parallel, parallelize
 from kiln.train.plan import Planner
 from kiln.train.signals import StopRequest
@@ -93,6 +93,7 @@ def build_trainer(
         torch.set_num_threads(cfg.train.threads)
     tokenizer = load_tokenizer(run.tokenizer)
     sha = tokenizer_hash(run.tokenizer)
+    ids = objective_ids(tokenizer)
     checkpoint = find_checkpoint(run.checkpoints, resume)
     requested_max_steps = cfg.train.max_steps
     planner = Planner(
@@ -102,11 +103,11 @@ def build_trainer(
         cfg.train.time_budget_s if time_budget_s is None else time_budget_s,
         stop=lambda: bool(stop),
         clock=clock,
+        ids=ids,
     )
     global_batch = cfg.train.micro_batch_size * accumulation_steps(cfg.train, par.world_size) * par.world_size
     cfg = planner.settle(cfg, checkpoint, global_batch)
     tc = cfg.train
-    ids = objective_ids(tokenizer)
     data = None
     loader: Loader
     val: ValidationData
@@ -147,24 +148,7 @@ def build_trainer(
     if adapted.note and par.rank == 0:
         print(adapted.note)
     forward_model = parallelize(adapted.forward, par, tc.precision)  # FSDP shards in place
-    optimizer = (
-        build_muon(
-            model,
-            tc.lr,
-            tc.weight_decay,
-            (tc.beta1, tc.beta2),
-            tc.muon_lr,
-            tc.muon_momentum,
-            tc.muon_weight_decay,
-            tc.embed_lr,
-            tc.scalar_lr,
-            tc.muon_momentum_warmup,
-            tc.muon_polar_express,
-            tc.muon_normalize,
-        )
-        if tc.optimizer == "muon"
-        else build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), device, cfg.model.width_mult)
-    )
+    optimizer = make_optimizer(model, tc, device, cfg.model.width_mult)
     objective = finetune.objective(cfg, ids, adapted)
     checkpointer = Checkpointer(run.checkpoints, run.tokenizer, sha, tc.keep_checkpoints, par, tc.async_checkpoint)
     hooks: list[Hook] = [FollowPlan(planner, started, requested_max_steps), Validate()]

@@ -46,6 +46,10 @@ class FollowPlan(Hook):
     def after_step(self, trainer: Trainer, step_s: float) -> None:
         if self.planner.budget_s <= 0 or trainer.stop:
             return
+        if trainer.step == trainer.tc.max_steps and "expected_tokens_per_param" in self.planner.plan:
+            self.planner.plan["achieved_tokens_per_param"] = trainer.tokens_seen / trainer.model.num_params()
+            self.planner.write()  # the size plan's outcome, beside its expectation
+            return
         if self.planner.pending:
             self.planner.step_times.append(step_s)
             if not self.planner.due(trainer):

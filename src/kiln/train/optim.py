@@ -1,11 +1,39 @@
-"""AdamW with decoupled weight decay on matrices only, and learning-rate schedules as pure functions."""
+"""AdamW with decoupled weight decay on matrices only, Muon beside it, and learning-rate schedules as
+pure functions. `make_optimizer` builds the one a TrainConfig names."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from kiln.train.config import TrainConfig
+
+
+def make_optimizer(
+    model: nn.Module, tc: TrainConfig, device: torch.device, width_mult: float = 1.0
+) -> torch.optim.Optimizer:
+    """The optimizer train.optimizer names, with the train section's settings."""
+    betas = (tc.beta1, tc.beta2)
+    if tc.optimizer == "muon":
+        return build_muon(
+            model,
+            tc.lr,
+            tc.weight_decay,
+            betas,
+            tc.muon_lr,
+            tc.muon_momentum,
+            tc.muon_weight_decay,
+            tc.embed_lr,
+            tc.scalar_lr,
+            tc.muon_momentum_warmup,
+            tc.muon_polar_express,
+            tc.muon_normalize,
+        )
+    return build_optimizer(model, tc.lr, tc.weight_decay, betas, device, width_mult)
 
 
 def build_optimizer(

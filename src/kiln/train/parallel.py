@@ -60,6 +60,13 @@ class Parallel:
         else:
             self.mesh = init_device_mesh(device.type, (self.world_size,), mesh_dim_names=("dp",))
 
+    @classmethod
+    def single(cls) -> Parallel:
+        """One process, whatever the launch: for work each rank does on its own (timing a step)."""
+        one = cls.__new__(cls)
+        one.cfg, one.rank, one.world_size, one.local_rank, one.mesh = ParallelConfig(), 0, 1, 0, None
+        return one
+
     @property
     def distributed(self) -> bool:
         return self.world_size > 1

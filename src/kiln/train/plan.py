@@ -15,7 +15,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -29,6 +29,7 @@ from kiln.train.budget import (
     REPLAN_EVERY,
     REPLAN_WINDOW,
     SIZE_MFU,
+    SIZE_OVERHEAD,
     SizeOption,
     StepCosts,
     choose_depth,
@@ -37,6 +38,7 @@ from kiln.train.budget import (
     plan_max_steps,
     read_plan,
     replanned_steps,
+    search_depth,
     stage_costs,
     write_plan,
 )
@@ -44,10 +46,12 @@ from kiln.train.checkpoint import read_config, read_state
 from kiln.train.flops import flops_per_token
 from kiln.train.parallel import Parallel
 from kiln.train.precision import MatmulRates, choose_precision, measure_matmul_peak, probe_matmul_rates
+from kiln.train.probe import step_seconds
 from kiln.train.resume import check_resume
 
 if TYPE_CHECKING:
     from kiln.runconfig import RunConfig
+    from kiln.tokenizer import SpecialIds
     from kiln.train.trainer import Trainer
 
 MEASURE_AFTER_STEPS = 6
@@ -65,9 +69,11 @@ class Planner:
         budget_s: float,
         stop: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.perf_counter,
+        ids: SpecialIds | None = None,
     ) -> None:
         self.run, self.device, self.par, self.budget_s, self.stop = run, device, par, budget_s, stop
-        self.clock = clock
+        self.clock, self.ids = clock, ids
+        """`ids`: the tokenizer's special ids, for timing candidate depths on random text tokens."""
         self.peak_flops = 0.0
         """The matmul ceiling, when the depth choice measured it (the trainer reuses it for MFU)."""
         self.plan: dict[str, Any] = {}
@@ -153,18 +159,50 @@ class Planner:
         return choice.precision
 
     def _choose_depth(self, cfg: RunConfig, precision: str) -> tuple[int, str]:
+        """The depth whose measured step rate affords train.tokens_per_param tokens per parameter in
+        the budget (train/budget.py's rules); each timed depth's rate goes into the plan."""
         require(cfg.model.depth > 0, "train.size_from_budget needs the size dial: set model.depth")
+        require(self.ids is not None, "sizing a model by its step time needs the tokenizer's special ids")
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         self.peak_flops = self.agreed(measure_matmul_peak(self.device, dtype, stop=self.stop))
-        options = []
-        for depth in range(2, 4 * cfg.model.depth + 1):
-            shape = replace(cfg.model, depth=depth)
-            options.append(
-                SizeOption(
-                    depth, build_on_meta(shape).num_params(), flops_per_token(shape, cfg.train.seq_len, cfg.objective)
-                )
+        tc = replace(cfg.train, precision=precision)
+        shapes = {
+            d: replace(cfg, model=replace(cfg.model, depth=d), train=tc) for d in range(2, 4 * cfg.model.depth + 1)
+        }
+        options = {
+            d: SizeOption(d, build_on_meta(c.model).num_params(), flops_per_token(c.model, tc.seq_len, c.objective))
+            for d, c in shapes.items()
+        }
+        guess, _ = choose_depth(list(options.values()), self.budget_s, self.peak_flops * SIZE_MFU, tc.tokens_per_param)
+        train_s = self.budget_s * (1 - SIZE_OVERHEAD)
+        tokens_per_step = tc.seq_len * tc.micro_batch_size * tc.grad_accum_steps
+        probe: dict[int, dict[str, float]] = {}
+
+        def fits(depth: int) -> bool:
+            if self.stop():
+                raise KeyboardInterrupt
+            step_s = self.agreed(
+                step_seconds(shapes[depth], self.device, cast("SpecialIds", self.ids), clock=self.clock)
             )
-        return choose_depth(options, self.budget_s, self.peak_flops * SIZE_MFU, cfg.train.tokens_per_param)
+            rate = tokens_per_step / step_s
+            mfu = options[depth].flops_per_token * rate / self.peak_flops if self.peak_flops else 0.0
+            probe[depth] = {"step_s": step_s, "tokens_per_s": rate, "mfu": mfu}
+            return train_s * rate >= tc.tokens_per_param * options[depth].params
+
+        depth = search_depth(sorted(options), guess, fits)
+        self.plan["depth_probe"] = {str(d): v for d, v in sorted(probe.items())}
+        chosen = options[depth]
+        rate = probe[depth]["tokens_per_s"] if depth in probe else min(p["tokens_per_s"] for p in probe.values())
+        expected = train_s * rate / chosen.params
+        self.plan["expected_tokens_per_param"] = expected
+        timed = ", ".join(
+            f"depth {d} {p['tokens_per_s']:,.0f} tokens/s ({p['mfu']:.0%} MFU)" for d, p in sorted(probe.items())
+        )
+        return depth, (
+            f"depth {depth}: {chosen.params / 1e6:.2f}M parameters, ~{train_s * rate / 1e6:.2f}M tokens in "
+            f"{train_s:.0f} s of steps at a measured {rate:,.0f} tokens/s: {expected:.2f} per parameter (the target "
+            f"is {tc.tokens_per_param:g}; timed: {timed}; ceiling {self.peak_flops / 1e9:.0f} GFLOP/s)"
+        )
 
     def due(self, trainer: Trainer) -> bool:
         """Enough steps measured to plan the step count (within the warmup)."""

@@ -335,6 +335,7 @@ class Trainer:
             "family": m.family,
             "objective": self.objective.name,
             "train_tokens": self.tokens_seen,
+            "tokens_per_param": self.tokens_seen / self.model.num_params(),
             "steps": self.step,
             "skipped_steps": self.skipped_steps,
             "world_size": self.world_size,

@@ -1,6 +1,7 @@
 """`kiln export --to hf`: a checkpoint as a folder transformers loads offline, verified as it is written.
 
-The folder holds config.json (LlamaForCausalLM), model.safetensors (fp32, the fused projections
+The folder holds config.json (LlamaForCausalLM, Qwen3ForCausalLM with QK-norm, MixtralForCausalLM
+with experts in every block: transfer/hf.py), model.safetensors (fp32, the fused projections
 split: transfer/hf.py), tokenizer.json + tokenizer_config.json + special_tokens_map.json (the
 tokenizer adds <|bos|> in front, as kiln's models read text), generation_config.json (kiln's
 sampling defaults), README.md (the run's model card) and kiln_export.json (what the verification
@@ -24,7 +25,7 @@ from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
 from kiln.finetune.sft import CHAT_TEMPLATE
 from kiln.models.decoder import Decoder
 from kiln.tokenizer import BOS, EOS, PAD
-from kiln.transfer.hf import llama_config, to_llama, tokenizer_files
+from kiln.transfer.hf import hf_config, to_hf, tokenizer_files
 
 VERIFY_PROMPT = "The state of the Union is"
 VERIFY_TOKENS = 20
@@ -37,10 +38,10 @@ def export_hf(checkpoint: Path, out: Path, verify: bool = True) -> dict[str, Any
     checkpoint, out = Path(checkpoint), Path(out)
     loaded = load_checkpoint(checkpoint, torch.device("cpu"))
     cfg, ids = loaded.cfg, loaded.ids
-    config = llama_config(cfg.model, ids.bos, ids.eos, ids.pad)
+    config = hf_config(cfg.model, ids.bos, ids.eos, ids.pad)
     out.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().float() for k, v in loaded.model.state_dict().items()}
-    save_file(to_llama(weights, cfg.model), str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_file(to_hf(weights, cfg.model), str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     tokenizer_files(checkpoint / "tokenizer.json", out, BOS, EOS, PAD, cfg.train.seq_len)
     if cfg.finetune.data:  # fine-tuned on chats: its template, for apply_chat_template

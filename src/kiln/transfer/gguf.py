@@ -1,12 +1,15 @@
 """`kiln export --to gguf`: a decoder checkpoint as one GGUF file for llama.cpp (the `gguf` package).
 
 Architecture `llama` (with experts, as llama.cpp stores Mixtral: ffn_gate_inp and the stacked
-ffn_{gate,up,down}_exps), fp32 tensors, with llama.cpp's tensor names (token_embd, blk.N.attn_q, ...,
-output_norm; no `output` when the head is tied, which llama.cpp then reads from token_embd). Two
-things differ from the Hugging Face layout, as llama.cpp's own convert_hf_to_gguf.py does them:
+ffn_{gate,up,down}_exps) or, for a QK-norm model (kiln's recipe), `qwen3` (attn_q_norm / attn_k_norm
+per head, key_length = head_dim), fp32 tensors, with llama.cpp's tensor names (token_embd,
+blk.N.attn_q, ..., output_norm; no `output` when the head is tied, which llama.cpp then reads from
+token_embd). Two things differ from the Hugging Face layout, as llama.cpp's own convert_hf_to_gguf.py
+does them:
 
-- the query and key projections are permuted per head from the rotate-half rotary layout (HF,
-  kiln) to the interleaved-pair layout llama.cpp's `llama` rope applies;
+- for `llama`, the query and key projections are permuted per head from the rotate-half rotary
+  layout (HF, kiln) to the interleaved-pair layout llama.cpp's `llama` rope applies; `qwen3` uses
+  the rotate-half (NEOX) rope itself, so its projections are written as they are;
 - the tokenizer is stored as `gpt2` (byte-level BPE): the vocabulary in its byte-level spelling,
   the merges, token types (special tokens are `control`), and <|bos|>/<|eos|>/<|pad|> ids, with
   add_bos_token on (kiln's models read text after <|bos|>). `tokenizer.ggml.pre` names the
@@ -21,6 +24,7 @@ name, shape and values (the permutation undone, bitwise against kiln's weights),
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,7 @@ import torch
 
 from kiln.errors import KilnError
 from kiln.evaluate.load import load_checkpoint
-from kiln.transfer.hf import llama_config, to_llama
+from kiln.transfer.hf import architecture, to_hf
 
 GGUF_NAMES = {
     "self_attn.q_proj": "attn_q",
@@ -41,6 +45,8 @@ GGUF_NAMES = {
     "mlp.gate_proj": "ffn_gate",
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
 }
 EXPERT_NAMES = {"w1": "ffn_gate_exps", "w3": "ffn_up_exps", "w2": "ffn_down_exps"}
 PRE_TOKENIZER = "llama-bpe"
@@ -56,8 +62,11 @@ def unpermute_rotary(w: torch.Tensor, heads: int) -> torch.Tensor:
     return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def gguf_tensors(hf_weights: dict[str, torch.Tensor], heads: int, kv_heads: int) -> dict[str, torch.Tensor]:
-    """Llama or Mixtral (HF names) -> GGUF names and layout (experts stacked: ffn_{gate,up,down}_exps)."""
+def gguf_tensors(
+    hf_weights: dict[str, torch.Tensor], heads: int, kv_heads: int, permute: bool = True
+) -> dict[str, torch.Tensor]:
+    """Llama, Qwen3 or Mixtral (HF names) -> GGUF names and layout (experts stacked:
+    ffn_{gate,up,down}_exps); q/k projections permuted for llama.cpp's `llama` rope when `permute`."""
     out: dict[str, torch.Tensor] = {}
     experts: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
     for name, w in hf_weights.items():
@@ -78,9 +87,9 @@ def gguf_tensors(hf_weights: dict[str, torch.Tensor], heads: int, kv_heads: int)
         else:
             _, _, layer, rest = name.split(".", 3)
             module = rest.removesuffix(".weight")
-            if module == "self_attn.q_proj":
+            if permute and module == "self_attn.q_proj":
                 w = permute_rotary(w, heads)
-            elif module == "self_attn.k_proj":
+            elif permute and module == "self_attn.k_proj":
                 w = permute_rotary(w, kv_heads)
             out[f"blk.{layer}.{GGUF_NAMES[module]}.weight"] = w
     for (layer, kind), per_expert in experts.items():
@@ -110,15 +119,15 @@ def export_gguf(checkpoint: Path, out: Path, verify: bool = True) -> dict[str, A
     checkpoint, out = Path(checkpoint), Path(out)
     loaded = load_checkpoint(checkpoint, torch.device("cpu"))
     cfg, ids = loaded.cfg.model, loaded.ids
-    llama_config(cfg, ids.bos, ids.eos, ids.pad)  # the same families as the HF export, or one error
+    arch = "qwen3" if architecture(cfg) == "qwen3" else "llama"  # the HF export's families, or one error
     weights = {k: v.detach().float() for k, v in loaded.model.state_dict().items()}
-    tensors = gguf_tensors(to_llama(weights, cfg), cfg.num_heads, cfg.num_kv_heads)
+    tensors = gguf_tensors(to_hf(weights, cfg), cfg.num_heads, cfg.num_kv_heads, permute=arch == "llama")
     tokens, types, merges = _vocab(checkpoint / "tokenizer.json")
     if len(tokens) < cfg.vocab_size:  # the model's embedding has spare rows past the tokenizer
         tokens += [f"[PAD{i}]" for i in range(len(tokens), cfg.vocab_size)]
         types += [5] * (cfg.vocab_size - len(types))
     out.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(out), "llama")
+    writer = gguf.GGUFWriter(str(out), arch)
     writer.add_name(f"kiln {checkpoint.parent.parent.name} step {loaded.step}")
     writer.add_context_length(cfg.max_seq_len)
     writer.add_embedding_length(cfg.dim)
@@ -131,6 +140,8 @@ def export_gguf(checkpoint: Path, out: Path, verify: bool = True) -> dict[str, A
         writer.add_feed_forward_length(cfg.hidden_dim)
     writer.add_head_count(cfg.num_heads)
     writer.add_head_count_kv(cfg.num_kv_heads)
+    writer.add_key_length(cfg.head_dim)
+    writer.add_value_length(cfg.head_dim)
     writer.add_rope_dimension_count(cfg.head_dim)
     writer.add_rope_freq_base(cfg.rope_theta)
     writer.add_layer_norm_rms_eps(cfg.norm_eps)
@@ -153,34 +164,82 @@ def export_gguf(checkpoint: Path, out: Path, verify: bool = True) -> dict[str, A
     writer.close()
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "step": loaded.step, "format": "gguf", "out": str(out)}
     if verify:
-        result["verification"] = read_back(out, tensors, tokens, cfg) | {"llama_cpp": run_llama_cpp(out, loaded)}
+        llama_cpp = run_llama_cpp(out, loaded, heldout_window(checkpoint, loaded))
+        result["verification"] = read_back(out, tensors, tokens, cfg, arch) | {"llama_cpp": llama_cpp}
+        if isinstance(llama_cpp, dict):
+            result["verification"]["llama_cpp_agrees"] = llama_cpp["agrees"]
     return result
 
 
 LLAMA_CPP_PROMPT = "The state of the Union is"
+LOGIT_TOLERANCE = 0.05
+"""llama.cpp's CPU kernels sum in their own order: its fp32 logits may differ from kiln's by this much."""
+BPB_TOLERANCE = 0.01
+"""...and its bits-per-byte on the held-out window by this share."""
+WINDOW_TOKENS = 128
 
 
-def run_llama_cpp(path: Path, loaded: Any) -> dict[str, Any] | str:
-    """With llama-cpp-python installed: its tokens and logits for a fixed prompt against kiln's."""
+def heldout_window(checkpoint: Path, loaded: Any) -> list[int]:
+    """The first WINDOW_TOKENS tokens of the checkpoint's run's validation shards (text the model never
+    trained on, from its <|bos|>), or a fixed prompt when the run's shards are not beside it."""
+    from kiln.rundir import RunDir
+    from kiln.shards.loader import ShardSet
+
+    val = RunDir(Path(checkpoint).parent.parent).split("val")
+    if (val / "manifest.json").exists():
+        shards = ShardSet(val)
+        if shards.tokenizer_sha256 == loaded.tokenizer_sha256 and shards.num_tokens >= WINDOW_TOKENS:
+            window: list[int] = []  # documents as stored: each starts with <|bos|>
+            for doc in shards.documents():
+                window += doc.tolist()
+                if len(window) >= WINDOW_TOKENS:
+                    return window[:WINDOW_TOKENS]
+    return [loaded.ids.bos] + loaded.tokenizer.encode(LLAMA_CPP_PROMPT, add_special_tokens=False).ids
+
+
+def bits_per_byte(logits: np.ndarray, tokens: list[int], token_bytes: torch.Tensor) -> float:
+    """Bits-per-byte of tokens[1:] given the logits (T, V) at tokens[:-1]."""
+    lse = torch.from_numpy(logits[:-1]).double().logsumexp(-1)
+    targets = torch.tensor(tokens[1:])
+    nats = (lse - torch.from_numpy(logits[:-1]).double()[torch.arange(len(targets)), targets]).sum()
+    return float(nats / math.log(2) / token_bytes[targets].sum())
+
+
+def run_llama_cpp(path: Path, loaded: Any, window: list[int] | None = None) -> dict[str, Any] | str:
+    """With llama-cpp-python installed: llama.cpp's tokens for a fixed prompt, and its logits on a
+    held-out window against kiln's (top-1 at every position, max |difference|, bits-per-byte)."""
     try:
         from llama_cpp import Llama
     except ImportError:
         return "not run: llama-cpp-python is not installed"
-    llm = Llama(model_path=str(path), n_ctx=min(256, loaded.cfg.model.max_seq_len), logits_all=True, verbose=False)
+    tokens = window or [loaded.ids.bos] + loaded.tokenizer.encode(LLAMA_CPP_PROMPT, add_special_tokens=False).ids
+    n_ctx = max(len(tokens), 64)
+    llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, verbose=False)
     theirs = llm.tokenize(LLAMA_CPP_PROMPT.encode(), add_bos=True, special=False)
     ours = [loaded.ids.bos] + loaded.tokenizer.encode(LLAMA_CPP_PROMPT, add_special_tokens=False).ids
-    llm.eval(ours)
+    llm.eval(tokens)
     with torch.no_grad():
-        want = loaded.model.float()(torch.tensor([ours]))[0].numpy()
-    got = np.array(llm.scores[: len(ours)])
+        want = loaded.model.float()(torch.tensor([tokens]))[0].numpy()
+    got = np.array(llm.scores[: len(tokens)])[:, : want.shape[-1]]
+    ours_bpb = bits_per_byte(want, tokens, loaded.token_bytes)
+    theirs_bpb = bits_per_byte(got, tokens, loaded.token_bytes)
+    diff = float(np.abs(want - got).max())
+    same_top1 = bool((want.argmax(-1) == got.argmax(-1)).all())
+    bpb_gap = abs(theirs_bpb - ours_bpb) / ours_bpb
     return {
         "tokens_identical": theirs == ours,
-        "max_abs_logit_diff": float(np.abs(want - got).max()),
-        "argmax_identical": bool((want.argmax(-1) == got.argmax(-1)).all()),
+        "window_tokens": len(tokens),
+        "max_abs_logit_diff": diff,
+        "top1_identical": same_top1,
+        "bpb_kiln": ours_bpb,
+        "bpb_llama_cpp": theirs_bpb,
+        "agrees": same_top1 and diff < LOGIT_TOLERANCE and bpb_gap < BPB_TOLERANCE,
     }
 
 
-def read_back(path: Path, tensors: dict[str, torch.Tensor], tokens: list[str], cfg: Any) -> dict[str, Any]:
+def read_back(
+    path: Path, tensors: dict[str, torch.Tensor], tokens: list[str], cfg: Any, arch: str = "llama"
+) -> dict[str, Any]:
     """Read the file with gguf's reader and compare metadata, tensors (bitwise) and tokens."""
     import gguf
 
@@ -190,13 +249,14 @@ def read_back(path: Path, tensors: dict[str, torch.Tensor], tokens: list[str], c
         f = reader.fields[key]
         return f.parts[f.data[0]].tolist()[0] if len(f.data) == 1 else None
 
-    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    written = bytes(reader.fields["general.architecture"].parts[-1]).decode()
     metadata_ok = (
-        arch == "llama"
-        and field("llama.block_count") == cfg.num_layers
-        and field("llama.embedding_length") == cfg.dim
-        and field("llama.attention.head_count") == cfg.num_heads
-        and field("llama.attention.head_count_kv") == cfg.num_kv_heads
+        written == arch
+        and field(f"{arch}.block_count") == cfg.num_layers
+        and field(f"{arch}.embedding_length") == cfg.dim
+        and field(f"{arch}.attention.head_count") == cfg.num_heads
+        and field(f"{arch}.attention.head_count_kv") == cfg.num_kv_heads
+        and field(f"{arch}.attention.key_length") == cfg.head_dim
     )
     found = {t.name: t for t in reader.tensors}
     tensors_ok = set(found) == set(tensors)

@@ -1,4 +1,4 @@
-"""Hugging Face format: a kiln decoder as a transformers Llama folder, and a Llama folder as a kiln model.
+"""Hugging Face format: a kiln decoder as a transformers Llama, Qwen3 or Mixtral folder, and back.
 
 kiln's decoder computes the Llama function exactly: pre-norm RMSNorm blocks, rotary positions in the
 rotate-half layout, grouped-query attention whose query head h reads key/value head h // (H / K)
@@ -17,6 +17,17 @@ export only renames tensors and splits kiln's fused projections:
 
 and import does the inverse (concatenating the projections back), so export then import is bitwise.
 
+With QK-norm (`model.qk_norm`, kiln's recipe) the model is Qwen3 (`Qwen3ForCausalLM`): the same
+decoder with an RMSNorm over each head's queries and keys (eps `rms_norm_eps`) before the rotation,
+exactly where kiln's attention puts it:
+
+    blocks.i.mixer.q_norm.weight  -> model.layers.i.self_attn.q_norm.weight  (head_dim,)
+    blocks.i.mixer.k_norm.weight  -> model.layers.i.self_attn.k_norm.weight
+
+Parameter-free norms (`model.norm_params false`) are written as weights of ones, which compute the
+same function; an import whose norm weights are all exactly one reads them back as parameter-free,
+so a kiln export of the recipe comes back bitwise too.
+
 A mixture-of-experts decoder with an MoE MLP in every block (`model.moe.every 1`) is Mixtral
 (`MixtralForCausalLM`): its router takes the softmax over all experts in fp32, keeps the top k
 and renormalises them to sum to one, exactly kiln's `MoE.route`. Its experts are written in
@@ -28,7 +39,10 @@ Mixtral's per-expert layout, which every transformers version reads:
 
 With MoE on every other block (`every 2`, the cpu_moe preset) no transformers class computes the
 same function: Mixtral has experts in every block, and Qwen2-MoE (which allows dense blocks via
-`mlp_only_layers`) adds a gated shared expert that kiln's MoE lacks; the export refuses it.
+`mlp_only_layers`) adds a gated shared expert that kiln's MoE lacks; the export refuses it. So it
+refuses what no Llama, Qwen3 or Mixtral config holds: a logit soft-cap (only Gemma-family classes
+have one), value embeddings, the norm after the embedding, the residual mixing scalars, ReLU
+squared, muP's logit scale.
 """
 
 from __future__ import annotations
@@ -42,43 +56,51 @@ import torch
 from kiln.errors import KilnError
 from kiln.models.config import ModelConfig, MoEConfig
 
+UNEXPRESSIBLE = (
+    ("logit_softcap", 0.0, "a logit soft-cap (only Gemma-family classes have one)"),
+    ("value_embeds", False, "value embeddings"),
+    ("embed_norm", False, "a norm after the embedding"),
+    ("residual_scalars", False, "residual / embedding mixing scalars"),
+    ("mlp", "swiglu", "a ReLU-squared MLP"),
+)
+"""(model option, the value every exported class assumes, what it is): options no class computes."""
 
-def llama_config(cfg: ModelConfig, bos: int, eos: int, pad: int) -> dict[str, Any]:
-    """transformers' LlamaConfig fields for a kiln decoder config."""
+
+def architecture(cfg: ModelConfig) -> str:
+    """The transformers model_type a kiln model config exports as (llama, qwen3 or mixtral), or one
+    KilnError saying why none computes it."""
     if cfg.family != "decoder" or (cfg.moe.num_experts and cfg.moe.every != 1):
         raise KilnError(
-            f"Hugging Face export covers the decoder (Llama) and the all-MoE decoder (Mixtral); this model is "
-            f"family={cfg.family}"
+            f"Hugging Face export covers the decoder (Llama, Qwen3) and the all-MoE decoder (Mixtral); this model "
+            f"is family={cfg.family}"
             + (f" with experts on every {cfg.moe.every}th block" if cfg.moe.num_experts else "")
             + ", which no transformers class computes (docs/finetuning.md says what differs)"
         )
-    changed = [
-        name
-        for name, value, plain in (
-            ("qk_norm", cfg.qk_norm, False),
-            ("mlp", cfg.mlp, "swiglu"),
-            ("logit_softcap", cfg.logit_softcap, 0.0),
-            ("norm_params", cfg.norm_params, True),
-            ("embed_norm", cfg.embed_norm, False),
-            ("residual_scalars", cfg.residual_scalars, False),
-            ("value_embeds", cfg.value_embeds, False),
-        )
-        if value != plain
-    ]
+    changed = [what for name, plain, what in UNEXPRESSIBLE if getattr(cfg, name) != plain]
     if changed:
         raise KilnError(
-            f"this model sets model.{', model.'.join(changed)}, which a Llama config cannot express; "
-            "export a model with Llama's blocks (the zero-initialised projections are fine)"
+            f"this model has {', '.join(changed)}, which no Llama, Qwen3 or Mixtral config expresses; export "
+            "a model trained without (kiln's default recipe is exportable)"
         )
     if cfg.mup_base_dim:
         raise KilnError(
             "this model was trained with muP (model.mup_base_dim): its logits are scaled by "
             f"{1 / cfg.width_mult:g}, which no Llama config field holds; export a standard-parametrised model"
         )
-    moe = (
-        {
-            "architectures": ["MixtralForCausalLM"],
-            "model_type": "mixtral",
+    if cfg.moe.num_experts and cfg.qk_norm:
+        raise KilnError("experts with QK-norm (Qwen3-MoE) are not exported yet; export a dense QK-norm model")
+    return "mixtral" if cfg.moe.num_experts else ("qwen3" if cfg.qk_norm else "llama")
+
+
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "mixtral": "MixtralForCausalLM"}
+
+
+def hf_config(cfg: ModelConfig, bos: int, eos: int, pad: int) -> dict[str, Any]:
+    """transformers' config.json fields for a kiln decoder config (Llama, Qwen3 or Mixtral)."""
+    kind = architecture(cfg)
+    extra: dict[str, Any] = {}
+    if kind == "mixtral":
+        extra = {
             "num_local_experts": cfg.moe.num_experts,
             "num_experts_per_tok": cfg.moe.top_k,
             "intermediate_size": cfg.moe.expert_hidden_dim,
@@ -86,12 +108,17 @@ def llama_config(cfg: ModelConfig, bos: int, eos: int, pad: int) -> dict[str, An
             "output_router_logits": False,
             "sliding_window": None,
         }
-        if cfg.moe.num_experts
-        else {}
-    )
+    elif kind == "qwen3":  # full attention in every layer: no sliding window
+        extra = {
+            "use_sliding_window": False,
+            "sliding_window": None,
+            "layer_types": ["full_attention"] * cfg.num_layers,
+        }
+    else:
+        extra = {"mlp_bias": False}
     return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [ARCHITECTURES[kind]],
+        "model_type": kind,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.dim,
         "intermediate_size": cfg.hidden_dim,
@@ -105,19 +132,24 @@ def llama_config(cfg: ModelConfig, bos: int, eos: int, pad: int) -> dict[str, An
         "rope_theta": cfg.rope_theta,
         "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
         "attention_bias": False,
-        "mlp_bias": False,
         "tie_word_embeddings": cfg.tie_embeddings,
         "bos_token_id": bos,
         "eos_token_id": eos,
         "pad_token_id": pad,
         "torch_dtype": "float32",
-    } | moe
+    } | extra
 
 
-def to_llama(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """kiln decoder weights -> transformers Llama names, fused projections split (contiguous copies)."""
-    H, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    out = {"model.embed_tokens.weight": weights["embed.weight"], "model.norm.weight": weights["norm.weight"]}
+def _norm(weights: dict[str, torch.Tensor], name: str, size: int) -> torch.Tensor:
+    """A norm's gain, or ones where kiln's norm has none (model.norm_params false): the same function."""
+    return weights[name] if name in weights else torch.ones(size)
+
+
+def to_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """kiln decoder weights -> transformers names (Llama, Qwen3, Mixtral), fused projections split,
+    parameter-free norms as ones (contiguous copies)."""
+    H, K, D, C = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.dim
+    out = {"model.embed_tokens.weight": weights["embed.weight"], "model.norm.weight": _norm(weights, "norm.weight", C)}
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = weights["head.weight"]
     for i in range(cfg.num_layers):
@@ -132,13 +164,18 @@ def to_llama(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, to
                 dst + "mlp.up_proj.weight": up,
                 dst + "mlp.down_proj.weight": weights[src + "mlp.w_down.weight"],
             }
+        if cfg.qk_norm:
+            out |= {
+                dst + "self_attn.q_norm.weight": _norm(weights, src + "mixer.q_norm.weight", D),
+                dst + "self_attn.k_norm.weight": _norm(weights, src + "mixer.k_norm.weight", D),
+            }
         out |= {
-            dst + "input_layernorm.weight": weights[src + "mixer_norm.weight"],
+            dst + "input_layernorm.weight": _norm(weights, src + "mixer_norm.weight", C),
             dst + "self_attn.q_proj.weight": q,
             dst + "self_attn.k_proj.weight": k,
             dst + "self_attn.v_proj.weight": v,
             dst + "self_attn.o_proj.weight": weights[src + "mixer.wo.weight"],
-            dst + "post_attention_layernorm.weight": weights[src + "mlp_norm.weight"],
+            dst + "post_attention_layernorm.weight": _norm(weights, src + "mlp_norm.weight", C),
         }
     return {name: t.contiguous().clone() for name, t in out.items()}
 
@@ -171,8 +208,8 @@ def _experts_in(weights: dict[str, torch.Tensor], src: str, dst: str, num_expert
     }
 
 
-def from_llama(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """transformers Llama weights -> kiln decoder names, projections fused back."""
+def from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """transformers Llama / Qwen3 / Mixtral weights -> kiln decoder names, projections fused back."""
     try:
         out = {"embed.weight": weights["model.embed_tokens.weight"], "norm.weight": weights["model.norm.weight"]}
         out["head.weight"] = weights["lm_head.weight"] if not cfg.tie_embeddings else out["embed.weight"]
@@ -193,20 +230,38 @@ def from_llama(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, 
                 dst + "mixer.wo.weight": weights[src + "self_attn.o_proj.weight"],
                 dst + "mlp_norm.weight": weights[src + "post_attention_layernorm.weight"],
             }
+            if cfg.qk_norm:
+                out |= {
+                    dst + "mixer.q_norm.weight": weights[src + "self_attn.q_norm.weight"],
+                    dst + "mixer.k_norm.weight": weights[src + "self_attn.k_norm.weight"],
+                }
     except KeyError as e:
-        raise KilnError(f"the checkpoint lacks {e.args[0]}: not a Llama-architecture model kiln can read") from None
+        raise KilnError(
+            f"the checkpoint lacks {e.args[0]}: not a Llama, Qwen3 or Mixtral model kiln can read"
+        ) from None
     return out
 
 
-def model_config_from_llama(hf: dict[str, Any]) -> ModelConfig:
-    """A kiln ModelConfig for a transformers Llama config.json; features kiln's decoder lacks are refused."""
+def unit_norms_dropped(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> tuple[dict[str, torch.Tensor], bool]:
+    """(weights, norm_params): when every norm gain is exactly one (a kiln export of parameter-free
+    norms), the gains are dropped and the model reads back as parameter-free; otherwise unchanged."""
+    norms = [n for n in weights if n.endswith(("norm.weight", "_norm.weight")) and weights[n].dim() == 1]
+    if norms and all(bool((weights[n] == 1).all()) for n in norms):
+        return {n: w for n, w in weights.items() if n not in norms}, False
+    return weights, True
+
+
+def model_config_from_hf(hf: dict[str, Any]) -> ModelConfig:
+    """A kiln ModelConfig for a transformers Llama, Qwen3 or Mixtral config.json; features kiln's
+    decoder lacks are refused. Norms read as learned (model.norm_params true): `unit_norms_dropped`
+    turns an export's weights of ones back into parameter-free norms."""
     arch = hf.get("architectures") or [hf.get("model_type")]
-    if hf.get("model_type") not in ("llama", "mixtral"):
-        raise KilnError(f"kiln imports Llama- and Mixtral-architecture models; this one is {arch}")
-    if hf.get("model_type") == "mixtral" and hf.get("sliding_window"):
-        raise KilnError(
-            f"kiln's attention has no sliding window (this Mixtral has sliding_window={hf['sliding_window']})"
-        )
+    kind = hf.get("model_type")
+    if kind not in ARCHITECTURES:
+        raise KilnError(f"kiln imports Llama-, Qwen3- and Mixtral-architecture models; this one is {arch}")
+    windowed = hf.get("sliding_window") if kind == "mixtral" else hf.get("use_sliding_window")
+    if windowed:
+        raise KilnError(f"kiln's attention has no sliding window (this {kind} model uses one: {windowed})")
     unsupported = {
         "attention_bias": bool(hf.get("attention_bias")),
         "mlp_bias": bool(hf.get("mlp_bias")),
@@ -248,6 +303,7 @@ def model_config_from_llama(hf: dict[str, Any]) -> ModelConfig:
         rope_theta=float(theta),
         norm_eps=hf.get("rms_norm_eps", 1e-5),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        qk_norm=kind == "qwen3",
     )
 
 

@@ -1,4 +1,4 @@
-"""`kiln import --from hf DIR`: a local Llama-architecture folder as a kiln run with one checkpoint.
+"""`kiln import --from hf DIR`: a local Llama, Qwen3 or Mixtral folder as a kiln run with one checkpoint.
 
 Reads config.json, the safetensors weights (one file or an index of shards) and tokenizer.json, and
 writes `<run>/checkpoints/step_0/` (model.safetensors, config.json, tokenizer.json, state.json,
@@ -33,7 +33,7 @@ from kiln.presets import cpu
 from kiln.rundir import CONFIG, STATE, TOKENIZER, RunDir
 from kiln.tokenizer import BOS, EOS, FIXED_SPECIALS, tokenizer_hash
 from kiln.train.checkpoint import _write_manifest
-from kiln.transfer.hf import from_llama, model_config_from_llama
+from kiln.transfer.hf import from_hf, model_config_from_hf, unit_norms_dropped
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -111,9 +111,10 @@ def import_hf(folder: Path, run_dir: Path) -> dict[str, Any]:
     if not config_path.exists():
         raise KilnError(f"{folder} has no config.json: pass a Hugging Face model folder")
     hf = _read_json(config_path)
-    model_cfg = model_config_from_llama(hf)
+    model_cfg = model_config_from_hf(hf)
     tok, seeded = _kiln_tokenizer(folder, hf)
-    weights = from_llama(read_hf_weights(folder), model_cfg)
+    weights, norm_params = unit_norms_dropped(from_hf(read_hf_weights(folder), model_cfg), model_cfg)
+    model_cfg = replace(model_cfg, norm_params=norm_params)
     vocab = max(model_cfg.vocab_size, tok.get_vocab_size())
     if vocab > model_cfg.vocab_size:  # rows for kiln's special tokens
         grow = vocab - model_cfg.vocab_size
