@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from kiln.config import replace, to_dict
@@ -229,17 +230,20 @@ class Trainer:
                 group["momentum"] = momentum_at(self.step, group["momentum_peak"], group["momentum_warmup"])
         total_loss = torch.zeros((), device=self.device)
         figures: dict[str, float] = {}
-        for micro in range(self.accum):
-            batch = self.objective.make_batch(self.loader.next_batch(), self._generator(micro))
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            with autocast(self.device, tc.precision):
+        for micro in range(self.accum):  # the named scopes are what benchmarks/train_throughput.py splits time by
+            with record_function("data"):
+                batch = self.objective.make_batch(self.loader.next_batch(), self._generator(micro))
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            with record_function("forward"), autocast(self.device, tc.precision):
                 loss, metrics = self.objective.loss(self.step_model, batch)
-            (loss / self.accum).backward()
+            with record_function("backward"):
+                (loss / self.accum).backward()
             total_loss += loss.detach()
             for k, v in metrics.items():
                 figures[k] = figures.get(k, 0.0) + float(v) / self.accum
         max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        with record_function("clip"):
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: a DTensor
         loss_value = self.par.all_mean(total_loss).item() / self.accum
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm.item())):
@@ -247,8 +251,9 @@ class Trainer:
             self.bad_steps += 1
             self.skipped_steps += 1
             return {"skipped": 1.0, "loss": None, "lr": lr, "grad_norm": None}
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with record_function("optimizer"):
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         self.bad_steps = 0
         self.step += 1
         self.tokens_seen += self.tokens_per_step
