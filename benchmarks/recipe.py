@@ -72,7 +72,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
     "default+value_embeds": ("default", {"model.value_embeds": "true"}),  # export refuses them
     "default-qk_norm": ("default", {"model.qk_norm": "false"}),
     "default-untied": ("default", {"model.tie_embeddings": "true", "train.embed_lr": "0"}),
-    "default+norm_gains": ("default", {"model.norm_params": "true"}),
+    "default-norm_gains": ("default", {"model.norm_params": "false"}),  # issue 16's parameter-free norms
     "default+relu2": ("default", {"model.mlp": "relu2"}),
     "default+warmup_0": ("default", {"train.warmup_steps": "0"}),  # the recipe's own; the planner needs 2
     "default+normuon": ("default", {"train.muon_normalize": "true"}),

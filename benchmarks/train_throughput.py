@@ -150,7 +150,9 @@ def breakdown(trainer: Trainer, steps: int, dtype: torch.dtype) -> dict[str, Any
         for _ in range(steps):
             trainer.train_step()
     wall = (time.perf_counter() - t0) / steps
-    events = [e for e in prof.events() if e.thread == min(ev.thread for ev in prof.events())]
+    everything = prof.events()
+    main_thread = min(e.thread for e in everything)
+    events = [e for e in everything if e.thread == main_thread]
     scopes = [(e.name, e.time_range.start, e.time_range.end) for e in events if e.name in SCOPES]
     seconds: dict[str, float] = defaultdict(float)
     shapes: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])

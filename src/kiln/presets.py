@@ -28,9 +28,10 @@ from kiln.train.config import TrainConfig
 
 
 def recipe_model(**model: object) -> ModelConfig:
-    """kiln's recipe's architecture on top of `model`'s fields: QK-norm, untied embeddings (the input
-    one at its own rate, train.embed_lr), parameter-free norms; Llama's SwiGLU blocks otherwise."""
-    return ModelConfig(**{"qk_norm": True, "tie_embeddings": False, "norm_params": False, **model})  # type: ignore[arg-type]
+    """kiln's recipe's architecture on top of `model`'s fields: QK-norm (with learned gains, as every
+    norm), untied embeddings (the input one at its own rate, train.embed_lr); Llama's SwiGLU blocks
+    otherwise."""
+    return ModelConfig(**{"qk_norm": True, "tie_embeddings": False, **model})  # type: ignore[arg-type]
 
 
 def recipe_train(**train: object) -> TrainConfig:

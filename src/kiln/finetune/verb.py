@@ -21,6 +21,7 @@ from typing import Any, Literal, cast
 from kiln.config import apply_overrides, from_dict, replace, save_config
 from kiln.errors import KilnError
 from kiln.finetune.config import FinetuneConfig
+from kiln.presets import ADAMW_TRAIN
 from kiln.runconfig import RunConfig
 from kiln.rundir import TOKENIZER, RunDir
 
@@ -61,14 +62,16 @@ def finetune_config(
             base.train,
             init_from=str(checkpoint) if init == "checkpoint" else "",
             max_steps=200,
-            warmup_steps=20,
             lr=lr,
             time_budget_s=0.0,
             size_from_budget=False,
             eval_tasks="",
             eval_every=20,
             checkpoint_every=100,
-            optimizer="adamw",  # fine-tuning's rates are AdamW's (measured so); --train.optimizer muon to choose
+            # fine-tuning's rates are AdamW's, with the settings they were measured with (a checkpoint
+            # trained with kiln's Muon recipe has beta1 0.8 and no weight decay); --train.optimizer muon
+            # to choose otherwise
+            **ADAMW_TRAIN | {"warmup_steps": 20},
         ),
     )
     rest = {k: v for k, v in overrides.items() if k not in ("train.lr", "finetune.lora_rank")}
