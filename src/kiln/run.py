@@ -129,9 +129,9 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = Fa
     tasks_line = f", tasks {summary['tasks_core']:+.3f} (CORE-style)" if summary["tasks_core"] is not None else ""
     print(
         f"done in {summary['wall_s']:.0f} s: {summary['model']}, {summary['precision']}, {vals}{tasks_line}, "
-        f"{summary['tokens_per_s']:,.0f} tokens/s, MFU {summary['mfu']:.1%} (ceilings measured: square "
-        f"{summary['peak_flops_square'] / 1e9:,.0f}, the model's shapes {summary['peak_flops_model_shapes'] / 1e9:,.0f} "
-        "GFLOP/s), "
+        f"{summary['tokens_per_s']:,.0f} tokens/s, MFU {summary['mfu']:.1%} (of the larger ceiling measured: square "
+        f"{summary['peak_flops_square'] / 1e9:,.0f} or the model's products "
+        f"{summary['peak_flops_model_shapes'] / 1e9:,.0f} GFLOP/s), "
         f"{energy_line(summary['energy']['total'])} -> {run.report}, {run.model_card}"
     )
     return summary

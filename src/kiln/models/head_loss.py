@@ -35,7 +35,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     """mean over scored tokens of cross_entropy(cap(scale * h @ weight.T), targets)."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, scale: float, cap: float, chunk: int
     ) -> torch.Tensor:
         dtype = _matmul_dtype(h)
@@ -80,7 +80,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         return total / count
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
         grad_h, grad_w = ctx.saved_tensors
         h_dtype, w_dtype = ctx.input_dtypes
         gh = (grad_h * grad_out).to(h_dtype) if ctx.needs_input_grad[0] else None

@@ -95,7 +95,7 @@ class ImageDecoder(Decoder):
         feats = self.vision(patches).to(x.dtype)  # (n, P, C)
         return x.masked_scatter(image_mask[..., None], feats.reshape(-1, x.shape[-1]))
 
-    def forward(
+    def forward(  # type: ignore[override]  # images and their mask come between the cache and the targets
         self,
         tokens: torch.Tensor,
         cache: ModelCache | None = None,

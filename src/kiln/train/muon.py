@@ -122,9 +122,9 @@ def orthogonalize_all(
         for k, o in zip(members, orth.unbind(0)):
             done[k] = o * blocks[k][2]
     out: list[list[torch.Tensor]] = [[] for _ in updates]
-    for (i, _, _), o in zip(blocks, done):
-        assert o is not None
-        out[i].append(o)
+    for (i, _, _), orthogonal in zip(blocks, done):
+        assert orthogonal is not None
+        out[i].append(orthogonal)
     return [torch.cat(parts, dim=cuts[i][0]) if len(parts) > 1 else parts[0] for i, parts in enumerate(out)]
 
 
