@@ -218,21 +218,29 @@ class MuonAdamW(torch.optim.Optimizer):
             p.add_(_like(update, p), alpha=-lr)
 
     def _adamw(self, group: dict[str, Any]) -> None:
+        """AdamW on every parameter of the group at once (torch's foreach kernels: one call per
+        operation, not per parameter)."""
         lr, wd, (beta1, beta2), eps = group["lr"], group["weight_decay"], group["betas"], group["eps"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        for p in params:
             state = self.state[p]
             if not state:
                 state["step"] = torch.zeros((), dtype=torch.float32)
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
             state["step"] += 1
-            t = float(state["step"])
-            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-            exp_avg.lerp_(p.grad, 1 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-            if wd:
-                p.mul_(1 - lr * wd)
-            denom = (exp_avg_sq / (1 - beta2**t)).sqrt_().add_(eps)
-            p.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**t))
+        grads = [p.grad for p in params]
+        exp_avg = [self.state[p]["exp_avg"] for p in params]
+        exp_avg_sq = [self.state[p]["exp_avg_sq"] for p in params]
+        t = float(self.state[params[0]]["step"])  # one step count for the whole group
+        torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sq, beta2)
+        torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
+        if wd:
+            torch._foreach_mul_(params, 1 - lr * wd)
+        denom = torch._foreach_div(exp_avg_sq, 1 - beta2**t)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, exp_avg, denom, value=-lr / (1 - beta1**t))
