@@ -44,7 +44,7 @@ SCOPES = ("data", "forward", "backward", "clip", "optimizer")
 """The trainer's record_function scopes (train/trainer.py)."""
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::_addmm_activation"}
 KINDS = (
-    ("attention", ("scaled_dot_product", "flash_attention", "_efficient_attention")),
+    ("attention", ("scaled_dot_product", "flash_attention", "_efficient_attention", "cudnn_attention")),
     ("loss", ("cross_entropy", "log_softmax", "nll_loss", "logsumexp", "tanh")),
     ("norm", ("rms_norm", "layer_norm", "rsqrt")),
 )
@@ -130,6 +130,8 @@ def shape_ceiling(shapes: tuple, name: str, device: torch.device, dtype: torch.d
 def kind_of(name: str, scope: str) -> str:
     if scope in ("data", "clip"):
         return scope
+    if name.startswith(("cpp_fused", "triton_")):
+        return f"compiled fused kernels ({scope})"
     if scope == "optimizer":
         return "optimizer: Newton-Schulz matmuls" if name in MATMUL_OPS else "optimizer: the rest"
     if name in MATMUL_OPS:
@@ -142,6 +144,7 @@ def kind_of(name: str, scope: str) -> str:
 
 def breakdown(trainer: Trainer, steps: int, dtype: torch.dtype) -> dict[str, Any]:
     """A profiled run of `steps` steps: seconds per step by kind, and per matmul shape its rate."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
@@ -150,19 +153,27 @@ def breakdown(trainer: Trainer, steps: int, dtype: torch.dtype) -> dict[str, Any
         for _ in range(steps):
             trainer.train_step()
     wall = (time.perf_counter() - t0) / steps
-    everything = prof.events()
-    main_thread = min(e.thread for e in everything)
-    events = [e for e in everything if e.thread == main_thread]
+    # On a GPU an operator's time is its kernels' time (launches are asynchronous); on a CPU, its own.
+    on_gpu = trainer.device.type == "cuda"
+    # On a GPU the backward pass launches from autograd's device thread, so every thread counts; on a CPU
+    # only the training thread's operators do (the rest is the profiler's own and idle pool threads).
+    events = [e for e in prof.events() if e.device_type == DeviceType.CPU]
+    if not on_gpu:
+        main_thread = min(e.thread for e in events)
+        events = [e for e in events if e.thread == main_thread]
     scopes = [(e.name, e.time_range.start, e.time_range.end) for e in events if e.name in SCOPES]
     seconds: dict[str, float] = defaultdict(float)
     shapes: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     in_ops = 0.0
+    by_op: dict[str, float] = defaultdict(float)
     for e in events:
-        if not e.name.startswith("aten::") or e.name in SCOPES:
+        compiled = e.name.startswith(("cpp_fused", "triton_", "mkldnn::", "torch_ops"))  # inductor's kernels
+        if not (e.name.startswith("aten::") or compiled) or e.name in SCOPES:
             continue
         scope = next((n for n, a, b in scopes if a <= e.time_range.start and e.time_range.end <= b), "other")
-        self_s = e.self_cpu_time_total / 1e6
+        self_s = (e.self_device_time_total if on_gpu else e.self_cpu_time_total) / 1e6
         in_ops += self_s
+        by_op[e.name] += self_s / steps
         seconds[kind_of(e.name, scope)] += self_s / steps
         if e.name in MATMUL_OPS and e.input_shapes and scope != "optimizer":
             key = (e.name, tuple(tuple(s) for s in e.input_shapes if s))
@@ -183,7 +194,8 @@ def breakdown(trainer: Trainer, steps: int, dtype: torch.dtype) -> dict[str, Any
                 "ceiling_gflops": ceiling / 1e9,
             }
         )
-    return {"profiled_step_s": wall, "seconds": dict(seconds), "matmuls": rows}
+    top = dict(sorted(by_op.items(), key=lambda kv: -kv[1])[:15])
+    return {"profiled_step_s": wall, "seconds": dict(seconds), "matmuls": rows, "top_ops": top}
 
 
 def measure(

@@ -106,6 +106,8 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = Fa
         "params_non_embedding": trained["params_non_embedding"],
         "tokens_per_s": trained["tokens_per_s"],
         "mfu": trained["mfu"],
+        "peak_flops_square": trained["peak_flops_square"],
+        "peak_flops_model_shapes": trained["peak_flops_model_shapes"],
         "train_flops": trained["train_flops"],
         "device_hours": trained["device_hours"],
         "wall_s": time.perf_counter() - t0,
@@ -127,7 +129,9 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = Fa
     tasks_line = f", tasks {summary['tasks_core']:+.3f} (CORE-style)" if summary["tasks_core"] is not None else ""
     print(
         f"done in {summary['wall_s']:.0f} s: {summary['model']}, {summary['precision']}, {vals}{tasks_line}, "
-        f"{summary['tokens_per_s']:,.0f} tokens/s, MFU {summary['mfu']:.1%}, "
+        f"{summary['tokens_per_s']:,.0f} tokens/s, MFU {summary['mfu']:.1%} (of the larger ceiling measured: square "
+        f"{summary['peak_flops_square'] / 1e9:,.0f} or the model's products "
+        f"{summary['peak_flops_model_shapes'] / 1e9:,.0f} GFLOP/s), "
         f"{energy_line(summary['energy']['total'])} -> {run.report}, {run.model_card}"
     )
     return summary

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from kiln import stages
 from kiln.train import trainer as trainer_module
 from kiln.train.budget import (
+    END_S,
     SizeOption,
     StepCosts,
     choose_depth,
@@ -28,11 +29,11 @@ def test_planned_steps_follow_the_measured_step_time():
     steps, why = plan_max_steps(
         400, 5, costs, eval_every=50, eval_batches=2, final_eval_batches=20, checkpoint_every=100, cap=10_000
     )
-    # 400 s less 5 % margin, less 20 x 0.1 (final eval) + 0.5 (final checkpoint) + 2 (end) = 375.5 s,
+    # 400 s less 5 % margin, less 20 x 0.1 (final eval) + 0.5 (final checkpoint) + 3 (end) = 374.5 s,
     # at 1 + 0.2 / 50 + 0.5 / 100 = 1.009 s a step
-    assert steps == 5 + 372 and "1.000 s a step" in why
+    assert steps == 5 + 371 and "1.000 s a step" in why
     slower, _ = plan_max_steps(400, 5, StepCosts(2.0, 0.1, 0.5), 50, 2, 20, 100, 10_000)
-    assert slower == 5 + 186  # 375.5 / 2.009
+    assert slower == 5 + 186  # 374.5 / 2.009
     capped, why = plan_max_steps(400, 5, costs, 50, 2, 20, 100, cap=100)
     assert capped == 100 and "capped" in why
     none_left, _ = plan_max_steps(1, 5, costs, 50, 2, 20, 100, 10_000)
@@ -107,8 +108,8 @@ def test_a_budgeted_run_fits_records_its_plan_and_repeats_bitwise(tokenized_run,
     plan = json.loads(first.plan.read_text())
     assert plan["precision"] == "fp32" and out["steps"] == plan["max_steps"] > plan["measured"]["after_steps"]
     assert plan["measured"]["step_s"] == pytest.approx(0.05) and out["plan"] == plan["max_steps_reason"]
-    # 6 s less 5 %, the checkpoint (estimated) and 2 s at the end, at 0.05 s a step (validation costs no time here)
-    assert out["steps"] == pytest.approx((6 * 0.95 - 2 - plan["measured"]["checkpoint_s"]) / 0.05, abs=2)
+    # 6 s less 5 %, the checkpoint (estimated) and END_S at the end, at 0.05 s a step (validation costs no time here)
+    assert out["steps"] == pytest.approx((6 * 0.95 - END_S - plan["measured"]["checkpoint_s"]) / 0.05, abs=2)
 
     again = copy_run(src, tmp_path / "again")
     again.plan.write_text(first.plan.read_text())  # the same config on the same machine: the same plan

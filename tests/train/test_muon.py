@@ -6,7 +6,14 @@ import torch
 
 from kiln.models.build import build_model
 from kiln.models.config import ModelConfig, MoEConfig, SSMConfig, VisionConfig
-from kiln.train.muon import momentum_at, neuron_dim, newton_schulz, normalize_neurons, orthogonalize
+from kiln.train.muon import (
+    momentum_at,
+    neuron_dim,
+    newton_schulz,
+    normalize_neurons,
+    orthogonalize,
+    orthogonalize_all,
+)
 from kiln.train.optim import build_muon
 from tests.conftest import copy_run, tiny_config
 from tests.train.test_trainer import straight_and_resumed
@@ -48,6 +55,24 @@ def test_fused_matrices_are_orthogonalised_block_by_block():
     fused = orthogonalize(torch.cat([q, k]), [0, -2, 64, 16], 5)
     assert torch.allclose(fused[:64], newton_schulz(q) * 2**0.5, atol=1e-5)  # fan_out 64 / fan_in 32
     assert torch.allclose(fused[64:], newton_schulz(k), atol=1e-5)
+
+
+def test_blocks_of_one_shape_go_through_newton_schulz_together_with_the_same_result():
+    torch.manual_seed(0)
+    updates = [torch.randn(96, 32), torch.randn(32, 32), torch.randn(32, 96), torch.randn(2, 24, 40)]
+    layouts = [[0, -2, 32, 32, 32], None, None, [1, -1]]
+    together = orthogonalize_all(updates, layouts, 5)
+    alone = [orthogonalize(u, layout, 5) for u, layout in zip(updates, layouts)]
+    assert all(a.shape == b.shape and torch.allclose(a, b, atol=1e-5) for a, b in zip(together, alone))
+
+
+def test_newton_schulz_in_bf16_stays_close_to_fp32():
+    torch.manual_seed(0)
+    G = torch.randn(4, 64, 192)
+    low, full = newton_schulz(G, dtype=torch.bfloat16), newton_schulz(G)
+    assert low.dtype == G.dtype and (low - full).abs().max() < 0.05
+    s = torch.linalg.svdvals(low)
+    assert s.min() > 0.6 and s.max() < 1.3
 
 
 FAMILIES = {

@@ -65,3 +65,17 @@ def test_the_ladder_grows_only_while_products_are_quick_and_stops_on_request():
         CPU, torch.float32, 30.0, max_size=4096, stop=lambda: bool(calls.append(1)) or len(calls) > 2
     )
     assert len(stopped) <= 2  # a stop request ends a 30-second measurement after a product or two
+
+
+def test_the_ceiling_is_also_measured_at_the_products_the_model_multiplies():
+    from kiln.models.build import build_model
+    from kiln.models.config import ModelConfig
+    from kiln.train.flops import forward_matmul_shapes
+    from kiln.train.precision import measure_shape_peak
+
+    cfg = ModelConfig(vocab_size=96, dim=64, num_layers=2, num_heads=4, max_seq_len=32, tie_embeddings=False)
+    shapes = forward_matmul_shapes(build_model(cfg, CPU), tokens=128)
+    qkv, hidden = 64 * 3, cfg.hidden_dim
+    assert {(128, 64, qkv), (128, 64, 64), (128, 64, 2 * hidden), (128, hidden, 64), (128, 64, 96)} == set(shapes)
+    assert measure_shape_peak(CPU, torch.float32, shapes, seconds=0.2) > 0
+    assert measure_shape_peak(CPU, torch.float32, shapes, stop=lambda: True) == 0.0

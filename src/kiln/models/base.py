@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from kiln.models.config import ModelConfig
+from kiln.models.head_loss import linear_cross_entropy
 from kiln.models.layers import rotary_tables
 
 
@@ -67,6 +68,13 @@ class TokenModel(nn.Module):
         out = out if m == 1.0 else out * (1.0 / m)
         cap = self.cfg.logit_softcap
         return out if not cap else cap * torch.tanh(out / cap)
+
+    def head_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The mean cross-entropy of `targets` (B, T; -100 left out) under the logits of the final
+        states `h` (B, T, C), computed with the head in chunks (models/head_loss.py): what `logits`
+        then a cross-entropy give, without the (B, T, vocabulary) tensor."""
+        cfg = self.cfg
+        return linear_cross_entropy(h, self.head.weight, targets, 1.0 / cfg.width_mult, cfg.logit_softcap)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """All parameters; `non_embedding` leaves out the token tables (input and value embeddings)."""

@@ -142,9 +142,13 @@ class Decoder(TokenModel):
             cache.advance(T)
         return self.norm(x)
 
-    def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
-        """tokens (B, T) int64 -> logits (B, T, vocab_size). With `cache`, continue from cache.pos."""
-        return self.logits(self.hidden(tokens, cache))  # (B, T, V)
+    def forward(
+        self, tokens: torch.Tensor, cache: ModelCache | None = None, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """tokens (B, T) int64 -> logits (B, T, vocab_size). With `cache`, continue from cache.pos.
+        With `targets` (B, T), the training loss instead: their mean cross-entropy (head_loss)."""
+        h = self.hidden(tokens, cache)
+        return self.head_loss(h, targets) if targets is not None else self.logits(h)  # (B, T, V) or ()
 
 
 def causal_lm_flops(model: type[Decoder], cfg: ModelConfig, seq_len: int, objective: object = None) -> float:

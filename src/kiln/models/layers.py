@@ -22,7 +22,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (self.dim,), self.weight, self.eps)
+        # the gain in the input's dtype: a bf16 input with an fp32 gain misses the fused kernel on GPUs
+        weight = None if self.weight is None else self.weight.to(x.dtype)
+        return F.rms_norm(x, (self.dim,), weight, self.eps)
 
     def init_weights(self) -> None:
         if self.weight is not None:

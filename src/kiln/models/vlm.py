@@ -95,17 +95,19 @@ class ImageDecoder(Decoder):
         feats = self.vision(patches).to(x.dtype)  # (n, P, C)
         return x.masked_scatter(image_mask[..., None], feats.reshape(-1, x.shape[-1]))
 
-    def forward(
+    def forward(  # type: ignore[override]  # images and their mask come between the cache and the targets
         self,
         tokens: torch.Tensor,
         cache: ModelCache | None = None,
         images: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """tokens (B, T) -> logits (B, T, V); images (B, K, S, S, 3) uint8 fill the positions of
-        image_mask (B, T) (the <|image|> tokens)."""
+        image_mask (B, T) (the <|image|> tokens). With `targets`, the training loss instead."""
         x = self.embed_images(tokens, images, image_mask) if images is not None and image_mask is not None else None
-        return self.logits(self.hidden(tokens, cache, x))
+        h = self.hidden(tokens, cache, x)
+        return self.head_loss(h, targets) if targets is not None else self.logits(h)
 
 
 def vlm_flops(cfg: ModelConfig, seq_len: int, objective: ObjectiveConfig | None = None) -> float:

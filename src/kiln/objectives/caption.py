@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from kiln.objectives.base import Batch, TokenScores, token_scores, with_aux
-from kiln.objectives.causal import CausalLM, masked_mean_loss
+from kiln.objectives.causal import CausalLM
 
 
 class CaptionLM(CausalLM):
@@ -31,14 +31,16 @@ class CaptionLM(CausalLM):
     def eval_batch(self, raw: Batch, gen: torch.Generator) -> Batch:
         return self.make_batch(raw, gen)
 
-    def forward(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+    def forward(self, model: nn.Module, batch: Batch, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """The logits (B, T, V), or with `targets` the mean loss (the fused head: models/head_loss.py)."""
         assert self.ids is not None
         if "pixels" not in batch:
-            return model(batch["inputs"])
-        return model(batch["inputs"], images=batch["pixels"], image_mask=batch["inputs"] == self.ids.image)
+            return model(batch["inputs"], targets=targets)
+        mask = batch["inputs"] == self.ids.image
+        return model(batch["inputs"], images=batch["pixels"], image_mask=mask, targets=targets)
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return with_aux(model, masked_mean_loss(self.forward(model, batch), batch["targets"]), {})
+        return with_aux(model, self.forward(model, batch, batch["targets"]), {})
 
     def score(self, model: nn.Module, batch: Batch) -> TokenScores:
         return token_scores(self.forward(model, batch), batch["targets"], with_correct=False)

@@ -64,8 +64,9 @@ class CausalLM(Objective):
         return {"inputs": inputs, "targets": targets}
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = model(batch["inputs"])  # (B, T, V), bf16 under autocast
-        return with_aux(model, masked_mean_loss(logits, batch["targets"]), {})
+        # the model takes the targets and returns the masked mean itself: the head and the
+        # cross-entropy fused, no (B, T, V) logits (models/head_loss.py)
+        return with_aux(model, model(batch["inputs"], targets=batch["targets"]), {})
 
     def eval_batch(self, raw: Batch, gen: torch.Generator) -> Batch:
         return raw  # validation scores the text as it is, without FIM

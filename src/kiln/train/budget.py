@@ -54,8 +54,8 @@ CHECKPOINT_BYTES_PER_PARAM = 24
 """fp32 weights and two AdamW moments in DCP, the consolidated weights, read back once for checksums."""
 MARGIN = 0.05
 """Share of the budget left unplanned: step-time noise on a shared machine."""
-END_S = 2.0
-"""Fixed cost after the last step: the closing ceiling measurement (~1 s) and the summary."""
+END_S = 3.0
+"""Fixed cost after the last step: the closing ceiling measurements (~2 s) and the summary."""
 
 
 @dataclass(frozen=True)

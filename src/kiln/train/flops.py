@@ -26,3 +26,10 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, objective: ObjectiveConfig) 
     """Training FLOPs per token of the training window (forward + backward) for `cfg`, from the config
     alone: the family spec's count (PaLM's convention, see models/spec.py)."""
     return family(cfg.family).flops_per_token(cfg, seq_len, objective)
+
+
+def forward_matmul_shapes(model: nn.Module, tokens: int) -> list[tuple[int, int, int]]:
+    """The distinct (M, K, N) products a forward pass multiplies for `tokens` rows: each linear layer's
+    (tokens, in) x (in, out). The backward's are these transposed, of the same sizes."""
+    shapes = {(tokens, m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)}
+    return sorted(shapes)

@@ -20,8 +20,10 @@ they were the separate matrices they stand for. Experts' (E, n, m) weights are o
 expert. Under FSDP2 a parameter is a DTensor sharded by rows: its momentum stays sharded, the blended
 update is gathered whole (a matrix must be orthogonalised whole), orthogonalised on every rank, and
 each rank applies its own rows. Under DDP gradients arrive averaged, so every rank computes the
-same update. Newton-Schulz runs in fp32 on CPU (bf16 there is fast only on some CPUs) and in bf16 on
-CUDA, as Muon's authors do.
+same update. Newton-Schulz runs in the training precision (bf16 where the plan measured bf16 fast:
+on CUDA, as Muon's authors do, and on CPUs with AMX or AVX-512 BF16; fp32 elsewhere), and every
+block of the same shape in a step goes through it together, as one batched product per iteration
+(a 4-layer model's 28 blocks are 2 batches).
 """
 
 from __future__ import annotations
@@ -53,11 +55,18 @@ def momentum_at(step: int, peak: float, warmup: int) -> float:
     return MOMENTUM_START + (peak - MOMENTUM_START) * step / warmup
 
 
-def newton_schulz(G: torch.Tensor, steps: int = 5, eps: float = 1e-7, polar_express: bool = False) -> torch.Tensor:
-    """An approximately semi-orthogonal matrix with G's singular vectors: (..., n, m) -> (..., n, m).
-    Singular values land in about [0.7, 1.2] after 5 steps (the quintic trades exactness for speed);
-    with `polar_express`, its per-step coefficients (at most 5 steps)."""
-    dtype = torch.bfloat16 if G.device.type == "cuda" else torch.float32
+def newton_schulz(
+    G: torch.Tensor,
+    steps: int = 5,
+    eps: float = 1e-7,
+    polar_express: bool = False,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """An approximately semi-orthogonal matrix with G's singular vectors: (..., n, m) -> (..., n, m),
+    each matrix of the batch on its own. Singular values land in about [0.7, 1.2] after 5 steps (the
+    quintic trades exactness for speed); with `polar_express`, its per-step coefficients (at most 5
+    steps). Computed in `dtype` (default: bf16 on CUDA, fp32 elsewhere)."""
+    dtype = dtype or (torch.bfloat16 if G.device.type == "cuda" else torch.float32)
     X = G.to(dtype)
     tall = G.size(-2) > G.size(-1)
     if tall:
@@ -73,18 +82,50 @@ def newton_schulz(G: torch.Tensor, steps: int = 5, eps: float = 1e-7, polar_expr
 
 
 def orthogonalize(
-    update: torch.Tensor, layout: list[int] | None, steps: int, polar_express: bool = False
+    update: torch.Tensor,
+    layout: list[int] | None,
+    steps: int,
+    polar_express: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Newton-Schulz per block, each scaled by sqrt(max(1, fan_out / fan_in)). `layout` is
     [in_first, split_dim, size, size, ...]: in_first = 1 for weights stored (..., in, out) (the
     experts), 0 for nn.Linear's (out, in); the sizes cut a fused matrix along split_dim (-2 or -1)."""
-    in_first, dim, *sizes = layout if layout else [0, -2]
-    blocks = update.split(sizes, dim=dim) if sizes else (update,)
-    out = []
-    for u in blocks:
-        fan_out, fan_in = (u.size(-1), u.size(-2)) if in_first else (u.size(-2), u.size(-1))
-        out.append(newton_schulz(u, steps, polar_express=polar_express) * max(1.0, fan_out / fan_in) ** 0.5)
-    return torch.cat(out, dim=dim) if len(out) > 1 else out[0]
+    return orthogonalize_all([update], [layout], steps, polar_express, dtype)[0]
+
+
+def orthogonalize_all(
+    updates: list[torch.Tensor],
+    layouts: list[list[int] | None],
+    steps: int,
+    polar_express: bool = False,
+    dtype: torch.dtype | None = None,
+) -> list[torch.Tensor]:
+    """`orthogonalize` for many updates at once: their blocks grouped by shape, each group one batched
+    Newton-Schulz (the same result per block as alone, up to the summation order of a batched product)."""
+    blocks: list[tuple[int, torch.Tensor, float]] = []  # (update index, block, scale)
+    cuts: list[tuple[int, list[int]]] = []  # per update: (split_dim, block sizes)
+    for i, (update, layout) in enumerate(zip(updates, layouts)):
+        in_first, dim, *sizes = layout if layout else [0, -2]
+        cuts.append((dim, sizes))
+        for u in update.split(sizes, dim=dim) if sizes else (update,):
+            fan_out, fan_in = (u.size(-1), u.size(-2)) if in_first else (u.size(-2), u.size(-1))
+            blocks.append((i, u, max(1.0, fan_out / fan_in) ** 0.5))
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for k, (_, u, _) in enumerate(blocks):
+        by_shape.setdefault(tuple(u.shape), []).append(k)
+    done: list[torch.Tensor | None] = [None] * len(blocks)
+    for members in by_shape.values():
+        orth = newton_schulz(
+            torch.stack([blocks[k][1] for k in members]), steps, polar_express=polar_express, dtype=dtype
+        )
+        for k, o in zip(members, orth.unbind(0)):
+            done[k] = o * blocks[k][2]
+    out: list[list[torch.Tensor]] = [[] for _ in updates]
+    for (i, _, _), orthogonal in zip(blocks, done):
+        assert orthogonal is not None
+        out[i].append(orthogonal)
+    return [torch.cat(parts, dim=cuts[i][0]) if len(parts) > 1 else parts[0] for i, parts in enumerate(out)]
 
 
 def neuron_dim(shape: torch.Size) -> int:
@@ -149,6 +190,7 @@ class MuonAdamW(torch.optim.Optimizer):
     def _muon(self, group: dict[str, Any]) -> None:
         lr, wd, beta = group["lr"], group["weight_decay"], group["momentum"]
         layouts = group.get("layouts") or [None] * len(group["params"])
+        params, blended, used = [], [], []
         for p, layout in zip(group["params"], layouts):
             if p.grad is None:
                 continue
@@ -157,8 +199,14 @@ class MuonAdamW(torch.optim.Optimizer):
                 state["momentum_buffer"] = torch.zeros_like(p.grad)
             buf = state["momentum_buffer"]
             buf.lerp_(p.grad, 1 - beta)
-            blended = p.grad.lerp(buf, beta) if group["nesterov"] else buf
-            update = orthogonalize(_full(blended), layout, group["ns_steps"], group["polar_express"])
+            params.append(p)
+            blended.append(_full(p.grad.lerp(buf, beta) if group["nesterov"] else buf))
+            used.append(layout)
+        dtype = torch.bfloat16 if group.get("ns_dtype") == "bf16" else None
+        updates = orthogonalize_all(blended, used, group["ns_steps"], group["polar_express"], dtype)
+        for p, update in zip(params, updates):
+            state = self.state[p]
+            update = update.to(p.dtype)
             if group["normalize"]:  # per-neuron statistics of the whole matrix, the same on every rank
                 if "second_moment" not in state:  # one value per neuron: the shorter side reduced to 1
                     shape = list(update.shape)
@@ -170,21 +218,29 @@ class MuonAdamW(torch.optim.Optimizer):
             p.add_(_like(update, p), alpha=-lr)
 
     def _adamw(self, group: dict[str, Any]) -> None:
+        """AdamW on every parameter of the group at once (torch's foreach kernels: one call per
+        operation, not per parameter)."""
         lr, wd, (beta1, beta2), eps = group["lr"], group["weight_decay"], group["betas"], group["eps"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        for p in params:
             state = self.state[p]
             if not state:
                 state["step"] = torch.zeros((), dtype=torch.float32)
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
             state["step"] += 1
-            t = float(state["step"])
-            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-            exp_avg.lerp_(p.grad, 1 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-            if wd:
-                p.mul_(1 - lr * wd)
-            denom = (exp_avg_sq / (1 - beta2**t)).sqrt_().add_(eps)
-            p.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**t))
+        grads = [p.grad for p in params]
+        exp_avg = [self.state[p]["exp_avg"] for p in params]
+        exp_avg_sq = [self.state[p]["exp_avg_sq"] for p in params]
+        t = float(self.state[params[0]]["step"])  # one step count for the whole group
+        torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sq, beta2)
+        torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
+        if wd:
+            torch._foreach_mul_(params, 1 - lr * wd)
+        denom = torch._foreach_div(exp_avg_sq, 1 - beta2**t)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, exp_avg, denom, value=-lr / (1 - beta1**t))

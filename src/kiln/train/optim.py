@@ -32,6 +32,8 @@ def make_optimizer(
             tc.muon_momentum_warmup,
             tc.muon_polar_express,
             tc.muon_normalize,
+            # Newton-Schulz in the training precision: bf16 where the plan measured bf16 fast
+            "bf16" if tc.precision == "bf16" else "fp32",
         )
     return build_optimizer(model, tc.lr, tc.weight_decay, betas, device, width_mult)
 
@@ -113,6 +115,7 @@ def build_muon(
     momentum_warmup: int = 0,
     polar_express: bool = False,
     normalize: bool = False,
+    ns_precision: str = "fp32",
 ) -> torch.optim.Optimizer:
     """Muon for the blocks' matrices (and experts), AdamW for the rest: embeddings and head with
     weight decay, norms, biases, scalars and convolutions without. The Muon group's lr_scale is
@@ -147,6 +150,7 @@ def build_muon(
             "weight_decay": muon_weight_decay,
             "polar_express": polar_express,
             "normalize": normalize,
+            "ns_dtype": ns_precision,
         },
         {"kind": "adamw", "params": embed, "lr": embed_lr, "lr_scale": embed_lr / lr, "weight_decay": weight_decay},
         {"kind": "adamw", "params": scalars, "lr": scalar_lr, "lr_scale": scalar_lr / lr, "weight_decay": 0.0},

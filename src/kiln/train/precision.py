@@ -74,6 +74,35 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float
     return max(matmul_ladder(device, dtype, seconds, max_size, stop).values(), default=0.0)
 
 
+def measure_shape_peak(
+    device: torch.device,
+    dtype: torch.dtype,
+    shapes: list[tuple[int, int, int]],
+    seconds: float = 1.0,
+    stop: Stop = _never,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """The best FLOP/s any of the (M, K) x (K, N) products in `shapes` reaches here in `dtype` (the
+    products a model really multiplies), about `seconds` in all, split between them."""
+    best = 0.0
+    for m, k, n in shapes:
+        if stop():
+            break
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        b = torch.randn(k, n, device=device, dtype=dtype)
+        a @ b  # kernel selection, allocation
+        deadline = clock() + seconds / max(1, len(shapes))
+        while not stop():
+            _sync(device)
+            t0 = clock()
+            a @ b
+            _sync(device)
+            best = max(best, 2.0 * m * k * n / max(clock() - t0, 1e-9))
+            if clock() >= deadline:
+                break
+    return best
+
+
 @dataclass(frozen=True)
 class MatmulRates:
     """FLOP/s of fp32 and bf16 products of the same size on one device."""

@@ -29,13 +29,13 @@ from kiln.models.base import TokenModel
 from kiln.objectives.base import Batch, Objective
 from kiln.train.checkpoint import Checkpointer
 from kiln.train.config import TrainConfig
-from kiln.train.flops import flops_per_token, matmul_params
+from kiln.train.flops import flops_per_token, forward_matmul_shapes, matmul_params
 from kiln.train.hooks import Checkpoint, Hook, Validate
 from kiln.train.metrics import MetricsLog
 from kiln.train.muon import momentum_at
 from kiln.train.optim import lr_at
 from kiln.train.parallel import Parallel
-from kiln.train.precision import measure_matmul_peak
+from kiln.train.precision import measure_matmul_peak, measure_shape_peak
 from kiln.train.signals import StopRequest, stop_on_signals
 
 if TYPE_CHECKING:
@@ -117,6 +117,9 @@ class Trainer:
         self.loss_mean: float | None = None
         self.last_val: dict[str, float] = {}
         self.peak_flops = 0.0  # the MFU ceiling: best of every measurement (see measure_peak)
+        self.peaks = {"square": 0.0, "shapes": 0.0}
+        """The two ceilings MFU is stated against the larger of: square 1024-class products, and the
+        products this model multiplies."""
         self.flops_per_token = flops_per_token(cfg.model, self.tc.seq_len, cfg.objective)
         self.bar: tqdm | None = None
 
@@ -151,12 +154,18 @@ class Trainer:
             (self.bar.write if self.bar is not None else print)(line)
 
     def measure_peak(self, precision: str | None = None) -> float:
-        """The matmul ceiling for MFU (about a second, in the precision trained in), kept as the best
-        of every measurement: a reading taken while other work (a thread pool of an earlier stage
-        winding down) shares the cores comes out low and would inflate MFU. Stops early on SIGTERM."""
+        """The matmul ceiling for MFU (about two seconds, in the precision trained in): the larger of
+        square products (the ladder of train/precision.py) and the products this model multiplies at
+        its micro-batch; each kept as the best of every measurement (a reading taken while other work
+        shares the cores comes out low and would inflate MFU). Stops early on SIGTERM."""
         dtype = torch.bfloat16 if (precision or self.tc.precision) == "bf16" else torch.float32
-        peak = self.par.mean_of(measure_matmul_peak(self.device, dtype, stop=lambda: bool(self.stop)), self.device)
-        self.peak_flops = max(self.peak_flops, peak)
+        stop = lambda: bool(self.stop)  # noqa: E731
+        square = measure_matmul_peak(self.device, dtype, stop=stop)
+        shapes = forward_matmul_shapes(self.model, self.tc.micro_batch_size * self.tc.seq_len)
+        shaped = measure_shape_peak(self.device, dtype, shapes, stop=stop)
+        for key, value in (("square", square), ("shapes", shaped)):
+            self.peaks[key] = max(self.peaks[key], self.par.mean_of(value, self.device))
+        self.peak_flops = max(self.peak_flops, *self.peaks.values())
         return self.peak_flops
 
     def load(self, path: Path) -> None:
@@ -352,6 +361,8 @@ class Trainer:
             "tokens_per_s": tokens_per_s,
             "mfu": self.flops_per_token * tokens_per_s / self.peak_flops,
             "peak_flops": self.peak_flops,
+            "peak_flops_square": self.peaks["square"],
+            "peak_flops_model_shapes": self.peaks["shapes"],
             "train_s": train_s,
             "train_flops": self.flops_per_token * self.tokens_seen,
             "device_hours": (self.clock() - self.started) * self.world_size / 3600,
