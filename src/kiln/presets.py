@@ -19,9 +19,10 @@ from collections.abc import Callable
 from kiln.config import replace
 from kiln.corpus import CorpusConfig
 from kiln.errors import KilnError
-from kiln.evaluate.config import EvalConfig, SampleConfig
+from kiln.evaluate.config import EvalConfig
+from kiln.finetune.config import FinetuneConfig
 from kiln.images.config import ImageConfig
-from kiln.models.config import ModelConfig, MoEConfig, SSMConfig
+from kiln.models.config import ModelConfig, MoEConfig, SampleConfig, SSMConfig, VisionConfig
 from kiln.runconfig import RunConfig
 from kiln.tokenizer import TokenizerConfig
 from kiln.train.config import TrainConfig
@@ -182,7 +183,14 @@ def cpu_vlm() -> RunConfig:
     return RunConfig(
         preset="cpu_vlm",
         tokenizer=TokenizerConfig(vocab_size=4096, image_tokens=True),
-        model=ModelConfig(family="vlm", dim=128, num_layers=4, vocab_size=4096, max_seq_len=seq_len),
+        model=ModelConfig(
+            family="vlm",
+            dim=128,
+            num_layers=4,
+            vocab_size=4096,
+            max_seq_len=seq_len,
+            vision=VisionConfig(image_size=32),
+        ),
         images=ImageConfig(source="shapes", dedup_near=False),  # see ImageConfig.dedup_near
         train=TrainConfig(
             seq_len=seq_len,
@@ -197,6 +205,34 @@ def cpu_vlm() -> RunConfig:
         sample=SampleConfig(prompts="The image shows|We the people", max_new_tokens=24),
         budget_s=CPU_BUDGET_S,
     )
+
+
+FINETUNE_LR_DIVISOR = 10
+"""Full fine-tuning from pretrained weights trains at the checkpoint's rate / this (LoRA, whose update
+starts at zero, and a random start keep the rate)."""
+
+
+def finetune(base: RunConfig, data: str, method: str, init_from: str, lora_rank: int = 0) -> RunConfig:
+    """`kiln finetune`'s preset, derived from the checkpoint's config `base` (its model, objective and
+    tokenizer unchanged): the data file and method, the checkpoint's weights as the start (`init_from`;
+    "" for a random start), no time budget or budget-sized depth, no task evaluation (kiln's own tasks
+    are made from pretraining text), 200 steps with a warmup of 20, AdamW as it was measured for
+    fine-tuning (ADAMW_TRAIN) at the checkpoint's rate / FINETUNE_LR_DIVISOR for full fine-tuning."""
+    divisor = 1 if lora_rank or not init_from else FINETUNE_LR_DIVISOR
+    train = replace(
+        base.train,
+        **ADAMW_TRAIN | {"warmup_steps": 20},
+        init_from=init_from,
+        max_steps=200,
+        lr=base.train.lr / divisor,
+        time_budget_s=0.0,
+        size_from_budget=False,
+        eval_tasks="",
+        eval_every=20,
+        checkpoint_every=100,
+    )
+    ft = FinetuneConfig(data=data, objective=method, lora_rank=lora_rank)  # none of an earlier one's settings
+    return replace(base, preset="finetune", budget_s=0.0, finetune=ft, train=train)
 
 
 PRESETS: dict[str, Callable[[], RunConfig]] = {

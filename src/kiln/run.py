@@ -17,13 +17,22 @@ from kiln.energy import total as energy_total
 from kiln.errors import KilnError
 from kiln.evaluate.olmo import olmo_tasks_dir
 from kiln.evaluate.suites import HELDOUT, expand
-from kiln.evaluate.verbs import evaluate_captions, evaluate_tasks, sample_checkpoint
+from kiln.evaluate.verbs import evaluate_tasks, sample_checkpoint
+from kiln.modality import active
 from kiln.modelcard import write_model_card
 from kiln.report import plot_loss, plot_training, write_report
 from kiln.runconfig import RunConfig
 from kiln.rundir import RunDir
 from kiln.train.checkpoint import latest_checkpoint
-from kiln.verbs import Verb, config_options, fresh_start_options, guard_fresh_start, print_config, resolve_config, run_dir_options
+from kiln.verbs import (
+    Verb,
+    config_options,
+    fresh_start_options,
+    guard_fresh_start,
+    print_config,
+    resolve_config,
+    run_dir_options,
+)
 
 
 def available_tasks(names: str, limit: int) -> tuple[str, str | None]:
@@ -39,16 +48,6 @@ def available_tasks(names: str, limit: int) -> tuple[str, str | None]:
         dropped = [name for name, _ in wanted if name not in HELDOUT]
         return ",".join(kept), f'skipped {", ".join(dropped)}: pip install -e ".[eval]" for the standard benchmarks'
     return names, None
-
-
-def image_summary(figures: dict[str, Any] | None) -> dict[str, Any]:
-    """The image figures summary.json carries (none for a text-only run)."""
-    if not figures:
-        return {}
-    out = {k: figures[k] for k in ("caption_bpb", "retrieval_top1", "retrieval_chance")}
-    if "attributes" in figures:
-        out.update({f"caption_{a}_accuracy": v for a, v in figures["attributes"]["accuracy"].items()})
-    return out
 
 
 def energy_line(total: dict[str, Any]) -> str:
@@ -85,9 +84,9 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = Fa
     evaluation = evaluate_tasks(
         newest, tasks, cfg.eval.limit, cfg.eval.bias, device_name=cfg.train.device, strict=False
     )
-    if cfg.images.enabled:
-        evaluation["images"] = evaluate_captions(newest, device=pick_device(cfg.train.device))
-        print(f"eval images: {evaluation['images']['written_to']}")
+    for modality in active(cfg):  # its own figures on its held-out set
+        evaluation[modality.name] = modality.evaluate(newest, None, pick_device(cfg.train.device))
+        print(f"eval {modality.name}: {evaluation[modality.name]['written_to']}")
     samples = sample_checkpoint(newest, None, device_name=cfg.train.device)
     metered("eval")
     plot_loss(run)
@@ -102,7 +101,7 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = Fa
         "tasks_core": evaluation.get("core"),
         **{f"task_{r['task']}_centered": r["centered"] for r in evaluation.get("tasks", [])},
         "bias_stereotyped_share": evaluation["bias"]["all"]["share"] if "bias" in evaluation else None,
-        **image_summary(evaluation.get("images")),
+        **{k: v for m in active(cfg) for k, v in m.summary(evaluation[m.name]).items()},
         "train_tokens": trained["train_tokens"],
         "params": trained["params"],
         "params_non_embedding": trained["params_non_embedding"],

@@ -207,4 +207,3 @@ def print_config(cfg: RunConfig) -> RunConfig:
 
     print(format_config(cfg))
     return cfg
-

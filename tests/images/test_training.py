@@ -10,7 +10,8 @@ from PIL import Image
 from kiln.cli import main
 from kiln.evaluate.captions import image_prompt
 from kiln.evaluate.load import load_checkpoint
-from kiln.evaluate.verbs import caption_image, evaluate_captions
+from kiln.evaluate.verbs import caption_image
+from kiln.images.modality import evaluate_captions
 from kiln.images.patches import fit_image
 from kiln.images.shards import ImageShardSet
 from kiln.train.build import build_trainer

@@ -21,6 +21,7 @@ from kiln.device import pick_device
 from kiln.errors import KilnError
 from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
 from kiln.evaluate.loss import validation_loss
+from kiln.modality import active
 from kiln.models.registry import family
 from kiln.rundir import RunDir
 from kiln.shards.config import ShardConfig
@@ -37,8 +38,9 @@ def evaluate_checkpoint(
     device = pick_device(device_name)
     loaded = load_checkpoint(checkpoint, device, tokenizer_path)
     seq_len, batch = loaded.cfg.train.seq_len, loaded.cfg.train.micro_batch_size
-    if loaded.cfg.images.enabled and text is None and shards is None:
-        return evaluate_captions(checkpoint, loaded, device)
+    if text is None and shards is None:
+        for modality in active(loaded.cfg):  # an image+text run: its own figures on its held-out set
+            return modality.evaluate(checkpoint, loaded, device)
     if text is not None:
         with tempfile.TemporaryDirectory() as tmp:
             docs = read_documents(CorpusConfig(corpus=str(text)))
@@ -67,39 +69,6 @@ def _eval_shards(
     return validation_loss(loaded.objective, loaded.model, batches, loaded.token_bytes, device, loaded.precision)
 
 
-def evaluate_captions(
-    checkpoint: Path, loaded: LoadedCheckpoint | None = None, device: torch.device | None = None, limit: int = 0
-) -> dict[str, Any]:
-    """An image+text checkpoint on its run's held-out image shards: caption loss and bits-per-byte,
-    retrieval, caption accuracy per attribute (evaluate/captions.py); written to eval_dir as
-    captions.md/json."""
-    from kiln.evaluate.captions import evaluate_images, write_image_report
-
-    device = device or pick_device("auto")
-    loaded = loaded or load_checkpoint(checkpoint, device)
-    run = RunDir.of_checkpoint(checkpoint)
-    tc = loaded.cfg.train
-    t0 = time.perf_counter()
-    figures = evaluate_images(
-        loaded.model,
-        run.image_split("val"),
-        run.image_split("train"),
-        loaded.tokenizer,
-        loaded.ids,
-        loaded.token_bytes,
-        loaded.objective,
-        loaded.precision,
-        tc.seq_len,
-        tc.micro_batch_size,
-        limit,
-    )
-    figures.update(checkpoint=str(checkpoint), step=loaded.step, wall_s=time.perf_counter() - t0)
-    out = eval_dir(checkpoint)
-    write_image_report(figures, out, f"Images: {checkpoint} (step {loaded.step})")
-    figures["written_to"] = str(out / "captions.md")
-    return figures
-
-
 def caption_image(
     checkpoint: Path,
     image: Path,
@@ -110,14 +79,14 @@ def caption_image(
 ) -> str:
     """The checkpoint's caption of an image file, or its continuation of `prompt` about the image."""
     from kiln.evaluate.captions import image_prompt
-    from kiln.evaluate.generate import generate
     from kiln.images.patches import fit_image
     from kiln.images.readers import decode_image
+    from kiln.models.sampling import generate
 
     device = pick_device(device_name)
     loaded = load_checkpoint(checkpoint, device)
     vision = loaded.cfg.model.vision
-    if loaded.cfg.model.family != "vlm" or loaded.ids.image < 0:
+    if not family(loaded.cfg.model.family).reads_images or loaded.ids.image < 0:
         raise KilnError(f"{checkpoint} is a {loaded.cfg.model.family} model; --image needs one trained on images")
     path = Path(image).expanduser()
     if not path.is_file():
@@ -239,7 +208,9 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     checkpoint_option(parser, latest=True)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--text", type=Path, default=None, help="a .txt/.md file, a folder of them, or a .jsonl")
-    parser.add_argument("--shards", type=Path, default=None, help="a shard directory (default: the run's validation shards)")
+    parser.add_argument(
+        "--shards", type=Path, default=None, help="a shard directory (default: the run's validation shards)"
+    )
     parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.json (default: the checkpoint's own)")
     parser.add_argument("--tasks", default=None, metavar="LIST", help=task_help())
     parser.add_argument("--limit", type=int, default=0, metavar="N", help="--tasks: at most N items per task")
@@ -298,9 +269,7 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
 def _generate(args: argparse.Namespace) -> list[str]:
     checkpoint, given = checkpoint_of(args), overrides(args)
     if args.image is not None:
-        texts = [
-            caption_image(checkpoint, args.image, (args.prompt or [""])[0], given, args.device, not args.no_cache)
-        ]
+        texts = [caption_image(checkpoint, args.image, (args.prompt or [""])[0], given, args.device, not args.no_cache)]
     else:
         texts = sample_checkpoint(checkpoint, args.prompt, given, args.device, use_cache=not args.no_cache)
     print("\n\n---\n\n".join(texts))

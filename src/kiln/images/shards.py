@@ -101,7 +101,9 @@ def write_image_shards(
     if ids.image < 0:
         raise KilnError("the tokenizer has no image tokens; train it with tokenizer.image_tokens=true")
     if image_size % patch_size:
-        raise KilnError(f"images.image_size={image_size} is not a multiple of model.vision.patch_size={patch_size}")
+        raise KilnError(
+            f"model.vision.image_size={image_size} is not a multiple of model.vision.patch_size={patch_size}"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in list(out_dir.glob("*.npy")) + list(out_dir.glob(MANIFEST)) + list(out_dir.glob("items.jsonl")):
         stale.unlink()

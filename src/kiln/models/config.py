@@ -72,7 +72,8 @@ class VisionConfig:
     """The image input of the vlm family (models/vlm.py)."""
 
     image_size: int = 0
-    """Pixels per side of the images the model reads; 0 takes images.image_size."""
+    """Pixels per side of the images the model reads (image+text runs fit their images to it before
+    sharding, aspect kept, padded); 0 for a model without images."""
     patch_size: int = 8
     """Pixels per side of one patch; an image is (image_size / patch_size)^2 patch positions."""
     encoder: str = "linear"
@@ -85,6 +86,7 @@ class VisionConfig:
         require(self.encoder in ("linear", "vit"), f"model.vision.encoder={self.encoder!r}: choose linear or vit")
         require(self.patch_size > 0 and self.encoder_layers >= 0, "model.vision.patch_size must be positive")
         if self.image_size:
+            require(self.image_size >= 8, f"model.vision.image_size={self.image_size} must be >= 8")
             require(
                 self.image_size % self.patch_size == 0,
                 f"model.vision.image_size={self.image_size} must be a multiple of patch_size={self.patch_size}",
@@ -213,14 +215,6 @@ class ModelConfig:
             not (self.zero_init_head and self.tie_embeddings),
             "model.zero_init_head needs model.tie_embeddings false (a tied head is the embedding)",
         )
-        require(
-            not (self.embed_norm or self.residual_scalars or self.value_embeds)
-            or self.family not in ("encoder", "encdec"),
-            "model.embed_norm, model.residual_scalars and model.value_embeds are decoder options; "
-            f"model.family={self.family} has none of them",
-        )
-        if self.family == "hybrid":
-            require(self.ssm.attn_every > 0, "model.family=hybrid needs model.ssm.attn_every > 0 (e.g. 8)")
 
     @property
     def head_dim(self) -> int:
@@ -232,3 +226,25 @@ class ModelConfig:
 
     def is_moe_layer(self, i: int) -> bool:
         return self.moe.num_experts > 0 and i % self.moe.every == self.moe.every - 1
+
+
+@dataclass
+class SampleConfig:
+    max_new_tokens: int = 200
+    """Tokens to generate per prompt."""
+    temperature: float = 0.8
+    """Softmax temperature; 0 means greedy."""
+    top_k: int = 50
+    """Keep the k most likely tokens (0 disables)."""
+    top_p: float = 0.95
+    """Keep the smallest set of tokens whose probability reaches p (1.0 disables)."""
+    seed: int = 0
+    """Sampling seed: the same seed gives the same text."""
+    prompts: str = "Fellow-Citizens of the Senate and House of Representatives:|The state of the Union is|We must"
+    """Prompts for `kiln run`'s samples, separated by '|'."""
+
+    def __post_init__(self) -> None:
+        require(self.temperature >= 0, f"sample.temperature={self.temperature} must be >= 0")
+        require(0 < self.top_p <= 1, f"sample.top_p={self.top_p} must be in (0, 1]")
+        require(self.top_k >= 0, f"sample.top_k={self.top_k} must be >= 0")
+        require(self.max_new_tokens > 0, f"sample.max_new_tokens={self.max_new_tokens} must be positive")

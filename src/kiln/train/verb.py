@@ -28,7 +28,11 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def _convert(args: argparse.Namespace) -> Path:
     if not (args.checkpoint / STATE).exists():
         raise KilnError(f"{args.checkpoint} is not a kiln checkpoint (no state.json)")
-    out = consolidate(args.checkpoint) if args.to == "safetensors" else to_dcp(args.checkpoint, args.out or args.checkpoint / "weights_dcp")
+    out = (
+        consolidate(args.checkpoint)
+        if args.to == "safetensors"
+        else to_dcp(args.checkpoint, args.out or args.checkpoint / "weights_dcp")
+    )
     print(f"wrote {out}")
     return out
 

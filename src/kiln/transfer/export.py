@@ -20,10 +20,10 @@ from typing import Any, cast
 import torch
 from safetensors.torch import save_file
 
-from kiln.evaluate.generate import generate
 from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
 from kiln.finetune.sft import CHAT_TEMPLATE
 from kiln.models.decoder import Decoder
+from kiln.models.sampling import generate
 from kiln.rundir import RunDir
 from kiln.tokenizer import BOS, EOS, PAD
 from kiln.transfer.hf import hf_config, to_hf, tokenizer_files
