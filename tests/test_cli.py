@@ -330,9 +330,9 @@ def test_curate_named_sources_with_workers_then_tokenize(tmp_path, corpus_dir):
 
 def test_naming_a_corpus_replaces_sources_from_a_saved_config(tmp_path):
     from kiln.cli import build_parser
-    from kiln.verbs import resolve_config
     from kiln.config import save_config
     from kiln.presets import get_preset
+    from kiln.verbs import resolve_config
 
     cfg = get_preset("debug")
     cfg.data.sources = str(tmp_path / "sources.json")

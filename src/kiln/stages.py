@@ -264,13 +264,13 @@ def train(
         trainer = build_trainer(
             cfg,
             run,
+            parts_for(cfg),
             resume=resume,
             time_budget_s=budget_s,
             stop=stop,
             heldout_docs=lambda: heldout_documents(cfg, run),
             overwrite=overwrite,
             clock=clock,
-            parts=parts_for(cfg),
         )
         if trainer.rank == 0:
             save_config(cfg, run.config)

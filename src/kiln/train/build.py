@@ -28,7 +28,7 @@ from kiln.train.hooks import Checkpoint, EvalTasks, FollowPlan, Hook, Validate
 from kiln.train.metrics import MetricsLog
 from kiln.train.optim import make_optimizer
 from kiln.train.parallel import Parallel, parallelize
-from kiln.train.parts import Parts, ShardParts
+from kiln.train.parts import Parts
 from kiln.train.plan import Planner
 from kiln.train.signals import StopRequest
 from kiln.train.trainer import Trainer, accumulation_steps
@@ -54,13 +54,13 @@ def find_checkpoint(root: Path, mode: bool | str) -> Path | None:
 def build_trainer(
     cfg: RunConfig,
     run: RunDir,
+    parts: Parts,
     resume: bool | str = False,
     time_budget_s: float | None = None,
     stop: StopRequest | None = None,
     heldout_docs: Callable[[], list[tuple[str, str]]] | None = None,
     overwrite: bool = False,
     clock: Callable[[], float] = time.perf_counter,
-    parts: Parts | None = None,
 ) -> Trainer:
     """A Trainer for `cfg` on `run`'s shards, resumed from its newest checkpoint when asked; with a
     time budget (`time_budget_s`, else train.time_budget_s) it plans its steps to fit.
@@ -68,8 +68,8 @@ def build_trainer(
     train.eval_tasks names them. With `overwrite`, the run's earlier checkpoints are deleted once
     every part is built and checked (a bad path or config leaves them as they were). `clock` gives
     the seconds step times and the budget are measured in. `parts` are what the kind of training
-    brings (train/parts.py): data, model changes, objective, weight files; default: pretraining on
-    the run's shards."""
+    brings (train/parts.py: data, model changes, objective, weight files; stages.parts_for picks
+    them for a config)."""
     started = clock()
     stop = stop if stop is not None else StopRequest()
     device = pick_device(cfg.train.device)
@@ -98,7 +98,6 @@ def build_trainer(
     global_batch = cfg.train.micro_batch_size * accumulation_steps(cfg.train, par.world_size) * par.world_size
     cfg = planner.settle(cfg, checkpoint, global_batch)
     tc = cfg.train
-    parts = parts or ShardParts()
     loader, val = parts.data(cfg, run, tokenizer, ids, par.rank, par.world_size)
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model, device)
