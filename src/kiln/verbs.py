@@ -57,6 +57,11 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name, _, _ in iter_fields(RunConfig) if getattr(args, name, None) is not None}
 
 
+def split_list(text: str | None) -> list[str]:
+    """A comma-separated command-line list ('a,b') -> ['a', 'b'] (None or '' -> [])."""
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
 def run_dir_options(parser: argparse.ArgumentParser) -> None:
     """--run-dir, --preset, --config, --dry-run: where a stage reads and writes, what it starts from."""
     from kiln.presets import PRESETS

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from kiln.cli import main
-from kiln.evaluate.captions import image_prompt
 from kiln.evaluate.load import load_checkpoint
 from kiln.evaluate.verbs import caption_image
+from kiln.images.evaluate import image_prompt
 from kiln.images.modality import evaluate_captions
 from kiln.images.patches import fit_image
 from kiln.images.shards import ImageShardSet

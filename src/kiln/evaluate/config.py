@@ -3,7 +3,7 @@ model's: models/config.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kiln.config import require
 
@@ -12,13 +12,20 @@ from kiln.config import require
 class EvalConfig:
     """What `kiln run` evaluates after training (beyond loss and bits-per-byte)."""
 
-    tasks: str = "kiln"
-    """Downstream tasks and suites (evaluate/suites.py): e.g. "kiln", "core-small,kiln"; "" for none.
-    The standard ones need `pip install -e ".[eval]"`; without it they are skipped with a note."""
+    tasks: list[str] = field(default_factory=lambda: ["kiln"])
+    """Downstream tasks and suites (evaluate/suites.py), e.g. kiln or core-small,kiln; empty for none:
+    what `kiln run` scores after training, `kiln eval --tasks` scores, and eval.every scores during
+    training. The standard ones need `pip install -e ".[eval]"`; without it they are skipped with a note."""
     limit: int = 0
-    """Items per task (0: each suite's own limit)."""
+    """Items per task after training and in `kiln eval` (0: each suite's own limit)."""
+    every: int = 0
+    """Score eval.tasks during training too, every this many steps and at the end (0: not during
+    training). The scores go to metrics.jsonl (and TensorBoard), the report's plot and the plan's costs."""
+    every_limit: int = 100
+    """Items per task during training (a small fixed subset: the first this many)."""
     bias: bool = True
     """Run the paired-sentence bias probes (evaluate/bias.py)."""
 
     def __post_init__(self) -> None:
-        require(self.limit >= 0, f"eval.limit={self.limit} must be >= 0")
+        for name in ("limit", "every", "every_limit"):
+            require(getattr(self, name) >= 0, f"eval.{name}={getattr(self, name)} must be >= 0")

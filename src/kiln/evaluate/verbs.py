@@ -27,7 +27,7 @@ from kiln.rundir import RunDir
 from kiln.shards.config import ShardConfig
 from kiln.shards.loader import ShardSet, iterate_windows
 from kiln.shards.writer import write_shards
-from kiln.verbs import Verb, checkpoint_of, checkpoint_option, config_options, overrides
+from kiln.verbs import Verb, checkpoint_of, checkpoint_option, config_options, overrides, split_list
 
 
 def evaluate_checkpoint(
@@ -78,7 +78,7 @@ def caption_image(
     use_cache: bool = True,
 ) -> str:
     """The checkpoint's caption of an image file, or its continuation of `prompt` about the image."""
-    from kiln.evaluate.captions import image_prompt
+    from kiln.images.evaluate import image_prompt
     from kiln.images.patches import fit_image
     from kiln.images.readers import decode_image
     from kiln.models.sampling import generate
@@ -125,7 +125,7 @@ def eval_dir(checkpoint: Path) -> Path:
 
 def evaluate_tasks(
     checkpoint: Path,
-    tasks: str = "",
+    tasks: list[str] | None = None,
     limit: int = 0,
     bias: bool = False,
     text: Path | None = None,
@@ -194,7 +194,7 @@ def sample_checkpoint(
         loaded.model.to(torch.bfloat16)
     sc = apply_overrides(loaded.cfg, cfg_overrides or {}).sample
     if prompts is None:
-        prompts = [p for p in sc.prompts.split("|") if p.strip()]
+        prompts = [p for p in sc.prompts if p.strip()]
     spec = family(loaded.cfg.model.family)  # continue (causal), fill masks (encoder) or write spans (encdec)
     return [
         spec.sample(loaded.model, loaded.tokenizer, loaded.ids, prompt, sc, sc.seed + i, loaded.precision, use_cache)
@@ -234,7 +234,7 @@ def _eval(args: argparse.Namespace) -> dict[str, Any]:
     checkpoint = checkpoint_of(args)
     if args.tasks or args.bias:
         result = evaluate_tasks(
-            checkpoint, args.tasks or "", args.limit, args.bias, args.text, args.tasks_dir, args.device, args.out
+            checkpoint, split_list(args.tasks), args.limit, args.bias, args.text, args.tasks_dir, args.device, args.out
         )
     else:
         result = evaluate_checkpoint(checkpoint, args.text, args.shards, args.tokenizer, args.device)

@@ -30,8 +30,8 @@ class FinetuneConfig:
     """LoRA scale numerator: the adapter's update is (alpha / rank) x B A."""
     lora_dropout: float = 0.0
     """Dropout on the adapter's input."""
-    lora_targets: str = "wqkv,wo,w_gate_up,w_down"
-    """Comma-separated names of the linear layers that get adapters (attention and MLP projections)."""
+    lora_targets: list[str] = field(default_factory=lambda: ["wqkv", "wo", "w_gate_up", "w_down"])
+    """Names of the linear layers that get adapters (attention and MLP projections)."""
 
     def __post_init__(self) -> None:
         require(0 < self.val_fraction < 1, f"finetune.val_fraction={self.val_fraction} must be in (0, 1)")

@@ -3,7 +3,7 @@
 curate (images/curate.py: decode, fit, filter, deduplicate into WebDataset shards with a data card),
 the captions for the tokenizer, image shards beside the text shards (images/shards.py), the trainer's
 parts (images/parts.py: image rows with text windows mixed in), and the image figures after training
-(evaluate/captions.py: caption bits-per-byte, retrieval, per-attribute accuracy of greedy captions).
+(images/evaluate.py: caption bits-per-byte, retrieval, per-attribute accuracy of greedy captions).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import torch
 
 from kiln.config import require
 from kiln.device import pick_device
-from kiln.evaluate.captions import evaluate_images, write_image_report
 from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
 from kiln.images import stages as steps
+from kiln.images.evaluate import captions_table, evaluate_images, write_image_report
 from kiln.modality import Modality
 from kiln.models.registry import family
 from kiln.rundir import MANIFEST, RunDir
@@ -42,7 +42,7 @@ def evaluate_captions(
     checkpoint: Path, loaded: LoadedCheckpoint | None = None, device: torch.device | None = None, limit: int = 0
 ) -> dict[str, Any]:
     """An image+text checkpoint on its run's held-out image shards: caption loss and bits-per-byte,
-    retrieval, caption accuracy per attribute (evaluate/captions.py); written to eval_dir as
+    retrieval, caption accuracy per attribute (images/evaluate.py); written to eval_dir as
     captions.md/json."""
     device = device or pick_device("auto")
     loaded = loaded or load_checkpoint(checkpoint, device)
@@ -95,5 +95,8 @@ MODALITY = Modality(
     parts=_parts,
     evaluate=lambda checkpoint, loaded, device: evaluate_captions(checkpoint, loaded, device),
     summary=summary,
+    table=captions_table,
+    title="Images",
+    data_card=lambda run: run.curated_images / "data_card.md",
     evaluate_s=30.0,  # retrieval and greedy captions of the held-out images
 )

@@ -33,10 +33,10 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from kiln.batch import Batch
 from kiln.errors import KilnError
 from kiln.images.patches import num_patches
 from kiln.images.readers import IMAGE_MARK, ImageDoc
-from kiln.objectives.base import Batch
 from kiln.rundir import MANIFEST
 from kiln.shards.loader import EpochOrder, PackedLoader
 from kiln.tokenizer import SpecialIds

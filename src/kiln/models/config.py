@@ -240,8 +240,15 @@ class SampleConfig:
     """Keep the smallest set of tokens whose probability reaches p (1.0 disables)."""
     seed: int = 0
     """Sampling seed: the same seed gives the same text."""
-    prompts: str = "Fellow-Citizens of the Senate and House of Representatives:|The state of the Union is|We must"
-    """Prompts for `kiln run`'s samples, separated by '|'."""
+    prompts: list[str] = field(
+        default_factory=lambda: [
+            "Fellow-Citizens of the Senate and House of Representatives:",
+            "The state of the Union is",
+            "We must",
+        ],
+        metadata={"sep": "|"},
+    )
+    """Prompts for `kiln run`'s samples (on the command line separated by '|': they may hold commas)."""
 
     def __post_init__(self) -> None:
         require(self.temperature >= 0, f"sample.temperature={self.temperature} must be >= 0")

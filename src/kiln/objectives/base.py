@@ -21,20 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kiln.batch import Batch, text_batch  # noqa: F401  (objectives and their callers name them here too)
 from kiln.models.block import aux_loss, expert_load
 
 if TYPE_CHECKING:
     from kiln.tokenizer import SpecialIds
-
-Batch = dict[str, torch.Tensor]
-"""Named tensors. A loader gives "inputs" and "targets" (B, T) int64 (targets: the inputs shifted by
-one, -100 where nothing is scored) plus whatever else its data carry (image batches: "pixels" and
-"num_images", images/shards.py); `make_batch` turns that into what the objective's loss reads."""
-
-
-def text_batch(inputs: torch.Tensor, targets: torch.Tensor) -> Batch:
-    """A loader's batch of token windows."""
-    return {"inputs": inputs, "targets": targets}
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, upcast: bool = False) -> torch.Tensor:

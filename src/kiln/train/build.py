@@ -65,7 +65,7 @@ def build_trainer(
     """A Trainer for `cfg` on `run`'s shards, resumed from its newest checkpoint when asked; with a
     time budget (`time_budget_s`, else train.time_budget_s) it plans its steps to fit.
     `heldout_docs()` gives the validation split's (id, text) documents, for kiln's own tasks when
-    train.eval_tasks names them. With `overwrite`, the run's earlier checkpoints are deleted once
+    eval.every scores eval.tasks during training. With `overwrite`, the run's earlier checkpoints are deleted once
     every part is built and checked (a bad path or config leaves them as they were). `clock` gives
     the seconds step times and the budget are measured in. `parts` are what the kind of training
     brings (train/parts.py: data, model changes, objective, weight files; stages.parts_for picks
@@ -112,14 +112,14 @@ def build_trainer(
     if parts.note and par.rank == 0:
         print(parts.note)
     forward_model = parallelize(adapted, par, tc.precision)  # FSDP shards in place
-    optimizer = make_optimizer(model, tc, device, cfg.model.width_mult)
+    optimizer = make_optimizer(model, cfg, device)
     objective = parts.objective(cfg, ids)
     checkpointer = Checkpointer(
         run.checkpoints, run.tokenizer, sha, tc.keep_checkpoints, par, tc.async_checkpoint, parts.weight_files
     )
     hooks: list[Hook] = [FollowPlan(planner, started, requested_max_steps), Validate()]
-    if tc.eval_tasks:
-        tasks = load_tasks(tc.eval_tasks, tc.eval_tasks_limit, heldout_docs)
+    if cfg.eval.every and cfg.eval.tasks:
+        tasks = load_tasks(cfg.eval.tasks, cfg.eval.every_limit, heldout_docs)
         encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
         hooks.append(EvalTasks(tasks, family(cfg.model.family), encode, ids))
     hooks.append(Checkpoint())
