@@ -36,8 +36,8 @@ def keep_freed_host_memory() -> bool:
     """Stop glibc from handing large freed blocks back to the OS.
 
     By default glibc serves allocations above 32 MB with mmap and unmaps them on free, so every
-    training step page-faults its logits, their gradient and the MLP activations in afresh: measured
-    1.7x slower steps for a 4 x 256 decoder on 2 cores. Serving everything from the heap and never
+    training step page-faults its logits, their gradient and the MLP activations in afresh (slower
+    steps: docs/benchmarks.md). Serving everything from the heap and never
     trimming it keeps those pages mapped between steps. It changes no numerics. Returns False where
     the C library is not glibc (nothing is changed there).
     """

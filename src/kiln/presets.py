@@ -1,7 +1,7 @@
 """The named presets: each a plain function returning a `RunConfig` (runconfig.py).
 
 One size dial, `model.depth`, derives width, heads and MLP width (models/config.py) and the learning
-rate for the width (runconfig.lr_for_width), in the spirit of nanochat. The `cpu` presets are
+rate for the width (derived.lr_for_width), in the spirit of nanochat. The `cpu` presets are
 planned to a wall-clock budget: `kiln run` measures this machine and picks the precision, the depth
 on the dial and the number of steps to fit it.
 
@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from kiln.config import replace
 from kiln.corpus import CorpusConfig
+from kiln.derived import finetune_lr
 from kiln.errors import KilnError
 from kiln.evaluate.config import EvalConfig
 from kiln.finetune.config import FinetuneConfig
@@ -197,24 +198,18 @@ def cpu_vlm() -> RunConfig:
     )
 
 
-FINETUNE_LR_DIVISOR = 10
-"""Full fine-tuning from pretrained weights trains at the checkpoint's rate / this (LoRA, whose update
-starts at zero, and a random start keep the rate)."""
-
-
 def finetune(base: RunConfig, data: str, method: str, init_from: str, lora_rank: int = 0) -> RunConfig:
     """`kiln finetune`'s preset, derived from the checkpoint's config `base` (its model, objective and
     tokenizer unchanged): the data file and method, the checkpoint's weights as the start (`init_from`;
     "" for a random start), no time budget or budget-sized depth, no task evaluation (kiln's own tasks
     are made from pretraining text), 200 steps with a warmup of 20, AdamW as it was measured for
-    fine-tuning (ADAMW_TRAIN) at the checkpoint's rate / FINETUNE_LR_DIVISOR for full fine-tuning."""
-    divisor = 1 if lora_rank or not init_from else FINETUNE_LR_DIVISOR
+    fine-tuning (ADAMW_TRAIN) at derived.finetune_lr."""
     train = replace(
         base.train,
         **ADAMW_TRAIN | {"warmup_steps": 20},
         init_from=init_from,
         max_steps=200,
-        lr=base.train.lr / divisor,
+        lr=finetune_lr(base.train.lr, full_from_pretrained=bool(init_from) and not lora_rank),
         time_budget_s=0.0,
         size_from_budget=False,
         eval_every=20,

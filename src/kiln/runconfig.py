@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from kiln.config import derive, require
 from kiln.corpus import CorpusConfig
 from kiln.curate.config import CurateConfig
+from kiln.derived import lr_for_width
 from kiln.energy import EnergyConfig
 from kiln.evaluate.config import EvalConfig
 from kiln.finetune.config import FinetuneConfig
@@ -21,12 +22,6 @@ from kiln.objectives.config import ObjectiveConfig
 from kiln.shards.config import ShardConfig
 from kiln.tokenizer import TokenizerConfig
 from kiln.train.config import AdamWConfig, MuonConfig, ParallelConfig, TrainConfig
-
-
-def lr_for_width(dim: int) -> float:
-    """Peak AdamW learning rate derived for a width: 1/width (as Adam's update size scales), from
-    4e-3 at width 256, the rate tuned for the cpu preset (docs/experiments.md)."""
-    return 4e-3 * 256 / dim
 
 
 @dataclass

@@ -203,8 +203,8 @@ def prepare(cfg: RunConfig, run: RunDir, resume: bool = False, after: Callable[[
 AFTER_TRAIN_S = 15.0
 """`kiln run`'s allowance after training besides the tasks: bias probes, samples, plots, report, model card."""
 TASK_ITEM_S = 0.02
-"""...and per task item scored (measured 0.014-0.028 s on the default run's model, AVX2 EPYC; the model is
-sized to the machine, so about the same elsewhere); a task without a limit is counted as 1,000 items."""
+"""...and per task item scored (the default run's model is sized to the machine, so about the same on
+every CPU: docs/benchmarks.md); a task without a limit is counted as 1,000 items."""
 
 
 def after_train_s(cfg: RunConfig) -> float:

@@ -13,14 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from kiln.config import derive, require
-
-HEAD_WIDTH = 64
-"""Channels per attention head that the size dial derives heads from, and the width's rounding."""
-
-
-def swiglu_hidden_dim(dim: int, multiple_of: int = 64) -> int:
-    """Llama's rule: 8/3 of the width, rounded up to a multiple (keeps params near a 4x GELU MLP)."""
-    return multiple_of * math.ceil(int(8 * dim / 3) / multiple_of)
+from kiln.derived import dial_heads, dial_width, expert_hidden_dim, mlp_hidden_dim
 
 
 @dataclass
@@ -185,18 +178,18 @@ class ModelConfig:
         require(self.depth >= 0 and self.aspect > 0, "model.depth must be >= 0 and model.aspect > 0")
         if self.depth:
             derive(self, "num_layers", self.depth)
-            derive(self, "dim", HEAD_WIDTH * -(-self.aspect * self.depth // HEAD_WIDTH))
+            derive(self, "dim", dial_width(self.depth, self.aspect))
         require(
             self.dim > 0 and self.num_layers > 0,
             "give the model a size: model.depth (the size dial) or both model.dim and model.num_layers",
         )
-        derive(self, "num_heads", max(1, self.dim // HEAD_WIDTH))
+        derive(self, "num_heads", dial_heads(self.dim))
         derive(self, "num_kv_heads", self.num_heads)
         require(self.mlp in ("swiglu", "relu2"), f"model.mlp={self.mlp!r}: choose swiglu or relu2")
         require(self.logit_softcap >= 0, "model.logit_softcap must be >= 0 (0: no cap)")
-        derive(self, "hidden_dim", swiglu_hidden_dim(self.dim) if self.mlp == "swiglu" else 4 * self.dim)
+        derive(self, "hidden_dim", mlp_hidden_dim(self.dim, self.mlp))
         if self.moe.num_experts:
-            derive(self.moe, "expert_hidden_dim", max(1, self.hidden_dim // self.moe.top_k))
+            derive(self.moe, "expert_hidden_dim", expert_hidden_dim(self.hidden_dim, self.moe.top_k))
         require(self.num_heads > 0 and self.num_kv_heads > 0, "model.num_heads and model.num_kv_heads must be positive")
         require(
             self.dim % self.num_heads == 0,

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, upcast: bool = False) -> torch.Tensor:
     """Per-token cross-entropy, flattened (N,) (targets -100 give 0). Training keeps the logits' own
-    dtype (on CPU the bf16 kernels run ~3.5x faster than an fp32 upcast of a (tokens, V) tensor;
-    callers average in fp32); evaluation upcasts to fp32 for exact figures."""
+    dtype (the bf16 kernels are faster than an fp32 upcast of a (tokens, V) tensor; callers average
+    in fp32); evaluation upcasts to fp32 for exact figures."""
     with torch.autocast(logits.device.type, enabled=False):  # autocast would upcast to fp32
         return F.cross_entropy(
             (logits.float() if upcast else logits).flatten(0, -2),

@@ -29,7 +29,7 @@ class TrainConfig:
     max_steps: int = 1000
     """Optimizer steps to run (the schedule's horizon); with a time budget, the most the plan may choose."""
     lr: float = 0.0
-    """Peak learning rate; 0 derives it from the model width (presets.lr_for_width)."""
+    """Peak learning rate; 0 derives it from the model width (derived.lr_for_width)."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of the peak."""
     warmup_steps: int = 50
@@ -62,10 +62,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """Keep the newest this many checkpoints."""
     compile: bool = False
-    """torch.compile the training step (evaluation stays eager: its shapes would recompile). On a
-    2-core AVX2 CPU it costs ~40 s once and then steps ~1.13x faster at 4 x 256, so it pays for runs
-    longer than ~6 minutes of such steps; the default 9-minute `kiln run` trains a 2 x 128 model whose
-    smaller gain the compile time eats (docs/benchmarks.md). On for the GPU preset."""
+    """torch.compile the training step (evaluation stays eager: its shapes would recompile). It costs a
+    compilation once and then faster steps; where that pays within a budget, and on which CPUs, is in
+    docs/benchmarks.md."""
     threads: int = 0
     """CPU threads for torch (0 keeps torch's default: one per core)."""
     global_batch_size: int = 0
