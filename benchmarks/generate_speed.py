@@ -17,8 +17,8 @@ import torch
 
 from kiln.config import apply_overrides
 from kiln.device import pick_device
-from kiln.evaluate.generate import generate
 from kiln.models.build import build_model
+from kiln.models.sampling import generate
 from kiln.presets import get_preset
 
 

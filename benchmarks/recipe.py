@@ -45,7 +45,7 @@ SHAPE = {
     "train.max_steps": "156",
     "train.size_from_budget": "false",
     "train.eval_every": "0",
-    "train.eval_tasks": "",
+    "eval.every": "0",
     "train.checkpoint_every": "0",
     "budget_s": "0",
 }
@@ -54,11 +54,11 @@ PLAIN = {
     "model.qk_norm": "false",
     "model.tie_embeddings": "true",
     "model.norm_params": "true",
-    "train.embed_lr": "0",
+    "adamw.embed_lr": "0",
     "train.warmup_steps": "30",
     "train.min_lr_ratio": "0.1",
-    "train.weight_decay": "0.1",
-    "train.beta1": "0.9",
+    "adamw.weight_decay": "0.1",
+    "adamw.beta1": "0.9",
 }
 """kiln before issue 16: AdamW at the width's rate, warmup 30, WSD to 10 %, Llama's blocks."""
 RECIPES: dict[str, dict[str, str]] = {
@@ -71,13 +71,13 @@ ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
     "default+softcap": ("default", {"model.logit_softcap": "15"}),  # issue 16's recipe had it; Qwen3 has none
     "default+value_embeds": ("default", {"model.value_embeds": "true"}),  # export refuses them
     "default-qk_norm": ("default", {"model.qk_norm": "false"}),
-    "default-untied": ("default", {"model.tie_embeddings": "true", "train.embed_lr": "0"}),
+    "default-untied": ("default", {"model.tie_embeddings": "true", "adamw.embed_lr": "0"}),
     "default-norm_gains": ("default", {"model.norm_params": "false"}),  # issue 16's parameter-free norms
     "default+relu2": ("default", {"model.mlp": "relu2"}),
     "default+warmup_0": ("default", {"train.warmup_steps": "0"}),  # the recipe's own; the planner needs 2
-    "default+normuon": ("default", {"train.muon_normalize": "true"}),
-    "default+polar_express": ("default", {"train.muon_polar_express": "true"}),
-    "default+muon_lr_0.03": ("default", {"train.muon_lr": "0.03"}),
+    "default+normuon": ("default", {"muon.normalize": "true"}),
+    "default+polar_express": ("default", {"muon.polar_express": "true"}),
+    "default+muon_lr_0.03": ("default", {"muon.lr": "0.03"}),
     "default+decay_0.5": ("default", {"train.decay_fraction": "0.5"}),
 }
 CUTS = {"dev": 0.8, "test": 0.9}

@@ -69,7 +69,7 @@ def build(preset: str, precision: str, overrides: dict[str, str]) -> Trainer:
     forward_model = parallelize(model, par, precision)
     ids = special_ids(cfg.model.vocab_size)
     loader = RandomTokens(cfg.model.vocab_size, tc.micro_batch_size, tc.seq_len, low=ids.num_special)
-    optimizer = make_optimizer(model, tc, device, cfg.model.width_mult)
+    optimizer = make_optimizer(model, cfg, device)
     trainer = Trainer(
         cfg,
         model,

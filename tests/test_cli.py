@@ -221,13 +221,14 @@ def test_fresh_start_over_checkpoints_needs_resume_or_overwrite(debug_run, capsy
 
 
 def test_every_verb_has_help(capsys):
-    from kiln.cli import VERBS
+    from kiln.cli import verbs
 
     proc = subprocess.run([sys.executable, "-m", "kiln", "--help"], capture_output=True, text=True)  # the entry point
     assert proc.returncode == 0 and "usage: kiln" in proc.stdout
-    assert len(VERBS) == 14
-    for verb in VERBS:
-        assert main([verb, "--help"]) == 0 and "usage: kiln" in capsys.readouterr().out, verb
+    names = [v.name for v in verbs()]
+    assert len(names) == len(set(names)) == 14 and all(name in proc.stdout for name in names)
+    for name in names:
+        assert main([name, "--help"]) == 0 and "usage: kiln" in capsys.readouterr().out, name
 
 
 def test_sigint_checkpoints_at_a_step_boundary_and_resume_finishes(tmp_path, corpus_dir):
@@ -328,9 +329,10 @@ def test_curate_named_sources_with_workers_then_tokenize(tmp_path, corpus_dir):
 
 
 def test_naming_a_corpus_replaces_sources_from_a_saved_config(tmp_path):
-    from kiln.cli import build_parser, resolve_config
+    from kiln.cli import build_parser
     from kiln.config import save_config
     from kiln.presets import get_preset
+    from kiln.verbs import resolve_config
 
     cfg = get_preset("debug")
     cfg.data.sources = str(tmp_path / "sources.json")

@@ -77,14 +77,15 @@ def iter_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, Any, str]]:
             yield f"{prefix}{f.name}", tp, docs.get(f.name, "")
 
 
-def _parse_value(name: str, tp: Any, raw: Any) -> Any:
-    """Convert `raw` (a string from the command line, or a JSON value) to type `tp`."""
+def _parse_value(name: str, tp: Any, raw: Any, sep: str = ",") -> Any:
+    """Convert `raw` (a string from the command line, or a JSON value) to type `tp`; a list given as
+    one string is split at `sep` (a field's `metadata={"sep": "|"}` for lists of prose, else ",")."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null")):
             return None
-        return _parse_value(name, args[0], raw)
+        return _parse_value(name, args[0], raw, sep)
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         if raw not in choices:
@@ -92,7 +93,7 @@ def _parse_value(name: str, tp: Any, raw: Any) -> Any:
         return raw
     if origin in (tuple, list):
         (elem,) = typing.get_args(tp)[:1]
-        items = raw.split(",") if isinstance(raw, str) else list(raw)
+        items = raw.split(sep) if isinstance(raw, str) else list(raw)
         return origin(_parse_value(name, elem, x) for x in items if x != "")
     if tp is bool:
         if isinstance(raw, bool):
@@ -110,6 +111,11 @@ def _parse_value(name: str, tp: Any, raw: Any) -> Any:
         except (TypeError, ValueError):
             raise KilnError(f"{name}={raw!r} is not a valid {tp.__name__}; give a {tp.__name__}") from None
     return raw
+
+
+def separators(cls: type) -> dict[str, str]:
+    """A dataclass's list fields that split on something other than "," (field metadata "sep")."""
+    return {f.name: f.metadata["sep"] for f in dataclasses.fields(cls) if "sep" in f.metadata}
 
 
 DERIVED_KEY = "_derived"
@@ -178,7 +184,7 @@ def apply_overrides(cfg: C, overrides: dict[str, Any], prefix: str = "") -> C:
                 f"config key {prefix + key!r} is a section; set one of its fields, e.g. {prefix + head}.<field>=VALUE"
             )
         else:
-            changes[head] = _parse_value(prefix + key, hints[head], raw)
+            changes[head] = _parse_value(prefix + key, hints[head], raw, separators(type(cfg)).get(head, ","))
     for head, sub in grouped.items():
         changes[head] = apply_overrides(getattr(cfg, head), sub, f"{prefix}{head}.")
     out = replace(cfg, **changes)

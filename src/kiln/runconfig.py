@@ -12,21 +12,16 @@ from dataclasses import dataclass, field
 from kiln.config import derive, require
 from kiln.corpus import CorpusConfig
 from kiln.curate.config import CurateConfig
+from kiln.derived import lr_for_width
 from kiln.energy import EnergyConfig
-from kiln.evaluate.config import EvalConfig, SampleConfig
+from kiln.evaluate.config import EvalConfig
 from kiln.finetune.config import FinetuneConfig
 from kiln.images.config import ImageConfig
-from kiln.models.config import ModelConfig
+from kiln.models.config import ModelConfig, SampleConfig
 from kiln.objectives.config import ObjectiveConfig
 from kiln.shards.config import ShardConfig
 from kiln.tokenizer import TokenizerConfig
-from kiln.train.config import ParallelConfig, TrainConfig
-
-
-def lr_for_width(dim: int) -> float:
-    """Peak AdamW learning rate derived for a width: 1/width (as Adam's update size scales), from
-    4e-3 at width 256, the rate tuned for the cpu preset (docs/experiments.md)."""
-    return 4e-3 * 256 / dim
+from kiln.train.config import AdamWConfig, MuonConfig, ParallelConfig, TrainConfig
 
 
 @dataclass
@@ -42,6 +37,8 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adamw: AdamWConfig = field(default_factory=AdamWConfig)
+    muon: MuonConfig = field(default_factory=MuonConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -55,26 +52,10 @@ class RunConfig:
     def __post_init__(self) -> None:
         require(self.budget_s >= 0, f"budget_s={self.budget_s} must be >= 0 (0: no budget)")
         derive(self.train, "lr", lr_for_width(self.model.dim))
-        if self.images.enabled:
-            derive(self.model.vision, "image_size", self.images.image_size)
-            require(
-                self.model.family == "vlm" and self.tokenizer.image_tokens,
-                "images.source needs a model that reads images and a tokenizer with image tokens: "
-                "--model.family vlm --tokenizer.image_tokens true (or --preset cpu_vlm)",
-            )
-            require(
-                self.model.vision.image_size == self.images.image_size,
-                f"model.vision.image_size={self.model.vision.image_size} differs from images.image_size="
-                f"{self.images.image_size}; leave the first at 0 to take the second",
-            )
         require(
             not (self.train.optimizer == "muon" and self.model.mup_base_dim),
             "train.optimizer=muon scales its updates by each matrix's shape already; use it without model.mup_base_dim",
         )
-        if self.model.family == "vlm":
-            require(
-                self.model.vision.image_size > 0, "model.family=vlm needs images.source (or model.vision.image_size)"
-            )
         require(
             self.train.seq_len <= self.model.max_seq_len,
             f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}; raise the latter",

@@ -38,6 +38,14 @@ class RunDir:
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
 
+    @staticmethod
+    def of_checkpoint(checkpoint: Path) -> RunDir:
+        """The run directory a checkpoints/step_N folder belongs to; a checkpoint elsewhere (copied out
+        on its own) is a run directory of one, its own folder: the files a run has beside its
+        checkpoints (validation shards, the model card) are then simply absent."""
+        checkpoint = Path(checkpoint)
+        return RunDir(checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint)
+
     def check_ours(self) -> None:
         """Refuse (one line) a --run-dir kiln would write over but did not make: an existing file, or a
         folder with files in it that holds neither a kiln config.json nor only what kiln writes first.

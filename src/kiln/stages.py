@@ -6,24 +6,23 @@ checkpoint tools of evaluate/verbs.py (eval, generate); the CLI exposes each as 
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any
 
 from kiln.config import save_config
 from kiln.corpus import (
-    Document,
     ReadStats,
     read_documents,
-    split_documents,
     split_of,
 )
-from kiln.curate.curated import CuratedSet
+from kiln.curate.curated import CuratedSet, curated_set, heldout_documents, read_split
 from kiln.curate.pipeline import curate as curate_corpus
 from kiln.errors import KilnError
-from kiln.images import stages as image_stages
+from kiln.modality import active
 from kiln.report import stage_seconds
 from kiln.runconfig import RunConfig
 from kiln.rundir import MANIFEST, RunDir
@@ -35,7 +34,20 @@ from kiln.tokenizer import (
     train_tokenizer,
 )
 from kiln.train.build import build_trainer
+from kiln.train.parts import Parts, ShardParts
 from kiln.train.signals import stop_on_signals
+from kiln.train.supervise import supervise
+from kiln.verbs import (
+    ExitCode,
+    Verb,
+    config_options,
+    fresh_start_options,
+    guard_fresh_start,
+    print_config,
+    resolve_config,
+    resume_mode,
+    run_dir_options,
+)
 
 
 def record(run: RunDir, stage: str, figures: dict[str, Any]) -> None:
@@ -65,13 +77,13 @@ def _report_read_stats(stats: ReadStats) -> dict[str, Any]:
 
 def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     """Curate the corpus into run_dir/curated (documents, manifest, dropped samples, data card), and
-    with images.source the image+text pairs into run_dir/curated_images."""
+    each active modality's data (kiln/modality.py) into its own curated set."""
     run.root.mkdir(parents=True, exist_ok=True)
-    images = image_stages.curate(cfg, run) if cfg.images.enabled else None
-    if not cfg.curate.enabled:  # images only (curate.enabled=false leaves the text as it is)
+    others = {m.name: m.curate(cfg, run) for m in active(cfg)}
+    if not cfg.curate.enabled:  # other modalities only (curate.enabled=false leaves the text as it is)
         save_config(cfg, run.config)
-        record(run, "curate", {"images": images, "wall_s": images["wall_s"] if images else 0.0})
-        return {"images": images}
+        record(run, "curate", {**others, "wall_s": sum(f["wall_s"] for f in others.values())})
+        return others
     manifest = curate_corpus(cfg.data, cfg.curate, run.curated)
     save_config(cfg, run.config)  # each stage saves the config it ran with, once it has succeeded
     print(
@@ -93,30 +105,11 @@ def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
         "wall_s": manifest["wall_s"],
         "mb_per_s": manifest["bytes_in"] / 1e6 / manifest["wall_s"],
     }
-    if images is not None:
-        figures["images"] = images
-        figures["wall_s"] += images["wall_s"]
+    for name, more in others.items():
+        figures[name] = more
+        figures["wall_s"] += more["wall_s"]
     record(run, "curate", figures)
     return figures
-
-
-def curated_set(cfg: RunConfig, run: RunDir) -> CuratedSet | None:
-    """The run's curated set when curation is on and has run: what the later stages read instead of
-    the raw corpus (already cut to data.max_documents; its mix may repeat documents past it)."""
-    return CuratedSet(run.curated) if cfg.curate.enabled and CuratedSet.exists(run.curated) else None
-
-
-def read_split(
-    cfg: RunConfig, run: RunDir, split: Literal["train", "val"], stats: ReadStats | None = None
-) -> Iterator[Document]:
-    """One split's documents, from the curated set or else the raw corpus."""
-    curated = curated_set(cfg, run)
-    return curated.split_documents(cfg.data, split, stats) if curated else split_documents(cfg.data, split, stats)
-
-
-def heldout_documents(cfg: RunConfig, run: RunDir) -> list[tuple[str, str]]:
-    """The validation split as (id, text) pairs: what kiln's own tasks are made from."""
-    return [(d.id, d.text) for d in read_split(cfg, run, "val")]
 
 
 def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
@@ -125,8 +118,8 @@ def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     t0 = time.perf_counter()
     stats = ReadStats()
     texts: Iterator[str] = (d.text for d in read_split(cfg, run, "train", stats))
-    if cfg.images.enabled:
-        texts = itertools.chain(texts, image_stages.captions(run))
+    for modality in active(cfg):  # its text (captions) is the tokenizer's to learn too
+        texts = itertools.chain(texts, modality.texts(run))
     tok = train_tokenizer(texts, cfg.tokenizer)
     tok.save(str(run.tokenizer))
     save_config(cfg, run.config)
@@ -157,8 +150,7 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
         cfg.shards,
         route=lambda doc: split_of(doc.id, cfg.data),
     )
-    if cfg.images.enabled:
-        image_figures = image_stages.tokenize(cfg, run, tok, sha)
+    others = {m.name: m.tokenize(cfg, run, tok, sha) for m in active(cfg)}
     wall_s = time.perf_counter() - t0
     _report_read_stats(stats)
     for split, manifest in manifests.items():
@@ -174,8 +166,8 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
         for split, m in manifests.items()
     }
     figures.update(wall_s=wall_s, mb_per_s=num_bytes / 1e6 / wall_s)
-    if cfg.images.enabled:
-        figures.update(image_figures)
+    for more in others.values():
+        figures.update(more)
     for split, m in manifests.items():
         print(f"tokenize {split}: {m['num_documents']} docs, {m['num_tokens']:,} tokens")
     print(f"tokenize: {num_bytes / 1e6:.1f} MB at {num_bytes / 1e6 / wall_s:.1f} MB/s")
@@ -184,22 +176,22 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
 
 
 def curated(cfg: RunConfig, run: RunDir) -> bool:
-    """Whether curation's outputs (text when curate.enabled, images when images.source) are all there."""
+    """Whether curation's outputs (text when curate.enabled, each active modality's) are all there."""
     text = not cfg.curate.enabled or CuratedSet.exists(run.curated)
-    return text and (not cfg.images.enabled or (run.curated_images / MANIFEST).exists())
+    return text and all(m.curated(run) for m in active(cfg))
 
 
-def images_tokenized(cfg: RunConfig, run: RunDir) -> bool:
-    return not cfg.images.enabled or (run.image_split("val") / MANIFEST).exists()
+def tokenized(cfg: RunConfig, run: RunDir) -> bool:
+    return (run.split("val") / MANIFEST).exists() and all(m.tokenized(run) for m in active(cfg))
 
 
 def prepare(cfg: RunConfig, run: RunDir, resume: bool = False, after: Callable[[str], None] | None = None) -> None:
     """The data stages in order: curate (when on), tokenizer, tokenize; with `resume`, each stage
     whose output the run directory already holds is skipped. `after(name)` follows each stage run."""
     todo = [
-        ("curate", curate, (cfg.curate.enabled or cfg.images.enabled) and not (resume and curated(cfg, run))),
+        ("curate", curate, (cfg.curate.enabled or bool(active(cfg))) and not (resume and curated(cfg, run))),
         ("tokenizer", tokenizer, not (resume and run.tokenizer.exists())),
-        ("tokenize", tokenize, not (resume and (run.split("val") / MANIFEST).exists() and images_tokenized(cfg, run))),
+        ("tokenize", tokenize, not (resume and tokenized(cfg, run))),
     ]
     for name, stage, due in todo:
         if due:
@@ -211,12 +203,8 @@ def prepare(cfg: RunConfig, run: RunDir, resume: bool = False, after: Callable[[
 AFTER_TRAIN_S = 15.0
 """`kiln run`'s allowance after training besides the tasks: bias probes, samples, plots, report, model card."""
 TASK_ITEM_S = 0.02
-"""...and per task item scored (measured 0.014-0.028 s on the default run's model, AVX2 EPYC; the model is
-sized to the machine, so about the same elsewhere); a task without a limit is counted as 1,000 items."""
-
-
-IMAGE_EVAL_S = 30.0
-"""...and for the image figures of an image+text run (retrieval, greedy captions of the held-out images)."""
+"""...and per task item scored (the default run's model is sized to the machine, so about the same on
+every CPU: docs/benchmarks.md); a task without a limit is counted as 1,000 items."""
 
 
 def after_train_s(cfg: RunConfig) -> float:
@@ -224,7 +212,7 @@ def after_train_s(cfg: RunConfig) -> float:
     from kiln.evaluate.suites import expand
 
     items = sum(limit or 1000 for _, limit in expand(cfg.eval.tasks, cfg.eval.limit))
-    return AFTER_TRAIN_S + TASK_ITEM_S * items + (IMAGE_EVAL_S if cfg.images.enabled else 0.0)
+    return AFTER_TRAIN_S + TASK_ITEM_S * items + sum(m.evaluate_s for m in active(cfg))
 
 
 DATA_STAGES = ("curate", "tokenizer", "tokenize")
@@ -248,6 +236,18 @@ def training_budget_s(cfg: RunConfig, run: RunDir, elapsed_s: float | None = Non
     return left
 
 
+def parts_for(cfg: RunConfig) -> Parts:
+    """What the kind of training `cfg` asks for brings the trainer (train/parts.py): fine-tuning's
+    (finetune.data names a file), an active modality's, or pretraining on the run's shards."""
+    if cfg.finetune.data:
+        from kiln.finetune.parts import FinetuneParts
+
+        return FinetuneParts(cfg)
+    for modality in active(cfg):
+        return modality.parts(cfg)
+    return ShardParts()
+
+
 def train(
     cfg: RunConfig,
     run: RunDir,
@@ -264,6 +264,7 @@ def train(
         trainer = build_trainer(
             cfg,
             run,
+            parts_for(cfg),
             resume=resume,
             time_budget_s=budget_s,
             stop=stop,
@@ -280,3 +281,53 @@ def train(
     if trainer.rank == 0:
         record(run, "train", figures)
     return figures
+
+
+def _stage_verb(name: str, help_text: str, stage: Callable[[RunConfig, RunDir], dict[str, Any]]) -> Verb:
+    def run(args: argparse.Namespace) -> Any:
+        cfg, run_dir = resolve_config(args)
+        return print_config(cfg) if args.dry_run else stage(cfg, run_dir)
+
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        run_dir_options(parser)
+        config_options(parser)
+
+    return Verb(name, help_text, arguments, run)
+
+
+CURATE = _stage_verb(
+    "curate",
+    "normalise, filter, language-ID, deduplicate, decontaminate and redact the corpus; write a data card",
+    curate,
+)
+TOKENIZER = _stage_verb(
+    "tokenizer", "train a byte-level BPE tokenizer on the corpus; report bytes per token", tokenizer
+)
+TOKENIZE = _stage_verb("tokenize", "encode the corpus into token shards with a manifest", tokenize)
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    run_dir_options(parser)
+    fresh_start_options(parser, "training (sets train.time_budget_s)")
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        metavar="K",
+        help="supervise: run training in a child process and restart it with --resume auto up to K times if it "
+        "crashes (not after Ctrl-C or SIGTERM)",
+    )
+    config_options(parser)
+
+
+def _train(args: argparse.Namespace) -> Any:
+    if args.max_restarts > 0:
+        return ExitCode(supervise(args.argv, args.max_restarts))
+    cfg, run = resolve_config(args, budget_key="train.time_budget_s")
+    if args.dry_run:
+        return print_config(cfg)
+    guard_fresh_start(args, run)
+    return train(cfg, run, resume=resume_mode(args), overwrite=args.overwrite)
+
+
+TRAIN = Verb("train", "pretrain the model on the run directory's shards", _train_arguments, _train)

@@ -167,18 +167,18 @@ def test_olmo_request_files_are_read_offline_grouped_by_document(tmp_path):
     assert lam.kind == "cloze" and lam.items[0].continuations == (" signs",)
     with pytest.raises(KilnError, match="variants rc_0shot"):
         read_olmo_task("hellaswag", "mc_5shot", root=tmp_path)
-    tasks = load_tasks("hellaswag,winogrande", tasks_dir=tmp_path)
+    tasks = load_tasks(["hellaswag", "winogrande"], tasks_dir=tmp_path)
     assert [t.name for t in tasks] == ["hellaswag", "winogrande"]
 
 
 def test_task_names_and_suites_expand_with_limits():
-    assert expand("core-small") == [(t, 500) for t in ("hellaswag", "arc_easy", "piqa", "winogrande", "lambada")]
-    assert expand("kiln,kiln_cloze", limit=20) == [("kiln_cloze", 20), ("kiln_choice", 20)]
-    assert expand("arc_easy:rc_5shot") == [("arc_easy:rc_5shot", 0)]
+    assert expand(["core-small"]) == [(t, 500) for t in ("hellaswag", "arc_easy", "piqa", "winogrande", "lambada")]
+    assert expand(["kiln", "kiln_cloze"], limit=20) == [("kiln_cloze", 20), ("kiln_choice", 20)]
+    assert expand(["arc_easy:rc_5shot"]) == [("arc_easy:rc_5shot", 0)]
     with pytest.raises(KilnError, match="unknown task 'helaswag'"):
-        expand("helaswag")
+        expand(["helaswag"])
     with pytest.raises(KilnError, match="held-out text"):
-        load_tasks("kiln_cloze")
+        load_tasks(["kiln_cloze"])
 
 
 def test_a_missing_package_is_one_clear_error(monkeypatch):

@@ -80,7 +80,7 @@ def test_a_lora_policy_uses_its_base_as_reference():
     tokens = torch.randint(5, 97, (2, 8))
     with torch.no_grad():
         base = model(tokens)
-    apply_lora(model, "wqkv,wo", rank=2, alpha=4.0, dropout=0.0)
+    apply_lora(model, ["wqkv", "wo"], rank=2, alpha=4.0, dropout=0.0)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, LoRALinear):

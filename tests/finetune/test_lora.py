@@ -15,7 +15,7 @@ def test_lora_starts_as_the_base_model_and_merges_exactly():
     tokens = torch.randint(10, 300, (2, 12))
     with torch.no_grad():
         before = model(tokens)
-    wrapped = apply_lora(model, "wqkv,wo,w_gate_up,w_down", rank=4, alpha=8.0, dropout=0.0)
+    wrapped = apply_lora(model, ["wqkv", "wo", "w_gate_up", "w_down"], rank=4, alpha=8.0, dropout=0.0)
     assert wrapped == 4 * model.cfg.num_layers
     with torch.no_grad():
         assert torch.equal(model(tokens), before)  # B starts at zero
@@ -33,4 +33,4 @@ def test_lora_starts_as_the_base_model_and_merges_exactly():
         assert torch.allclose(plain(tokens), adapted, atol=1e-5)
     assert set(adapter_weights(state)) == {k for k in state if ".lora_" in k}
     with pytest.raises(KilnError, match="names no linear layer"):
-        apply_lora(build_model(tiny(vocab_size=300), torch.device("cpu")), "nosuch", 4, 8.0, 0.0)
+        apply_lora(build_model(tiny(vocab_size=300), torch.device("cpu")), ["nosuch"], 4, 8.0, 0.0)

@@ -10,6 +10,7 @@ from kiln.cli import main
 from kiln.errors import KilnError
 from kiln.finetune.items import IGNORE, ItemLoader, Rows
 from kiln.finetune.sft import encode_example, pack, read_examples, window_rows
+from kiln.models.head_loss import linear_cross_entropy
 from kiln.objectives.causal import CausalLM
 from kiln.report import read_metrics
 from kiln.tokenizer import load_tokenizer, objective_ids
@@ -52,16 +53,17 @@ def test_only_assistant_tokens_are_targets_and_packing_keeps_them(tokenized_run,
     assert ((target != IGNORE) == torch.from_numpy(flags[:, 1:])).all()
     # the loss is the mean over answer positions only: a prompt token never contributes
     torch.manual_seed(0)
-    logits = torch.randn(*inputs.shape, ids.vocab_size, requires_grad=True)
+    hidden = torch.randn(*inputs.shape, 16, requires_grad=True)
+    head = torch.randn(ids.vocab_size, 16)
 
-    class Fixed(torch.nn.Module):
-        def forward(self, tokens):
-            return logits
+    class Fixed(torch.nn.Module):  # final states through kiln's fused head and loss
+        def forward(self, tokens, targets):
+            return linear_cross_entropy(hidden, head, targets)
 
     loss, _ = CausalLM().loss(Fixed(), {"inputs": inputs, "targets": target})
     loss.backward()
     prompt = target == IGNORE
-    assert logits.grad[prompt].abs().sum() == 0 and logits.grad[~prompt].abs().sum() > 0
+    assert hidden.grad[prompt].abs().sum() == 0 and hidden.grad[~prompt].abs().sum() > 0
 
 
 def test_the_loader_is_deterministic_and_resumable():

@@ -14,7 +14,7 @@ VLM = {
     "images.source": "shapes",
     "images.num_train": "1200",
     "images.num_val": "48",
-    "images.image_size": "16",
+    "model.vision.image_size": "16",
     "images.max_text_tokens": "12",
     "images.dedup_near": "false",
     "model.vision.patch_size": "8",

@@ -44,8 +44,8 @@ def test_curation_filters_deduplicates_and_counts(tmp_path):
     (src / "nocaption.png").write_bytes(b"\x89PNG broken")
     (src / "nocaption.txt").write_text("x")
     out = tmp_path / "out"
-    cfg = ImageConfig(source=str(src), image_size=16, val_fraction=0.25, dedup_distance=6)
-    manifest = curate_images(cfg, CurateConfig(), out)
+    cfg = ImageConfig(source=str(src), val_fraction=0.25, dedup_distance=6)
+    manifest = curate_images(cfg, CurateConfig(), out, 16)
     assert manifest["dropped"] == {"duplicate_exact": 1, "duplicate_near": 1, "too_small": 1, "aspect": 1}
     assert manifest["skipped"] == {"unreadable": 1}
     assert manifest["kept"]["train"] + manifest["kept"]["val"] == 40 and manifest["kept"]["val"] >= 3
@@ -55,6 +55,6 @@ def test_curation_filters_deduplicates_and_counts(tmp_path):
     docs = list(curated_docs(out, "train"))
     assert all(d.images[0].size == (16, 16) for d in docs)
     assert all("\u200b" not in d.text and "  " not in d.text for d in docs)  # the text steps ran
-    again = curate_images(cfg, CurateConfig(), tmp_path / "again")
+    again = curate_images(cfg, CurateConfig(), tmp_path / "again", 16)
     assert [d.key for d in curated_docs(tmp_path / "again", "train")] == [d.key for d in docs]
     assert again["kept"] == manifest["kept"]

@@ -8,11 +8,13 @@ import torch
 from PIL import Image
 
 from kiln.cli import main
-from kiln.evaluate.captions import image_prompt
 from kiln.evaluate.load import load_checkpoint
-from kiln.evaluate.verbs import caption_image, evaluate_captions
+from kiln.evaluate.verbs import caption_image
+from kiln.images.evaluate import image_prompt
+from kiln.images.modality import evaluate_captions
 from kiln.images.patches import fit_image
 from kiln.images.shards import ImageShardSet
+from kiln.stages import parts_for
 from kiln.train.build import build_trainer
 from tests.conftest import copy_run
 from tests.images.conftest import vlm_config
@@ -32,7 +34,7 @@ def test_a_tiny_run_learns_to_name_colours_of_unseen_pairs(vlm_run, corpus_dir, 
             "train.checkpoint_every": "0",
         },
     )
-    trainer = build_trainer(cfg, run)
+    trainer = build_trainer(cfg, run, parts_for(cfg))
     before = trainer.validate(None)["loss"]
     figures = trainer.fit()
     assert figures["val_loss"] < before - 1.0 and figures["objective"] == "caption_lm"

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from kiln.errors import KilnError
-from kiln.evaluate.generate import filter_logits, generate
 from kiln.models.build import build_model
 from kiln.models.config import ModelConfig
+from kiln.models.sampling import filter_logits, generate
 
 
 def tiny(**kw) -> ModelConfig:

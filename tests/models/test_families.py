@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from kiln.evaluate.generate import generate
 from kiln.models.build import build_model
 from kiln.models.config import ModelConfig
 from kiln.models.moe import MoE, MoEConfig
+from kiln.models.sampling import generate
 from kiln.models.ssm import Mamba, SSMConfig, naive_scan, ssd_scan
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from kiln.models.build import build_model
 from kiln.models.config import ModelConfig
+from kiln.train.config import AdamWConfig
 from kiln.train.optim import build_optimizer
 
 WIDTHS = (64, 128, 256, 512)
@@ -22,7 +23,7 @@ def coordinates(width: int, mup: bool, steps: int = 4, lr: float = 1e-2) -> tupl
         vocab_size=97, dim=width, num_layers=2, num_heads=width // 64, max_seq_len=32, mup_base_dim=64 if mup else 0
     )
     model = build_model(cfg, torch.device("cpu"))
-    opt = build_optimizer(model, lr, 0.0, (0.9, 0.95), torch.device("cpu"), cfg.width_mult)
+    opt = build_optimizer(model, lr, AdamWConfig(weight_decay=0.0, beta2=0.95), torch.device("cpu"), cfg.width_mult)
     for g in opt.param_groups:
         g["lr"] = lr * g["lr_scale"]
     gen = torch.Generator().manual_seed(1)
@@ -56,7 +57,7 @@ def test_mup_keeps_activation_scales_flat_across_widths():
 def test_learning_rate_groups_cover_every_parameter_once():
     cfg = ModelConfig(vocab_size=97, dim=256, num_layers=2, num_heads=4, max_seq_len=32, mup_base_dim=64)
     model = build_model(cfg, torch.device("cpu"))
-    opt = build_optimizer(model, 1e-2, 0.1, (0.9, 0.95), torch.device("cpu"), cfg.width_mult)
+    opt = build_optimizer(model, 1e-2, AdamWConfig(), torch.device("cpu"), cfg.width_mult)
     seen = [id(p) for g in opt.param_groups for p in g["params"]]
     assert sorted(seen) == sorted(id(p) for p in model.parameters()) and len(seen) == len(set(seen))
     scales = {g["lr_scale"] for g in opt.param_groups}

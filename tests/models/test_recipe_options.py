@@ -4,6 +4,7 @@ keeps the model causal, and leaves the default model unchanged."""
 import pytest
 import torch
 
+from kiln.errors import KilnError
 from kiln.models.build import build_model
 from kiln.models.config import ModelConfig, SSMConfig
 from kiln.train.flops import matmul_params
@@ -104,7 +105,8 @@ def test_value_embeds_on_every_other_attention_layer_from_the_last():
 
 
 def test_decoder_only_options_refused_for_encoders():
-    with pytest.raises(Exception, match="decoder options"):
-        ModelConfig(family="encoder", vocab_size=64, dim=64, num_layers=2, residual_scalars=True)
-    with pytest.raises(Exception, match="decoder options"):
-        ModelConfig(family="encdec", vocab_size=64, dim=64, num_layers=2, value_embeds=True)
+    cpu = torch.device("cpu")
+    with pytest.raises(KilnError, match="model.residual_scalars: model.family=encoder has no place for it"):
+        build_model(ModelConfig(family="encoder", vocab_size=64, dim=64, num_layers=2, residual_scalars=True), cpu)
+    with pytest.raises(KilnError, match="model.value_embeds: model.family=encdec has no place for it"):
+        build_model(ModelConfig(family="encdec", vocab_size=64, dim=64, num_layers=2, value_embeds=True), cpu)

@@ -32,7 +32,7 @@ def test_sweep_runs_resumes_and_fits(tokenized_run, corpus_dir, tmp_path, capsys
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
     save_config(tiny_config(corpus_dir), run.config)
-    args = ["sweep", "--run-dir", str(run.root), *ARGS, "--train.weight_decay", "0.05"]
+    args = ["sweep", "--run-dir", str(run.root), *ARGS, "--adamw.weight_decay", "0.05"]
     args += ["--executor", "local", "--jobs", "2"]
     assert main(args) == 0
     result = json.loads((run.root / "scaling" / "sweep.json").read_text())
@@ -42,7 +42,7 @@ def test_sweep_runs_resumes_and_fits(tokenized_run, corpus_dir, tmp_path, capsys
     fit = json.loads((run.root / "scaling" / "fit.json").read_text())
     assert set(fit["law"]) == {"E", "A", "B", "alpha", "beta"} and fit["held_out"]["loss"] > 0
     point = RunDir(run.root / "sweep" / "d2_t3072_lr0.003")
-    assert json.loads(point.config.read_text())["train"]["weight_decay"] == 0.05  # overrides reach every point
+    assert json.loads(point.config.read_text())["adamw"]["weight_decay"] == 0.05  # overrides reach every point
     assert (point.checkpoints / "step_6" / "model.safetensors").exists() and point.shards.is_symlink()
     # finished points are never rerun; a point cut after its checkpoint resumes from it
     stamps = {p: p.stat().st_mtime_ns for p in (run.root / "sweep").glob("*/stages.json")}

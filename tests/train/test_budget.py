@@ -170,7 +170,7 @@ def test_sigterm_during_the_ceiling_measurement_exits_promptly_with_a_checkpoint
 def test_a_run_that_slows_down_after_planning_shortens_its_plan(tokenized_run, tmp_path, corpus_dir, monkeypatch):
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
-    clock = StepClock(monkeypatch, 0.05, slower_from=20, slower_s=0.09)  # the machine slows after the plan
+    clock = StepClock(monkeypatch, 0.05, slower_from=10, slower_s=0.09)  # the machine slows after the plan
     out = stages.train(_budget_config(corpus_dir), run, clock=clock)
     plan = json.loads(run.plan.read_text())
     assert plan["replanned"] and out["steps"] == plan["max_steps"]
@@ -203,6 +203,9 @@ def test_a_budget_sizes_the_model_by_the_measured_step_time(tokenized_run, tmp_p
     from kiln.config import replace
     from kiln.models.build import build_on_meta
     from kiln.models.config import ModelConfig
+    from kiln.train import plan as plan_module
+    from kiln.train.budget import SIZE_MFU
+    from kiln.train.flops import flops_per_token
 
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
@@ -219,6 +222,14 @@ def test_a_budget_sizes_the_model_by_the_measured_step_time(tokenized_run, tmp_p
     cfg = _budget_config(corpus_dir, **{"train.size_from_budget": "true", "train.tokens_per_param": "0.2"})
     model = ModelConfig(depth=3, aspect=16, vocab_size=320, max_seq_len=64)
     cfg = replace(cfg, model=model, train=replace(cfg.train, time_budget_s=20.0))
+    # the matmul ceiling this "machine" reports: its steps run at SIZE_MFU of it (as the planner's first
+    # guess assumes), so the guess lands near and the search, not the guess, settles the depth
+    at3 = replace(model, depth=3)
+    rate = flops_per_token(at3, cfg.train.seq_len, cfg.objective) / (
+        seconds_per_param * build_on_meta(at3).num_params()
+    )
+    peak = rate * cfg.train.seq_len * cfg.train.micro_batch_size / SIZE_MFU
+    monkeypatch.setattr(plan_module, "measure_matmul_peak", lambda *a, **k: peak)
     out = stages.train(cfg, run, clock=clock)
     plan = json.loads(run.plan.read_text())
     tokens_per_step = cfg.train.seq_len * cfg.train.micro_batch_size
@@ -228,7 +239,7 @@ def test_a_budget_sizes_the_model_by_the_measured_step_time(tokenized_run, tmp_p
         return 20 * 0.8 * tokens_per_step / (seconds_per_param * params) >= 0.2 * params
 
     want = max(d for d in range(2, 13) if affords(d))
-    assert want == 3  # a depth the search has to find: neither the smallest nor the guess's neighbours only
-    assert plan["depth"] == want and str(want) in plan["depth_probe"] and len(plan["depth_probe"]) <= 4
+    assert want == 3
+    assert plan["depth"] == want and str(want) in plan["depth_probe"] and len(plan["depth_probe"]) <= 5
     assert plan["expected_tokens_per_param"] >= 0.2 and "measured" in plan["depth_reason"]
     assert plan["achieved_tokens_per_param"] == pytest.approx(out["tokens_per_param"])

@@ -19,6 +19,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict
 from kiln import stages
 from kiln.cli import main
 from kiln.errors import KilnError
+from kiln.stages import parts_for
 from kiln.train.build import build_trainer
 from kiln.train.checkpoint import _write_manifest, consolidate
 from kiln.train.dcp_safe import read_metadata
@@ -99,7 +100,7 @@ def test_a_payload_among_the_optimizer_values_is_refused(trained, tmp_path):
     cfg, run = trained
     evil = copy_run(run, tmp_path / "evil")
     ckpt = evil.checkpoints / "step_4"
-    trainer = build_trainer(cfg, evil)
+    trainer = build_trainer(cfg, evil, parts_for(cfg))
     model_sd, optim_sd = get_state_dict(trainer.model, trainer.optimizer)
     marker = tmp_path / "pwned"
     optim_sd["param_groups"][0]["lr"] = Payload(marker)
@@ -107,7 +108,7 @@ def test_a_payload_among_the_optimizer_values_is_refused(trained, tmp_path):
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(ckpt / "dcp"), no_dist=True)
     _write_manifest(ckpt)
     with pytest.raises(KilnError, match="refused"):
-        build_trainer(cfg, evil, resume=True)
+        build_trainer(cfg, evil, parts_for(cfg), resume=True)
     with pytest.raises(KilnError, match="refused"):
         consolidate(ckpt)
     assert not marker.exists()

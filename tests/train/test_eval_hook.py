@@ -16,9 +16,9 @@ def test_task_scores_are_logged_every_n_steps_and_to_tensorboard(tokenized_run, 
         corpus_dir,
         **{
             "train.max_steps": "12",
-            "train.eval_tasks": "kiln",
-            "train.eval_tasks_every": "5",
-            "train.eval_tasks_limit": "10",
+            "eval.tasks": "kiln",
+            "eval.every": "5",
+            "eval.every_limit": "10",
         },
     )
     stages.train(cfg, run)
@@ -45,9 +45,9 @@ def test_the_planner_counts_task_evaluation_in_the_budget(tokenized_run, tmp_pat
             "train.eval_every": "0",
             "train.checkpoint_every": "0",
             "train.precision": "fp32",
-            "train.eval_tasks": "kiln",
-            "train.eval_tasks_every": "20",
-            "train.eval_tasks_limit": "10",
+            "eval.tasks": "kiln",
+            "eval.every": "20",
+            "eval.every_limit": "10",
         },
     )
     stages.train(cfg, run)

@@ -6,6 +6,7 @@ import torch
 
 from kiln.models.build import build_model
 from kiln.models.config import ModelConfig, MoEConfig, SSMConfig, VisionConfig
+from kiln.train.config import AdamWConfig, MuonConfig
 from kiln.train.muon import (
     momentum_at,
     neuron_dim,
@@ -94,7 +95,7 @@ FAMILIES = {
 @pytest.mark.parametrize("family", FAMILIES)
 def test_groups_cover_every_parameter_exactly_once(family):
     model = build_model(FAMILIES[family], torch.device("cpu"))
-    opt = build_muon(model, 1e-3, 0.1, (0.9, 0.95), 0.02, 0.95, 0.0)
+    opt = build_muon(model, 1e-3, AdamWConfig(), MuonConfig())
     ids = [id(p) for g in opt.param_groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters()) and len(ids) == len(set(ids))
     muon = next(g for g in opt.param_groups if g["kind"] == "muon")
@@ -116,7 +117,7 @@ def test_an_untied_embedding_and_the_value_embeddings_can_have_their_own_rate():
         vocab_size=64, dim=32, num_layers=1, num_heads=2, max_seq_len=16, tie_embeddings=False, value_embeds=True
     )
     model = build_model(cfg, torch.device("cpu"))
-    opt = build_muon(model, 1e-3, 0.1, (0.9, 0.95), 0.02, 0.95, 0.0, embed_lr=0.1)
+    opt = build_muon(model, 1e-3, AdamWConfig(embed_lr=0.1), MuonConfig())
     (embed,) = [g for g in opt.param_groups if any(p is model.embed.weight for p in g["params"])]
     assert embed["params"] == [model.embed.weight, model.value_embeds["0"].weight]
     assert embed["lr_scale"] == pytest.approx(100)
@@ -129,7 +130,7 @@ def test_an_untied_embedding_and_the_value_embeddings_can_have_their_own_rate():
 def test_residual_scalars_have_their_own_rate_and_momentum_warms_up():
     cfg = ModelConfig(vocab_size=64, dim=32, num_layers=2, num_heads=2, max_seq_len=16, residual_scalars=True)
     model = build_model(cfg, torch.device("cpu"))
-    opt = build_muon(model, 1e-3, 0.1, (0.9, 0.95), 0.02, 0.95, 0.0, scalar_lr=0.5, momentum_warmup=10)
+    opt = build_muon(model, 1e-3, AdamWConfig(scalar_lr=0.5), MuonConfig(momentum_warmup=10))
     (scalars,) = [g for g in opt.param_groups if any(p is model.x0_scales for p in g["params"])]
     assert len(scalars["params"]) == 2 and scalars["lr_scale"] == pytest.approx(500) and scalars["weight_decay"] == 0
     ids = [id(p) for g in opt.param_groups for p in g["params"]]
@@ -151,10 +152,10 @@ def test_a_muon_run_resumes_bitwise(tokenized_run, tmp_path, corpus_dir):
             "model.moe.num_experts": "4",
             "model.residual_scalars": "true",
             "model.value_embeds": "true",
-            "train.scalar_lr": "0.01",
-            "train.muon_momentum_warmup": "6",  # the cut falls inside the warm-up
-            "train.muon_normalize": "true",  # NorMuon's per-neuron state is checkpointed
-            "train.muon_polar_express": "true",
+            "adamw.scalar_lr": "0.01",
+            "muon.momentum_warmup": "6",  # the cut falls inside the warm-up
+            "muon.normalize": "true",  # NorMuon's per-neuron state is checkpointed
+            "muon.polar_express": "true",
         },
     )
     a, b = straight_and_resumed(cfg, src, tmp_path, cut=4)
@@ -170,7 +171,7 @@ def test_muon_on_two_processes_matches_one(mode, tokenized_run, tmp_path):
 
     _, src = tokenized_run
     muon = ["--train.optimizer", "muon", "--model.moe.num_experts", "4", "--model.value_embeds", "true"]
-    muon += ["--train.muon_normalize", "true", "--train.muon_polar_express", "true"]
+    muon += ["--muon.normalize", "true", "--muon.polar_express", "true"]
     single = _train(copy_run(src, tmp_path / "one").root, "--overwrite", *muon)
     losses = _train(copy_run(src, tmp_path / "two").root, "--overwrite", "--parallel.mode", mode, *muon, procs=2)
     assert len(losses) == len(single) == 6

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from kiln import stages
+from kiln.stages import parts_for
 from kiln.train.build import build_trainer
 from kiln.train.checkpoint import latest_checkpoint, verify_checkpoint
 from tests.conftest import copy_run, tiny_config
@@ -146,7 +147,7 @@ def test_a_corrupt_latest_checkpoint_is_skipped(tokenized_run, tmp_path, corpus_
     assert latest_checkpoint(run.checkpoints, verify=True) == run.checkpoints / "step_4"
     assert "skipping checkpoint" in capsys.readouterr().err
     cfg = tiny_config(corpus_dir, **{"train.max_steps": "8", "train.checkpoint_every": "2", "train.eval_every": "0"})
-    trainer = build_trainer(cfg, run, resume="auto")
+    trainer = build_trainer(cfg, run, parts_for(cfg), resume="auto")
     assert trainer.step == 4
 
 
@@ -169,7 +170,7 @@ def _trainer(tokenized_run, tmp_path, corpus_dir, bad_calls):
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
     cfg = tiny_config(corpus_dir, **{"train.max_steps": "10", "train.checkpoint_every": "4", "train.eval_every": "0"})
-    trainer = build_trainer(cfg, run)
+    trainer = build_trainer(cfg, run, parts_for(cfg))
     trainer.objective = _Poison(trainer.objective, bad_calls)
     return trainer, run
 

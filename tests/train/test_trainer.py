@@ -29,20 +29,22 @@ def _weights(run):
 def straight_and_resumed(cfg, src, tmp_path, cut: int):
     """Final weights of a run straight through, and of one saved after `cut` steps and resumed (with
     the global RNG disturbed in between): what a bitwise-resume test compares."""
+    from kiln.stages import parts_for
     from kiln.train.build import build_trainer
 
     straight, resumed = copy_run(src, tmp_path / "straight"), copy_run(src, tmp_path / "resumed")
-    build_trainer(cfg, straight).fit()
-    first = build_trainer(cfg, resumed)
+    build_trainer(cfg, straight, parts_for(cfg)).fit()
+    first = build_trainer(cfg, resumed, parts_for(cfg))
     for _ in range(cut):
         first.train_step()
     first.save()
     torch.manual_seed(99)
-    build_trainer(cfg, resumed, resume=True).fit()
+    build_trainer(cfg, resumed, parts_for(cfg), resume=True).fit()
     return _weights(straight), _weights(resumed)
 
 
 def test_resume_is_bitwise_identical(tokenized_run, tmp_path, corpus_dir):
+    from kiln.stages import parts_for
     from kiln.train.build import build_trainer
 
     _, src = tokenized_run
@@ -59,12 +61,12 @@ def test_resume_is_bitwise_identical(tokenized_run, tmp_path, corpus_dir):
     stages.train(cfg, straight)
 
     resumed = copy_run(src, tmp_path / "resumed")
-    first = build_trainer(cfg, resumed)
+    first = build_trainer(cfg, resumed, parts_for(cfg))
     for _ in range(6):
         first.train_step()
     first.save()
     torch.manual_seed(1234)  # a fresh process would not share RNG state; the checkpoint must restore it
-    second = build_trainer(cfg, resumed, resume=True)
+    second = build_trainer(cfg, resumed, parts_for(cfg), resume=True)
     assert second.step == 6 and second.loader.samples_seen == first.loader.samples_seen
     second.fit()
 
@@ -127,6 +129,7 @@ def test_fp32_precision_trains_too(tokenized_run, tmp_path, corpus_dir):
 
 
 def test_a_run_can_start_from_another_runs_weights(tokenized_run, tmp_path, corpus_dir):
+    from kiln.stages import parts_for
     from kiln.train.build import build_trainer
 
     _, src = tokenized_run
@@ -134,6 +137,6 @@ def test_a_run_can_start_from_another_runs_weights(tokenized_run, tmp_path, corp
     stages.train(tiny_config(corpus_dir, **{"train.max_steps": "4", "train.eval_every": "0"}), first)
     start = checkpoint_dirs(first.checkpoints)[-1]
     cfg = tiny_config(corpus_dir, **{"train.max_steps": "2", "train.init_from": str(start)})
-    trainer = build_trainer(cfg, copy_run(src, tmp_path / "second"))
+    trainer = build_trainer(cfg, copy_run(src, tmp_path / "second"), parts_for(cfg))
     weights = load_file(str(start / "model.safetensors"))
     assert trainer.step == 0 and all(torch.equal(trainer.model.state_dict()[k], v) for k, v in weights.items())

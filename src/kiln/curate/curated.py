@@ -1,8 +1,9 @@
 """The curated set: a `kiln curate` output folder, described by its manifest.
 
 Data flows one way: readers -> corpus -> curation -> curated set. Later stages read a run's curated
-set through `CuratedSet` (stages.py names which of the two it reads); the training mix is part of
-the set's description (manifest.json's "mix"), applied when its training split is read.
+set through `CuratedSet`; `read_split` names which of the two a run reads (its curated set when
+curation ran, else the raw corpus). The training mix is part of the set's description
+(manifest.json's "mix"), applied when its training split is read.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from kiln.corpus import CURATED_FORMAT, CorpusConfig, split_of
+from kiln.corpus import CURATED_FORMAT, CorpusConfig, split_documents, split_of
 from kiln.curate.mix import copies_of
 from kiln.errors import KilnError
 from kiln.readers import Document, ReadStats, read_jsonl
-from kiln.rundir import MANIFEST
+from kiln.rundir import MANIFEST, RunDir
+
+if TYPE_CHECKING:
+    from kiln.runconfig import RunConfig
 
 
 class CuratedSet:
@@ -78,3 +82,22 @@ class CuratedSet:
             name: {**self.mix[name], "mixed_train_bytes": b, "achieved_share": round(b / total, 4)}
             for name, b in got.items()
         }
+
+
+def curated_set(cfg: RunConfig, run: RunDir) -> CuratedSet | None:
+    """The run's curated set when curation is on and has run: what the later stages read instead of
+    the raw corpus (already cut to data.max_documents; its mix may repeat documents past it)."""
+    return CuratedSet(run.curated) if cfg.curate.enabled and CuratedSet.exists(run.curated) else None
+
+
+def read_split(
+    cfg: RunConfig, run: RunDir, split: Literal["train", "val"], stats: ReadStats | None = None
+) -> Iterator[Document]:
+    """One split's documents, from the curated set or else the raw corpus."""
+    curated = curated_set(cfg, run)
+    return curated.split_documents(cfg.data, split, stats) if curated else split_documents(cfg.data, split, stats)
+
+
+def heldout_documents(cfg: RunConfig, run: RunDir) -> list[tuple[str, str]]:
+    """The validation split as (id, text) pairs: what kiln's own tasks are made from."""
+    return [(d.id, d.text) for d in read_split(cfg, run, "val")]

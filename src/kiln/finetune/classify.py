@@ -16,8 +16,9 @@ into a confusion matrix (rows: true label, columns: predicted).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +28,14 @@ from torch import nn
 from kiln.device import autocast
 from kiln.errors import KilnError
 from kiln.finetune.items import IGNORE, Rows, read_jsonl, split_items, stack_rows
+from kiln.finetune.method import Method
 from kiln.models.base import TokenModel
+from kiln.models.registry import family
 from kiln.objectives.base import Batch, Objective, TokenScores, with_aux
 from kiln.tokenizer import SpecialIds
+
+if TYPE_CHECKING:
+    from kiln.runconfig import RunConfig
 
 HEAD = "classifier"
 """The head's attribute name on the model (and the prefix of its tensors)."""
@@ -161,10 +167,6 @@ class Classification(Objective):
         return TokenScores(losses, torch.ones_like(losses), labels, logits.argmax(-1) == labels)
 
 
-def pool_of(family_name: str) -> str:
-    return "mean" if family_name == "encoder" else "last"
-
-
 def split_head(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(the language model's tensors, the classification head's) of a state dict."""
     head = {k: v for k, v in weights.items() if k.split(".", 1)[0] == HEAD}
@@ -209,3 +211,92 @@ def confusion_table(labels: list[str], counts: list[list[int]]) -> str:
         lines.append(f"| {name} | " + " | ".join(str(c) for c in counts[i]) + f" | {recall} |")
     lines.append(f"\naccuracy {right}/{total} = {right / max(total, 1):.1%}")
     return "\n".join(lines) + "\n"
+
+
+HEAD_FILE = "classifier.safetensors"
+
+
+def load_classify(cfg: RunConfig, tok: Tokenizer, ids: SpecialIds) -> ClassifyData:
+    ft = cfg.finetune
+    return ClassifyData(Path(ft.data), tok, ids, cfg.train.seq_len, ft.val_fraction, ft.val_data, ft.labels or None)
+
+
+def _head(cfg: RunConfig, model: TokenModel, data: Any, state: dict[str, Any]) -> tuple[nn.Module, str]:
+    head = attach_classifier(model, len(data.labels))
+    return ClassifierView(
+        model
+    ), f"classification head {cfg.model.dim} -> {head.out_features} labels, zero at the start"
+
+
+def _split(weights: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    lm, head = split_head(weights)
+    return {"model.safetensors": lm, HEAD_FILE: head}
+
+
+def classification_report(checkpoint: Path, out: Path, device_name: str = "auto") -> dict[str, Any]:
+    """The held-out confusion matrix of a classification checkpoint: classification.json and .md in `out`."""
+    from kiln.device import pick_device
+    from kiln.evaluate.load import load_checkpoint
+    from kiln.tokenizer import objective_ids
+
+    device = pick_device(device_name)
+    loaded = load_checkpoint(Path(checkpoint), device)
+    cfg = loaded.cfg
+    head_file = Path(checkpoint) / "classifier.safetensors"
+    if cfg.finetune.objective != "classify" or not head_file.exists():
+        raise KilnError(f"{checkpoint} is not a classification checkpoint (no classifier.safetensors)")
+    ids = objective_ids(loaded.tokenizer)
+    data = load_classify(cfg, loaded.tokenizer, ids)
+    head = attach_classifier(loaded.model, len(cfg.finetune.labels))
+    head.load_state_dict(_head_state(head_file))
+    view = ClassifierView(loaded.model)
+    objective = Classification(family(cfg.model.family).pooling, ids.pad)
+    counts = confusion(objective, view, data.val, cfg.train.micro_batch_size, device, loaded.precision)
+    total, right = sum(map(sum, counts)), sum(counts[i][i] for i in range(len(counts)))
+    result = {
+        "checkpoint": str(checkpoint),
+        "labels": cfg.finetune.labels,
+        "confusion": counts,
+        "accuracy": right / max(total, 1),
+        "items": total,
+        "majority_baseline": max(map(sum, counts)) / max(total, 1),
+    }
+    result["summary"] = (
+        f"held-out accuracy {result['accuracy']:.1%} on {total} texts (majority label "
+        f"{result['majority_baseline']:.1%}); confusion matrix in {out / 'classification.md'}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "classification.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = confusion_table(cfg.finetune.labels, counts)
+    (out / "classification.md").write_text(
+        f"# Held-out classification, {checkpoint}\n\n{table}\nmajority-label baseline "
+        f"{result['majority_baseline']:.1%}\n"
+    )
+    return result
+
+
+def _head_state(path: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    from kiln.finetune.classify import HEAD
+
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error type for a truncated or corrupt file
+        raise KilnError(
+            f"{path} is corrupt or truncated ({str(e).splitlines()[0]}); use an earlier checkpoint"
+        ) from None
+    return {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(HEAD + ".")}
+
+
+METHOD = Method(
+    name="classify",
+    help='a head on pooled states (a causal LM reads its <|eos|> state, an encoder the mean); {"text", "label"}',
+    fits=lambda spec: bool(spec.pooling),
+    load=load_classify,
+    objective=lambda cfg, ids, state: Classification(family(cfg.model.family).pooling, ids.pad),
+    rows_of_one=True,
+    head=_head,
+    split=_split,
+    after=classification_report,
+)

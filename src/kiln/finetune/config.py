@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from kiln.config import require
 
@@ -14,9 +13,9 @@ class FinetuneConfig:
     """A JSONL file to fine-tune on instead of the shards: chat examples ({"messages": [{"role",
     "content"}]}) or prompt/response pairs for sft, {"prompt", "chosen", "rejected"} for dpo,
     {"text", "label"} for classify."""
-    objective: Literal["sft", "dpo", "classify"] = "sft"
-    """sft: loss on the assistant's tokens (finetune/sft.py); dpo: preference pairs against a frozen
-    reference (finetune/dpo.py); classify: a head on pooled states (finetune/classify.py)."""
+    objective: str = "sft"
+    """The fine-tuning method, a name in finetune/methods.py: sft (loss on the assistant's tokens),
+    dpo (preference pairs against a frozen reference), classify (a head on pooled states)."""
     val_fraction: float = 0.1
     """Share of the examples held out for validation (at least one), chosen by a hash of their text."""
     val_data: str = ""
@@ -31,8 +30,8 @@ class FinetuneConfig:
     """LoRA scale numerator: the adapter's update is (alpha / rank) x B A."""
     lora_dropout: float = 0.0
     """Dropout on the adapter's input."""
-    lora_targets: str = "wqkv,wo,w_gate_up,w_down"
-    """Comma-separated names of the linear layers that get adapters (attention and MLP projections)."""
+    lora_targets: list[str] = field(default_factory=lambda: ["wqkv", "wo", "w_gate_up", "w_down"])
+    """Names of the linear layers that get adapters (attention and MLP projections)."""
 
     def __post_init__(self) -> None:
         require(0 < self.val_fraction < 1, f"finetune.val_fraction={self.val_fraction} must be in (0, 1)")

@@ -18,6 +18,7 @@ run directory sits beside them. A finished run is kept when the demonstration is
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import time
@@ -27,6 +28,7 @@ from typing import Any
 from kiln.device import pick_device
 from kiln.errors import KilnError
 from kiln.rundir import RunDir
+from kiln.verbs import Verb
 
 SFT_STEPS = 150
 DPO_STEPS = 60
@@ -109,7 +111,8 @@ def finetune_run(spec: dict[str, Any], start: Path, sets: dict[str, Path], out: 
     """One fine-tuning run of the plan (kept if already finished) at learning rate `lr` x the plan's
     factor; its figures and final checkpoint."""
     from kiln import stages
-    from kiln.finetune.verb import classification_report, finetune_config, prepare_run
+    from kiln.finetune.classify import classification_report
+    from kiln.finetune.verb import finetune_config, prepare_run
 
     run = RunDir(out / spec["name"])
     spec = {**spec, "start": str(start), "lr": lr * spec.get("lr_factor", 1.0)}
@@ -285,3 +288,24 @@ def report(results: dict[str, Any]) -> str:
         f"Total {results['wall_s']:.0f} s.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/transfer"), help="where its runs and report go")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="the pretrained checkpoint (default: the default `kiln run` first, in RUN_DIR/pretrain)",
+    )
+    parser.add_argument(
+        "--steps-scale", type=float, default=1.0, help="scale every fine-tuning run's steps (a quick look: 0.1)"
+    )
+
+
+VERB = Verb(
+    "transfer-demo",
+    "the transfer demonstration: pretrained vs random init, SFT vs SFT + DPO, LoRA vs full, held out",
+    _arguments,
+    lambda args: run_demo(args.run_dir, args.checkpoint, args.steps_scale),
+)

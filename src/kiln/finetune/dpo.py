@@ -17,8 +17,9 @@ policy = reference: every margin is 0 and the loss is log 2.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +29,13 @@ from torch import nn
 from kiln.errors import KilnError
 from kiln.finetune.items import IGNORE, read_jsonl, split_items, stack_rows
 from kiln.finetune.lora import lora_disabled
+from kiln.finetune.method import Method
 from kiln.finetune.sft import encode_example
 from kiln.objectives.base import Batch, Objective, TokenScores, cross_entropy, with_aux
 from kiln.tokenizer import SpecialIds
+
+if TYPE_CHECKING:
+    from kiln.runconfig import RunConfig
 
 
 def parse_pair(rec: dict[str, Any]) -> dict[str, str]:
@@ -133,3 +138,26 @@ class DPO(Objective):
         ones = torch.ones_like(margin)
         zeros = torch.zeros(margin.shape, dtype=torch.long, device=margin.device)
         return TokenScores(-F.logsigmoid(margin), ones, zeros, margin > 0, self.figures(chosen, rejected))
+
+
+def load_pairs(cfg: RunConfig, tok: Tokenizer, ids: SpecialIds) -> PreferenceData:
+    ft = cfg.finetune
+    return PreferenceData(Path(ft.data), tok, ids, cfg.train.seq_len, ft.val_fraction, ft.val_data)
+
+
+def _reference(cfg: RunConfig, model: nn.Module, state: dict[str, Any]) -> str:
+    """A frozen copy of the starting model, taken before any adapter; with LoRA none (the policy with
+    its adapters off is the reference)."""
+    state["reference"] = None if cfg.finetune.lora_rank else copy.deepcopy(model).eval().requires_grad_(False)
+    return ""
+
+
+METHOD = Method(
+    name="dpo",
+    help='preference pairs {"prompt", "chosen", "rejected"} against a frozen reference (finetune.dpo_beta)',
+    fits=lambda spec: spec.causal,
+    load=load_pairs,
+    objective=lambda cfg, ids, state: DPO(cfg.finetune.dpo_beta, state.get("reference")),
+    rows_of_one=True,
+    prepare=_reference,
+)

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from kiln.batch import Batch, text_batch
 from kiln.errors import KilnError
-from kiln.objectives.base import Batch, text_batch
 from kiln.readers import BINARY, file_text
 from kiln.shards.loader import EpochOrder
 

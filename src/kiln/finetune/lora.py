@@ -40,9 +40,9 @@ class LoRALinear(nn.Linear):
         return F.linear(x, self.weight.to(x.dtype)) + self.lora_scale.to(x.dtype) * update
 
 
-def apply_lora(model: nn.Module, targets: str, rank: int, alpha: float, dropout: float) -> int:
+def apply_lora(model: nn.Module, targets: list[str], rank: int, alpha: float, dropout: float) -> int:
     """Freeze every parameter of `model`, wrap the targeted linear layers; returns how many."""
-    names = {t.strip() for t in targets.split(",") if t.strip()}
+    names = {t.strip() for t in targets if t.strip()}
     for p in model.parameters():
         p.requires_grad_(False)
     wrapped = 0

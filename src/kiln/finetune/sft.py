@@ -22,14 +22,19 @@ items for finetune/items.py's loader: deterministic, resumable, rank-sliced.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from kiln.errors import KilnError
 from kiln.finetune.items import IGNORE, Rows, read_jsonl, split_items
+from kiln.finetune.method import Method
+from kiln.models.registry import build_objective
 from kiln.tokenizer import BOS, EOS, SpecialIds
+
+if TYPE_CHECKING:
+    from kiln.runconfig import RunConfig
 
 ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
@@ -138,3 +143,18 @@ class SFTData:
             f"fine-tuning on {self.num_examples['train']} examples ({len(self.train)} windows, "
             f"{self.answer_tokens:,} answer tokens); {self.num_examples['val']} held out"
         )
+
+
+def load_sft(cfg: RunConfig, tok: Tokenizer, ids: SpecialIds) -> SFTData:
+    ft = cfg.finetune
+    return SFTData(Path(ft.data), tok, ids, cfg.train.seq_len, ft.val_fraction, ft.val_data)
+
+
+METHOD = Method(
+    name="sft",
+    help='every weight (or LoRA adapters) on the assistant\'s tokens; {"messages": [{"role", "content"}, ...]} '
+    'or {"prompt", "response"}',
+    fits=lambda spec: spec.causal,
+    load=load_sft,
+    objective=lambda cfg, ids, state: build_objective(cfg.model, cfg.objective, ids),
+)

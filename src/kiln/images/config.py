@@ -14,8 +14,6 @@ class ImageConfig:
     (images with key.txt/key.json beside them, *.jsonl, *.tar), a JSONL file of {"image", "text"} or
     {"images", "text"} records, or a WebDataset .tar shard (key.jpg + key.txt/key.json). Empty: a
     text-only run."""
-    image_size: int = 32
-    """Images are resized (aspect kept, padded) to image_size x image_size pixels before sharding."""
     max_images: int = 1
     """Most images one document may carry (interleaved documents); documents with more are cut."""
     max_text_tokens: int = 32
@@ -52,7 +50,6 @@ class ImageConfig:
     record is skipped and counted as 'outside' (a file you are handed cannot read the rest of the disk)."""
 
     def __post_init__(self) -> None:
-        require(self.image_size >= 8, f"images.image_size={self.image_size} must be >= 8")
         require(self.max_images >= 1, "images.max_images must be >= 1")
         require(self.max_text_tokens >= 4, "images.max_text_tokens must be >= 4")
         require(0 < self.val_fraction < 1, "images.val_fraction must be in (0, 1)")

@@ -144,16 +144,16 @@ class _TarWriter:
         self.tar = None
 
 
-def source_docs(cfg: ImageConfig, stats: ImageReadStats) -> Iterator[ImageDoc]:
+def source_docs(cfg: ImageConfig, stats: ImageReadStats, image_size: int) -> Iterator[ImageDoc]:
     if cfg.source == "shapes":
-        for doc in shapes_set(cfg.num_train, cfg.num_val, cfg.image_size, cfg.seed):
+        for doc in shapes_set(cfg.num_train, cfg.num_val, image_size, cfg.seed):
             stats.num_read += 1
             yield doc
         return
     yield from read_image_docs(cfg.source, cfg.max_pixels, stats, cfg.paths_outside)
 
 
-def curate_images(cfg: ImageConfig, curate: CurateConfig, out_dir: Path) -> dict[str, Any]:
+def curate_images(cfg: ImageConfig, curate: CurateConfig, out_dir: Path, image_size: int) -> dict[str, Any]:
     """Curate `cfg.source` into `out_dir`; returns the manifest (counts at every step)."""
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +169,9 @@ def curate_images(cfg: ImageConfig, curate: CurateConfig, out_dir: Path) -> dict
     kept: Counter = Counter()
     caption_words: list[int] = []
     attributes: dict[str, Counter] = {}
-    for doc in tqdm(source_docs(cfg, stats), desc="curate images", unit=" docs", dynamic_ncols=True, mininterval=0.5):
+    for doc in tqdm(
+        source_docs(cfg, stats, image_size), desc="curate images", unit=" docs", dynamic_ncols=True, mininterval=0.5
+    ):
         images = doc.images[: cfg.max_images]
         if len(doc.images) > cfg.max_images:
             dropped["images_past_max_images_cut"] += 1
@@ -192,7 +194,7 @@ def curate_images(cfg: ImageConfig, curate: CurateConfig, out_dir: Path) -> dict
         if text is None:
             dropped["caption"] += 1
             continue
-        pixels = [fit_image(im, cfg.image_size) for im in images]
+        pixels = [fit_image(im, image_size) for im in images]
         digest = hashlib.sha256(b"".join(p.tobytes() for p in pixels)).digest()
         if cfg.dedup_exact and digest in exact:
             dropped["duplicate_exact"] += 1
@@ -224,7 +226,7 @@ def curate_images(cfg: ImageConfig, curate: CurateConfig, out_dir: Path) -> dict
     manifest = {
         "format": FORMAT,
         "source": cfg.source,
-        "image_size": cfg.image_size,
+        "image_size": image_size,
         "max_images": cfg.max_images,
         "read": stats.num_read,
         "skipped": dict(stats.skipped),

@@ -33,10 +33,10 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from kiln.batch import Batch
 from kiln.errors import KilnError
 from kiln.images.patches import num_patches
 from kiln.images.readers import IMAGE_MARK, ImageDoc
-from kiln.objectives.base import Batch
 from kiln.rundir import MANIFEST
 from kiln.shards.loader import EpochOrder, PackedLoader
 from kiln.tokenizer import SpecialIds
@@ -101,7 +101,9 @@ def write_image_shards(
     if ids.image < 0:
         raise KilnError("the tokenizer has no image tokens; train it with tokenizer.image_tokens=true")
     if image_size % patch_size:
-        raise KilnError(f"images.image_size={image_size} is not a multiple of model.vision.patch_size={patch_size}")
+        raise KilnError(
+            f"model.vision.image_size={image_size} is not a multiple of model.vision.patch_size={patch_size}"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in list(out_dir.glob("*.npy")) + list(out_dir.glob(MANIFEST)) + list(out_dir.glob("items.jsonl")):
         stale.unlink()

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     """Curate images.source into run_dir/curated_images; the figures for stages.json."""
-    manifest = curate_images(cfg.images, cfg.curate, run.curated_images)
+    manifest = curate_images(cfg.images, cfg.curate, run.curated_images, cfg.model.vision.image_size)
     print(
         f"curate images: kept {manifest['kept'].get('train', 0):,} training and {manifest['kept'].get('val', 0):,} "
         f"held-out of {manifest['read']:,} read in {manifest['wall_s']:.1f} s; skipped {manifest['skipped'] or 0}, "
@@ -38,7 +38,7 @@ def captions(run: RunDir) -> Iterator[str]:
 
 
 def _fitted(docs: Iterator[ImageDoc]) -> Iterator[tuple[ImageDoc, list[np.ndarray]]]:
-    for doc in docs:  # curated images are already fitted to images.image_size
+    for doc in docs:  # curated images are already fitted to model.vision.image_size
         yield doc, [np.asarray(im, dtype=np.uint8) for im in doc.images]
 
 
@@ -53,7 +53,7 @@ def tokenize(cfg: RunConfig, run: RunDir, tok: Tokenizer, sha: str) -> dict[str,
             sha,
             ids,
             run.image_split(split),
-            cfg.images.image_size,
+            cfg.model.vision.image_size,
             cfg.model.vision.patch_size,
             cfg.images.max_images,
             cfg.images.max_text_tokens,

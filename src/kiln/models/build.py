@@ -6,13 +6,14 @@ import torch
 
 from kiln.models.base import TokenModel
 from kiln.models.config import ModelConfig
-from kiln.models.registry import family
+from kiln.models.registry import checked
 
 
 def build_on_meta(cfg: ModelConfig) -> TokenModel:
-    """The model's structure without memory: for counting parameters and FLOPs of a shape."""
+    """The model's structure without memory: for counting parameters and FLOPs of a shape. An option
+    the family has no place for is refused here (models/registry.py's `checked`)."""
     with torch.device("meta"):
-        return family(cfg.family).model(cfg)
+        return checked(cfg).model(cfg)
 
 
 def build_model(cfg: ModelConfig, device: torch.device) -> TokenModel:

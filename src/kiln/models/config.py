@@ -13,14 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from kiln.config import derive, require
-
-HEAD_WIDTH = 64
-"""Channels per attention head that the size dial derives heads from, and the width's rounding."""
-
-
-def swiglu_hidden_dim(dim: int, multiple_of: int = 64) -> int:
-    """Llama's rule: 8/3 of the width, rounded up to a multiple (keeps params near a 4x GELU MLP)."""
-    return multiple_of * math.ceil(int(8 * dim / 3) / multiple_of)
+from kiln.derived import dial_heads, dial_width, expert_hidden_dim, mlp_hidden_dim
 
 
 @dataclass
@@ -72,7 +65,8 @@ class VisionConfig:
     """The image input of the vlm family (models/vlm.py)."""
 
     image_size: int = 0
-    """Pixels per side of the images the model reads; 0 takes images.image_size."""
+    """Pixels per side of the images the model reads (image+text runs fit their images to it before
+    sharding, aspect kept, padded); 0 for a model without images."""
     patch_size: int = 8
     """Pixels per side of one patch; an image is (image_size / patch_size)^2 patch positions."""
     encoder: str = "linear"
@@ -85,6 +79,7 @@ class VisionConfig:
         require(self.encoder in ("linear", "vit"), f"model.vision.encoder={self.encoder!r}: choose linear or vit")
         require(self.patch_size > 0 and self.encoder_layers >= 0, "model.vision.patch_size must be positive")
         if self.image_size:
+            require(self.image_size >= 8, f"model.vision.image_size={self.image_size} must be >= 8")
             require(
                 self.image_size % self.patch_size == 0,
                 f"model.vision.image_size={self.image_size} must be a multiple of patch_size={self.patch_size}",
@@ -183,18 +178,18 @@ class ModelConfig:
         require(self.depth >= 0 and self.aspect > 0, "model.depth must be >= 0 and model.aspect > 0")
         if self.depth:
             derive(self, "num_layers", self.depth)
-            derive(self, "dim", HEAD_WIDTH * -(-self.aspect * self.depth // HEAD_WIDTH))
+            derive(self, "dim", dial_width(self.depth, self.aspect))
         require(
             self.dim > 0 and self.num_layers > 0,
             "give the model a size: model.depth (the size dial) or both model.dim and model.num_layers",
         )
-        derive(self, "num_heads", max(1, self.dim // HEAD_WIDTH))
+        derive(self, "num_heads", dial_heads(self.dim))
         derive(self, "num_kv_heads", self.num_heads)
         require(self.mlp in ("swiglu", "relu2"), f"model.mlp={self.mlp!r}: choose swiglu or relu2")
         require(self.logit_softcap >= 0, "model.logit_softcap must be >= 0 (0: no cap)")
-        derive(self, "hidden_dim", swiglu_hidden_dim(self.dim) if self.mlp == "swiglu" else 4 * self.dim)
+        derive(self, "hidden_dim", mlp_hidden_dim(self.dim, self.mlp))
         if self.moe.num_experts:
-            derive(self.moe, "expert_hidden_dim", max(1, self.hidden_dim // self.moe.top_k))
+            derive(self.moe, "expert_hidden_dim", expert_hidden_dim(self.hidden_dim, self.moe.top_k))
         require(self.num_heads > 0 and self.num_kv_heads > 0, "model.num_heads and model.num_kv_heads must be positive")
         require(
             self.dim % self.num_heads == 0,
@@ -213,14 +208,6 @@ class ModelConfig:
             not (self.zero_init_head and self.tie_embeddings),
             "model.zero_init_head needs model.tie_embeddings false (a tied head is the embedding)",
         )
-        require(
-            not (self.embed_norm or self.residual_scalars or self.value_embeds)
-            or self.family not in ("encoder", "encdec"),
-            "model.embed_norm, model.residual_scalars and model.value_embeds are decoder options; "
-            f"model.family={self.family} has none of them",
-        )
-        if self.family == "hybrid":
-            require(self.ssm.attn_every > 0, "model.family=hybrid needs model.ssm.attn_every > 0 (e.g. 8)")
 
     @property
     def head_dim(self) -> int:
@@ -232,3 +219,32 @@ class ModelConfig:
 
     def is_moe_layer(self, i: int) -> bool:
         return self.moe.num_experts > 0 and i % self.moe.every == self.moe.every - 1
+
+
+@dataclass
+class SampleConfig:
+    max_new_tokens: int = 200
+    """Tokens to generate per prompt."""
+    temperature: float = 0.8
+    """Softmax temperature; 0 means greedy."""
+    top_k: int = 50
+    """Keep the k most likely tokens (0 disables)."""
+    top_p: float = 0.95
+    """Keep the smallest set of tokens whose probability reaches p (1.0 disables)."""
+    seed: int = 0
+    """Sampling seed: the same seed gives the same text."""
+    prompts: list[str] = field(
+        default_factory=lambda: [
+            "Fellow-Citizens of the Senate and House of Representatives:",
+            "The state of the Union is",
+            "We must",
+        ],
+        metadata={"sep": "|"},
+    )
+    """Prompts for `kiln run`'s samples (on the command line separated by '|': they may hold commas)."""
+
+    def __post_init__(self) -> None:
+        require(self.temperature >= 0, f"sample.temperature={self.temperature} must be >= 0")
+        require(0 < self.top_p <= 1, f"sample.top_p={self.top_p} must be in (0, 1]")
+        require(self.top_k >= 0, f"sample.top_k={self.top_k} must be >= 0")
+        require(self.max_new_tokens > 0, f"sample.max_new_tokens={self.max_new_tokens} must be positive")

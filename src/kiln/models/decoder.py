@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from kiln.device import autocast
-from kiln.evaluate.generate import generate
 from kiln.models.base import TokenModel
 from kiln.models.block import Block, make_norm, out_std
 from kiln.models.config import ModelConfig
 from kiln.models.layers import KVCache
+from kiln.models.sampling import generate
 from kiln.models.spec import FamilySpec, Request, Scored, fit_request, stack_flops
 from kiln.models.ssm import Mamba, SSMState
 from kiln.objectives.causal import CausalLM
@@ -35,7 +35,7 @@ from kiln.objectives.causal import CausalLM
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from kiln.evaluate.config import SampleConfig
+    from kiln.models.config import SampleConfig
     from kiln.tokenizer import SpecialIds
 
 
@@ -167,7 +167,7 @@ def continue_prompt(
     precision: str,
     use_cache: bool,
 ) -> str:
-    """Causal LMs: the prompt, continued by sampling (see evaluate/generate.py)."""
+    """Causal LMs: the prompt, continued by sampling (see models/sampling.py)."""
     from_prompt = [ids.bos] + tokenizer.encode(prompt, add_special_tokens=False).ids
     tokens = torch.tensor([from_prompt], device=model.embed.weight.device)
     out = generate(
@@ -230,4 +230,6 @@ SPEC = FamilySpec(
     sample=continue_prompt,
     score=score_causal,
     summary="causal LM (Llama-style; MoE with model.moe.num_experts)",
+    pooling="last",
+    exports=True,
 )

@@ -16,19 +16,19 @@ import torch
 from torch import nn
 
 from kiln.device import autocast
-from kiln.evaluate.generate import generate_spans
 from kiln.models.base import TokenModel
 from kiln.models.block import Block, make_attention, make_mlp, make_norm, out_std
 from kiln.models.config import ModelConfig
 from kiln.models.decoder import ModelCache
 from kiln.models.layers import CrossAttention, KVCache
+from kiln.models.sampling import generate_spans
 from kiln.models.spec import FamilySpec, Request, Scored, attention_params, mlp_params, stack_flops
 from kiln.objectives.span import SpanCorruption, reconstruct
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from kiln.evaluate.config import SampleConfig
+    from kiln.models.config import SampleConfig
     from kiln.objectives.config import ObjectiveConfig
     from kiln.tokenizer import SpecialIds
 
@@ -201,4 +201,6 @@ SPEC = FamilySpec(
     sample=write_spans,
     score=score_span,
     summary="span corruption, encoder-decoder (T5-style)",
+    causal=False,
+    refuses=("embed_norm", "residual_scalars", "value_embeds"),
 )

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from kiln.device import autocast
-from kiln.evaluate.generate import fill_masks
 from kiln.models.base import TokenModel
 from kiln.models.block import Block, make_norm, out_std
 from kiln.models.config import ModelConfig
+from kiln.models.sampling import fill_masks
 from kiln.models.spec import FamilySpec, Request, Scored, fit_request, stack_flops
 from kiln.objectives.masked import MaskedLM
 from kiln.tokenizer import MASK
@@ -27,7 +27,7 @@ from kiln.tokenizer import MASK
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from kiln.evaluate.config import SampleConfig
+    from kiln.models.config import SampleConfig
     from kiln.tokenizer import SpecialIds
 
 
@@ -120,4 +120,7 @@ SPEC = FamilySpec(
     sample=fill_prompt_masks,
     score=score_masked,
     summary="masked LM, bidirectional (BERT-style)",
+    causal=False,
+    pooling="mean",
+    refuses=("embed_norm", "residual_scalars", "value_embeds"),
 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from kiln.config import require
 from kiln.models.config import ModelConfig
 from kiln.models.decoder import Decoder, causal_lm_flops, continue_prompt, score_causal
 from kiln.models.spec import FamilySpec
@@ -38,4 +39,6 @@ SPEC = FamilySpec(
     sample=continue_prompt,
     score=score_causal,
     summary="causal LM over attention + SSM layers with MoE (Jamba-style)",
+    pooling="last",
+    check=lambda cfg: require(cfg.ssm.attn_every > 0, "model.family=hybrid needs model.ssm.attn_every > 0 (e.g. 8)"),
 )

@@ -79,6 +79,20 @@ class FamilySpec:
     """(model, requests, special ids, precision, max_len) -> a Scored per request, in order."""
     summary: str
     """One line for --help and docs."""
+    causal: bool = True
+    """Predicts the next token: SFT and DPO train it, and it continues a prompt."""
+    pooling: str = ""
+    """What classification reads of its final hidden states (`hidden(tokens)`): "last" (the state at
+    <|eos|>, which has seen the whole text), "mean" (over the text), or "" (none to classify from)."""
+    reads_images: bool = False
+    """Takes image patches in its input (`kiln generate --image`, image+text runs)."""
+    exports: bool = False
+    """A transformers class (and llama.cpp) computes it: `kiln export` takes it (transfer/hf.py
+    refuses the options no exported class expresses)."""
+    refuses: tuple[str, ...] = ()
+    """ModelConfig options this family has no place for: set, they are refused in one line."""
+    check: Callable[[ModelConfig], None] | None = None
+    """What else its config must satisfy (a one-line KilnError otherwise)."""
 
 
 # Matmul weights each token multiplies by once in a forward pass, from the config alone. These mirror

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import nn
 
+from kiln.config import require
 from kiln.models.block import Block, make_norm
 from kiln.models.config import ModelConfig
 from kiln.models.decoder import Decoder, ModelCache, causal_lm_flops, continue_prompt, score_causal
@@ -130,4 +131,9 @@ SPEC = FamilySpec(
     sample=continue_prompt,
     score=score_causal,
     summary="causal LM over text and image patches (captions, interleaved documents)",
+    pooling="last",
+    reads_images=True,
+    check=lambda cfg: require(
+        cfg.vision.image_size > 0, "model.family=vlm needs images.source (or model.vision.image_size)"
+    ),
 )

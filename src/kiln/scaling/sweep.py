@@ -70,6 +70,7 @@ def point_config(base: RunConfig, point: Point) -> RunConfig:
         base,
         preset="sweep",
         budget_s=0.0,
+        eval=replace(base.eval, every=0),
         model=replace(
             base.model,
             depth=point.depth,
@@ -87,7 +88,6 @@ def point_config(base: RunConfig, point: Point) -> RunConfig:
             time_budget_s=0.0,
             size_from_budget=False,
             eval_every=steps,
-            eval_tasks="",
             checkpoint_every=steps,
             tensorboard=False,
         ),

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kiln.batch import Batch, text_batch
 from kiln.errors import KilnError
-from kiln.objectives.base import Batch, text_batch
 from kiln.shards.writer import FORMAT, MANIFEST
 
 

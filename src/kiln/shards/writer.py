@@ -147,7 +147,7 @@ def write_shards(
     writers = {name: ShardWriter(path, tok, tokenizer_sha256, cfg) for name, path in out_dirs.items()}
     bar = tqdm(desc=desc, unit="B", unit_scale=True, dynamic_ncols=True, mininterval=0.5)
     for batch in _batches(docs, cfg.batch_bytes):
-        # encode_batch_fast skips character offsets we do not need: about 1.8x faster
+        # encode_batch_fast skips the character offsets we do not need (docs/benchmarks.md: tokenize)
         encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
         for doc, enc in zip(batch, encodings):
             num_bytes = len(doc.text.encode("utf-8"))

@@ -47,7 +47,8 @@ SIZE_OVERHEAD = 0.2
 """Share of the training budget that is not training steps when sizing: validation, task scoring,
 checkpoints, the timing of candidate depths itself (10-20 % in the default run, docs/benchmarks.md)."""
 MAX_PROBES = 4
-"""Depths timed at most when sizing (each costs a model build and a few steps)."""
+"""Depths timed at most when searching (each costs a model build and a few steps); the chosen depth
+is timed too when the search settles below the last depth it tried."""
 CHECKPOINT_BYTES_PER_S = 100e6
 """Checkpoint write rate assumed for planning: well under the 360-760 MB/s measured (docs/benchmarks.md)."""
 CHECKPOINT_BYTES_PER_PARAM = 24
@@ -55,7 +56,7 @@ CHECKPOINT_BYTES_PER_PARAM = 24
 MARGIN = 0.05
 """Share of the budget left unplanned: step-time noise on a shared machine."""
 END_S = 3.0
-"""Fixed cost after the last step: the closing ceiling measurements (~2 s) and the summary."""
+"""Fixed cost after the last step: the closing ceiling measurements (at most 2 s) and the summary."""
 
 
 @dataclass(frozen=True)

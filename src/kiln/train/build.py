@@ -16,24 +16,22 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import nn
 
-from kiln.device import keep_freed_host_memory, pick_device
+from kiln.device import compile_unavailable, keep_freed_host_memory, pick_device
 from kiln.errors import KilnError
 from kiln.evaluate.suites import load_tasks
-from kiln.finetune import parts as finetune
-from kiln.images.shards import image_data
 from kiln.models.build import build_model
 from kiln.models.registry import family
 from kiln.rundir import STATE, RunDir
-from kiln.shards.loader import PackedLoader, ShardSet, ShardValidation
 from kiln.tokenizer import load_tokenizer, objective_ids, token_byte_lengths, tokenizer_hash
 from kiln.train.checkpoint import Checkpointer, latest_checkpoint, load_weights, remove_checkpoints
 from kiln.train.hooks import Checkpoint, EvalTasks, FollowPlan, Hook, Validate
 from kiln.train.metrics import MetricsLog
 from kiln.train.optim import make_optimizer
 from kiln.train.parallel import Parallel, parallelize
+from kiln.train.parts import Parts
 from kiln.train.plan import Planner
 from kiln.train.signals import StopRequest
-from kiln.train.trainer import Loader, Trainer, ValidationData, accumulation_steps
+from kiln.train.trainer import Trainer, accumulation_steps
 
 if TYPE_CHECKING:
     from kiln.runconfig import RunConfig
@@ -53,20 +51,10 @@ def find_checkpoint(root: Path, mode: bool | str) -> Path | None:
     return path
 
 
-def check_shards(shards: ShardSet, tokenizer_sha256: str, vocab_size: int) -> ShardSet:
-    if shards.tokenizer_sha256 != tokenizer_sha256:
-        raise KilnError(f"shards in {shards.directory} were made with another tokenizer; re-run `kiln tokenize`")
-    if shards.manifest["vocab_size"] > vocab_size:
-        raise KilnError(
-            f"tokenizer has {shards.manifest['vocab_size']} tokens but model.vocab_size={vocab_size}; "
-            "raise model.vocab_size"
-        )
-    return shards
-
-
 def build_trainer(
     cfg: RunConfig,
     run: RunDir,
+    parts: Parts,
     resume: bool | str = False,
     time_budget_s: float | None = None,
     stop: StopRequest | None = None,
@@ -77,9 +65,11 @@ def build_trainer(
     """A Trainer for `cfg` on `run`'s shards, resumed from its newest checkpoint when asked; with a
     time budget (`time_budget_s`, else train.time_budget_s) it plans its steps to fit.
     `heldout_docs()` gives the validation split's (id, text) documents, for kiln's own tasks when
-    train.eval_tasks names them. With `overwrite`, the run's earlier checkpoints are deleted once
+    eval.every scores eval.tasks during training. With `overwrite`, the run's earlier checkpoints are deleted once
     every part is built and checked (a bad path or config leaves them as they were). `clock` gives
-    the seconds step times and the budget are measured in."""
+    the seconds step times and the budget are measured in. `parts` are what the kind of training
+    brings (train/parts.py: data, model changes, objective, weight files; stages.parts_for picks
+    them for a config)."""
     started = clock()
     stop = stop if stop is not None else StopRequest()
     device = pick_device(cfg.train.device)
@@ -108,33 +98,7 @@ def build_trainer(
     global_batch = cfg.train.micro_batch_size * accumulation_steps(cfg.train, par.world_size) * par.world_size
     cfg = planner.settle(cfg, checkpoint, global_batch)
     tc = cfg.train
-    data = None
-    loader: Loader
-    val: ValidationData
-    if cfg.finetune.data:  # fine-tuning: the file's items (finetune/parts.py), not the shards
-        data = finetune.load_data(cfg, tokenizer, ids)
-        loader, val = finetune.loaders(data, tc.micro_batch_size, tc.seed, par.rank, par.world_size)
-        if par.rank == 0:
-            print(data.describe())
-    elif cfg.images.enabled:  # image documents, with text windows mixed into every batch
-        text = check_shards(ShardSet(run.split("train")), sha, cfg.model.vocab_size)
-        loader, val = image_data(
-            run.image_split("train"),
-            run.image_split("val"),
-            text,
-            ids,
-            sha,
-            tc,
-            cfg.images.text_rows,
-            par.rank,
-            par.world_size,
-        )
-    else:
-        train_shards = check_shards(ShardSet(run.split("train")), sha, cfg.model.vocab_size)
-        val = ShardValidation(check_shards(ShardSet(run.split("val")), sha, cfg.model.vocab_size))
-        loader = PackedLoader(
-            train_shards, tc.seq_len, tc.micro_batch_size, rank=par.rank, world_size=par.world_size, seed=tc.seed
-        )
+    loader, val = parts.data(cfg, run, tokenizer, ids, par.rank, par.world_size)
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model, device)
     if tc.init_from:  # also when resuming: DPO's reference is a copy of these weights
@@ -144,16 +108,18 @@ def build_trainer(
         load_weights(start, model)  # the consolidated weights, before parallelize shards them
         if par.rank == 0 and not checkpoint:
             print(f"starting from the weights of {start}")
-    adapted = finetune.adapt_model(cfg, model, data)
-    if adapted.note and par.rank == 0:
-        print(adapted.note)
-    forward_model = parallelize(adapted.forward, par, tc.precision)  # FSDP shards in place
-    optimizer = make_optimizer(model, tc, device, cfg.model.width_mult)
-    objective = finetune.objective(cfg, ids, adapted)
-    checkpointer = Checkpointer(run.checkpoints, run.tokenizer, sha, tc.keep_checkpoints, par, tc.async_checkpoint)
+    adapted = parts.adapt(cfg, model)
+    if parts.note and par.rank == 0:
+        print(parts.note)
+    forward_model = parallelize(adapted, par, tc.precision)  # FSDP shards in place
+    optimizer = make_optimizer(model, cfg, device)
+    objective = parts.objective(cfg, ids)
+    checkpointer = Checkpointer(
+        run.checkpoints, run.tokenizer, sha, tc.keep_checkpoints, par, tc.async_checkpoint, parts.weight_files
+    )
     hooks: list[Hook] = [FollowPlan(planner, started, requested_max_steps), Validate()]
-    if tc.eval_tasks:
-        tasks = load_tasks(tc.eval_tasks, tc.eval_tasks_limit, heldout_docs)
+    if cfg.eval.every and cfg.eval.tasks:
+        tasks = load_tasks(cfg.eval.tasks, cfg.eval.every_limit, heldout_docs)
         encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
         hooks.append(EvalTasks(tasks, family(cfg.model.family), encode, ids))
     hooks.append(Checkpoint())
@@ -188,6 +154,9 @@ def build_trainer(
     if par.rank == 0:
         tensorboard = run.tensorboard if tc.tensorboard else None
         trainer.metrics = MetricsLog(run.metrics, trainer.step if checkpoint else None, tensorboard)
-    if tc.compile:  # the training step only: evaluation's shapes and no-grad mode would each recompile
+    unavailable = compile_unavailable(device) if tc.compile else None
+    if unavailable and par.rank == 0:
+        print(f"train.compile: {unavailable}; training eager (install one for faster steps)")
+    if tc.compile and not unavailable:  # the training step only: evaluation's shapes would recompile
         trainer.step_model = cast(nn.Module, torch.compile(forward_model))
     return trainer

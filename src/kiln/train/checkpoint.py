@@ -28,6 +28,7 @@ import re
 import shutil
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,14 +48,14 @@ from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 from torch.utils._pytree import tree_map_only
 
 from kiln.errors import KilnError
-from kiln.finetune.classify import split_head
-from kiln.finetune.lora import adapter_weights, merged_weights
 from kiln.rundir import CONFIG, MANIFEST, STATE, TOKENIZER
 from kiln.train.dcp_safe import SafeEmptyLoadPlanner, SafeLoadPlanner, SafeReader
 
 if TYPE_CHECKING:
     from kiln.train.parallel import Parallel
 
+WeightFiles = Callable[[dict[str, torch.Tensor]], dict[str, dict[str, torch.Tensor]]]
+"""Full weights -> {file name: tensors}; "model.safetensors" holds the plain language model."""
 STEP_PREFIX = "step_"
 STEP_NAME = re.compile(rf"{STEP_PREFIX}(\d+)")
 """A published checkpoint's folder name; anything else under checkpoints/ (step_30.bak, a user's
@@ -156,12 +157,16 @@ def save_checkpoint(
     keep: int,
     par: Parallel | None = None,
     asynchronous: bool = False,
+    weight_files: WeightFiles | None = None,
 ) -> Path | PendingCheckpoint:
     """Write checkpoint `step` from every rank, publish it atomically, delete all but the newest `keep`.
 
     With `asynchronous`, the model and optimizer state are copied in memory and written by a background
     thread (DCP's async_save) while training goes on; the returned `PendingCheckpoint` publishes the
-    checkpoint when finished (the trainer finishes it before the next save and at the end)."""
+    checkpoint when finished (the trainer finishes it before the next save and at the end).
+    `weight_files` turns the full weights into the safetensors files to write (default: all of them
+    as model.safetensors): a kind of training that keeps more than the language model (adapters, a
+    classification head) says which tensors go where (train/parts.py)."""
     rank = par.rank if par else 0
     barrier = par.barrier if par else (lambda: None)
     root.mkdir(parents=True, exist_ok=True)
@@ -183,14 +188,10 @@ def save_checkpoint(
     save_file(rng_state(), str(tmp / f"rng_rank{rank}.safetensors"))
     weights = _full_weights(model)  # a collective under FSDP: every rank takes part
     if rank == 0:
-        adapters = adapter_weights(weights)
-        if adapters:  # LoRA: the adapters alone, and the merged weights that eval/generate/export read
-            save_file(adapters, str(tmp / "adapter.safetensors"))
-            weights = merged_weights(weights)
-        weights, head = split_head(weights)
-        if head:  # classification: the head apart; model.safetensors stays the language model
-            save_file(head, str(tmp / "classifier.safetensors"))
-        save_file(weights, str(tmp / "model.safetensors"))
+        files = weight_files(weights) if weight_files is not None else {"model.safetensors": weights}
+        for name, tensors in files.items():
+            if tensors:
+                save_file(tensors, str(tmp / name))
 
     def publish() -> Path:
         barrier()
@@ -393,9 +394,10 @@ class Checkpointer:
         keep: int,
         par: Parallel | None = None,
         asynchronous: bool = False,
+        weight_files: WeightFiles | None = None,
     ) -> None:
         self.root, self.tokenizer_path, self.tokenizer_sha256 = root, tokenizer_path, tokenizer_sha256
-        self.keep, self.par, self.asynchronous = keep, par, asynchronous
+        self.keep, self.par, self.asynchronous, self.weight_files = keep, par, asynchronous, weight_files
         self.pending: PendingCheckpoint | None = None
 
     def latest(self) -> Path | None:
@@ -429,6 +431,7 @@ class Checkpointer:
             self.keep,
             self.par,
             self.asynchronous,
+            self.weight_files,
         )
         if isinstance(out, PendingCheckpoint):
             self.pending = out

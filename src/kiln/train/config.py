@@ -1,4 +1,4 @@
-"""Training's settings: the `train` and `parallel` sections.
+"""Training's settings: the `train`, `adamw`, `muon` and `parallel` sections.
 
 Plain dataclasses with no heavy imports, so reading a config never loads torch or the trainer.
 """
@@ -13,8 +13,6 @@ from kiln.config import require
 ZERO = {
     "eval_every": "only at the end",
     "checkpoint_every": "only at the end",
-    "eval_tasks_every": "at every validation",
-    "eval_tasks_limit": "every item",
     "threads": "torch's default",
 }
 """What 0 means for the train fields where it is allowed, for their error messages."""
@@ -31,7 +29,7 @@ class TrainConfig:
     max_steps: int = 1000
     """Optimizer steps to run (the schedule's horizon); with a time budget, the most the plan may choose."""
     lr: float = 0.0
-    """Peak learning rate; 0 derives it from the model width (presets.lr_for_width)."""
+    """Peak learning rate; 0 derives it from the model width (derived.lr_for_width)."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of the peak."""
     warmup_steps: int = 50
@@ -40,34 +38,10 @@ class TrainConfig:
     """cosine (warmup + cosine decay) or wsd (warmup, stable, decay over the last decay_fraction)."""
     decay_fraction: float = 0.3
     """wsd only: fraction of steps spent in the final linear decay."""
-    weight_decay: float = 0.1
-    """Decoupled AdamW weight decay, matrices only."""
-    beta1: float = 0.9
-    """AdamW beta1."""
-    beta2: float = 0.95
-    """AdamW beta2."""
     optimizer: Literal["adamw", "muon"] = "adamw"
-    """adamw: AdamW for every parameter. muon: Muon for the blocks' weight matrices (train/muon.py),
-    AdamW at train.lr for embeddings, the head, norms and scalars."""
-    muon_lr: float = 0.02
-    """optimizer=muon: peak learning rate of the Muon group (the schedule scales it with train.lr's)."""
-    muon_momentum: float = 0.95
-    """optimizer=muon: Muon's momentum (Nesterov)."""
-    muon_weight_decay: float = 0.0
-    """optimizer=muon: decoupled weight decay of the Muon group."""
-    muon_momentum_warmup: int = 0
-    """optimizer=muon: steps over which Muon's momentum rises linearly from 0.85 to muon_momentum
-    (0: muon_momentum from the first step)."""
-    muon_polar_express: bool = False
-    """optimizer=muon: orthogonalise with Polar Express's per-step coefficients, not the fixed quintic."""
-    muon_normalize: bool = False
-    """optimizer=muon: NorMuon, a per-neuron second moment (train.beta2) that evens out the
-    orthogonalised update's rows (train/muon.py)."""
-    embed_lr: float = 0.0
-    """optimizer=muon: the AdamW rate of the untied input embedding and of the value embeddings
-    (model.value_embeds) (0: train.lr); the head and the other AdamW parameters train at train.lr."""
-    scalar_lr: float = 0.0
-    """optimizer=muon with model.residual_scalars: the per-layer scalars' AdamW rate (0: train.lr)."""
+    """adamw: AdamW for every parameter (the adamw section). muon: Muon for the blocks' weight
+    matrices (the muon section, train/muon.py), AdamW at train.lr for embeddings, the head, norms and
+    scalars."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
@@ -81,13 +55,6 @@ class TrainConfig:
     """Validate every this many steps (and at the end); 0 only at the end."""
     eval_windows: int = 64
     """Validation sequences per periodic evaluation (the final one uses all)."""
-    eval_tasks: str = ""
-    """Downstream tasks to score during training (evaluate/suites.py names, e.g. "kiln"); "" for none.
-    Scores go to metrics.jsonl (and TensorBoard), the report's plot and the plan's costs."""
-    eval_tasks_every: int = 0
-    """Score train.eval_tasks every this many steps (and at the end); 0: at every validation."""
-    eval_tasks_limit: int = 100
-    """Items per task during training (a small fixed subset: the first this many)."""
     tensorboard: bool = True
     """Also write TensorBoard event files to <run>/tensorboard when the tensorboard package is installed."""
     checkpoint_every: int = 500
@@ -95,10 +62,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """Keep the newest this many checkpoints."""
     compile: bool = False
-    """torch.compile the training step (evaluation stays eager: its shapes would recompile). On a
-    2-core AVX2 CPU it costs ~40 s once and then steps ~1.13x faster at 4 x 256, so it pays for runs
-    longer than ~6 minutes of such steps; the default 9-minute `kiln run` trains a 2 x 128 model whose
-    smaller gain the compile time eats (docs/benchmarks.md). On for the GPU preset."""
+    """torch.compile the training step (evaluation stays eager: its shapes would recompile). It costs a
+    compilation once and then faster steps; where that pays within a budget, and on which CPUs, is in
+    docs/benchmarks.md."""
     threads: int = 0
     """CPU threads for torch (0 keeps torch's default: one per core)."""
     global_batch_size: int = 0
@@ -138,22 +104,65 @@ class TrainConfig:
         require(0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         require(0 < self.decay_fraction <= 1, f"train.decay_fraction={self.decay_fraction} must be in (0, 1]")
         require(self.warmup_steps >= 0, f"train.warmup_steps={self.warmup_steps} must be >= 0")
-        for name in ("embed_lr", "scalar_lr", "muon_momentum_warmup", "muon_weight_decay"):
-            require(getattr(self, name) >= 0, f"train.{name}={getattr(self, name)} must be >= 0")
         require(self.keep_checkpoints >= 1, f"train.keep_checkpoints={self.keep_checkpoints} must be >= 1")
         require(
             self.global_batch_size >= 0 and self.max_bad_steps >= 1, "train.global_batch_size >= 0, max_bad_steps >= 1"
         )
         require(0 < self.rollback_lr_factor <= 1, "train.rollback_lr_factor must be in (0, 1]")
-        for name in ("eval_every", "checkpoint_every", "eval_tasks_every", "eval_tasks_limit", "threads"):
+        for name in ("eval_every", "checkpoint_every", "threads"):
             require(getattr(self, name) >= 0, f"train.{name}={getattr(self, name)} must be >= 0 (0: {ZERO[name]})")
         require(self.eval_windows > 0, f"train.eval_windows={self.eval_windows} must be positive")
-        for name in ("grad_clip", "weight_decay"):
-            require(getattr(self, name) >= 0, f"train.{name}={getattr(self, name)} must be >= 0")
-        for name in ("beta1", "beta2", "muon_momentum"):
-            require(0 <= getattr(self, name) < 1, f"train.{name}={getattr(self, name)} must be in [0, 1)")
-        require(self.muon_lr > 0, f"train.muon_lr={self.muon_lr} must be positive")
+        require(self.grad_clip >= 0, f"train.grad_clip={self.grad_clip} must be >= 0 (0: no clipping)")
         require(self.spike_factor > 1, f"train.spike_factor={self.spike_factor} must be above 1")
+
+
+@dataclass
+class AdamWConfig:
+    """AdamW: every parameter with train.optimizer adamw; the embeddings, head, norms and scalars with
+    muon. Its peak rate is train.lr (the schedule's)."""
+
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1
+    """Decoupled weight decay on matrices (embeddings and the head too), not on norms or biases."""
+    embed_lr: float = 0.0
+    """train.optimizer muon: the rate of the untied input embedding and of the value embeddings
+    (model.value_embeds) (0: train.lr); the head and the rest train at train.lr."""
+    scalar_lr: float = 0.0
+    """train.optimizer muon with model.residual_scalars: the per-layer scalars' rate (0: train.lr)."""
+
+    def __post_init__(self) -> None:
+        for name in ("beta1", "beta2"):
+            require(0 <= getattr(self, name) < 1, f"adamw.{name}={getattr(self, name)} must be in [0, 1)")
+        for name in ("weight_decay", "embed_lr", "scalar_lr"):
+            require(getattr(self, name) >= 0, f"adamw.{name}={getattr(self, name)} must be >= 0")
+
+
+@dataclass
+class MuonConfig:
+    """Muon for the blocks' weight matrices when train.optimizer is muon (train/muon.py)."""
+
+    lr: float = 0.02
+    """Peak learning rate of the Muon group (the schedule moves it with train.lr)."""
+    momentum: float = 0.95
+    """Nesterov momentum."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay of the Muon group."""
+    momentum_warmup: int = 0
+    """Steps over which the momentum rises linearly from 0.85 to muon.momentum (0: from the first step)."""
+    polar_express: bool = False
+    """Orthogonalise with Polar Express's per-step coefficients, not the fixed quintic."""
+    normalize: bool = False
+    """NorMuon: a per-neuron second moment (muon.beta2) that evens out the orthogonalised update's rows."""
+    beta2: float = 0.95
+    """normalize: the second moment's decay."""
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, f"muon.lr={self.lr} must be positive")
+        for name in ("momentum", "beta2"):
+            require(0 <= getattr(self, name) < 1, f"muon.{name}={getattr(self, name)} must be in [0, 1)")
+        for name in ("weight_decay", "momentum_warmup"):
+            require(getattr(self, name) >= 0, f"muon.{name}={getattr(self, name)} must be >= 0")
 
 
 @dataclass

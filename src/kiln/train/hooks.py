@@ -3,7 +3,7 @@
 After every optimizer step the trainer calls each hook's `after_step` in order; a hook reads and
 changes the trainer only through its public attributes (step, tc, last_val, validate, save, log,
 set_max_steps). The defaults, in order: follow the time budget's plan (which may fix or shorten
-max_steps), validate, score downstream tasks (when train.eval_tasks names some), checkpoint.
+max_steps), validate, score downstream tasks (when eval.every is set), checkpoint.
 
 A hook whose work recurs reports what it costs (`cost`: seconds per run, measured by running it
 once, and its interval in steps), so the time-budget planner counts it like validation.
@@ -85,9 +85,9 @@ class Validate(Hook):
 
 
 class EvalTasks(Hook):
-    """Downstream tasks (evaluate/tasks.py) every `train.eval_tasks_every` steps (0: with each
-    validation) and at the last step: accuracy, centered accuracy and gold bpb per task, and their
-    CORE-style mean, to metrics.jsonl as {"step", "tokens", "tasks": {...}, "tasks_core"}."""
+    """Downstream tasks (eval.tasks: evaluate/tasks.py) every `eval.every` steps and at the last step:
+    accuracy, centered accuracy and gold bpb per task, and their CORE-style mean, to metrics.jsonl as
+    {"step", "tokens", "tasks": {...}, "tasks_core"}."""
 
     def __init__(self, tasks: list[Task], spec: FamilySpec, encode: Any, ids: SpecialIds) -> None:
         self.tasks, self.spec, self.ids = tasks, spec, ids
@@ -95,7 +95,7 @@ class EvalTasks(Hook):
 
     @staticmethod
     def every(trainer: Trainer) -> int:
-        return trainer.tc.eval_tasks_every or trainer.tc.eval_every
+        return trainer.cfg.eval.every
 
     def scores(self, trainer: Trainer) -> dict[str, Any]:
         from kiln.evaluate.tasks import core_mean, score_task

@@ -44,7 +44,7 @@ POLAR_EXPRESS = (
 """Polar Express's coefficients for five iterations (the ones nanochat and modded-nanogpt use); the
 input is scaled to a norm slightly above 1 (x 1.02), as they tuned them for."""
 MOMENTUM_START = 0.85
-"""Muon's momentum at step 0 when it warms up (train.muon_momentum_warmup), as modded-nanogpt does."""
+"""Muon's momentum at step 0 when it warms up (muon.momentum_warmup), as modded-nanogpt does."""
 
 
 def momentum_at(step: int, peak: float, warmup: int) -> float:

@@ -10,46 +10,27 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from kiln.train.config import TrainConfig
+    from kiln.runconfig import RunConfig
+    from kiln.train.config import AdamWConfig, MuonConfig
 
 
-def make_optimizer(
-    model: nn.Module, tc: TrainConfig, device: torch.device, width_mult: float = 1.0
-) -> torch.optim.Optimizer:
-    """The optimizer train.optimizer names, with the train section's settings."""
-    betas = (tc.beta1, tc.beta2)
-    if tc.optimizer == "muon":
-        return build_muon(
-            model,
-            tc.lr,
-            tc.weight_decay,
-            betas,
-            tc.muon_lr,
-            tc.muon_momentum,
-            tc.muon_weight_decay,
-            tc.embed_lr,
-            tc.scalar_lr,
-            tc.muon_momentum_warmup,
-            tc.muon_polar_express,
-            tc.muon_normalize,
-            # Newton-Schulz in the training precision: bf16 where the plan measured bf16 fast
-            "bf16" if tc.precision == "bf16" else "fp32",
-        )
-    return build_optimizer(model, tc.lr, tc.weight_decay, betas, device, width_mult)
+def make_optimizer(model: nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer train.optimizer names, from the adamw and muon sections, at train.lr."""
+    lr = cfg.train.lr
+    if cfg.train.optimizer == "muon":
+        # Newton-Schulz in the training precision: bf16 where the plan measured bf16 fast
+        return build_muon(model, lr, cfg.adamw, cfg.muon, "bf16" if cfg.train.precision == "bf16" else "fp32")
+    return build_optimizer(model, lr, cfg.adamw, device, cfg.model.width_mult)
 
 
 def build_optimizer(
-    model: nn.Module,
-    lr: float,
-    weight_decay: float,
-    betas: tuple[float, float],
-    device: torch.device,
-    width_mult: float = 1.0,
+    model: nn.Module, lr: float, adamw: AdamWConfig, device: torch.device, width_mult: float = 1.0
 ) -> torch.optim.AdamW:
     """AdamW; weight decay applies to parameters with 2+ dims (matmul weights, embeddings), not to
     norms or biases. Each group carries `lr_scale` (the trainer sets lr x lr_scale every step): under
     muP (`width_mult` m != 1) the blocks' matrices train at lr / m, everything else at lr."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    weight_decay, betas = adamw.weight_decay, (adamw.beta1, adamw.beta2)
     if width_mult == 1.0:  # the standard parametrisation: matrices with decay, the rest without
         params = [p for _, p in named]
         return torch.optim.AdamW(
@@ -77,7 +58,7 @@ def build_optimizer(
 OUTER = ("embed", "head", "value_embeds", "vision.proj", "vision.pos")
 """Parameters that map tokens or patches in and out: AdamW even under Muon (as in Muon's recipe)."""
 SCALARS = ("resid_scales", "x0_scales")
-"""The decoder's per-layer mixing scalars (model.residual_scalars): AdamW at train.scalar_lr."""
+"""The decoder's per-layer mixing scalars (model.residual_scalars): AdamW at adamw.scalar_lr."""
 
 
 def muon_layouts(model: nn.Module) -> dict[int, list[int]]:
@@ -103,27 +84,22 @@ def muon_layouts(model: nn.Module) -> dict[int, list[int]]:
 
 
 def build_muon(
-    model: nn.Module,
-    lr: float,
-    weight_decay: float,
-    betas: tuple[float, float],
-    muon_lr: float,
-    muon_momentum: float,
-    muon_weight_decay: float,
-    embed_lr: float = 0.0,
-    scalar_lr: float = 0.0,
-    momentum_warmup: int = 0,
-    polar_express: bool = False,
-    normalize: bool = False,
-    ns_precision: str = "fp32",
+    model: nn.Module, lr: float, adamw: AdamWConfig, muon: MuonConfig, ns_precision: str = "fp32"
 ) -> torch.optim.Optimizer:
     """Muon for the blocks' matrices (and experts), AdamW for the rest: embeddings and head with
     weight decay, norms, biases, scalars and convolutions without. The Muon group's lr_scale is
-    muon_lr / lr, so the trainer's schedule moves both together; the untied input embedding and the
-    value embeddings (`embed_lr`) and the residual scalars (`scalar_lr`) may have their own rates;
-    with `momentum_warmup` the trainer raises Muon's momentum over the first steps (muon.momentum_at);
-    `polar_express` and `normalize` are Muon's two refinements (train/muon.py)."""
+    muon.lr / lr, so the trainer's schedule moves both together; the untied input embedding and the
+    value embeddings (adamw.embed_lr) and the residual scalars (adamw.scalar_lr) may have their own
+    rates; with muon.momentum_warmup the trainer raises Muon's momentum over the first steps
+    (muon.momentum_at); muon.polar_express and muon.normalize are its two refinements (train/muon.py)."""
     from kiln.train.muon import MuonAdamW
+
+    weight_decay, betas, embed_lr, scalar_lr = (
+        adamw.weight_decay,
+        (adamw.beta1, adamw.beta2),
+        adamw.embed_lr,
+        adamw.scalar_lr,
+    )
 
     layouts = muon_layouts(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -142,14 +118,15 @@ def build_muon(
             "kind": "muon",
             "params": [p for _, p in matrices],
             "layouts": [layouts.get(id(p)) for _, p in matrices],
-            "lr": muon_lr,
-            "lr_scale": muon_lr / lr,
-            "momentum": muon_momentum,
-            "momentum_peak": muon_momentum,
-            "momentum_warmup": momentum_warmup,
-            "weight_decay": muon_weight_decay,
-            "polar_express": polar_express,
-            "normalize": normalize,
+            "lr": muon.lr,
+            "lr_scale": muon.lr / lr,
+            "momentum": muon.momentum,
+            "momentum_peak": muon.momentum,
+            "momentum_warmup": muon.momentum_warmup,
+            "weight_decay": muon.weight_decay,
+            "polar_express": muon.polar_express,
+            "normalize": muon.normalize,
+            "betas": (adamw.beta1, muon.beta2),  # NorMuon's second moment decays at muon.beta2
             "ns_dtype": ns_precision,
         },
         {"kind": "adamw", "params": embed, "lr": embed_lr, "lr_scale": embed_lr / lr, "weight_decay": weight_decay},
@@ -159,7 +136,7 @@ def build_muon(
     ]
     for g in groups:
         g.setdefault("lr_scale", 1.0)
-        g["betas"] = betas
+        g.setdefault("betas", betas)
     return MuonAdamW([g for g in groups if g["params"]])
 
 

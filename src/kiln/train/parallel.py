@@ -15,18 +15,25 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol, cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from kiln.errors import KilnError
-from kiln.models.base import TokenModel
-
-if TYPE_CHECKING:
-    from kiln.finetune.classify import ClassifierView
 from kiln.train.config import ParallelConfig
+
+
+class Blocks(Protocol):
+    """What parallelize wraps: a model, or a view of one with a head, naming its repeated blocks."""
+
+    def repeated_blocks(self) -> list[nn.ModuleList]: ...
+
+
+def launch_rank() -> int:
+    """This process's rank as torchrun launched it (0 without torchrun), before any process group."""
+    return int(os.environ.get("RANK", 0))
 
 
 class Parallel:
@@ -97,17 +104,17 @@ class Parallel:
             dist.destroy_process_group()
 
 
-def parallelize(model: TokenModel | ClassifierView, par: Parallel, precision: str) -> nn.Module:
+def parallelize(model: nn.Module, par: Parallel, precision: str) -> nn.Module:
     """Activation checkpointing, then DDP or FSDP2, per `par.cfg`; returns the module to call. The
     units are the family's `repeated_blocks()` (each block checkpointed and sharded on its own); the
     root is the module the trainer calls (a model, or classification's view of one)."""
-    cfg = par.cfg
+    cfg, units = par.cfg, cast(Blocks, model).repeated_blocks()
     if cfg.activation_checkpointing == "block":
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
             checkpoint_wrapper,
         )
 
-        for blocks in model.repeated_blocks():
+        for blocks in units:
             for i, block in enumerate(blocks):
                 blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
     if not par.distributed:
@@ -124,7 +131,7 @@ def parallelize(model: TokenModel | ClassifierView, par: Parallel, precision: st
         if precision == "bf16"
         else MixedPrecisionPolicy()
     )
-    for blocks in model.repeated_blocks():
+    for blocks in units:
         for block in blocks:
             fully_shard(block, mesh=par.mesh, mp_policy=mp)
     fully_shard(model, mesh=par.mesh, mp_policy=mp)

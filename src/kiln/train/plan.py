@@ -190,9 +190,11 @@ class Planner:
             return train_s * rate >= tc.tokens_per_param * options[depth].params
 
         depth = search_depth(sorted(options), guess, fits)
+        if depth not in probe:  # taken below the last depth tried: timed too, so the plan's figure is real
+            fits(depth)
         self.plan["depth_probe"] = {str(d): v for d, v in sorted(probe.items())}
         chosen = options[depth]
-        rate = probe[depth]["tokens_per_s"] if depth in probe else min(p["tokens_per_s"] for p in probe.values())
+        rate = probe[depth]["tokens_per_s"]
         expected = train_s * rate / chosen.params
         self.plan["expected_tokens_per_param"] = expected
         timed = ", ".join(

@@ -1,13 +1,13 @@
 """Measured matmul rates: the precision choice (`train.precision auto`) and the MFU ceiling.
 
-Machines differ by two orders of magnitude in bf16: CPUs with AMX or AVX512-BF16 multiply bf16 2-5x
-faster than fp32, while an AVX2-only CPU emulates it ~100x slower (~1 vs ~150 GFLOP/s). Nothing here
-assumes either: every figure is a short measurement on the device at hand.
+Machines differ by two orders of magnitude in bf16: CPUs with AMX or AVX512-BF16 multiply bf16
+faster than fp32, while an AVX2-only CPU emulates it far slower (docs/benchmarks.md has the figures).
+Nothing here assumes either: every figure is a short measurement on the device at hand.
 
 Both measurements walk a ladder of square matmul sizes, starting small and doubling only while one
 product takes a small fraction of the time allowed, so their cost is bounded by the time allowed
-whatever the hardware (a single 2048 bf16 product takes ~17 s on an AVX2-only CPU; the ladder never
-gets there). Both check a stop flag between products, so SIGTERM is honoured within one product.
+whatever the hardware (a single 2048 bf16 product takes many seconds on an AVX2-only CPU; the ladder
+never gets there). Both check a stop flag between products, so SIGTERM is honoured within one product.
 """
 
 from __future__ import annotations

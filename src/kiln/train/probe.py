@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from kiln.batch import Batch, text_batch
 from kiln.models.build import build_model
 from kiln.models.registry import build_objective
-from kiln.objectives.base import Batch, text_batch
 from kiln.train.optim import make_optimizer
 from kiln.train.parallel import Parallel
 
@@ -58,7 +58,7 @@ def step_seconds(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
         model = build_model(cfg.model, device)
-        optimizer = make_optimizer(model, cfg.train, device, cfg.model.width_mult)
+        optimizer = make_optimizer(model, cfg, device)
         objective = build_objective(cfg.model, cfg.objective, ids)
         loader = RandomTokens(cfg.model.vocab_size, cfg.train.micro_batch_size, cfg.train.seq_len, low=ids.num_special)
         trainer = Trainer(cfg, model, model, objective, loader, optimizer, Parallel.single(), device, hooks=[])

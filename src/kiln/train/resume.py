@@ -30,11 +30,10 @@ SCHEDULE = {
     "train.warmup_steps",
     "train.schedule",
     "train.decay_fraction",
-    "train.weight_decay",
-    "train.beta1",
-    "train.beta2",
     "train.grad_clip",
 }
+OPTIMIZER = ("adamw.", "muon.")
+"""Sections whose every field changes the schedule or the optimizer."""
 DATA_ORDER = {"train.seq_len", "train.seed"}
 
 
@@ -80,7 +79,7 @@ def compare(
         change = f"{key}: checkpoint {a!r}, now {b!r}"
         if key.startswith(("model.", "tokenizer.")):
             refused.append(change)
-        elif key in SCHEDULE:
+        elif key in SCHEDULE or key.startswith(OPTIMIZER):
             warnings.append(f"{change} (changes the schedule from here on)")
         elif key in DATA_ORDER:
             warnings.append(f"{change} (changes the order of training data from here on)")

@@ -41,6 +41,11 @@ from kiln.train.signals import StopRequest, stop_on_signals
 if TYPE_CHECKING:
     from kiln.runconfig import RunConfig
 
+PEAK_FIRST_S = 0.2
+"""Seconds per ceiling (square, model shapes) of the first reading, taken at the first progress line."""
+PEAK_SHARE = 0.02
+"""The closing reading takes this share of the training time per ceiling (between PEAK_FIRST_S and 1 s)."""
+
 
 class Loader(Protocol):
     """What the trainer needs of a loader (shards/loader.py's PackedLoader is one)."""
@@ -153,16 +158,16 @@ class Trainer:
         if line is not None and self.rank == 0:
             (self.bar.write if self.bar is not None else print)(line)
 
-    def measure_peak(self, precision: str | None = None) -> float:
-        """The matmul ceiling for MFU (about two seconds, in the precision trained in): the larger of
-        square products (the ladder of train/precision.py) and the products this model multiplies at
-        its micro-batch; each kept as the best of every measurement (a reading taken while other work
+    def measure_peak(self, precision: str | None = None, seconds: float = 1.0) -> float:
+        """The matmul ceiling for MFU (2 x `seconds`, in the precision trained in): the larger of square
+        products (the ladder of train/precision.py) and the products this model multiplies at its
+        micro-batch; each kept as the best of every measurement (a reading taken while other work
         shares the cores comes out low and would inflate MFU). Stops early on SIGTERM."""
         dtype = torch.bfloat16 if (precision or self.tc.precision) == "bf16" else torch.float32
         stop = lambda: bool(self.stop)  # noqa: E731
-        square = measure_matmul_peak(self.device, dtype, stop=stop)
+        square = measure_matmul_peak(self.device, dtype, seconds, stop=stop)
         shapes = forward_matmul_shapes(self.model, self.tc.micro_batch_size * self.tc.seq_len)
-        shaped = measure_shape_peak(self.device, dtype, shapes, stop=stop)
+        shaped = measure_shape_peak(self.device, dtype, shapes, seconds, stop=stop)
         for key, value in (("square", square), ("shapes", shaped)):
             self.peaks[key] = max(self.peaks[key], self.par.mean_of(value, self.device))
         self.peak_flops = max(self.peak_flops, *self.peaks.values())
@@ -294,8 +299,8 @@ class Trainer:
             if self.loss_mean is not None and loss > self.tc.spike_factor * self.loss_mean:
                 self.log({"step": self.step, "loss_spike": loss, "loss_mean": self.loss_mean})
             self.loss_mean = loss if self.loss_mean is None else 0.9 * self.loss_mean + 0.1 * loss
-            if not self.peak_flops:
-                self.measure_peak()
+            if not self.peak_flops:  # a first reading for the progress line; the end measures longer
+                self.measure_peak(seconds=PEAK_FIRST_S)
             tok_s = self.tokens_per_step / dt
             mfu = self.flops_per_token * tok_s / self.peak_flops if self.peak_flops else 0.0
             self.log({"step": self.step, "tokens": self.tokens_seen, **stats, "tokens_per_s": tok_s, "mfu": mfu})
@@ -340,7 +345,7 @@ class Trainer:
         last_val = self.last_val or self.validate(None)  # resumed at max_steps: nothing ran, still report
         steps_run = self.step - start_step
         tokens_per_s = steps_run * self.tokens_per_step / train_s if train_s else 0.0
-        self.measure_peak()
+        self.measure_peak(seconds=min(1.0, max(PEAK_FIRST_S, PEAK_SHARE * train_s)))
         m = self.cfg.model
         return {
             "val_loss": last_val["loss"],

@@ -20,10 +20,11 @@ from typing import Any, cast
 import torch
 from safetensors.torch import save_file
 
-from kiln.evaluate.generate import generate
 from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
 from kiln.finetune.sft import CHAT_TEMPLATE
 from kiln.models.decoder import Decoder
+from kiln.models.sampling import generate
+from kiln.rundir import RunDir
 from kiln.tokenizer import BOS, EOS, PAD
 from kiln.transfer.hf import hf_config, to_hf, tokenizer_files
 
@@ -60,7 +61,7 @@ def export_hf(checkpoint: Path, out: Path, verify: bool = True) -> dict[str, Any
         "max_new_tokens": sc.max_new_tokens,
     }
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    card = checkpoint.parent.parent / "model_card.md"
+    card = RunDir.of_checkpoint(checkpoint).model_card
     if card.exists():
         shutil.copyfile(card, out / "README.md")
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "step": loaded.step, "format": "hf", "out": str(out)}

@@ -33,6 +33,7 @@ import torch
 
 from kiln.errors import KilnError
 from kiln.evaluate.load import load_checkpoint
+from kiln.rundir import RunDir
 from kiln.transfer.hf import architecture, to_hf
 
 GGUF_NAMES = {
@@ -128,7 +129,7 @@ def export_gguf(checkpoint: Path, out: Path, verify: bool = True) -> dict[str, A
         types += [5] * (cfg.vocab_size - len(types))
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(out), arch)
-    writer.add_name(f"kiln {checkpoint.parent.parent.name} step {loaded.step}")
+    writer.add_name(f"kiln {RunDir.of_checkpoint(checkpoint).root.name} step {loaded.step}")
     writer.add_context_length(cfg.max_seq_len)
     writer.add_embedding_length(cfg.dim)
     writer.add_block_count(cfg.num_layers)
@@ -180,21 +181,23 @@ WINDOW_TOKENS = 128
 
 
 def heldout_window(checkpoint: Path, loaded: Any) -> list[int]:
-    """The first WINDOW_TOKENS tokens of the checkpoint's run's validation shards (text the model never
-    trained on, from its <|bos|>), or a fixed prompt when the run's shards are not beside it."""
-    from kiln.rundir import RunDir
+    """The first WINDOW_TOKENS tokens (at most the model's context) of the checkpoint's run's validation
+    shards (text the model never trained on, from its <|bos|>), or a fixed prompt when the run's shards
+    are not beside it."""
     from kiln.shards.loader import ShardSet
 
-    val = RunDir(Path(checkpoint).parent.parent).split("val")
+    size = min(WINDOW_TOKENS, loaded.model.cfg.max_seq_len)
+    val = RunDir.of_checkpoint(checkpoint).split("val")
     if (val / "manifest.json").exists():
         shards = ShardSet(val)
-        if shards.tokenizer_sha256 == loaded.tokenizer_sha256 and shards.num_tokens >= WINDOW_TOKENS:
+        if shards.tokenizer_sha256 == loaded.tokenizer_sha256 and shards.num_tokens >= size:
             window: list[int] = []  # documents as stored: each starts with <|bos|>
             for doc in shards.documents():
                 window += doc.tolist()
-                if len(window) >= WINDOW_TOKENS:
-                    return window[:WINDOW_TOKENS]
-    return [loaded.ids.bos] + loaded.tokenizer.encode(LLAMA_CPP_PROMPT, add_special_tokens=False).ids
+                if len(window) >= size:
+                    return window[:size]
+    prompt = [loaded.ids.bos] + loaded.tokenizer.encode(LLAMA_CPP_PROMPT, add_special_tokens=False).ids
+    return prompt[:size]
 
 
 def bits_per_byte(logits: np.ndarray, tokens: list[int], token_bytes: torch.Tensor) -> float:

@@ -55,6 +55,7 @@ import torch
 
 from kiln.errors import KilnError
 from kiln.models.config import ModelConfig, MoEConfig
+from kiln.models.registry import family
 
 UNEXPRESSIBLE = (
     ("logit_softcap", 0.0, "a logit soft-cap (only Gemma-family classes have one)"),
@@ -69,7 +70,7 @@ UNEXPRESSIBLE = (
 def architecture(cfg: ModelConfig) -> str:
     """The transformers model_type a kiln model config exports as (llama, qwen3 or mixtral), or one
     KilnError saying why none computes it."""
-    if cfg.family != "decoder" or (cfg.moe.num_experts and cfg.moe.every != 1):
+    if not family(cfg.family).exports or (cfg.moe.num_experts and cfg.moe.every != 1):
         raise KilnError(
             f"Hugging Face export covers the decoder (Llama, Qwen3) and the all-MoE decoder (Mixtral); this model "
             f"is family={cfg.family}"

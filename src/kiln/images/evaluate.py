@@ -24,9 +24,9 @@ from torch import nn
 
 from kiln.device import autocast
 from kiln.errors import KilnError
-from kiln.evaluate.generate import generate
 from kiln.images.shapes import ATTRIBUTES, parse_caption
 from kiln.images.shards import ImageShardSet, ImageValidation, encode_doc, targets_of
+from kiln.models.sampling import generate
 from kiln.tokenizer import SpecialIds
 
 if TYPE_CHECKING:

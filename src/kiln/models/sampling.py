@@ -67,7 +67,7 @@ def generate(
         seen = step_input if use_cache else tokens
         extra = {}
         if images is not None and (step == 0 or not use_cache):  # the prompt's image positions
-            extra = {"images": images, "image_mask": seen == image_id}
+            extra = dict(images=images, image_mask=seen == image_id)
         with autocast(device, precision if weights_fp32 else "fp32"):
             logits = model(seen, cache=cache, **extra)[:, -1].float()  # (B, V)
         if temperature == 0:

@@ -1,0 +1,42 @@
+"""`kiln train --max-restarts K`: training in a child process, restarted from its newest complete
+checkpoint after a crash (not after Ctrl-C, SIGTERM or a user error)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def child_argv(argv: list[str]) -> list[str]:
+    """`argv` without --max-restarts (and its value)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--max-restarts":
+            skip = True
+        elif not arg.startswith("--max-restarts="):
+            out.append(arg)
+    return out
+
+
+def supervise(argv: list[str], max_restarts: int) -> int:
+    """Run `kiln <argv>` as a child; after a crash, restart it with --resume auto, up to
+    `max_restarts` times. Returns the last exit code."""
+    child = child_argv(argv)
+    command = [sys.executable, "-m", "kiln", *child]
+    code = 0
+    for attempt in range(max_restarts + 1):
+        code = subprocess.call(command)
+        if code in (0, 2, 130):  # done, a user error, or stopped on purpose (Ctrl-C / SIGTERM)
+            return code
+        if attempt < max_restarts:
+            print(
+                f"kiln train: exited with code {code}; restart {attempt + 1} of {max_restarts} "
+                "from the newest complete checkpoint",
+                file=sys.stderr,
+            )
+            command = [sys.executable, "-m", "kiln", *[a for a in child if a != "--overwrite"], "--resume", "auto"]
+    print(f"kiln train: still failing after {max_restarts} restarts (last exit code {code})", file=sys.stderr)
+    return code

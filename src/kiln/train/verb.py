@@ -1,0 +1,45 @@
+"""`kiln convert`: a checkpoint's weights between the sharded (dcp/) and the consolidated form."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from kiln.errors import KilnError
+from kiln.rundir import STATE
+from kiln.train.checkpoint import consolidate, to_dcp
+from kiln.verbs import Verb, checkpoint_option
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    checkpoint_option(parser, required=True)
+    parser.add_argument(
+        "--to",
+        choices=["safetensors", "dcp"],
+        required=True,
+        help="safetensors: consolidate dcp/ into model.safetensors (read without running code); dcp: write "
+        "the weights as DCP",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="--to dcp: the folder to write (default: CHECKPOINT/weights_dcp)"
+    )
+
+
+def _convert(args: argparse.Namespace) -> Path:
+    if not (args.checkpoint / STATE).exists():
+        raise KilnError(f"{args.checkpoint} is not a kiln checkpoint (no state.json)")
+    out = (
+        consolidate(args.checkpoint)
+        if args.to == "safetensors"
+        else to_dcp(args.checkpoint, args.out or args.checkpoint / "weights_dcp")
+    )
+    print(f"wrote {out}")
+    return out
+
+
+CONVERT = Verb(
+    "convert",
+    "convert a checkpoint: sharded (dcp/) -> model.safetensors, or model.safetensors -> a DCP folder",
+    _arguments,
+    _convert,
+)
