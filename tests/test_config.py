@@ -54,18 +54,20 @@ def test_save_load_round_trip(tmp_path):
 
 def test_a_width_override_rederives_heads_mlp_and_learning_rate():
     cfg = get_preset("cpu")
-    assert (cfg.model.dim, cfg.model.num_heads, cfg.model.hidden_dim) == (256, 4, 704)
+    assert (cfg.model.dim, cfg.model.num_heads, cfg.model.hidden_dim) == (256, 2, 704)  # heads of 128
     wide = apply_overrides(cfg, {"model.dim": "512"})
-    assert (wide.model.dim, wide.model.num_heads, wide.model.num_kv_heads, wide.model.hidden_dim) == (512, 8, 8, 1408)
+    assert (wide.model.dim, wide.model.num_heads, wide.model.num_kv_heads, wide.model.hidden_dim) == (512, 4, 4, 1408)
     assert wide.train.lr == pytest.approx(cfg.train.lr / 2)
     assert "model.hidden_dim = 1408  (derived)" in format_config(wide)
-    kept = apply_overrides(cfg, {"model.dim": "512", "model.num_heads": "4"})  # explicit values stay
-    assert kept.model.num_heads == 4 and kept.model.head_dim == 128
+    kept = apply_overrides(cfg, {"model.dim": "512", "model.num_heads": "8"})  # explicit values stay
+    assert kept.model.num_heads == 8 and kept.model.head_dim == 64
+    odd = apply_overrides(cfg, {"model.dim": "320"})  # 128 does not divide 320: 2 heads of 160
+    assert (odd.model.num_heads, odd.model.head_dim) == (2, 160)
 
 
 def test_the_size_dial_is_reachable_from_overrides_and_stays_derived_through_a_save(tmp_path):
     deep = apply_overrides(get_preset("cpu"), {"model.depth": "6"})
-    assert (deep.model.num_layers, deep.model.dim, deep.model.num_heads) == (6, 384, 6)
+    assert (deep.model.num_layers, deep.model.dim, deep.model.num_heads) == (6, 384, 3)
     moe = apply_overrides(get_preset("cpu_moe"), {"model.depth": "6"})
     assert moe.model.moe.expert_hidden_dim == moe.model.hidden_dim // 2
     save_config(deep, tmp_path / "config.json")

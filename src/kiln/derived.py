@@ -19,9 +19,13 @@ def dial_width(depth: int, aspect: int) -> int:
     return HEAD_WIDTH * -(-aspect * depth // HEAD_WIDTH)
 
 
-def dial_heads(dim: int) -> int:
-    """One head per HEAD_WIDTH channels."""
-    return max(1, dim // HEAD_WIDTH)
+def dial_heads(dim: int, head_width: int = HEAD_WIDTH) -> int:
+    """One head per `head_width` channels, fewer where that count does not divide `dim` (320 channels
+    at 128 a head: 2 heads of 160)."""
+    heads = max(1, dim // head_width)
+    while dim % heads:
+        heads -= 1
+    return heads
 
 
 def swiglu_hidden_dim(dim: int, multiple_of: int = 64) -> int:

@@ -31,9 +31,9 @@ from kiln.train.config import AdamWConfig, TrainConfig
 
 def recipe_model(**model: object) -> ModelConfig:
     """kiln's recipe's architecture on top of `model`'s fields: QK-norm (with learned gains, as every
-    norm), untied embeddings (the input one at its own rate, adamw.embed_lr); Llama's SwiGLU blocks
-    otherwise."""
-    return ModelConfig(**{"qk_norm": True, "tie_embeddings": False, **model})  # type: ignore[arg-type]
+    norm), untied embeddings (the input one at its own rate, adamw.embed_lr), heads of 128 channels;
+    Llama's SwiGLU blocks otherwise."""
+    return ModelConfig(**{"qk_norm": True, "tie_embeddings": False, "head_width": 128, **model})  # type: ignore[arg-type]
 
 
 def recipe_train(**train: object) -> TrainConfig:
@@ -95,6 +95,7 @@ def cpu() -> RunConfig:
             eval_windows=64,
             checkpoint_every=100,
             size_from_budget=True,
+            compile=True,  # ~30 s once, then steps 1.4-1.5x faster (docs/benchmarks.md); eager without a C++ compiler
         ),
         eval=EvalConfig(every=100),  # kiln's own tasks during training too
         adamw=RECIPE_ADAMW,
@@ -123,7 +124,7 @@ def gpt2_small() -> RunConfig:
     )
 
 
-PLAIN_MODEL = {"qk_norm": False, "tie_embeddings": True, "norm_params": True}
+PLAIN_MODEL = {"qk_norm": False, "tie_embeddings": True, "norm_params": True, "head_width": 64}
 """Llama's blocks: what the family presets were measured with."""
 ADAMW_TRAIN = {"optimizer": "adamw", "warmup_steps": 30, "min_lr_ratio": 0.1}
 """kiln's AdamW recipe (warmup 30, WSD to 10 %; the adamw section's defaults: weight decay 0.1, beta1
@@ -131,9 +132,9 @@ ADAMW_TRAIN = {"optimizer": "adamw", "warmup_steps": 30, "min_lr_ratio": 0.1}
 
 
 def _family(name: str, cfg: RunConfig, lr: float | None = None, **model: object) -> RunConfig:
-    """A family at the cpu size, with Llama's blocks and AdamW as it was measured (kiln's recipe is
-    measured on the decoder only so far)."""
-    train = replace(cfg.train, **ADAMW_TRAIN, **({"lr": lr} if lr is not None else {}))
+    """A family at the cpu size, with Llama's blocks and AdamW as it was measured, eager (kiln's recipe
+    and compiled step are measured on the decoder only so far)."""
+    train = replace(cfg.train, **ADAMW_TRAIN, compile=False, **({"lr": lr} if lr is not None else {}))
     model_cfg = replace(cfg.model, **PLAIN_MODEL, **model)
     return replace(cfg, preset=name, model=model_cfg, train=train, adamw=AdamWConfig())
 

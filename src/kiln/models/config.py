@@ -114,7 +114,10 @@ class ModelConfig:
     num_decoder_layers: int = 0
     """encdec only: decoder blocks; 0 uses num_layers."""
     num_heads: int = 0
-    """Query heads; head_dim = dim / num_heads. 0 derives one head per 64 channels."""
+    """Query heads; head_dim = dim / num_heads. 0 derives one head per head_width channels."""
+    head_width: int = 64
+    """Channels per head when num_heads is derived (kiln's recipe: 128, as nanochat; faster on CPUs and
+    GPUs than 64 and as good, docs/benchmarks.md)."""
     num_kv_heads: int = 0
     """Key/value heads (grouped-query attention); must divide num_heads. 0 uses num_heads."""
     hidden_dim: int = 0
@@ -175,7 +178,10 @@ class ModelConfig:
         return self.init_std / math.sqrt(self.width_mult)
 
     def __post_init__(self) -> None:
-        require(self.depth >= 0 and self.aspect > 0, "model.depth must be >= 0 and model.aspect > 0")
+        require(
+            self.depth >= 0 and self.aspect > 0 and self.head_width > 0,
+            "model.depth must be >= 0, model.aspect and model.head_width > 0",
+        )
         if self.depth:
             derive(self, "num_layers", self.depth)
             derive(self, "dim", dial_width(self.depth, self.aspect))
@@ -183,7 +189,7 @@ class ModelConfig:
             self.dim > 0 and self.num_layers > 0,
             "give the model a size: model.depth (the size dial) or both model.dim and model.num_layers",
         )
-        derive(self, "num_heads", dial_heads(self.dim))
+        derive(self, "num_heads", dial_heads(self.dim, self.head_width))
         derive(self, "num_kv_heads", self.num_heads)
         require(self.mlp in ("swiglu", "relu2"), f"model.mlp={self.mlp!r}: choose swiglu or relu2")
         require(self.logit_softcap >= 0, "model.logit_softcap must be >= 0 (0: no cap)")
