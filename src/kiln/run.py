@@ -15,7 +15,7 @@ from kiln.device import pick_device
 from kiln.energy import EnergyMeter
 from kiln.energy import total as energy_total
 from kiln.errors import KilnError
-from kiln.evaluate.olmo import olmo_tasks_dir
+from kiln.evaluate.olmo import INSTALL, olmo_tasks_dir
 from kiln.evaluate.suites import HELDOUT, expand
 from kiln.evaluate.verbs import evaluate_tasks, sample_checkpoint
 from kiln.modality import active
@@ -46,7 +46,7 @@ def available_tasks(names: list[str], limit: int) -> tuple[list[str], str | None
     except KilnError:
         kept = [name for name, _ in wanted if name in HELDOUT]
         dropped = [name for name, _ in wanted if name not in HELDOUT]
-        return kept, f'skipped {", ".join(dropped)}: pip install -e ".[eval]" for the standard benchmarks'
+        return kept, f"skipped {', '.join(dropped)}: {INSTALL} for the standard benchmarks"
     return names, None
 
 

