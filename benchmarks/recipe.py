@@ -10,10 +10,10 @@ what choices are made on) trains on the first 80 % with a BPE trained there, and
 tenth (dev, the 1970s-1991 addresses) and, for the record only, the last tenth (test); `--cut test`
 trains on the first 90 % (the BPE too) and scores the last tenth, 1992-2021 (the protocol's final
 step: select on dev, then retrain on everything but the test). Both are prepared once under --root
-and reused by every run. The shape: 4 layers x 256 wide, 4 heads, sequence 256, 32 sequences (8,192
-tokens) per step, 156 steps, in the precision kiln picks here. Bits-per-byte over every 256-token
-window of each scored slice, tokens/s and wall time are printed and appended as one JSON line to
-ROOT/results.jsonl with the seed and the CPU it ran on.
+and reused by every run. The shape: 4 layers x 256 wide (heads as the recipe sets them: 2 of 128 by
+default), sequence 256, 32 sequences (8,192 tokens) per step, 156 steps, in the precision kiln picks
+here. Bits-per-byte over every 256-token window of each scored slice, tokens/s and wall time are
+printed and appended as one JSON line to ROOT/results.jsonl with the seed and the CPU it ran on.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from kiln.train.checkpoint import latest_checkpoint
 
 SHAPE = {
     "model.depth": "4",
-    "model.num_heads": "4",
     "train.seq_len": "256",
     "train.micro_batch_size": "32",
     "train.max_steps": "156",
@@ -59,8 +58,9 @@ PLAIN = {
     "train.min_lr_ratio": "0.1",
     "adamw.weight_decay": "0.1",
     "adamw.beta1": "0.9",
+    "model.head_width": "64",
 }
-"""kiln before issue 16: AdamW at the width's rate, warmup 30, WSD to 10 %, Llama's blocks."""
+"""kiln before issue 16: AdamW at the width's rate, warmup 30, WSD to 10 %, Llama's blocks (4 heads of 64)."""
 RECIPES: dict[str, dict[str, str]] = {
     "default": {},  # the cpu preset's flags: kiln's recipe, exportable (presets.recipe_model / recipe_train)
     "adamw": PLAIN,
@@ -79,6 +79,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
     "default+polar_express": ("default", {"muon.polar_express": "true"}),
     "default+muon_lr_0.03": ("default", {"muon.lr": "0.03"}),
     "default+decay_0.5": ("default", {"train.decay_fraction": "0.5"}),
+    "default+heads_64": ("default", {"model.head_width": "64"}),  # 4 heads of 64 (every row before issue 27)
+    "default-compile": ("default", {"train.compile": "false"}),  # the eager step: same bits, slower
 }
 CUTS = {"dev": 0.8, "test": 0.9}
 """Where the training text ends, by bytes in date order, for each cut."""

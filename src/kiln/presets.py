@@ -7,7 +7,8 @@ on the dial and the number of steps to fit it.
 
 `cpu` and `gpt2_small` train kiln's recipe (`recipe_model`, `recipe_train`; chosen on a development
 slice and reported on a held-out one, docs/benchmarks.md): Muon for the blocks' matrices, QK-norm,
-untied embeddings, parameter-free norms and nanochat's schedule. It is the decoder Qwen3 computes, so
+untied embeddings, learned norm gains, heads of 128 (gpt2_small: GPT-2's 64) and nanochat's schedule,
+with a compiled step. It is the decoder Qwen3 computes, so
 `kiln export --to hf|gguf` takes the default run's model as it is. The family presets keep the AdamW
 recipe with Llama's blocks they were measured with.
 """
@@ -104,12 +105,13 @@ def cpu() -> RunConfig:
 
 
 def gpt2_small() -> RunConfig:
-    """GPT-2 small's shape (124M-class, 12 x 768, 1024 context) for one GPU; bring a larger corpus."""
+    """GPT-2 small's shape (124M-class, 12 x 768, 12 heads of 64, 1024 context) for one GPU, as measured
+    on an H200 (docs/benchmarks.md); bring a larger corpus."""
     seq_len = 1024
     return RunConfig(
         preset="gpt2_small",
         tokenizer=TokenizerConfig(vocab_size=32768),
-        model=recipe_model(depth=12, vocab_size=32768, max_seq_len=seq_len),
+        model=recipe_model(depth=12, vocab_size=32768, max_seq_len=seq_len, head_width=64),
         train=recipe_train(
             seq_len=seq_len,
             micro_batch_size=32,
