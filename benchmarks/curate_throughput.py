@@ -22,14 +22,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from kiln.corpus import CorpusConfig, read_documents
+from kiln.corpus import CorpusConfig
 from kiln.curate.config import CurateConfig
+from kiln.curate.curated import CuratedSet
 from kiln.curate.pipeline import curate
 from kiln.curate.synthetic import write_web_corpus
 
 
 def _kinds(folder: Path) -> Counter:
-    return Counter(d.metadata["kind"] for d in read_documents(CorpusConfig(corpus=str(folder))))
+    return Counter(d.metadata["kind"] for d in CuratedSet(folder).documents(CorpusConfig(), apply_mix=False))
 
 
 def main() -> None:
@@ -39,13 +40,14 @@ def main() -> None:
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "kiln-bench-web"), help="corpus folder")
     args = ap.parse_args()
     corpus = Path(args.cache) / f"{args.mb}MB"
-    if not (corpus / "done").exists():
+    done = corpus.with_name(f"{args.mb}MB.json")  # beside the corpus, not in it (it would be read as input)
+    if not done.exists():
         shutil.rmtree(corpus, ignore_errors=True)
         t = time.perf_counter()
         kinds = write_web_corpus(corpus, args.mb * 1_000_000)
-        (corpus / "done").write_text(json.dumps(kinds))
+        done.write_text(json.dumps(kinds))
         print(f"generated {args.mb} MB in {time.perf_counter() - t:.0f} s: {kinds}")
-    planted = Counter(json.loads((corpus / "done").read_text()))
+    planted = Counter(json.loads(done.read_text()))
     cores = os.cpu_count() or 1
     rows = []
     for workers in [int(w) for w in args.workers.split(",")]:

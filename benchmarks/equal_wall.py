@@ -189,14 +189,19 @@ def last_json(out: str) -> dict:
     return json.loads(out[out.rfind("\n{\n") + 1 if "\n{\n" in out else out.find("{") :])
 
 
-def run_kiln(root: Path, cut: Path, kiln_args: list[str]) -> dict:
-    """`kiln run` on the first 90 %, then its final checkpoint scored here and by `kiln eval --text`."""
+def run_kiln(root: Path, cut: Path, kiln_args: list[str], reuse: bool = False) -> dict:
+    """`kiln run` on the first 90 %, then its final checkpoint scored here and by `kiln eval --text`.
+    With `reuse`, a finished run under ROOT/kiln is scored again instead (its wall: the run's own)."""
     from kiln.train.checkpoint import latest_checkpoint
 
     run_dir = root / "kiln"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = f"{sys.executable} -m kiln run --data.corpus {cut / 'first90.jsonl'} --run-dir {run_dir}".split()
-    wall, _ = run(cmd + kiln_args, root / "kiln.log")
+    if reuse and (run_dir / "summary.json").exists():
+        wall = json.loads((run_dir / "summary.json").read_text())["wall_s"]
+        print(f"kiln: reusing {run_dir} ({wall:.0f} s)")
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        cmd = f"{sys.executable} -m kiln run --data.corpus {cut / 'first90.jsonl'} --run-dir {run_dir}".split()
+        wall, _ = run(cmd + kiln_args, root / "kiln.log")
     summary = json.loads((run_dir / "summary.json").read_text())
     ckpt = latest_checkpoint(run_dir / "checkpoints")
     cfg = json.loads((ckpt / "config.json").read_text())
@@ -414,7 +419,9 @@ def main() -> None:
     ):
         parser.add_argument(flag, type=kind, default=default, help=what)
     parser.add_argument("--no-kiln", action="store_true", help="skip kiln (give --budget, and --nanochat-shape)")
+    parser.add_argument("--reuse-kiln", action="store_true", help="score the finished kiln run under ROOT again")
     args = parser.parse_args()
+    args.root = args.root.resolve()  # the baselines run from their checkouts: every path they get is absolute
     if args.no_kiln and (not args.budget or (args.nanochat and not args.nanochat_shape)):
         parser.error("--no-kiln needs --budget SECONDS (and, with --nanochat, --nanochat-shape)")
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # recipe.py: cpu_name
@@ -423,7 +430,7 @@ def main() -> None:
     args.root.mkdir(parents=True, exist_ok=True)
     cut = prepare_cut(args.root)
     rows: list[dict] = []
-    kiln = None if args.no_kiln else run_kiln(args.root, cut, args.kiln_args.split())
+    kiln = None if args.no_kiln else run_kiln(args.root, cut, args.kiln_args.split(), args.reuse_kiln)
     rows += [kiln] if kiln else []
     budget_s = args.budget or kiln["wall_s"]
     if args.nanogpt:
