@@ -195,14 +195,15 @@ def run_kiln(root: Path, cut: Path, kiln_args: list[str], reuse: bool = False) -
     from kiln.train.checkpoint import latest_checkpoint
 
     run_dir = root / "kiln"
-    if reuse and (run_dir / "summary.json").exists():
-        wall = json.loads((run_dir / "summary.json").read_text())["wall_s"]
-        print(f"kiln: reusing {run_dir} ({wall:.0f} s)")
-    else:
+    reused = reuse and (run_dir / "summary.json").exists()
+    if not reused:
         shutil.rmtree(run_dir, ignore_errors=True)
         cmd = f"{sys.executable} -m kiln run --data.corpus {cut / 'first90.jsonl'} --run-dir {run_dir}".split()
         wall, _ = run(cmd + kiln_args, root / "kiln.log")
     summary = json.loads((run_dir / "summary.json").read_text())
+    if reused:
+        wall = summary["wall_s"]
+        print(f"kiln: reusing {run_dir} ({wall:.0f} s)")
     ckpt = latest_checkpoint(run_dir / "checkpoints")
     cfg = json.loads((ckpt / "config.json").read_text())
     m, t = cfg["model"], cfg["train"]
