@@ -65,8 +65,9 @@ class KilnSteps(PipelineStep):
                 self.stat_update(f"{st.name}/dropped/{reason}", value=n)
             for note, n in st.notes.items():
                 self.stat_update(f"{st.name}/{note}", value=n)
-        for doc, _ in results:
+        for passed in results:
             self.stat_update("kept")
+            doc = passed.doc
             yield DatatroveDocument(text=doc.text, id=doc.id, metadata=doc.metadata)
 
     def run(self, data, rank: int = 0, world_size: int = 1):

@@ -9,8 +9,9 @@ their other senses, which is why the card shows the lexicon with the figures.
 
 from __future__ import annotations
 
-import re
-from collections import Counter
+import numpy as np
+
+from kiln.curate.words import Words, analyze, ngram_hashes
 
 GROUP_TERMS: dict[str, dict[str, tuple[str, ...]]] = {
     "gender": {
@@ -94,35 +95,65 @@ GROUP_TERMS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
     },
 }
-"""axis -> group -> lexicon (lower case; multi-word terms match with any white space between)."""
+"""axis -> group -> lexicon (lower case; the words of a multi-word term may be separated by any
+non-word characters)."""
 
 
 class GroupTermCounter:
-    """Mentions per (axis, group) over the documents passed to `add`, and the words seen."""
+    """Mentions per (axis, group) over the documents passed to `add`, and the words seen.
+
+    Terms are matched on the folded word hashes of `kiln.curate.words` (lower case; any run of
+    characters that are not letters or digits separates words, so "African-American" is the two-word
+    term), which the curation workers compute anyway: `mentions` is a few numpy lookups per
+    document. Longer terms win and matches do not overlap, as in a longest-first regex scan: "African
+    American" counts once, for its group, and not again as "American"."""
 
     def __init__(self) -> None:
-        self.group_of: dict[str, tuple[str, str]] = {}
-        for axis, groups in GROUP_TERMS.items():
-            for group, terms in groups.items():
-                for term in terms:
-                    self.group_of[term] = (axis, group)
-        alternation = "|".join(
-            r"\s+".join(map(re.escape, t.split())) for t in sorted(self.group_of, key=len, reverse=True)
-        )
-        self.pattern = re.compile(rf"\b(?:{alternation})\b", re.IGNORECASE)
-        self.counts: Counter[tuple[str, str]] = Counter()
+        self.groups: list[tuple[str, str]] = [(a, g) for a, groups in GROUP_TERMS.items() for g in groups]
+        by_length: dict[int, list[tuple[int, int]]] = {}
+        for i, (axis, group) in enumerate(self.groups):
+            for term in GROUP_TERMS[axis][group]:
+                words = analyze(term).hashes
+                by_length.setdefault(len(words), []).append((int(ngram_hashes(words, len(words))[0]), i))
+        self.lexicon: list[tuple[int, np.ndarray, np.ndarray]] = []
+        """(words per term, sorted term hashes, group index of each), longest terms first."""
+        for n in sorted(by_length, reverse=True):
+            pairs = sorted(by_length[n])
+            self.lexicon.append(
+                (n, np.array([h for h, _ in pairs], dtype=np.uint64), np.array([g for _, g in pairs], dtype=np.int64))
+            )
+        self.counts = np.zeros(len(self.groups), dtype=np.int64)
         self.words = 0
 
+    def mentions(self, words: Words) -> np.ndarray:
+        """Mentions per group (in `self.groups` order) in one document's words."""
+        out = np.zeros(len(self.groups), dtype=np.int64)
+        covered = np.zeros(len(words), dtype=bool)
+        for n, hashes, group in self.lexicon:
+            grams = ngram_hashes(words.hashes, n)
+            if len(grams) == 0:
+                continue
+            at = np.minimum(np.searchsorted(hashes, grams), len(hashes) - 1)
+            found = np.flatnonzero(hashes[at] == grams)
+            for p in found.tolist():  # left to right, skipping matches that overlap a taken one
+                if not covered[p : p + n].any():
+                    covered[p : p + n] = True
+                    out[group[at[p]]] += 1
+        return out
+
+    def add_mentions(self, mentions: np.ndarray, num_words: int) -> None:
+        """Add one document's `mentions` and its word count."""
+        self.counts += mentions
+        self.words += num_words
+
     def add(self, text: str) -> None:
-        for match in self.pattern.finditer(text):
-            self.counts[self.group_of[" ".join(match.group().lower().split())]] += 1
-        self.words += text.count(" ") + 1
+        words = analyze(text)
+        self.add_mentions(self.mentions(words), len(words))
 
     def as_dict(self) -> dict:
         """{"words": N, "axes": {axis: {group: mentions}}}, every group listed (0 when unseen)."""
+        counts = dict(zip(self.groups, self.counts.tolist()))
         return {
             "words": self.words,
-            "axes": {
-                axis: {group: self.counts[(axis, group)] for group in groups} for axis, groups in GROUP_TERMS.items()
-            },
+            "axes": {axis: {group: counts[(axis, group)] for group in groups} for axis, groups in GROUP_TERMS.items()},
         }

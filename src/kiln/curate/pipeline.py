@@ -113,7 +113,7 @@ def build_local_steps(cfg: CurateConfig, data: CorpusConfig, grams: np.ndarray) 
     if cfg.pii:
         steps.append(RedactPII())
     dedup = Deduplicate(cfg.dedup) if cfg.dedup.exact or cfg.dedup.near else None
-    return LocalSteps(steps, dedup)
+    return LocalSteps(steps, dedup, GroupTermCounter())
 
 
 def step_names(cfg: CurateConfig) -> list[str]:
@@ -162,7 +162,7 @@ class _PerSource:
         row["documents_in"] += 1
         row["bytes_in"] += size
 
-    def kept(self, doc: Document, size: int, split: str) -> None:
+    def kept(self, doc: Document, size: int, split: str, mentions: np.ndarray | None, num_words: int) -> None:
         row = self.rows[self.name(doc)]
         row["documents_out"] += 1
         row["bytes_out"] += size
@@ -171,7 +171,8 @@ class _PerSource:
         if year is not None:
             self.years = [min(self.years[0], year), max(self.years[1], year)] if self.years else [year, year]
         if split == "train":
-            self.group_terms.add(doc.text)
+            if mentions is not None:
+                self.group_terms.add_mentions(mentions, num_words)
             if year is None:
                 self.train_undated_bytes += size
             else:
@@ -231,11 +232,11 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
         for results, stats in map_batches(make, stream, workers, local):
             for total, st in zip(totals, stats):
                 total.merge(st)
-            for doc, keys in results:
+            for doc, keys, mentions, num_words in results:
                 if dedup is not None and not dedup.decide(doc, keys, dedup_stats):
                     continue
                 writer.write({"id": doc.id, "text": doc.text, **doc.metadata})
-                per_source.kept(doc, len(doc.text.encode("utf-8")), split_of(doc.id, data))
+                per_source.kept(doc, len(doc.text.encode("utf-8")), split_of(doc.id, data), mentions, num_words)
         bar.close()
         writer.close()
     if dedup is not None:

@@ -2,8 +2,8 @@
 
 The main process reads documents into batches of about `batch_bytes`, hands each batch to a worker
 (at most two batches per worker in flight, so memory does not grow with the corpus), and takes the
-results back in submission order. Workers run the pure steps and compute the dedup keys; the main
-process makes the dedup decisions in stream order. Batches are cut by the reader, never by the pool,
+results back in submission order. Workers run the pure steps and compute the dedup keys and the
+group-term mentions of the data card; the main process makes the dedup decisions in stream order. Batches are cut by the reader, never by the pool,
 so 1 and N workers produce byte-identical output. Workers are spawned (not forked): safe when the
 parent holds threads, and the same on every platform.
 """
@@ -15,18 +15,36 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from typing import NamedTuple
 
+import numpy as np
+
+from kiln.curate.groupterms import GroupTermCounter
 from kiln.curate.steps import Deduplicate, Step, StepStats
+from kiln.curate.words import words_of
 from kiln.readers import Document
 
-BatchResult = tuple[list[tuple[Document, tuple]], list[StepStats]]
+
+class Passed(NamedTuple):
+    """A document every local step kept, with what the main process needs to decide and count it."""
+
+    doc: Document
+    keys: tuple
+    """`Deduplicate.keys` (None, None without dedup)."""
+    mentions: np.ndarray | None
+    """`GroupTermCounter.mentions` of its words (None without a counter)."""
+    num_words: int
+
+
+BatchResult = tuple[list[Passed], list[StepStats]]
 
 
 class LocalSteps:
-    """The steps that need no shared state, plus the dedup keys, applied to one batch at a time."""
+    """The steps that need no shared state, plus the dedup keys and group-term mentions, applied to
+    one batch at a time."""
 
-    def __init__(self, steps: list[Step], dedup: Deduplicate | None) -> None:
-        self.steps, self.dedup = steps, dedup
+    def __init__(self, steps: list[Step], dedup: Deduplicate | None, terms: GroupTermCounter | None = None) -> None:
+        self.steps, self.dedup, self.terms = steps, dedup, terms
 
     def _run_steps(self, doc: Document, stats: list[StepStats]) -> Document | None:
         """`doc` through every step in order; None as soon as one drops it."""
@@ -45,8 +63,10 @@ class LocalSteps:
             if doc is None:
                 continue
             keys = self.dedup.keys(doc) if self.dedup else (None, None)
+            words = words_of(doc)
+            mentions = self.terms.mentions(words) if self.terms else None
             doc.cache.clear()  # derived views stay in the worker
-            out.append((doc, keys))
+            out.append(Passed(doc, keys, mentions, len(words)))
         return out, stats
 
 
