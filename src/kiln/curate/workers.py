@@ -3,9 +3,9 @@
 The main process reads documents into batches of about `batch_bytes`, hands each batch to a worker
 (at most two batches per worker in flight, so memory does not grow with the corpus), and takes the
 results back in submission order. Workers run the pure steps and compute the dedup keys and the
-group-term mentions of the data card; the main process makes the dedup decisions in stream order. Batches are cut by the reader, never by the pool,
-so 1 and N workers produce byte-identical output. Workers are spawned (not forked): safe when the
-parent holds threads, and the same on every platform.
+group-term mentions of the data card; the main process makes the dedup decisions in stream order.
+Batches are cut by the reader, never by the pool, so 1 and N workers produce byte-identical output.
+Workers are spawned (not forked): safe when the parent holds threads, and the same on every platform.
 """
 
 from __future__ import annotations
