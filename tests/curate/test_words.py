@@ -21,3 +21,13 @@ def test_ngram_hashes_see_order():
     grams = ngram_hashes(h, 3)
     assert len(grams) == 4 and grams[0] == grams[3] and len(set(grams.tolist())) == 3
     assert len(ngram_hashes(h, 7)) == 0
+
+
+def test_kept_grams_equal_fresh_ones_in_any_order_of_asking():
+    rng = np.random.default_rng(0)
+    for length in (0, 1, 2, 5, 13, 14, 40):
+        text = " ".join(f"w{rng.integers(0, 5)}" for _ in range(length))
+        for order in (range(1, 16), (13, 5, 2, 14, 1, 3), (5, 13, 4, 2, 13)):
+            words = analyze(text)
+            for n in order:
+                assert np.array_equal(words.grams(n), ngram_hashes(words.hashes, n)), (length, n)

@@ -18,7 +18,7 @@ import hashlib
 import numpy as np
 
 from kiln.curate.config import DedupConfig
-from kiln.curate.words import Words, analyze, ngram_hashes
+from kiln.curate.words import Words, analyze
 
 
 def exact_key(words: Words) -> bytes:
@@ -38,15 +38,15 @@ class MinHasher:
 
     def signature(self, words: Words | str) -> np.ndarray:
         words = analyze(words) if isinstance(words, str) else words
-        shingles = ngram_hashes(words.hashes, self.cfg.shingle_words)
+        shingles = words.grams(self.cfg.shingle_words)
         if len(shingles) == 0:  # shorter than one shingle: the whole (possibly empty) text is one
             shingles = np.array([np.bitwise_xor.reduce(words.hashes) if len(words) else 0], dtype=np.uint64)
-        # no np.unique: a repeated shingle cannot change a minimum
+        # no np.unique: a repeated shingle cannot change a minimum; the shift keeps the top 48 bits
+        # and is monotone, so it applies to the minima alone
         with np.errstate(over="ignore"):
-            permuted = np.multiply.outer(shingles, self.a)
-            permuted += self.b
-            permuted >>= np.uint64(16)
-        return permuted.min(axis=0)
+            permuted = np.multiply.outer(self.a, shingles)  # one row per permutation: contiguous minima
+            permuted += self.b[:, None]
+        return permuted.min(axis=1) >> np.uint64(16)
 
 
 class NearDuplicateIndex:

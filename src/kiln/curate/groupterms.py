@@ -108,6 +108,9 @@ class GroupTermCounter:
     document. Longer terms win and matches do not overlap, as in a longest-first regex scan: "African
     American" counts once, for its group, and not again as "American"."""
 
+    BITMAP_BITS = 16
+    _shift = np.uint64(64 - BITMAP_BITS)
+
     def __init__(self) -> None:
         self.groups: list[tuple[str, str]] = [(a, g) for a, groups in GROUP_TERMS.items() for g in groups]
         by_length: dict[int, list[tuple[int, int]]] = {}
@@ -115,13 +118,15 @@ class GroupTermCounter:
             for term in GROUP_TERMS[axis][group]:
                 words = analyze(term).hashes
                 by_length.setdefault(len(words), []).append((int(ngram_hashes(words, len(words))[0]), i))
-        self.lexicon: list[tuple[int, np.ndarray, np.ndarray]] = []
-        """(words per term, sorted term hashes, group index of each), longest terms first."""
+        self.lexicon: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        """(words per term, sorted term hashes, group index of each, bitmap of the hashes' top bits),
+        longest terms first. The bitmap rules out almost every word before the binary search."""
         for n in sorted(by_length, reverse=True):
             pairs = sorted(by_length[n])
-            self.lexicon.append(
-                (n, np.array([h for h, _ in pairs], dtype=np.uint64), np.array([g for _, g in pairs], dtype=np.int64))
-            )
+            hashes = np.array([h for h, _ in pairs], dtype=np.uint64)
+            bitmap = np.zeros(1 << self.BITMAP_BITS, dtype=bool)
+            bitmap[hashes >> self._shift] = True
+            self.lexicon.append((n, hashes, np.array([g for _, g in pairs], dtype=np.int64), bitmap))
         self.counts = np.zeros(len(self.groups), dtype=np.int64)
         self.words = 0
 
@@ -129,16 +134,17 @@ class GroupTermCounter:
         """Mentions per group (in `self.groups` order) in one document's words."""
         out = np.zeros(len(self.groups), dtype=np.int64)
         covered = np.zeros(len(words), dtype=bool)
-        for n, hashes, group in self.lexicon:
-            grams = ngram_hashes(words.hashes, n)
-            if len(grams) == 0:
+        for n, hashes, group, bitmap in self.lexicon:
+            grams = words.grams(n)
+            where = np.flatnonzero(bitmap[grams >> self._shift])
+            if len(where) == 0:
                 continue
-            at = np.minimum(np.searchsorted(hashes, grams), len(hashes) - 1)
-            found = np.flatnonzero(hashes[at] == grams)
-            for p in found.tolist():  # left to right, skipping matches that overlap a taken one
+            at = np.minimum(np.searchsorted(hashes, grams[where]), len(hashes) - 1)
+            hit = hashes[at] == grams[where]
+            for p, term in zip(where[hit].tolist(), at[hit].tolist()):  # left to right, no overlaps
                 if not covered[p : p + n].any():
                     covered[p : p + n] = True
-                    out[group[at[p]]] += 1
+                    out[group[term]] += 1
         return out
 
     def add_mentions(self, mentions: np.ndarray, num_words: int) -> None:

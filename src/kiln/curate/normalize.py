@@ -13,6 +13,7 @@ from kiln.curate.config import NormalizeConfig
 
 # C0/C1 controls except tab and newline (carriage returns are turned into newlines first).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
+_ASCII_CONTROL = bytes([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F])  # what _CONTROL and CR handling touch
 _SPACE_CHARS = "[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]"
 # only runs that need changing: two or more spaces, or any other space character (a lone ' ' is fine)
 _SPACES = re.compile(f" {_SPACE_CHARS}+|[\t\u00a0\u2000-\u200a\u202f\u205f\u3000]{_SPACE_CHARS}*")
@@ -39,6 +40,10 @@ def fix_mojibake(text: str) -> str:
 
 
 def strip_control(text: str) -> str:
+    if text.isascii():  # the common case: one C-speed pass says whether there is anything to do
+        raw = text.encode("ascii")
+        if len(raw.translate(None, _ASCII_CONTROL)) == len(raw):
+            return text
     return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 

@@ -27,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 
 from kiln.curate.config import QualityConfig
-from kiln.curate.words import Words, analyze, hashes_of, ngram_hashes
+from kiln.curate.words import Words, analyze, hashes_of
 
 STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
 BULLETS = ("•", "●", "○", "▪", "-", "*", "·", "‣", "–")
@@ -58,9 +58,17 @@ def _stop_word_hashes() -> np.ndarray:
     return hashes_of(sorted(STOP_WORDS))
 
 
+def _stop_words_seen(hashes: np.ndarray) -> int:
+    """How many distinct stop words these word hashes hold."""
+    return int((hashes[:, None] == _stop_word_hashes()[None, :]).any(axis=0).sum())
+
+
 def _dup_ngram_fraction(words: Words, n: int) -> float:
     """Share of word characters inside n-grams that repeat an earlier n-gram."""
-    grams = ngram_hashes(words.hashes, n)
+    grams = words.grams(n)
+    ordered = np.sort(grams)  # most text repeats no n-gram: a plain sort (SIMD) says so cheaply
+    if not (ordered[1:] == ordered[:-1]).any():
+        return 0.0
     order = np.argsort(grams, kind="stable")  # equal grams stay in text order: the first is the original
     ordered = grams[order]
     repeat = np.zeros(len(grams), dtype=bool)
@@ -77,14 +85,21 @@ def _dup_ngram_fraction(words: Words, n: int) -> float:
 
 def _ngram_checks(words: Words, cfg: QualityConfig) -> str | None:
     total_chars = max(int(words.lengths.sum()), 1)
+    span = np.concatenate(([0], np.cumsum(words.lengths)))
+    top_count = None
     for n, limit in zip((2, 3, 4), cfg.max_top_ngram_frac):
-        grams = ngram_hashes(words.hashes, n)
+        grams = words.grams(n)
         if len(grams) == 0:
+            continue
+        # no n-gram repeats more often than the top (n-1)-gram, nor spans more than the widest n
+        # words: when even that product is under the limit, the sort can be skipped
+        if top_count is not None and top_count * int((span[n:] - span[:-n]).max()) / total_chars <= limit:
             continue
         ordered = np.sort(grams)
         bounds = np.concatenate(([0], np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, [len(ordered)]))
         runs = np.diff(bounds)
         top = int(runs.argmax())
+        top_count = int(runs[top])
         if runs[top] > 1:
             first = int(np.argmax(grams == ordered[bounds[top]]))
             chars = int(words.lengths[first : first + n].sum())
@@ -128,7 +143,9 @@ def check_quality(text: str, cfg: QualityConfig, words: Words | None = None) -> 
         return "gopher:ellipsis_lines"
     if words.has_letter.mean() < cfg.min_alpha_words:
         return "gopher:alpha_words"
-    if int((words.hashes[:, None] == _stop_word_hashes()[None, :]).any(axis=0).sum()) < cfg.min_stop_words:
+    if _stop_words_seen(words.hashes[:256]) < cfg.min_stop_words and (  # most prose shows them early
+        _stop_words_seen(words.hashes) < cfg.min_stop_words
+    ):
         return "gopher:stop_words"
     dup_lines, dup_line_chars = _dup_fraction(lines)
     if dup_lines > cfg.max_dup_line_frac or dup_line_chars > cfg.max_dup_line_char_frac:

@@ -22,7 +22,7 @@ from kiln.curate.langid import load_identifier
 from kiln.curate.normalize import normalize
 from kiln.curate.pii import redact
 from kiln.curate.quality import check_quality
-from kiln.curate.words import analyze, ngram_hashes, words_of
+from kiln.curate.words import analyze, cache_words, words_of
 
 
 @dataclass
@@ -74,6 +74,11 @@ class Step:
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
         raise NotImplementedError
 
+    def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
+        """The step over a batch: the documents it keeps, in order. Steps that gain from seeing the
+        batch at once (shared vectorised work) override this and give the same results."""
+        return [kept for doc in docs if (kept := self(doc, stats)) is not None]
+
     def __call__(self, doc: Document, stats: StepStats) -> Document | None:
         stats.num_in += 1
         before = doc.text
@@ -106,6 +111,10 @@ class Quality(Step):
 
     def __init__(self, cfg: QualityConfig) -> None:
         self.cfg = cfg
+
+    def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
+        cache_words(docs)  # the word views of the whole batch in a few vectorised passes
+        return super().run(docs, stats)
 
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
         reason = check_quality(doc.text, self.cfg, words_of(doc))
@@ -149,7 +158,7 @@ class RedactPII(Step):
 
 def eval_ngrams(texts: Iterable[str], n: int) -> np.ndarray:
     """Sorted unique hashes of every `n`-word sequence in the evaluation texts."""
-    parts = [ngram_hashes(analyze(t).hashes, n) for t in texts]
+    parts = [analyze(t).grams(n) for t in texts]
     return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
 
 
@@ -172,7 +181,7 @@ class Decontaminate(Step):
         self.bitmap[grams >> self.shift] = True
 
     def shared(self, doc: Document) -> int:
-        grams = ngram_hashes(words_of(doc).hashes, self.n)
+        grams = words_of(doc).grams(self.n)
         if len(grams) == 0 or len(self.grams) == 0:
             return 0
         grams = grams[self.bitmap[grams >> self.shift]]

@@ -11,7 +11,7 @@ through one regular expression.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -50,20 +50,40 @@ class Words:
     hashes: np.ndarray
     lengths: np.ndarray
     has_letter: np.ndarray
+    _grams: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.hashes)
 
+    def grams(self, n: int) -> np.ndarray:
+        """`ngram_hashes(self.hashes, n)`, kept: made from the longest shorter n-grams already kept
+        (one multiply-add per extra word), so the quality, decontamination, dedup and group-term rules
+        share the work. Only the n asked for is kept, not the steps between."""
+        if n <= 1:
+            return self.hashes[: max(len(self.hashes) - n + 1, 0)]
+        got = self._grams.get(n)
+        if got is None:
+            count = len(self.hashes) - n + 1
+            if count <= 0:
+                got = np.zeros(0, dtype=np.uint64)
+            else:
+                m = max((k for k in self._grams if k < n), default=1)
+                got = self.hashes[: count + n - m] if m == 1 else self._grams[m]
+                with np.errstate(over="ignore"):
+                    for j in range(m, n):  # (j+1)-grams from j-grams
+                        got = got[: len(self.hashes) - j] * _MIX + self.hashes[j:]
+            self._grams[n] = got
+        return got
 
-def analyze(text: str) -> Words:
-    """Fold `text` and hash every word (vectorised; no Python loop over words)."""
-    arr = np.frombuffer(fold(text), dtype=np.uint8)
+
+def _analyze_bytes(arr: np.ndarray) -> tuple[Words, np.ndarray]:
+    """The words of folded bytes, and the byte offset where each starts."""
     is_word = arr != _SPACE
     edges = np.diff(np.concatenate(([0], is_word.view(np.int8), [0])))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     if len(starts) == 0:
         empty = np.zeros(0, dtype=np.uint64)
-        return Words(empty, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool))
+        return Words(empty, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)), starts
     with np.errstate(over="ignore"):
         powers = np.cumprod(np.full(len(arr), _P, dtype=np.uint64))
         inverse = np.cumprod(np.full(len(arr), _P_INV, dtype=np.uint64))
@@ -72,7 +92,38 @@ def analyze(text: str) -> Words:
         hashes = _splitmix(raw)
     is_digit = (arr >= 48) & (arr <= 57)
     letters = np.add.reduceat((is_word & ~is_digit).astype(np.int64), starts)
-    return Words(hashes, ends - starts, letters > 0)
+    return Words(hashes, ends - starts, letters > 0), starts
+
+
+def analyze(text: str) -> Words:
+    """Fold `text` and hash every word (vectorised; no Python loop over words)."""
+    return _analyze_bytes(np.frombuffer(fold(text), dtype=np.uint8))[0]
+
+
+def analyze_many(texts: list[str], chunk_bytes: int = 1 << 16) -> list[Words]:
+    """`analyze` of each text, in vectorised passes over about `chunk_bytes` of text at a time
+    (numpy's per-call cost dominates a short document; much larger passes spill out of the CPU's
+    caches). A word's hash does not depend on where it sits, so the results equal `analyze`'s."""
+    out: list[Words] = []
+    i = 0
+    while i < len(texts):
+        folded, size = [], 0
+        while i < len(texts) and (not folded or size < chunk_bytes):
+            folded.append(fold(texts[i]))
+            size += len(folded[-1]) + 1
+            i += 1
+        whole, starts = _analyze_bytes(np.frombuffer(b" ".join(folded), dtype=np.uint8))
+        ends = np.cumsum([len(f) + 1 for f in folded]) - 1  # where each text ends in the joined bytes
+        cuts = [0, *np.searchsorted(starts, ends).tolist()]
+        out += [Words(whole.hashes[a:b], whole.lengths[a:b], whole.has_letter[a:b]) for a, b in zip(cuts, cuts[1:])]
+    return out
+
+
+def cache_words(docs: list[Document]) -> None:
+    """Put the word view of every document whose text has none yet in its cache, in one pass."""
+    todo = [d for d in docs if (c := d.cache.get("words")) is None or c[0] is not d.text]
+    for doc, words in zip(todo, analyze_many([d.text for d in todo])):
+        doc.cache["words"] = (doc.text, words)
 
 
 def words_of(doc: Document) -> Words:

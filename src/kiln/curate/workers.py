@@ -46,22 +46,16 @@ class LocalSteps:
     def __init__(self, steps: list[Step], dedup: Deduplicate | None, terms: GroupTermCounter | None = None) -> None:
         self.steps, self.dedup, self.terms = steps, dedup, terms
 
-    def _run_steps(self, doc: Document, stats: list[StepStats]) -> Document | None:
-        """`doc` through every step in order; None as soon as one drops it."""
-        for step, st in zip(self.steps, stats):
-            kept = step(doc, st)
-            if kept is None:
-                return None
-            doc = kept
-        return doc
-
     def process(self, batch: list[Document]) -> BatchResult:
+        """Each step over the whole batch in turn (steps are per-document, so the order of the loops
+        does not change any result; one step's code and tables stay hot in the cache), then the dedup
+        keys and mentions of the documents every step kept."""
         stats = [StepStats(step.name) for step in self.steps]
+        docs = batch
+        for step, st in zip(self.steps, stats):
+            docs = step.run(docs, st)
         out = []
-        for original in batch:
-            doc = self._run_steps(original, stats)
-            if doc is None:
-                continue
+        for doc in docs:
             keys = self.dedup.keys(doc) if self.dedup else (None, None)
             words = words_of(doc)
             mentions = self.terms.mentions(words) if self.terms else None
