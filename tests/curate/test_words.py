@@ -31,3 +31,13 @@ def test_kept_grams_equal_fresh_ones_in_any_order_of_asking():
             words = analyze(text)
             for n in order:
                 assert np.array_equal(words.grams(n), ngram_hashes(words.hashes, n)), (length, n)
+
+
+def test_analyze_many_equals_analyze_text_by_text():
+    from kiln.curate.words import analyze_many
+
+    texts = ["", "...", "Hello, World! 42", "Café — CAFÉ, naïve", "a b c " * 50, "x"] * 7
+    for chunk in (1, 64, 1 << 16):
+        for one, many in zip([analyze(t) for t in texts], analyze_many(texts, chunk)):
+            assert np.array_equal(one.hashes, many.hashes) and np.array_equal(one.lengths, many.lengths)
+            assert np.array_equal(one.has_letter, many.has_letter)

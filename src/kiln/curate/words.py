@@ -107,7 +107,8 @@ def analyze_many(texts: list[str], chunk_bytes: int = 1 << 16) -> list[Words]:
     out: list[Words] = []
     i = 0
     while i < len(texts):
-        folded, size = [], 0
+        folded: list[bytes] = []
+        size = 0
         while i < len(texts) and (not folded or size < chunk_bytes):
             folded.append(fold(texts[i]))
             size += len(folded[-1]) + 1
