@@ -63,15 +63,8 @@ class Words:
             return self.hashes[: max(len(self.hashes) - n + 1, 0)]
         got = self._grams.get(n)
         if got is None:
-            count = len(self.hashes) - n + 1
-            if count <= 0:
-                got = np.zeros(0, dtype=np.uint64)
-            else:
-                m = max((k for k in self._grams if k < n), default=1)
-                got = self.hashes[: count + n - m] if m == 1 else self._grams[m]
-                with np.errstate(over="ignore"):
-                    for j in range(m, n):  # (j+1)-grams from j-grams
-                        got = got[: len(self.hashes) - j] * _MIX + self.hashes[j:]
+            m = max((k for k in self._grams if k < n), default=1)
+            got = _longer_grams(self.hashes, self.hashes if m == 1 else self._grams[m], m, n)
             self._grams[n] = got
         return got
 
@@ -137,16 +130,20 @@ def words_of(doc: Document) -> Words:
     return words
 
 
+def _longer_grams(hashes: np.ndarray, grams: np.ndarray, m: int, n: int) -> np.ndarray:
+    """The `n`-gram hashes of `hashes` from its `m`-gram hashes `grams` (m < n): one multiply-add
+    per extra word."""
+    if len(hashes) - n + 1 <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(m, n):  # (j+1)-grams from j-grams
+            grams = grams[: len(hashes) - j] * _MIX + hashes[j:]
+    return grams
+
+
 def ngram_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
     """One hash per run of `n` consecutive words (empty if there are fewer than `n` words)."""
-    count = len(hashes) - n + 1
-    if count <= 0:
-        return np.zeros(0, dtype=np.uint64)
-    out = hashes[:count].copy()
-    with np.errstate(over="ignore"):
-        for j in range(1, n):
-            out = out * _MIX + hashes[j : j + count]
-    return out
+    return hashes[: len(hashes) - n + 1].copy() if n == 1 else _longer_grams(hashes, hashes, 1, n)
 
 
 def hashes_of(words: list[str]) -> np.ndarray:
