@@ -69,20 +69,6 @@ class CuratedSet:
     def split_documents(self, split: CorpusConfig, name: str, stats: ReadStats | None = None) -> Iterator[Document]:
         return (doc for doc in self.documents(split, stats) if split_of(doc.id, split) == name)
 
-    def achieved_mix(self, split: CorpusConfig) -> dict[str, dict]:
-        """Training bytes per source in the realised mix, and their shares."""
-        got = {name: 0 for name in self.mix}
-        for path in self.files:
-            for doc in read_jsonl(path, "text", ReadStats(), split.max_document_bytes):
-                if split_of(doc.id, split) == "train":
-                    name = self._source(doc)
-                    got[name] += copies_of(doc.id, self.mix[name]["epochs"]) * len(doc.text.encode("utf-8"))
-        total = sum(got.values()) or 1
-        return {
-            name: {**self.mix[name], "mixed_train_bytes": b, "achieved_share": round(b / total, 4)}
-            for name, b in got.items()
-        }
-
 
 def curated_set(cfg: RunConfig, run: RunDir) -> CuratedSet | None:
     """The run's curated set when curation is on and has run: what the later stages read instead of

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from array import array
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from kiln.errors import KilnError
 
@@ -21,10 +24,42 @@ if TYPE_CHECKING:
     from kiln.corpus import SourceConfig
 
 
+def mix_draw(doc_id: str) -> float:
+    """The document's uniform draw in [0, 1): it gets its fractional extra copy when below frac(e)."""
+    return int.from_bytes(hashlib.blake2b(f"mix:{doc_id}".encode(), digest_size=8).digest(), "big") / 2**64
+
+
 def copies_of(doc_id: str, epochs: float) -> int:
     whole = math.floor(epochs)
-    u = int.from_bytes(hashlib.blake2b(f"mix:{doc_id}".encode(), digest_size=8).digest(), "big") / 2**64
-    return whole + (u < epochs - whole)
+    return whole + (mix_draw(doc_id) < epochs - whole)
+
+
+class MixTally:
+    """Each kept training document's draw and size per source, gathered while curation writes them,
+    so the achieved mix is counted without reading the output again (16 bytes a document)."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, tuple[array, array]] = {}
+
+    def add(self, source: str, doc_id: str, size: int) -> None:
+        draws, sizes = self.docs.setdefault(source, (array("d"), array("q")))
+        draws.append(mix_draw(doc_id))
+        sizes.append(size)
+
+    def achieved(self, plan: dict[str, dict]) -> dict[str, dict]:
+        """`plan` with the training bytes each source contributes once mixed and their shares: what
+        `CuratedSet.documents` yields, as `copies_of` decides per document."""
+        got = {}
+        for name, p in plan.items():
+            draws, sizes = self.docs.get(name, (array("d"), array("q")))
+            whole = math.floor(p["epochs"])
+            u, b = np.frombuffer(draws, dtype=np.float64), np.frombuffer(sizes, dtype=np.int64)
+            got[name] = int(whole * b.sum() + b[u < p["epochs"] - whole].sum())
+        total = sum(got.values()) or 1
+        return {
+            name: {**p, "mixed_train_bytes": got[name], "achieved_share": round(got[name] / total, 4)}
+            for name, p in plan.items()
+        }
 
 
 def plan_mix(sources: list[SourceConfig], train_bytes: dict[str, int]) -> dict[str, dict]:

@@ -36,10 +36,9 @@ from kiln.corpus import (
     split_of,
 )
 from kiln.curate.config import CurateConfig
-from kiln.curate.curated import CuratedSet
 from kiln.curate.datacard import write_data_card
 from kiln.curate.groupterms import GroupTermCounter
-from kiln.curate.mix import plan_mix
+from kiln.curate.mix import MixTally, plan_mix
 from kiln.curate.steps import (
     Decontaminate,
     Deduplicate,
@@ -153,6 +152,8 @@ class _PerSource:
         self.train_undated_bytes = 0
         self.group_terms = GroupTermCounter()
         """Mentions of social groups in the training split (the data side of the bias report)."""
+        self.mix = MixTally()
+        """Each kept training document's mix draw and size: the achieved mix, without a re-read."""
 
     def name(self, doc: Document) -> str:
         return doc.metadata.get("source") or self.default
@@ -171,6 +172,7 @@ class _PerSource:
         if year is not None:
             self.years = [min(self.years[0], year), max(self.years[1], year)] if self.years else [year, year]
         if split == "train":
+            self.mix.add(self.name(doc), doc.id, size)
             if mentions is not None:
                 self.group_terms.add_mentions(mentions, num_words)
             if year is None:
@@ -274,8 +276,7 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
         "mix": plan_mix(sources, {n: r["train_bytes_out"] for n, r in rows.items()}),
         "workers": workers,
     }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    manifest["mix"] = CuratedSet(out_dir).achieved_mix(data)
+    manifest["mix"] = per_source.mix.achieved(manifest["mix"])
     manifest["wall_s"] = round(time.perf_counter() - t0, 3)
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     write_data_card(manifest, data, cfg, out_dir)
