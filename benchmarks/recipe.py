@@ -108,10 +108,10 @@ def cut_points(sizes: list[int], shares: tuple[float, ...]) -> list[int]:
     return points + [len(sizes)] * (len(shares) - len(points))
 
 
-def prepare(root: Path, cut: str) -> RunDir:
+def prepare(root: Path, cut: str, vocab: int = 8192) -> RunDir:
     """Tokenizer and shards of one cut, once: train, val (what training validates on: the scored
     slice) and, for the dev cut, test (scored for the record)."""
-    data = RunDir(root / f"data_{cut}")
+    data = RunDir(root / (f"data_{cut}" if vocab == 8192 else f"data_{cut}_v{vocab}"))
     if (data.split("val") / "manifest.json").exists():
         return data
     docs = list(read_documents(CorpusConfig()))  # in date order, 1790 first
@@ -122,7 +122,7 @@ def prepare(root: Path, cut: str) -> RunDir:
         slices["test"] = range(test_start, len(docs))
     split = {docs[i].id: name for name, indices in slices.items() for i in indices}
     data.root.mkdir(parents=True, exist_ok=True)
-    tok = train_tokenizer((d.text for d in docs[:train_end]), TokenizerConfig(vocab_size=8192))
+    tok = train_tokenizer((d.text for d in docs[:train_end]), TokenizerConfig(vocab_size=vocab))
     tok.save(str(data.tokenizer))
     write_shards(
         iter(docs),
@@ -136,8 +136,10 @@ def prepare(root: Path, cut: str) -> RunDir:
     return data
 
 
-def run_recipe(root: Path, name: str, overrides: dict[str, str], seed: int = 0, cut: str = "dev") -> dict:
-    data = prepare(root, cut)
+def run_recipe(
+    root: Path, name: str, overrides: dict[str, str], seed: int = 0, cut: str = "dev", vocab: int = 8192
+) -> dict:
+    data = prepare(root, cut, vocab)
     run = RunDir(root / f"{name}_s{seed}_{cut}")
     if run.root.exists():
         shutil.rmtree(run.root)
@@ -158,6 +160,7 @@ def run_recipe(root: Path, name: str, overrides: dict[str, str], seed: int = 0, 
         "settings": {**RECIPES[name], **overrides},  # everything it set on top of SHAPE and the cpu preset
         "seed": seed,
         "cut": cut,
+        "vocab": vocab,
         **{f"{k}_bpb": v for k, v in scored.items()},
         "tokens_per_s": figures["tokens_per_s"],
         "train_s": figures["train_s"],
@@ -181,6 +184,7 @@ def main() -> None:
     parser.add_argument("--ablation", default="", choices=["", *ABLATIONS], help="run one row of ABLATIONS")
     parser.add_argument("--seed", type=int, default=0, help="train.seed: weight init and data order")
     parser.add_argument("--cut", choices=list(CUTS), default="dev", help="dev: choose on 80-90 %%; test: report")
+    parser.add_argument("--vocab", type=int, default=8192, help="the BPE vocabulary trained on the cut")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], help="config override key=value (repeatable)"
     )
@@ -193,7 +197,7 @@ def main() -> None:
         args.name, overrides = args.ablation, {**fixed, **overrides}
     if args.name:  # the recipe's settings under the run's own name
         RECIPES[args.name] = RECIPES[args.recipe]
-    result = run_recipe(args.root, args.name or args.recipe, overrides, args.seed, args.cut)
+    result = run_recipe(args.root, args.name or args.recipe, overrides, args.seed, args.cut, args.vocab)
     scores = ", ".join(f"{k} {result[k]:.4f}" for k in ("dev_bpb", "test_bpb") if k in result)
     print(
         f"{result['recipe']} seed {args.seed} {overrides or ''}: {scores}, {result['tokens_per_s']:,.0f} "
