@@ -344,6 +344,8 @@ def run_nanochat(args: argparse.Namespace, root: Path, cut: Path, budget_s: floa
     dtype = args.nanochat_dtype if args.nanochat_dtype != "kiln" else ("bfloat16" if kiln_bf16 else "auto")
     env = dict(NANOCHAT_BASE_DIR=str(root / "nanochat"), NANOCHAT_DATASET=DATASET, NANOCHAT_EXPERIMENT="equal_wall")
     env.update({"NANOCHAT_DTYPE": dtype} if dtype != "auto" else {})
+    if args.nanochat_no_outer_fusion:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(no_outer_fusion(root)), os.environ.get("PYTHONPATH")]))
     vocab = args.vocab_size or (kiln["vocab"] if kiln else 8192)
     prepare_nanochat(args, root, cut, {"seq_len": seq_len, "vocab": vocab}, env)
     train = f"{args.python} -m scripts.base_train --device-type cpu --depth {layers} --aspect-ratio {dim // layers}"
@@ -364,6 +366,19 @@ def run_nanochat(args: argparse.Namespace, root: Path, cut: Path, budget_s: floa
     scored = baseline_score(args, {**spec, "text": str(cut / "last10.jsonl")}, root, env)
     shape = f"{layers}x{dim}, {dim // head_dim} heads, seq {seq_len} x {batch}, {env.get('NANOCHAT_DTYPE', 'float32')}"
     return result("nanochat", shape, steps * batch * seq_len, batch * seq_len / rate(out, pattern), wall, scored)
+
+
+def no_outer_fusion(root: Path) -> Path:
+    """A sitecustomize.py for the baseline's own processes that turns off one inductor CPU fusion
+    (vertical outer-loop fusion), which fails compiling nanochat's optimizer step on torch 2.13 and
+    2.14 CPU (`KeyError: 'buf13'` in try_outer_loop_fusion_with_local_buf). Everything else compiles."""
+    patch = root / "nanochat_patch"
+    patch.mkdir(parents=True, exist_ok=True)
+    (patch / "sitecustomize.py").write_text(
+        "from torch._inductor.codegen import cpp  # written by kiln's benchmarks/equal_wall.py\n"
+        "cpp.CppScheduling.can_fuse_vertical_outer_loop = lambda self, a, b: False\n"
+    )
+    return patch
 
 
 def baseline_score(args: argparse.Namespace, spec: dict, root: Path, env: dict | None = None) -> dict:
@@ -419,6 +434,12 @@ def main() -> None:
         ("--calibrate-steps", int, 12, "nanochat steps timed before its run"),
     ):
         parser.add_argument(flag, type=kind, default=default, help=what)
+    parser.add_argument(
+        "--nanochat-no-outer-fusion",
+        action="store_true",
+        help="turn off inductor's vertical outer-loop fusion in nanochat's processes (torch 2.13/2.14 CPU "
+        "fail compiling its optimizer with KeyError 'buf13' otherwise)",
+    )
     parser.add_argument("--no-kiln", action="store_true", help="skip kiln (give --budget, and --nanochat-shape)")
     parser.add_argument("--reuse-kiln", action="store_true", help="score the finished kiln run under ROOT again")
     args = parser.parse_args()
