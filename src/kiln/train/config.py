@@ -89,9 +89,11 @@ class TrainConfig:
     fit. 0: no budget. `kiln run` sets it from its own budget."""
     size_from_budget: bool = False
     """With a time budget: choose model.depth on the size dial for the tokens the budget affords."""
-    tokens_per_param: float = 0.8
-    """size_from_budget: the largest depth whose affordable training tokens reach this many per
-    parameter (measured on the built-in corpus, docs/experiments.md)."""
+    tokens_per_param: float = 0.2
+    """size_from_budget: the largest depth whose affordable training tokens (at the eager step rate the
+    planner times) reach this many per parameter. Chosen with kiln's recipe on the built-in corpus's
+    development tenth at the cpu budget (docs/experiments.md, 2026-12-05): depth 4 (~0.33 expected,
+    0.43 achieved) beat depth 3 (0.92 / 1.3) and depth 5 (~0.11 / 0.16) on two seeds."""
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "micro_batch_size", "grad_accum_steps", "max_steps"):
