@@ -125,7 +125,8 @@ def test_output_is_deterministic(planted, tmp_path):
     assert [f["sha256"] for f in a["files"]] == [f["sha256"] for f in b["files"]]
 
 
-def test_decontamination_drops_copies_of_validation_text(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])  # 2: the workers read the eval n-grams from a file
+def test_decontamination_drops_copies_of_validation_text(tmp_path, workers):
     rng = random.Random(9)
     root = tmp_path / "c"
     root.mkdir()
@@ -138,9 +139,11 @@ def test_decontamination_drops_copies_of_validation_text(tmp_path):
     val_ids = [f"d{i:02d}.txt" for i in range(30) if split_of(f"d{i:02d}.txt", data) == "val"]
     victim = texts[int(val_ids[0][1:3])]
     (root / "leak.txt").write_text(make_text(rng, 10) + " " + victim[: len(victim) // 2])
-    manifest = curate(data, CurateConfig(dedup=DedupConfig(exact=False, near=False)), tmp_path / "out")
+    cfg = CurateConfig(dedup=DedupConfig(exact=False, near=False), workers=workers)
+    manifest = curate(data, cfg, tmp_path / "out")
     decon = next(s for s in manifest["steps"] if s["step"] == "decontaminate")
     assert decon["dropped_by_reason"] == {"eval_overlap": 1}
+    assert not list((tmp_path / "out").glob(".*"))  # no hand-off file left behind
     kept = {d.id for d in CuratedSet(tmp_path / "out").documents(CorpusConfig())}
     assert "leak.txt" not in kept and set(val_ids) <= kept
 

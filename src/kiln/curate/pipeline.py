@@ -50,7 +50,7 @@ from kiln.curate.steps import (
     StepStats,
     eval_ngrams,
 )
-from kiln.curate.workers import LocalSteps, batches, map_batches, resolve_workers
+from kiln.curate.workers import LocalSteps, StepPool, batches, resolve_workers
 from kiln.errors import KilnError
 from kiln.rundir import MANIFEST
 
@@ -94,9 +94,10 @@ def eval_grams(cfg: CurateConfig, data: CorpusConfig) -> np.ndarray:
     return eval_ngrams((d.text for d in texts), cfg.decontam_ngram)
 
 
-def build_local_steps(cfg: CurateConfig, data: CorpusConfig, grams: np.ndarray) -> LocalSteps:
+def build_local_steps(cfg: CurateConfig, data: CorpusConfig, grams: np.ndarray | Path) -> LocalSteps:
     """The per-document steps in order: normalise, language, quality, decontaminate, PII (then dedup
-    keys). Language runs before quality, as in FineWeb: the Gopher stop-word rule is English-only."""
+    keys). Language runs before quality, as in FineWeb: the Gopher stop-word rule is English-only.
+    `grams` are `eval_grams`, or an .npy file of them that exists by the time the first batch arrives."""
     steps: list[Step] = []
     if cfg.normalize.enabled:
         steps.append(Normalize(cfg.normalize))
@@ -205,42 +206,49 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
         stale.unlink()
     sources = sources_of(data)
     workers = resolve_workers(cfg.workers)
-    make = partial(build_local_steps, cfg, data, eval_grams(cfg, data))
-    local = make() if workers == 1 else None  # with workers, the models load in them, not here
-    names = [s.name for s in local.steps] if local else step_names(cfg)
-    totals = [StepStats(n) for n in names]
+    totals = [StepStats(n) for n in step_names(cfg)]
     dedup = Deduplicate(cfg.dedup) if cfg.dedup.exact or cfg.dedup.near else None
     dedup_stats = StepStats("dedup")
     per_source = _PerSource(sources)
     writer = _JsonlShards(out_dir, cfg.shard_documents)
-    with (out_dir / "skipped.log").open("w", encoding="utf-8") as log:
-        read_stats = ReadStats(log=log)
-        bar = tqdm(
-            desc=f"curate ({workers} worker{'s' * (workers > 1)})",
-            unit="B",
-            unit_scale=True,
-            dynamic_ncols=True,
-            mininterval=0.5,
-        )
+    grams_file = out_dir / ".eval_grams.npy"  # with workers: they start (and load their models) while
+    grams = eval_grams(cfg, data) if workers <= 1 else grams_file  # this process finds the eval n-grams
+    try:
+        with (
+            StepPool(partial(build_local_steps, cfg, data, grams), workers) as pool,
+            (out_dir / "skipped.log").open("w", encoding="utf-8") as log,
+        ):
+            if workers > 1:
+                np.save(grams_file, eval_grams(cfg, data))
+            read_stats = ReadStats(log=log)
+            bar = tqdm(
+                desc=f"curate ({workers} worker{'s' * (workers > 1)})",
+                unit="B",
+                unit_scale=True,
+                dynamic_ncols=True,
+                mininterval=0.5,
+            )
 
-        def counted(docs):
-            for doc in docs:
-                size = len(doc.text.encode("utf-8"))
-                per_source.seen(doc, size)
-                bar.update(size)
-                yield doc
+            def counted(docs):
+                for doc in docs:
+                    size = len(doc.text.encode("utf-8"))
+                    per_source.seen(doc, size)
+                    bar.update(size)
+                    yield doc
 
-        stream = batches(counted(read_documents(data, read_stats)), cfg.batch_bytes)
-        for results, stats in map_batches(make, stream, workers, local):
-            for total, st in zip(totals, stats):
-                total.merge(st)
-            for doc, keys, mentions, num_words in results:
-                if dedup is not None and not dedup.decide(doc, keys, dedup_stats):
-                    continue
-                writer.write({"id": doc.id, "text": doc.text, **doc.metadata})
-                per_source.kept(doc, len(doc.text.encode("utf-8")), split_of(doc.id, data), mentions, num_words)
-        bar.close()
-        writer.close()
+            stream = batches(counted(read_documents(data, read_stats)), cfg.batch_bytes)
+            for results, stats in pool.map(stream):
+                for total, st in zip(totals, stats):
+                    total.merge(st)
+                for doc, keys, mentions, num_words in results:
+                    if dedup is not None and not dedup.decide(doc, keys, dedup_stats):
+                        continue
+                    writer.write({"id": doc.id, "text": doc.text, **doc.metadata})
+                    per_source.kept(doc, len(doc.text.encode("utf-8")), split_of(doc.id, data), mentions, num_words)
+            bar.close()
+            writer.close()
+    finally:
+        grams_file.unlink(missing_ok=True)
     if dedup is not None:
         totals.append(dedup_stats)
     dropped_dir = out_dir / "dropped"

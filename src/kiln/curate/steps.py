@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -173,14 +174,27 @@ class Decontaminate(Step):
 
     BITMAP_BITS = 22
 
-    def __init__(self, grams: np.ndarray, ngram: int, min_shared: int = 1, skip_split: CorpusConfig | None = None):
-        self.grams, self.n, self.min_shared, self.skip_split = grams, ngram, min_shared, skip_split
-        # a bitmap of the grams' top bits rules out most n-grams before the binary search
+    def __init__(
+        self, grams: np.ndarray | Path, ngram: int, min_shared: int = 1, skip_split: CorpusConfig | None = None
+    ):
+        """`grams`: `eval_ngrams`, or an .npy file of them, read when the first document arrives (so a
+        worker can be built before the main process has computed them)."""
+        self.n, self.min_shared, self.skip_split = ngram, min_shared, skip_split
+        self.grams_file = grams if isinstance(grams, Path) else None
         self.shift = np.uint64(64 - self.BITMAP_BITS)
+        if not isinstance(grams, Path):
+            self._index(grams)
+
+    def _index(self, grams: np.ndarray) -> None:
+        self.grams = grams
+        # a bitmap of the grams' top bits rules out most n-grams before the binary search
         self.bitmap = np.zeros(1 << self.BITMAP_BITS, dtype=bool)
         self.bitmap[grams >> self.shift] = True
 
     def shared(self, doc: Document) -> int:
+        if self.grams_file is not None:
+            self._index(np.load(self.grams_file))
+            self.grams_file = None
         grams = words_of(doc).grams(self.n)
         if len(grams) == 0 or len(self.grams) == 0:
             return 0
