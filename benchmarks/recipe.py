@@ -146,7 +146,8 @@ def run_recipe(
     run.root.mkdir(parents=True)
     for part in (data.tokenizer, data.shards):  # every recipe reads the same prepared data
         os.symlink(part.resolve(), run.root / part.name)
-    cfg = apply_overrides(cpu(), {**SHAPE, **RECIPES[name], **overrides, "train.seed": str(seed)})
+    vocab_size = {"model.vocab_size": str(vocab), "tokenizer.vocab_size": str(vocab)}  # the model fits the BPE
+    cfg = apply_overrides(cpu(), {**SHAPE, **vocab_size, **RECIPES[name], **overrides, "train.seed": str(seed)})
     t0 = time.perf_counter()
     figures = stages.train(cfg, run)
     scored = {cut if cut == "test" else "dev": figures["val_bpb"]}

@@ -236,3 +236,22 @@ def test_a_curation_that_keeps_nothing_stops_with_the_counts(tmp_path):
     with pytest.raises(KilnError, match=r"kept 0 of 3 documents: language dropped 3 \(language:en 3\); samples in"):
         curate(CorpusConfig(corpus=str(corpus)), cfg, tmp_path / "out")
     assert not (tmp_path / "out" / "manifest.json").exists() and (tmp_path / "out" / "dropped").is_dir()
+
+
+def test_a_document_whose_written_line_outgrows_the_size_limit_is_still_read_back(tmp_path):
+    """JSON escaping and metadata make a curated line longer than its raw text: a document inside
+    data.max_document_bytes as input must not vanish from training when its line is over it."""
+    rng = random.Random(21)
+    root = tmp_path / "c"
+    root.mkdir()
+    lines = [make_text(rng, 12) for _ in range(40)]
+    big = "\n".join(f'"{line}"' for line in lines)  # quotes and line breaks double when escaped
+    (root / "big.txt").write_text(big)
+    for i in range(6):
+        (root / f"d{i}.txt").write_text(make_text(rng, 40))
+    limit = len(big.encode()) + 16
+    data = CorpusConfig(corpus=str(root), max_document_bytes=limit)
+    manifest = curate(data, CurateConfig(workers=1, decontaminate=False), tmp_path / "out")
+    assert manifest["longest_line_bytes"] > limit  # the premise: its line is over the input limit
+    kept = {d.id for d in CuratedSet(tmp_path / "out").documents(data)}
+    assert "big.txt" in kept and len(kept) == manifest["documents_out"]

@@ -35,6 +35,9 @@ class CuratedSet:
             raise KilnError(f"{self.root} holds no readable curated manifest ({e}); re-run `kiln curate`") from None
         self.files = [self.root / f["file"] for f in self.manifest["files"]]
         self.mix: dict[str, dict] = self.manifest.get("mix") or {}
+        self.longest_line = int(self.manifest.get("longest_line_bytes", 0))
+        """What curation wrote may be longer than the raw document it came from (JSON escaping,
+        metadata): every line it wrote is read back, whatever data.max_document_bytes says."""
 
     @staticmethod
     def exists(root: Path) -> bool:
@@ -50,16 +53,17 @@ class CuratedSet:
         self, split: CorpusConfig, stats: ReadStats | None = None, apply_mix: bool = True
     ) -> Iterator[Document]:
         """Every document, the training ones repeated by the mix; `split` holds the split's settings
-        (val_fraction, split_seed) and the document size limit."""
+        (val_fraction, split_seed) and the document size limit (raised to the longest line written)."""
         stats = stats if stats is not None else ReadStats()
+        limit = max(split.max_document_bytes, self.longest_line)
         epochs = {name: p["epochs"] for name, p in self.mix.items()}
         if not apply_mix or not self.mix or all(e == 1 for e in epochs.values()):
             for path in self.files:
-                yield from read_jsonl(path, "text", stats, split.max_document_bytes)
+                yield from read_jsonl(path, "text", stats, limit)
             return
         for k in range(max(math.ceil(e) for e in epochs.values())):
             for path in self.files:
-                for doc in read_jsonl(path, "text", stats, split.max_document_bytes):
+                for doc in read_jsonl(path, "text", stats, limit):
                     if split_of(doc.id, split) == "val":
                         if k == 0:
                             yield doc

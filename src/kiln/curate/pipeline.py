@@ -63,13 +63,18 @@ class _JsonlShards:
         self.files: list[dict] = []
         self._f: TextIO | None = None
         self._count = 0
+        self.longest_line = 0
+        """Bytes of the longest line written (escaping and metadata make it longer than its text)."""
 
     def write(self, row: dict) -> None:
         if self._f is None:
             self._tmp = self.out_dir / f".documents_{len(self.files):05d}.jsonl.tmp"
             self._f = self._tmp.open("w", encoding="utf-8")
             self._count = 0
-        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        if len(line) * 4 > self.longest_line:  # at most 4 UTF-8 bytes a character: encode only if it could be longer
+            self.longest_line = max(self.longest_line, len(line.encode("utf-8")))
+        self._f.write(line)
         self._count += 1
         if self._count >= self.per_file:
             self.close()
@@ -281,6 +286,7 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
         "train_undated_bytes": per_source.train_undated_bytes,
         "group_terms": per_source.group_terms.as_dict(),
         "files": writer.files,
+        "longest_line_bytes": writer.longest_line,
         "mix": plan_mix(sources, {n: r["train_bytes_out"] for n, r in rows.items()}),
         "workers": workers,
     }

@@ -9,6 +9,7 @@ deduplication alone keeps an index across documents and is split into pure `keys
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -180,10 +181,10 @@ class Decontaminate(Step):
         """`grams`: `eval_ngrams`, or an .npy file of them, read when the first document arrives (so a
         worker can be built before the main process has computed them)."""
         self.n, self.min_shared, self.skip_split = ngram, min_shared, skip_split
-        self.grams_file = grams if isinstance(grams, Path) else None
+        self.grams_file = Path(grams) if isinstance(grams, (str, os.PathLike)) else None
         self.shift = np.uint64(64 - self.BITMAP_BITS)
-        if not isinstance(grams, Path):
-            self._index(grams)
+        if self.grams_file is None:
+            self._index(np.asarray(grams))
 
     def _index(self, grams: np.ndarray) -> None:
         self.grams = grams

@@ -112,8 +112,12 @@ class StepPool:
             return
         ctx = multiprocessing.get_context("spawn")
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init, initargs=(make,))
-        for _ in range(workers):  # each submit to a pool with no idle process spawns one
-            self.pool.submit(_ready)
+        try:
+            for _ in range(workers):  # each submit to a pool with no idle process spawns one
+                self.pool.submit(_ready)
+        except BaseException:
+            self.pool.shutdown(cancel_futures=True)
+            raise
 
     def __enter__(self) -> StepPool:
         return self
