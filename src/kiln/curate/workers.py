@@ -6,6 +6,8 @@ results back in submission order. Workers run the pure steps and compute the ded
 group-term mentions of the data card; the main process makes the dedup decisions in stream order.
 Batches are cut by the reader, never by the pool, so 1 and N workers produce byte-identical output.
 Workers are spawned (not forked): safe when the parent holds threads, and the same on every platform.
+`StepPool` starts them when it is made, so they load the language model while the caller prepares
+(curate: while it finds the evaluation n-grams, which reach the workers in a file).
 """
 
 from __future__ import annotations
