@@ -13,20 +13,16 @@ import numpy as np
 
 
 def _trie_depth(nextmove: np.ndarray, rowbase: np.ndarray) -> int:
-    """Longest shortest path from the root: the deepest trie node (breadth-first, vectorised). Rows
-    of the transition table start at multiples of 256 in py3langid's model, so a level's successors
-    are whole rows of a (rows, 256) view (3x faster than gathering each index)."""
+    """Longest shortest path from the root: the deepest trie node (breadth-first, vectorised). py3langid
+    starts each state's row of the transition table at row << 8, so a level's successors are whole
+    rows of a (rows, 256) view (3x faster than gathering each index)."""
     depth = np.full(len(rowbase), -1, dtype=np.int64)
     depth[0] = 0
     frontier, d = np.array([0]), 0
-    aligned = len(nextmove) % 256 == 0 and not (rowbase % 256).any()
-    table = nextmove.reshape(-1, 256) if aligned else nextmove
+    table = nextmove.reshape(-1, 256)
     while len(frontier):
         reached = np.zeros(len(rowbase), dtype=bool)
-        if aligned:
-            reached[table[rowbase[frontier] // 256].ravel()] = True
-        else:
-            reached[nextmove[rowbase[frontier][:, None] + np.arange(256)[None, :]]] = True
+        reached[table[rowbase[frontier] >> 8].ravel()] = True
         nxt = np.flatnonzero(reached & (depth < 0))
         d += 1
         depth[nxt] = d

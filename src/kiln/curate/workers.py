@@ -102,15 +102,15 @@ def batches(docs: Iterable[Document], batch_bytes: int, batch_docs: int = 2000) 
 
 class StepPool:
     """`LocalSteps.process` over a stream of batches, results in order: on `workers` spawned processes,
-    or in this process (with `local`, if given) when workers <= 1. The processes start when the pool
-    is made, so they load their models (the language identifier: ~0.7 s) while the caller is still
-    preparing; use it as a context manager."""
+    or in this process when workers <= 1. The processes start when the pool is made, so they load
+    their models (the language identifier: ~0.7 s) while the caller is still preparing; use it as a
+    context manager."""
 
-    def __init__(self, make: Callable[[], LocalSteps], workers: int, local: LocalSteps | None = None) -> None:
+    def __init__(self, make: Callable[[], LocalSteps], workers: int) -> None:
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None
         if workers <= 1:
-            self.local = local or make()
+            self.local = make()
             return
         ctx = multiprocessing.get_context("spawn")
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init, initargs=(make,))
