@@ -13,15 +13,16 @@ against the larger.
 
 With --breakdown, a few more steps run under torch.profiler and the step's time is split into data,
 matmuls (forward and backward), attention, the loss (cross-entropy over the vocabulary, the soft-cap),
-norms and other elementwise work, the optimizer (Newton-Schulz's matmuls apart), clipping, and the
-time in no operator at all (Python and dispatch); each matmul shape gets its achieved FLOP/s against
-the ceiling measured at that shape.
+norms and other elementwise work, a compiled step's fused kernels (by the pass they run in), the
+optimizer (Newton-Schulz's matmuls apart), clipping, and the time in no operator at all (Python and
+dispatch); each matmul shape gets its achieved FLOP/s against the ceiling measured at that shape.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from collections import defaultdict
 from typing import Any
@@ -42,6 +43,9 @@ from kiln.train.trainer import Trainer
 
 SCOPES = ("data", "forward", "backward", "clip", "optimizer")
 """The trainer's record_function scopes (train/trainer.py)."""
+COMPILED_KERNEL = re.compile(r"(graph_\d+_)?(cpp_fused|triton_)")
+"""inductor's generated kernels: on a CPU named graph_N_cpp_fused_... (recorded only with
+torch._inductor.config.cpp.enable_kernel_profile, which --breakdown sets), on a GPU triton_..."""
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::_addmm_activation"}
 KINDS = (
     ("attention", ("scaled_dot_product", "flash_attention", "_efficient_attention", "cudnn_attention")),
@@ -130,7 +134,7 @@ def shape_ceiling(shapes: tuple, name: str, device: torch.device, dtype: torch.d
 def kind_of(name: str, scope: str) -> str:
     if scope in ("data", "clip"):
         return scope
-    if name.startswith(("cpp_fused", "triton_")):
+    if COMPILED_KERNEL.match(name):
         return f"compiled fused kernels ({scope})"
     if scope == "optimizer":
         return "optimizer: Newton-Schulz matmuls" if name in MATMUL_OPS else "optimizer: the rest"
@@ -167,7 +171,7 @@ def breakdown(trainer: Trainer, steps: int, dtype: torch.dtype) -> dict[str, Any
     in_ops = 0.0
     by_op: dict[str, float] = defaultdict(float)
     for e in events:
-        compiled = e.name.startswith(("cpp_fused", "triton_", "mkldnn::", "torch_ops"))  # inductor's kernels
+        compiled = bool(COMPILED_KERNEL.match(e.name)) or e.name.startswith(("mkldnn::", "torch_ops"))
         if not (e.name.startswith("aten::") or compiled) or e.name in SCOPES:
             continue
         scope = next((n for n, a, b in scopes if a <= e.time_range.start and e.time_range.end <= b), "other")
@@ -272,6 +276,10 @@ def main() -> None:
     if args.precision is None:
         args.precision = [choose_precision("auto", pick_device(get_preset(args.preset).train.device)).precision]
     profile_steps = args.profile_steps if args.breakdown else 0
+    if args.breakdown:  # inductor's CPU kernels then show in the profile (before anything compiles)
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp.enable_kernel_profile = True
     rows = [measure(args.preset, p, args.steps, args.warmup, overrides, profile_steps) for p in args.precision]
     heads = ("tokens/s", "TFLOP/s", "1024^2 ceiling", "shapes ceiling", "MFU")
     print(f"{'precision':<10}{'model':>10}" + "".join(f"{h:>{w}}" for h, w in zip(heads, (11, 9, 15, 15, 7))))

@@ -47,10 +47,11 @@ class LinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         grad_h = torch.empty((n, h.shape[1]), dtype=torch.float32, device=h.device) if grads else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if grads else None
+        rows = torch.arange(min(chunk, n), device=h.device)
         for start in range(0, n, chunk):
             end = min(start + chunk, n)
             hc = h[start:end].to(dtype)
-            z = (hc @ w.T).float()  # (c, V)
+            z = (hc @ w.T).float()  # (c, V); fused into the passes below when compiled
             if scale != 1.0:
                 z = z * scale
             if cap:
@@ -59,18 +60,23 @@ class LinearCrossEntropy(torch.autograd.Function):
             tc, keep = targets[start:end], scored[start:end]
             safe = tc.clamp(min=0)
             lse = torch.logsumexp(z, dim=-1)
-            losses = (lse - z.gather(1, safe[:, None]).squeeze(1)) * keep
-            total += losses.sum()
+            z_target = z.gather(1, safe[:, None]).squeeze(1)
+            total += ((lse - z_target) * keep).sum()
             if not grads:
                 continue
-            g = torch.exp(z - lse[:, None])  # softmax, then minus the one-hot target
-            g[torch.arange(end - start, device=h.device), safe] -= 1.0
-            g *= (keep.to(torch.float32) / count)[:, None]
+            # d loss / d z = (softmax - one-hot) * keep / count: one elementwise pass over the chunk
+            # writes the softmax part in the matmul dtype; the c target entries are then set from
+            # their fp32 values (indexing inside that pass would keep it from vectorising)
+            weight_row = (keep.to(torch.float32) / count)[:, None]
+            p = torch.exp(z - lse[:, None]) * weight_row
+            p_target = (torch.exp(z_target - lse) - 1.0) * weight_row[:, 0]
             if cap:
-                g *= 1.0 - t.square()
+                p = p * (1.0 - t.square())
+                p_target = p_target * (1.0 - t.gather(1, safe[:, None]).squeeze(1).square())
             if scale != 1.0:
-                g *= scale
-            g_low = g.to(dtype)
+                p, p_target = p * scale, p_target * scale
+            g_low = p.to(dtype)
+            g_low[rows[: end - start], safe] = p_target.to(dtype)
             assert grad_h is not None and grad_w is not None
             grad_h[start:end] = (g_low @ w).float()
             grad_w += (g_low.T @ hc).float()
