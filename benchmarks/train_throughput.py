@@ -249,6 +249,14 @@ def print_breakdown(r: dict[str, Any]) -> None:
             f"{m['achieved_gflops']:>10.0f}{m['ceiling_gflops']:>10.0f}"
             f"{m['achieved_gflops'] / m['ceiling_gflops']:>7.0%}"
         )
+    # The most this step's MFU could be: its matmuls at their own shapes' ceilings, nothing else timed
+    at_ceiling = sum(m["achieved_gflops"] * m["s_per_step"] / m["ceiling_gflops"] for m in b["matmuls"])
+    ceiling = max(r["ceiling_square_tflops"], r.get("ceiling_model_shapes_tflops", 0.0)) * 1e12
+    bound = r["achieved_tflops"] * 1e12 * r["step_s"] / max(at_ceiling, 1e-9) / ceiling
+    print(
+        f"  the step's matmuls at their shapes' ceilings would take {at_ceiling * 1000:.0f} ms: with attention,"
+        f" the optimizer and the rest free, MFU could reach {bound:.0%} of the larger ceiling"
+    )
 
 
 def main() -> None:
