@@ -11,6 +11,7 @@ from kiln.curate.curated import CuratedSet
 from kiln.curate.dedup import MinHasher, NearDuplicateIndex
 from kiln.curate.pipeline import curate
 from kiln.curate.quality import check_quality
+from kiln.errors import KilnError
 from tests.conftest import make_text
 
 FRENCH = (
@@ -226,7 +227,6 @@ def test_step_names_match_the_steps_built():
 
 
 def test_a_curation_that_keeps_nothing_stops_with_the_counts(tmp_path):
-    from kiln.errors import KilnError
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -255,3 +255,18 @@ def test_a_document_whose_written_line_outgrows_the_size_limit_is_still_read_bac
     assert manifest["longest_line_bytes"] > limit  # the premise: its line is over the input limit
     kept = {d.id for d in CuratedSet(tmp_path / "out").documents(data)}
     assert "big.txt" in kept and len(kept) == manifest["documents_out"]
+
+
+def test_a_bad_sources_file_leaves_the_last_curation_in_place(tmp_path):
+    rng = random.Random(5)
+    root = tmp_path / "c"
+    root.mkdir()
+    for i in range(4):
+        (root / f"d{i}.txt").write_text(make_text(rng, 40))
+    out = tmp_path / "out"
+    curate(CorpusConfig(corpus=str(root)), CurateConfig(workers=1, decontaminate=False), out)
+    before = sorted(p.name for p in out.iterdir())
+    (tmp_path / "sources.json").write_text("{not json")
+    with pytest.raises(KilnError, match="not valid JSON"):
+        curate(CorpusConfig(sources=str(tmp_path / "sources.json")), CurateConfig(workers=1), out)
+    assert sorted(p.name for p in out.iterdir()) == before and (out / "manifest.json").exists()

@@ -206,10 +206,10 @@ def nothing_kept(read: ReadStats, totals: list[StepStats], out_dir: Path) -> str
 def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, Any]:
     """Run every step over the corpus; write documents, manifest, dropped samples, mix and data card."""
     t0 = time.perf_counter()
+    sources = sources_of(data)  # a bad sources file stops here, before the last curation is removed
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in list(out_dir.glob("documents_*.jsonl")) + list(out_dir.glob(MANIFEST)):
         stale.unlink()
-    sources = sources_of(data)
     workers = resolve_workers(cfg.workers)
     totals = [StepStats(n) for n in step_names(cfg)]
     dedup = Deduplicate(cfg.dedup) if cfg.dedup.exact or cfg.dedup.near else None
