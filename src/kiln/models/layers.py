@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kiln.models.attend import attend
+
 
 class RMSNorm(nn.Module):
     """RMSNorm over the last dim, with a learned gain (`affine`) or without one."""
@@ -138,7 +140,7 @@ class Attention(nn.Module):
             # chunked prefill after earlier tokens: query i sees keys up to past + i
             S = k.shape[2]
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=H != K)
+        y = attend(q, k, v, is_causal, mask)
         return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
 
     def init_weights(self, std: float, out_std: float) -> None:
@@ -185,7 +187,7 @@ class CrossAttention(nn.Module):
         k, v = self.wkv(memory).view(B, -1, 2 * K, D).transpose(1, 2).chunk(2, dim=1)  # (B, K, S, D) each
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        y = F.scaled_dot_product_attention(q, k, v, enable_gqa=H != K)
+        y = attend(q, k, v, causal=False)
         return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
 
     def init_weights(self, std: float, out_std: float) -> None:
