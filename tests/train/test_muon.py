@@ -140,6 +140,31 @@ def test_residual_scalars_have_their_own_rate_and_momentum_warms_up():
     assert all(a < b for a, b in zip(ramp[:10], ramp[1:11]))
 
 
+@pytest.mark.parametrize("mixed_dtypes", [False, True])
+def test_its_adamw_groups_step_as_torchs_adamw(mixed_dtypes):
+    """One dtype takes torch's fused kernel, a group mixing dtypes the foreach path: both are AdamW."""
+    from kiln.train.muon import MuonAdamW
+
+    gen = torch.Generator().manual_seed(0)
+    ours = [torch.randn(16, 8, generator=gen), torch.randn(8, generator=gen)]
+    if mixed_dtypes:
+        ours[1] = ours[1].double()
+    ours = [p.requires_grad_() for p in ours]
+    ref = [p.detach().clone().requires_grad_() for p in ours]
+    start = [p.detach().clone() for p in ours]
+    hyper = dict(lr=0.05, betas=(0.8, 0.95), eps=1e-8, weight_decay=0.1)
+    opt = MuonAdamW([dict(params=ours, kind="adamw", **hyper)])
+    want = torch.optim.AdamW(ref, foreach=False, **hyper)
+    for _ in range(4):
+        grads = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in ours]
+        for p, q, g in zip(ours, ref, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        want.step()
+    for p, q, s in zip(ours, ref, start):
+        assert torch.allclose(p, q, atol=1e-6, rtol=1e-5) and not torch.allclose(p, s, atol=1e-2)
+
+
 def test_a_muon_run_resumes_bitwise(tokenized_run, tmp_path, corpus_dir):
     _, src = tokenized_run
     cfg = tiny_config(
