@@ -204,16 +204,16 @@ def test_a_budget_sizes_the_model_by_the_measured_step_time(tokenized_run, tmp_p
     from kiln.models.build import build_on_meta
     from kiln.models.config import ModelConfig
     from kiln.train import plan as plan_module
-    from kiln.train.budget import SIZE_MFU
+    from kiln.train.budget import SIZE_MFU, SIZE_OVERHEAD
     from kiln.train.flops import flops_per_token
 
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
     clock = StepClock(monkeypatch, 0.0)
     original = trainer_module.Trainer.train_step
-    seconds_per_param = 1.1e-6
+    seconds_per_param = 0.95e-6
 
-    def step(trainer):  # this "machine" takes 1.1e-6 s per parameter per step
+    def step(trainer):  # this "machine" takes 0.95e-6 s per parameter per step
         out = original(trainer)
         clock.now += seconds_per_param * trainer.model.num_params()
         return out
@@ -236,10 +236,77 @@ def test_a_budget_sizes_the_model_by_the_measured_step_time(tokenized_run, tmp_p
 
     def affords(depth):
         params = build_on_meta(replace(model, depth=depth)).num_params()
-        return 20 * 0.8 * tokens_per_step / (seconds_per_param * params) >= 0.2 * params
+        return 20 * (1 - SIZE_OVERHEAD) * tokens_per_step / (seconds_per_param * params) >= 0.2 * params
 
     want = max(d for d in range(2, 13) if affords(d))
     assert want == 3
     assert plan["depth"] == want and str(want) in plan["depth_probe"] and len(plan["depth_probe"]) <= 5
     assert plan["expected_tokens_per_param"] >= 0.2 and "measured" in plan["depth_reason"]
+    assert plan["achieved_tokens_per_param"] == pytest.approx(out["tokens_per_param"])
+
+
+def test_a_compiled_step_sizes_the_model_for_the_steps_the_run_takes(tokenized_run, tmp_path, corpus_dir, monkeypatch):
+    """With train.compile the planner times one compiled step beside the eager ones and sizes the
+    model at the compiled rate: on a "machine" whose compiled steps take half the time, a deeper model
+    than the eager rate affords, expecting the tokens per parameter the run then achieves."""
+    from torch import nn
+
+    from kiln.config import replace
+    from kiln.models.build import build_on_meta
+    from kiln.models.config import ModelConfig
+    from kiln.train import build as build_module
+    from kiln.train import plan as plan_module
+    from kiln.train.budget import SIZE_MFU, SIZE_OVERHEAD
+    from kiln.train.flops import flops_per_token
+
+    class Compiled(nn.Module):  # stands for torch.compile's module: the same forward, marked
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, **kwargs):
+            return self.inner(*args, **kwargs)
+
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    clock = StepClock(monkeypatch, 0.0)
+    original = trainer_module.Trainer.train_step
+    seconds_per_param = 1.1e-6
+    compiled_calls = []
+
+    def step(trainer):  # eager: 1.1e-6 s per parameter per step; compiled: half that
+        out = original(trainer)
+        compiled = isinstance(trainer.step_model, Compiled)
+        compiled_calls.append(compiled)
+        clock.now += seconds_per_param * trainer.model.num_params() / (2 if compiled else 1)
+        return out
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", step)
+    monkeypatch.setattr(torch, "compile", Compiled)
+    monkeypatch.setattr(plan_module, "compile_unavailable", lambda device: None)
+    monkeypatch.setattr(build_module, "compile_unavailable", lambda device: None)
+    model = ModelConfig(depth=3, aspect=16, vocab_size=320, max_seq_len=64)
+    cfg = _budget_config(corpus_dir, **{"train.size_from_budget": "true", "train.compile": "true"})
+    tokens_per_step = cfg.train.seq_len * cfg.train.micro_batch_size
+    params = {d: build_on_meta(replace(model, depth=d)).num_params() for d in range(2, 13)}
+
+    def per_param(depth, speedup):  # tokens per parameter the budget's training share affords
+        tokens = 20 * (1 - SIZE_OVERHEAD) * tokens_per_step * speedup / (seconds_per_param * params[depth])
+        return tokens / params[depth]
+
+    target = 1.5 * per_param(4, 1.0)  # depth 4 fits only at the compiled rate
+    assert per_param(3, 1.0) >= target > per_param(4, 1.0) and per_param(5, 2.0) < target <= per_param(4, 2.0)
+    cfg = replace(cfg, model=model, train=replace(cfg.train, time_budget_s=20.0, tokens_per_param=target))
+    # the ceiling this "machine" reports puts the first guess at depth 3 (its eager rate at SIZE_MFU)
+    at3 = replace(model, depth=3)
+    rate = flops_per_token(at3, cfg.train.seq_len, cfg.objective) / (seconds_per_param * params[3])
+    peak = rate * tokens_per_step / SIZE_MFU
+    monkeypatch.setattr(plan_module, "measure_matmul_peak", lambda *a, **k: peak)
+    out = stages.train(cfg, run, clock=clock)
+    plan = json.loads(run.plan.read_text())
+    assert plan["depth"] == 4 and plan["compile_speedup"] == pytest.approx(2.0)
+    assert plan["depth_probe"]["4"]["step_s"] == pytest.approx(seconds_per_param * params[4] / 2)
+    assert "speedup" in plan["depth_reason"] and plan["expected_tokens_per_param"] >= target
+    assert compiled_calls[-1]  # the run trained compiled steps, at the rate the plan sized it for
+    assert plan["measured"]["step_s"] == pytest.approx(plan["depth_probe"]["4"]["step_s"])
     assert plan["achieved_tokens_per_param"] == pytest.approx(out["tokens_per_param"])

@@ -4,8 +4,10 @@ With `train.time_budget_s` (or `kiln run`'s budget) the trainer plans in two pla
 
 1. Before building the model (`train.size_from_budget`): the depth on the size dial. A first guess
    assumes the step reaches SIZE_MFU of the measured matmul ceiling (`choose_depth`); then the
-   trainer's own step is timed on random tokens at that depth and its neighbours (train/probe.py),
-   and the plan takes the largest depth whose measured tokens/s, over the budget's training share
+   trainer's own step is timed on random tokens at that depth and its neighbours (train/probe.py;
+   eager, and with train.compile once compiled too, at the first depth timed: the eager times are
+   divided by that measured speedup, so the model is sized for the steps the run will take), and the
+   plan takes the largest depth whose measured tokens/s, over the budget's training share
    (1 - SIZE_OVERHEAD), still give `train.tokens_per_param` tokens per parameter (`search_depth`).
    The plan records each depth's measured rate and the chosen one's expected tokens per parameter,
    and the run adds what it achieved.
@@ -43,9 +45,10 @@ import torch
 SIZE_MFU = 0.5
 """Fraction of the measured matmul ceiling assumed for the depth search's first guess only; the depth
 is chosen from measured step times (train/probe.py)."""
-SIZE_OVERHEAD = 0.2
+SIZE_OVERHEAD = 0.3
 """Share of the training budget that is not training steps when sizing: validation, task scoring,
-checkpoints, the timing of candidate depths itself (10-20 % in the default run, docs/benchmarks.md)."""
+checkpoints, the timing of candidate depths (with train.compile one compilation among them) and the
+run's own compilation: 31 % in the default run on a 2-core Zen 4 (2026-12-06, docs/benchmarks.md)."""
 MAX_PROBES = 4
 """Depths timed at most when searching (each costs a model build and a few steps); the chosen depth
 is timed too when the search settles below the last depth it tried."""

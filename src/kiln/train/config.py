@@ -89,13 +89,14 @@ class TrainConfig:
     fit. 0: no budget. `kiln run` sets it from its own budget."""
     size_from_budget: bool = False
     """With a time budget: choose model.depth on the size dial for the tokens the budget affords."""
-    tokens_per_param: float = 0.25
-    """size_from_budget: the largest depth whose affordable training tokens (at the eager step rate the
-    planner times) reach this many per parameter. Chosen with kiln's recipe on the built-in corpus's
-    development tenth at the cpu budget (docs/experiments.md, 2026-12-05 and -06): in bf16 on a Zen 4
-    depth 4 (~0.33 expected, 0.43 achieved) beat depth 3 (0.92 / 1.3) and depth 5 (~0.11 / 0.16) on
-    two seeds; at half that speed (fp32, AVX2 code paths) depth 3 (0.59 / 0.75) beat depth 4 (0.198 /
-    0.24) by 0.036. The crossover lies between ~0.2 and ~0.31 expected: 0.25 sits inside it."""
+    tokens_per_param: float = 0.3
+    """size_from_budget: the largest depth whose affordable training tokens (at the step rate the
+    planner measures: eager steps, times the compiled step's measured speedup when train.compile is
+    on) reach this many per parameter. Chosen with kiln's recipe on the built-in corpus's development
+    tenth at the cpu budget (docs/experiments.md, 2026-12-05 and -06), in the tokens per parameter the
+    runs achieved: in bf16 on a Zen 4 depth 4 (0.43) beat depth 3 (1.3) and depth 5 (0.16) on two
+    seeds; at half that speed (fp32, AVX2 code paths) depth 3 (0.75) beat depth 4 (0.24) by 0.036.
+    The crossover lies between 0.24 and 0.43: 0.3 sits inside it."""
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "micro_batch_size", "grad_accum_steps", "max_steps"):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 
 from kiln.config import from_dict, replace, require, to_dict
+from kiln.device import compile_unavailable
 from kiln.models.build import build_on_meta
 from kiln.rundir import RunDir
 from kiln.train.budget import (
@@ -176,23 +177,31 @@ class Planner:
         guess, _ = choose_depth(list(options.values()), self.budget_s, self.peak_flops * SIZE_MFU, tc.tokens_per_param)
         train_s = self.budget_s * (1 - SIZE_OVERHEAD)
         tokens_per_step = tc.seq_len * tc.micro_batch_size * tc.grad_accum_steps
+        ids = cast("SpecialIds", self.ids)
+        compiled = tc.compile and compile_unavailable(self.device) is None
         probe: dict[int, dict[str, float]] = {}
+        speedup: list[float] = []  # compiled over eager, measured once: at the guess, the first depth timed
 
         def fits(depth: int) -> bool:
             if self.stop():
                 raise KeyboardInterrupt
-            step_s = self.agreed(
-                step_seconds(shapes[depth], self.device, cast("SpecialIds", self.ids), clock=self.clock)
-            )
+            eager_s = self.agreed(step_seconds(shapes[depth], self.device, ids, clock=self.clock))
+            if compiled and not speedup:
+                compiled_s = self.agreed(step_seconds(shapes[depth], self.device, ids, clock=self.clock, compiled=True))
+                torch._dynamo.reset()  # the run compiles its own model; inductor's cache on disk keeps the kernels
+                speedup.append(eager_s / compiled_s)
+            step_s = eager_s / speedup[0] if speedup else eager_s
             rate = tokens_per_step / step_s
             mfu = options[depth].flops_per_token * rate / self.peak_flops if self.peak_flops else 0.0
-            probe[depth] = {"step_s": step_s, "tokens_per_s": rate, "mfu": mfu}
+            probe[depth] = {"eager_step_s": eager_s, "step_s": step_s, "tokens_per_s": rate, "mfu": mfu}
             return train_s * rate >= tc.tokens_per_param * options[depth].params
 
         depth = search_depth(sorted(options), guess, fits)
         if depth not in probe:  # taken below the last depth tried: timed too, so the plan's figure is real
             fits(depth)
         self.plan["depth_probe"] = {str(d): v for d, v in sorted(probe.items())}
+        if speedup:
+            self.plan["compile_speedup"] = speedup[0]
         chosen = options[depth]
         rate = probe[depth]["tokens_per_s"]
         expected = train_s * rate / chosen.params
@@ -200,6 +209,8 @@ class Planner:
         timed = ", ".join(
             f"depth {d} {p['tokens_per_s']:,.0f} tokens/s ({p['mfu']:.0%} MFU)" for d, p in sorted(probe.items())
         )
+        if speedup:
+            timed += f"; eager steps times the compiled step's speedup, {speedup[0]:.2f}x at depth {guess}"
         return depth, (
             f"depth {depth}: {chosen.params / 1e6:.2f}M parameters, ~{train_s * rate / 1e6:.2f}M tokens in "
             f"{train_s:.0f} s of steps at a measured {rate:,.0f} tokens/s: {expected:.2f} per parameter (the target "

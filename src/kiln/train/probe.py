@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
+from torch import nn
 
 from kiln.batch import Batch, text_batch
 from kiln.models.build import build_model
@@ -50,9 +51,11 @@ def step_seconds(
     ids: SpecialIds,
     steps: int = 3,
     clock: Callable[[], float] | None = None,
+    compiled: bool = False,
 ) -> float:
     """Median seconds of `steps` optimizer steps of `cfg` (after one that pays for allocations and
-    kernel selection), eager, in one process, on random tokens above the special ids."""
+    kernel selection, and with `compiled` for torch.compile's compilation of the step, as the trainer
+    compiles it), in one process, on random tokens above the special ids."""
     from kiln.train.trainer import Trainer
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -64,6 +67,8 @@ def step_seconds(
         trainer = Trainer(cfg, model, model, objective, loader, optimizer, Parallel.single(), device, hooks=[])
         if clock is not None:
             trainer.clock = clock
+        if compiled:
+            trainer.step_model = cast(nn.Module, torch.compile(model))
         times = []
         for _ in range(steps + 1):
             if device.type == "cuda":
