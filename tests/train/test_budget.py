@@ -197,9 +197,14 @@ def test_the_depth_search_measures_few_depths_and_takes_the_largest_that_fits():
     assert search_depth(depths, 8, fits_up_to(1), max_probes=2) == 6 and calls == [8, 7]  # one below the last tried
 
 
-def test_a_budget_sizes_the_model_by_the_measured_step_time(tokenized_run, tmp_path, corpus_dir, monkeypatch):
+@pytest.mark.parametrize("first_reading", [1.0, 0.25])
+def test_a_budget_sizes_the_model_by_the_measured_step_time(
+    tokenized_run, tmp_path, corpus_dir, monkeypatch, first_reading
+):
     """A machine whose step time grows with the model: the planner times candidate depths (the same
-    step, on random tokens) and takes the largest that still sees tokens_per_param tokens a parameter."""
+    step, on random tokens) and takes the largest that still sees tokens_per_param tokens a parameter.
+    A ceiling first read at a quarter of the machine's (shared cores) is measured again once the
+    timed steps run above it, and the plan's MFU figures are stated against the second reading."""
     from kiln.config import replace
     from kiln.models.build import build_on_meta
     from kiln.models.config import ModelConfig
@@ -229,10 +234,16 @@ def test_a_budget_sizes_the_model_by_the_measured_step_time(tokenized_run, tmp_p
         seconds_per_param * build_on_meta(at3).num_params()
     )
     peak = rate * cfg.train.seq_len * cfg.train.micro_batch_size / SIZE_MFU
-    monkeypatch.setattr(plan_module, "measure_matmul_peak", lambda *a, **k: peak)
+    readings = iter([peak * first_reading, peak])
+    monkeypatch.setattr(plan_module, "measure_matmul_peak", lambda *a, **k: next(readings))
     out = stages.train(cfg, run, clock=clock)
     plan = json.loads(run.plan.read_text())
     tokens_per_step = cfg.train.seq_len * cfg.train.micro_batch_size
+    if first_reading < 1:
+        assert plan["ceiling_remeasured"] == pytest.approx({"first": peak * first_reading, "again": peak})
+    else:
+        assert "ceiling_remeasured" not in plan
+    assert all(p["mfu"] == pytest.approx(SIZE_MFU, rel=0.02) for p in plan["depth_probe"].values())
 
     def affords(depth):
         params = build_on_meta(replace(model, depth=depth)).num_params()
