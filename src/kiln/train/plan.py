@@ -222,7 +222,8 @@ class Planner:
     def _remeasure_peak(self, dtype: torch.dtype, probe: dict[int, dict[str, float]]) -> None:
         """Measure the matmul ceiling again after the timed steps ran above it (a reading taken in a
         moment the cores were shared, on a VM, comes out low); keep the larger, and restate the probes'
-        MFU against it. The run's progress line and the first guess's record use this ceiling."""
+        MFU against it. The run's progress line uses this ceiling; the first guess, made from the low
+        reading, is not redone (the search from it settled the depth)."""
         low = self.peak_flops
         again = self.agreed(measure_matmul_peak(self.device, dtype, stop=self.stop))
         self.peak_flops = max(low, again)
