@@ -321,3 +321,54 @@ def test_a_compiled_step_sizes_the_model_for_the_steps_the_run_takes(tokenized_r
     assert compiled_calls[-1]  # the run trained compiled steps, at the rate the plan sized it for
     assert plan["measured"]["step_s"] == pytest.approx(plan["depth_probe"]["4"]["step_s"])
     assert plan["achieved_tokens_per_param"] == pytest.approx(out["tokens_per_param"])
+
+
+def test_a_deeper_depth_that_misses_by_far_is_estimated_not_timed(tokenized_run, tmp_path, corpus_dir, monkeypatch):
+    """On a "machine" whose step time follows the FLOPs, the depth above the one that fits misses the
+    target tokens per parameter by more than ESTIMATE_MARGIN: the planner records its step as
+    estimated from the timed depth's by FLOPs and spends no budget timing it; the depth it takes is
+    timed."""
+    from kiln.config import replace
+    from kiln.models.build import build_on_meta
+    from kiln.models.config import ModelConfig
+    from kiln.train import plan as plan_module
+    from kiln.train.budget import ESTIMATE_MARGIN, SIZE_MFU, SIZE_OVERHEAD
+    from kiln.train.flops import flops_per_token
+
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    clock = StepClock(monkeypatch, 0.0)
+    original = trainer_module.Trainer.train_step
+    model = ModelConfig(depth=4, aspect=32, vocab_size=320, max_seq_len=64)
+    cfg = _budget_config(corpus_dir, **{"train.size_from_budget": "true"})
+    tokens_per_step = cfg.train.seq_len * cfg.train.micro_batch_size
+    shapes = {d: replace(model, depth=d) for d in range(2, 17)}
+    params = {d: build_on_meta(m).num_params() for d, m in shapes.items()}
+    flops = {d: flops_per_token(m, cfg.train.seq_len, cfg.objective) for d, m in shapes.items()}
+    depth_of = {p: d for d, p in params.items()}
+    machine_flops = 2e9
+    timed = []
+
+    def step(trainer):  # this "machine" runs every depth at the same FLOP/s
+        out = original(trainer)
+        depth = depth_of[trainer.model.num_params()]
+        timed.append(depth)
+        clock.now += flops[depth] * tokens_per_step / machine_flops
+        return out
+
+    def per_param(depth):  # tokens per parameter the budget's training share affords
+        return 20 * (1 - SIZE_OVERHEAD) * machine_flops / flops[depth] / params[depth]
+
+    target = 0.9 * per_param(4)
+    assert per_param(5) * ESTIMATE_MARGIN < target  # depth 5 misses by far; depth 4 fits
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", step)
+    # the ceiling this "machine" reports puts the first guess at depth 4
+    peak = machine_flops * (1 - SIZE_OVERHEAD) / SIZE_MFU
+    monkeypatch.setattr(plan_module, "measure_matmul_peak", lambda *a, **k: peak)
+    cfg = replace(cfg, model=model, train=replace(cfg.train, time_budget_s=20.0, tokens_per_param=target))
+    stages.train(cfg, run, clock=clock)
+    plan = json.loads(run.plan.read_text())
+    assert plan["depth"] == 4 and 5 not in timed and 4 in timed
+    assert plan["depth_probe"]["5"]["estimated_from"] == 4 and "eager_step_s" not in plan["depth_probe"]["5"]
+    assert plan["depth_probe"]["5"]["step_s"] == pytest.approx(flops[5] * tokens_per_step / machine_flops)
+    assert "estimated from depth 4 by FLOPs" in plan["depth_reason"]

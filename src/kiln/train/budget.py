@@ -8,7 +8,9 @@ With `train.time_budget_s` (or `kiln run`'s budget) the trainer plans in two pla
    eager, and with train.compile once compiled too, at the first depth timed: the eager times are
    divided by that measured speedup, so the model is sized for the steps the run will take), and the
    plan takes the largest depth whose measured tokens/s, over the budget's training share
-   (1 - SIZE_OVERHEAD), still give `train.tokens_per_param` tokens per parameter (`search_depth`).
+   (1 - SIZE_OVERHEAD), still give `train.tokens_per_param` tokens per parameter (`search_depth`). A
+   deeper depth whose step, scaled from a timed one by FLOPs, misses that by far is not timed
+   (ESTIMATE_MARGIN).
    The plan records each depth's measured rate and the chosen one's expected tokens per parameter,
    and the run adds what it achieved.
 2. After the first few steps (inside the warmup, where the learning rate does not depend on the
@@ -52,6 +54,12 @@ run's own compilation: 31 % in the default run on a 2-core Zen 4 (2026-12-06, do
 MAX_PROBES = 4
 """Depths timed at most when searching (each costs a model build and a few steps); the chosen depth
 is timed too when the search settles below the last depth it tried."""
+ESTIMATE_MARGIN = 1.5
+"""A depth deeper than one already timed is not timed itself when its step, estimated from the timed
+one's by their FLOPs per token, affords less than 1/ESTIMATE_MARGIN of the target tokens per parameter
+(it is recorded as estimated). Deeper models run at the same or a larger share of the ceiling (fp32
+on a 2-core AVX2 EPYC: 66 % at depth 3, 68 % at depth 4), so the estimate errs slow, by ~3 % there:
+a 1.5x miss cannot be the estimate's error. Timing that depth cost 14 s of a 9-minute default run."""
 CHECKPOINT_BYTES_PER_S = 100e6
 """Checkpoint write rate assumed for planning: well under the 360-760 MB/s measured (docs/benchmarks.md)."""
 CHECKPOINT_BYTES_PER_PARAM = 24

@@ -27,6 +27,7 @@ from kiln.train.budget import (
     CHECKPOINT_BYTES_PER_PARAM,
     CHECKPOINT_BYTES_PER_S,
     END_S,
+    ESTIMATE_MARGIN,
     REPLAN_EVERY,
     REPLAN_WINDOW,
     SIZE_MFU,
@@ -182,7 +183,21 @@ class Planner:
         probe: dict[int, dict[str, float]] = {}
         speedup: list[float] = []  # compiled over eager, measured once: at the guess, the first depth timed
 
-        def fits(depth: int) -> bool:
+        def estimated_miss(depth: int) -> bool:
+            """Whether `depth`, deeper than one timed, misses the target by more than ESTIMATE_MARGIN at
+            that one's step time scaled by FLOPs per token; if so it is recorded as estimated, not timed."""
+            below = [d for d in probe if d < depth and "estimated_from" not in probe[d]]
+            if not below:
+                return False
+            base = max(below)
+            step_s = probe[base]["step_s"] * options[depth].flops_per_token / options[base].flops_per_token
+            if train_s * tokens_per_step / step_s * ESTIMATE_MARGIN >= tc.tokens_per_param * options[depth].params:
+                return False
+            rate = tokens_per_step / step_s
+            probe[depth] = {"step_s": step_s, "tokens_per_s": rate, "mfu": probe[base]["mfu"], "estimated_from": base}
+            return True
+
+        def timed_fits(depth: int) -> bool:
             if self.stop():
                 raise KeyboardInterrupt
             eager_s = self.agreed(step_seconds(shapes[depth], self.device, ids, clock=self.clock))
@@ -196,9 +211,9 @@ class Planner:
             probe[depth] = {"eager_step_s": eager_s, "step_s": step_s, "tokens_per_s": rate, "mfu": mfu}
             return train_s * rate >= tc.tokens_per_param * options[depth].params
 
-        depth = search_depth(sorted(options), guess, fits)
-        if depth not in probe:  # taken below the last depth tried: timed too, so the plan's figure is real
-            fits(depth)
+        depth = search_depth(sorted(options), guess, lambda d: not estimated_miss(d) and timed_fits(d))
+        if depth not in probe or "estimated_from" in probe[depth]:  # the plan's figure for it is a timed one
+            timed_fits(depth)
         if max(p["mfu"] for p in probe.values()) > 1.0:  # the steps ran above the ceiling: it was read low
             self._remeasure_peak(dtype, probe)
         self.plan["depth_probe"] = {str(d): v for d, v in sorted(probe.items())}
@@ -209,7 +224,9 @@ class Planner:
         expected = train_s * rate / chosen.params
         self.plan["expected_tokens_per_param"] = expected
         timed = ", ".join(
-            f"depth {d} {p['tokens_per_s']:,.0f} tokens/s ({p['mfu']:.0%} MFU)" for d, p in sorted(probe.items())
+            f"depth {d} {p['tokens_per_s']:,.0f} tokens/s ({p['mfu']:.0%} MFU)"
+            + (f", estimated from depth {p['estimated_from']} by FLOPs" if "estimated_from" in p else "")
+            for d, p in sorted(probe.items())
         )
         if speedup:
             timed += f"; eager steps times the compiled step's speedup, {speedup[0]:.2f}x at depth {guess}"
