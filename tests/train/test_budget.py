@@ -16,6 +16,7 @@ from kiln.train.budget import (
     SizeOption,
     StepCosts,
     choose_depth,
+    misses_by_far,
     plan_max_steps,
     replanned_steps,
     search_depth,
@@ -372,3 +373,14 @@ def test_a_deeper_depth_that_misses_by_far_is_estimated_not_timed(tokenized_run,
     assert plan["depth_probe"]["5"]["estimated_from"] == 4 and "eager_step_s" not in plan["depth_probe"]["5"]
     assert plan["depth_probe"]["5"]["step_s"] == pytest.approx(flops[5] * tokens_per_step / machine_flops)
     assert "estimated from depth 4 by FLOPs" in plan["depth_reason"]
+
+
+def test_a_depth_is_left_untimed_only_where_its_estimate_cannot_fit():
+    """The FLOP-scaled estimate decides only where it misses by the margin and the timed depth ran
+    near the ceiling: at a low MFU (launch-bound) the deeper depth may run far faster than its FLOPs
+    say, so it is timed."""
+    assert misses_by_far(0.15, 0.3, timed_mfu=0.68)  # the AVX2 EPYC's depth 4
+    assert not misses_by_far(0.25, 0.3, timed_mfu=0.68)  # a near miss: timed
+    assert not misses_by_far(0.15, 0.3, timed_mfu=0.2)  # could reach 0.75 at the ceiling: timed
+    assert misses_by_far(0.05, 0.3, timed_mfu=0.2)  # misses even at the ceiling
+    assert not misses_by_far(0.01, 0.3, timed_mfu=0.0)  # no ceiling measured: timed

@@ -10,7 +10,7 @@ With `train.time_budget_s` (or `kiln run`'s budget) the trainer plans in two pla
    plan takes the largest depth whose measured tokens/s, over the budget's training share
    (1 - SIZE_OVERHEAD), still give `train.tokens_per_param` tokens per parameter (`search_depth`). A
    deeper depth whose step, scaled from a timed one by FLOPs, misses that by far is not timed
-   (ESTIMATE_MARGIN).
+   (`misses_by_far`).
    The plan records each depth's measured rate and the chosen one's expected tokens per parameter,
    and the run adds what it achieved.
 2. After the first few steps (inside the warmup, where the learning rate does not depend on the
@@ -56,10 +56,11 @@ MAX_PROBES = 4
 is timed too when the search settles below the last depth it tried."""
 ESTIMATE_MARGIN = 1.5
 """A depth deeper than one already timed is not timed itself when its step, estimated from the timed
-one's by their FLOPs per token, affords less than 1/ESTIMATE_MARGIN of the target tokens per parameter
-(it is recorded as estimated). Deeper models run at the same or a larger share of the ceiling (fp32
-on a 2-core AVX2 EPYC: 66 % at depth 3, 68 % at depth 4), so the estimate errs slow, by ~3 % there:
-a 1.5x miss cannot be the estimate's error. Timing that depth cost 14 s of a 9-minute default run."""
+one's by their FLOPs per token, affords less than the target tokens per parameter by a wide margin:
+this factor, or 1 / the timed depth's MFU where that is larger (`misses_by_far`). Deeper models run
+at the same or a larger share of the ceiling (fp32 on a 2-core AVX2 EPYC: 66 % at depth 3, 68 % at
+depth 4), so the estimate errs slow, by ~3 % there. Timing that depth cost 14-34 s of a 9-minute
+default run."""
 CHECKPOINT_BYTES_PER_S = 100e6
 """Checkpoint write rate assumed for planning: well under the 360-760 MB/s measured (docs/benchmarks.md)."""
 CHECKPOINT_BYTES_PER_PARAM = 24
@@ -77,6 +78,17 @@ class SizeOption:
     depth: int
     params: int
     flops_per_token: float
+
+
+def misses_by_far(estimated: float, target: float, timed_mfu: float) -> bool:
+    """Whether a deeper depth whose FLOP-scaled step estimate affords `estimated` tokens per parameter
+    can be left untimed against `target`. No depth runs above the ceiling, so its real rate is at most
+    the estimate / the timed depth's MFU: where that MFU is low (a small model on a GPU, bound by
+    launches rather than FLOPs) the estimate says little and the depth is timed; otherwise it must
+    miss by ESTIMATE_MARGIN too."""
+    if timed_mfu <= 0:
+        return False
+    return estimated * max(ESTIMATE_MARGIN, 1 / timed_mfu) < target
 
 
 def choose_depth(

@@ -27,7 +27,6 @@ from kiln.train.budget import (
     CHECKPOINT_BYTES_PER_PARAM,
     CHECKPOINT_BYTES_PER_S,
     END_S,
-    ESTIMATE_MARGIN,
     REPLAN_EVERY,
     REPLAN_WINDOW,
     SIZE_MFU,
@@ -37,6 +36,7 @@ from kiln.train.budget import (
     choose_depth,
     config_key,
     machine_fingerprint,
+    misses_by_far,
     plan_max_steps,
     read_plan,
     replanned_steps,
@@ -184,14 +184,15 @@ class Planner:
         speedup: list[float] = []  # compiled over eager, measured once: at the guess, the first depth timed
 
         def estimated_miss(depth: int) -> bool:
-            """Whether `depth`, deeper than one timed, misses the target by more than ESTIMATE_MARGIN at
-            that one's step time scaled by FLOPs per token; if so it is recorded as estimated, not timed."""
+            """Whether `depth`, deeper than one timed, misses the target by far (`misses_by_far`) at that
+            one's step time scaled by FLOPs per token; if so it is recorded as estimated, not timed."""
             below = [d for d in probe if d < depth and "estimated_from" not in probe[d]]
             if not below:
                 return False
             base = max(below)
             step_s = probe[base]["step_s"] * options[depth].flops_per_token / options[base].flops_per_token
-            if train_s * tokens_per_step / step_s * ESTIMATE_MARGIN >= tc.tokens_per_param * options[depth].params:
+            estimated = train_s * tokens_per_step / step_s / options[depth].params
+            if not misses_by_far(estimated, tc.tokens_per_param, probe[base]["mfu"]):
                 return False
             rate = tokens_per_step / step_s
             probe[depth] = {"step_s": step_s, "tokens_per_s": rate, "mfu": probe[base]["mfu"], "estimated_from": base}
