@@ -26,7 +26,7 @@ from kiln.corpus import CorpusConfig
 from kiln.curate.config import CurateConfig
 from kiln.curate.curated import CuratedSet
 from kiln.curate.pipeline import curate
-from kiln.curate.synthetic import write_web_corpus
+from kiln.curate.synthetic import cached_web_corpus
 
 
 def _kinds(folder: Path) -> Counter:
@@ -39,15 +39,10 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts to time")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "kiln-bench-web"), help="corpus folder")
     args = ap.parse_args()
-    corpus = Path(args.cache) / f"{args.mb}MB"
-    done = corpus.with_name(f"{args.mb}MB.json")  # beside the corpus, not in it (it would be read as input)
-    if not done.exists():
-        shutil.rmtree(corpus, ignore_errors=True)
-        t = time.perf_counter()
-        kinds = write_web_corpus(corpus, args.mb * 1_000_000)
-        done.write_text(json.dumps(kinds))
-        print(f"generated {args.mb} MB in {time.perf_counter() - t:.0f} s: {kinds}")
-    planted = Counter(json.loads(done.read_text()))
+    t = time.perf_counter()
+    corpus, kinds = cached_web_corpus(Path(args.cache), args.mb)
+    print(f"corpus: {corpus} ({time.perf_counter() - t:.0f} s to find or generate): {kinds}")
+    planted = Counter(kinds)
     cores = os.cpu_count() or 1
     rows = []
     for workers in [int(w) for w in args.workers.split(",")]:

@@ -53,32 +53,44 @@ def _time(corpus: Path, tokenizer: Path) -> dict:
     return {"mb": round(mb, 1), "tokens": manifests["train"]["num_tokens"], "wall_s": round(wall, 2)}
 
 
+def _counts(text: str) -> list[int]:
+    """'1,2' -> [1, 2]: positive thread counts, sorted, each once."""
+    try:
+        counts = sorted({int(t) for t in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError(f"thread counts must be at least 1, got {text!r}")
+    return counts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=int, default=50, help="corpus size in MB of text")
-    ap.add_argument("--threads", default=f"1,{os.cpu_count() or 1}", help="comma-separated thread counts to time")
+    ap.add_argument(
+        "--threads", type=_counts, default=f"1,{os.cpu_count() or 1}", help="comma-separated thread counts to time"
+    )
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "kiln-bench-web"), help="corpus folder")
     ap.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
         print("RESULT " + json.dumps(_time(Path(args._child[0]), Path(args._child[1]))))
         return
-    from kiln.curate.synthetic import write_web_corpus
+    from kiln.curate.synthetic import cached_web_corpus
 
-    corpus = Path(args.cache) / f"{args.mb}MB"
-    done = corpus.with_name(f"{args.mb}MB.json")  # the same cache as benchmarks/curate_throughput.py
-    if not done.exists():
-        shutil.rmtree(corpus, ignore_errors=True)
-        done.write_text(json.dumps(write_web_corpus(corpus, args.mb * 1_000_000)))
+    corpus, _ = cached_web_corpus(Path(args.cache), args.mb)  # the same cache as benchmarks/curate_throughput.py
     work = Path(tempfile.mkdtemp(prefix="kiln-tokenize-bench-tok-"))
     try:
         tokenizer = work / "tokenizer.json"
         _tokenizer(tokenizer)
         rows = []
-        for threads in sorted({int(t) for t in args.threads.split(",")}):
+        for threads in args.threads:
             env = {**os.environ, "RAYON_NUM_THREADS": str(threads)}
             cmd = [sys.executable, __file__, "--_child", str(corpus), str(tokenizer)]
-            out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.exit(f"tokenizing on {threads} thread(s) failed:\n{proc.stderr[-2000:]}")
+            out = proc.stdout
             row = {"threads": threads, **json.loads(out[out.rindex("RESULT ") + 7 :])}
             row["mb_per_s"] = round(row["mb"] / row["wall_s"], 2)
             row["mb_per_s_per_thread"] = round(row["mb_per_s"] / threads, 2)

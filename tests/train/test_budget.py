@@ -78,15 +78,19 @@ def _budget_config(corpus_dir, **extra):
 
 class StepClock:
     """Seconds that pass only inside training steps, `step_s` each (a later `step_s` from step
-    `slower_from` on): the plan then depends on the steps alone, not on how busy the machine is."""
+    `slower_from` on; or `step_s(trainer)`, a "machine" whose step time follows the model): the plan
+    then depends on the steps alone, not on how busy the machine is."""
 
-    def __init__(self, monkeypatch, step_s: float, slower_from: int = 0, slower_s: float = 0.0) -> None:
+    def __init__(self, monkeypatch, step_s, slower_from: int = 0, slower_s: float = 0.0) -> None:
         self.now = 0.0
         original = trainer_module.Trainer.train_step
 
         def step(trainer):
             out = original(trainer)
-            self.now += slower_s if slower_from and trainer.step >= slower_from else step_s
+            if callable(step_s):
+                self.now += step_s(trainer)
+            else:
+                self.now += slower_s if slower_from and trainer.step >= slower_from else step_s
             return out
 
         monkeypatch.setattr(trainer_module.Trainer, "train_step", step)
@@ -215,16 +219,8 @@ def test_a_budget_sizes_the_model_by_the_measured_step_time(
 
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
-    clock = StepClock(monkeypatch, 0.0)
-    original = trainer_module.Trainer.train_step
-    seconds_per_param = 0.95e-6
-
-    def step(trainer):  # this "machine" takes 0.95e-6 s per parameter per step
-        out = original(trainer)
-        clock.now += seconds_per_param * trainer.model.num_params()
-        return out
-
-    monkeypatch.setattr(trainer_module.Trainer, "train_step", step)
+    seconds_per_param = 0.95e-6  # this "machine" takes 0.95e-6 s per parameter per step
+    clock = StepClock(monkeypatch, lambda trainer: seconds_per_param * trainer.model.num_params())
     cfg = _budget_config(corpus_dir, **{"train.size_from_budget": "true", "train.tokens_per_param": "0.2"})
     model = ModelConfig(depth=3, aspect=16, vocab_size=320, max_seq_len=64)
     cfg = replace(cfg, model=model, train=replace(cfg.train, time_budget_s=20.0))
@@ -281,19 +277,15 @@ def test_a_compiled_step_sizes_the_model_for_the_steps_the_run_takes(tokenized_r
 
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
-    clock = StepClock(monkeypatch, 0.0)
-    original = trainer_module.Trainer.train_step
     seconds_per_param = 1.1e-6
     compiled_calls = []
 
-    def step(trainer):  # eager: 1.1e-6 s per parameter per step; compiled: half that
-        out = original(trainer)
+    def step_s(trainer):  # eager: 1.1e-6 s per parameter per step; compiled: half that
         compiled = isinstance(trainer.step_model, Compiled)
         compiled_calls.append(compiled)
-        clock.now += seconds_per_param * trainer.model.num_params() / (2 if compiled else 1)
-        return out
+        return seconds_per_param * trainer.model.num_params() / (2 if compiled else 1)
 
-    monkeypatch.setattr(trainer_module.Trainer, "train_step", step)
+    clock = StepClock(monkeypatch, step_s)
     monkeypatch.setattr(torch, "compile", Compiled)
     monkeypatch.setattr(plan_module, "compile_unavailable", lambda device: None)
     monkeypatch.setattr(build_module, "compile_unavailable", lambda device: None)
@@ -338,8 +330,6 @@ def test_a_deeper_depth_that_misses_by_far_is_estimated_not_timed(tokenized_run,
 
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
-    clock = StepClock(monkeypatch, 0.0)
-    original = trainer_module.Trainer.train_step
     model = ModelConfig(depth=4, aspect=32, vocab_size=320, max_seq_len=64)
     cfg = _budget_config(corpus_dir, **{"train.size_from_budget": "true"})
     tokens_per_step = cfg.train.seq_len * cfg.train.micro_batch_size
@@ -350,19 +340,17 @@ def test_a_deeper_depth_that_misses_by_far_is_estimated_not_timed(tokenized_run,
     machine_flops = 2e9
     timed = []
 
-    def step(trainer):  # this "machine" runs every depth at the same FLOP/s
-        out = original(trainer)
+    def step_s(trainer):  # this "machine" runs every depth at the same FLOP/s
         depth = depth_of[trainer.model.num_params()]
         timed.append(depth)
-        clock.now += flops[depth] * tokens_per_step / machine_flops
-        return out
+        return flops[depth] * tokens_per_step / machine_flops
 
     def per_param(depth):  # tokens per parameter the budget's training share affords
         return 20 * (1 - SIZE_OVERHEAD) * machine_flops / flops[depth] / params[depth]
 
     target = 0.9 * per_param(4)
     assert per_param(5) * ESTIMATE_MARGIN < target  # depth 5 misses by far; depth 4 fits
-    monkeypatch.setattr(trainer_module.Trainer, "train_step", step)
+    clock = StepClock(monkeypatch, step_s)
     # the ceiling this "machine" reports puts the first guess at depth 4
     peak = machine_flops * (1 - SIZE_OVERHEAD) / SIZE_MFU
     monkeypatch.setattr(plan_module, "measure_matmul_peak", lambda *a, **k: peak)

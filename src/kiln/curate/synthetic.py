@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import TextIO
@@ -17,6 +18,7 @@ from typing import TextIO
 import numpy as np
 
 from kiln.corpus import CorpusConfig, read_documents
+from kiln.errors import KilnError
 
 OTHER_LANGUAGES = {
     "fr": "le la les de des du et un une est dans pour que qui sur avec pas plus par nous vous ils elle "
@@ -132,3 +134,20 @@ def write_web_corpus(out_dir: Path, num_bytes: int, seed: int = 0, docs_per_file
     if f:
         f.close()
     return dict(kinds)
+
+
+def cached_web_corpus(cache: Path, megabytes: int) -> tuple[Path, dict[str, int]]:
+    """`write_web_corpus` of `megabytes` MB under `cache`, generated once: (its folder, documents per
+    kind). A marker file beside the folder (not in it: it would be read as input) records the kinds
+    when generation finished; a folder without one is a partial generation and is made again."""
+    corpus = cache / f"{megabytes}MB"
+    done = cache / f"{megabytes}MB.json"
+    if not done.exists():
+        if corpus.exists():  # a partial generation: only ever its own files
+            strays = [f.name for f in corpus.iterdir() if not re.fullmatch(r"web_\d{5}\.jsonl", f.name)]
+            if strays:
+                raise KilnError(f"{corpus} holds files the generator did not write ({strays[0]}): not deleting it")
+            shutil.rmtree(corpus)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(write_web_corpus(corpus, megabytes * 1_000_000)))
+    return corpus, json.loads(done.read_text())
