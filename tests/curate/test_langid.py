@@ -2,28 +2,64 @@ import random
 
 from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
+from kiln.corpus import Document
 from kiln.curate.langid import load_identifier
+from kiln.curate.steps import Language, StepStats
 from tests.conftest import make_text
 from tests.curate.test_pipeline import FRENCH, GERMAN
 
 
-def test_vectorised_scan_matches_py3langid_exactly():
-    reference = LanguageIdentifier.from_modelpath(MODEL_DIR / MODEL_FILE, norm_probs=True)
-    fast = load_identifier()
+def _texts() -> list[str]:
     rng = random.Random(0)
-    texts = [make_text(rng, n) for n in range(1, 30)] + [
+    return [make_text(rng, n) for n in range(1, 30)] + [
         FRENCH,
         GERMAN,
         "",
         "a",
+        "Le ",  # 2-5 bytes: shorter than the automaton's depth
+        "abcd",
         "ça va? très bien",
         "日本語のテキストです",
         "Привет, как дела?",
         "مرحبا بالعالم",
         "\x00\x01 bytes",
         "Ελληνικά κείμενα",
+        "SHOUTING IN CAPITALS",
     ]
-    for text in texts:
+
+
+def test_vectorised_scan_matches_py3langid_exactly():
+    reference = LanguageIdentifier.from_modelpath(MODEL_DIR / MODEL_FILE, norm_probs=True)
+    fast = load_identifier()
+    for text in _texts():
         want, got = reference.classify(text), fast.classify(text)
         assert got[0] == want[0] and abs(got[1] - want[1]) < 1e-5, text
     assert fast.classify(FRENCH)[0] == "fr" and fast.classify(GERMAN)[0] == "de"
+
+
+def test_a_batch_is_classified_as_each_text_alone():
+    """Joined texts never share a feature across a boundary: a French text after a German one, an
+    empty text between, and batches cut at any size give py3langid's own labels and scores."""
+    reference = LanguageIdentifier.from_modelpath(MODEL_DIR / MODEL_FILE, norm_probs=True)
+    fast = load_identifier()
+    texts = _texts()
+    texts = texts + [GERMAN[-7:] + FRENCH[:5], "", FRENCH[:3]] + texts[::-1]
+    want = [reference.classify(t) for t in texts]
+    for chunk in (1, 40, 1 << 16):
+        got = fast.classify_many(texts, chunk_bytes=chunk)
+        assert [g[0] for g in got] == [w[0] for w in want]
+        assert max(abs(g[1] - w[1]) for g, w in zip(got, want)) < 1e-5
+    assert fast.classify_many([]) == []
+
+
+def test_the_language_step_labels_a_batch_as_one_document_at_a_time():
+    step = Language(keep=["en"], min_score=0.5)
+    texts = _texts()[20:]
+    one_by_one, stats_one = [], StepStats("language")
+    for i, t in enumerate(texts):
+        kept = step(Document(str(i), t, {}), stats_one)
+        one_by_one.append(None if kept is None else kept.metadata)
+    stats_batch = StepStats("language")
+    batch = step.run([Document(str(i), t, {}) for i, t in enumerate(texts)], stats_batch)
+    assert [d.metadata for d in batch] == [m for m in one_by_one if m is not None]
+    assert stats_batch.as_dict() == stats_one.as_dict() and stats_one.dropped

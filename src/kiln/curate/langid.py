@@ -4,7 +4,9 @@ py3langid finds its byte n-gram features with an Aho-Corasick automaton walked o
 in Python, about 1 MB/s. The automaton's trie is at most `depth` (6) bytes deep, so its state
 after byte i depends only on bytes i-5..i: kiln runs those `depth` transitions for every position
 at once as numpy gathers (tens of MB/s), then scores the feature counts exactly as py3langid does.
-`test_langid` checks the labels and scores equal py3langid's own on many texts.
+`classify_many` does the same for a batch of texts in one pass over their joined bytes (a text's
+positions never look back past its own first byte), since numpy's per-call cost dominates a short
+text. `test_langid` checks the labels and scores equal py3langid's own on many texts.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _trie_depth(nextmove: np.ndarray, rowbase: np.ndarray) -> int:
 
 def load_identifier():
     """py3langid's LanguageIdentifier (probabilities normalised) with the vectorised feature scan."""
-    from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
+    from py3langid.langid import MODEL_DIR, MODEL_FILE, RAW_FLOOR, LanguageIdentifier
 
     class VectorisedIdentifier(LanguageIdentifier):
         def _prepare(self) -> None:
@@ -43,19 +45,71 @@ def load_identifier():
             self._depth = _trie_depth(self._next, self._rows)
             self._ptc = np.asarray(self.nb_ptc, dtype=np.float32)  # float16 products have no BLAS
 
-        def _raw_score(self, text: bytes) -> np.ndarray:
-            data = np.frombuffer(text, dtype=np.uint8).astype(np.int64)
+        def _features(self, data: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+            """The feature id after each byte (-1: none), each position's automaton started at most
+            `depth` bytes back and, where the bytes are several texts joined, never before its own
+            text's first byte (`offset`: each position's place within its text)."""
             n = len(data)
             state = np.zeros(n, dtype=self._next.dtype)
-            for k in range(self._depth - 1, -1, -1):  # byte i-k, oldest first
+            for k in range(min(self._depth, n) - 1, -1, -1):  # byte i-k, oldest first (a text of 2-5 bytes too)
                 step = self._next[self._rows[state[k:]] + data[: n - k]]
-                state[k:] = step
-            features = self._out[state]
+                state[k:] = step if offset is None else np.where(offset[k:] >= k, step, 0)
+            return self._out[state]
+
+        def _raw_score(self, text: bytes) -> np.ndarray:
+            data = np.frombuffer(text, dtype=np.uint8).astype(np.int64)
+            features = self._features(data)
             features = features[features >= 0]
             if len(features) == 0:
                 return super()._raw_score(b"")
             idx, counts = np.unique(features, return_counts=True)
             return np.log1p(counts.astype(np.float32)) @ self._ptc[idx] + self.nb_pc
+
+        def classify_many(self, texts: list[str], chunk_bytes: int = 1 << 16) -> list[tuple[str, float]]:
+            """`classify(t)` for each text, in vectorised passes over about `chunk_bytes` at a time."""
+            out: list[tuple[str, float]] = []
+            batch, size = [], 0
+            for text in texts:
+                batch.append(self._encode(text))
+                size += len(batch[-1])
+                if size >= chunk_bytes:
+                    out += self._classify_encoded(batch)
+                    batch, size = [], 0
+            return out + (self._classify_encoded(batch) if batch else [])
+
+        def _classify_encoded(self, encoded: list[bytes]) -> list[tuple[str, float]]:
+            """py3langid's `_decide` and `classify` for each encoded text, over their joined bytes."""
+            lengths = np.array([len(e) for e in encoded], dtype=np.int64)
+            starts = np.cumsum(lengths) - lengths
+            data = np.frombuffer(b"".join(encoded), dtype=np.uint8).astype(np.int64)
+            owner = np.repeat(np.arange(len(encoded)), lengths)
+            features = self._features(data, np.arange(len(data)) - starts[owner])
+            hit = features >= 0
+            keys = owner[hit] * len(self._ptc) + features[hit]  # (text, feature), sorted by text
+            pairs, counts = np.unique(keys, return_counts=True)
+            text_of, feature = np.divmod(pairs, len(self._ptc))
+            fill = 0.0 if self._norm_probs else RAW_FLOOR  # py3langid's score of a featureless text
+            scores = np.full((len(encoded), self._ptc.shape[1]), fill, dtype=np.float32)
+            first = np.flatnonzero(np.diff(text_of, prepend=-1))
+            for a, b in zip(first, [*first[1:], len(pairs)]):  # one product per text, as py3langid's
+                scores[text_of[a]] = np.log1p(counts[a:b].astype(np.float32)) @ self._ptc[feature[a:b]] + self.nb_pc
+            if self._norm_probs:
+                scores *= (1.0 / np.sqrt(np.maximum(lengths, 1)))[:, None].astype(np.float32)
+                np.exp(scores - scores.max(axis=1, keepdims=True), out=scores)
+                scores /= scores.sum(axis=1, keepdims=True)
+            for i, j in self._alias_pairs:
+                if self._norm_probs:
+                    scores[:, i] += scores[:, j]
+                    scores[:, j] = 0.0
+                else:
+                    scores[:, i] = np.maximum(scores[:, i], scores[:, j])
+                    scores[:, j] = RAW_FLOOR
+            best = scores.argmax(axis=1)
+            labels = []
+            for i, conf in zip(best.tolist(), scores[np.arange(len(best)), best].tolist()):
+                low = self.min_confidence is not None and conf < self.min_confidence
+                labels.append(("und" if low else self.nb_classes[i], conf))
+            return labels
 
     ident = VectorisedIdentifier.from_modelpath(MODEL_DIR / MODEL_FILE, norm_probs=True)
     ident._prepare()

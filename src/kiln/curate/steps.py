@@ -139,8 +139,18 @@ class Language(Step):
         self.min_score = min_score
         self.sample_chars = sample_chars
 
+    def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
+        labels = self.identifier.classify_many([d.text[: self.sample_chars] for d in docs])  # one vectorised pass
+        for doc, label in zip(docs, labels):
+            doc.cache["language"] = (doc.text, label)
+        return super().run(docs, stats)
+
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
-        lang, score = self.identifier.classify(doc.text[: self.sample_chars])
+        cached = doc.cache.pop("language", None)  # `run`'s label for this very text, if any
+        if cached is not None and cached[0] is doc.text:
+            lang, score = cached[1]
+        else:
+            lang, score = self.identifier.classify(doc.text[: self.sample_chars])
         doc.metadata["language"], doc.metadata["language_score"] = lang, round(float(score), 4)
         stats.notes[f"lang:{lang}"] += 1
         if self.keep and (lang not in self.keep or score < self.min_score):
