@@ -15,13 +15,17 @@ With --breakdown, a few more steps run under torch.profiler and the step's time 
 matmuls (forward and backward), attention, the loss (cross-entropy over the vocabulary, the soft-cap),
 norms and other elementwise work, a compiled step's fused kernels (by the pass they run in), the
 optimizer (Newton-Schulz's matmuls apart), clipping, and the time in no operator at all (Python and
-dispatch); each matmul shape gets its achieved FLOP/s against the ceiling measured at that shape.
+dispatch); each matmul shape gets its achieved FLOP/s against the ceiling measured at that shape
+(one operand set, hot in cache) and the rate of the same product cycling through enough operand sets
+that each is read from memory ("cold", as a step's products are: the gap between the two is the
+machine's memory system, not the step's code).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import time
 from collections import defaultdict
@@ -110,22 +114,33 @@ def matmul_flops(name: str, shapes: list[list[int]]) -> float:
     return 2.0 * a[0] * a[1] * b[1]
 
 
-def shape_ceiling(shapes: tuple, name: str, device: torch.device, dtype: torch.dtype, seconds: float = 0.3) -> float:
-    """The best FLOP/s this machine reaches on one product of these shapes, in `dtype`."""
+def shape_ceiling(
+    shapes: tuple, name: str, device: torch.device, dtype: torch.dtype, seconds: float = 0.3, cold: bool = False
+) -> float:
+    """The best FLOP/s this machine reaches on one product of these shapes, in `dtype`: with one
+    operand set multiplied again and again (operands hot in cache), or with `cold`, cycling through as
+    many sets as fill ~256 MB (at least 2), so each product reads its operands from memory, as a
+    training step's products do (each operand used once)."""
     if name == "aten::bmm":
         (bsz, m, k), (_, _, n) = shapes[0], shapes[1]
-        a, b = torch.randn(bsz, m, k, device=device, dtype=dtype), torch.randn(bsz, k, n, device=device, dtype=dtype)
+        x, w = (bsz, m, k), (bsz, k, n)
     else:
         x, w = (shapes[1], shapes[2]) if name != "aten::mm" else (shapes[0], shapes[1])
-        a, b = torch.randn(*x, device=device, dtype=dtype), torch.randn(*w, device=device, dtype=dtype)
-    flops = matmul_flops("aten::bmm" if a.dim() == 3 else "aten::mm", [list(a.shape), list(b.shape)])
+    per_set = (math.prod(x) + math.prod(w) + math.prod(x[:-1]) * w[-1]) * torch.finfo(dtype).bits // 8
+    sets = max(2, min(64, (256 << 20) // per_set)) if cold else 1
+    pairs = [
+        (torch.randn(*x, device=device, dtype=dtype), torch.randn(*w, device=device, dtype=dtype)) for _ in range(sets)
+    ]
+    flops = matmul_flops("aten::bmm" if len(x) == 3 else "aten::mm", [list(x), list(w)]) * sets
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    torch.matmul(a, b)
+    for a, b in pairs:
+        torch.matmul(a, b)
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         sync()
         t0 = time.perf_counter()
-        torch.matmul(a, b)
+        for a, b in pairs:
+            torch.matmul(a, b)
         sync()
         best = max(best, flops / max(time.perf_counter() - t0, 1e-9))
     return best
@@ -188,6 +203,7 @@ def breakdown(trainer: Trainer, steps: int, dtype: torch.dtype) -> dict[str, Any
     rows = []
     for (name, shape), (spent, flops, count) in sorted(shapes.items(), key=lambda kv: -kv[1][0]):
         ceiling = shape_ceiling(shape, name, trainer.device, dtype)
+        cold = shape_ceiling(shape, name, trainer.device, dtype, cold=True)
         rows.append(
             {
                 "op": name,
@@ -196,6 +212,7 @@ def breakdown(trainer: Trainer, steps: int, dtype: torch.dtype) -> dict[str, Any
                 "s_per_step": spent / steps,
                 "achieved_gflops": flops / spent / 1e9,
                 "ceiling_gflops": ceiling / 1e9,
+                "cold_gflops": cold / 1e9,
             }
         )
     top = dict(sorted(by_op.items(), key=lambda kv: -kv[1])[:15])
@@ -241,13 +258,13 @@ def print_breakdown(r: dict[str, Any]) -> None:
     total = sum(b["seconds"].values())
     for kind, s in sorted(b["seconds"].items(), key=lambda kv: -kv[1]):
         print(f"  {kind:<42}{s * 1000:>9.1f} ms {s / total:>7.1%}")
-    print(f"  {'matmul shape':<52}{'calls':>6}{'ms/step':>9}{'GFLOP/s':>10}{'ceiling':>10}{'ratio':>7}")
+    print(f"  {'matmul shape':<52}{'calls':>6}{'ms/step':>9}{'GFLOP/s':>10}{'ceiling':>10}{'ratio':>7}{'cold':>8}")
     for m in b["matmuls"][:12]:
         shape = " x ".join("(" + ", ".join(map(str, s)) + ")" for s in m["shapes"])
         print(
             f"  {m['op'][6:] + ' ' + shape:<52}{m['calls_per_step']:>6.0f}{m['s_per_step'] * 1000:>9.1f}"
             f"{m['achieved_gflops']:>10.0f}{m['ceiling_gflops']:>10.0f}"
-            f"{m['achieved_gflops'] / m['ceiling_gflops']:>7.0%}"
+            f"{m['achieved_gflops'] / m['ceiling_gflops']:>7.0%}{m['cold_gflops']:>8.0f}"
         )
     # The most this step's MFU could be: its matmuls at their own shapes' ceilings, nothing else timed
     at_ceiling = sum(m["achieved_gflops"] * m["s_per_step"] / m["ceiling_gflops"] for m in b["matmuls"])
@@ -256,6 +273,13 @@ def print_breakdown(r: dict[str, Any]) -> None:
     print(
         f"  the step's matmuls at their shapes' ceilings would take {at_ceiling * 1000:.0f} ms: with attention,"
         f" the optimizer and the rest free, MFU could reach {bound:.0%} of the larger ceiling"
+    )
+    # ... and at the rate of the same products reading their operands from memory (cold), as a step's do
+    at_cold = sum(m["achieved_gflops"] * m["s_per_step"] / m["cold_gflops"] for m in b["matmuls"])
+    print(
+        f"  at the cold rates (operands cycled through memory: column 'cold') they would take"
+        f" {at_cold * 1000:.0f} ms: MFU {r['achieved_tflops'] * 1e12 * r['step_s'] / max(at_cold, 1e-9) / ceiling:.0%}"
+        " with the rest free"
     )
 
 
