@@ -41,3 +41,19 @@ def test_analyze_many_equals_analyze_text_by_text():
         for one, many in zip([analyze(t) for t in texts], analyze_many(texts, chunk)):
             assert np.array_equal(one.hashes, many.hashes) and np.array_equal(one.lengths, many.lengths)
             assert np.array_equal(one.has_letter, many.has_letter)
+
+
+def test_hashes_do_not_depend_on_the_kept_power_tables(monkeypatch):
+    """The powers are kept between calls up to a size and computed afresh past it: a word hashes the
+    same whether the tables were grown by a longer text before, are shorter, or are not kept at all."""
+    from kiln.curate import words
+
+    text = "Hello, World! " * 40
+    want = analyze(text).hashes.copy()
+    assert int(analyze("kiln").hashes[0]) == 8081745442896201746
+    analyze("x " * 300_000)  # grows the tables
+    assert np.array_equal(analyze(text).hashes, want)
+    monkeypatch.setattr(words, "_POWERS", [])
+    monkeypatch.setattr(words, "_POWERS_KEPT", 64)  # every text here is longer: computed afresh
+    assert np.array_equal(analyze(text).hashes, want) and words._POWERS == []
+    assert int(analyze("kiln").hashes[0]) == 8081745442896201746
