@@ -17,8 +17,8 @@ norms and other elementwise work, a compiled step's fused kernels (by the pass t
 optimizer (Newton-Schulz's matmuls apart), clipping, and the time in no operator at all (Python and
 dispatch); each matmul shape gets its achieved FLOP/s against the ceiling measured at that shape
 (one operand set, hot in cache) and the rate of the same product cycling through enough operand sets
-that each is read from memory ("cold", as a step's products are: the gap between the two is the
-machine's memory system, not the step's code).
+that each is read from memory ("cold": a step's products mostly read operands that other work has
+pushed out of cache, though one the previous op just wrote may still be there).
 """
 
 from __future__ import annotations
@@ -119,15 +119,15 @@ def shape_ceiling(
 ) -> float:
     """The best FLOP/s this machine reaches on one product of these shapes, in `dtype`: with one
     operand set multiplied again and again (operands hot in cache), or with `cold`, cycling through as
-    many sets as fill ~256 MB (at least 2), so each product reads its operands from memory, as a
-    training step's products do (each operand used once)."""
+    many input sets as fill ~256 MB (at most 64; one where a set's inputs are that large already), so
+    each product reads its inputs from memory, as most of a training step's products do."""
     if name == "aten::bmm":
         (bsz, m, k), (_, _, n) = shapes[0], shapes[1]
         x, w = (bsz, m, k), (bsz, k, n)
     else:
         x, w = (shapes[1], shapes[2]) if name != "aten::mm" else (shapes[0], shapes[1])
-    per_set = (math.prod(x) + math.prod(w) + math.prod(x[:-1]) * w[-1]) * torch.finfo(dtype).bits // 8
-    sets = max(2, min(64, (256 << 20) // per_set)) if cold else 1
+    inputs = (math.prod(x) + math.prod(w)) * torch.finfo(dtype).bits // 8  # the output buffer is reused
+    sets = max(1, min(64, (256 << 20) // inputs)) if cold else 1
     pairs = [
         (torch.randn(*x, device=device, dtype=dtype), torch.randn(*w, device=device, dtype=dtype)) for _ in range(sets)
     ]
@@ -278,8 +278,8 @@ def print_breakdown(r: dict[str, Any]) -> None:
     at_cold = sum(m["achieved_gflops"] * m["s_per_step"] / m["cold_gflops"] for m in b["matmuls"])
     print(
         f"  at the cold rates (operands cycled through memory: column 'cold') they would take"
-        f" {at_cold * 1000:.0f} ms: MFU {r['achieved_tflops'] * 1e12 * r['step_s'] / max(at_cold, 1e-9) / ceiling:.0%}"
-        " with the rest free"
+        f" {at_cold * 1000:.0f} ms: with the rest free, MFU could reach"
+        f" {r['achieved_tflops'] * 1e12 * r['step_s'] / max(at_cold, 1e-9) / ceiling:.0%} of the larger ceiling"
     )
 
 

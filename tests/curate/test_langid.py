@@ -63,3 +63,15 @@ def test_the_language_step_labels_a_batch_as_one_document_at_a_time():
     batch = step.run([Document(str(i), t, {}) for i, t in enumerate(texts)], stats_batch)
     assert [d.metadata for d in batch] == [m for m in one_by_one if m is not None]
     assert stats_batch.as_dict() == stats_one.as_dict() and stats_one.dropped
+
+
+def test_a_restricted_label_set_scores_only_those_languages():
+    reference = LanguageIdentifier.from_modelpath(MODEL_DIR / MODEL_FILE, norm_probs=True)
+    fast = load_identifier()
+    for ident in (reference, fast):
+        ident.set_languages(["en", "de", "fr"])
+    texts = _texts()
+    want = [reference.classify(t) for t in texts]
+    for got in ([fast.classify(t) for t in texts], fast.classify_many(texts)):
+        assert [g[0] for g in got] == [w[0] for w in want] and {g[0] for g in got} <= {"en", "de", "fr"}
+        assert max(abs(g[1] - w[1]) for g, w in zip(got, want)) < 1e-5

@@ -142,13 +142,13 @@ class Language(Step):
     def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
         labels = self.identifier.classify_many([d.text[: self.sample_chars] for d in docs])  # one vectorised pass
         for doc, label in zip(docs, labels):
-            doc.cache["language"] = (doc.text, label)
+            doc.cache["language"] = (doc.text, self.sample_chars, label)
         return super().run(docs, stats)
 
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
         cached = doc.cache.pop("language", None)  # `run`'s label for this very text, if any
-        if cached is not None and cached[0] is doc.text:
-            lang, score = cached[1]
+        if cached is not None and cached[0] is doc.text and cached[1] == self.sample_chars:
+            lang, score = cached[2]
         else:
             lang, score = self.identifier.classify(doc.text[: self.sample_chars])
         doc.metadata["language"], doc.metadata["language_score"] = lang, round(float(score), 4)
