@@ -316,6 +316,77 @@ def test_a_compiled_step_sizes_the_model_for_the_steps_the_run_takes(tokenized_r
     assert plan["achieved_tokens_per_param"] == pytest.approx(out["tokens_per_param"])
 
 
+def test_no_compilation_is_spent_on_a_depth_that_misses_at_any_speedup(
+    tokenized_run, tmp_path, corpus_dir, monkeypatch
+):
+    """The compiled step's speedup is measured once, by compiling a probe: not at a depth whose eager
+    step misses the target even at MAX_COMPILE_SPEEDUP (compiling costs many steps, and the run then
+    compiles another depth), but at the first one that could fit; depths timed before it are stated
+    at the compiled rate too."""
+    from torch import nn
+
+    from kiln.config import replace
+    from kiln.models.build import build_on_meta
+    from kiln.models.config import ModelConfig
+    from kiln.train import build as build_module
+    from kiln.train import plan as plan_module
+    from kiln.train.budget import MAX_COMPILE_SPEEDUP, SIZE_MFU, SIZE_OVERHEAD
+    from kiln.train.flops import flops_per_token
+
+    class Compiled(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, **kwargs):
+            return self.inner(*args, **kwargs)
+
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    seconds_per_param = 1.1e-6
+    model = ModelConfig(depth=3, aspect=16, vocab_size=320, max_seq_len=64)
+    params = {d: build_on_meta(replace(model, depth=d)).num_params() for d in range(2, 13)}
+    depth_of = {p: d for d, p in params.items()}
+    steps = []
+
+    def step_s(trainer):  # eager: 1.1e-6 s per parameter per step; compiled: half that
+        compiled = isinstance(trainer.step_model, Compiled)
+        steps.append((depth_of[trainer.model.num_params()], compiled))
+        return seconds_per_param * trainer.model.num_params() / (2 if compiled else 1)
+
+    clock = StepClock(monkeypatch, step_s)
+    monkeypatch.setattr(torch, "compile", Compiled)
+    monkeypatch.setattr(plan_module, "compile_unavailable", lambda device: None)
+    monkeypatch.setattr(build_module, "compile_unavailable", lambda device: None)
+    cfg = _budget_config(corpus_dir, **{"train.size_from_budget": "true", "train.compile": "true"})
+    tokens_per_step = cfg.train.seq_len * cfg.train.micro_batch_size
+
+    def per_param(depth, speedup):  # tokens per parameter the budget's training share affords
+        tokens = 20 * (1 - SIZE_OVERHEAD) * tokens_per_step * speedup / (seconds_per_param * params[depth])
+        return tokens / params[depth]
+
+    target = 0.95 * per_param(4, 2.0)  # depth 4 fits at the compiled rate, 5 not even at the largest speedup
+    assert per_param(5, MAX_COMPILE_SPEEDUP) < target
+    cfg = replace(cfg, model=model, train=replace(cfg.train, time_budget_s=20.0, tokens_per_param=target))
+    # the ceiling this "machine" reports puts the first guess at depth 6 (at SIZE_MFU of it)
+    options = [
+        SizeOption(d, params[d], flops_per_token(replace(model, depth=d), cfg.train.seq_len, cfg.objective))
+        for d in params
+    ]
+    peak = 1.001 * target * options[4].params * options[4].flops_per_token / (20.0 * SIZE_MFU)
+    assert choose_depth(options, 20.0, peak * SIZE_MFU, target)[0] == 6
+    monkeypatch.setattr(plan_module, "measure_matmul_peak", lambda *a, **k: peak)
+    stages.train(cfg, run, clock=clock)
+    plan = json.loads(run.plan.read_text())
+    assert plan["depth"] == 4 and plan["compile_speedup"] == pytest.approx(2.0)
+    assert {"6", "5", "4"} <= set(plan["depth_probe"])  # 6 and 5 were timed eager only
+    assert {d for d, compiled in steps if compiled} == {4} and plan["compile_speedup_depth"] == 4
+    for d, probe in plan["depth_probe"].items():
+        if "eager_step_s" in probe:
+            assert probe["step_s"] == pytest.approx(probe["eager_step_s"] / 2), d
+    assert "2.00x at depth 4" in plan["depth_reason"]
+
+
 def test_a_deeper_depth_that_misses_by_far_is_estimated_not_timed(tokenized_run, tmp_path, corpus_dir, monkeypatch):
     """On a "machine" whose step time follows the FLOPs, the depth above the one that fits misses the
     target tokens per parameter by more than ESTIMATE_MARGIN: the planner records its step as

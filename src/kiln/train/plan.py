@@ -27,6 +27,7 @@ from kiln.train.budget import (
     CHECKPOINT_BYTES_PER_PARAM,
     CHECKPOINT_BYTES_PER_S,
     END_S,
+    MAX_COMPILE_SPEEDUP,
     REPLAN_EVERY,
     REPLAN_WINDOW,
     SIZE_MFU,
@@ -181,7 +182,9 @@ class Planner:
         ids = cast("SpecialIds", self.ids)
         compiled = tc.compile and compile_unavailable(self.device) is None
         probe: dict[int, dict[str, float]] = {}
-        speedup: list[float] = []  # compiled over eager, measured once: at the guess, the first depth timed
+        speedup: list[float] = []  # compiled over eager, measured once, at the first depth that could fit
+        speedup_at: list[int] = []
+        eager_only: set[int] = set()  # depths timed before the speedup was known
 
         def estimated_miss(depth: int) -> bool:
             """Whether `depth`, deeper than one timed, misses the target by far (`misses_by_far`) at that
@@ -198,28 +201,45 @@ class Planner:
             probe[depth] = {"step_s": step_s, "tokens_per_s": rate, "mfu": probe[base]["mfu"], "estimated_from": base}
             return True
 
+        def fits(depth: int, step_s: float) -> bool:
+            return train_s * tokens_per_step / step_s >= tc.tokens_per_param * options[depth].params
+
+        def measure_speedup(depth: int, eager_s: float) -> None:
+            compiled_s = self.agreed(step_seconds(shapes[depth], self.device, ids, clock=self.clock, compiled=True))
+            torch._dynamo.reset()  # the run compiles its own model; inductor's cache on disk keeps the kernels
+            speedup.append(eager_s / compiled_s)
+            speedup_at.append(depth)
+
+        def record(depth: int, eager_s: float) -> float:
+            step_s = eager_s / speedup[0] if speedup else eager_s
+            if not speedup:
+                eager_only.add(depth)
+            rate = tokens_per_step / step_s
+            mfu = options[depth].flops_per_token * rate / self.peak_flops if self.peak_flops else 0.0
+            probe[depth] = {"eager_step_s": eager_s, "step_s": step_s, "tokens_per_s": rate, "mfu": mfu}
+            return step_s
+
         def timed_fits(depth: int) -> bool:
             if self.stop():
                 raise KeyboardInterrupt
             eager_s = self.agreed(step_seconds(shapes[depth], self.device, ids, clock=self.clock))
-            if compiled and not speedup:
-                compiled_s = self.agreed(step_seconds(shapes[depth], self.device, ids, clock=self.clock, compiled=True))
-                torch._dynamo.reset()  # the run compiles its own model; inductor's cache on disk keeps the kernels
-                speedup.append(eager_s / compiled_s)
-            step_s = eager_s / speedup[0] if speedup else eager_s
-            rate = tokens_per_step / step_s
-            mfu = options[depth].flops_per_token * rate / self.peak_flops if self.peak_flops else 0.0
-            probe[depth] = {"eager_step_s": eager_s, "step_s": step_s, "tokens_per_s": rate, "mfu": mfu}
-            return train_s * rate >= tc.tokens_per_param * options[depth].params
+            if compiled and not speedup and fits(depth, eager_s / MAX_COMPILE_SPEEDUP):
+                measure_speedup(depth, eager_s)  # else this depth misses at any speedup: no compilation
+            return fits(depth, record(depth, eager_s))
 
         depth = search_depth(sorted(options), guess, lambda d: not estimated_miss(d) and timed_fits(d))
         if depth not in probe or "estimated_from" in probe[depth]:  # the plan's figure for it is a timed one
             timed_fits(depth)
+        if compiled and not speedup:  # no depth could fit: the run still trains compiled steps
+            measure_speedup(depth, probe[depth]["eager_step_s"])
+        for d in sorted(eager_only) if speedup else []:  # stated at the compiled rate too
+            record(d, probe[d]["eager_step_s"])
         if max(p["mfu"] for p in probe.values()) > 1.0:  # the steps ran above the ceiling: it was read low
             self._remeasure_peak(dtype, probe)
         self.plan["depth_probe"] = {str(d): v for d, v in sorted(probe.items())}
         if speedup:
             self.plan["compile_speedup"] = speedup[0]
+            self.plan["compile_speedup_depth"] = speedup_at[0]
         chosen = options[depth]
         rate = probe[depth]["tokens_per_s"]
         expected = train_s * rate / chosen.params
@@ -230,7 +250,7 @@ class Planner:
             for d, p in sorted(probe.items())
         )
         if speedup:
-            timed += f"; eager steps times the compiled step's speedup, {speedup[0]:.2f}x at depth {guess}"
+            timed += f"; eager steps times the compiled step's speedup, {speedup[0]:.2f}x at depth {speedup_at[0]}"
         return depth, (
             f"depth {depth}: {chosen.params / 1e6:.2f}M parameters, ~{train_s * rate / 1e6:.2f}M tokens in "
             f"{train_s:.0f} s of steps at a measured {rate:,.0f} tokens/s: {expected:.2f} per parameter (the target "
