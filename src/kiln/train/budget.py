@@ -55,11 +55,12 @@ MAX_PROBES = 4
 """Depths timed at most when searching (each costs a model build and a few steps); the chosen depth
 is timed too when the search settles below the last depth it tried."""
 MAX_COMPILE_SPEEDUP = 3.0
-"""The most a compiled step is assumed to gain over an eager one (measured: 1.8x on an AMX Xeon, 2.3x
-on a Zen 4, 2026-12-06/07). With train.compile, the planner measures the speedup once, by compiling
-a step (about as long as 20-40 steps on a 2-core CPU); it skips that at a depth whose eager step
-misses the target even at this speedup, and measures it at the first depth that could fit, usually
-the one chosen, whose kernels the run then finds in inductor's cache."""
+"""The most a compiled step is assumed to gain over an eager one on a CPU (measured: 1.8x on an AMX
+Xeon, 2.3x on a Zen 4, 2026-12-06/07). With train.compile, the planner measures the speedup once, by
+compiling a step (about as long as 20-40 steps on a 2-core CPU); on a CPU it skips that at a depth
+whose eager step misses the target even at this speedup, and measures it at the first depth that
+could fit, usually the one chosen, whose kernels the run then finds in inductor's cache. On a GPU
+(launch-bound small models can gain more) the first depth timed is compiled, as before."""
 ESTIMATE_MARGIN = 1.5
 """A depth deeper than one already timed is not timed itself when its step, estimated from the timed
 one's by their FLOPs per token, affords less than the target tokens per parameter by a wide margin:

@@ -223,8 +223,11 @@ class Planner:
             if self.stop():
                 raise KeyboardInterrupt
             eager_s = self.agreed(step_seconds(shapes[depth], self.device, ids, clock=self.clock))
-            if compiled and not speedup and fits(depth, eager_s / MAX_COMPILE_SPEEDUP):
-                measure_speedup(depth, eager_s)  # else this depth misses at any speedup: no compilation
+            # on a CPU, a depth that misses even at the largest speedup seen is not compiled (a GPU's
+            # launch-bound small models can gain more than any bound measured here)
+            hopeless = self.device.type == "cpu" and not fits(depth, eager_s / MAX_COMPILE_SPEEDUP)
+            if compiled and not speedup and not hopeless:
+                measure_speedup(depth, eager_s)
             return fits(depth, record(depth, eager_s))
 
         depth = search_depth(sorted(options), guess, lambda d: not estimated_miss(d) and timed_fits(d))
