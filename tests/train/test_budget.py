@@ -8,6 +8,7 @@ import signal
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from kiln import stages
 from kiln.train import trainer as trainer_module
@@ -253,27 +254,37 @@ def test_a_budget_sizes_the_model_by_the_measured_step_time(
     assert plan["achieved_tokens_per_param"] == pytest.approx(out["tokens_per_param"])
 
 
+class Compiled(nn.Module):
+    """Stands for torch.compile's module in the planner tests: the same forward, marked."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args, **kwargs):
+        return self.inner(*args, **kwargs)
+
+
+def fake_compile(monkeypatch):
+    """torch.compile returns a `Compiled` wrapper, and compilation counts as available everywhere."""
+    from kiln.train import build as build_module
+    from kiln.train import plan as plan_module
+
+    monkeypatch.setattr(torch, "compile", Compiled)
+    monkeypatch.setattr(plan_module, "compile_unavailable", lambda device: None)
+    monkeypatch.setattr(build_module, "compile_unavailable", lambda device: None)
+
+
 def test_a_compiled_step_sizes_the_model_for_the_steps_the_run_takes(tokenized_run, tmp_path, corpus_dir, monkeypatch):
     """With train.compile the planner times one compiled step beside the eager ones and sizes the
     model at the compiled rate: on a "machine" whose compiled steps take half the time, a deeper model
     than the eager rate affords, expecting the tokens per parameter the run then achieves."""
-    from torch import nn
-
     from kiln.config import replace
     from kiln.models.build import build_on_meta
     from kiln.models.config import ModelConfig
-    from kiln.train import build as build_module
     from kiln.train import plan as plan_module
     from kiln.train.budget import SIZE_MFU, SIZE_OVERHEAD
     from kiln.train.flops import flops_per_token
-
-    class Compiled(nn.Module):  # stands for torch.compile's module: the same forward, marked
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args, **kwargs):
-            return self.inner(*args, **kwargs)
 
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
@@ -286,9 +297,7 @@ def test_a_compiled_step_sizes_the_model_for_the_steps_the_run_takes(tokenized_r
         return seconds_per_param * trainer.model.num_params() / (2 if compiled else 1)
 
     clock = StepClock(monkeypatch, step_s)
-    monkeypatch.setattr(torch, "compile", Compiled)
-    monkeypatch.setattr(plan_module, "compile_unavailable", lambda device: None)
-    monkeypatch.setattr(build_module, "compile_unavailable", lambda device: None)
+    fake_compile(monkeypatch)
     model = ModelConfig(depth=3, aspect=16, vocab_size=320, max_seq_len=64)
     cfg = _budget_config(corpus_dir, **{"train.size_from_budget": "true", "train.compile": "true"})
     tokens_per_step = cfg.train.seq_len * cfg.train.micro_batch_size
@@ -323,23 +332,12 @@ def test_no_compilation_is_spent_on_a_depth_that_misses_at_any_speedup(
     step misses the target even at MAX_COMPILE_SPEEDUP (compiling costs many steps, and the run then
     compiles another depth), but at the first one that could fit; depths timed before it are stated
     at the compiled rate too."""
-    from torch import nn
-
     from kiln.config import replace
     from kiln.models.build import build_on_meta
     from kiln.models.config import ModelConfig
-    from kiln.train import build as build_module
     from kiln.train import plan as plan_module
     from kiln.train.budget import MAX_COMPILE_SPEEDUP, SIZE_MFU, SIZE_OVERHEAD
     from kiln.train.flops import flops_per_token
-
-    class Compiled(nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args, **kwargs):
-            return self.inner(*args, **kwargs)
 
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
@@ -355,9 +353,7 @@ def test_no_compilation_is_spent_on_a_depth_that_misses_at_any_speedup(
         return seconds_per_param * trainer.model.num_params() / (2 if compiled else 1)
 
     clock = StepClock(monkeypatch, step_s)
-    monkeypatch.setattr(torch, "compile", Compiled)
-    monkeypatch.setattr(plan_module, "compile_unavailable", lambda device: None)
-    monkeypatch.setattr(build_module, "compile_unavailable", lambda device: None)
+    fake_compile(monkeypatch)
     cfg = _budget_config(corpus_dir, **{"train.size_from_budget": "true", "train.compile": "true"})
     tokens_per_step = cfg.train.seq_len * cfg.train.micro_batch_size
 

@@ -46,25 +46,19 @@ def load_identifier():
             self._depth = _trie_depth(self._next, self._rows)
             self._ptc = np.asarray(self.nb_ptc, dtype=np.float32)  # float16 products have no BLAS
 
-        def _features(self, data: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
-            """The feature id after each byte (-1: none), each position's automaton started at most
-            `depth` bytes back and, where the bytes are several texts joined, never before its own
-            text's first byte (`offset`: each position's place within its text)."""
+        def _features(self, data: np.ndarray, offset: np.ndarray) -> np.ndarray:
+            """The feature id after each byte (-1: none) of several texts' joined bytes, each position's
+            automaton started at most `depth` bytes back and never before its own text's first byte
+            (`offset`: each position's place within its text)."""
             n = len(data)
             state = np.zeros(n, dtype=self._next.dtype)
             for k in range(min(self._depth, n) - 1, -1, -1):  # byte i-k, oldest first (a text of 2-5 bytes too)
                 step = self._next[self._rows[state[k:]] + data[: n - k]]
-                state[k:] = step if offset is None else np.where(offset[k:] >= k, step, 0)
+                state[k:] = np.where(offset[k:] >= k, step, 0)
             return self._out[state]
 
         def _raw_score(self, text: bytes) -> np.ndarray:
-            data = np.frombuffer(text, dtype=np.uint8).astype(np.int64)
-            features = self._features(data)
-            features = features[features >= 0]
-            if len(features) == 0:
-                return super()._raw_score(b"")
-            idx, counts = np.unique(features, return_counts=True)
-            return np.log1p(counts.astype(np.float32)) @ self._ptc[idx] + self.nb_pc
+            return self._raw_scores([text], np.array([len(text)]))[0]
 
         def classify_many(self, texts: list[str], chunk_bytes: int = 1 << 16) -> list[tuple[str, float]]:
             """`classify(t)` for each text, in vectorised passes over about `chunk_bytes` at a time."""

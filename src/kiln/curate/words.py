@@ -78,14 +78,16 @@ _POWERS_KEPT = 1 << 20
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     """The first `n` entries of both power tables (computed afresh past `_POWERS_KEPT`)."""
-    if _POWERS and len(_POWERS[0]) >= n:
-        return _POWERS[0][:n], _POWERS[1][:n]
-    size = n if n > _POWERS_KEPT else min(max(n, 2 * len(_POWERS[0]) if _POWERS else 1 << 17), _POWERS_KEPT)
+    if n > _POWERS_KEPT:
+        return _power_tables(n)
+    if not _POWERS or len(_POWERS[0]) < n:  # grown by doubling, from 128K entries
+        _POWERS[:] = _power_tables(min(max(n, 2 * len(_POWERS[0]) if _POWERS else 1 << 17), _POWERS_KEPT))
+    return _POWERS[0][:n], _POWERS[1][:n]
+
+
+def _power_tables(size: int) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(over="ignore"):
-        tables = [np.cumprod(np.full(size, base, dtype=np.uint64)) for base in (_P, _P_INV)]
-    if size <= _POWERS_KEPT:
-        _POWERS[:] = tables
-    return tables[0][:n], tables[1][:n]
+        return np.cumprod(np.full(size, _P, dtype=np.uint64)), np.cumprod(np.full(size, _P_INV, dtype=np.uint64))
 
 
 def _analyze_bytes(arr: np.ndarray) -> tuple[Words, np.ndarray]:

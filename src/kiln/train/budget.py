@@ -5,8 +5,9 @@ With `train.time_budget_s` (or `kiln run`'s budget) the trainer plans in two pla
 1. Before building the model (`train.size_from_budget`): the depth on the size dial. A first guess
    assumes the step reaches SIZE_MFU of the measured matmul ceiling (`choose_depth`); then the
    trainer's own step is timed on random tokens at that depth and its neighbours (train/probe.py;
-   eager, and with train.compile once compiled too, at the first depth timed: the eager times are
-   divided by that measured speedup, so the model is sized for the steps the run will take), and the
+   eager, and with train.compile once compiled too, at the first depth that could fit at
+   MAX_COMPILE_SPEEDUP: the eager times are divided by that measured speedup, so the model is sized
+   for the steps the run will take), and the
    plan takes the largest depth whose measured tokens/s, over the budget's training share
    (1 - SIZE_OVERHEAD), still give `train.tokens_per_param` tokens per parameter (`search_depth`). A
    deeper depth whose step, scaled from a timed one by FLOPs, misses that by far is not timed

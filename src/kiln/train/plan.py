@@ -182,9 +182,7 @@ class Planner:
         ids = cast("SpecialIds", self.ids)
         compiled = tc.compile and compile_unavailable(self.device) is None
         probe: dict[int, dict[str, float]] = {}
-        speedup: list[float] = []  # compiled over eager, measured once, at the first depth that could fit
-        speedup_at: list[int] = []
-        eager_only: set[int] = set()  # depths timed before the speedup was known
+        speedup: dict[int, float] = {}  # compiled over eager, measured once, at the first depth that could fit
 
         def estimated_miss(depth: int) -> bool:
             """Whether `depth`, deeper than one timed, misses the target by far (`misses_by_far`) at that
@@ -207,13 +205,10 @@ class Planner:
         def measure_speedup(depth: int, eager_s: float) -> None:
             compiled_s = self.agreed(step_seconds(shapes[depth], self.device, ids, clock=self.clock, compiled=True))
             torch._dynamo.reset()  # the run compiles its own model; inductor's cache on disk keeps the kernels
-            speedup.append(eager_s / compiled_s)
-            speedup_at.append(depth)
+            speedup[depth] = eager_s / compiled_s
 
         def record(depth: int, eager_s: float) -> float:
-            step_s = eager_s / speedup[0] if speedup else eager_s
-            if not speedup:
-                eager_only.add(depth)
+            step_s = eager_s / next(iter(speedup.values()), 1.0)
             rate = tokens_per_step / step_s
             mfu = options[depth].flops_per_token * rate / self.peak_flops if self.peak_flops else 0.0
             probe[depth] = {"eager_step_s": eager_s, "step_s": step_s, "tokens_per_s": rate, "mfu": mfu}
@@ -235,14 +230,14 @@ class Planner:
             timed_fits(depth)
         if compiled and not speedup:  # no depth could fit: the run still trains compiled steps
             measure_speedup(depth, probe[depth]["eager_step_s"])
-        for d in sorted(eager_only) if speedup else []:  # stated at the compiled rate too
-            record(d, probe[d]["eager_step_s"])
+        for d, p in list(probe.items()):  # those timed before the speedup was known: at the compiled rate too
+            if "eager_step_s" in p:
+                record(d, p["eager_step_s"])
         if max(p["mfu"] for p in probe.values()) > 1.0:  # the steps ran above the ceiling: it was read low
             self._remeasure_peak(dtype, probe)
         self.plan["depth_probe"] = {str(d): v for d, v in sorted(probe.items())}
-        if speedup:
-            self.plan["compile_speedup"] = speedup[0]
-            self.plan["compile_speedup_depth"] = speedup_at[0]
+        for at, factor in speedup.items():
+            self.plan["compile_speedup"], self.plan["compile_speedup_depth"] = factor, at
         chosen = options[depth]
         rate = probe[depth]["tokens_per_s"]
         expected = train_s * rate / chosen.params
@@ -252,8 +247,8 @@ class Planner:
             + (f", estimated from depth {p['estimated_from']} by FLOPs" if "estimated_from" in p else "")
             for d, p in sorted(probe.items())
         )
-        if speedup:
-            timed += f"; eager steps times the compiled step's speedup, {speedup[0]:.2f}x at depth {speedup_at[0]}"
+        for at, factor in speedup.items():
+            timed += f"; eager steps times the compiled step's speedup, {factor:.2f}x at depth {at}"
         return depth, (
             f"depth {depth}: {chosen.params / 1e6:.2f}M parameters, ~{train_s * rate / 1e6:.2f}M tokens in "
             f"{train_s:.0f} s of steps at a measured {rate:,.0f} tokens/s: {expected:.2f} per parameter (the target "
