@@ -418,3 +418,18 @@ def test_a_folder_kiln_did_not_make_is_refused_as_a_run_directory(tmp_path, caps
     args = ["tokenizer", "--preset", "debug", "--data.corpus", str(corpus_dir), "--data.val_fraction", "0.2"]
     assert main([*args, "--run-dir", str(empty)]) == 0  # an empty folder is fine, and then it is a kiln run
     assert main(["tokenize", "--run-dir", str(empty)]) == 0
+
+
+def test_a_torchrun_rank_leaves_with_its_code_and_its_output(tmp_path):
+    """A rank of a multi-process launch skips the interpreter's teardown (it can abort a finished rank)
+    but keeps its exit code and everything it printed; a single process exits normally."""
+    import os
+    import subprocess
+    import sys
+
+    script = "from kiln.__main__ import _exit; import sys; print('out'); print('err', file=sys.stderr); _exit(3)"
+    for world in ("2", "1"):
+        env = dict(os.environ, WORLD_SIZE=world)
+        env.pop("PYTHONUNBUFFERED", None)  # buffered, as a pipe makes it: lost without a flush
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+        assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
