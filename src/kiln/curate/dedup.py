@@ -69,7 +69,8 @@ class NearDuplicateIndex:
         self.buckets: list[dict[bytes, str]] = [{} for _ in range(cfg.bands)]
 
     def check_and_add(self, doc_id: str, signature: np.ndarray) -> str | None:
-        keys = [signature[i * self.cfg.rows : (i + 1) * self.cfg.rows].tobytes() for i in range(self.cfg.bands)]
+        raw, width = signature.tobytes(), signature.itemsize * self.cfg.rows  # slicing bytes: no array per band
+        keys = [raw[i * width : (i + 1) * width] for i in range(self.cfg.bands)]
         for bucket, key in zip(self.buckets, keys):
             hit = bucket.get(key)
             if hit is not None:

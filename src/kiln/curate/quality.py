@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
 from kiln.curate.config import QualityConfig
+from kiln.curate.wordbatch import WordBatch, repeats, runs
 from kiln.curate.words import Words, analyze, hashes_of
 
 STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
@@ -55,66 +57,123 @@ def _dup_fraction(items: list[str]) -> tuple[float, float]:
 
 @lru_cache(maxsize=1)
 def _stop_word_hashes() -> np.ndarray:
-    return hashes_of(sorted(STOP_WORDS))
+    return np.sort(hashes_of(sorted(STOP_WORDS)))
 
 
-def _stop_words_seen(hashes: np.ndarray) -> int:
-    """How many distinct stop words these word hashes hold."""
-    return int((hashes[:, None] == _stop_word_hashes()[None, :]).any(axis=0).sum())
+class WordFacts(NamedTuple):
+    """What the word-level Gopher rules need of one document, computed for a batch at once."""
+
+    mean_length: float
+    alpha_fraction: float
+    """Share of words holding a letter."""
+    stop_words: int
+    """Distinct stop words seen (among the first 256 words when those hold enough: prose shows them
+    early; else among all)."""
+    ngram_reason: str | None
+    """The n-gram repetition rules' verdict (`ngram_reasons`)."""
 
 
-def _dup_ngram_fraction(words: Words, n: int) -> float:
-    """Share of word characters inside n-grams that repeat an earlier n-gram."""
-    grams = words.grams(n)
-    ordered = np.sort(grams)  # most text repeats no n-gram: a plain sort (SIMD) says so cheaply
-    if not (ordered[1:] == ordered[:-1]).any():
-        return 0.0
-    order = np.argsort(grams, kind="stable")  # equal grams stay in text order: the first is the original
-    ordered = grams[order]
-    repeat = np.zeros(len(grams), dtype=bool)
-    repeat[order[1:]] = ordered[1:] == ordered[:-1]
-    starts = np.flatnonzero(repeat)
+def _stop_words_seen(batch: WordBatch, words: np.ndarray) -> np.ndarray:
+    """Per document: how many distinct stop words its words at `words` (positions) hold."""
+    stops = _stop_word_hashes()
+    at = np.minimum(np.searchsorted(stops, batch.hashes[words]), len(stops) - 1)
+    hit = stops[at] == batch.hashes[words]
+    pairs = np.unique(batch.doc[words[hit]] * len(stops) + at[hit])  # (document, stop word), once each
+    return np.bincount(pairs // len(stops), minlength=batch.num_docs)
+
+
+def word_facts(words: list[Words], cfg: QualityConfig) -> list[WordFacts]:
+    """`WordFacts` of each document of a batch, in a few whole-batch passes."""
+    batch = WordBatch(words)
+    counts = np.maximum(np.diff(batch.offsets), 1)
+    mean_length = batch.chars / counts
+    alpha = np.bincount(batch.doc, weights=batch.has_letter, minlength=batch.num_docs) / counts
+    everywhere = np.arange(len(batch.hashes))
+    early = everywhere[everywhere - batch.offsets[batch.doc] < 256]
+    stops = _stop_words_seen(batch, early)
+    few = stops < cfg.min_stop_words
+    if few.any():
+        stops[few] = _stop_words_seen(batch, everywhere[few[batch.doc]])[few]
+    grams = ngram_reasons(batch, cfg)
+    batch.share(words)
+    return [
+        WordFacts(m, a, s, g)
+        for m, a, s, g in zip(mean_length.tolist(), alpha.tolist(), stops.tolist(), grams)
+    ]
+
+
+def _dup_ngram_fractions(batch: WordBatch, n: int, active: np.ndarray) -> np.ndarray:
+    """Per document (the `active` ones; 0 elsewhere): the share of its word bytes inside n-grams that
+    repeat an earlier n-gram of the same document."""
+    pos, keys = batch.keys(n)
+    inside = active[batch.doc[pos]]
+    if not inside.all():
+        pos, keys = pos[inside], keys[inside]
+    starts = pos[repeats(keys)]
     if len(starts) == 0:
-        return 0.0
-    depth = np.zeros(len(words) + 1, dtype=np.int64)
+        return np.zeros(batch.num_docs)
+    depth = np.zeros(len(batch.hashes) + 1, dtype=np.int64)  # +1 where a repeat starts, -1 past its end
     np.add.at(depth, starts, 1)
     np.add.at(depth, starts + n, -1)
     covered = np.cumsum(depth[:-1]) > 0
-    return float(words.lengths[covered].sum()) / max(int(words.lengths.sum()), 1)
+    covered_chars = np.bincount(batch.doc, weights=batch.lengths * covered, minlength=batch.num_docs)
+    return covered_chars / np.maximum(batch.chars, 1)
 
 
-def _ngram_checks(words: Words, cfg: QualityConfig) -> str | None:
-    total_chars = max(int(words.lengths.sum()), 1)
-    span = np.concatenate(([0], np.cumsum(words.lengths)))
-    top_count = None
+def _top_ngrams(batch: WordBatch, cfg: QualityConfig, reasons: list[str | None], active: np.ndarray) -> None:
+    """Gopher's most-frequent 2/3/4-gram rule, for every active document at once: fails set `reasons`
+    and leave `active`. A document's most frequent n-gram (ties: the least hash) covers its count
+    times its bytes."""
+    total = np.maximum(batch.chars, 1)
+    top_count = np.full(batch.num_docs, -1, dtype=np.int64)  # -1: no n-gram counted yet
+    none = np.iinfo(np.uint64).max
     for n, limit in zip((2, 3, 4), cfg.max_top_ngram_frac):
-        grams = words.grams(n)
-        if len(grams) == 0:
+        pos = batch.starts(n)
+        doc = batch.doc[pos]
+        need = active & (np.diff(batch.offsets) >= n)
+        counted = top_count >= 0
+        if counted.any():
+            # no n-gram repeats more often than the top (n-1)-gram, nor spans more than the widest n
+            # words: when even that product is under the limit, the document needs no count
+            widest = batch.per_doc_max(doc, batch.widths(pos, n))
+            need &= ~(counted & (top_count * widest / total <= limit))
+        if not need.any():
             continue
-        # no n-gram repeats more often than the top (n-1)-gram, nor spans more than the widest n
-        # words: when even that product is under the limit, the sort can be skipped
-        if top_count is not None and top_count * int((span[n:] - span[:-n]).max()) / total_chars <= limit:
-            continue
-        ordered = np.sort(grams)
-        bounds = np.concatenate(([0], np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, [len(ordered)]))
-        runs = np.diff(bounds)
-        top = int(runs.argmax())
-        top_count = int(runs[top])
-        if runs[top] > 1:
-            first = int(np.argmax(grams == ordered[bounds[top]]))
-            chars = int(words.lengths[first : first + n].sum())
-            if runs[top] * chars / total_chars > limit:
-                return f"top_{n}gram"
+        if not need.all():
+            pos, doc = pos[need[doc]], doc[need[doc]]
+        keys = batch.key_of(pos, batch.gram_hashes(n)[pos])
+        key, count = runs(keys)
+        run_doc = batch.doc_of(key)
+        top = batch.per_doc_max(run_doc, count)
+        top_count[need] = top[need]
+        tied = (count == top[run_doc]) & (count > 1)
+        least = np.full(batch.num_docs, none, dtype=np.uint64)
+        np.minimum.at(least, run_doc[tied], key[tied])
+        at = np.flatnonzero((keys == least[doc]) & (least[doc] != none))  # every occurrence of each pick
+        picked, first = np.unique(doc[at], return_index=True)
+        share = top[picked] * batch.widths(pos[at[first]], n) / total[picked]
+        for d in picked[share > limit].tolist():
+            reasons[d] = f"top_{n}gram"
+            active[d] = False
+
+
+def ngram_reasons(batch: WordBatch, cfg: QualityConfig) -> list[str | None]:
+    """Gopher's n-gram repetition rules for each document ('top_3gram', 'dup_5gram', or None when it
+    passes), for a batch at once."""
+    reasons: list[str | None] = [None] * batch.num_docs
+    active = np.ones(batch.num_docs, dtype=bool)
+    _top_ngrams(batch, cfg, reasons, active)
     # a repeated (n+1)-gram is made of repeated n-grams, so coverage only shrinks as n grows:
-    # below the smallest limit at n = 5, every larger n passes too
+    # below the smallest limit left, every larger n passes too
     limits = list(zip(range(5, 11), cfg.max_dup_ngram_frac))
     for i, (n, limit) in enumerate(limits):
-        frac = _dup_ngram_fraction(words, n)
-        if frac > limit:
-            return f"dup_{n}gram"
-        if frac <= min(lim for _, lim in limits[i:]):
-            return None
-    return None
+        if not active.any():
+            break
+        frac = _dup_ngram_fractions(batch, n, active)
+        for d in np.flatnonzero(active & (frac > limit)).tolist():
+            reasons[d] = f"dup_{n}gram"
+        active &= (frac <= limit) & (frac > min(lim for _, lim in limits[i:]))
+    return reasons
 
 
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
@@ -124,28 +183,34 @@ def check_quality(text: str, cfg: QualityConfig, words: Words | None = None) -> 
     """The first failed rule's name (e.g. 'gopher:min_words'), or None if the document passes.
 
     Words are the folded words of `kiln.curate.words` (letters and digits; punctuation splits)."""
-    words = words if words is not None else analyze(text)
-    num_words = len(words)
+    return quality_reasons([text], [words if words is not None else analyze(text)], cfg)[0]
+
+
+def quality_reasons(texts: list[str], words: list[Words], cfg: QualityConfig) -> list[str | None]:
+    """`check_quality` of each text (with its words), the n-gram rules for the whole batch at once."""
+    facts = word_facts(words, cfg)
+    return [_first_failure(t, len(w), f, cfg) for t, w, f in zip(texts, words, facts)]
+
+
+def _first_failure(text: str, num_words: int, facts: WordFacts, cfg: QualityConfig) -> str | None:
+    """The rules in order, the word-level ones from `facts`."""
     if num_words < cfg.min_words:
         return "gopher:min_words"
     if num_words > cfg.max_words:
         return "gopher:max_words"
-    mean_len = float(words.lengths.mean())
-    if not cfg.min_mean_word_length <= mean_len <= cfg.max_mean_word_length:
+    if not cfg.min_mean_word_length <= facts.mean_length <= cfg.max_mean_word_length:
         return "gopher:mean_word_length"
     if (text.count("#") + text.count("...") + text.count("…")) / num_words > cfg.max_symbol_word_ratio:
         return "gopher:symbol_ratio"
-    lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
+    lines = [ln for ln in map(str.strip, text.split("\n")) if ln]
     num_lines = max(len(lines), 1)
     if sum(ln.startswith(BULLETS) for ln in lines) / num_lines > cfg.max_bullet_lines:
         return "gopher:bullet_lines"
     if sum(ln.endswith(("...", "…")) for ln in lines) / num_lines > cfg.max_ellipsis_lines:
         return "gopher:ellipsis_lines"
-    if words.has_letter.mean() < cfg.min_alpha_words:
+    if facts.alpha_fraction < cfg.min_alpha_words:
         return "gopher:alpha_words"
-    if _stop_words_seen(words.hashes[:256]) < cfg.min_stop_words and (  # most prose shows them early
-        _stop_words_seen(words.hashes) < cfg.min_stop_words
-    ):
+    if facts.stop_words < cfg.min_stop_words:
         return "gopher:stop_words"
     dup_lines, dup_line_chars = _dup_fraction(lines)
     if dup_lines > cfg.max_dup_line_frac or dup_line_chars > cfg.max_dup_line_char_frac:
@@ -154,9 +219,8 @@ def check_quality(text: str, cfg: QualityConfig, words: Words | None = None) -> 
     dup_paras, dup_para_chars = _dup_fraction(paragraphs)
     if dup_paras > cfg.max_dup_line_frac or dup_para_chars > cfg.max_dup_line_char_frac:
         return "gopher:dup_paragraphs"
-    reason = _ngram_checks(words, cfg)
-    if reason:
-        return f"gopher:{reason}"
+    if facts.ngram_reason:
+        return f"gopher:{facts.ngram_reason}"
     lowered = text.lower()
     if "lorem ipsum" in lowered:
         return "c4:lorem_ipsum"

@@ -23,7 +23,8 @@ from kiln.curate.dedup import MinHasher, NearDuplicateIndex, exact_key
 from kiln.curate.langid import load_identifier
 from kiln.curate.normalize import normalize
 from kiln.curate.pii import redact
-from kiln.curate.quality import check_quality
+from kiln.curate.quality import check_quality, quality_reasons
+from kiln.curate.wordbatch import WordBatch
 from kiln.curate.words import analyze, cache_words, words_of
 
 
@@ -114,12 +115,25 @@ class Quality(Step):
     def __init__(self, cfg: QualityConfig) -> None:
         self.cfg = cfg
 
+    CHUNK_DOCS = 64
+    """Documents whose n-gram rules run in one set of vectorised passes: enough that numpy's per-call
+    cost is shared, few enough that the passes stay in the CPU's caches."""
+
     def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
         cache_words(docs)  # the word views of the whole batch in a few vectorised passes
+        for i in range(0, len(docs), self.CHUNK_DOCS):
+            chunk = docs[i : i + self.CHUNK_DOCS]
+            reasons = quality_reasons([d.text for d in chunk], [words_of(d) for d in chunk], self.cfg)
+            for doc, reason in zip(chunk, reasons):
+                doc.cache["quality"] = (doc.text, reason)
         return super().run(docs, stats)
 
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
-        reason = check_quality(doc.text, self.cfg, words_of(doc))
+        cached = doc.cache.pop("quality", None)  # `run`'s verdict on this very text, if any
+        if cached is not None and cached[0] is doc.text:
+            reason = cached[1]
+        else:
+            reason = check_quality(doc.text, self.cfg, words_of(doc))
         if reason:
             stats.drop(doc, reason)
             return None
@@ -202,23 +216,38 @@ class Decontaminate(Step):
         self.bitmap = np.zeros(1 << self.BITMAP_BITS, dtype=bool)
         self.bitmap[grams >> self.shift] = True
 
-    def shared(self, doc: Document) -> int:
+    def _evaluation_text(self, doc: Document) -> bool:
+        return self.skip_split is not None and split_of(doc.id, self.skip_split) == "val"
+
+    def shared(self, docs: list[Document]) -> list[int]:
+        """How many distinct evaluation n-grams each document holds, for a batch at once."""
         if self.grams_file is not None:
             self._index(np.load(self.grams_file))
             self.grams_file = None
-        grams = words_of(doc).grams(self.n)
-        if len(grams) == 0 or len(self.grams) == 0:
-            return 0
-        grams = grams[self.bitmap[grams >> self.shift]]
-        if len(grams) == 0:
-            return 0
+        if len(self.grams) == 0:
+            return [0] * len(docs)
+        batch = WordBatch([words_of(d) for d in docs])
+        pos, grams = batch.grams(self.n)
+        hit = self.bitmap[grams >> self.shift]  # most n-grams are ruled out here
+        pos, grams = pos[hit], grams[hit]
         at = np.minimum(np.searchsorted(self.grams, grams), len(self.grams) - 1)
-        return len(np.unique(grams[self.grams[at] == grams]))
+        found = self.grams[at] == grams
+        distinct = np.unique(batch.key_of(pos[found], grams[found]))  # each n-gram once per document
+        return np.bincount(batch.doc_of(distinct), minlength=len(docs)).tolist()
+
+    def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
+        todo = [d for d in docs if not self._evaluation_text(d)]
+        for i in range(0, len(todo), Quality.CHUNK_DOCS):
+            chunk = todo[i : i + Quality.CHUNK_DOCS]
+            for doc, shared in zip(chunk, self.shared(chunk)):
+                doc.cache["decontaminate"] = (doc.text, shared)
+        return super().run(docs, stats)
 
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
-        if self.skip_split is not None and split_of(doc.id, self.skip_split) == "val":
+        cached = doc.cache.pop("decontaminate", None)  # `run`'s count for this very text, if any
+        if self._evaluation_text(doc):
             return doc
-        shared = self.shared(doc)
+        shared = cached[1] if cached is not None and cached[0] is doc.text else self.shared([doc])[0]
         if shared >= self.min_shared:
             stats.drop(doc, "eval_overlap", shared_ngrams=shared)
             return None

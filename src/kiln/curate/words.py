@@ -64,7 +64,7 @@ class Words:
         got = self._grams.get(n)
         if got is None:
             m = max((k for k in self._grams if k < n), default=1)
-            got = _longer_grams(self.hashes, self.hashes if m == 1 else self._grams[m], m, n)
+            got = longer_grams(self.hashes, self.hashes if m == 1 else self._grams[m], m, n)
             self._grams[n] = got
         return got
 
@@ -150,7 +150,7 @@ def words_of(doc: Document) -> Words:
     return words
 
 
-def _longer_grams(hashes: np.ndarray, grams: np.ndarray, m: int, n: int) -> np.ndarray:
+def longer_grams(hashes: np.ndarray, grams: np.ndarray, m: int, n: int) -> np.ndarray:
     """The `n`-gram hashes of `hashes` from its `m`-gram hashes `grams` (m < n): one multiply-add
     per extra word."""
     if len(hashes) - n + 1 <= 0:
@@ -163,7 +163,7 @@ def _longer_grams(hashes: np.ndarray, grams: np.ndarray, m: int, n: int) -> np.n
 
 def ngram_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
     """One hash per run of `n` consecutive words (empty if there are fewer than `n` words)."""
-    return hashes[: len(hashes) - n + 1].copy() if n == 1 else _longer_grams(hashes, hashes, 1, n)
+    return hashes[: len(hashes) - n + 1].copy() if n == 1 else longer_grams(hashes, hashes, 1, n)
 
 
 def hashes_of(words: list[str]) -> np.ndarray:
