@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kiln.curate.wordbatch import WordBatch
 from kiln.curate.words import Words, analyze, ngram_hashes
 
 GROUP_TERMS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -132,19 +133,26 @@ class GroupTermCounter:
 
     def mentions(self, words: Words) -> np.ndarray:
         """Mentions per group (in `self.groups` order) in one document's words."""
-        out = np.zeros(len(self.groups), dtype=np.int64)
-        covered = np.zeros(len(words), dtype=bool)
+        return self.mentions_many([words])[0]
+
+    def mentions_many(self, words: list[Words]) -> np.ndarray:
+        """`mentions` of each document of a batch, one row each, in whole-batch passes."""
+        batch = WordBatch(words)
+        out = np.zeros((len(words), len(self.groups)), dtype=np.int64)
+        covered = np.zeros(len(batch.hashes), dtype=bool)
+        found: list[tuple[int, int, int]] = []  # (position, words, group) of every match, longest terms first
         for n, hashes, group, bitmap in self.lexicon:
-            grams = words.grams(n)
+            pos, grams = batch.grams(n)
             where = np.flatnonzero(bitmap[grams >> self._shift])
             if len(where) == 0:
                 continue
             at = np.minimum(np.searchsorted(hashes, grams[where]), len(hashes) - 1)
             hit = hashes[at] == grams[where]
-            for p, term in zip(where[hit].tolist(), at[hit].tolist()):  # left to right, no overlaps
-                if not covered[p : p + n].any():
-                    covered[p : p + n] = True
-                    out[group[term]] += 1
+            found += [(p, n, group[t]) for p, t in zip(pos[where[hit]].tolist(), at[hit].tolist())]
+        for p, n, g in found:  # per length longest first, each left to right: no overlaps
+            if not covered[p : p + n].any():
+                covered[p : p + n] = True
+                out[batch.doc[p], g] += 1
         return out
 
     def add_mentions(self, mentions: np.ndarray, num_words: int) -> None:

@@ -24,7 +24,7 @@ from kiln.curate.langid import load_identifier
 from kiln.curate.normalize import normalize
 from kiln.curate.pii import redact
 from kiln.curate.quality import check_quality, quality_reasons
-from kiln.curate.wordbatch import WordBatch
+from kiln.curate.wordbatch import CHUNK_DOCS, WordBatch
 from kiln.curate.words import analyze, cache_words, words_of
 
 
@@ -115,14 +115,10 @@ class Quality(Step):
     def __init__(self, cfg: QualityConfig) -> None:
         self.cfg = cfg
 
-    CHUNK_DOCS = 64
-    """Documents whose n-gram rules run in one set of vectorised passes: enough that numpy's per-call
-    cost is shared, few enough that the passes stay in the CPU's caches."""
-
     def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
         cache_words(docs)  # the word views of the whole batch in a few vectorised passes
-        for i in range(0, len(docs), self.CHUNK_DOCS):
-            chunk = docs[i : i + self.CHUNK_DOCS]
+        for i in range(0, len(docs), CHUNK_DOCS):
+            chunk = docs[i : i + CHUNK_DOCS]
             reasons = quality_reasons([d.text for d in chunk], [words_of(d) for d in chunk], self.cfg)
             for doc, reason in zip(chunk, reasons):
                 doc.cache["quality"] = (doc.text, reason)
@@ -237,8 +233,8 @@ class Decontaminate(Step):
 
     def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
         todo = [d for d in docs if not self._evaluation_text(d)]
-        for i in range(0, len(todo), Quality.CHUNK_DOCS):
-            chunk = todo[i : i + Quality.CHUNK_DOCS]
+        for i in range(0, len(todo), CHUNK_DOCS):
+            chunk = todo[i : i + CHUNK_DOCS]
             for doc, shared in zip(chunk, self.shared(chunk)):
                 doc.cache["decontaminate"] = (doc.text, shared)
         return super().run(docs, stats)

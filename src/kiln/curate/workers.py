@@ -23,6 +23,7 @@ import numpy as np
 
 from kiln.curate.groupterms import GroupTermCounter
 from kiln.curate.steps import Deduplicate, Step, StepStats
+from kiln.curate.wordbatch import CHUNK_DOCS
 from kiln.curate.words import words_of
 from kiln.readers import Document
 
@@ -56,13 +57,16 @@ class LocalSteps:
         docs = batch
         for step, st in zip(self.steps, stats):
             docs = step.run(docs, st)
+        words = [words_of(doc) for doc in docs]
+        mentions: list[np.ndarray | None] = [None] * len(docs)
+        if self.terms is not None:
+            chunks = [words[i : i + CHUNK_DOCS] for i in range(0, len(words), CHUNK_DOCS)]
+            mentions = [row for chunk in chunks for row in self.terms.mentions_many(chunk)]
         out = []
-        for doc in docs:
+        for doc, w, m in zip(docs, words, mentions):
             keys = self.dedup.keys(doc) if self.dedup else (None, None)
-            words = words_of(doc)
-            mentions = self.terms.mentions(words) if self.terms else None
             doc.cache.clear()  # derived views stay in the worker
-            out.append(Passed(doc, keys, mentions, len(words)))
+            out.append(Passed(doc, keys, m, len(w)))
         return out, stats
 
 
