@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from kiln.curate.config import QualityConfig
-from kiln.curate.wordbatch import WordBatch, repeats, runs
+from kiln.curate.wordbatch import WordBatch, distinct, repeats, runs
 from kiln.curate.words import Words, analyze, hashes_of
 
 STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
@@ -78,7 +78,7 @@ def _stop_words_seen(batch: WordBatch, words: np.ndarray) -> np.ndarray:
     stops = _stop_word_hashes()
     at = np.minimum(np.searchsorted(stops, batch.hashes[words]), len(stops) - 1)
     hit = stops[at] == batch.hashes[words]
-    pairs = np.unique(batch.doc[words[hit]] * len(stops) + at[hit])  # (document, stop word), once each
+    pairs = distinct(batch.doc[words[hit]] * len(stops) + at[hit])  # (document, stop word), once each
     return np.bincount(pairs // len(stops), minlength=batch.num_docs)
 
 
@@ -96,10 +96,7 @@ def word_facts(words: list[Words], cfg: QualityConfig) -> list[WordFacts]:
         stops[few] = _stop_words_seen(batch, everywhere[few[batch.doc]])[few]
     grams = ngram_reasons(batch, cfg)
     batch.share(words)
-    return [
-        WordFacts(m, a, s, g)
-        for m, a, s, g in zip(mean_length.tolist(), alpha.tolist(), stops.tolist(), grams)
-    ]
+    return [WordFacts(m, a, s, g) for m, a, s, g in zip(mean_length.tolist(), alpha.tolist(), stops.tolist(), grams)]
 
 
 def _dup_ngram_fractions(batch: WordBatch, n: int, active: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ deduplication alone keeps an index across documents and is split into pure `keys
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -24,8 +25,8 @@ from kiln.curate.langid import load_identifier
 from kiln.curate.normalize import normalize
 from kiln.curate.pii import redact
 from kiln.curate.quality import check_quality, quality_reasons
-from kiln.curate.wordbatch import CHUNK_DOCS, WordBatch
-from kiln.curate.words import analyze, cache_words, words_of
+from kiln.curate.wordbatch import CHUNK_DOCS, WordBatch, distinct
+from kiln.curate.words import analyze_many, cache_words, words_of
 
 
 @dataclass
@@ -180,8 +181,11 @@ class RedactPII(Step):
 
 def eval_ngrams(texts: Iterable[str], n: int) -> np.ndarray:
     """Sorted unique hashes of every `n`-word sequence in the evaluation texts."""
-    parts = [analyze(t).grams(n) for t in texts]
-    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
+    parts: list[np.ndarray] = []
+    texts = iter(texts)
+    while chunk := list(itertools.islice(texts, 1000)):  # the word views in vectorised passes
+        parts += [w.grams(n) for w in analyze_many(chunk)]
+    return distinct(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
 
 
 class Decontaminate(Step):
@@ -228,8 +232,8 @@ class Decontaminate(Step):
         pos, grams = pos[hit], grams[hit]
         at = np.minimum(np.searchsorted(self.grams, grams), len(self.grams) - 1)
         found = self.grams[at] == grams
-        distinct = np.unique(batch.key_of(pos[found], grams[found]))  # each n-gram once per document
-        return np.bincount(batch.doc_of(distinct), minlength=len(docs)).tolist()
+        pairs = distinct(batch.key_of(pos[found], grams[found]))  # each n-gram once per document
+        return np.bincount(batch.doc_of(pairs), minlength=len(docs)).tolist()
 
     def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
         todo = [d for d in docs if not self._evaluation_text(d)]
