@@ -12,9 +12,10 @@ from __future__ import annotations
 import itertools
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,6 +28,8 @@ from kiln.curate.pii import redact
 from kiln.curate.quality import check_quality, quality_reasons
 from kiln.curate.wordbatch import CHUNK_DOCS, WordBatch, distinct
 from kiln.curate.words import analyze_many, cache_words, words_of
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -83,6 +86,16 @@ class Step:
         batch at once (shared vectorised work) override this and give the same results."""
         return [kept for doc in docs if (kept := self(doc, stats)) is not None]
 
+    def remember(self, docs: list[Document], values: Iterable[object]) -> None:
+        """Keep what `run` worked out for the whole batch, per document, for `apply` to `recall`."""
+        for doc, value in zip(docs, values):
+            doc.cache[self.name] = (doc.text, value)
+
+    def recall(self, doc: Document, compute: Callable[[], T]) -> T:
+        """What `run` kept for this very text, else `compute()` (a document given to `apply` alone)."""
+        kept = doc.cache.pop(self.name, None)
+        return kept[1] if kept is not None and kept[0] is doc.text else compute()
+
     def __call__(self, doc: Document, stats: StepStats) -> Document | None:
         stats.num_in += 1
         before = doc.text
@@ -120,17 +133,11 @@ class Quality(Step):
         cache_words(docs)  # the word views of the whole batch in a few vectorised passes
         for i in range(0, len(docs), CHUNK_DOCS):
             chunk = docs[i : i + CHUNK_DOCS]
-            reasons = quality_reasons([d.text for d in chunk], [words_of(d) for d in chunk], self.cfg)
-            for doc, reason in zip(chunk, reasons):
-                doc.cache["quality"] = (doc.text, reason)
+            self.remember(chunk, quality_reasons([d.text for d in chunk], [words_of(d) for d in chunk], self.cfg))
         return super().run(docs, stats)
 
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
-        cached = doc.cache.pop("quality", None)  # `run`'s verdict on this very text, if any
-        if cached is not None and cached[0] is doc.text:
-            reason = cached[1]
-        else:
-            reason = check_quality(doc.text, self.cfg, words_of(doc))
+        reason = self.recall(doc, lambda: check_quality(doc.text, self.cfg, words_of(doc)))
         if reason:
             stats.drop(doc, reason)
             return None
@@ -151,17 +158,11 @@ class Language(Step):
         self.sample_chars = sample_chars
 
     def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
-        labels = self.identifier.classify_many([d.text[: self.sample_chars] for d in docs])  # one vectorised pass
-        for doc, label in zip(docs, labels):
-            doc.cache["language"] = (doc.text, self.sample_chars, label)
+        self.remember(docs, self.identifier.classify_many([d.text[: self.sample_chars] for d in docs]))
         return super().run(docs, stats)
 
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
-        cached = doc.cache.pop("language", None)  # `run`'s label for this very text, if any
-        if cached is not None and cached[0] is doc.text and cached[1] == self.sample_chars:
-            lang, score = cached[2]
-        else:
-            lang, score = self.identifier.classify(doc.text[: self.sample_chars])
+        lang, score = self.recall(doc, lambda: self.identifier.classify(doc.text[: self.sample_chars]))
         doc.metadata["language"], doc.metadata["language_score"] = lang, round(float(score), 4)
         stats.notes[f"lang:{lang}"] += 1
         if self.keep and (lang not in self.keep or score < self.min_score):
@@ -238,16 +239,14 @@ class Decontaminate(Step):
     def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
         todo = [d for d in docs if not self._evaluation_text(d)]
         for i in range(0, len(todo), CHUNK_DOCS):
-            chunk = todo[i : i + CHUNK_DOCS]
-            for doc, shared in zip(chunk, self.shared(chunk)):
-                doc.cache["decontaminate"] = (doc.text, shared)
+            self.remember(todo[i : i + CHUNK_DOCS], self.shared(todo[i : i + CHUNK_DOCS]))
         return super().run(docs, stats)
 
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
-        cached = doc.cache.pop("decontaminate", None)  # `run`'s count for this very text, if any
         if self._evaluation_text(doc):
+            doc.cache.pop(self.name, None)
             return doc
-        shared = cached[1] if cached is not None and cached[0] is doc.text else self.shared([doc])[0]
+        shared = self.recall(doc, lambda: self.shared([doc])[0])
         if shared >= self.min_shared:
             stats.drop(doc, "eval_overlap", shared_ngrams=shared)
             return None
