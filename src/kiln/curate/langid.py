@@ -52,9 +52,11 @@ def load_identifier():
             (`offset`: each position's place within its text)."""
             n = len(data)
             state = np.zeros(n, dtype=self._next.dtype)
+            young = np.flatnonzero(offset < self._depth)  # the few positions within depth of their text's start
             for k in range(min(self._depth, n) - 1, -1, -1):  # byte i-k, oldest first (a text of 2-5 bytes too)
-                step = self._next[self._rows[state[k:]] + data[: n - k]]
-                state[k:] = np.where(offset[k:] >= k, step, 0)
+                state[k:] = self._next[self._rows[state[k:]] + data[: n - k]]
+                restart = young[offset[young] < k]  # started before their own text: from the root instead
+                state[restart] = 0
             return self._out[state]
 
         def _raw_score(self, text: bytes) -> np.ndarray:
