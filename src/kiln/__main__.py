@@ -1,3 +1,4 @@
+import logging
 import os
 import sys
 
@@ -10,6 +11,7 @@ def _exit(code: int) -> None:
     down live gloo/FSDP objects there can abort a rank whose work is done ("terminate called without
     an active exception", SIGABRT, seen in CI on a 2-core machine), and torchrun then fails the launch."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -37,3 +37,17 @@ def test_a_two_word_term_counts_once_for_its_group_and_punctuation_separates_wor
     assert axes["nationality"]["american"] == 0
     assert axes["age"]["old"] == 1 and axes["gender"]["female"] == 1
     assert counter.words == 12
+
+
+def test_a_batch_counts_each_document_as_alone_and_no_term_spans_two():
+    from kiln.curate.words import analyze
+
+    rng = random.Random(1)
+    terms = [t for groups in GROUP_TERMS.values() for ts in groups.values() for t in ts]
+    texts = [" ".join(rng.choice(terms + ["plain", "words"]) for _ in range(rng.randint(0, 12))) for _ in range(90)]
+    texts[10], texts[11] = "they said african", "american voters"  # a term only across the boundary
+    words = [analyze(t) for t in texts]
+    counter = GroupTermCounter()
+    alone = [counter.mentions(w).tolist() for w in words]
+    assert counter.mentions_many(words).tolist() == alone
+    assert sum(alone[10]) == 0 and sum(alone[11]) == 1  # "american" only: not "african american"

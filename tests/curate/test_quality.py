@@ -111,3 +111,64 @@ def test_decontamination_counts_each_shared_ngram_once_per_document():
     assert step.shared(docs) == expected
     assert [step.shared([d])[0] for d in docs] == expected
     assert sum(e > 0 for e in expected) >= 30
+
+
+def test_a_document_without_words_fails_on_its_word_length_even_without_a_minimum():
+    assert check_quality("", QualityConfig(min_words=0)) == "gopher:mean_word_length"
+    assert check_quality("... !!!", QualityConfig(min_words=0)) == "gopher:mean_word_length"
+
+
+def test_stop_words_late_in_a_long_document_still_count():
+    rng = random.Random(3)
+    words = [rng.choice(VOCAB[8:]) + rng.choice("abcdefgh") for _ in range(300)]
+    cfg = QualityConfig(min_words=5)
+    assert check_quality(" ".join(words) + ".", cfg) == "gopher:stop_words"
+    assert check_quality(" ".join(words) + " the of.", cfg) != "gopher:stop_words"
+
+
+def test_most_frequent_ngrams_tied_at_different_widths_go_by_the_least_hash():
+    """Two 2-grams repeat equally often; only the wider covers more than the limit. kiln takes the
+    tied n-gram with the least hash, so the verdict follows the hashes, and both outcomes occur."""
+    cfg = QualityConfig()
+    seen = set()
+    for narrow, wide in [("aa bb", "ccccccc dddddddd"), ("ee ff", "ggggggg hhhhhhhh"), ("ii jj", "kkkkkkk llllllll")]:
+        for first, second in [(narrow, wide), (wide, narrow)]:
+            text = " ".join(f"{first} x{i}q {second} y{i}q" for i in range(5))
+            least = min((narrow, wide), key=lambda g: int(analyze(g).grams(2)[0]))
+            expected = "top_2gram" if least == wide else None
+            assert ngram_reasons(WordBatch([analyze(text)]), cfg)[0] == expected, text
+            seen.add(expected)
+    assert seen == {"top_2gram", None}
+
+
+def test_eval_ngrams_are_the_distinct_ngrams_of_the_evaluation_texts():
+    from kiln.curate.steps import eval_ngrams
+
+    texts = _texts(4, 2500)  # more than one pass of 1,000 texts
+    expected = sorted({int(g) for t in texts for g in analyze(t).grams(5)})
+    assert eval_ngrams(iter(texts), 5).tolist() == expected
+
+
+def test_decontaminating_a_batch_equals_one_document_at_a_time():
+    from kiln.corpus import CorpusConfig
+    from kiln.curate.steps import StepStats
+
+    rng = random.Random(5)
+    evaluation = [" ".join(rng.choice(VOCAB) for _ in range(60)) for _ in range(4)]
+    n = 5
+    grams = np.unique(np.concatenate([analyze(t).grams(n) for t in evaluation]))
+    texts = []
+    for i in range(150):
+        words = [rng.choice(VOCAB) for _ in range(30)]
+        source = rng.choice(evaluation).split()
+        at = rng.randrange(len(source) - 10)
+        copied = {0: source, 1: source[at : at + 6]}.get(i % 4, [])  # all of it (dropped), 2 n-grams (flagged)
+        texts.append(" ".join(words[:10] + copied + words[10:]))
+    split = CorpusConfig(val_fraction=0.2)
+    step = Decontaminate(grams, n, min_shared=3, skip_split=split)
+    together, one = StepStats("d"), StepStats("d")
+    kept = step.run([Document(id=f"d{i}", text=t) for i, t in enumerate(texts)], together)
+    alone = [step(Document(id=f"d{i}", text=t), one) for i, t in enumerate(texts)]
+    assert [(d.id, d.metadata) for d in kept] == [(d.id, d.metadata) for d in alone if d is not None]
+    assert together.dropped == one.dropped and together.dropped["eval_overlap"] > 10
+    assert sum(1 for d in alone if d is not None and "eval_overlap_ngrams" in d.metadata) > 10

@@ -55,8 +55,9 @@ def load_identifier():
             young = np.flatnonzero(offset < self._depth)  # the few positions within depth of their text's start
             for k in range(min(self._depth, n) - 1, -1, -1):  # byte i-k, oldest first (a text of 2-5 bytes too)
                 state[k:] = self._next[self._rows[state[k:]] + data[: n - k]]
-                restart = young[offset[young] < k]  # started before their own text: from the root instead
-                state[restart] = 0
+                # positions whose byte i-k lies before their own text restart from the root (those
+                # before k are not stepped here and still hold the root, 0: setting them is harmless)
+                state[young[offset[young] < k]] = 0
             return self._out[state]
 
         def _raw_score(self, text: bytes) -> np.ndarray:

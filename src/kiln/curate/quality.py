@@ -85,9 +85,11 @@ def _stop_words_seen(batch: WordBatch, words: np.ndarray) -> np.ndarray:
 def word_facts(words: list[Words], cfg: QualityConfig) -> list[WordFacts]:
     """`WordFacts` of each document of a batch, in a few whole-batch passes."""
     batch = WordBatch(words)
-    counts = np.maximum(np.diff(batch.offsets), 1)
-    mean_length = batch.chars / counts
-    alpha = np.bincount(batch.doc, weights=batch.has_letter, minlength=batch.num_docs) / counts
+    counts = np.diff(batch.offsets)
+    nan = np.full(batch.num_docs, np.nan)  # a document without words has no mean (and fails on it)
+    mean_length = np.divide(batch.chars, counts, out=nan.copy(), where=counts > 0)
+    letters = np.bincount(batch.doc, weights=batch.has_letter, minlength=batch.num_docs)
+    alpha = np.divide(letters, counts, out=nan.copy(), where=counts > 0)
     everywhere = np.arange(len(batch.hashes))
     early = everywhere[everywhere - batch.offsets[batch.doc] < 256]
     stops = _stop_words_seen(batch, early)
@@ -118,9 +120,9 @@ def _dup_ngram_fractions(batch: WordBatch, n: int, active: np.ndarray) -> np.nda
 
 
 def _top_ngrams(batch: WordBatch, cfg: QualityConfig, reasons: list[str | None], active: np.ndarray) -> None:
-    """Gopher's most-frequent 2/3/4-gram rule, for every active document at once: fails set `reasons`
-    and leave `active`. A document's most frequent n-gram (ties: the least hash) covers its count
-    times its bytes."""
+    """Gopher's most-frequent 2/3/4-gram rule, for every active document at once: a document that
+    fails gets its reason and leaves `active`. A document's most frequent n-gram (ties: the least
+    hash) covers its count times its bytes."""
     total = np.maximum(batch.chars, 1)
     top_count = np.full(batch.num_docs, -1, dtype=np.int64)  # -1: no n-gram counted yet
     none = np.iinfo(np.uint64).max

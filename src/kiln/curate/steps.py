@@ -88,13 +88,14 @@ class Step:
 
     def remember(self, docs: list[Document], values: Iterable[object]) -> None:
         """Keep what `run` worked out for the whole batch, per document, for `apply` to `recall`."""
-        for doc, value in zip(docs, values):
-            doc.cache[self.name] = (doc.text, value)
+        for doc, value in zip(docs, values, strict=True):
+            doc.cache[self.name] = (self, doc.text, value)
 
     def recall(self, doc: Document, compute: Callable[[], T]) -> T:
-        """What `run` kept for this very text, else `compute()` (a document given to `apply` alone)."""
+        """What this step's `run` kept for this very text, else `compute()` (a document given to `apply`
+        alone, or one another step's copy left)."""
         kept = doc.cache.pop(self.name, None)
-        return kept[1] if kept is not None and kept[0] is doc.text else compute()
+        return kept[2] if kept is not None and kept[0] is self and kept[1] is doc.text else compute()
 
     def __call__(self, doc: Document, stats: StepStats) -> Document | None:
         stats.num_in += 1
@@ -238,6 +239,7 @@ class Decontaminate(Step):
 
     def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
         todo = [d for d in docs if not self._evaluation_text(d)]
+        cache_words(todo)  # in vectorised passes where no earlier step made them
         for i in range(0, len(todo), CHUNK_DOCS):
             self.remember(todo[i : i + CHUNK_DOCS], self.shared(todo[i : i + CHUNK_DOCS]))
         return super().run(docs, stats)

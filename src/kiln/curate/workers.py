@@ -24,7 +24,7 @@ import numpy as np
 from kiln.curate.groupterms import GroupTermCounter
 from kiln.curate.steps import Deduplicate, Step, StepStats
 from kiln.curate.wordbatch import CHUNK_DOCS
-from kiln.curate.words import words_of
+from kiln.curate.words import cache_words, words_of
 from kiln.readers import Document
 
 
@@ -57,6 +57,7 @@ class LocalSteps:
         docs = batch
         for step, st in zip(self.steps, stats):
             docs = step.run(docs, st)
+        cache_words(docs)  # again in vectorised passes for any text a step changed (PII redaction)
         words = [words_of(doc) for doc in docs]
         mentions: list[np.ndarray | None] = [None] * len(docs)
         if self.terms is not None:
