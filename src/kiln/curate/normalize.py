@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from kiln.curate.config import NormalizeConfig
+
+if TYPE_CHECKING:
+    import ftfy
 
 # C0/C1 controls except tab and newline (carriage returns are turned into newlines first).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
@@ -21,14 +26,12 @@ _TRAILING = re.compile(r"[ \t]+\n")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
-def fix_mojibake(text: str) -> str:
-    if text.isascii():  # mojibake needs non-ASCII characters; most web text is ASCII
-        return text
+@lru_cache(maxsize=1)
+def ftfy_config() -> ftfy.TextFixerConfig:
+    """ftfy's encoding repair only: its other fixes (quotes, ligatures, width) would change real text."""
     import ftfy
 
-    # only the encoding repair: ftfy's other fixes (quotes, ligatures, width) would change real text
-    return ftfy.fix_text(
-        text,
+    return ftfy.TextFixerConfig(
         unescape_html=False,
         uncurl_quotes=False,
         fix_latin_ligatures=False,
@@ -37,6 +40,35 @@ def fix_mojibake(text: str) -> str:
         fix_line_breaks=False,
         remove_control_chars=False,
     )
+
+
+# Characters without which ftfy (6.x, with `ftfy_config`) leaves a text as it is: its encoding
+# repair acts only where its BADNESS_RE finds mojibake, and every alternative of that expression
+# needs one of these (per alternative its most telling position: a 'bad' character, an accented
+# letter, a currency or numeric sign, a box-drawing character, or the alternative's own letters
+# such as Ã or вЂ); its other fixes on by default touch only C1 controls (among these), surrogates
+# and terminal escapes (\x1b). Curly quotes, dashes, ellipses and no-break spaces are not among
+# them: English web text that has them skips ftfy (1.3 ms for 4.7 KB here) unless something else
+# looks like mojibake. tests/curate/test_normalize.py fuzzes the claim against the installed ftfy.
+_MOJIBAKE_CATEGORIES = ("c1", "bad", "upper_accented", "lower_accented", "currency", "numeric", "law", "box")
+_MOJIBAKE_LETTERS = "ŒœÂÃÎÐ×ØÙà√≈Äâóвβā°ВГРСΒΓΞΟ\ud800-\udfff\x1b"
+
+
+@lru_cache(maxsize=1)
+def mojibake_marks() -> re.Pattern[str]:
+    """A character class: a text without any of these is one ftfy would return unchanged."""
+    from ftfy.badness import MOJIBAKE_CATEGORIES
+
+    classes = "".join(MOJIBAKE_CATEGORIES[name] for name in _MOJIBAKE_CATEGORIES)  # each ends on a character
+    return re.compile(f"[{classes}{_MOJIBAKE_LETTERS}]")
+
+
+def fix_mojibake(text: str) -> str:
+    if text.isascii() or not mojibake_marks().search(text):  # most web text: nothing ftfy would change
+        return text
+    import ftfy
+
+    return ftfy.fix_text(text, ftfy_config())
 
 
 def strip_control(text: str) -> str:
