@@ -100,12 +100,14 @@ def _analyze_bytes(arr: np.ndarray) -> tuple[Words, np.ndarray]:
         return Words(empty, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)), starts
     powers, inverse = _powers(len(arr))
     with np.errstate(over="ignore"):
-        terms = (arr.astype(np.uint64) + np.uint64(1)) * powers * is_word
-        raw = np.add.reduceat(terms, starts) * inverse[starts]  # sum of (b_j + 1) * P^(j - start)
+        # sum of (b_j + 1) * P^(j - start) over each word: differences of one running sum (the
+        # spaces between words never enter; no mask multiply, no reduceat)
+        total = np.cumsum((arr.astype(np.uint64) + np.uint64(1)) * powers)
+        raw = (total[ends - 1] - np.where(starts > 0, total[starts - 1], np.uint64(0))) * inverse[starts]
         hashes = _splitmix(raw)
-    is_digit = (arr >= 48) & (arr <= 57)
-    letters = np.add.reduceat((is_word & ~is_digit).astype(np.int64), starts)
-    return Words(hashes, ends - starts, letters > 0), starts
+    letters = np.cumsum(is_word & ((arr < 48) | (arr > 57)), dtype=np.int32)  # running count of letters
+    has_letter = letters[ends - 1] > np.where(starts > 0, letters[starts - 1], 0)
+    return Words(hashes, ends - starts, has_letter), starts
 
 
 def analyze(text: str) -> Words:
