@@ -99,8 +99,10 @@ def load_identifier():
             fill = 0.0 if self._norm_probs else RAW_FLOOR  # py3langid's score of a featureless text
             scores = np.full((len(encoded), self._ptc.shape[1]), fill, dtype=np.float32)
             first = np.flatnonzero(np.diff(text_of, prepend=-1))
-            for a, b in zip(first, [*first[1:], len(pairs)]):  # one product per text, as py3langid's
-                scores[text_of[a]] = np.log1p(counts[a:b].astype(np.float32)) @ self._ptc[feature[a:b]] + self.nb_pc
+            weight = np.log1p(counts.astype(np.float32))
+            for a, b in zip(first.tolist(), [*first[1:].tolist(), len(pairs)]):  # a product per text, as py3langid's
+                scores[text_of[a]] = weight[a:b] @ self._ptc[feature[a:b]]
+            scores[text_of[first]] += self.nb_pc
             return scores
 
         def _decide_rows(self, scores: np.ndarray, lengths: np.ndarray) -> np.ndarray:
