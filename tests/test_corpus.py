@@ -77,3 +77,10 @@ def test_a_curated_set_is_not_read_as_a_raw_corpus(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "kiln-curated-v1", "files": []}))
     with pytest.raises(KilnError, match="is a curated set"):
         list(read_documents(CorpusConfig(corpus=str(tmp_path))))
+
+
+def test_utf8_size_counts_encoded_bytes():
+    from kiln.corpus import utf8_size
+
+    for text in ["", "plain ascii", "café", "naïve – “quoted” ☃", "\U0001f600 emoji", "\x00\x7f"]:
+        assert utf8_size(text) == len(text.encode("utf-8"))

@@ -179,6 +179,11 @@ def _read_source(src: SourceConfig, cfg: CorpusConfig, stats: ReadStats) -> Iter
         raise KilnError(f"corpus {path} is not a folder or a {', '.join(SUPPORTED)} file; convert it to one of those")
 
 
+def utf8_size(text: str) -> int:
+    """Bytes of `text` in UTF-8, without encoding an ASCII text (`isascii` is a flag lookup)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
 def read_documents(cfg: CorpusConfig, stats: ReadStats | None = None) -> Iterator[Document]:
     """Stream every non-empty document of the configured corpus, in a deterministic order.
 
@@ -189,14 +194,14 @@ def read_documents(cfg: CorpusConfig, stats: ReadStats | None = None) -> Iterato
         for doc in _read_source(src, cfg, stats):
             if cfg.max_documents and stats.num_documents >= cfg.max_documents:
                 return
-            if not doc.text.strip():
+            if not doc.text or doc.text.isspace():  # no stripped copy of every text
                 stats.skip(doc.id, "empty document")
                 continue
             if len(sources) > 1:
                 doc.id = f"{src.name}/{doc.id}"
                 doc.metadata["source"] = src.name
             stats.num_documents += 1
-            stats.num_bytes += len(doc.text.encode("utf-8"))
+            stats.num_bytes += utf8_size(doc.text)
             yield doc
     if stats.num_documents == 0:
         where = cfg.sources or cfg.corpus

@@ -34,6 +34,7 @@ from kiln.corpus import (
     sources_of,
     split_documents,
     split_of,
+    utf8_size,
 )
 from kiln.curate.config import CurateConfig
 from kiln.curate.datacard import write_data_card
@@ -236,7 +237,7 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
 
             def counted(docs):
                 for doc in docs:
-                    size = len(doc.text.encode("utf-8"))
+                    size = utf8_size(doc.text)
                     per_source.seen(doc, size)
                     bar.update(size)
                     yield doc
@@ -249,7 +250,7 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
                     if dedup is not None and not dedup.decide(doc, keys, dedup_stats):
                         continue
                     writer.write({"id": doc.id, "text": doc.text, **doc.metadata})
-                    per_source.kept(doc, len(doc.text.encode("utf-8")), split_of(doc.id, data), mentions, num_words)
+                    per_source.kept(doc, utf8_size(doc.text), split_of(doc.id, data), mentions, num_words)
             bar.close()
             writer.close()
     finally:
