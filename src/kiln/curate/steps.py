@@ -26,7 +26,7 @@ from kiln.curate.langid import load_identifier
 from kiln.curate.normalize import normalize
 from kiln.curate.pii import redact
 from kiln.curate.quality import check_quality, quality_reasons
-from kiln.curate.wordbatch import CHUNK_DOCS, WordBatch, distinct
+from kiln.curate.wordbatch import WordBatch, chunks, distinct
 from kiln.curate.words import analyze_many, cache_words, words_of
 
 T = TypeVar("T")
@@ -132,8 +132,7 @@ class Quality(Step):
 
     def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
         cache_words(docs)  # the word views of the whole batch in a few vectorised passes
-        for i in range(0, len(docs), CHUNK_DOCS):
-            chunk = docs[i : i + CHUNK_DOCS]
+        for chunk in chunks(docs):
             self.remember(chunk, quality_reasons([d.text for d in chunk], [words_of(d) for d in chunk], self.cfg))
         return super().run(docs, stats)
 
@@ -237,18 +236,23 @@ class Decontaminate(Step):
         pairs = distinct(batch.key_of(pos[found], grams[found]))  # each n-gram once per document
         return np.bincount(batch.doc_of(pairs), minlength=len(docs)).tolist()
 
+    def _count(self, doc: Document) -> int | None:
+        """`shared` of one document; None for evaluation text, which passes uncounted."""
+        return None if self._evaluation_text(doc) else self.shared([doc])[0]
+
     def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
-        todo = [d for d in docs if not self._evaluation_text(d)]
+        evaluation = [self._evaluation_text(d) for d in docs]
+        self.remember([d for d, e in zip(docs, evaluation) if e], [None] * sum(evaluation))
+        todo = [d for d, e in zip(docs, evaluation) if not e]
         cache_words(todo)  # in vectorised passes where no earlier step made them
-        for i in range(0, len(todo), CHUNK_DOCS):
-            self.remember(todo[i : i + CHUNK_DOCS], self.shared(todo[i : i + CHUNK_DOCS]))
+        for chunk in chunks(todo):
+            self.remember(chunk, self.shared(chunk))
         return super().run(docs, stats)
 
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
-        if self._evaluation_text(doc):
-            doc.cache.pop(self.name, None)
+        shared = self.recall(doc, lambda: self._count(doc))
+        if shared is None:
             return doc
-        shared = self.recall(doc, lambda: self.shared([doc])[0])
         if shared >= self.min_shared:
             stats.drop(doc, "eval_overlap", shared_ngrams=shared)
             return None

@@ -61,12 +61,7 @@ class Words:
         share the work. Only the n asked for is kept, not the steps between."""
         if n <= 1:
             return self.hashes[: max(len(self.hashes) - n + 1, 0)]
-        got = self._grams.get(n)
-        if got is None:
-            m = max((k for k in self._grams if k < n), default=1)
-            got = longer_grams(self.hashes, self.hashes if m == 1 else self._grams[m], m, n)
-            self._grams[n] = got
-        return got
+        return kept_grams(self.hashes, self._grams, n)
 
 
 _POWERS: list[np.ndarray] = []
@@ -161,6 +156,17 @@ def longer_grams(hashes: np.ndarray, grams: np.ndarray, m: int, n: int) -> np.nd
         for j in range(m, n):  # (j+1)-grams from j-grams
             grams = grams[: len(hashes) - j] * _MIX + hashes[j:]
     return grams
+
+
+def kept_grams(hashes: np.ndarray, kept: dict[int, np.ndarray], n: int) -> np.ndarray:
+    """The `n`-gram hashes of `hashes` (n >= 2) from `kept` (n -> n-gram hashes), made from the longest
+    shorter ones there when missing and kept in turn."""
+    got = kept.get(n)
+    if got is None:
+        m = max((k for k in kept if k < n), default=1)
+        got = longer_grams(hashes, hashes if m == 1 else kept[m], m, n)
+        kept[n] = got
+    return got
 
 
 def ngram_hashes(hashes: np.ndarray, n: int) -> np.ndarray:

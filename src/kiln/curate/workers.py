@@ -23,7 +23,7 @@ import numpy as np
 
 from kiln.curate.groupterms import GroupTermCounter
 from kiln.curate.steps import Deduplicate, Step, StepStats
-from kiln.curate.wordbatch import CHUNK_DOCS
+from kiln.curate.wordbatch import chunks
 from kiln.curate.words import cache_words, words_of
 from kiln.readers import Document
 
@@ -61,8 +61,7 @@ class LocalSteps:
         words = [words_of(doc) for doc in docs]
         mentions: list[np.ndarray | None] = [None] * len(docs)
         if self.terms is not None:
-            chunks = [words[i : i + CHUNK_DOCS] for i in range(0, len(words), CHUNK_DOCS)]
-            mentions = [row for chunk in chunks for row in self.terms.mentions_many(chunk)]
+            mentions = [row for chunk in chunks(words) for row in self.terms.mentions_many(chunk)]
         out = []
         for doc, w, m in zip(docs, words, mentions):
             keys = self.dedup.keys(doc) if self.dedup else (None, None)
