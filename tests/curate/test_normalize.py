@@ -7,7 +7,7 @@ import string
 import ftfy
 from ftfy.badness import BADNESS_RE, MOJIBAKE_CATEGORIES, is_bad
 
-from kiln.curate.normalize import fix_mojibake, ftfy_config, mojibake_marks
+from kiln.curate.normalize import BADNESS_REACH, fix_mojibake, ftfy_config, looks_like_mojibake, mojibake_marks
 
 
 def _alphabet() -> list[str]:
@@ -30,6 +30,55 @@ def test_every_pair_that_ftfy_calls_mojibake_is_marked():
     for a, b in itertools.product(chars, repeat=2):
         if is_bad(a + b):
             assert marks.search(a + b), repr(a + b)
+
+
+def test_searching_beside_the_marks_finds_what_ftfy_finds_on_a_line():
+    """Equal to ftfy's `is_bad` on one line; on several, true where it is true for some line."""
+    chars = _alphabet()
+    pairs = [a + b for a, b in itertools.product(chars, repeat=2)]
+    rng = random.Random(2)
+    texts = pairs + [f"Well, {p} then" for p in rng.sample(pairs, 20_000)]
+    texts += [f"x{p[0]}y{p[1]}" for p in rng.sample(pairs, 20_000)]
+    texts += ["".join(rng.choices(chars, k=rng.randint(3, 8))) for _ in range(40_000)]
+    found = 0
+    for text in texts:
+        lines = text.splitlines(keepends=True)
+        if len(lines) > 1:
+            assert looks_like_mojibake(text) >= any(is_bad(line) for line in lines), repr(text)
+        else:
+            assert looks_like_mojibake(text) == is_bad(text), repr(text)
+        found += looks_like_mojibake(text)
+    assert found > 10_000
+
+
+def test_no_match_of_ftfys_expression_is_longer_than_the_reach():
+    try:
+        from re._parser import parse  # Python 3.11+
+    except ImportError:  # pragma: no cover - Python 3.10
+        from sre_parse import parse  # type: ignore[no-redef]
+    assert parse(BADNESS_RE.pattern, BADNESS_RE.flags).getwidth()[1] <= BADNESS_REACH
+
+
+def test_a_line_that_starts_with_mojibake_is_repaired():
+    """ftfy judges each line alone, so '^' in its expression matches at every line start."""
+    for text in ("1.\nÃ x", "1.\nÂ x"):
+        assert not BADNESS_RE.search(text)  # the whole text does not look bad, its second line does
+        assert fix_mojibake(text) == ftfy.fix_text(text, ftfy_config()) != text
+
+
+def test_texts_ftfy_is_skipped_for_come_back_from_it_unchanged():
+    """Random short texts of ftfy's named characters, European accents and web punctuation, over
+    line breaks: kiln's repair equals ftfy's, whether kiln skips it (most) or not."""
+    rng = random.Random(1)
+    chars = _alphabet()
+    common = "’‘“”–—…\xa0«»©®™•éèàüöäßñç \n"
+    skipped = 0
+    for _ in range(20_000):
+        text = "".join(rng.choice(chars if rng.random() < 0.2 else common + string.ascii_lowercase) for _ in range(10))
+        want = ftfy.fix_text(text, ftfy_config())
+        assert fix_mojibake(text) == want, repr(text)
+        skipped += mojibake_marks().search(text) is not None and not looks_like_mojibake(text)
+    assert skipped > 5_000
 
 
 def test_texts_without_a_mark_come_back_from_ftfy_unchanged():

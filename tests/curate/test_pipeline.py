@@ -295,3 +295,48 @@ def test_minhash_agreement_estimates_the_jaccard_similarity_of_shingle_sets():
     spread = sum(e * e for e in errors) / sum(variances)
     assert abs(sum(errors) / len(errors)) < 3 * (sum(variances) ** 0.5) / len(errors)
     assert 0.4 < spread < 2.0, spread
+
+
+def test_documents_are_written_as_utf8_json_whatever_their_characters(tmp_path):
+    """The writer escapes as ASCII first (faster) and falls back where anything was escaped: every
+    line is what json.dumps(row, ensure_ascii=False) writes."""
+    from kiln.curate.pipeline import _JsonlShards
+
+    rows = [
+        {"id": "a", "text": 'plain ascii, "quoted"\nand a tab\t', "n": 1},
+        {"id": "b", "text": "caf\u00e9 \u2019quoted\u2019 \U0001f600"},
+        {"id": "c", "text": "a literal backslash-u: \\u00e9 and \\\\"},
+        {"id": "d", "text": "controls \x01 \x1f and delete \x7f"},
+        {"id": "e", "text": "ascii", "url": "https://example.org/\u00fc"},
+    ]
+    writer = _JsonlShards(tmp_path, per_file=100)
+    for row in rows:
+        writer.write(row)
+    writer.close()
+    written = (tmp_path / writer.files[0]["file"]).read_text(encoding="utf-8")
+    assert written == "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    assert writer.longest_line == max(len((json.dumps(r, ensure_ascii=False) + "\n").encode()) for r in rows)
+
+
+def test_signatures_of_a_batch_equal_each_documents_own():
+    """MinHash over a batch at once (blocks of permutations, minima per document) equals the
+    permutations' minima over each document's shingles alone, short and empty documents included."""
+    import numpy as np
+
+    from kiln.curate.words import analyze
+
+    rng = random.Random(8)
+    cfg = DedupConfig()
+    hasher = MinHasher(cfg)
+    texts = [make_text(rng, rng.randrange(1, 80)) for _ in range(30)] + ["", "one", "a b c d", "a b c d e"]
+    words = [analyze(t) for t in texts]
+    batch = hasher.signatures(words)
+    assert batch.shape == (len(texts), cfg.bands * cfg.rows) and batch.dtype == np.uint32
+    for w, row in zip(words, batch):
+        shingles = w.grams(cfg.shingle_words)
+        if len(shingles) == 0:
+            shingles = np.array([np.bitwise_xor.reduce(w.hashes) if len(w) else 0], dtype=np.uint64)
+        folded = (shingles ^ (shingles >> np.uint64(32))).astype(np.uint32)
+        want = [min(int(a) * int(x) + int(b) & 0xFFFFFFFF for x in folded.tolist()) for a, b in zip(hasher.a, hasher.b)]
+        assert row.tolist() == want
+    assert hasher.signatures([]).shape == (0, cfg.bands * cfg.rows)

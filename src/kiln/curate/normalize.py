@@ -63,12 +63,46 @@ def mojibake_marks() -> re.Pattern[str]:
     return re.compile(f"[{classes}{_MOJIBAKE_LETTERS}]")
 
 
+# ftfy's fixes other than encoding repair that `ftfy_config` leaves on act on these (C1 controls,
+# surrogates, terminal escapes): a text holding one always goes to ftfy.
+_OTHER_FIXES = re.compile("[\x80-\x9f\ud800-\udfff\x1b]")
+BADNESS_REACH = 7
+"""Characters in the longest match of ftfy's BADNESS_RE (6.3; tests/curate/test_normalize.py checks)."""
+
+
+@lru_cache(maxsize=1)
+def _badness() -> re.Pattern[str]:
+    """ftfy's BADNESS_RE with '^' at every line start: ftfy judges a text line by line."""
+    from ftfy.badness import BADNESS_RE
+
+    return re.compile(BADNESS_RE.pattern, BADNESS_RE.flags | re.MULTILINE)
+
+
+def looks_like_mojibake(text: str) -> bool:
+    """ftfy's `is_bad` on any line of `text` (or a match spanning lines: then ftfy decides), tried only
+    where a match could start: every match holds a mark, so it starts at most `BADNESS_REACH` - 1
+    characters before one. ftfy's own search tries its 40 alternatives at every character (0.75 ms for
+    4.7 KB of German), a few times slower than trying them beside the accented letters alone."""
+    bad, tried = _badness(), -1
+    for mark in mojibake_marks().finditer(text):
+        end = mark.start()
+        for start in range(max(end - BADNESS_REACH + 1, tried + 1), end + 1):
+            if bad.match(text, start):
+                return True
+        tried = end
+    return False
+
+
 def fix_mojibake(text: str) -> str:
     if text.isascii() or not mojibake_marks().search(text):  # most web text: nothing ftfy would change
         return text
-    import ftfy
+    from ftfy import fix_text
 
-    return ftfy.fix_text(text, ftfy_config())
+    config = ftfy_config()
+    long = len(text) > config.max_decode_length  # ftfy cuts such a line anywhere: let it judge
+    if not (long or _OTHER_FIXES.search(text) or looks_like_mojibake(text)):
+        return text  # accented text that is not mojibake (most of it in European languages)
+    return fix_text(text, config)
 
 
 def strip_control(text: str) -> str:

@@ -27,7 +27,7 @@ from kiln.curate.normalize import normalize
 from kiln.curate.pii import redact
 from kiln.curate.quality import check_quality, quality_reasons
 from kiln.curate.wordbatch import WordBatch, chunks, distinct
-from kiln.curate.words import analyze_many, cache_words, words_of
+from kiln.curate.words import Words, analyze_many, cache_words, words_of
 
 T = TypeVar("T")
 
@@ -277,9 +277,11 @@ class Deduplicate:
         self.index = NearDuplicateIndex(cfg)
         self.clusters: Counter = Counter()
 
-    def keys(self, doc: Document) -> tuple[bytes | None, np.ndarray | None]:
-        words = words_of(doc)
-        return (exact_key(words) if self.cfg.exact else None, self.hasher.signature(words) if self.cfg.near else None)
+    def keys(self, words: list[Words]) -> list[tuple[bytes | None, np.ndarray | None]]:
+        """(exact key, MinHash signature) of each document of a batch from its words."""
+        exact = [exact_key(w) for w in words] if self.cfg.exact else [None] * len(words)
+        near = list(self.hasher.signatures(words)) if self.cfg.near else [None] * len(words)
+        return list(zip(exact, near))
 
     def decide(self, doc: Document, keys: tuple[bytes | None, np.ndarray | None], stats: StepStats) -> bool:
         """True to keep `doc`; counts in `stats`."""

@@ -62,11 +62,13 @@ class LocalSteps:
         mentions: list[np.ndarray | None] = [None] * len(docs)
         if self.terms is not None:
             mentions = [row for chunk in chunks(words) for row in self.terms.mentions_many(chunk)]
+        keys: list[tuple] = [(None, None)] * len(docs)
+        if self.dedup is not None:
+            keys = [k for chunk in chunks(words) for k in self.dedup.keys(chunk)]
         out = []
-        for doc, w, m in zip(docs, words, mentions):
-            keys = self.dedup.keys(doc) if self.dedup else (None, None)
+        for doc, w, k, m in zip(docs, words, keys, mentions):
             doc.cache.clear()  # derived views stay in the worker
-            out.append(Passed(doc, keys, m, len(w)))
+            out.append(Passed(doc, k, m, len(w)))
         return out, stats
 
 
