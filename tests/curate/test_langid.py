@@ -75,3 +75,28 @@ def test_a_restricted_label_set_scores_only_those_languages():
     for got in ([fast.classify(t) for t in texts], fast.classify_many(texts)):
         assert [g[0] for g in got] == [w[0] for w in want] and {g[0] for g in got} <= {"en", "de", "fr"}
         assert max(abs(g[1] - w[1]) for g, w in zip(got, want)) < 1e-5
+
+
+def test_trie_depth_is_the_longest_shortest_path_when_states_share_rows():
+    """Random automata laid out as py3langid's (a row of 256 successors per state, rows shared between
+    states): the depth is a plain breadth-first search's over states."""
+    import collections
+
+    import numpy as np
+
+    from kiln.curate.langid import _trie_depth
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        states, rows = int(rng.integers(5, 60)), int(rng.integers(2, 30))
+        table = rng.integers(0, states, size=(rows, 256))
+        table[rng.random((rows, 256)) < 0.97] = 0  # sparse: most bytes go back to the root
+        row_of = rng.integers(0, rows, size=states)
+        depth, queue = {0: 0}, collections.deque([0])
+        while queue:
+            s = queue.popleft()
+            for t in table[row_of[s]].tolist():
+                if t not in depth:
+                    depth[t] = depth[s] + 1
+                    queue.append(t)
+        assert _trie_depth(table.ravel(), row_of << 8) == max(depth.values())

@@ -172,3 +172,13 @@ def test_decontaminating_a_batch_equals_one_document_at_a_time():
     assert [(d.id, d.metadata) for d in kept] == [(d.id, d.metadata) for d in alone if d is not None]
     assert together.dropped == one.dropped and together.dropped["eval_overlap"] > 10
     assert sum(1 for d in alone if d is not None and "eval_overlap_ngrams" in d.metadata) > 10
+
+
+def test_the_evaluation_bitmap_keeps_every_evaluation_gram_and_rules_out_most_others():
+    rng = np.random.default_rng(6)
+    for size in (0, 1, 1000, 200_000):
+        grams = np.unique(rng.integers(0, 2**64, size=size, dtype=np.uint64))
+        step = Decontaminate(grams, 13)
+        assert step._maybe_evaluation(grams).all()
+        others = rng.integers(0, 2**64, size=100_000, dtype=np.uint64)
+        assert step._maybe_evaluation(others).mean() < 0.05

@@ -17,15 +17,22 @@ import numpy as np
 
 def _trie_depth(nextmove: np.ndarray, rowbase: np.ndarray) -> int:
     """Longest shortest path from the root: the deepest trie node (breadth-first, vectorised). py3langid
-    starts each state's row of the transition table at row << 8, so a level's successors are whole
-    rows of a (rows, 256) view (3x faster than gathering each index)."""
+    starts each state's row of the transition table at row << 8 and shares rows between states: a
+    level expands each row not expanded before once (states with one row have the same successors),
+    as whole rows of a (rows, 256) view. 0.04 s against 0.14-0.22 s for every state's row."""
+    table = nextmove.reshape(-1, 256)
+    row_of = rowbase >> 8
     depth = np.full(len(rowbase), -1, dtype=np.int64)
     depth[0] = 0
     frontier, d = np.array([0]), 0
-    table = nextmove.reshape(-1, 256)
+    expanded = np.zeros(len(table), dtype=bool)
     while len(frontier):
+        rows = np.zeros(len(table), dtype=bool)
+        rows[row_of[frontier]] = True
+        rows &= ~expanded  # an expanded row's successors all have a depth already
+        expanded |= rows
         reached = np.zeros(len(rowbase), dtype=bool)
-        reached[table[rowbase[frontier] >> 8].ravel()] = True
+        reached[table[np.flatnonzero(rows)].ravel()] = True
         nxt = np.flatnonzero(reached & (depth < 0))
         d += 1
         depth[nxt] = d

@@ -24,7 +24,7 @@ from kiln.curate.config import DedupConfig, NormalizeConfig, QualityConfig
 from kiln.curate.dedup import MinHasher, NearDuplicateIndex, exact_key
 from kiln.curate.langid import load_identifier
 from kiln.curate.normalize import normalize
-from kiln.curate.pii import redact
+from kiln.curate.pii import digit_runs, redact
 from kiln.curate.quality import check_quality, quality_reasons
 from kiln.curate.wordbatch import WordBatch, chunks, distinct
 from kiln.curate.words import Words, analyze_many, cache_words, words_of
@@ -174,8 +174,12 @@ class Language(Step):
 class RedactPII(Step):
     name = "pii"
 
+    def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
+        self.remember(docs, digit_runs([d.text for d in docs]))
+        return super().run(docs, stats)
+
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
-        doc.text, counts = redact(doc.text)
+        doc.text, counts = redact(doc.text, self.recall(doc, lambda: None))
         stats.notes.update(counts)
         return doc
 
@@ -198,8 +202,6 @@ class Decontaminate(Step):
 
     name = "decontaminate"
 
-    BITMAP_BITS = 22
-
     def __init__(
         self, grams: np.ndarray | Path, ngram: int, min_shared: int = 1, skip_split: CorpusConfig | None = None
     ):
@@ -207,15 +209,23 @@ class Decontaminate(Step):
         worker can be built before the main process has computed them)."""
         self.n, self.min_shared, self.skip_split = ngram, min_shared, skip_split
         self.grams_file = Path(grams) if isinstance(grams, (str, os.PathLike)) else None
-        self.shift = np.uint64(64 - self.BITMAP_BITS)
         if self.grams_file is None:
             self._index(np.asarray(grams))
 
     def _index(self, grams: np.ndarray) -> None:
         self.grams = grams
-        # a bitmap of the grams' top bits rules out most n-grams before the binary search
-        self.bitmap = np.zeros(1 << self.BITMAP_BITS, dtype=bool)
-        self.bitmap[grams >> self.shift] = True
+        # a bitmap of the grams' top bits, about 32 bits per gram (3 % set), rules out nearly every other
+        # n-gram before the binary search (a 1-in-3 bitmap left 2.8x the time on a 1.7M-gram split)
+        bits = min(max(int(len(grams) * 32).bit_length(), 16), 30)
+        self.shift = np.uint64(64 - bits)
+        at = grams >> self.shift
+        self.bitmap = np.zeros(1 << (bits - 3), dtype=np.uint8)  # packed: 1/8 the bytes to keep in cache
+        np.bitwise_or.at(self.bitmap, at >> np.uint64(3), np.left_shift(1, at & np.uint64(7)).astype(np.uint8))
+
+    def _maybe_evaluation(self, grams: np.ndarray) -> np.ndarray:
+        """False for n-grams that are surely not evaluation n-grams; true for the rest."""
+        at = grams >> self.shift
+        return (self.bitmap[at >> np.uint64(3)] >> (at & np.uint64(7)).astype(np.uint8)) & 1 == 1
 
     def _evaluation_text(self, doc: Document) -> bool:
         return self.skip_split is not None and split_of(doc.id, self.skip_split) == "val"
@@ -229,7 +239,7 @@ class Decontaminate(Step):
             return [0] * len(docs)
         batch = WordBatch([words_of(d) for d in docs])
         pos, grams = batch.grams(self.n)
-        hit = self.bitmap[grams >> self.shift]  # most n-grams are ruled out here
+        hit = self._maybe_evaluation(grams)  # most n-grams are ruled out here
         pos, grams = pos[hit], grams[hit]
         at = np.minimum(np.searchsorted(self.grams, grams), len(self.grams) - 1)
         found = self.grams[at] == grams
