@@ -12,9 +12,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
-from functools import lru_cache
-
-import numpy as np
 
 EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
@@ -32,38 +29,6 @@ PHONE = re.compile(
 # cheap scans that every match of the patterns above needs, so most documents skip the full patterns
 _HAS_DIGIT_RUN = re.compile(r"[0-9][0-9 .()+-]{5,}[0-9]")  # cards, IPv4 and phones all look like this
 _HAS_IPV6 = re.compile(r":[0-9A-Fa-f]{0,4}:")
-
-
-_RUN_CHARS = b"0123456789 .()+-"  # what _HAS_DIGIT_RUN's runs are made of (all ASCII)
-
-
-@lru_cache(maxsize=1)
-def _byte_kinds() -> np.ndarray:
-    """0 for a byte outside _HAS_DIGIT_RUN's runs, 1 inside one, 2 for a digit."""
-    kinds = np.zeros(256, dtype=np.int8)
-    kinds[np.frombuffer(_RUN_CHARS, dtype=np.uint8)] = 1
-    kinds[np.frombuffer(b"0123456789", dtype=np.uint8)] = 2
-    return kinds
-
-
-def digit_runs(texts: list[str]) -> list[bool]:
-    """Whether `_HAS_DIGIT_RUN` finds a match in each text, for a batch in a few numpy passes (the
-    regex scans a character at a time, ~40 us for 4.7 KB of prose). It matches where a maximal run of
-    its characters spans 7 or more from its first digit to its last; those characters are ASCII, so
-    the run is the same in UTF-8 bytes (texts joined by a byte outside every run)."""
-    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
-    raw = b"\n".join(encoded)
-    kinds = _byte_kinds()[np.frombuffer(raw, dtype=np.uint8)]
-    digits = np.flatnonzero(kinds == 2)
-    if len(digits) < 2:
-        return [False] * len(texts)
-    run = np.cumsum(kinds == 0)  # equal within a run of run characters
-    new = np.flatnonzero(np.diff(run[digits]))  # each run's digits are consecutive in `digits`
-    first, last = digits[np.concatenate(([0], new + 1))], digits[np.concatenate((new, [len(digits) - 1]))]
-    ends = np.cumsum([len(e) + 1 for e in encoded])  # one past each text's separator
-    found = np.zeros(len(texts), dtype=bool)
-    found[np.searchsorted(ends, first[last - first >= 6], side="right")] = True
-    return found.tolist()
 
 
 def luhn_valid(digits: str) -> bool:
@@ -90,9 +55,8 @@ def _ipv6(match: re.Match) -> str | None:
     return "<IP>"
 
 
-def redact(text: str, digits: bool | None = None) -> tuple[str, Counter]:
-    """Replace PII with typed placeholders; returns the new text and counts per kind. `digits`: the
-    text's `digit_runs` verdict when the caller has it."""
+def redact(text: str) -> tuple[str, Counter]:
+    """Replace PII with typed placeholders; returns the new text and counts per kind."""
     counts: Counter = Counter()
 
     def sub(pattern: re.Pattern, text: str, kind: str, check=None) -> str:
@@ -107,10 +71,7 @@ def redact(text: str, digits: bool | None = None) -> tuple[str, Counter]:
 
     if "@" in text:
         text = sub(EMAIL, text, "EMAIL")
-        if counts["EMAIL"]:
-            digits = None  # the verdict was on the text before; an address may have held the run
-    if digits is None:  # substitutions below only remove digit runs
-        digits = _HAS_DIGIT_RUN.search(text) is not None
+    digits = _HAS_DIGIT_RUN.search(text) is not None  # substitutions below only remove digit runs
     if digits:
         text = sub(CARD, text, "CARD", _card)  # before phones: a card's digit groups look like a phone
         text = sub(IPV4, text, "IP")

@@ -24,7 +24,7 @@ from kiln.curate.config import DedupConfig, NormalizeConfig, QualityConfig
 from kiln.curate.dedup import MinHasher, NearDuplicateIndex, exact_key
 from kiln.curate.langid import load_identifier
 from kiln.curate.normalize import normalize
-from kiln.curate.pii import digit_runs, redact
+from kiln.curate.pii import redact
 from kiln.curate.quality import check_quality, quality_reasons
 from kiln.curate.wordbatch import WordBatch, chunks, distinct
 from kiln.curate.words import Words, analyze_many, cache_words, words_of
@@ -174,12 +174,8 @@ class Language(Step):
 class RedactPII(Step):
     name = "pii"
 
-    def run(self, docs: list[Document], stats: StepStats) -> list[Document]:
-        self.remember(docs, digit_runs([d.text for d in docs]))
-        return super().run(docs, stats)
-
     def apply(self, doc: Document, stats: StepStats) -> Document | None:
-        doc.text, counts = redact(doc.text, self.recall(doc, lambda: None))
+        doc.text, counts = redact(doc.text)
         stats.notes.update(counts)
         return doc
 
