@@ -19,7 +19,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from kiln.corpus import Document
+from kiln.corpus import Document, utf8_size
 from kiln.rundir import MANIFEST
 from kiln.shards.config import ShardConfig
 from kiln.tokenizer import special_ids
@@ -150,7 +150,7 @@ def write_shards(
         # encode_batch_fast skips the character offsets we do not need (docs/benchmarks.md: tokenize)
         encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
         for doc, enc in zip(batch, encodings):
-            num_bytes = len(doc.text.encode("utf-8"))
+            num_bytes = utf8_size(doc.text)
             writers[route(doc)].add(enc.ids, num_bytes)
             bar.update(num_bytes)
     bar.close()
