@@ -2,6 +2,7 @@
 
 import itertools
 import random
+import re
 import string
 
 import ftfy
@@ -42,7 +43,7 @@ def test_searching_beside_the_marks_finds_what_ftfy_finds_on_a_line():
     texts += ["".join(rng.choices(chars, k=rng.randint(3, 8))) for _ in range(40_000)]
     found = 0
     for text in texts:
-        lines = text.splitlines(keepends=True)
+        lines = re.findall(r"[^\n]*\n|[^\n]+", text)  # ftfy's segments: cut after each '\n' only
         if len(lines) > 1:
             assert looks_like_mojibake(text) >= any(is_bad(line) for line in lines), repr(text)
         else:
@@ -102,3 +103,17 @@ def test_mojibake_is_still_repaired_and_clean_text_kept():
     clean = "He said \u201cno\u201d \u2014 twice\u2026 it\u2019s caf\u00e9 \u00a9 2020"
     assert fix_mojibake(clean) == clean
     assert fix_mojibake("colour \x1b[31mred\x1b[0m \u2019") == "colour red \u2019"  # ftfy's escape removal still runs
+
+
+def test_terminal_escapes_in_ascii_text_go_to_ftfy():
+    text = "colour \x1b[31mred\x1b[0m"
+    assert fix_mojibake(text) == ftfy.fix_text(text, ftfy_config()) == "colour red"
+
+
+def test_a_line_longer_than_ftfy_cuts_is_left_to_ftfy():
+    """ftfy cuts a line at max_decode_length and judges the pieces: '^' then matches at the cut."""
+    limit = ftfy_config().max_decode_length
+    text = "é" + "1" * (limit - 1) + "Ã x"
+    assert not looks_like_mojibake(text)  # the whole line holds no mojibake...
+    want = ftfy.fix_text(text, ftfy_config())
+    assert want != text and fix_mojibake(text) == want  # ...the piece after the cut does

@@ -318,25 +318,28 @@ def test_documents_are_written_as_utf8_json_whatever_their_characters(tmp_path):
     assert writer.longest_line == max(len((json.dumps(r, ensure_ascii=False) + "\n").encode()) for r in rows)
 
 
-def test_signatures_of_a_batch_equal_each_documents_own():
+def test_signatures_of_a_batch_equal_each_documents_own(monkeypatch):
     """MinHash over a batch at once (blocks of permutations, minima per document) equals the
     permutations' minima over each document's shingles alone, short and empty documents included."""
     import numpy as np
 
+    import kiln.curate.dedup as dedup
     from kiln.curate.words import analyze
 
     rng = random.Random(8)
-    cfg = DedupConfig()
-    hasher = MinHasher(cfg)
     texts = [make_text(rng, rng.randrange(1, 80)) for _ in range(30)] + ["", "one", "a b c d", "a b c d e"]
     words = [analyze(t) for t in texts]
-    batch = hasher.signatures(words)
-    assert batch.shape == (len(texts), cfg.bands * cfg.rows) and batch.dtype == np.uint32
-    for w, row in zip(words, batch):
-        shingles = w.grams(cfg.shingle_words)
-        if len(shingles) == 0:
-            shingles = np.array([np.bitwise_xor.reduce(w.hashes) if len(w) else 0], dtype=np.uint64)
-        folded = (shingles ^ (shingles >> np.uint64(32))).astype(np.uint32)
-        want = [min(int(a) * int(x) + int(b) & 0xFFFFFFFF for x in folded.tolist()) for a, b in zip(hasher.a, hasher.b)]
-        assert row.tolist() == want
-    assert hasher.signatures([]).shape == (0, cfg.bands * cfg.rows)
+    # 15 permutations: a last block of 7; groups of at most 100 shingles: documents hashed apart too
+    for cfg, group in ((DedupConfig(), dedup._GROUP_SHINGLES), (DedupConfig(bands=3, rows=5), 100)):
+        hasher = MinHasher(cfg)
+        monkeypatch.setattr(dedup, "_GROUP_SHINGLES", group)
+        batch = hasher.signatures(words)
+        assert batch.shape == (len(texts), cfg.bands * cfg.rows) and batch.dtype == np.uint32
+        for w, row in zip(words, batch):
+            shingles = w.grams(cfg.shingle_words)
+            if len(shingles) == 0:
+                shingles = np.array([np.bitwise_xor.reduce(w.hashes) if len(w) else 0], dtype=np.uint64)
+            folded = (shingles ^ (shingles >> np.uint64(32))).astype(np.uint32).tolist()
+            want = [min(int(a) * x + int(b) & 0xFFFFFFFF for x in folded) for a, b in zip(hasher.a, hasher.b)]
+            assert row.tolist() == want
+        assert hasher.signatures([]).shape == (0, cfg.bands * cfg.rows)

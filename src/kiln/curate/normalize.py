@@ -94,15 +94,20 @@ def looks_like_mojibake(text: str) -> bool:
 
 
 def fix_mojibake(text: str) -> str:
-    if text.isascii() or not mojibake_marks().search(text):  # most web text: nothing ftfy would change
+    if text.isascii():  # most web text: all ftfy would do is take out terminal escapes
+        return _ftfy(text) if "\x1b" in text else text
+    if not mojibake_marks().search(text):
         return text
-    from ftfy import fix_text
-
-    config = ftfy_config()
-    long = len(text) > config.max_decode_length  # ftfy cuts such a line anywhere: let it judge
+    long = len(text) > ftfy_config().max_decode_length  # ftfy cuts such a line anywhere: let it judge
     if not (long or _OTHER_FIXES.search(text) or looks_like_mojibake(text)):
         return text  # accented text that is not mojibake (most of it in European languages)
-    return fix_text(text, config)
+    return _ftfy(text)
+
+
+def _ftfy(text: str) -> str:
+    from ftfy import fix_text
+
+    return fix_text(text, ftfy_config())
 
 
 def strip_control(text: str) -> str:

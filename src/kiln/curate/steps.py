@@ -212,7 +212,7 @@ class Decontaminate(Step):
         self.grams = grams
         # a bitmap of the grams' top bits, about 32 bits per gram (3 % set), rules out nearly every other
         # n-gram before the binary search (a 1-in-3 bitmap left 2.8x the time on a 1.7M-gram split)
-        bits = min(max(int(len(grams) * 32).bit_length(), 16), 30)
+        bits = min(max(int(len(grams) * 32).bit_length(), 16), 27)  # at most 16 MB a worker
         self.shift = np.uint64(64 - bits)
         at = grams >> self.shift
         self.bitmap = np.zeros(1 << (bits - 3), dtype=np.uint8)  # packed: 1/8 the bytes to keep in cache
