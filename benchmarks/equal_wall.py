@@ -5,8 +5,9 @@
         --python ~/baselines/.venv/bin/python                         # the comparison (~35 min)
 
 The text: the State of the Union addresses in date order, cut by bytes into the first 90 % (training)
-and the last 10 % (scored), as benchmarks/recipe.py cuts them, once under --root. kiln runs as a user
-runs it: `kiln run --data.corpus first90.jsonl` (the cpu preset's 9 minutes, holding out its own 5 %
+and the last 10 % (scored; `--cut dev`: the first 80 % and the 80-90 % tenth, to choose settings on), as
+benchmarks/recipe.py cuts them, once under --root. kiln runs as a user
+runs it: `kiln run --data.corpus trained.jsonl` (the cpu preset's 9 minutes, holding out its own 5 %
 by document hash). The baselines, from checkouts the user has, run with --python (torch, numpy,
 tiktoken, rustbpe, pyarrow, filelock, wandb), train on the same documents kiln trains on and validate
 on the ones it holds out, each in its own format, for the same wall-clock (default: kiln's measured
@@ -57,25 +58,34 @@ DATASET = "sotu90"
 # ---------------------------------------------------------------- the text
 
 
-def prepare_cut(root: Path) -> Path:
-    """The 90 / 10 cut as JSONL, once: first90 (kiln's corpus), its hash split (train / val, the
-    documents kiln trains and validates on) for the baselines, and last10 (scored)."""
+CUTS = {"test": (0.9, 1.0), "dev": (0.8, 0.9)}
+"""Each cut's scored slice, as byte shares of the corpus in date order (benchmarks/recipe.py's): `test`
+reports (train on the first 90 %, score the last tenth), `dev` chooses (the first 80 %; 80-90 %)."""
+
+
+def prepare_cut(root: Path, name: str = "test") -> Path:
+    """A cut as JSONL, once: trained (kiln's corpus: what precedes the scored slice), its hash split
+    (train / val, the documents kiln trains and validates on) for the baselines, and scored."""
     from kiln.corpus import CorpusConfig, read_documents, split_of
 
-    cut = root / "cut"
-    if (cut / "last10.jsonl").exists():
+    cut = root / ("cut" if name == "test" else f"cut_{name}")
+    if (cut / "scored.jsonl").exists():
         return cut
     docs = list(read_documents(CorpusConfig()))  # date order, 1790 first
     sizes = list(itertools.accumulate(len(d.text.encode()) for d in docs))
-    end = next(i for i, n in enumerate(sizes) if n > 0.9 * sizes[-1])  # the one passing 90 % is scored
+    # the document that passes a share starts the next slice
+    start, end = (next((i for i, n in enumerate(sizes) if n > s * sizes[-1]), len(docs)) for s in CUTS[name])
     cut.mkdir(parents=True, exist_ok=True)
-    parts: dict[str, list] = {"first90": docs[:end], "last10": docs[end:], "train": [], "val": []}
-    for d in docs[:end]:
+    parts: dict[str, list] = {"trained": docs[:start], "scored": docs[start:end], "train": [], "val": []}
+    for d in docs[:start]:
         parts[split_of(d.id, CorpusConfig())].append(d)
-    for name, part in parts.items():
-        with (cut / f"{name}.jsonl").open("w") as f:
+    for part_name, part in parts.items():
+        with (cut / f"{part_name}.jsonl").open("w") as f:
             f.writelines(json.dumps({"id": d.id, "text": d.text, **d.metadata}) + "\n" for d in part)
-    print(f"cut: {end} documents to {docs[end - 1].id} for training, {len(docs) - end} scored from {docs[end].id}")
+    print(
+        f"cut {name}: {start} documents to {docs[start - 1].id} for training, {end - start} scored from "
+        f"{docs[start].id} to {docs[end - 1].id}"
+    )
     return cut
 
 
@@ -110,7 +120,7 @@ def score_stream(logits_of, stream: np.ndarray, token_bytes, seq_len: int, batch
     return {"bpb": nats / math.log(2) / nbytes, "scored_tokens": ntok, "scored_bytes": nbytes, "windows": windows}
 
 
-def score_kiln(ckpt: Path, last10: Path) -> dict:
+def score_kiln(ckpt: Path, scored: Path) -> dict:
     """kiln's final checkpoint, its documents tokenized by kiln's shard writer (<|bos|> text <|eos|>)."""
     import tempfile
 
@@ -126,7 +136,7 @@ def score_kiln(ckpt: Path, last10: Path) -> dict:
     cpu = torch.device("cpu")
     loaded = load_checkpoint(ckpt, cpu)
     with tempfile.TemporaryDirectory() as tmp:
-        docs = read_documents(CorpusConfig(corpus=str(last10)))
+        docs = read_documents(CorpusConfig(corpus=str(scored)))
         write_shards(docs, loaded.tokenizer, loaded.tokenizer_sha256, {"eval": Path(tmp)}, ShardConfig())
         stream = np.concatenate([np.asarray(t) for t in ShardSet(Path(tmp)).tokens])
 
@@ -198,7 +208,7 @@ def run_kiln(root: Path, cut: Path, kiln_args: list[str], reuse: bool = False) -
     reused = reuse and (run_dir / "summary.json").exists()
     if not reused:
         shutil.rmtree(run_dir, ignore_errors=True)
-        cmd = f"{sys.executable} -m kiln run --data.corpus {cut / 'first90.jsonl'} --run-dir {run_dir}".split()
+        cmd = f"{sys.executable} -m kiln run --data.corpus {cut / 'trained.jsonl'} --run-dir {run_dir}".split()
         wall, _ = run(cmd + kiln_args, root / "kiln.log")
     summary = json.loads((run_dir / "summary.json").read_text())
     if reused:
@@ -207,8 +217,8 @@ def run_kiln(root: Path, cut: Path, kiln_args: list[str], reuse: bool = False) -
     ckpt = latest_checkpoint(run_dir / "checkpoints")
     cfg = json.loads((ckpt / "config.json").read_text())
     m, t = cfg["model"], cfg["train"]
-    scored = score_kiln(ckpt, cut / "last10.jsonl")
-    evaluate = f"{sys.executable} -m kiln eval --checkpoint {ckpt} --text {cut / 'last10.jsonl'}".split()
+    scored = score_kiln(ckpt, cut / "scored.jsonl")
+    evaluate = f"{sys.executable} -m kiln eval --checkpoint {ckpt} --text {cut / 'scored.jsonl'}".split()
     _, out = run(evaluate, root / "kiln_eval.log")
     shape = dict(
         layers=m["num_layers"], dim=m["dim"], heads=m["num_heads"], seq_len=t["seq_len"], vocab=m["vocab_size"]
@@ -237,7 +247,7 @@ def prepare_nanogpt(root: Path, cut: Path, repo: Path) -> Path:
     data = work / "data" / "sotu_char"
     if not (data / "meta.pkl").exists():
         data.mkdir(parents=True, exist_ok=True)
-        docs = {name: texts(cut / f"{name}.jsonl") for name in ("train", "val", "last10")}
+        docs = {name: texts(cut / f"{name}.jsonl") for name in ("train", "val", "scored")}
         assert not any(SEP in d for part in docs.values() for d in part), "the document separator is in the text"
         split = {name: "".join(SEP + d for d in part) for name, part in docs.items()}
         chars = sorted(set("".join(split.values())))  # prepare.py: the alphabet of all the text
@@ -269,7 +279,7 @@ def run_nanogpt(args: argparse.Namespace, root: Path, cut: Path, budget_s: float
     shutil.rmtree(work / "out", ignore_errors=True)
     wall, out = run(train + schedule.format(iters, every, "out").split(), root / "nanogpt.log", work)
     spec = dict(system="nanogpt", dir=str(args.nanogpt.resolve()), ckpt=str(work / "out" / "ckpt.pt"))
-    spec.update(meta=str(work / "data" / "sotu_char" / "meta.pkl"), text=str(cut / "last10.jsonl"))
+    spec.update(meta=str(work / "data" / "sotu_char" / "meta.pkl"), text=str(cut / "scored.jsonl"))
     scored = baseline_score(args, spec, root)
     shape = f"4x128, 4 heads, char ctx 64 x 12, fp32, {iters} iters"
     return result("nanoGPT", shape, scored["steps"] * 12 * 64, 12 * 64 / rate(out, pattern), wall, scored)
@@ -363,7 +373,7 @@ def run_nanochat(args: argparse.Namespace, root: Path, cut: Path, budget_s: floa
     wall, out = run(cmd, root / "nanochat.log", args.nanochat, env)
     ckpt_dir = root / "nanochat" / "experiments" / "equal_wall" / "equal_wall" / "base"
     spec = dict(system="nanochat", dir=str(args.nanochat.resolve()), ckpt_dir=str(ckpt_dir), step=steps)
-    scored = baseline_score(args, {**spec, "text": str(cut / "last10.jsonl")}, root, env)
+    scored = baseline_score(args, {**spec, "text": str(cut / "scored.jsonl")}, root, env)
     shape = f"{layers}x{dim}, {dim // head_dim} heads, seq {seq_len} x {batch}, {env.get('NANOCHAT_DTYPE', 'float32')}"
     return result("nanochat", shape, steps * batch * seq_len, batch * seq_len / rate(out, pattern), wall, scored)
 
@@ -440,6 +450,9 @@ def main() -> None:
         help="turn off inductor's vertical outer-loop fusion in nanochat's processes (torch 2.13/2.14 CPU "
         "fail compiling its optimizer with KeyError 'buf13' otherwise)",
     )
+    parser.add_argument(
+        "--cut", choices=list(CUTS), default="test", help="test: score the last tenth; dev: the 80-90 %% one"
+    )
     parser.add_argument("--no-kiln", action="store_true", help="skip kiln (give --budget, and --nanochat-shape)")
     parser.add_argument("--reuse-kiln", action="store_true", help="score the finished kiln run under ROOT again")
     args = parser.parse_args()
@@ -450,7 +463,7 @@ def main() -> None:
     from recipe import cpu_name
 
     args.root.mkdir(parents=True, exist_ok=True)
-    cut = prepare_cut(args.root)
+    cut = prepare_cut(args.root, args.cut)
     rows: list[dict] = []
     kiln = None if args.no_kiln else run_kiln(args.root, cut, args.kiln_args.split(), args.reuse_kiln)
     rows += [kiln] if kiln else []
@@ -460,7 +473,8 @@ def main() -> None:
     if args.nanochat:
         rows.append(run_nanochat(args, args.root, cut, budget_s, kiln))
     print(table(rows))
-    record = dict(budget_s=budget_s, kiln_args=args.kiln_args, rows=rows, cpu=cpu_name(), date=time.strftime("%F"))
+    record = dict(budget_s=budget_s, cut=args.cut, kiln_args=args.kiln_args, rows=rows, cpu=cpu_name())
+    record["date"] = time.strftime("%F")
     with (args.root / "results.jsonl").open("a") as f:
         f.write(json.dumps(record) + "\n")
 
