@@ -117,3 +117,11 @@ def test_a_line_longer_than_ftfy_cuts_is_left_to_ftfy():
     assert not looks_like_mojibake(text)  # the whole line holds no mojibake...
     want = ftfy.fix_text(text, ftfy_config())
     assert want != text and fix_mojibake(text) == want  # ...the piece after the cut does
+
+
+def test_text_dense_with_marks_is_scanned_once_with_the_same_verdict():
+    """Past about one try in eight characters the rest of the text is searched in one call."""
+    for text in ("é" * 5_000, "é" * 5_000 + "cafÃ© ", "é" * 5_000 + "\nÃ x", "cafÃ© " + "é" * 5_000):
+        lines = re.findall(r"[^\n]*\n|[^\n]+", text)
+        assert looks_like_mojibake(text) == any(is_bad(line) for line in lines), text[-8:]
+        assert fix_mojibake(text) == ftfy.fix_text(text, ftfy_config())
