@@ -179,6 +179,19 @@ def test_the_evaluation_bitmap_keeps_every_evaluation_gram_and_rules_out_most_ot
     for size in (0, 1, 1000, 200_000):
         grams = np.unique(rng.integers(0, 2**64, size=size, dtype=np.uint64))
         step = Decontaminate(grams, 13)
-        assert step._maybe_evaluation(grams).all()
+        assert step.grams.maybe(grams).all()
         others = rng.integers(0, 2**64, size=100_000, dtype=np.uint64)
-        assert step._maybe_evaluation(others).mean() < 0.05
+        assert step.grams.maybe(others).mean() < 0.05
+
+
+def test_finding_values_in_sorted_hashes_agrees_with_isin():
+    from kiln.curate.wordbatch import HashSet, find_sorted
+
+    rng = np.random.default_rng(7)
+    members = np.unique(rng.integers(0, 2**64, size=500, dtype=np.uint64))
+    values = np.concatenate([rng.choice(members, 300), rng.integers(0, 2**64, size=300, dtype=np.uint64)])
+    want = np.flatnonzero(np.isin(values, members))
+    for where, index in (find_sorted(members, values), HashSet(members).find(values)):
+        assert where.tolist() == want.tolist() and (members[index] == values[where]).all()
+    empty = np.zeros(0, dtype=np.uint64)
+    assert len(find_sorted(empty, values)[0]) == 0 and len(HashSet(empty).find(values)[0]) == 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kiln.curate.wordbatch import WordBatch
+from kiln.curate.wordbatch import HashSet, WordBatch
 from kiln.curate.words import Words, analyze, ngram_hashes
 
 GROUP_TERMS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -109,9 +109,6 @@ class GroupTermCounter:
     document. Longer terms win and matches do not overlap, as in a longest-first regex scan: "African
     American" counts once, for its group, and not again as "American"."""
 
-    BITMAP_BITS = 16
-    _shift = np.uint64(64 - BITMAP_BITS)
-
     def __init__(self) -> None:
         self.groups: list[tuple[str, str]] = [(a, g) for a, groups in GROUP_TERMS.items() for g in groups]
         by_length: dict[int, list[tuple[int, int]]] = {}
@@ -119,15 +116,12 @@ class GroupTermCounter:
             for term in GROUP_TERMS[axis][group]:
                 words = analyze(term).hashes
                 by_length.setdefault(len(words), []).append((int(ngram_hashes(words, len(words))[0]), i))
-        self.lexicon: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
-        """(words per term, sorted term hashes, group index of each, bitmap of the hashes' top bits),
-        longest terms first. The bitmap rules out almost every word before the binary search."""
+        self.lexicon: list[tuple[int, HashSet, np.ndarray]] = []
+        """(words per term, the terms' hashes, group index of each), longest terms first."""
         for n in sorted(by_length, reverse=True):
             pairs = sorted(by_length[n])
             hashes = np.array([h for h, _ in pairs], dtype=np.uint64)
-            bitmap = np.zeros(1 << self.BITMAP_BITS, dtype=bool)
-            bitmap[hashes >> self._shift] = True
-            self.lexicon.append((n, hashes, np.array([g for _, g in pairs], dtype=np.int64), bitmap))
+            self.lexicon.append((n, HashSet(hashes), np.array([g for _, g in pairs], dtype=np.int64)))
         self.counts = np.zeros(len(self.groups), dtype=np.int64)
         self.words = 0
 
@@ -141,14 +135,10 @@ class GroupTermCounter:
         out = np.zeros((len(words), len(self.groups)), dtype=np.int64)
         covered = np.zeros(len(batch.hashes), dtype=bool)
         found: list[tuple[int, int, int]] = []  # (position, words, group) of every match, longest terms first
-        for n, hashes, group, bitmap in self.lexicon:
+        for n, terms, group in self.lexicon:
             pos, grams = batch.grams(n)
-            where = np.flatnonzero(bitmap[grams >> self._shift])
-            if len(where) == 0:
-                continue
-            at = np.minimum(np.searchsorted(hashes, grams[where]), len(hashes) - 1)
-            hit = hashes[at] == grams[where]
-            found += [(p, n, group[t]) for p, t in zip(pos[where[hit]].tolist(), at[hit].tolist())]
+            where, at = terms.find(grams)
+            found += [(p, n, group[t]) for p, t in zip(pos[where].tolist(), at.tolist())]
         for p, n, g in found:  # per length longest first, each left to right: no overlaps
             if not covered[p : p + n].any():
                 covered[p : p + n] = True

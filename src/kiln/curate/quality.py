@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from kiln.curate.config import QualityConfig
-from kiln.curate.wordbatch import WordBatch, distinct, repeats, runs
+from kiln.curate.wordbatch import WordBatch, distinct, find_sorted, repeats, runs
 from kiln.curate.words import Words, analyze, hashes_of
 
 STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
@@ -76,9 +76,8 @@ class WordFacts(NamedTuple):
 def _stop_words_seen(batch: WordBatch, words: np.ndarray) -> np.ndarray:
     """Per document: how many distinct stop words its words at `words` (positions) hold."""
     stops = _stop_word_hashes()
-    at = np.minimum(np.searchsorted(stops, batch.hashes[words]), len(stops) - 1)
-    hit = stops[at] == batch.hashes[words]
-    pairs = distinct(batch.doc[words[hit]] * len(stops) + at[hit])  # (document, stop word), once each
+    hit, at = find_sorted(stops, batch.hashes[words])
+    pairs = distinct(batch.doc[words[hit]] * len(stops) + at)  # (document, stop word), once each
     return np.bincount(pairs // len(stops), minlength=batch.num_docs)
 
 

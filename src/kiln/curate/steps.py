@@ -26,7 +26,7 @@ from kiln.curate.langid import load_identifier
 from kiln.curate.normalize import normalize
 from kiln.curate.pii import redact
 from kiln.curate.quality import check_quality, quality_reasons
-from kiln.curate.wordbatch import WordBatch, chunks, distinct
+from kiln.curate.wordbatch import HashSet, WordBatch, chunks, distinct
 from kiln.curate.words import Words, analyze_many, cache_words, words_of
 
 T = TypeVar("T")
@@ -206,22 +206,7 @@ class Decontaminate(Step):
         self.n, self.min_shared, self.skip_split = ngram, min_shared, skip_split
         self.grams_file = Path(grams) if isinstance(grams, (str, os.PathLike)) else None
         if self.grams_file is None:
-            self._index(np.asarray(grams))
-
-    def _index(self, grams: np.ndarray) -> None:
-        self.grams = grams
-        # a bitmap of the grams' top bits, about 32 bits per gram (3 % set), rules out nearly every other
-        # n-gram before the binary search (a 1-in-3 bitmap left 2.8x the time on a 1.7M-gram split)
-        bits = min(max(int(len(grams) * 32).bit_length(), 16), 27)  # at most 16 MB a worker
-        self.shift = np.uint64(64 - bits)
-        at = grams >> self.shift
-        self.bitmap = np.zeros(1 << (bits - 3), dtype=np.uint8)  # packed: 1/8 the bytes to keep in cache
-        np.bitwise_or.at(self.bitmap, at >> np.uint64(3), np.left_shift(1, at & np.uint64(7)).astype(np.uint8))
-
-    def _maybe_evaluation(self, grams: np.ndarray) -> np.ndarray:
-        """False for n-grams that are surely not evaluation n-grams; true for the rest."""
-        at = grams >> self.shift
-        return (self.bitmap[at >> np.uint64(3)] >> (at & np.uint64(7)).astype(np.uint8)) & 1 == 1
+            self.grams = HashSet(np.asarray(grams))
 
     def _evaluation_text(self, doc: Document) -> bool:
         return self.skip_split is not None and split_of(doc.id, self.skip_split) == "val"
@@ -229,16 +214,13 @@ class Decontaminate(Step):
     def shared(self, docs: list[Document]) -> list[int]:
         """How many distinct evaluation n-grams each document holds, for a batch at once."""
         if self.grams_file is not None:
-            self._index(np.load(self.grams_file))
+            self.grams = HashSet(np.load(self.grams_file))
             self.grams_file = None
         if len(self.grams) == 0:
             return [0] * len(docs)
         batch = WordBatch([words_of(d) for d in docs])
         pos, grams = batch.grams(self.n)
-        hit = self._maybe_evaluation(grams)  # most n-grams are ruled out here
-        pos, grams = pos[hit], grams[hit]
-        at = np.minimum(np.searchsorted(self.grams, grams), len(self.grams) - 1)
-        found = self.grams[at] == grams
+        found = self.grams.find(grams)[0]
         pairs = distinct(batch.key_of(pos[found], grams[found]))  # each n-gram once per document
         return np.bincount(batch.doc_of(pairs), minlength=len(docs)).tolist()
 

@@ -117,10 +117,46 @@ def repeats(keys: np.ndarray) -> np.ndarray:
     twice = ordered[1:][ordered[1:] == ordered[:-1]]
     if len(twice) == 0:
         return np.zeros(0, dtype=np.int64)
-    again = distinct(twice)
-    at = np.minimum(np.searchsorted(again, keys), len(again) - 1)
-    candidates = np.flatnonzero(again[at] == keys)
+    candidates = find_sorted(distinct(twice), keys)[0]
     first = np.unique(keys[candidates], return_index=True)[1]  # first occurrence of each
     is_first = np.zeros(len(candidates), dtype=bool)
     is_first[first] = True
     return candidates[~is_first]
+
+
+def find_sorted(members: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(where, index): the positions in `values` of those in the sorted array `members`, and each one's
+    index there, by one binary search."""
+    if len(members) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    at = np.minimum(np.searchsorted(members, values), len(members) - 1)
+    where = np.flatnonzero(members[at] == values)
+    return where, at[where]
+
+
+class HashSet:
+    """Sorted distinct 64-bit hashes, looked up many at a time: a packed bitmap of their top bits,
+    about 32 bits a member (3 % set; at most 2^27 bits, 16 MB), rules out nearly every other value
+    before the binary search (a bitmap 1 in 3 set left 2.8x the time on a 1.7M-gram set)."""
+
+    def __init__(self, members: np.ndarray) -> None:
+        self.members = members
+        bits = min(max(int(len(members) * 32).bit_length(), 16), 27)
+        self._shift = np.uint64(64 - bits)
+        at = members >> self._shift
+        self._bitmap = np.zeros(1 << (bits - 3), dtype=np.uint8)
+        np.bitwise_or.at(self._bitmap, at >> np.uint64(3), np.left_shift(1, at & np.uint64(7)).astype(np.uint8))
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def maybe(self, values: np.ndarray) -> np.ndarray:
+        """False for values that are surely not members; true for the rest."""
+        at = values >> self._shift
+        return (self._bitmap[at >> np.uint64(3)] >> (at & np.uint64(7)).astype(np.uint8)) & 1 == 1
+
+    def find(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`find_sorted(self.members, values)`, the bitmap first."""
+        candidates = np.flatnonzero(self.maybe(values))
+        where, index = find_sorted(self.members, values[candidates])
+        return candidates[where], index
