@@ -72,12 +72,10 @@ class _JsonlShards:
             self._tmp = self.out_dir / f".documents_{len(self.files):05d}.jsonl.tmp"
             self._f = self._tmp.open("w", encoding="utf-8")
             self._count = 0
-        text = row.get("text")
-        line = None
-        if isinstance(text, str) and text.isascii():  # escaping non-ASCII is 1.8x faster for ASCII text
-            line = json.dumps(row) + "\n"
-        if line is None or "\\u" in line:  # a character was (or would be) escaped: write it as UTF-8
-            line = json.dumps(row, ensure_ascii=False) + "\n"  # (ASCII escapes come out the same)
+        line = json.dumps(row) if row["text"].isascii() else ""  # escaping as ASCII: 1.8x faster for ASCII
+        if not line or "\\u" in line:  # a character is escaped: write it as UTF-8 (ASCII escapes alike)
+            line = json.dumps(row, ensure_ascii=False)
+        line += "\n"
         if len(line) * 4 > self.longest_line:  # at most 4 UTF-8 bytes a character: encode only if it could be longer
             self.longest_line = max(self.longest_line, len(line.encode("utf-8")))
         self._f.write(line)
