@@ -313,6 +313,7 @@ def test_documents_are_written_as_utf8_json_whatever_their_characters(tmp_path):
     for row in rows:
         writer.write(row)
     writer.close()
+    writer.publish()
     written = (tmp_path / writer.files[0]["file"]).read_text(encoding="utf-8")
     assert written == "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     assert writer.longest_line == max(len((json.dumps(r, ensure_ascii=False) + "\n").encode()) for r in rows)
@@ -343,3 +344,28 @@ def test_signatures_of_a_batch_equal_each_documents_own(monkeypatch):
             want = [min(int(a) * x + int(b) & 0xFFFFFFFF for x in folded) for a, b in zip(hasher.a, hasher.b)]
             assert row.tolist() == want
         assert hasher.signatures([]).shape == (0, cfg.bands * cfg.rows)
+
+
+def test_a_refused_curation_leaves_the_last_one_in_place(tmp_path):
+    """A missing corpus or one that keeps nothing stops with its error and removes nothing: the last
+    curation's documents and manifest stay, and nothing half-written is left beside them."""
+    rng = random.Random(9)
+    root = tmp_path / "c"
+    root.mkdir()
+    for i in range(4):
+        (root / f"d{i}.txt").write_text(make_text(rng, 60))
+    out = tmp_path / "out"
+    cfg = CurateConfig(workers=1, decontaminate=False)
+    curate(CorpusConfig(corpus=str(root)), cfg, out)
+    before = {p.name: p.read_bytes() for p in out.glob("*.j*")}
+    assert "manifest.json" in before and any(n.startswith("documents_") for n in before)
+    with pytest.raises(KilnError, match="does not exist"):
+        curate(CorpusConfig(corpus=str(tmp_path / "typo")), cfg, out)
+    short = tmp_path / "short"
+    short.mkdir()
+    (short / "a.txt").write_text("too short")
+    with pytest.raises(KilnError, match="kept 0 of 1 documents"):
+        curate(CorpusConfig(corpus=str(short)), cfg, out)
+    assert {p.name: p.read_bytes() for p in out.glob("*.j*")} == before
+    assert not list(out.glob(".documents_*"))
+    assert len(CuratedSet(out).manifest["files"]) >= 1

@@ -57,7 +57,9 @@ from kiln.rundir import MANIFEST
 
 
 class _JsonlShards:
-    """Numbered JSONL files, each published by rename when full; sha256 of each recorded."""
+    """Numbered JSONL files, each staged under a hidden name when full (sha256 recorded) and published
+    together by `publish`, which replaces the last curation's files only then: a curation that fails
+    or keeps nothing leaves the last one as it was (`discard`)."""
 
     def __init__(self, out_dir: Path, per_file: int) -> None:
         self.out_dir, self.per_file = out_dir, per_file
@@ -87,12 +89,26 @@ class _JsonlShards:
         if self._f is None:
             return
         self._f.close()
-        final = self.out_dir / self._tmp.name[1:].removesuffix(".tmp")
-        os.replace(self._tmp, final)
-        self.files.append(
-            {"file": final.name, "documents": self._count, "sha256": hashlib.sha256(final.read_bytes()).hexdigest()}
-        )
+        staged = self._tmp.with_suffix(".staged")
+        os.replace(self._tmp, staged)
+        digest = hashlib.sha256(staged.read_bytes()).hexdigest()
+        self.files.append({"file": self._tmp.name[1:].removesuffix(".tmp"), "documents": self._count, "sha256": digest})
         self._f = None
+
+    def publish(self) -> None:
+        """Replace the last curation's documents and manifest with the staged files."""
+        for stale in list(self.out_dir.glob("documents_*.jsonl")) + list(self.out_dir.glob(MANIFEST)):
+            stale.unlink()
+        for entry in self.files:
+            os.replace(self.out_dir / f".{entry['file']}.staged", self.out_dir / entry["file"])
+
+    def discard(self) -> None:
+        """Remove what this (or an interrupted earlier) curation staged."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        for part in list(self.out_dir.glob(".documents_*.jsonl.tmp")) + list(self.out_dir.glob(".documents_*.staged")):
+            part.unlink()
 
 
 def eval_grams(cfg: CurateConfig, data: CorpusConfig) -> np.ndarray:
@@ -210,16 +226,15 @@ def nothing_kept(read: ReadStats, totals: list[StepStats], out_dir: Path) -> str
 def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, Any]:
     """Run every step over the corpus; write documents, manifest, dropped samples, mix and data card."""
     t0 = time.perf_counter()
-    sources = sources_of(data)  # a bad sources file stops here, before the last curation is removed
+    sources = sources_of(data)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in list(out_dir.glob("documents_*.jsonl")) + list(out_dir.glob(MANIFEST)):
-        stale.unlink()
     workers = resolve_workers(cfg.workers)
     totals = [StepStats(n) for n in step_names(cfg)]
     dedup = Deduplicate(cfg.dedup) if cfg.dedup.exact or cfg.dedup.near else None
     dedup_stats = StepStats("dedup")
     per_source = _PerSource(sources)
-    writer = _JsonlShards(out_dir, cfg.shard_documents)
+    writer = _JsonlShards(out_dir, cfg.shard_documents)  # the last curation stays until this one has succeeded
+    writer.discard()
     grams_file = out_dir / ".eval_grams.npy"  # with workers: they start (and load their models) while
     grams = eval_grams(cfg, data) if workers <= 1 else grams_file  # this process finds the eval n-grams
     try:
@@ -256,6 +271,9 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
                     per_source.kept(doc, utf8_size(doc.text), split_of(doc.id, data), mentions, num_words)
             bar.close()
             writer.close()
+    except BaseException:
+        writer.discard()
+        raise
     finally:
         grams_file.unlink(missing_ok=True)
     if dedup is not None:
@@ -268,7 +286,9 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
                 f.write(json.dumps(sample, ensure_ascii=False) + "\n")
     rows = per_source.rows
     if not sum(r["documents_out"] for r in rows.values()):
+        writer.discard()
         raise KilnError(nothing_kept(read_stats, totals, out_dir))
+    writer.publish()
     manifest: dict[str, Any] = {
         "format": CURATED_FORMAT,
         "source": data.sources or data.corpus,
