@@ -100,3 +100,19 @@ def test_eval_windows_cover_the_shards_in_order(tokenized_run):
     batches = list(iterate_windows(shards, seq_len=16, batch_size=3))
     inputs = torch.cat([b["inputs"] for b in batches]).flatten()
     assert torch.equal(inputs, torch.from_numpy(np.asarray(shards.tokens[0][: len(inputs)], dtype=np.int64)))
+
+
+def test_a_corpus_that_fails_to_open_leaves_the_last_shards(tokenized_run, tmp_path):
+    _, run = tokenized_run
+    tok = load_tokenizer(run.tokenizer)
+    docs = [Document(f"d{i}", f"document number {i} with a few words") for i in range(5)]
+    write_shards(docs, tok, "sha", {"x": tmp_path}, ShardConfig())
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def missing():
+        raise KilnError("corpus path /nowhere does not exist")
+        yield  # a generator, as read_documents is
+
+    with pytest.raises(KilnError, match="does not exist"):
+        write_shards(missing(), tok, "sha", {"x": tmp_path}, ShardConfig())
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -10,6 +10,7 @@ Documents are encoded in batches with ``encode_batch`` (parallel in Rust) so mem
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -144,9 +145,11 @@ def write_shards(
         def route(doc: Document) -> str:
             return only
 
+    docs = iter(docs)
+    first = next(docs, None)  # a missing or empty corpus stops here, before the last shards are removed
     writers = {name: ShardWriter(path, tok, tokenizer_sha256, cfg) for name, path in out_dirs.items()}
     bar = tqdm(desc=desc, unit="B", unit_scale=True, dynamic_ncols=True, mininterval=0.5)
-    for batch in _batches(docs, cfg.batch_bytes):
+    for batch in _batches(itertools.chain([first] if first is not None else [], docs), cfg.batch_bytes):
         # encode_batch_fast skips the character offsets we do not need (docs/benchmarks.md: tokenize)
         encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
         for doc, enc in zip(batch, encodings):
