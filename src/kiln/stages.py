@@ -140,8 +140,17 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     tok = load_tokenizer(run.tokenizer)
     sha = tokenizer_hash(run.tokenizer)
     t0 = time.perf_counter()
-    stats = ReadStats()
     curated = curated_set(cfg, run)
+    stats = ReadStats()
+
+    def every_split_has_documents(manifests: dict[str, dict]) -> None:
+        for split, manifest in manifests.items():
+            if manifest["num_documents"] == 0:
+                raise KilnError(
+                    f"no document of {stats.num_documents} fell into the {split} split; use a corpus with "
+                    "more documents, or change data.val_fraction or data.split_seed"
+                )
+
     manifests = write_shards(
         curated.documents(cfg.data, stats) if curated else read_documents(cfg.data, stats),
         tok,
@@ -149,16 +158,11 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
         {"train": run.split("train"), "val": run.split("val")},
         cfg.shards,
         route=lambda doc: split_of(doc.id, cfg.data),
+        check=every_split_has_documents,
     )
     others = {m.name: m.tokenize(cfg, run, tok, sha) for m in active(cfg)}
     wall_s = time.perf_counter() - t0
     _report_read_stats(stats)
-    for split, manifest in manifests.items():
-        if manifest["num_documents"] == 0:
-            raise KilnError(
-                f"no document of {stats.num_documents} fell into the {split} split; use a corpus with more "
-                "documents, or change data.val_fraction or data.split_seed"
-            )
     save_config(cfg, run.config)
     num_bytes = sum(m["num_bytes"] for m in manifests.values())
     figures: dict[str, Any] = {

@@ -1,15 +1,18 @@
+import dataclasses
 import hashlib
 
 import numpy as np
 import pytest
 import torch
 
+from kiln import stages
 from kiln.corpus import Document
 from kiln.errors import KilnError
 from kiln.shards.config import ShardConfig
 from kiln.shards.loader import PackedLoader, ShardSet, iterate_windows
 from kiln.shards.writer import token_dtype, write_shards
 from kiln.tokenizer import load_tokenizer
+from tests.conftest import copy_run
 
 
 def test_shards_hold_exactly_bos_tokens_eos(tokenized_run, tmp_path):
@@ -116,3 +119,63 @@ def test_a_corpus_that_fails_to_open_leaves_the_last_shards(tokenized_run, tmp_p
     with pytest.raises(KilnError, match="does not exist"):
         write_shards(missing(), tok, "sha", {"x": tmp_path}, ShardConfig())
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_failure_mid_corpus_or_a_refused_check_leaves_the_last_shards(tokenized_run, tmp_path):
+    _, run = tokenized_run
+    tok = load_tokenizer(run.tokenizer)
+    small = ShardConfig(shard_tokens=40, batch_bytes=50)  # several shards, several batches
+    docs = [Document(f"d{i}", f"document number {i} with a few words") for i in range(12)]
+    write_shards(
+        docs, tok, "sha", {"x": tmp_path / "x", "y": tmp_path / "y"}, small, route=lambda d: "xy"[int(d.id[1:]) % 2]
+    )
+    before = {name: _files(tmp_path / name) for name in "xy"}
+    assert len(before["x"]) > 3  # more than one shard in each
+
+    def broken():
+        yield from (Document(f"n{i}", f"another text {i} " * 5) for i in range(30))
+        raise KilnError("document 31 is not valid UTF-8")
+
+    with pytest.raises(KilnError, match="not valid"):
+        write_shards(broken(), tok, "sha", {"x": tmp_path / "x", "y": tmp_path / "y"}, small, route=lambda d: "x")
+    assert {name: _files(tmp_path / name) for name in "xy"} == before
+
+    def refuse(manifests):
+        assert manifests["y"]["num_documents"] == 0
+        raise KilnError("no document fell into the y split")
+
+    with pytest.raises(KilnError, match="y split"):
+        write_shards(
+            docs, tok, "sha", {"x": tmp_path / "x", "y": tmp_path / "y"}, small, route=lambda d: "x", check=refuse
+        )
+    assert {name: _files(tmp_path / name) for name in "xy"} == before
+
+
+def test_new_shards_replace_every_old_one_and_what_a_crash_staged(tokenized_run, tmp_path):
+    _, run = tokenized_run
+    tok = load_tokenizer(run.tokenizer)
+    many = [Document(f"d{i}", f"document number {i} with a few words") for i in range(12)]
+    write_shards(many, tok, "sha", {"x": tmp_path}, ShardConfig(shard_tokens=40))
+    assert len(list(tmp_path.glob("shard_*.bin"))) > 1
+    (tmp_path / ".staged-shard_00007.bin").write_bytes(b"left by a crash")
+    manifest = write_shards(many[:1], tok, "sha", {"x": tmp_path}, ShardConfig())["x"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "shard_00000.bin", "shard_00000.docs.npy"]
+    assert (
+        ShardSet(tmp_path).num_tokens
+        == manifest["num_tokens"]
+        == len(tok.encode(many[0].text, add_special_tokens=False).ids) + 2
+    )
+
+
+def test_tokenize_refusing_an_empty_split_leaves_the_runs_shards(tokenized_run, tmp_path):
+    cfg, source = tokenized_run
+    run = copy_run(source, tmp_path / "run")
+    before = {split: _files(run.split(split)) for split in ("train", "val")}
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_fraction=1e-9))
+    with pytest.raises(KilnError, match="fell into the val split"):
+        stages.tokenize(cfg, run)
+    assert {split: _files(run.split(split)) for split in ("train", "val")} == before

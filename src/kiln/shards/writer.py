@@ -4,13 +4,17 @@ A shard directory holds ``shard_NNNNN.bin`` (tokens, native little-endian), ``sh
 (int64 document start offsets into that shard, plus the end) and ``manifest.json`` (dtype,
 tokenizer hash, counts, per-file sha256). Each document is stored as ``<|bos|> tokens <|eos|>``.
 Documents are encoded in batches with ``encode_batch`` (parallel in Rust) so memory stays bounded by
-``batch_bytes`` however large the corpus is. Files appear under their final names only when complete.
+``batch_bytes`` however large the corpus is.
+
+Nothing is lost on a failed run: shards are written under hidden staged names and replace the last
+shards and manifest only when every split's shards are complete (and the caller's `check` of the new
+manifests passes). A missing corpus, a bad document, Ctrl-C or a refused check removes the staged
+files and leaves the folder as it was.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +30,8 @@ from kiln.shards.config import ShardConfig
 from kiln.tokenizer import special_ids
 
 FORMAT = "kiln-shards-v1"
+STAGED = ".staged-"
+"""Prefix of a shard file written but not yet published (a crash may leave some: the next run removes them)."""
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -46,14 +52,19 @@ def _batches(docs: Iterable[Document], batch_bytes: int) -> Iterator[list[Docume
         yield batch
 
 
+def _remove_staged(out_dir: Path) -> None:
+    for staged in out_dir.glob(f"{STAGED}*"):
+        staged.unlink()
+
+
 class _ShardFile:
-    """One shard being written: tokens streamed to a temp file, hashed on the way."""
+    """One shard being written under its staged name, hashed on the way."""
 
     def __init__(self, out_dir: Path, index: int) -> None:
         self.name = f"shard_{index:05d}"
-        self.tmp = out_dir / f".{self.name}.bin.tmp"
-        self.final = out_dir / f"{self.name}.bin"
-        self.f = self.tmp.open("wb")
+        self.staged = out_dir / f"{STAGED}{self.name}.bin"
+        self.staged_docs = out_dir / f"{STAGED}{self.name}.docs.npy"
+        self.f = self.staged.open("wb")
         self.sha = hashlib.sha256()
         self.offsets = [0]
         self.num_bytes = 0
@@ -65,14 +76,12 @@ class _ShardFile:
         self.offsets.append(self.offsets[-1] + len(tokens))
         self.num_bytes += text_bytes
 
-    def close(self, out_dir: Path) -> dict:
+    def close(self) -> dict:
         self.f.close()
-        os.replace(self.tmp, self.final)
-        docs_file = out_dir / f"{self.name}.docs.npy"
-        np.save(docs_file, np.asarray(self.offsets, dtype=np.int64))
+        np.save(self.staged_docs, np.asarray(self.offsets, dtype=np.int64))
         return {
-            "file": self.final.name,
-            "docs_file": docs_file.name,
+            "file": f"{self.name}.bin",
+            "docs_file": f"{self.name}.docs.npy",
             "num_tokens": self.offsets[-1],
             "num_documents": len(self.offsets) - 1,
             "num_bytes": self.num_bytes,
@@ -81,34 +90,37 @@ class _ShardFile:
 
 
 class ShardWriter:
-    """Writes one shard directory: documents in, shard files and a manifest out."""
+    """Writes one shard directory: documents in, staged shard files out (`finish`), then the last
+    shards and manifest replaced by them (`publish`) or the staged files removed (`discard`)."""
 
     def __init__(self, out_dir: Path, tok: Tokenizer, tokenizer_sha256: str, cfg: ShardConfig) -> None:
         self.out_dir, self.cfg, self.tokenizer_sha256 = out_dir, cfg, tokenizer_sha256
         out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in list(out_dir.glob("shard_*")) + list(out_dir.glob(MANIFEST)):
-            stale.unlink()
+        _remove_staged(out_dir)  # what an interrupted run left behind (never the published shards)
         self.ids = special_ids(tok)
         self.vocab_size = tok.get_vocab_size()
         self.dtype = token_dtype(self.vocab_size)
         self.bos = np.array([self.ids["bos"]], dtype=self.dtype)
         self.eos = np.array([self.ids["eos"]], dtype=self.dtype)
         self.shards: list[dict] = []
-        self.current = _ShardFile(out_dir, 0)
+        self.current: _ShardFile | None = _ShardFile(out_dir, 0)
 
     def add(self, ids: list[int], num_bytes: int) -> None:
         """Append one document's token ids (without bos/eos) and its UTF-8 size."""
+        assert self.current is not None, "add after finish"
         tokens = np.concatenate([self.bos, np.asarray(ids, dtype=self.dtype), self.eos])
         if self.current.offsets[-1] > 0 and self.current.offsets[-1] + len(tokens) > self.cfg.shard_tokens:
-            self.shards.append(self.current.close(self.out_dir))
+            self.shards.append(self.current.close())
             self.current = _ShardFile(self.out_dir, len(self.shards))
         self.current.add(tokens, num_bytes)
 
-    def close(self) -> dict:
-        """Finish the last shard and publish the manifest; returns it."""
-        self.shards.append(self.current.close(self.out_dir))
+    def finish(self) -> dict:
+        """Close the last shard; returns the manifest `publish` will write."""
+        assert self.current is not None, "finish twice"
+        self.shards.append(self.current.close())
+        self.current = None
         shards = self.shards
-        manifest = {
+        return {
             "format": FORMAT,
             "dtype": self.dtype.name,
             "tokenizer_sha256": self.tokenizer_sha256,
@@ -120,10 +132,26 @@ class ShardWriter:
             "num_bytes": sum(s["num_bytes"] for s in shards),
             "shards": shards,
         }
-        tmp = self.out_dir / f".{MANIFEST}.tmp"
+
+    def publish(self, manifest: dict) -> None:
+        """Replace the last shards and manifest with the staged ones. The old manifest goes first and
+        the new one last, so a crash in between leaves a folder the loader refuses, never a mix."""
+        (self.out_dir / MANIFEST).unlink(missing_ok=True)
+        for old in self.out_dir.glob("shard_*"):
+            old.unlink()
+        for shard in manifest["shards"]:
+            for name in (shard["file"], shard["docs_file"]):
+                os.replace(self.out_dir / f"{STAGED}{name}", self.out_dir / name)
+        tmp = self.out_dir / f"{STAGED}{MANIFEST}"
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(tmp, self.out_dir / MANIFEST)
-        return manifest
+
+    def discard(self) -> None:
+        """Remove the staged files (this writer's and any a crashed run left); the published ones stay."""
+        if self.current is not None:
+            self.current.f.close()
+            self.current = None
+        _remove_staged(self.out_dir)
 
 
 def write_shards(
@@ -134,10 +162,13 @@ def write_shards(
     cfg: ShardConfig,
     route: Callable[[Document], str] | None = None,
     desc: str = "tokenize",
+    check: Callable[[dict[str, dict]], None] | None = None,
 ) -> dict[str, dict]:
     """Tokenize `docs` in one pass into one shard directory per split; returns {split: manifest}.
 
     `route(doc)` names each document's split (a key of `out_dirs`); with one directory it may be None.
+    `check(manifests)` may refuse the new shards by raising; they replace the last ones only after it
+    passes, and on any failure (a corpus that cannot be read, an interrupt) the last ones stay.
     """
     if route is None:
         (only,) = out_dirs
@@ -145,16 +176,26 @@ def write_shards(
         def route(doc: Document) -> str:
             return only
 
-    docs = iter(docs)
-    first = next(docs, None)  # a missing or empty corpus stops here, before the last shards are removed
-    writers = {name: ShardWriter(path, tok, tokenizer_sha256, cfg) for name, path in out_dirs.items()}
-    bar = tqdm(desc=desc, unit="B", unit_scale=True, dynamic_ncols=True, mininterval=0.5)
-    for batch in _batches(itertools.chain([first] if first is not None else [], docs), cfg.batch_bytes):
-        # encode_batch_fast skips the character offsets we do not need (docs/benchmarks.md: tokenize)
-        encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
-        for doc, enc in zip(batch, encodings):
-            num_bytes = utf8_size(doc.text)
-            writers[route(doc)].add(enc.ids, num_bytes)
-            bar.update(num_bytes)
-    bar.close()
-    return {name: writer.close() for name, writer in writers.items()}
+    writers: dict[str, ShardWriter] = {}
+    try:
+        for name, path in out_dirs.items():
+            writers[name] = ShardWriter(path, tok, tokenizer_sha256, cfg)
+        bar = tqdm(desc=desc, unit="B", unit_scale=True, dynamic_ncols=True, mininterval=0.5)
+        for batch in _batches(docs, cfg.batch_bytes):
+            # encode_batch_fast skips the character offsets we do not need (docs/benchmarks.md: tokenize)
+            encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
+            for doc, enc in zip(batch, encodings):
+                num_bytes = utf8_size(doc.text)
+                writers[route(doc)].add(enc.ids, num_bytes)
+                bar.update(num_bytes)
+        bar.close()
+        manifests = {name: writer.finish() for name, writer in writers.items()}
+        if check is not None:
+            check(manifests)
+    except BaseException:
+        for writer in writers.values():
+            writer.discard()
+        raise
+    for name, writer in writers.items():
+        writer.publish(manifests[name])
+    return manifests
