@@ -5,9 +5,11 @@ import io
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from kiln.curate.config import CurateConfig
+from kiln.errors import KilnError
 from kiln.images.config import ImageConfig
 from kiln.images.curate import NearImageIndex, curate_images, curated_docs, dhash
 
@@ -58,3 +60,24 @@ def test_curation_filters_deduplicates_and_counts(tmp_path):
     again = curate_images(cfg, CurateConfig(), tmp_path / "again", 16)
     assert [d.key for d in curated_docs(tmp_path / "again", "train")] == [d.key for d in docs]
     assert again["kept"] == manifest["kept"]
+
+
+def test_a_refused_image_curation_leaves_the_last_one(tmp_path):
+    """A missing source or one whose pairs all fail stops with its error and removes nothing."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(12):
+        photo(i).save(src / f"p{i:02d}.png")
+        (src / f"p{i:02d}.txt").write_text(f"A picture number {i} with some colours.")
+    out = tmp_path / "out"
+    curate_images(ImageConfig(source=str(src), val_fraction=0.25, dedup_near=False), CurateConfig(), out, 16)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert any(n.endswith(".tar") for n in before) and "manifest.json" in before
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    photo(0, (4, 4)).save(tiny / "a.png")
+    (tiny / "a.txt").write_text("too small to keep")
+    for source in (tmp_path / "typo", tiny):
+        with pytest.raises(KilnError):
+            curate_images(ImageConfig(source=str(source)), CurateConfig(), out, 16)
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before

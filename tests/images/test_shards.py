@@ -1,11 +1,16 @@
 """Image shards: rows say where the images are and score only text; the loader mixes text rows in,
 is deterministic, resumes at its position and slices ranks out of one global batch."""
 
+import pytest
 import torch
 
-from kiln.images.shards import ImageLoader, ImageShardSet, image_data
+from kiln.errors import KilnError
+from kiln.images.curate import curated_docs
+from kiln.images.shards import ImageLoader, ImageShardSet, image_data, write_image_shards
+from kiln.images.stages import _fitted
 from kiln.shards.loader import ShardSet
 from kiln.tokenizer import load_tokenizer, objective_ids, tokenizer_hash
+from tests.conftest import copy_run
 
 
 def _parts(vlm_run):
@@ -83,3 +88,20 @@ def test_an_interleaved_document_places_each_image_where_its_mark_is(vlm_run):
     assert tok.decode(row[1 : starts[0]]).strip() == "the union" and row[-1] == ids.eos
     _, cut = encode_doc("the union is strong and free " * 10, 1, tok, ids, 4, 8)
     assert cut > 0  # counted in the manifest's docs_with_text_cut
+
+
+def test_image_shards_that_fail_mid_split_leave_the_last_ones(vlm_run, tmp_path):
+    cfg, source = vlm_run
+    run = copy_run(source, tmp_path / "run")
+    tok = load_tokenizer(run.tokenizer)
+    folder = run.image_split("val")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def broken():
+        yield from _fitted(curated_docs(run.curated_images, "val"))
+        raise KilnError("an image in the last tar is truncated")
+
+    with pytest.raises(KilnError, match="truncated"):
+        write_image_shards(broken(), tok, tokenizer_hash(run.tokenizer), objective_ids(tok), folder, 16, 8, 1, 12)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    ImageShardSet(folder).verify()

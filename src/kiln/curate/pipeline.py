@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -53,16 +52,17 @@ from kiln.curate.steps import (
 )
 from kiln.curate.workers import LocalSteps, StepPool, batches, resolve_workers
 from kiln.errors import KilnError
-from kiln.rundir import MANIFEST
+from kiln.staging import StagedFolder
 
 
 class _JsonlShards:
-    """Numbered JSONL files, each staged under a hidden name when full (sha256 recorded) and published
+    """Numbered JSONL files, each written under a staged name (sha256 recorded when full) and published
     together by `publish`, which replaces the last curation's files only then: a curation that fails
     or keeps nothing leaves the last one as it was (`discard`)."""
 
     def __init__(self, out_dir: Path, per_file: int) -> None:
-        self.out_dir, self.per_file = out_dir, per_file
+        self.staging = StagedFolder(out_dir)  # removes what an interrupted curation staged
+        self.per_file = per_file
         self.files: list[dict] = []
         self._f: TextIO | None = None
         self._count = 0
@@ -71,8 +71,9 @@ class _JsonlShards:
 
     def write(self, row: dict) -> None:
         if self._f is None:
-            self._tmp = self.out_dir / f".documents_{len(self.files):05d}.jsonl.tmp"
-            self._f = self._tmp.open("w", encoding="utf-8")
+            self._name = f"documents_{len(self.files):05d}.jsonl"
+            self._path = self.staging.path(self._name)
+            self._f = self._path.open("w", encoding="utf-8")
             self._count = 0
         line = json.dumps(row) if row["text"].isascii() else ""  # escaping as ASCII: 1.8x faster for ASCII
         if not line or "\\u" in line:  # a character is escaped: write it as UTF-8 (ASCII escapes alike)
@@ -89,26 +90,20 @@ class _JsonlShards:
         if self._f is None:
             return
         self._f.close()
-        staged = self._tmp.with_suffix(".staged")
-        os.replace(self._tmp, staged)
-        digest = hashlib.sha256(staged.read_bytes()).hexdigest()
-        self.files.append({"file": self._tmp.name[1:].removesuffix(".tmp"), "documents": self._count, "sha256": digest})
+        digest = hashlib.sha256(self._path.read_bytes()).hexdigest()
+        self.files.append({"file": self._name, "documents": self._count, "sha256": digest})
         self._f = None
 
-    def publish(self) -> None:
-        """Replace the last curation's documents and manifest with the staged files."""
-        for stale in list(self.out_dir.glob("documents_*.jsonl")) + list(self.out_dir.glob(MANIFEST)):
-            stale.unlink()
-        for entry in self.files:
-            os.replace(self.out_dir / f".{entry['file']}.staged", self.out_dir / entry["file"])
+    def publish(self, manifest: dict[str, Any]) -> None:
+        """Replace the last curation's documents and manifest with the staged files and `manifest`."""
+        self.staging.publish(["documents_*.jsonl"], manifest)
 
     def discard(self) -> None:
         """Remove what this (or an interrupted earlier) curation staged."""
         if self._f is not None:
             self._f.close()
             self._f = None
-        for part in list(self.out_dir.glob(".documents_*.jsonl.tmp")) + list(self.out_dir.glob(".documents_*.staged")):
-            part.unlink()
+        self.staging.discard()
 
 
 def eval_grams(cfg: CurateConfig, data: CorpusConfig) -> np.ndarray:
@@ -234,7 +229,6 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
     dedup_stats = StepStats("dedup")
     per_source = _PerSource(sources)
     writer = _JsonlShards(out_dir, cfg.shard_documents)  # the last curation stays until this one has succeeded
-    writer.discard()
     grams_file = out_dir / ".eval_grams.npy"  # with workers: they start (and load their models) while
     grams = eval_grams(cfg, data) if workers <= 1 else grams_file  # this process finds the eval n-grams
     try:
@@ -288,7 +282,6 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
     if not sum(r["documents_out"] for r in rows.values()):
         writer.discard()
         raise KilnError(nothing_kept(read_stats, totals, out_dir))
-    writer.publish()
     manifest: dict[str, Any] = {
         "format": CURATED_FORMAT,
         "source": data.sources or data.corpus,
@@ -316,7 +309,7 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
     }
     manifest["mix"] = per_source.mix.achieved(manifest["mix"])
     manifest["wall_s"] = round(time.perf_counter() - t0, 3)
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    writer.publish(manifest)
     write_data_card(manifest, data, cfg, out_dir)
     if read_stats.num_skipped:
         print(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 import time
 from collections import Counter
@@ -38,6 +37,7 @@ from kiln.images.patches import fit_image
 from kiln.images.readers import IMAGE_MARK, ImageDoc, ImageReadStats, read_image_docs
 from kiln.images.shapes import shapes_set
 from kiln.rundir import MANIFEST
+from kiln.staging import StagedFolder
 
 FORMAT = "kiln-curated-images-v1"
 DOCS_PER_TAR = 10_000
@@ -101,19 +101,17 @@ def is_val_key(key: str, fraction: float) -> bool:
 
 
 class _TarWriter:
-    """One split's tars, each published under its final name when complete."""
+    """One split's tars, written under staged names (published with the curation's manifest)."""
 
-    def __init__(self, out_dir: Path, split: str) -> None:
-        self.out_dir, self.split = out_dir, split
+    def __init__(self, staging: StagedFolder, split: str) -> None:
+        self.staging, self.split = staging, split
         self.files: list[dict[str, Any]] = []
         self.tar: tarfile.TarFile | None = None
         self.count = 0
 
     def _open(self) -> None:
-        name = f"{self.split}_{len(self.files):05d}.tar"
-        self.tmp = self.out_dir / f".{name}.tmp"
-        self.name = name
-        self.tar = tarfile.open(self.tmp, "w")
+        self.name = f"{self.split}_{len(self.files):05d}.tar"
+        self.tar = tarfile.open(self.staging.path(self.name), "w")
         self.count = 0
 
     def _member(self, name: str, data: bytes) -> None:
@@ -139,7 +137,6 @@ class _TarWriter:
         if self.tar is None:
             return
         self.tar.close()
-        os.replace(self.tmp, self.out_dir / self.name)
         self.files.append({"file": self.name, "documents": self.count})
         self.tar = None
 
@@ -154,18 +151,29 @@ def source_docs(cfg: ImageConfig, stats: ImageReadStats, image_size: int) -> Ite
 
 
 def curate_images(cfg: ImageConfig, curate: CurateConfig, out_dir: Path, image_size: int) -> dict[str, Any]:
-    """Curate `cfg.source` into `out_dir`; returns the manifest (counts at every step)."""
+    """Curate `cfg.source` into `out_dir`; returns the manifest (counts at every step). The last
+    curation stays until this one has kept documents in both splits (kiln/staging.py)."""
     t0 = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in list(out_dir.glob("*.tar")) + list(out_dir.glob(MANIFEST)):
-        stale.unlink()
+    staging = StagedFolder(out_dir)
+    try:
+        manifest = _curate_staged(cfg, curate, staging, image_size)
+    except BaseException:
+        staging.discard()
+        raise
+    manifest["wall_s"] = time.perf_counter() - t0
+    staging.publish(["*.tar"], manifest)
+    write_image_card(manifest, out_dir)
+    return manifest
+
+
+def _curate_staged(cfg: ImageConfig, curate: CurateConfig, staging: StagedFolder, image_size: int) -> dict[str, Any]:
     stats = ImageReadStats()
     steps = caption_steps(curate, cfg)
     step_stats = [StepStats(step.name) for step in steps]
     dropped: Counter = Counter()
     exact: set[bytes] = set()
     near = NearImageIndex(cfg.dedup_distance)
-    writers = {split: _TarWriter(out_dir, split) for split in ("train", "val")}
+    writers = {split: _TarWriter(staging, split) for split in ("train", "val")}
     kept: Counter = Counter()
     caption_words: list[int] = []
     attributes: dict[str, Counter] = {}
@@ -223,7 +231,7 @@ def curate_images(cfg: ImageConfig, curate: CurateConfig, out_dir: Path, image_s
             f"{stats.num_read} read ({stats.num_skipped} skipped: {dict(stats.skipped)}; dropped: {dict(dropped)}); "
             "both splits need some: add pairs or change images.val_fraction"
         )
-    manifest = {
+    return {
         "format": FORMAT,
         "source": cfg.source,
         "image_size": image_size,
@@ -237,13 +245,7 @@ def curate_images(cfg: ImageConfig, curate: CurateConfig, out_dir: Path, image_s
         "caption_words_mean": float(np.mean(caption_words)) if caption_words else 0.0,
         "attributes": {k: dict(v) for k, v in attributes.items()},
         "files": {split: w.files for split, w in writers.items()},
-        "wall_s": time.perf_counter() - t0,
     }
-    tmp = out_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out_dir / MANIFEST)
-    write_image_card(manifest, out_dir)
-    return manifest
 
 
 def write_image_card(manifest: dict[str, Any], out_dir: Path) -> None:

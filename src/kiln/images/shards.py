@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from kiln.images.patches import num_patches
 from kiln.images.readers import IMAGE_MARK, ImageDoc
 from kiln.rundir import MANIFEST
 from kiln.shards.loader import EpochOrder, PackedLoader
+from kiln.staging import StagedFolder
 from kiln.tokenizer import SpecialIds
 
 FORMAT = "kiln-image-shards-v1"
@@ -97,23 +97,44 @@ def write_image_shards(
     max_images: int,
     max_text_tokens: int,
 ) -> dict[str, Any]:
-    """Write one split's documents (each with its fitted (size, size, 3) pixels); returns the manifest."""
+    """Write one split's documents (each with its fitted (size, size, 3) pixels); returns the manifest.
+    The split's last shards stay until the new ones are complete (kiln/staging.py)."""
     if ids.image < 0:
         raise KilnError("the tokenizer has no image tokens; train it with tokenizer.image_tokens=true")
     if image_size % patch_size:
         raise KilnError(
             f"model.vision.image_size={image_size} is not a multiple of model.vision.patch_size={patch_size}"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in list(out_dir.glob("*.npy")) + list(out_dir.glob(MANIFEST)) + list(out_dir.glob("items.jsonl")):
-        stale.unlink()
+    staging = StagedFolder(out_dir)
+    try:
+        manifest = _write_staged(
+            docs, tok, tokenizer_sha256, ids, staging, image_size, patch_size, max_images, max_text_tokens
+        )
+    except BaseException:
+        staging.discard()
+        raise
+    staging.publish(["*.npy", "items.jsonl"], manifest)
+    return manifest
+
+
+def _write_staged(
+    docs: Iterable[tuple[ImageDoc, list[np.ndarray]]],
+    tok: Tokenizer,
+    tokenizer_sha256: str,
+    ids: SpecialIds,
+    staging: StagedFolder,
+    image_size: int,
+    patch_size: int,
+    max_images: int,
+    max_text_tokens: int,
+) -> dict[str, Any]:
     patches = num_patches(image_size, patch_size)
     width = row_width(max_images, patches, max_text_tokens)
     per_shard = max(1, SHARD_BYTES // (max_images * image_size * image_size * 3))
     files: list[dict[str, Any]] = []
     shard = _Shard()
     num_docs = cut_docs = 0
-    items = (out_dir / ".items.jsonl.tmp").open("w")
+    items = staging.path("items.jsonl").open("w")
 
     def flush() -> None:
         nonlocal shard
@@ -127,17 +148,16 @@ def write_image_shards(
         }
         entry: dict[str, Any] = {"num_docs": len(shard.counts)}
         for kind, array in arrays.items():
-            path = out_dir / f"{kind}_{name}.npy"
-            tmp = out_dir / f".{kind}_{name}.npy.tmp"
-            with tmp.open("wb") as f:
+            file = f"{kind}_{name}.npy"
+            path = staging.path(file)
+            with path.open("wb") as f:
                 np.save(f, array)
-            os.replace(tmp, path)
-            entry[kind] = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+            entry[kind] = {"file": file, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
         files.append(entry)
         shard = _Shard()
 
     for doc, pixels in tqdm(
-        docs, desc=f"image shards {out_dir.name}", unit=" docs", dynamic_ncols=True, mininterval=0.5
+        docs, desc=f"image shards {staging.folder.name}", unit=" docs", dynamic_ncols=True, mininterval=0.5
     ):
         row, cut = encode_doc(doc.text, len(pixels), tok, ids, patches, max_text_tokens)
         cut_docs += cut > 0
@@ -155,8 +175,7 @@ def write_image_shards(
             flush()
     flush()
     items.close()
-    os.replace(out_dir / ".items.jsonl.tmp", out_dir / "items.jsonl")
-    manifest = {
+    return {
         "format": FORMAT,
         "tokenizer_sha256": tokenizer_sha256,
         "vocab_size": tok.get_vocab_size(),
@@ -169,10 +188,6 @@ def write_image_shards(
         "docs_with_text_cut": cut_docs,
         "files": files,
     }
-    tmp = out_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out_dir / MANIFEST)
-    return manifest
 
 
 class ImageShardSet:

@@ -22,7 +22,8 @@ import torch
 
 from kiln.batch import Batch, text_batch
 from kiln.errors import KilnError
-from kiln.shards.writer import FORMAT, MANIFEST
+from kiln.rundir import MANIFEST
+from kiln.shards.writer import FORMAT
 
 
 class ShardSet:

@@ -15,8 +15,6 @@ files and leaves the folder as it was.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -25,13 +23,11 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from kiln.corpus import Document, utf8_size
-from kiln.rundir import MANIFEST
 from kiln.shards.config import ShardConfig
+from kiln.staging import StagedFolder
 from kiln.tokenizer import special_ids
 
 FORMAT = "kiln-shards-v1"
-STAGED = ".staged-"
-"""Prefix of a shard file written but not yet published (a crash may leave some: the next run removes them)."""
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -52,19 +48,13 @@ def _batches(docs: Iterable[Document], batch_bytes: int) -> Iterator[list[Docume
         yield batch
 
 
-def _remove_staged(out_dir: Path) -> None:
-    for staged in out_dir.glob(f"{STAGED}*"):
-        staged.unlink()
-
-
 class _ShardFile:
     """One shard being written under its staged name, hashed on the way."""
 
-    def __init__(self, out_dir: Path, index: int) -> None:
+    def __init__(self, staging: StagedFolder, index: int) -> None:
         self.name = f"shard_{index:05d}"
-        self.staged = out_dir / f"{STAGED}{self.name}.bin"
-        self.staged_docs = out_dir / f"{STAGED}{self.name}.docs.npy"
-        self.f = self.staged.open("wb")
+        self.f = staging.path(f"{self.name}.bin").open("wb")
+        self.docs_file = staging.path(f"{self.name}.docs.npy")
         self.sha = hashlib.sha256()
         self.offsets = [0]
         self.num_bytes = 0
@@ -78,7 +68,7 @@ class _ShardFile:
 
     def close(self) -> dict:
         self.f.close()
-        np.save(self.staged_docs, np.asarray(self.offsets, dtype=np.int64))
+        np.save(self.docs_file, np.asarray(self.offsets, dtype=np.int64))
         return {
             "file": f"{self.name}.bin",
             "docs_file": f"{self.name}.docs.npy",
@@ -94,16 +84,15 @@ class ShardWriter:
     shards and manifest replaced by them (`publish`) or the staged files removed (`discard`)."""
 
     def __init__(self, out_dir: Path, tok: Tokenizer, tokenizer_sha256: str, cfg: ShardConfig) -> None:
-        self.out_dir, self.cfg, self.tokenizer_sha256 = out_dir, cfg, tokenizer_sha256
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _remove_staged(out_dir)  # what an interrupted run left behind (never the published shards)
+        self.cfg, self.tokenizer_sha256 = cfg, tokenizer_sha256
+        self.staging = StagedFolder(out_dir)
         self.ids = special_ids(tok)
         self.vocab_size = tok.get_vocab_size()
         self.dtype = token_dtype(self.vocab_size)
         self.bos = np.array([self.ids["bos"]], dtype=self.dtype)
         self.eos = np.array([self.ids["eos"]], dtype=self.dtype)
         self.shards: list[dict] = []
-        self.current: _ShardFile | None = _ShardFile(out_dir, 0)
+        self.current: _ShardFile | None = _ShardFile(self.staging, 0)
 
     def add(self, ids: list[int], num_bytes: int) -> None:
         """Append one document's token ids (without bos/eos) and its UTF-8 size."""
@@ -111,7 +100,7 @@ class ShardWriter:
         tokens = np.concatenate([self.bos, np.asarray(ids, dtype=self.dtype), self.eos])
         if self.current.offsets[-1] > 0 and self.current.offsets[-1] + len(tokens) > self.cfg.shard_tokens:
             self.shards.append(self.current.close())
-            self.current = _ShardFile(self.out_dir, len(self.shards))
+            self.current = _ShardFile(self.staging, len(self.shards))
         self.current.add(tokens, num_bytes)
 
     def finish(self) -> dict:
@@ -134,24 +123,15 @@ class ShardWriter:
         }
 
     def publish(self, manifest: dict) -> None:
-        """Replace the last shards and manifest with the staged ones. The old manifest goes first and
-        the new one last, so a crash in between leaves a folder the loader refuses, never a mix."""
-        (self.out_dir / MANIFEST).unlink(missing_ok=True)
-        for old in self.out_dir.glob("shard_*"):
-            old.unlink()
-        for shard in manifest["shards"]:
-            for name in (shard["file"], shard["docs_file"]):
-                os.replace(self.out_dir / f"{STAGED}{name}", self.out_dir / name)
-        tmp = self.out_dir / f"{STAGED}{MANIFEST}"
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp, self.out_dir / MANIFEST)
+        """Replace the last shards and manifest with the staged ones."""
+        self.staging.publish(["shard_*"], manifest)
 
     def discard(self) -> None:
-        """Remove the staged files (this writer's and any a crashed run left); the published ones stay."""
+        """Remove the staged files; the published ones stay."""
         if self.current is not None:
             self.current.f.close()
             self.current = None
-        _remove_staged(self.out_dir)
+        self.staging.discard()
 
 
 def write_shards(

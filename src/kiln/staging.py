@@ -1,0 +1,62 @@
+"""A stage's output folder that only complete work replaces: nothing is lost when a stage fails.
+
+Every stage that writes a folder of files and a manifest (curated documents, token shards, curated
+images, image shards) writes its new files under hidden staged names (`StagedFolder.path`) beside the
+last output, and only once everything is written and checked does `publish` swap them in: the old
+manifest is removed first and the new one written last, so a crash during the swap leaves a folder
+that readers refuse (no manifest), never a mix of two runs. A missing corpus, a bad document, a check
+that refuses the result or Ctrl-C ends in `discard`, which removes the staged files and nothing else.
+Opening a folder removes what an interrupted run staged in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from kiln.rundir import MANIFEST
+
+STAGED = ".staged-"
+"""Prefix of a file written but not yet published."""
+
+
+class StagedFolder:
+    """The staged files of one stage's output `folder`, published together or discarded."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.names: list[str] = []
+        self.discard()
+
+    def path(self, name: str) -> Path:
+        """Where to write the file that `publish` names `name` (a plain name inside the folder)."""
+        if name in self.names:
+            raise ValueError(f"{name} is staged twice")
+        self.names.append(name)
+        return self.folder / f"{STAGED}{name}"
+
+    def publish(self, replaces: Iterable[str], manifest: dict[str, Any] | None = None) -> None:
+        """Remove the last output (the manifest, then every file matching a glob of `replaces`), move
+        the staged files to their names, and write `manifest` (as manifest.json) last."""
+        (self.folder / MANIFEST).unlink(missing_ok=True)
+        for pattern in replaces:
+            for old in self.folder.glob(pattern):
+                if old.is_file() and not old.name.startswith(STAGED):
+                    old.unlink()
+        for name in self.names:
+            os.replace(self.folder / f"{STAGED}{name}", self.folder / name)
+        self.names = []
+        if manifest is not None:
+            staged = self.folder / f"{STAGED}{MANIFEST}"
+            staged.write_text(json.dumps(manifest, indent=2) + "\n")
+            os.replace(staged, self.folder / MANIFEST)
+
+    def discard(self) -> None:
+        """Remove every staged file in the folder (this run's and an interrupted one's)."""
+        for staged in self.folder.glob(f"{STAGED}*"):
+            staged.unlink()
+        self.names = []
