@@ -1,7 +1,9 @@
+import dataclasses
 import random
 
 import pytest
 
+from kiln import stages
 from kiln.errors import KilnError
 from kiln.tokenizer import (
     TokenizerConfig,
@@ -11,7 +13,7 @@ from kiln.tokenizer import (
     token_byte_lengths,
     train_tokenizer,
 )
-from tests.conftest import make_text
+from tests.conftest import copy_run, make_text
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +71,14 @@ def test_load_errors(tmp_path):
 def test_vocab_too_small_is_rejected():
     with pytest.raises(KilnError, match="too small"):
         TokenizerConfig(vocab_size=100)
+
+
+def test_a_tokenizer_stage_with_no_training_text_keeps_the_last_tokenizer(tokenized_run, tmp_path):
+    cfg, source = tokenized_run
+    run = copy_run(source, tmp_path / "run")
+    before = run.tokenizer.read_bytes()
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_fraction=0.999999999))
+    with pytest.raises(KilnError, match="no training text"):
+        stages.tokenizer(cfg, run)
+    assert run.tokenizer.read_bytes() == before
+    assert [p.name for p in run.root.iterdir() if p.name.startswith(".")] == []

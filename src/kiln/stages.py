@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +28,7 @@ from kiln.report import stage_seconds
 from kiln.runconfig import RunConfig
 from kiln.rundir import MANIFEST, RunDir
 from kiln.shards.writer import write_shards
+from kiln.staging import STAGED
 from kiln.tokenizer import (
     bytes_per_token,
     load_tokenizer,
@@ -120,8 +122,23 @@ def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     texts: Iterator[str] = (d.text for d in read_split(cfg, run, "train", stats))
     for modality in active(cfg):  # its text (captions) is the tokenizer's to learn too
         texts = itertools.chain(texts, modality.texts(run))
-    tok = train_tokenizer(texts, cfg.tokenizer)
-    tok.save(str(run.tokenizer))
+    seen = 0
+
+    def counted(texts: Iterator[str]) -> Iterator[str]:
+        nonlocal seen
+        for text in texts:
+            seen += 1
+            yield text
+
+    tok = train_tokenizer(counted(texts), cfg.tokenizer)
+    if not seen:  # the last tokenizer.json stays: shards and checkpoints name it by its hash
+        raise KilnError(
+            f"no training text to learn a tokenizer from ({stats.num_documents} document(s) read); check "
+            "data.corpus, data.val_fraction and what curation kept"
+        )
+    staged = run.tokenizer.with_name(f"{STAGED}{run.tokenizer.name}")
+    tok.save(str(staged))
+    os.replace(staged, run.tokenizer)  # whole or not at all
     save_config(cfg, run.config)
     bpt = bytes_per_token(tok, (d.text for d in read_split(cfg, run, "val")))
     figures = {
