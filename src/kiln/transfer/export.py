@@ -4,10 +4,11 @@ The folder holds config.json (LlamaForCausalLM, Qwen3ForCausalLM with QK-norm, M
 with experts in every block: transfer/hf.py), model.safetensors (fp32, the fused projections
 split: transfer/hf.py), tokenizer.json + tokenizer_config.json + special_tokens_map.json (the
 tokenizer adds <|bos|> in front, as kiln's models read text), generation_config.json (kiln's
-sampling defaults), README.md (the run's model card) and kiln_export.json (what the verification
-measured). With transformers installed (`pip install -e ".[transfer]"`) the export is checked at
-once: the exported model's logits against kiln's on a fixed batch (max abs difference), greedy
-tokens from a fixed prompt, and AutoTokenizer's ids against kiln's.
+sampling defaults), README.md (the run's model card) and, written by `kiln export`, kiln_export.json
+(what the verification measured: transfer/target.py). With transformers installed
+(`pip install -e ".[transfer]"`) the export is checked at once: the exported model's logits against
+kiln's on a fixed batch (max abs difference), greedy tokens from a fixed prompt, and AutoTokenizer's
+ids against kiln's.
 """
 
 from __future__ import annotations
@@ -67,7 +68,6 @@ def export_hf(checkpoint: Path, out: Path, verify: bool = True) -> dict[str, Any
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "step": loaded.step, "format": "hf", "out": str(out)}
     if verify:
         result["verification"] = verify_hf(out, loaded)
-    (out / "kiln_export.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from kiln.errors import KilnError
 from kiln.rundir import STATE, RunDir
+from kiln.transfer.target import check_target, clear_staged, put_in_place, staged_path
 from kiln.verbs import Verb, checkpoint_option
 
 FORMATS = {
@@ -19,20 +20,31 @@ FORMATS = {
 
 
 def export_checkpoint(checkpoint: Path, fmt: str, out: Path, verify: bool = True) -> dict[str, Any]:
-    """Export `checkpoint` as `fmt` (hf or gguf) to `out`; returns what was written and checked."""
-    if fmt == "hf":
-        from kiln.transfer.export import export_hf
-
-        result = export_hf(checkpoint, out, verify)
-    elif fmt == "gguf":
-        from kiln.transfer.gguf import export_gguf
-
-        result = export_gguf(checkpoint, out, verify)
-    else:
+    """Export `checkpoint` as `fmt` (hf or gguf) to `out`; returns what was written and checked. The
+    export is written and verified beside `out` and replaces the last one only then (transfer/target.py)."""
+    if fmt not in FORMATS:
         raise KilnError(f"unknown export format {fmt!r}: {', '.join(FORMATS)}")
-    check = result.get("verification", {})
-    if check.get("checked") and not all(v for v in check.values() if isinstance(v, bool)):
-        raise KilnError(f"the export to {out} does not reproduce the checkpoint: {check}")
+    out = Path(out).absolute()
+    check_target(out, fmt)
+    staged = staged_path(out)
+    clear_staged(staged, fmt)
+    try:
+        if fmt == "hf":
+            from kiln.transfer.export import export_hf
+
+            result = export_hf(checkpoint, staged, verify)
+        else:
+            from kiln.transfer.gguf import export_gguf
+
+            result = export_gguf(checkpoint, staged, verify)
+        result["out"] = str(out)
+        check = result.get("verification", {})
+        if check.get("checked") and not all(v for v in check.values() if isinstance(v, bool)):
+            raise KilnError(f"the export to {out} does not reproduce the checkpoint (nothing was replaced): {check}")
+    except BaseException:
+        clear_staged(staged, fmt)
+        raise
+    put_in_place(staged, out, fmt, result)
     return result
 
 

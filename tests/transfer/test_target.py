@@ -1,0 +1,97 @@
+"""Where an export lands: never over files kiln did not write, and the last export stays until the
+new one is written and checked."""
+
+import json
+
+import pytest
+
+from kiln import stages
+from kiln.errors import KilnError
+from kiln.transfer import export as export_module
+from kiln.transfer.target import HF_FILES, RECORD
+from kiln.transfer.verbs import export_checkpoint
+from tests.conftest import copy_run, tiny_config
+
+pytest.importorskip("gguf")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tokenized_run, tmp_path_factory, corpus_dir):
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path_factory.mktemp("export_target"))
+    stages.train(tiny_config(corpus_dir, **{"train.max_steps": "2"}), run)
+    return run.checkpoints / "step_2"
+
+
+def files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_folder_or_file_kiln_did_not_write_is_refused_untouched(checkpoint, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("my notes")
+    (project / "config.json").write_text("{}")
+    with pytest.raises(KilnError, match="did not export"):
+        export_checkpoint(checkpoint, "hf", project, verify=False)
+    important = tmp_path / "thesis.tex"
+    important.write_text("chapter one")
+    with pytest.raises(KilnError, match="not a GGUF file"):
+        export_checkpoint(checkpoint, "gguf", important, verify=False)
+    assert files(project) == {"README.md": b"my notes", "config.json": b"{}"}
+    assert important.read_text() == "chapter one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project", "thesis.tex"]
+
+
+def test_a_new_export_replaces_kilns_files_and_keeps_a_persons(checkpoint, tmp_path):
+    out = tmp_path / "hf"
+    export_checkpoint(checkpoint, "hf", out, verify=False)
+    record = json.loads((out / RECORD).read_text())
+    assert set(record["files"]) | {RECORD} == {p.name for p in out.iterdir()} and set(record["files"]) <= HF_FILES
+    assert record["out"] == str(out.absolute())
+    (out / "notes.txt").write_text("added by a person")
+    (out / "model.safetensors").write_bytes(b"stale")
+    export_checkpoint(checkpoint, "hf", out, verify=False)
+    assert (out / "notes.txt").read_text() == "added by a person"
+    assert (out / "model.safetensors").read_bytes() != b"stale"
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # nothing staged left beside it
+
+
+def test_a_failed_or_unverified_export_leaves_the_last_one(checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / "hf"
+    export_checkpoint(checkpoint, "hf", out, verify=False)
+    gguf_out = tmp_path / "m.gguf"
+    export_checkpoint(checkpoint, "gguf", gguf_out, verify=False)
+    before, gguf_before = files(out), gguf_out.read_bytes()
+    real = export_module.export_hf
+
+    def interrupted(checkpoint, out, verify=True):
+        real(checkpoint, out, verify=False)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_module, "export_hf", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_checkpoint(checkpoint, "hf", out, verify=False)
+
+    def wrong(checkpoint, out, verify=True):
+        result = real(checkpoint, out, verify=False)
+        return {**result, "verification": {"checked": True, "logits_match": False}}
+
+    monkeypatch.setattr(export_module, "export_hf", wrong)
+    with pytest.raises(KilnError, match="does not reproduce"):
+        export_checkpoint(checkpoint, "hf", out)
+    assert files(out) == before and gguf_out.read_bytes() == gguf_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "m.gguf"]
+
+
+def test_what_an_interrupted_export_left_is_cleared_and_anything_else_refused(checkpoint, tmp_path):
+    staged = tmp_path / ".staged-hf"
+    staged.mkdir()
+    (staged / "config.json").write_text("{")  # a crash's half-written export
+    export_checkpoint(checkpoint, "hf", tmp_path / "hf", verify=False)
+    assert not staged.exists()
+    staged.mkdir()
+    (staged / "diary.txt").write_text("not kiln's")
+    with pytest.raises(KilnError, match="in the way"):
+        export_checkpoint(checkpoint, "hf", tmp_path / "hf", verify=False)
+    assert (staged / "diary.txt").read_text() == "not kiln's"
