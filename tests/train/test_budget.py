@@ -52,6 +52,9 @@ def test_a_plan_changes_only_when_it_misses_and_only_before_the_decay():
     assert replanned_steps(100, 20, 0.3, projected_s=80, budget_s=100, per_step_s=1.0, cap=1000) == 115
     assert replanned_steps(100, 20, 0.3, projected_s=80, budget_s=100, per_step_s=1.0, cap=105) == 105
     assert replanned_steps(100, 20, 0.3, projected_s=94, budget_s=100, per_step_s=1.0, cap=1000) is None
+    # the last check before the decay (starts at step 70) takes any whole step that fits inside 95 s
+    assert replanned_steps(100, 60, 0.3, projected_s=93.5, budget_s=100, per_step_s=1.0, cap=1000) == 101
+    assert replanned_steps(100, 60, 0.3, projected_s=94.5, budget_s=100, per_step_s=1.0, cap=1000) is None
 
 
 def test_the_depth_follows_the_tokens_the_budget_affords():

@@ -192,7 +192,8 @@ REPLAN_WINDOW = 40
 """Recent steps whose median time the checks use (a shared VM's step times vary by ~10 %)."""
 REPLAN_SLACK = 0.03
 """Change the plan only when the projected end misses its target (the budget, or the budget less
-MARGIN when extending) by more than this share of the budget."""
+MARGIN when extending) by more than this share of the budget; except at the last check before the
+decay, which extends by any step that fits."""
 
 
 def replanned_steps(
@@ -207,7 +208,9 @@ def replanned_steps(
     """A new horizon when the stage is projected to end `projected_s` seconds after its start: shorter
     when that is past `budget_s` (the machine slowed), longer (up to `cap`) when it falls well short
     (the first steps, which the plan measured, were slow). None when the plan still fits, or once the
-    WSD decay has begun (the horizon can no longer change without a jump in the learning rate).
+    WSD decay has begun (the horizon can no longer change without a jump in the learning rate). The
+    last check before the decay extends by any whole step that fits, without REPLAN_SLACK: nothing
+    can use the time later (the default runs ended at 94-100 % of the training budget, 2026-12-07).
     `per_step_s`: the recent cost of a step."""
     decay_start = max_steps - max(1, round(decay_fraction * max_steps))
     if step >= decay_start:
@@ -217,7 +220,8 @@ def replanned_steps(
         earliest = math.ceil((step + 1) / (1 - decay_fraction)) if decay_fraction < 1 else step + 1
         steps = max(steps, earliest, step + 1)  # the decay may start now, not in the past
         return steps if steps < max_steps else None
-    if projected_s < budget_s * (1 - MARGIN - REPLAN_SLACK):
+    last_chance = step + REPLAN_EVERY >= decay_start  # the next check falls in the decay
+    if projected_s < budget_s * (1 - MARGIN - (0 if last_chance else REPLAN_SLACK)):
         steps = min(cap, max_steps + math.floor((budget_s * (1 - MARGIN) - projected_s) / per_step_s))
         return steps if steps > max_steps else None
     return None
