@@ -19,10 +19,19 @@ def dial_width(depth: int, aspect: int) -> int:
     return HEAD_WIDTH * -(-aspect * depth // HEAD_WIDTH)
 
 
+MIN_DIAL_HEADS = 2
+"""Heads the dial gives a width that `head_width` would leave with one head wider than head_width
+(192 channels at 128 a head: 2 heads of 96, not 1 of 192; 1 of 192 scored 0.005 bits-per-byte worse
+on both seeds of the recipe benchmark's dev cut, 2026-12-07, docs/benchmarks.md)."""
+
+
 def dial_heads(dim: int, head_width: int = HEAD_WIDTH) -> int:
     """One head per `head_width` channels, fewer where that count does not divide `dim` (320 channels
-    at 128 a head: 2 heads of 160)."""
+    at 128 a head: 2 heads of 160), and at least MIN_DIAL_HEADS where one head would be wider than
+    `head_width` and the width splits evenly."""
     heads = max(1, dim // head_width)
+    if heads < MIN_DIAL_HEADS and dim > head_width and dim % MIN_DIAL_HEADS == 0:
+        return MIN_DIAL_HEADS
     while dim % heads:
         heads -= 1
     return heads

@@ -2,9 +2,10 @@
 Plain dataclasses with no heavy imports, so reading a config never loads torch.
 
 One size dial, `depth` (nanochat's): depth blocks of width aspect * depth rounded up to 64, one head
-per 64 channels, Llama's SwiGLU width, experts at hidden / top_k. Each derived value is derived only
-while left at 0, and stays derived under overrides (see kiln.config), so `--model.depth 6` or
-`--model.dim 512` re-derives the rest, while an explicitly set `--model.num_heads 8` is kept.
+per head_width channels (at least 2 where one would be wider), Llama's SwiGLU width, experts at
+hidden / top_k. Each derived value is derived only while left at 0, and stays derived under
+overrides (see kiln.config), so `--model.depth 6` or `--model.dim 512` re-derives the rest, while an
+explicitly set `--model.num_heads 8` is kept.
 """
 
 from __future__ import annotations
