@@ -1,11 +1,15 @@
+import json
+
 import pytest
 
 from kiln.config import (
     apply_overrides,
+    derived_fields,
     field_docs,
     format_config,
     load_config,
     save_config,
+    to_dict,
 )
 from kiln.errors import KilnError
 from kiln.presets import PRESETS, get_preset
@@ -74,6 +78,21 @@ def test_the_size_dial_is_reachable_from_overrides_and_stays_derived_through_a_s
     loaded = load_config(RunConfig, tmp_path / "config.json")
     assert loaded == deep
     assert apply_overrides(loaded, {"model.depth": "3"}).model.dim == 192  # not stuck at the saved 384
+
+
+def test_a_saved_config_reads_back_its_derived_values_as_saved(tmp_path):
+    """A checkpoint's config keeps its model's shape when kiln later derives it by another rule."""
+    cfg = apply_overrides(get_preset("cpu"), {"model.depth": "3"})
+    data = to_dict(cfg)
+    assert {"num_heads", "num_kv_heads"} <= set(data["model"]["_derived"])
+    data["model"].update(num_heads=1, num_kv_heads=1)  # what an older rule derived for width 192
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    loaded = load_config(RunConfig, tmp_path / "config.json")
+    assert (loaded.model.num_heads, loaded.model.head_dim) == (1, 192)
+    assert "num_heads" in derived_fields(loaded.model)
+    assert "model.num_heads = 1  (derived)" in format_config(loaded)
+    assert apply_overrides(loaded, {"model.depth": "4"}).model.num_heads == 2  # an override re-derives
+    assert apply_overrides(loaded, {"model.depth": "3"}).model.num_heads == 2  # by today's rule
 
 
 def test_reading_a_config_loads_neither_torch_nor_the_trainer():

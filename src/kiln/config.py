@@ -15,7 +15,9 @@ Derived values stay derived. A field left at its default sentinel (0 for "derive
 `from_dict` reset remembered fields to their sentinel before rebuilding, so an override of a base
 value (``model.dim``) re-derives what follows from it (MLP width, heads, learning rate) instead of
 keeping stale numbers; a value the user sets explicitly is never touched. Saved configs list the
-derived names under ``"_derived"`` next to the resolved numbers, and `format_config` marks them.
+derived names under ``"_derived"`` next to the resolved numbers, and `format_config` marks them;
+`from_dict` reads the saved numbers back (a run's config means what it meant when it was written)
+and keeps them marked derived.
 """
 
 from __future__ import annotations
@@ -214,13 +216,15 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type[C], data: dict[str, Any]) -> C:
-    """Plain dict (e.g. loaded JSON) -> nested dataclass; unknown keys are an error."""
+    """Plain dict (e.g. loaded JSON) -> nested dataclass; unknown keys are an error. Derived values
+    read back as saved (a checkpoint's model keeps its shape when a later kiln derives heads or widths
+    by another rule) and stay marked derived, so an override re-derives them as `replace` does."""
     hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(cast(Any, cls))}
-    derived = set(data.get(DERIVED_KEY, ()))  # derived again from what they followed from
+    derived = set(data.get(DERIVED_KEY, ())) & names
     for key, value in data.items():
-        if key == DERIVED_KEY or key in derived:
+        if key == DERIVED_KEY:
             continue
         if key not in names:
             raise KilnError(f"config has unknown key {key!r} for {cls.__name__}; remove it or upgrade kiln")
@@ -230,9 +234,11 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
         else:
             kwargs[key] = _parse_value(key, tp, value)
     try:
-        return cls(**kwargs)
+        cfg = cls(**kwargs)
     except ValueError as e:
         raise KilnError(str(e)) from None
+    cfg.__dict__.setdefault(DERIVED_KEY, set()).update(derived)  # as saved, and derived again under overrides
+    return cfg
 
 
 def save_config(cfg: Any, path: Path) -> None:
