@@ -15,6 +15,7 @@ def test_a_width_one_head_would_overflow_gets_two():
     assert dial_heads(192, 128) == 2  # not 1 head of 192
     assert dial_heads(96, 64) == 2
     assert dial_heads(65, 64) == 1  # an odd width cannot split evenly
+    assert dial_heads(198, 128) == 1  # 2 heads of 99 would be odd (RoPE rotates pairs)
 
 
 def test_the_dial_at_depth_3_with_the_recipe_heads():

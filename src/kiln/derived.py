@@ -28,9 +28,9 @@ on both seeds of the recipe benchmark's dev cut, 2026-12-07, docs/benchmarks.md)
 def dial_heads(dim: int, head_width: int = HEAD_WIDTH) -> int:
     """One head per `head_width` channels, fewer where that count does not divide `dim` (320 channels
     at 128 a head: 2 heads of 160), and at least MIN_DIAL_HEADS where one head would be wider than
-    `head_width` and the width splits evenly."""
+    `head_width` and the width splits into heads of an even width."""
     heads = max(1, dim // head_width)
-    if heads < MIN_DIAL_HEADS and dim > head_width and dim % MIN_DIAL_HEADS == 0:
+    if heads < MIN_DIAL_HEADS and dim > head_width and dim % (2 * MIN_DIAL_HEADS) == 0:  # even heads (RoPE)
         return MIN_DIAL_HEADS
     while dim % heads:
         heads -= 1
