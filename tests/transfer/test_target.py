@@ -49,12 +49,51 @@ def test_a_new_export_replaces_kilns_files_and_keeps_a_persons(checkpoint, tmp_p
     record = json.loads((out / RECORD).read_text())
     assert set(record["files"]) | {RECORD} == {p.name for p in out.iterdir()} and set(record["files"]) <= HF_FILES
     assert record["out"] == str(out.absolute())
+    assert set(record["sha256"]) == set(record["files"])
     (out / "notes.txt").write_text("added by a person")
-    (out / "model.safetensors").write_bytes(b"stale")
     export_checkpoint(checkpoint, "hf", out, verify=False)
     assert (out / "notes.txt").read_text() == "added by a person"
-    assert (out / "model.safetensors").read_bytes() != b"stale"
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # nothing staged left beside it
+
+
+def test_a_file_a_person_changed_or_added_under_an_export_name_stops_the_export(checkpoint, tmp_path):
+    out = tmp_path / "hf"
+    export_checkpoint(checkpoint, "hf", out, verify=False)
+    (out / "config.json").write_text('{"edited": "by hand"}')  # e.g. before pushing to the Hub
+    before = files(out)
+    with pytest.raises(KilnError, match="config.json as kiln's last export did not write it"):
+        export_checkpoint(checkpoint, "hf", out, verify=False)
+    assert files(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # the staged export was cleared
+    record = json.loads((out / RECORD).read_text())
+    (out / "config.json").unlink()
+    record["files"].remove("config.json")  # as if the last export had not written it: now a person's
+    (out / RECORD).write_text(json.dumps(record))
+    (out / "config.json").write_text("mine")
+    with pytest.raises(KilnError, match="config.json as kiln's last export did not write it"):
+        export_checkpoint(checkpoint, "hf", out, verify=False)
+    assert (out / "config.json").read_text() == "mine"
+
+
+def test_a_gguf_file_kiln_did_not_write_is_refused_and_its_own_replaced(checkpoint, tmp_path):
+    import gguf
+
+    theirs = tmp_path / "llama.gguf"
+    writer = gguf.GGUFWriter(str(theirs), "llama")
+    writer.add_name("Llama 3 8B Instruct")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    before = theirs.read_bytes()
+    with pytest.raises(KilnError, match="GGUF file kiln did not export"):
+        export_checkpoint(checkpoint, "gguf", theirs, verify=False)
+    assert theirs.read_bytes() == before
+    ours = tmp_path / "m.gguf"
+    export_checkpoint(checkpoint, "gguf", ours, verify=False)
+    first = ours.stat().st_ino
+    export_checkpoint(checkpoint, "gguf", ours, verify=False)  # its own: replaced
+    assert ours.stat().st_ino != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llama.gguf", "m.gguf"]
 
 
 def test_a_failed_or_unverified_export_leaves_the_last_one(checkpoint, tmp_path, monkeypatch):
@@ -95,3 +134,26 @@ def test_what_an_interrupted_export_left_is_cleared_and_anything_else_refused(ch
     with pytest.raises(KilnError, match="in the way"):
         export_checkpoint(checkpoint, "hf", tmp_path / "hf", verify=False)
     assert (staged / "diary.txt").read_text() == "not kiln's"
+
+
+def test_a_target_on_another_file_system_is_copied_into_place(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from kiln.transfer import target
+
+    real, calls = os.replace, []
+
+    def across(src, dst):
+        calls.append(src)
+        if len(calls) == 1:  # the first rename crosses file systems (a mount point); the copy's does not
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real(src, dst)
+
+    (tmp_path / "staged").write_text("new")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "config.json").write_text("old")
+    monkeypatch.setattr(target.os, "replace", across)
+    target._move(tmp_path / "staged", tmp_path / "out" / "config.json")
+    assert (tmp_path / "out" / "config.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.json", "out"]

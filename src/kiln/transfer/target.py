@@ -3,14 +3,18 @@
 An export is written under a hidden staged name next to `out` (`.staged-NAME`), verified there, and
 only then moved into place, so an export that fails (or whose verification fails, or that is
 interrupted) leaves the last export as it was. Nothing that kiln did not write is replaced: a folder
-target must be new, empty or a folder kiln exported before (it holds kiln_export.json), and a file
-target must be new or a GGUF file. In a folder kiln exported before, the files kiln writes are
-replaced one by one (kiln_export.json last, so it is always there), the last export's files this one
-does not write are removed, and any file a person added stays.
+target must be new, empty or a folder kiln exported before (it holds kiln_export.json, which lists
+each file's sha256), and a file target must be new or a GGUF file kiln wrote (its general.name
+starts with "kiln "). In a folder kiln exported before, the files kiln writes are replaced one by
+one (kiln_export.json last, so it is always there) and the last export's files this one does not
+write are removed; a file a person added or changed under one of those names (an edited README.md)
+stops the export before anything moves, and any other file a person added stays.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import shutil
@@ -36,6 +40,8 @@ HF_FILES = frozenset(
 )
 """Every file an HF export may write (tests hold export_hf to it)."""
 GGUF_MAGIC = b"GGUF"
+GGUF_NAME_PREFIX = "kiln "
+"""How kiln's GGUF files begin their general.name (transfer/gguf.py): a GGUF file kiln may replace."""
 
 
 def staged_path(out: Path) -> Path:
@@ -61,6 +67,11 @@ def check_target(out: Path, fmt: str) -> None:
             )
     elif not out.is_file() or not _is_gguf(out):
         raise KilnError(f"{out} exists and is not a GGUF file: nothing was written; name a new .gguf file")
+    elif not gguf_name(out).startswith(GGUF_NAME_PREFIX):
+        raise KilnError(
+            f"{out} is a GGUF file kiln did not export (general.name {gguf_name(out)!r}): nothing was written; "
+            "name a new .gguf file"
+        )
 
 
 def clear_staged(staged: Path, fmt: str) -> None:
@@ -76,27 +87,78 @@ def clear_staged(staged: Path, fmt: str) -> None:
 
 
 def put_in_place(staged: Path, out: Path, fmt: str, result: dict[str, Any]) -> None:
-    """Move the checked export at `staged` to `out`, recording `result` (with its files) in the folder."""
+    """Move the checked export at `staged` to `out`, recording `result` (with its files and their
+    sha256) in the folder. Refuses, before moving anything, to replace or remove a file of `out`
+    that kiln's last export did not write as it is now."""
     if fmt == "gguf":
         os.replace(staged, out)
         return
     files = sorted(p.name for p in staged.iterdir() if p.name != RECORD)
-    (staged / RECORD).write_text(json.dumps({**result, "files": files}, indent=2) + "\n")
+    sums = {name: _sha256(staged / name) for name in files}
+    (staged / RECORD).write_text(json.dumps({**result, "files": files, "sha256": sums}, indent=2) + "\n")
     if not out.exists():
         os.replace(staged, out)
         return
     try:
-        last = set(json.loads((out / RECORD).read_text()).get("files", []))
-    except (OSError, ValueError, AttributeError):
-        last = set()
+        record = json.loads((out / RECORD).read_text())
+        last, last_sums = set(record.get("files", [])), dict(record.get("sha256", {}))
+    except (OSError, ValueError, AttributeError, TypeError):
+        last, last_sums = set(), {}
+    stale = (last & HF_FILES) - set(files) - {RECORD}  # the last export's files this one does not write
+    theirs = [
+        name
+        for name in sorted(set(files) | stale)
+        if (out / name).exists()
+        and (name not in last or (name in last_sums and _sha256(out / name) != last_sums[name]))
+    ]
+    if theirs:
+        raise KilnError(
+            f"{out} holds {', '.join(theirs)} as kiln's last export did not write it (added or changed since): "
+            "nothing was replaced; move it away, or export to a new folder"
+        )
     for name in files:
-        os.replace(staged / name, out / name)
-    for name in (last & HF_FILES) - set(files) - {RECORD}:  # the last export's files this one does not write
+        _move(staged / name, out / name)
+    for name in stale:
         (out / name).unlink(missing_ok=True)
-    os.replace(staged / RECORD, out / RECORD)
+    _move(staged / RECORD, out / RECORD)
     staged.rmdir()
+
+
+def _move(src: Path, dst: Path) -> None:
+    """os.replace, or where `dst` is on another file system (the target a mount point), a copy beside
+    `dst` renamed over it."""
+    try:
+        os.replace(src, dst)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        tmp = dst.with_name(f"{STAGED}{dst.name}")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+        src.unlink()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _is_gguf(path: Path) -> bool:
     with path.open("rb") as f:
         return f.read(4) == GGUF_MAGIC
+
+
+def gguf_name(path: Path) -> str:
+    """A GGUF file's general.name ("" when it has none or cannot be read)."""
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(path).fields.get("general.name")
+        return bytes(field.parts[-1]).decode("utf-8", "replace") if field is not None else ""
+    except ImportError:
+        raise KilnError('reading a GGUF file needs the gguf package: pip install -e ".[transfer]"') from None
+    except (ValueError, OSError, IndexError, KeyError):
+        return ""

@@ -41,10 +41,10 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, verify: bool = True
         check = result.get("verification", {})
         if check.get("checked") and not all(v for v in check.values() if isinstance(v, bool)):
             raise KilnError(f"the export to {out} does not reproduce the checkpoint (nothing was replaced): {check}")
+        put_in_place(staged, out, fmt, result)
     except BaseException:
         clear_staged(staged, fmt)
         raise
-    put_in_place(staged, out, fmt, result)
     return result
 
 
