@@ -415,8 +415,10 @@ def test_a_folder_kiln_did_not_make_is_refused_as_a_run_directory(tmp_path, caps
     assert {p.name: p.read_text() for p in mine.iterdir()} == before  # nothing written over
     empty = tmp_path / "empty"
     empty.mkdir()
+    (empty / ".staged-tokenizer.json").write_text('{"half')  # a first tokenizer stage killed while saving
     args = ["tokenizer", "--preset", "debug", "--data.corpus", str(corpus_dir), "--data.val_fraction", "0.2"]
     assert main([*args, "--run-dir", str(empty)]) == 0  # an empty folder is fine, and then it is a kiln run
+    assert not (empty / ".staged-tokenizer.json").exists()
     assert main(["tokenize", "--run-dir", str(empty)]) == 0
 
 

@@ -18,7 +18,16 @@ STATE = "state.json"
 """A checkpoint's step, loader position and counters."""
 
 
-BEFORE_CONFIG = {"curated", "curated_images", "tokenizer.json", "plan.json", "shards", "stages.json", "config.json.tmp"}
+BEFORE_CONFIG = {
+    "curated",
+    "curated_images",
+    "tokenizer.json",
+    ".staged-tokenizer.json",  # a tokenizer stage stopped while saving (kiln.staging.STAGED)
+    "plan.json",
+    "shards",
+    "stages.json",
+    "config.json.tmp",
+}
 """What a run directory can hold before its config.json is written (a first stage that failed)."""
 
 
