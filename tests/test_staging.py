@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kiln.staging import StagedFolder
+from kiln.staging import Publication, StagedFolder
 
 
 def test_publish_replaces_the_last_output_and_keeps_the_rest(tmp_path):
@@ -34,3 +34,27 @@ def test_discard_and_a_new_start_remove_only_staged_files(tmp_path):
     staging.discard()
     assert [p.name for p in tmp_path.iterdir()] == ["part_0.txt"]
     assert (tmp_path / "part_0.txt").read_text() == "published"
+
+
+def test_a_publication_publishes_its_folders_together_then_runs_their_follow_ups(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    publication, seen = Publication(), []
+    for folder in (a, b):
+        staging = StagedFolder(folder)
+        staging.path("part_0.txt").write_text(f"new {folder.name}")
+        staging.publish_in(
+            publication,
+            ["part_*.txt"],
+            {"folder": folder.name},
+            then=lambda: seen.append(sorted(p.name for f in (a, b) for p in f.iterdir())),
+        )
+    assert not (a / "manifest.json").exists() and seen == []  # added, not yet published
+    publication.publish()
+    assert (a / "part_0.txt").read_text() == "new a" and (b / "part_0.txt").read_text() == "new b"
+    assert seen == [sorted(["manifest.json", "part_0.txt"] * 2)] * 2  # each follow-up after both folders
+    staging = StagedFolder(a)
+    staging.path("part_1.txt").write_text("x")
+    publication.add(staging, ["part_*.txt"], {"folder": "a2"})
+    publication.discard()
+    assert sorted(p.name for p in a.iterdir()) == ["manifest.json", "part_0.txt"]
+    assert json.loads((a / "manifest.json").read_text()) == {"folder": "a"}

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from kiln.runconfig import RunConfig
     from kiln.rundir import RunDir
+    from kiln.staging import Publication
     from kiln.train.parts import Parts
 
 
@@ -27,14 +28,16 @@ class Modality:
     """Whether a config trains on it."""
     check: Callable[[RunConfig], None]
     """What the rest of the config must be for it (a model that reads it, tokens for it): one-line errors."""
-    curate: Callable[[RunConfig, RunDir], dict[str, Any]]
-    """`kiln curate`'s step for it: its curated set in the run directory; the figures for stages.json."""
+    curate: Callable[[RunConfig, RunDir, Publication], dict[str, Any]]
+    """`kiln curate`'s step for it: its curated set in the run directory, published with the stage's
+    other folders (kiln/staging.py); the figures for stages.json."""
     curated: Callable[[RunDir], bool]
     """Whether its curated set is there (a resumed `kiln run` skips the step)."""
     texts: Callable[[RunDir], Iterator[str]]
     """Its training split's text, for the tokenizer to learn besides the corpus."""
-    tokenize: Callable[[RunConfig, RunDir, Tokenizer, str], dict[str, Any]]
-    """`kiln tokenize`'s step (tokenizer, its sha256): its shards; the figures for stages.json."""
+    tokenize: Callable[[RunConfig, RunDir, Tokenizer, str, Publication], dict[str, Any]]
+    """`kiln tokenize`'s step (tokenizer, its sha256, the stage's publication): its shards; the figures
+    for stages.json."""
     tokenized: Callable[[RunDir], bool]
     parts: Callable[[RunConfig], Parts]
     """The trainer's parts for a run on it (train/parts.py)."""

@@ -28,7 +28,7 @@ from kiln.report import stage_seconds
 from kiln.runconfig import RunConfig
 from kiln.rundir import MANIFEST, RunDir
 from kiln.shards.writer import write_shards
-from kiln.staging import STAGED
+from kiln.staging import STAGED, Publication
 from kiln.tokenizer import (
     bytes_per_token,
     load_tokenizer,
@@ -81,12 +81,18 @@ def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     """Curate the corpus into run_dir/curated (documents, manifest, dropped samples, data card), and
     each active modality's data (kiln/modality.py) into its own curated set."""
     run.root.mkdir(parents=True, exist_ok=True)
-    others = {m.name: m.curate(cfg, run) for m in active(cfg)}
-    if not cfg.curate.enabled:  # other modalities only (curate.enabled=false leaves the text as it is)
+    publication = Publication()  # every curated set replaces the last one, or none does
+    try:
+        others = {m.name: m.curate(cfg, run, publication) for m in active(cfg)}
+        manifest = curate_corpus(cfg.data, cfg.curate, run.curated, publication) if cfg.curate.enabled else None
+    except BaseException:
+        publication.discard()
+        raise
+    publication.publish()
+    if manifest is None:  # other modalities only (curate.enabled=false leaves the text as it is)
         save_config(cfg, run.config)
         record(run, "curate", {**others, "wall_s": sum(f["wall_s"] for f in others.values())})
         return others
-    manifest = curate_corpus(cfg.data, cfg.curate, run.curated)
     save_config(cfg, run.config)  # each stage saves the config it ran with, once it has succeeded
     print(
         f"curate: kept {manifest['documents_out']:,} of {manifest['documents_in']:,} documents "
@@ -168,16 +174,23 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
                     "more documents, or change data.val_fraction or data.split_seed"
                 )
 
-    manifests = write_shards(
-        curated.documents(cfg.data, stats) if curated else read_documents(cfg.data, stats),
-        tok,
-        sha,
-        {"train": run.split("train"), "val": run.split("val")},
-        cfg.shards,
-        route=lambda doc: split_of(doc.id, cfg.data),
-        check=every_split_has_documents,
-    )
-    others = {m.name: m.tokenize(cfg, run, tok, sha) for m in active(cfg)}
+    publication = Publication()  # the text's and every other modality's shards replace the last ones together
+    try:
+        manifests = write_shards(
+            curated.documents(cfg.data, stats) if curated else read_documents(cfg.data, stats),
+            tok,
+            sha,
+            {"train": run.split("train"), "val": run.split("val")},
+            cfg.shards,
+            route=lambda doc: split_of(doc.id, cfg.data),
+            check=every_split_has_documents,
+            publication=publication,
+        )
+        others = {m.name: m.tokenize(cfg, run, tok, sha, publication) for m in active(cfg)}
+    except BaseException:
+        publication.discard()
+        raise
+    publication.publish()
     wall_s = time.perf_counter() - t0
     _report_read_stats(stats)
     save_config(cfg, run.config)

@@ -7,13 +7,18 @@ manifest is removed first and the new one written last, so a crash during the sw
 that readers refuse (no manifest), never a mix of two runs. A missing corpus, a bad document, a check
 that refuses the result or Ctrl-C ends in `discard`, which removes the staged files and nothing else.
 Opening a folder removes what an interrupted run staged in it.
+
+A stage that replaces several folders (text and image shards, curated text and images) hands its
+writers one `Publication`: each writer stages its folder and adds it there instead of publishing,
+and the stage publishes them all once every writer has finished, or discards them all, so a failure
+in a later folder leaves every earlier one as it was too.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +60,53 @@ class StagedFolder:
             staged.write_text(json.dumps(manifest, indent=2) + "\n")
             os.replace(staged, self.folder / MANIFEST)
 
+    def publish_in(
+        self,
+        publication: Publication | None,
+        replaces: Iterable[str],
+        manifest: dict[str, Any] | None = None,
+        then: Callable[[], object] | None = None,
+    ) -> None:
+        """`publish` now and run `then` (without a publication), or once `publication` publishes."""
+        if publication is None:
+            self.publish(replaces, manifest)
+            if then is not None:
+                then()
+        else:
+            publication.add(self, list(replaces), manifest, then)
+
     def discard(self) -> None:
         """Remove every staged file in the folder (this run's and an interrupted one's)."""
         for staged in self.folder.glob(f"{STAGED}*"):
             staged.unlink()
         self.names = []
+
+
+class Publication:
+    """Staged folders of one stage, published together (`publish`) or discarded together (`discard`)."""
+
+    def __init__(self) -> None:
+        self.ready: list[tuple[StagedFolder, list[str], dict[str, Any] | None, Callable[[], object] | None]] = []
+
+    def add(
+        self,
+        staging: StagedFolder,
+        replaces: list[str],
+        manifest: dict[str, Any] | None,
+        then: Callable[[], object] | None = None,
+    ) -> None:
+        """A folder whose staged files are complete and checked; `then` runs after every folder is published."""
+        self.ready.append((staging, replaces, manifest, then))
+
+    def publish(self) -> None:
+        for staging, replaces, manifest, _ in self.ready:
+            staging.publish(replaces, manifest)
+        for *_, then in self.ready:
+            if then is not None:
+                then()
+        self.ready = []
+
+    def discard(self) -> None:
+        for staging, *_ in self.ready:
+            staging.discard()
+        self.ready = []

@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -52,7 +53,7 @@ from kiln.curate.steps import (
 )
 from kiln.curate.workers import LocalSteps, StepPool, batches, resolve_workers
 from kiln.errors import KilnError
-from kiln.staging import StagedFolder
+from kiln.staging import Publication, StagedFolder
 
 
 class _JsonlShards:
@@ -94,9 +95,15 @@ class _JsonlShards:
         self.files.append({"file": self._name, "documents": self._count, "sha256": digest})
         self._f = None
 
-    def publish(self, manifest: dict[str, Any]) -> None:
-        """Replace the last curation's documents and manifest with the staged files and `manifest`."""
-        self.staging.publish(["documents_*.jsonl"], manifest)
+    def publish(
+        self,
+        manifest: dict[str, Any],
+        publication: Publication | None = None,
+        then: Callable[[], object] | None = None,
+    ) -> None:
+        """Replace the last curation's documents and manifest with the staged files and `manifest` (now,
+        or when `publication` publishes), then run `then`."""
+        self.staging.publish_in(publication, ["documents_*.jsonl"], manifest, then)
 
     def discard(self) -> None:
         """Remove what this (or an interrupted earlier) curation staged."""
@@ -218,8 +225,11 @@ def nothing_kept(read: ReadStats, totals: list[StepStats], out_dir: Path) -> str
     )
 
 
-def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, Any]:
-    """Run every step over the corpus; write documents, manifest, dropped samples, mix and data card."""
+def curate(
+    data: CorpusConfig, cfg: CurateConfig, out_dir: Path, publication: Publication | None = None
+) -> dict[str, Any]:
+    """Run every step over the corpus; write documents, manifest, dropped samples, mix and data card
+    (the documents, manifest and card replace the last ones now, or when `publication` publishes)."""
     t0 = time.perf_counter()
     sources = sources_of(data)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -309,8 +319,7 @@ def curate(data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, An
     }
     manifest["mix"] = per_source.mix.achieved(manifest["mix"])
     manifest["wall_s"] = round(time.perf_counter() - t0, 3)
-    writer.publish(manifest)
-    write_data_card(manifest, data, cfg, out_dir)
+    writer.publish(manifest, publication, then=lambda: write_data_card(manifest, data, cfg, out_dir))
     if read_stats.num_skipped:
         print(
             f"curate: skipped {read_stats.num_skipped} unreadable input(s); see {out_dir / 'skipped.log'}",

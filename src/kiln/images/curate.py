@@ -37,7 +37,7 @@ from kiln.images.patches import fit_image
 from kiln.images.readers import IMAGE_MARK, ImageDoc, ImageReadStats, read_image_docs
 from kiln.images.shapes import shapes_set
 from kiln.rundir import MANIFEST
-from kiln.staging import StagedFolder
+from kiln.staging import Publication, StagedFolder
 
 FORMAT = "kiln-curated-images-v1"
 DOCS_PER_TAR = 10_000
@@ -150,9 +150,12 @@ def source_docs(cfg: ImageConfig, stats: ImageReadStats, image_size: int) -> Ite
     yield from read_image_docs(cfg.source, cfg.max_pixels, stats, cfg.paths_outside)
 
 
-def curate_images(cfg: ImageConfig, curate: CurateConfig, out_dir: Path, image_size: int) -> dict[str, Any]:
+def curate_images(
+    cfg: ImageConfig, curate: CurateConfig, out_dir: Path, image_size: int, publication: Publication | None = None
+) -> dict[str, Any]:
     """Curate `cfg.source` into `out_dir`; returns the manifest (counts at every step). The last
-    curation stays until this one has kept documents in both splits (kiln/staging.py)."""
+    curation stays until this one has kept documents in both splits, and with a `publication` until
+    it publishes (kiln/staging.py)."""
     t0 = time.perf_counter()
     staging = StagedFolder(out_dir)
     try:
@@ -161,8 +164,7 @@ def curate_images(cfg: ImageConfig, curate: CurateConfig, out_dir: Path, image_s
         staging.discard()
         raise
     manifest["wall_s"] = time.perf_counter() - t0
-    staging.publish(["*.tar"], manifest)
-    write_image_card(manifest, out_dir)
+    staging.publish_in(publication, ["*.tar"], manifest, then=lambda: write_image_card(manifest, out_dir))
     return manifest
 
 

@@ -38,7 +38,7 @@ from kiln.images.patches import num_patches
 from kiln.images.readers import IMAGE_MARK, ImageDoc
 from kiln.rundir import MANIFEST
 from kiln.shards.loader import EpochOrder, PackedLoader
-from kiln.staging import StagedFolder
+from kiln.staging import Publication, StagedFolder
 from kiln.tokenizer import SpecialIds
 
 FORMAT = "kiln-image-shards-v1"
@@ -96,9 +96,11 @@ def write_image_shards(
     patch_size: int,
     max_images: int,
     max_text_tokens: int,
+    publication: Publication | None = None,
 ) -> dict[str, Any]:
     """Write one split's documents (each with its fitted (size, size, 3) pixels); returns the manifest.
-    The split's last shards stay until the new ones are complete (kiln/staging.py)."""
+    The split's last shards stay until the new ones are complete, and with a `publication` until it
+    publishes (kiln/staging.py)."""
     if ids.image < 0:
         raise KilnError("the tokenizer has no image tokens; train it with tokenizer.image_tokens=true")
     if image_size % patch_size:
@@ -113,7 +115,7 @@ def write_image_shards(
     except BaseException:
         staging.discard()
         raise
-    staging.publish(["*.npy", "items.jsonl"], manifest)
+    staging.publish_in(publication, ["*.npy", "items.jsonl"], manifest)
     return manifest
 
 

@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 
     from kiln.runconfig import RunConfig
     from kiln.rundir import RunDir
+    from kiln.staging import Publication
 
 
-def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
-    """Curate images.source into run_dir/curated_images; the figures for stages.json."""
-    manifest = curate_images(cfg.images, cfg.curate, run.curated_images, cfg.model.vision.image_size)
+def curate(cfg: RunConfig, run: RunDir, publication: Publication) -> dict[str, Any]:
+    """Curate images.source into run_dir/curated_images (published with the stage's `publication`);
+    the figures for stages.json."""
+    manifest = curate_images(cfg.images, cfg.curate, run.curated_images, cfg.model.vision.image_size, publication)
     print(
         f"curate images: kept {manifest['kept'].get('train', 0):,} training and {manifest['kept'].get('val', 0):,} "
         f"held-out of {manifest['read']:,} read in {manifest['wall_s']:.1f} s; skipped {manifest['skipped'] or 0}, "
@@ -42,8 +44,8 @@ def _fitted(docs: Iterator[ImageDoc]) -> Iterator[tuple[ImageDoc, list[np.ndarra
         yield doc, [np.asarray(im, dtype=np.uint8) for im in doc.images]
 
 
-def tokenize(cfg: RunConfig, run: RunDir, tok: Tokenizer, sha: str) -> dict[str, Any]:
-    """Image shards of both splits; the figures for stages.json."""
+def tokenize(cfg: RunConfig, run: RunDir, tok: Tokenizer, sha: str, publication: Publication) -> dict[str, Any]:
+    """Image shards of both splits (published with the stage's `publication`); the figures for stages.json."""
     ids = objective_ids(tok)
     figures = {}
     for split in ("train", "val"):
@@ -57,6 +59,7 @@ def tokenize(cfg: RunConfig, run: RunDir, tok: Tokenizer, sha: str) -> dict[str,
             cfg.model.vision.patch_size,
             cfg.images.max_images,
             cfg.images.max_text_tokens,
+            publication,
         )
         figures[f"images_{split}"] = {"documents": manifest["num_docs"], "text_cut": manifest["docs_with_text_cut"]}
         print(f"tokenize images {split}: {manifest['num_docs']:,} documents, rows of {manifest['width']} tokens")

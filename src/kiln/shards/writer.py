@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from kiln.corpus import Document, utf8_size
 from kiln.shards.config import ShardConfig
-from kiln.staging import StagedFolder
+from kiln.staging import Publication, StagedFolder
 from kiln.tokenizer import special_ids
 
 FORMAT = "kiln-shards-v1"
@@ -122,9 +122,9 @@ class ShardWriter:
             "shards": shards,
         }
 
-    def publish(self, manifest: dict) -> None:
-        """Replace the last shards and manifest with the staged ones."""
-        self.staging.publish(["shard_*"], manifest)
+    def publish(self, manifest: dict, publication: Publication | None = None) -> None:
+        """Replace the last shards and manifest with the staged ones (now, or with `publication`)."""
+        self.staging.publish_in(publication, ["shard_*"], manifest)
 
     def discard(self) -> None:
         """Remove the staged files; the published ones stay."""
@@ -143,12 +143,14 @@ def write_shards(
     route: Callable[[Document], str] | None = None,
     desc: str = "tokenize",
     check: Callable[[dict[str, dict]], None] | None = None,
+    publication: Publication | None = None,
 ) -> dict[str, dict]:
     """Tokenize `docs` in one pass into one shard directory per split; returns {split: manifest}.
 
     `route(doc)` names each document's split (a key of `out_dirs`); with one directory it may be None.
     `check(manifests)` may refuse the new shards by raising; they replace the last ones only after it
     passes, and on any failure (a corpus that cannot be read, an interrupt) the last ones stay.
+    With a `publication`, they replace them when it publishes (kiln/staging.py).
     """
     if route is None:
         (only,) = out_dirs
@@ -177,5 +179,5 @@ def write_shards(
             writer.discard()
         raise
     for name, writer in writers.items():
-        writer.publish(manifests[name])
+        writer.publish(manifests[name], publication)
     return manifests
