@@ -11,11 +11,13 @@ Opening a folder removes what an interrupted run staged in it.
 A stage that replaces several folders (text and image shards, curated text and images) hands its
 writers one `Publication`: each writer stages its folder and adds it there instead of publishing,
 and the stage publishes them all once every writer has finished, or discards them all, so a failure
-in a later folder leaves every earlier one as it was too.
+in a later folder leaves every earlier one as it was too. `file_sha256` is the checksum published
+files are recorded and checked with (checkpoint manifests, kiln_export.json).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -26,6 +28,15 @@ from kiln.rundir import MANIFEST
 
 STAGED = ".staged-"
 """Prefix of a file written but not yet published."""
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in blocks (a checkpoint's or an export's weights may not fit in memory twice)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class StagedFolder:

@@ -21,7 +21,6 @@ export, finetune, import) read model.safetensors and never open dcp/.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -49,6 +48,7 @@ from torch.utils._pytree import tree_map_only
 
 from kiln.errors import KilnError
 from kiln.rundir import CONFIG, MANIFEST, STATE, TOKENIZER
+from kiln.staging import file_sha256
 from kiln.train.dcp_safe import SafeEmptyLoadPlanner, SafeLoadPlanner, SafeReader
 
 if TYPE_CHECKING:
@@ -85,17 +85,9 @@ def _single() -> bool:
     return not (torch.distributed.is_available() and torch.distributed.is_initialized())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_manifest(folder: Path) -> None:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-    entries = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    entries = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
     (folder / MANIFEST).write_text(json.dumps({"files": entries}, indent=1) + "\n")
 
 
@@ -109,7 +101,7 @@ def verify_checkpoint(path: Path) -> str | None:
         f = path / name
         if not f.exists():
             return f"{name} is missing"
-        if f.stat().st_size != want["bytes"] or _sha256(f) != want["sha256"]:
+        if f.stat().st_size != want["bytes"] or file_sha256(f) != want["sha256"]:
             return f"{name} does not match its checksum"
     return None
 

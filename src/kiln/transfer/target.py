@@ -14,7 +14,6 @@ stops the export before anything moves, and any other file a person added stays.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import KilnError
-from kiln.staging import STAGED
+from kiln.staging import STAGED, file_sha256
 
 RECORD = "kiln_export.json"
 """What an export wrote and measured; it marks a folder as kiln's to replace."""
@@ -94,7 +93,7 @@ def put_in_place(staged: Path, out: Path, fmt: str, result: dict[str, Any]) -> N
         os.replace(staged, out)
         return
     files = sorted(p.name for p in staged.iterdir() if p.name != RECORD)
-    sums = {name: _sha256(staged / name) for name in files}
+    sums = {name: file_sha256(staged / name) for name in files}
     (staged / RECORD).write_text(json.dumps({**result, "files": files, "sha256": sums}, indent=2) + "\n")
     if not out.exists():
         os.replace(staged, out)
@@ -109,7 +108,7 @@ def put_in_place(staged: Path, out: Path, fmt: str, result: dict[str, Any]) -> N
         name
         for name in sorted(set(files) | stale)
         if (out / name).exists()
-        and (name not in last or (name in last_sums and _sha256(out / name) != last_sums[name]))
+        and (name not in last or (name in last_sums and file_sha256(out / name) != last_sums[name]))
     ]
     if theirs:
         raise KilnError(
@@ -136,14 +135,6 @@ def _move(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
         src.unlink()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_gguf(path: Path) -> bool:
