@@ -81,14 +81,9 @@ def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     """Curate the corpus into run_dir/curated (documents, manifest, dropped samples, data card), and
     each active modality's data (kiln/modality.py) into its own curated set."""
     run.root.mkdir(parents=True, exist_ok=True)
-    publication = Publication()  # every curated set replaces the last one, or none does
-    try:
+    with Publication() as publication:  # every curated set replaces the last one, or none does
         others = {m.name: m.curate(cfg, run, publication) for m in active(cfg)}
         manifest = curate_corpus(cfg.data, cfg.curate, run.curated, publication) if cfg.curate.enabled else None
-    except BaseException:
-        publication.discard()
-        raise
-    publication.publish()
     if manifest is None:  # other modalities only (curate.enabled=false leaves the text as it is)
         save_config(cfg, run.config)
         record(run, "curate", {**others, "wall_s": sum(f["wall_s"] for f in others.values())})
@@ -174,8 +169,7 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
                     "more documents, or change data.val_fraction or data.split_seed"
                 )
 
-    publication = Publication()  # the text's and every other modality's shards replace the last ones together
-    try:
+    with Publication() as publication:  # the text's and every other modality's shards replace the last ones together
         manifests = write_shards(
             curated.documents(cfg.data, stats) if curated else read_documents(cfg.data, stats),
             tok,
@@ -187,10 +181,6 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
             publication=publication,
         )
         others = {m.name: m.tokenize(cfg, run, tok, sha, publication) for m in active(cfg)}
-    except BaseException:
-        publication.discard()
-        raise
-    publication.publish()
     wall_s = time.perf_counter() - t0
     _report_read_stats(stats)
     save_config(cfg, run.config)

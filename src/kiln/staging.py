@@ -94,10 +94,20 @@ class StagedFolder:
 
 
 class Publication:
-    """Staged folders of one stage, published together (`publish`) or discarded together (`discard`)."""
+    """Staged folders of one stage, published together (`publish`) or discarded together (`discard`);
+    as a context manager, published when the block ends and discarded when it raises."""
 
     def __init__(self) -> None:
         self.ready: list[tuple[StagedFolder, list[str], dict[str, Any] | None, Callable[[], object] | None]] = []
+
+    def __enter__(self) -> Publication:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.publish()
+        else:
+            self.discard()
 
     def add(
         self,

@@ -66,9 +66,9 @@ def check_target(out: Path, fmt: str) -> None:
             )
     elif not out.is_file() or not _is_gguf(out):
         raise KilnError(f"{out} exists and is not a GGUF file: nothing was written; name a new .gguf file")
-    elif not gguf_name(out).startswith(GGUF_NAME_PREFIX):
+    elif not (name := gguf_name(out)).startswith(GGUF_NAME_PREFIX):
         raise KilnError(
-            f"{out} is a GGUF file kiln did not export (general.name {gguf_name(out)!r}): nothing was written; "
+            f"{out} is a GGUF file kiln did not export (general.name {name!r}): nothing was written; "
             "name a new .gguf file"
         )
 
