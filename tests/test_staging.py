@@ -2,6 +2,7 @@
 remove staged files and nothing else."""
 
 import json
+import os
 
 import pytest
 
@@ -36,25 +37,95 @@ def test_discard_and_a_new_start_remove_only_staged_files(tmp_path):
     assert (tmp_path / "part_0.txt").read_text() == "published"
 
 
-def test_a_publication_publishes_its_folders_together_then_runs_their_follow_ups(tmp_path):
+def test_a_publication_publishes_its_folders_together(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    publication, seen = Publication(), []
+    publication = Publication()
     for folder in (a, b):
         staging = StagedFolder(folder)
         staging.path("part_0.txt").write_text(f"new {folder.name}")
-        staging.publish_in(
-            publication,
-            ["part_*.txt"],
-            {"folder": folder.name},
-            then=lambda: seen.append(sorted(p.name for f in (a, b) for p in f.iterdir())),
-        )
-    assert not (a / "manifest.json").exists() and seen == []  # added, not yet published
+        staging.path("notes/card.md").write_text(f"card {folder.name}")  # a file in a subfolder
+        staging.publish_in(publication, ["part_*.txt"], {"folder": folder.name})
+    assert not (a / "manifest.json").exists()  # added, not yet published
     publication.publish()
     assert (a / "part_0.txt").read_text() == "new a" and (b / "part_0.txt").read_text() == "new b"
-    assert seen == [sorted(["manifest.json", "part_0.txt"] * 2)] * 2  # each follow-up after both folders
+    assert (b / "notes" / "card.md").read_text() == "card b"
+    assert sorted(p.name for p in a.rglob("*")) == ["card.md", "manifest.json", "notes", "part_0.txt"]
     staging = StagedFolder(a)
     staging.path("part_1.txt").write_text("x")
     publication.add(staging, ["part_*.txt"], {"folder": "a2"})
     publication.discard()
-    assert sorted(p.name for p in a.iterdir()) == ["manifest.json", "part_0.txt"]
+    assert sorted(p.name for p in a.iterdir()) == ["manifest.json", "notes", "part_0.txt"]
     assert json.loads((a / "manifest.json").read_text()) == {"folder": "a"}
+
+
+def _old_outputs(*folders):
+    for folder in folders:
+        folder.mkdir()
+        for i in range(3):
+            (folder / f"part_{i}.txt").write_text(f"old {i}")
+        (folder / "manifest.json").write_text(json.dumps({"parts": 3}))
+
+
+def _stage_new(publication, *folders):
+    for folder in folders:
+        staging = StagedFolder(folder)
+        for i in range(2):
+            staging.path(f"part_{i}.txt").write_text(f"new {i}")
+        staging.publish_in(publication, ["part_*.txt"], {"parts": 2})
+
+
+def _contents(folder):
+    return {p.name: p.read_text() for p in sorted(folder.iterdir())}
+
+
+OLD = {"manifest.json": '{"parts": 3}', "part_0.txt": "old 0", "part_1.txt": "old 1", "part_2.txt": "old 2"}
+NEW = {"manifest.json": '{\n  "parts": 2\n}\n', "part_0.txt": "new 0", "part_1.txt": "new 1"}
+
+
+@pytest.mark.parametrize("renames", range(8))  # 2 commits, then 2 files and a manifest a folder
+def test_a_publication_killed_at_any_rename_leaves_every_folder_old_or_every_one_new(tmp_path, monkeypatch, renames):
+    """A process killed while publishing two folders (before, between or after its commits, half-way
+    through moving one folder's files): the next open of either folder finishes a committed
+    publication in both, or discards an uncommitted one in both. Never a mix, never a loss."""
+    import kiln.staging as staging_module
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _old_outputs(a, b)
+    publication = Publication()
+    _stage_new(publication, a, b)
+    real, done = os.replace, []
+
+    def killed_after(src, dst):
+        if len(done) == renames:
+            raise KeyboardInterrupt("killed")
+        done.append(dst)
+        real(src, dst)
+
+    monkeypatch.setattr(staging_module.os, "replace", killed_after)
+    with pytest.raises(KeyboardInterrupt):
+        publication.publish()
+    monkeypatch.setattr(staging_module.os, "replace", real)
+    committed = renames >= 1  # the first rename commits a's plan, and with it the set
+    StagedFolder(b if renames % 2 else a)  # the next run opens one of them
+    StagedFolder(a), StagedFolder(b)
+    assert _contents(a) == _contents(b) == (NEW if committed else OLD)
+    assert not [p for p in tmp_path.rglob(".*")]  # no plan or staged file left
+
+
+def test_a_killed_publication_of_one_folder_is_finished_when_it_is_opened(tmp_path, monkeypatch):
+    import kiln.staging as staging_module
+
+    a = tmp_path / "a"
+    _old_outputs(a)
+    staging = StagedFolder(a)
+    for i in range(2):
+        staging.path(f"part_{i}.txt").write_text(f"new {i}")
+    real = os.replace
+    calls = iter(range(100))
+    monkeypatch.setattr(staging_module.os, "replace", lambda s, d: real(s, d) if next(calls) < 2 else 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # the plan committed, part_0 moved, then a crash
+        staging.publish(["part_*.txt"], {"parts": 2})
+    monkeypatch.setattr(staging_module.os, "replace", real)
+    assert not (a / "manifest.json").exists()  # readers refuse the folder meanwhile
+    StagedFolder(a)
+    assert _contents(a) == NEW

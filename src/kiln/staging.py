@@ -1,18 +1,24 @@
-"""A stage's output folder that only complete work replaces: nothing is lost when a stage fails.
+"""A stage's output folder that only complete work replaces: nothing is lost when a stage fails or dies.
 
-Every stage that writes a folder of files and a manifest (curated documents, token shards, curated
-images, image shards) writes its new files under hidden staged names (`StagedFolder.path`) beside the
-last output, and only once everything is written and checked does `publish` swap them in: the old
-manifest is removed first and the new one written last, so a crash during the swap leaves a folder
-that readers refuse (no manifest), never a mix of two runs. A missing corpus, a bad document, a check
-that refuses the result or Ctrl-C ends in `discard`, which removes the staged files and nothing else.
-Opening a folder removes what an interrupted run staged in it.
+Every stage that writes a folder of files and a manifest (curated documents with their dropped samples
+and data card, token shards, curated images, image shards) writes its new files under hidden staged
+names (`StagedFolder.path`: `.staged-` before the file's name) beside the last output, and only once
+everything is written and checked does it publish them. A missing corpus, a bad document, a check that
+refuses the result or Ctrl-C ends in `discard`, which removes the staged files and nothing else.
+
+Publishing is a journal, so a process killed while it moves files loses nothing either: each folder
+first gets a plan (`.publishing.json`: the files to move, the globs of the last output they replace,
+the manifest, the folders published with it), written under a staged name and committed by a rename;
+then the old manifest goes, the replaced files go, the staged files take their names, the new manifest
+is written last and the plan removed. Opening a folder (`StagedFolder`, `recover`) finishes a committed
+plan and removes what an uncommitted run staged; readers refuse a folder without a manifest meanwhile.
 
 A stage that replaces several folders (text and image shards, curated text and images) hands its
-writers one `Publication`: each writer stages its folder and adds it there instead of publishing,
-and the stage publishes them all once every writer has finished, or discards them all, so a failure
-in a later folder leaves every earlier one as it was too. `file_sha256` is the checksum published
-files are recorded and checked with (checkpoint manifests, kiln_export.json).
+writers one `Publication`: each writer stages its folder and adds it there instead of publishing, and
+the stage publishes them all once every writer has finished, or discards them all. The first folder's
+committed plan commits the whole set: opening any of them finishes every folder whose plan names it,
+so a failure or a crash leaves every folder of the set old, or every one new. `file_sha256` is the
+checksum published files are recorded and checked with (checkpoint manifests, kiln_export.json).
 """
 
 from __future__ import annotations
@@ -20,14 +26,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+import secrets
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from kiln.errors import KilnError
 from kiln.rundir import MANIFEST
 
 STAGED = ".staged-"
 """Prefix of a file written but not yet published."""
+PLAN = ".publishing.json"
+"""A folder's committed publication, present only while its files move (see the module's docstring)."""
+STAGED_PLAN = f"{STAGED}publishing.json"
+"""The plan before it is committed (a crash here leaves the last output, unless another folder of the
+same publication committed)."""
 
 
 def file_sha256(path: Path) -> str:
@@ -39,57 +53,55 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _staged(folder: Path, name: str) -> Path:
+    """Where the file published as `name` (a relative path, e.g. `dropped/quality.jsonl`) is staged."""
+    path = folder / name
+    return path.with_name(f"{STAGED}{path.name}")
+
+
 class StagedFolder:
-    """The staged files of one stage's output `folder`, published together or discarded."""
+    """The staged files of one stage's output `folder`, published together or discarded. Opening it
+    finishes an interrupted publication and removes files an interrupted run staged."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.names: list[str] = []
+        recover(folder)
         self.discard()
 
     def path(self, name: str) -> Path:
-        """Where to write the file that `publish` names `name` (a plain name inside the folder)."""
+        """Where to write the file that `publish` names `name` (a path inside the folder, made here)."""
         if name in self.names:
             raise ValueError(f"{name} is staged twice")
+        if Path(name).is_absolute() or ".." in Path(name).parts or Path(name).name.startswith("."):
+            raise ValueError(f"{name}: a staged file is a plain path inside its folder")
         self.names.append(name)
-        return self.folder / f"{STAGED}{name}"
+        staged = _staged(self.folder, name)
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        return staged
 
     def publish(self, replaces: Iterable[str], manifest: dict[str, Any] | None = None) -> None:
-        """Remove the last output (the manifest, then every file matching a glob of `replaces`), move
-        the staged files to their names, and write `manifest` (as manifest.json) last."""
-        (self.folder / MANIFEST).unlink(missing_ok=True)
-        for pattern in replaces:
-            for old in self.folder.glob(pattern):
-                if old.is_file() and not old.name.startswith(STAGED):
-                    old.unlink()
-        for name in self.names:
-            os.replace(self.folder / f"{STAGED}{name}", self.folder / name)
-        self.names = []
-        if manifest is not None:
-            staged = self.folder / f"{STAGED}{MANIFEST}"
-            staged.write_text(json.dumps(manifest, indent=2) + "\n")
-            os.replace(staged, self.folder / MANIFEST)
+        """Replace the last output (the manifest, then every file matching a glob of `replaces`) with the
+        staged files, and write `manifest` (as manifest.json) last."""
+        publication = Publication()
+        publication.add(self, list(replaces), manifest)
+        publication.publish()
 
     def publish_in(
-        self,
-        publication: Publication | None,
-        replaces: Iterable[str],
-        manifest: dict[str, Any] | None = None,
-        then: Callable[[], object] | None = None,
+        self, publication: Publication | None, replaces: Iterable[str], manifest: dict[str, Any] | None = None
     ) -> None:
-        """`publish` now and run `then` (without a publication), or once `publication` publishes."""
+        """`publish` now, or with `publication` when it publishes."""
         if publication is None:
             self.publish(replaces, manifest)
-            if then is not None:
-                then()
         else:
-            publication.add(self, list(replaces), manifest, then)
+            publication.add(self, list(replaces), manifest)
 
     def discard(self) -> None:
         """Remove every staged file in the folder (this run's and an interrupted one's)."""
-        for staged in self.folder.glob(f"{STAGED}*"):
-            staged.unlink()
+        for staged in self.folder.rglob(f"{STAGED}*"):
+            if staged.is_file():
+                staged.unlink()
         self.names = []
 
 
@@ -98,7 +110,7 @@ class Publication:
     as a context manager, published when the block ends and discarded when it raises."""
 
     def __init__(self) -> None:
-        self.ready: list[tuple[StagedFolder, list[str], dict[str, Any] | None, Callable[[], object] | None]] = []
+        self.ready: list[tuple[StagedFolder, list[str], dict[str, Any] | None]] = []
 
     def __enter__(self) -> Publication:
         return self
@@ -109,25 +121,87 @@ class Publication:
         else:
             self.discard()
 
-    def add(
-        self,
-        staging: StagedFolder,
-        replaces: list[str],
-        manifest: dict[str, Any] | None,
-        then: Callable[[], object] | None = None,
-    ) -> None:
-        """A folder whose staged files are complete and checked; `then` runs after every folder is published."""
-        self.ready.append((staging, replaces, manifest, then))
+    def add(self, staging: StagedFolder, replaces: list[str], manifest: dict[str, Any] | None) -> None:
+        """A folder whose staged files are complete and checked."""
+        self.ready.append((staging, replaces, manifest))
 
     def publish(self) -> None:
-        for staging, replaces, manifest, _ in self.ready:
-            staging.publish(replaces, manifest)
-        for *_, then in self.ready:
-            if then is not None:
-                then()
+        """Commit every folder's plan, then move each folder's files. Once the first plan is committed,
+        a failure here leaves the rest for the next open to finish (`recover`), never discarded."""
+        group = secrets.token_hex(8)
+        folders = [staging.folder for staging, *_ in self.ready]
+        plans = []
+        try:
+            for staging, replaces, manifest in self.ready:
+                partners = [os.path.relpath(f, staging.folder) for f in folders if f != staging.folder]
+                plan = {"id": group, "names": staging.names, "replaces": replaces, "manifest": manifest}
+                plan["with"] = partners
+                (staging.folder / STAGED_PLAN).write_text(json.dumps(plan, indent=2) + "\n")
+                plans.append(plan)
+        except BaseException:  # nothing committed yet (a full disk): the last output stays
+            self.discard()
+            raise
+        for folder in folders:  # the first rename commits every folder of the set
+            os.replace(folder / STAGED_PLAN, folder / PLAN)
+        for (staging, *_), plan in zip(self.ready, plans):
+            _finish(staging.folder, plan)
+            staging.names = []
         self.ready = []
 
     def discard(self) -> None:
         for staging, *_ in self.ready:
             staging.discard()
         self.ready = []
+
+
+def _read_plan(path: Path) -> dict[str, Any] | None:
+    try:
+        plan = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):  # none, or a staged plan cut short: not committed
+        return None
+    return plan if isinstance(plan, dict) and {"id", "names", "replaces", "manifest", "with"} <= plan.keys() else None
+
+
+def recover(folder: Path) -> bool:
+    """Finish a publication a crash interrupted once it was committed: in `folder`, or in a folder
+    published with it (then every folder of the set whose plan is still there); whether there was one."""
+    plan = _read_plan(folder / PLAN)
+    if plan is None:
+        plan = _read_plan(folder / STAGED_PLAN)
+        committed = plan is not None and any(
+            (p := _read_plan(folder / other / PLAN)) is not None and p["id"] == plan["id"] for other in plan["with"]
+        )
+        if not committed:
+            return False
+    assert plan is not None
+    for member in [folder, *(folder / other for other in plan["with"])]:
+        for name in (PLAN, STAGED_PLAN):
+            found = _read_plan(member / name)
+            if found is not None and found["id"] == plan["id"]:
+                print(f"finishing the publication of {member} that an interrupted run began", file=sys.stderr)
+                _finish(member, found)
+                break
+    return True
+
+
+def _finish(folder: Path, plan: dict[str, Any]) -> None:
+    """Move one folder's staged files in place of the last output as `plan` says; run again after a
+    crash part-way, it does the rest (files already moved are the new ones and stay)."""
+    (folder / MANIFEST).unlink(missing_ok=True)
+    new = set(plan["names"])
+    for pattern in plan["replaces"]:
+        for old in folder.glob(pattern):
+            if old.is_file() and not old.name.startswith(".") and old.relative_to(folder).as_posix() not in new:
+                old.unlink()
+    for name in plan["names"]:
+        staged = _staged(folder, name)
+        if staged.exists():
+            os.replace(staged, folder / name)
+        elif not (folder / name).exists():
+            raise KilnError(f"{folder}: the staged {name} of a publication is gone; run the stage again")
+    if plan["manifest"] is not None:
+        staged = folder / f"{STAGED}{MANIFEST}"
+        staged.write_text(json.dumps(plan["manifest"], indent=2) + "\n")
+        os.replace(staged, folder / MANIFEST)
+    (folder / PLAN).unlink(missing_ok=True)
+    (folder / STAGED_PLAN).unlink(missing_ok=True)

@@ -226,16 +226,29 @@ def test_step_names_match_the_steps_built():
         assert [s.name for s in built.steps] == step_names(cfg)
 
 
-def test_a_curation_that_keeps_nothing_stops_with_the_counts(tmp_path):
-
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i in range(3):
-        (corpus / f"{i}.txt").write_text(f"too short {i}")
+def test_a_curation_that_keeps_nothing_stops_with_the_counts_and_leaves_the_last_one(tmp_path):
+    """Its dropped samples and skipped.log go to refused/: the last curation's own (documents, dropped
+    samples, log, data card) stay as they were, and the next curation that succeeds clears refused/."""
+    rng = random.Random(3)
+    good, bad, out = tmp_path / "good", tmp_path / "bad", tmp_path / "out"
+    for folder, texts in ((good, [make_text(rng, 60) for _ in range(4)] + ["Buy now!"]), (bad, ["too short"] * 3)):
+        folder.mkdir()
+        for i, text in enumerate(texts):
+            (folder / f"{i}.txt").write_text(text)
+    (bad / "broken.jsonl").write_text("{not json\n")
+    curate(CorpusConfig(corpus=str(good)), CurateConfig(), out)
+    last = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert {"dropped/quality.jsonl", "skipped.log", "data_card.md", "manifest.json"} <= last.keys()
     cfg = CurateConfig(quality=QualityConfig(min_words=50))
-    with pytest.raises(KilnError, match=r"kept 0 of 3 documents: language dropped 3 \(language:en 3\); samples in"):
-        curate(CorpusConfig(corpus=str(corpus)), cfg, tmp_path / "out")
-    assert not (tmp_path / "out" / "manifest.json").exists() and (tmp_path / "out" / "dropped").is_dir()
+    refused = r"kept 0 of 3 documents, 1 input skipped as unreadable: .*; samples in .*refused/dropped"
+    with pytest.raises(KilnError, match=refused):
+        curate(CorpusConfig(corpus=str(bad)), cfg, out)
+    now = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert {k: v for k, v in now.items() if not k.startswith("refused/")} == last
+    assert "broken.jsonl" in (out / "refused" / "skipped.log").read_text()
+    assert (out / "refused" / "dropped" / "language.jsonl").read_text().count("too short") == 3
+    curate(CorpusConfig(corpus=str(good)), CurateConfig(), out)
+    assert not [p for p in (out / "refused").rglob("*") if p.is_file()]
 
 
 def test_a_document_whose_written_line_outgrows_the_size_limit_is_still_read_back(tmp_path):

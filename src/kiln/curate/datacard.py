@@ -6,6 +6,7 @@ Written as data_card.json (for tools) and data_card.md (for people) beside the c
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,9 +108,10 @@ def build_card(manifest: dict, data: CorpusConfig, cfg: CurateConfig) -> dict[st
     }
 
 
-def write_data_card(manifest: dict, data: CorpusConfig, cfg: CurateConfig, out_dir: Path) -> dict[str, Any]:
+def write_data_card(manifest: dict, data: CorpusConfig, cfg: CurateConfig, at: Callable[[str], Path]) -> dict[str, Any]:
+    """data_card.json and data_card.md, each written where `at(name)` says (the curation's staged files)."""
     card = build_card(manifest, data, cfg)
-    (out_dir / "data_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    at("data_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     lines = [
         "# Data card",
         "",
@@ -177,7 +179,7 @@ def write_data_card(manifest: dict, data: CorpusConfig, cfg: CurateConfig, out_d
         lines.append("No dates in the metadata; the knowledge cutoff is unknown.")
     lines += _group_term_lines(card.get("group_terms"))
     lines += ["", "## Known gaps and biases", ""] + [f"- {g}" for g in card["known_gaps_and_biases"]]
-    (out_dir / "data_card.md").write_text("\n".join(lines) + "\n")
+    at("data_card.md").write_text("\n".join(lines) + "\n")
     return card
 
 

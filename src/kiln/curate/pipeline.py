@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -55,6 +56,21 @@ from kiln.curate.workers import LocalSteps, StepPool, batches, resolve_workers
 from kiln.errors import KilnError
 from kiln.staging import Publication, StagedFolder
 
+SKIPPED_LOG = "skipped.log"
+"""Every unreadable input of the curation, one per line."""
+REFUSED = "refused"
+"""Where a curation that kept nothing leaves its dropped samples and skipped.log (beside the last
+curation's, which stay)."""
+REPLACES = [
+    "documents_*.jsonl",
+    "dropped/*.jsonl",
+    SKIPPED_LOG,
+    "data_card.*",
+    f"{REFUSED}/dropped/*.jsonl",
+    f"{REFUSED}/{SKIPPED_LOG}",
+]
+"""What a published curation replaces: the last one's files, and what a refused one left."""
+
 
 class _JsonlShards:
     """Numbered JSONL files, each written under a staged name (sha256 recorded when full) and published
@@ -95,15 +111,10 @@ class _JsonlShards:
         self.files.append({"file": self._name, "documents": self._count, "sha256": digest})
         self._f = None
 
-    def publish(
-        self,
-        manifest: dict[str, Any],
-        publication: Publication | None = None,
-        then: Callable[[], object] | None = None,
-    ) -> None:
-        """Replace the last curation's documents and manifest with the staged files and `manifest` (now,
-        or when `publication` publishes), then run `then`."""
-        self.staging.publish_in(publication, ["documents_*.jsonl"], manifest, then)
+    def publish(self, manifest: dict[str, Any], publication: Publication | None = None) -> None:
+        """Replace the last curation (documents, dropped samples, skipped.log, data card, manifest) with
+        the staged files and `manifest`, now or when `publication` publishes."""
+        self.staging.publish_in(publication, REPLACES, manifest)
 
     def discard(self) -> None:
         """Remove what this (or an interrupted earlier) curation staged."""
@@ -209,6 +220,22 @@ class _PerSource:
                 self.train_year_bytes[year] += size
 
 
+def write_dropped(totals: list[StepStats], at: Callable[[str], Path]) -> None:
+    """Each step's samples of dropped documents as dropped/<step>.jsonl, at the path `at` gives a name."""
+    for st in totals:
+        with at(f"dropped/{st.name}.jsonl").open("w", encoding="utf-8") as f:
+            for sample in st.samples:
+                f.write(json.dumps(sample, ensure_ascii=False) + "\n")
+
+
+def _refused_path(refused: Path) -> Callable[[str], Path]:
+    def at(name: str) -> Path:
+        (refused / name).parent.mkdir(parents=True, exist_ok=True)
+        return refused / name
+
+    return at
+
+
 def nothing_kept(read: ReadStats, totals: list[StepStats], out_dir: Path) -> str:
     """The one-line error of a curation that kept no document: what each step dropped, and why."""
     counts = "; ".join(
@@ -217,7 +244,8 @@ def nothing_kept(read: ReadStats, totals: list[StepStats], out_dir: Path) -> str
         for st in totals
         if st.dropped
     )
-    read_part = f", {read.num_skipped:,} inputs skipped as unreadable" if read.num_skipped else ""
+    skipped = f"{read.num_skipped:,} input{'s' * (read.num_skipped > 1)} skipped as unreadable"
+    read_part = f", {skipped}" if read.num_skipped else ""
     return (
         f"curation kept 0 of {read.num_documents:,} documents{read_part}: {counts or 'no step saw a document'}; "
         f"samples in {out_dir / 'dropped'}; loosen the step that dropped them (kiln curate --help, curate.*) "
@@ -239,12 +267,13 @@ def curate(
     dedup_stats = StepStats("dedup")
     per_source = _PerSource(sources)
     writer = _JsonlShards(out_dir, cfg.shard_documents)  # the last curation stays until this one has succeeded
+    skipped_log = writer.staging.path(SKIPPED_LOG)
     grams_file = out_dir / ".eval_grams.npy"  # with workers: they start (and load their models) while
     grams = eval_grams(cfg, data) if workers <= 1 else grams_file  # this process finds the eval n-grams
     try:
         with (
             StepPool(partial(build_local_steps, cfg, data, grams), workers) as pool,
-            (out_dir / "skipped.log").open("w", encoding="utf-8") as log,
+            skipped_log.open("w", encoding="utf-8") as log,
         ):
             if workers > 1:
                 np.save(grams_file, eval_grams(cfg, data))
@@ -282,16 +311,16 @@ def curate(
         grams_file.unlink(missing_ok=True)
     if dedup is not None:
         totals.append(dedup_stats)
-    dropped_dir = out_dir / "dropped"
-    dropped_dir.mkdir(exist_ok=True)
-    for st in totals:
-        with (dropped_dir / f"{st.name}.jsonl").open("w", encoding="utf-8") as f:
-            for sample in st.samples:
-                f.write(json.dumps(sample, ensure_ascii=False) + "\n")
     rows = per_source.rows
-    if not sum(r["documents_out"] for r in rows.values()):
+    if not sum(r["documents_out"] for r in rows.values()):  # the last curation stays; this one's samples
+        refused = out_dir / REFUSED  # go where they cannot be taken for its
+        for old in [*refused.glob("dropped/*.jsonl"), refused / SKIPPED_LOG]:
+            old.unlink(missing_ok=True)
+        write_dropped(totals, _refused_path(refused))
+        os.replace(skipped_log, refused / SKIPPED_LOG)
         writer.discard()
-        raise KilnError(nothing_kept(read_stats, totals, out_dir))
+        raise KilnError(nothing_kept(read_stats, totals, refused))
+    write_dropped(totals, writer.staging.path)
     manifest: dict[str, Any] = {
         "format": CURATED_FORMAT,
         "source": data.sources or data.corpus,
@@ -304,7 +333,7 @@ def curate(
             "invalid_utf8_bytes": read_stats.num_invalid_bytes,
             "skipped": read_stats.num_skipped,
             "skipped_examples": read_stats.skipped[:20],
-            "log": "skipped.log",
+            "log": SKIPPED_LOG,
         },
         "steps": [st.as_dict() for st in totals],
         "largest_duplicate_clusters": dedup.clusters.most_common(10) if dedup else [],
@@ -319,10 +348,11 @@ def curate(
     }
     manifest["mix"] = per_source.mix.achieved(manifest["mix"])
     manifest["wall_s"] = round(time.perf_counter() - t0, 3)
-    writer.publish(manifest, publication, then=lambda: write_data_card(manifest, data, cfg, out_dir))
+    write_data_card(manifest, data, cfg, writer.staging.path)
+    writer.publish(manifest, publication)
     if read_stats.num_skipped:
         print(
-            f"curate: skipped {read_stats.num_skipped} unreadable input(s); see {out_dir / 'skipped.log'}",
+            f"curate: skipped {read_stats.num_skipped} unreadable input(s); see {out_dir / SKIPPED_LOG}",
             file=sys.stderr,
         )
     return manifest

@@ -19,7 +19,7 @@ import json
 import tarfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +164,8 @@ def curate_images(
         staging.discard()
         raise
     manifest["wall_s"] = time.perf_counter() - t0
-    staging.publish_in(publication, ["*.tar"], manifest, then=lambda: write_image_card(manifest, out_dir))
+    write_image_card(manifest, staging.path)
+    staging.publish_in(publication, ["*.tar"], manifest)
     return manifest
 
 
@@ -250,12 +251,13 @@ def _curate_staged(cfg: ImageConfig, curate: CurateConfig, staging: StagedFolder
     }
 
 
-def write_image_card(manifest: dict[str, Any], out_dir: Path) -> None:
-    """data_card.md/json: what came in, what was skipped or dropped and why, what was kept per split."""
+def write_image_card(manifest: dict[str, Any], at: Callable[[str], Path]) -> None:
+    """data_card.md/json (each written where `at(name)` says): what came in, what was skipped or
+    dropped and why, what was kept per split."""
     card = {
         k: manifest[k] for k in ("source", "read", "skipped", "dropped", "kept", "caption_words_mean", "attributes")
     }
-    (out_dir / "data_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    at("data_card.json").write_text(json.dumps(card, indent=2) + "\n")
     lines = [
         "# Data card: images",
         "",
@@ -281,7 +283,7 @@ def write_image_card(manifest: dict[str, Any], out_dir: Path) -> None:
             lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if manifest["skipped_samples"]:
         lines += ["", "First skips:", ""] + [f"- {s}" for s in manifest["skipped_samples"]]
-    (out_dir / "data_card.md").write_text("\n".join(lines) + "\n")
+    at("data_card.md").write_text("\n".join(lines) + "\n")
 
 
 def curated_docs(out_dir: Path, split: str) -> Iterator[ImageDoc]:
