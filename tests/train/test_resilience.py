@@ -14,9 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from kiln import stages
+from kiln.errors import KilnError
 from kiln.stages import parts_for
 from kiln.train.build import build_trainer
-from kiln.train.checkpoint import latest_checkpoint, verify_checkpoint
+from kiln.train.checkpoint import checkpoint_dirs, latest_checkpoint, verify_checkpoint
 from tests.conftest import copy_run, tiny_config
 
 ARGS = [
@@ -149,6 +150,12 @@ def test_a_corrupt_latest_checkpoint_is_skipped(tokenized_run, tmp_path, corpus_
     cfg = tiny_config(corpus_dir, **{"train.max_steps": "8", "train.checkpoint_every": "2", "train.eval_every": "0"})
     trainer = build_trainer(cfg, run, parts_for(cfg), resume="auto")
     assert trainer.step == 4
+    for older in ("step_2", "step_4"):  # none left that passes its check: refused, not started afresh
+        (run.checkpoints / older / "model.safetensors").write_bytes(b"x")
+    metrics = run.metrics.read_bytes()
+    with pytest.raises(KilnError, match="none matches its manifest"):
+        build_trainer(cfg, run, parts_for(cfg), resume="auto")
+    assert run.metrics.read_bytes() == metrics and len(checkpoint_dirs(run.checkpoints)) == 3
 
 
 class _Poison:
@@ -233,3 +240,43 @@ def test_asynchronous_checkpoints_resume_to_the_same_weights(tokenized_run, tmp_
         load_file(str(sync.checkpoints / "step_8" / "model.safetensors")),
         load_file(str(asyn.checkpoints / "step_8" / "model.safetensors")),
     )
+
+
+def test_a_checkpoint_saved_again_at_its_step_is_kept_until_the_new_one_is_in_place(
+    tokenized_run, tmp_path, corpus_dir, monkeypatch
+):
+    """A stop request right after resuming does not write the checkpoint again; a save of a step that
+    has a checkpoint renames the old one aside, so a crash between the renames still leaves it."""
+    import signal
+
+    import kiln.train.checkpoint as checkpoint
+
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    sets = {"train.checkpoint_every": "2", "train.keep_checkpoints": "1", "train.eval_every": "0"}
+    stages.train(tiny_config(corpus_dir, **{"train.max_steps": "4", **sets}), run)
+    step_4 = run.checkpoints / "step_4"
+    written = (step_4 / "manifest.json").stat().st_mtime_ns
+    cfg = tiny_config(corpus_dir, **{"train.max_steps": "8", **sets})
+    trainer = build_trainer(cfg, run, parts_for(cfg), resume="auto")
+    trainer.stop.signum = signal.SIGTERM  # a stop before the first step
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert (step_4 / "manifest.json").stat().st_mtime_ns == written  # not written again
+    real, calls = os.replace, []
+
+    def crash_on_publishing(src, dst):
+        calls.append(Path(dst).name)
+        if Path(src).name == ".tmp_step_4":
+            raise OSError("killed")
+        real(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", crash_on_publishing)
+    with pytest.raises(OSError, match="killed"):
+        trainer.save()
+    monkeypatch.setattr(checkpoint.os, "replace", real)
+    assert calls == [".old_step_4", "step_4"] and not step_4.exists()  # aside, then the crash
+    (kept,) = checkpoint.checkpoint_dirs(run.checkpoints)
+    assert kept.name == ".old_step_4" and latest_checkpoint(run.checkpoints, verify=True) == kept
+    assert trainer.save() == step_4 and [p.name for p in checkpoint.checkpoint_dirs(run.checkpoints)] == ["step_4"]
+    assert verify_checkpoint(step_4) is None and not (run.checkpoints / ".old_step_4").exists()

@@ -80,8 +80,13 @@ def test_export_then_import_is_bitwise(trained, tmp_path):
     assert (checkpoint / "tokenizer.json").read_bytes() == (back / "tokenizer.json").read_bytes()
     a, b = load_checkpoint(checkpoint, torch.device("cpu")), load_checkpoint(back, torch.device("cpu"))
     assert a.cfg.model == b.cfg.model and a.tokenizer_sha256 == b.tokenizer_sha256
-    with pytest.raises(KilnError, match="exists already"):
+    with pytest.raises(KilnError, match="exists already and is not empty"):
         import_hf(tmp_path / "hf", tmp_path / "back")
+    trained_run = checkpoint.parent.parent  # a run directory with training in it is never imported into
+    before = sorted(str(p.relative_to(trained_run)) for p in trained_run.rglob("*"))
+    with pytest.raises(KilnError, match="not empty"):
+        import_hf(tmp_path / "hf", trained_run)
+    assert sorted(str(p.relative_to(trained_run)) for p in trained_run.rglob("*")) == before
 
 
 def test_a_foreign_llama_imports_with_kilns_special_tokens_added(tmp_path, corpus_dir):
@@ -195,6 +200,7 @@ def test_a_corrupt_import_folder_is_one_clear_error(trained, tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(KilnError, match="corrupt, truncated"):
         import_hf(tmp_path / "hf", tmp_path / "a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no run directory, nothing staged left
     (tmp_path / "hf" / "config.json").write_text("{")
     with pytest.raises(KilnError, match="not valid JSON"):
         import_hf(tmp_path / "hf", tmp_path / "b")

@@ -23,7 +23,7 @@ from kiln.models.build import build_model
 from kiln.models.registry import family
 from kiln.rundir import STATE, RunDir
 from kiln.tokenizer import load_tokenizer, objective_ids, token_byte_lengths, tokenizer_hash
-from kiln.train.checkpoint import Checkpointer, latest_checkpoint, load_weights, remove_checkpoints
+from kiln.train.checkpoint import Checkpointer, checkpoint_dirs, latest_checkpoint, load_weights, remove_checkpoints
 from kiln.train.hooks import Checkpoint, EvalTasks, FollowPlan, Hook, Validate
 from kiln.train.metrics import MetricsLog
 from kiln.train.optim import make_optimizer
@@ -39,10 +39,16 @@ if TYPE_CHECKING:
 
 def find_checkpoint(root: Path, mode: bool | str) -> Path | None:
     """The newest checkpoint under `root` whose files match its manifest; None when not resuming, or
-    with mode "auto" when there is none."""
+    with mode "auto" when there is none. Checkpoints that all fail their check are refused, never
+    started afresh over (a fresh start would prune them and truncate the metrics)."""
     if not mode:
         return None
     path = latest_checkpoint(root, verify=True)
+    if path is None and checkpoint_dirs(root):
+        raise KilnError(
+            f"{root} holds checkpoints but none matches its manifest (each one's problem is printed above); "
+            "copy out what you need, then start afresh with --overwrite (without --resume)"
+        )
     if path is None and mode != "auto":
         raise KilnError(
             f"--resume given but {root} holds no complete checkpoint; "

@@ -60,23 +60,38 @@ STEP_PREFIX = "step_"
 STEP_NAME = re.compile(rf"{STEP_PREFIX}(\d+)")
 """A published checkpoint's folder name; anything else under checkpoints/ (step_30.bak, a user's
 notes) is left alone."""
+REPLACED = ".old_"
+"""Prefix of a checkpoint being replaced by a new save of its step: renamed aside, not deleted, until
+the new one is in place (a crash between the renames leaves it, and it counts as published)."""
+
+
+def _step_of(path: Path) -> int | None:
+    """The step of a published checkpoint folder (step_N, or .old_step_N whose step_N is not there)."""
+    name = path.name
+    if name.startswith(REPLACED):
+        name = name.removeprefix(REPLACED)
+        if (path.parent / name / STATE).exists():
+            return None
+    found = STEP_NAME.fullmatch(name)
+    return int(found.group(1)) if found and path.is_dir() and (path / STATE).exists() else None
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
     """Published checkpoints under `root`, oldest first (not checked: see `verify_checkpoint`)."""
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and STEP_NAME.fullmatch(p.name) and (p / STATE).exists()]
-    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
+    steps = {p: _step_of(p) for p in root.iterdir()}
+    return sorted((p for p, step in steps.items() if step is not None), key=lambda p: steps[p] or 0)
 
 
 def remove_checkpoints(root: Path) -> None:
-    """Delete the checkpoints kiln wrote under `root` (step_N and unfinished .tmp_step_N folders);
-    anything else there (a user's step_30.bak) is left alone."""
+    """Delete the checkpoints kiln wrote under `root` (step_N, unfinished .tmp_step_N and replaced
+    .old_step_N folders); anything else there (a user's step_30.bak) is left alone."""
     if not root.is_dir():
         return
     for p in root.iterdir():
-        if p.is_dir() and (STEP_NAME.fullmatch(p.name) or STEP_NAME.fullmatch(p.name.removeprefix(".tmp_"))):
+        name = p.name.removeprefix(".tmp_").removeprefix(REPLACED)
+        if p.is_dir() and STEP_NAME.fullmatch(name):
             shutil.rmtree(p)
 
 
@@ -192,9 +207,14 @@ def save_checkpoint(
             shutil.copyfile(tokenizer_path, tmp / TOKENIZER)
             (tmp / STATE).write_text(json.dumps(dict(state, step=step), indent=2) + "\n")
             _write_manifest(tmp)
-            if final.exists():
-                shutil.rmtree(final)
+            replaced = root / f"{REPLACED}{final.name}"
+            if replaced.is_dir() and not final.exists():  # the last save of this step crashed between renames
+                os.replace(replaced, final)
+            shutil.rmtree(replaced, ignore_errors=True)
+            if final.exists():  # aside, not deleted, until the new one has its name
+                os.replace(final, replaced)
             os.replace(tmp, final)
+            shutil.rmtree(replaced, ignore_errors=True)
             for old in checkpoint_dirs(root)[:-keep] if keep > 0 else []:
                 shutil.rmtree(old)
         barrier()

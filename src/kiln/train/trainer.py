@@ -118,6 +118,8 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.lr_scale = 1.0  # lowered by rollbacks after repeated non-finite steps
+        self.saved_at: tuple[int, Path] | None = None
+        """The step and checkpoint the model's state was last saved to or loaded from (None after a rollback)."""
         self.bad_steps = self.skipped_steps = 0
         self.loss_mean: float | None = None
         self.last_val: dict[str, float] = {}
@@ -180,6 +182,7 @@ class Trainer:
         self.loader.load_state_dict(state["loader"])
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
         self.lr_scale = state.get("lr_scale", 1.0)
+        self.saved_at = (self.step, path)
 
     def save(self) -> Path:
         assert self.checkpointer is not None, "this trainer has no checkpointer"
@@ -192,7 +195,9 @@ class Trainer:
         }
         for hook in self.hooks:
             state.update(hook.state())
-        return self.checkpointer.save(self.step, self.model, self.optimizer, state, to_dict(self.cfg))
+        path = self.checkpointer.save(self.step, self.model, self.optimizer, state, to_dict(self.cfg))
+        self.saved_at = (self.step, path)
+        return path
 
     def rollback(self) -> int:
         """Back to the last good checkpoint with a lower learning rate (after repeated bad steps)."""
@@ -208,6 +213,7 @@ class Trainer:
         scale = self.lr_scale * self.tc.rollback_lr_factor
         self.load(path)
         self.lr_scale = scale
+        self.saved_at = None  # the state differs from the checkpoint's (its rate)
         self.bad_steps = 0
         return self.step
 
@@ -336,8 +342,9 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.close()
         tc = self.tc
-        if stop and self.step < tc.max_steps:
-            path = self.save()
+        if stop and self.step < tc.max_steps:  # a checkpoint of this very state (a stop during a save or
+            # right after resuming) is not written again: a second signal mid-rewrite could cost it
+            path = self.saved_at[1] if self.saved_at is not None and self.saved_at[0] == self.step else self.save()
             if self.checkpointer is not None:
                 self.checkpointer.finish()  # published before the process exits
             print(f"stopped by signal {stop.signum} at step {self.step}; checkpoint {path}; continue with --resume")

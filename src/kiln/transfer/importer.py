@@ -17,6 +17,7 @@ added is removed again).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -31,6 +32,7 @@ from kiln.config import to_dict
 from kiln.errors import KilnError
 from kiln.presets import cpu
 from kiln.rundir import CONFIG, STATE, TOKENIZER, RunDir
+from kiln.staging import STAGED
 from kiln.tokenizer import BOS, EOS, FIXED_SPECIALS, tokenizer_hash
 from kiln.train.checkpoint import _write_manifest
 from kiln.transfer.hf import from_hf, model_config_from_hf, unit_norms_dropped
@@ -104,9 +106,35 @@ def _kiln_tokenizer(folder: Path, hf: dict[str, Any]) -> tuple[Tokenizer, dict[s
     return tok, {f"{tok.token_to_id(n)}": row for n, row in added.items()}
 
 
+IMPORTED = {TOKENIZER, CONFIG, "checkpoints"}
+"""What an import writes in its run directory."""
+
+
 def import_hf(folder: Path, run_dir: Path) -> dict[str, Any]:
-    """Import the Llama folder `folder` into the run directory `run_dir`; returns what was written."""
-    folder, run = Path(folder), RunDir(Path(run_dir))
+    """Import the Llama folder `folder` as the new run directory `run_dir` (absent or empty); returns
+    what was written. The run is built in a `.staged-` sibling and renamed into place when whole, so a
+    failed or killed import leaves nothing under `run_dir` (the next one clears its staged sibling)."""
+    target = Path(run_dir)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise KilnError(f"--run-dir {target} exists already and is not empty; import into a new --run-dir")
+    staged = target.with_name(f"{STAGED}{target.name}")
+    if staged.exists():
+        strays = sorted(p.name for p in staged.iterdir() if p.name not in IMPORTED)
+        if strays:
+            raise KilnError(f"{staged} holds files an import does not write ({strays[0]}): not deleting it")
+        shutil.rmtree(staged)
+    try:
+        result = _import_into(Path(folder), RunDir(staged))
+        if target.exists():
+            target.rmdir()  # empty, checked above
+        os.replace(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return {**result, "checkpoint": str(target / "checkpoints" / "step_0")}
+
+
+def _import_into(folder: Path, run: RunDir) -> dict[str, Any]:
     config_path = folder / "config.json"
     if not config_path.exists():
         raise KilnError(f"{folder} has no config.json: pass a Hugging Face model folder")
@@ -137,8 +165,6 @@ def import_hf(folder: Path, run_dir: Path) -> dict[str, Any]:
         ),
     )
     ckpt = run.checkpoints / "step_0"
-    if ckpt.exists():
-        raise KilnError(f"{ckpt} exists already; import into a new --run-dir")
     ckpt.mkdir(parents=True)
     tok.save(str(run.tokenizer))
     shutil.copyfile(run.tokenizer, ckpt / TOKENIZER)
@@ -158,7 +184,6 @@ def import_hf(folder: Path, run_dir: Path) -> dict[str, Any]:
     _write_manifest(ckpt)
     params = sum(v.numel() for k, v in weights.items() if not (model_cfg.tie_embeddings and k == "head.weight"))
     return {
-        "checkpoint": str(ckpt),
         "params": params,
         "vocab_size": vocab,
         "added_special_tokens": sorted(seeded),

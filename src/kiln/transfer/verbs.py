@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import KilnError
-from kiln.rundir import STATE, RunDir
+from kiln.rundir import STATE
 from kiln.transfer.target import check_target, clear_staged, put_in_place, staged_path
 from kiln.verbs import Verb, checkpoint_option
 
@@ -76,14 +76,13 @@ EXPORT = Verb(
 def _import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", choices=["hf"], required=True, help="the format of DIR")
     parser.add_argument("dir", type=Path, help="a local folder with config.json, *.safetensors and tokenizer.json")
-    parser.add_argument("--run-dir", type=Path, required=True, help="the new run directory to write")
+    parser.add_argument("--run-dir", type=Path, required=True, help="the new run directory to write (absent or empty)")
 
 
 def _import(args: argparse.Namespace) -> dict[str, Any]:
     from kiln.transfer.importer import import_hf
 
-    RunDir(args.run_dir).check_ours()
-    result = import_hf(args.dir, args.run_dir)
+    result = import_hf(args.dir, args.run_dir)  # refuses a --run-dir that is not new or empty
     print(json.dumps(result, indent=2))
     return result
 
