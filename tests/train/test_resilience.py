@@ -208,7 +208,12 @@ def test_sharded_checkpoint_converts_to_safetensors_and_back(tokenized_run, tmp_
     run = copy_run(src, tmp_path / "run")
     stages.train(tiny_config(corpus_dir, **{"train.max_steps": "2", "train.eval_every": "0"}), run)
     ckpt = run.checkpoints / "step_2"
-    written = load_file(str(ckpt / "model.safetensors"))
+    written = {k: v.clone() for k, v in load_file(str(ckpt / "model.safetensors")).items()}  # not mapped
+    stamp = (ckpt / "model.safetensors").stat().st_mtime_ns
+    assert consolidate(ckpt) == ckpt / "model.safetensors"  # whole (its manifest says so): left as it is
+    assert (ckpt / "model.safetensors").stat().st_mtime_ns == stamp
+    (ckpt / "model.safetensors").write_bytes(b"damaged")  # rebuilt from dcp/ when damaged or missing
+    assert _same(load_file(str(consolidate(ckpt))), written)
     (ckpt / "model.safetensors").unlink()
     assert _same(load_file(str(consolidate(ckpt))), written)
     back = to_dcp(ckpt, tmp_path / "weights_dcp")

@@ -80,3 +80,30 @@ def test_auto_precision_and_a_planned_step_count_come_from_the_checkpoint():
         requested, trained, planned_steps=False, requested_batch=8, trained_batch=8, checkpoint="ckpt"
     )
     assert settled.train.max_steps == 30 and any("train.max_steps: checkpoint 17, now 30" in w for w in warnings)
+
+
+def test_a_checkpoint_does_not_resume_as_another_kind_of_training():
+    """A pretraining checkpoint resumed under a fine-tuning config (or one fine-tuning run under another's
+    data) would be trained over and pruned away: refused, naming the difference."""
+    import pytest
+
+    from kiln.config import replace
+    from kiln.errors import KilnError
+
+    trained = get_preset("debug")
+    requested = replace(trained, finetune=replace(trained.finetune, data="chat.jsonl", objective="sft"))
+    with pytest.raises(KilnError, match="kind of training: finetune.data: checkpoint '', now 'chat.jsonl'"):
+        check_resume(requested, trained, planned_steps=False, requested_batch=8, trained_batch=8, checkpoint="c")
+    lora = replace(requested, finetune=replace(requested.finetune, lora_rank=8))
+    with pytest.raises(KilnError, match="finetune.lora_rank: checkpoint 0, now 8"):
+        check_resume(lora, requested, planned_steps=False, requested_batch=8, trained_batch=8, checkpoint="c")
+
+
+def test_overwrite_refuses_to_start_from_a_checkpoint_it_would_delete(tokenized_run, tmp_path, capsys):
+    run = _trained(tokenized_run, tmp_path)
+    start = run.checkpoints / "step_4"
+    capsys.readouterr()
+    args = ["train", "--run-dir", str(run.root), "--overwrite", "--train.init_from", str(start), *TINY]
+    assert main(args) == 2
+    assert "one of the checkpoints --overwrite deletes" in capsys.readouterr().err
+    assert (start / "model.safetensors").exists()

@@ -113,7 +113,10 @@ def _finetune(args: argparse.Namespace) -> Any:
         return print_config(cfg)
     if not args.resume:
         if checkpoint_dirs(run.checkpoints):
-            raise KilnError(f"{run.root} already holds checkpoints; pass --resume or choose another --run-dir")
+            raise KilnError(
+                f"{run.root} already holds checkpoints; pass --resume to continue the fine-tuning run that wrote "
+                "them, or choose another --run-dir"
+            )
         prepare_run(cfg, args.checkpoint, run)
     figures = stages.train(cfg, run, resume=resume_mode(args))
     after = method(cfg.finetune.objective).after

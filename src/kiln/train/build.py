@@ -111,6 +111,11 @@ def build_trainer(
         start = Path(tc.init_from).expanduser()
         if not (start / STATE).exists():
             raise KilnError(f"train.init_from={start} is not a kiln checkpoint (no {STATE}); pass a checkpoints/step_N")
+        if overwrite and start.resolve().is_relative_to(run.checkpoints.resolve()):
+            raise KilnError(
+                f"train.init_from={start} is one of the checkpoints --overwrite deletes; copy it out of "
+                f"{run.checkpoints} first, or train into another --run-dir"
+            )
         load_weights(start, model)  # the consolidated weights, before parallelize shards them
         if par.rank == 0 and not checkpoint:
             print(f"starting from the weights of {start}")

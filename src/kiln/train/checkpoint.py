@@ -358,9 +358,20 @@ def latest_checkpoint(root: Path, verify: bool = False) -> Path | None:
 
 def consolidate(path: Path) -> Path:
     """Sharded dcp/ -> one model.safetensors (the unsharded weights), for eval and export. dcp/ is
-    read through train/dcp_safe.py: a planted payload is refused, nothing runs."""
+    read through train/dcp_safe.py: a planted payload is refused, nothing runs. A model.safetensors
+    that matches the checkpoint's manifest is left as it is (a fine-tuned checkpoint's holds merged
+    adapters or a head that dcp/ does not hold so); another is replaced only once the new one is whole."""
     path = Path(path)
+    target = path / "model.safetensors"
+    if target.exists() and _matches_manifest(path, target.name):
+        print(f"{target} matches the checkpoint's manifest: left as it is")
+        return target
     config = read_config(path)
+    if config.get("finetune", {}).get("lora_rank") or config.get("finetune", {}).get("labels"):
+        raise KilnError(
+            f"{path} is a LoRA or classification checkpoint: its weight files are written by its trainer "
+            "(merged adapters, the head) and cannot be rebuilt from dcp/ alone"
+        )
     full: dict[str, Any] = {}
     reader = SafeReader(path / "dcp")
     try:
@@ -378,8 +389,20 @@ def consolidate(path: Path) -> Path:
     weights = {name: tensor.contiguous() for name, tensor in full["model"].items()}
     if config.get("model", {}).get("tie_embeddings"):  # DCP stores the tied output head twice; keep one
         weights.pop("head.weight", None)
-    save_file(weights, str(path / "model.safetensors"))
-    return path / "model.safetensors"
+    staged = path / f".staged-{target.name}"
+    save_file(weights, str(staged))
+    os.replace(staged, target)
+    return target
+
+
+def _matches_manifest(folder: Path, name: str) -> bool:
+    """Whether file `name` of a checkpoint has the size and sha256 its manifest lists."""
+    try:
+        want = json.loads((folder / MANIFEST).read_text())["files"][name]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return False
+    f = folder / name
+    return f.stat().st_size == want["bytes"] and file_sha256(f) == want["sha256"]
 
 
 def to_dcp(path: Path, out: Path) -> Path:

@@ -6,6 +6,8 @@ to the machine (`train.precision auto`, a planned step count, a budget-chosen de
 remaining difference in one line:
 
 - the model's shape or family, or the tokenizer: refused (the weights cannot continue), with the fix;
+- what is trained on and how (`finetune.data`, its objective, labels, LoRA adapters): refused (a
+  pretraining checkpoint resumed as a fine-tuning run would be fine-tuned over and pruned away);
 - the schedule or optimizer (steps, learning rate, warmup, decay...), the batch or data order (global
   batch, sequence length, seed), the precision or the objective: allowed, with a warning that says
   what it changes (the run stops being the uninterrupted one);
@@ -35,6 +37,8 @@ SCHEDULE = {
 OPTIMIZER = ("adamw.", "muon.")
 """Sections whose every field changes the schedule or the optimizer."""
 DATA_ORDER = {"train.seq_len", "train.seed"}
+KIND = {"finetune.data", "finetune.objective", "finetune.labels", "finetune.lora_rank", "finetune.lora_targets"}
+"""What makes a run another kind of training: a checkpoint of one does not continue as the other."""
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -77,7 +81,7 @@ def compare(
         if a == b:
             continue
         change = f"{key}: checkpoint {a!r}, now {b!r}"
-        if key.startswith(("model.", "tokenizer.")):
+        if key.startswith(("model.", "tokenizer.")) or key in KIND:
             refused.append(change)
         elif key in SCHEDULE or key.startswith(OPTIMIZER):
             warnings.append(f"{change} (changes the schedule from here on)")
@@ -107,7 +111,7 @@ def check_resume(
     refused, warnings = compare(settled, trained, requested_batch, trained_batch)
     if refused:
         raise KilnError(
-            f"cannot resume {checkpoint} with a different model or tokenizer: {'; '.join(refused)}. "
+            f"cannot resume {checkpoint} with a different model, tokenizer or kind of training: {'; '.join(refused)}. "
             "Drop those overrides to continue it, or start a new run (--overwrite or another --run-dir)"
         )
     return settled, [f"resume: {w}; the run is no longer the uninterrupted one" for w in warnings]
