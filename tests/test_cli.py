@@ -132,6 +132,12 @@ def test_eval_scores_tasks_and_bias_probes_offline(debug_run, tmp_path, capsys):
     assert main(args) == 0
     piqa = json.loads(capsys.readouterr().out)["tasks"][0]
     assert piqa["task"] == "piqa" and piqa["items"] == 1 and piqa["chance"] == 0.5
+    assert main(args[:-2]) == 0  # into the run's eval folder: the tasks scored there before stay
+    kept = json.loads((written / "tasks.json").read_text())
+    assert [t["task"] for t in kept["tasks"]] == ["kiln_cloze", "kiln_choice", "piqa"]
+    assert kept["core"] == pytest.approx(sum(t["centered"] for t in kept["tasks"]) / 3)
+    assert "| piqa |" in (written / "tasks.md").read_text() and "| kiln_cloze |" in (written / "tasks.md").read_text()
+    capsys.readouterr()
     assert main(["eval", "--run-dir", str(run_dir), "--tasks", "nosuch"]) == 2
     assert "unknown task 'nosuch'" in capsys.readouterr().err
 

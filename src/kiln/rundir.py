@@ -26,6 +26,7 @@ BEFORE_CONFIG = {
     "plan.json",
     "shards",
     "stages.json",
+    ".staged-stages.json",
     "config.json.tmp",
 }
 """What a run directory can hold before its config.json is written (a first stage that failed)."""

@@ -56,7 +56,9 @@ def record(run: RunDir, stage: str, figures: dict[str, Any]) -> None:
     """Merge one stage's figures into stages.json."""
     data = json.loads(run.stages.read_text()) if run.stages.exists() else {}
     data[stage] = figures
-    run.stages.write_text(json.dumps(data, indent=2) + "\n")
+    staged = run.stages.with_name(f"{STAGED}{run.stages.name}")
+    staged.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(staged, run.stages)  # whole or not at all: every later stage reads it
 
 
 def _report_read_stats(stats: ReadStats) -> dict[str, Any]:

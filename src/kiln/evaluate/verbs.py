@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -167,8 +168,9 @@ def evaluate_tasks(
             for task in load_tasks(tasks, limit, heldout, tasks_dir, strict)
         ]
         result.update(tasks=results, core=core_mean(results), tasks_s=time.perf_counter() - t0)
-        (out / "tasks.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out / "tasks.md").write_text(f"# Tasks: {checkpoint} (step {loaded.step})\n\n" + results_table(results))
+        kept = _merged(out / "tasks.json", loaded.step, results)  # a task scored before stays, unless scored now
+        _write_atomic(out / "tasks.json", json.dumps({**result, "tasks": kept, "core": core_mean(kept)}, indent=2))
+        _write_atomic(out / "tasks.md", f"# Tasks: {checkpoint} (step {loaded.step})\n\n" + results_table(kept))
     if bias:
         result["bias"] = bias_probes(spec, loaded.model, encode, loaded.ids, loaded.precision, max_len)
         (out / "bias.json").write_text(json.dumps(result["bias"], indent=2) + "\n")
@@ -177,6 +179,24 @@ def evaluate_tasks(
         )
     result["written_to"] = str(out)
     return result
+
+
+def _merged(path: Path, step: int, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`results`, after the tasks an earlier evaluation of the same step scored and this one did not
+    (a `kiln eval --tasks X --limit 20` does not erase the run's full suite)."""
+    try:
+        before = json.loads(path.read_text())
+        earlier = before["tasks"] if before.get("step") == step else []
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        earlier = []
+    now = {r["task"] for r in results}
+    return [r for r in earlier if isinstance(r, dict) and r.get("task") not in now] + results
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    staged = path.with_name(f".staged-{path.name}")
+    staged.write_text(text if text.endswith("\n") else text + "\n")
+    os.replace(staged, path)
 
 
 def sample_checkpoint(

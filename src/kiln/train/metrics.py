@@ -10,6 +10,7 @@ the resumed step the same way: `tensorboard --logdir runs/` shows any run.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +38,43 @@ def tensorboard_writer(directory: Path, purge_step: int | None) -> Any | None:
     return SummaryWriter(str(directory), purge_step=purge_step)
 
 
+REWOUND = "metrics_rewound.jsonl"
+"""Beside metrics.jsonl: the records of steps after the checkpoint a run resumed from, as first logged
+(the resumed run logs those steps again), and any line a crash cut short."""
+
+
+def _split_at_step(text: str, step: int) -> tuple[list[str], list[str]]:
+    """metrics.jsonl's lines -> (those up to `step`, the rest: later steps and unreadable lines)."""
+    keep: list[str] = []
+    rewound: list[str] = []
+    for line in text.splitlines():
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+            kept = isinstance(record, dict) and record.get("step", 0) <= step
+        except json.JSONDecodeError:  # the last line of a process killed while writing it
+            kept = False
+        (keep if kept else rewound).append(line)
+    return keep, rewound
+
+
 class MetricsLog:
     """metrics.jsonl (and TensorBoard when available): one record per call of `write`."""
 
     def __init__(self, path: Path, truncate_after_step: int | None, tensorboard_dir: Path | None = None) -> None:
         self.path = path
         if truncate_after_step is not None and path.exists():
-            keep = [
-                ln
-                for ln in path.read_text().splitlines()
-                if ln and json.loads(ln).get("step", 0) <= truncate_after_step
-            ]
-            path.write_text("".join(ln + "\n" for ln in keep))
-        elif truncate_after_step is None:
+            keep, rewound = _split_at_step(path.read_text(), truncate_after_step)
+            if rewound:  # what the steps a resume runs again logged the first time (a crash's last words)
+                with path.with_name(REWOUND).open("a") as f:
+                    f.write("".join(ln + "\n" for ln in rewound))
+            staged = path.with_name(f".staged-{path.name}")
+            staged.write_text("".join(ln + "\n" for ln in keep))
+            os.replace(staged, path)
+        elif truncate_after_step is None:  # a fresh start: the last run's log goes (--overwrite said so)
             path.write_text("")
+            path.with_name(REWOUND).unlink(missing_ok=True)
         purge = None if truncate_after_step is None else truncate_after_step + 1
         self.tensorboard = tensorboard_writer(tensorboard_dir, purge) if tensorboard_dir is not None else None
 

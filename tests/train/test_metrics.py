@@ -1,0 +1,20 @@
+"""metrics.jsonl on resume: the records up to the checkpoint stay, the rest are kept aside, not lost."""
+
+import json
+
+from kiln.train.metrics import REWOUND, MetricsLog
+
+
+def test_a_resume_keeps_aside_what_the_steps_it_runs_again_logged(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"step": s, "loss": 5.0 - s}) for s in (1, 2, 3, 4)] + [json.dumps({"note": "no step"})]
+    path.write_text("\n".join(lines) + '\n{"step": 5, "lo')  # killed while writing step 5's line
+    log = MetricsLog(path, truncate_after_step=2)
+    log.write({"step": 3, "loss": 1.5})
+    log.close()
+    assert path.read_text().splitlines() == [lines[0], lines[1], lines[4], json.dumps({"step": 3, "loss": 1.5})]
+    assert (tmp_path / REWOUND).read_text().splitlines() == [lines[2], lines[3], '{"step": 5, "lo']
+    MetricsLog(path, truncate_after_step=1).close()  # a second resume adds to what the first kept aside
+    assert len((tmp_path / REWOUND).read_text().splitlines()) == 5
+    MetricsLog(path, truncate_after_step=None).close()  # a fresh start begins an empty log
+    assert path.read_text() == "" and not (tmp_path / REWOUND).exists()
