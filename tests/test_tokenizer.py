@@ -82,3 +82,21 @@ def test_a_tokenizer_stage_with_no_training_text_keeps_the_last_tokenizer(tokeni
         stages.tokenizer(cfg, run)
     assert run.tokenizer.read_bytes() == before
     assert [p.name for p in run.root.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_run_with_checkpoints_keeps_the_tokenizer_they_were_trained_with(tokenized_run, tmp_path):
+    """Another tokenizer over a trained run would leave its checkpoints unable to resume: refused, the
+    same one again is fine, and a fresh start (kiln run --overwrite) replaces it."""
+    cfg, source = tokenized_run
+    run = copy_run(source, tmp_path / "run")
+    stages.train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=2, eval_every=0)), run)
+    before = run.tokenizer.read_bytes()
+    stages.tokenizer(cfg, run)  # the same settings and text: the same file
+    assert run.tokenizer.read_bytes() == before
+    other = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, vocab_size=300))
+    with pytest.raises(KilnError, match="checkpoints were trained with its tokenizer.json"):
+        stages.tokenizer(other, run)
+    assert run.tokenizer.read_bytes() == before
+    assert [p.name for p in run.root.iterdir() if p.name.startswith(".")] == []
+    stages.tokenizer(other, run, fresh=True)
+    assert run.tokenizer.read_bytes() != before

@@ -12,6 +12,8 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from kiln.config import save_config
@@ -117,8 +119,10 @@ def curate(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     return figures
 
 
-def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
-    """Train byte-level BPE on the training split; save tokenizer.json; report bytes/token on validation."""
+def tokenizer(cfg: RunConfig, run: RunDir, fresh: bool = False) -> dict[str, Any]:
+    """Train byte-level BPE on the training split; save tokenizer.json; report bytes/token on validation.
+    A tokenizer other than the one the run's checkpoints were trained with is refused (they could no
+    longer resume) unless the run starts afresh (`fresh`: kiln run --overwrite)."""
     run.root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     stats = ReadStats()
@@ -141,6 +145,12 @@ def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
         )
     staged = run.tokenizer.with_name(f"{STAGED}{run.tokenizer.name}")
     tok.save(str(staged))
+    if not fresh and _trained_on_another(run, staged):
+        staged.unlink()
+        raise KilnError(
+            f"{run.root}'s checkpoints were trained with its tokenizer.json, and this tokenizer differs (their "
+            "--resume would be refused); train it in another --run-dir, or start afresh with kiln run --overwrite"
+        )
     os.replace(staged, run.tokenizer)  # whole or not at all
     save_config(cfg, run.config)
     bpt = bytes_per_token(tok, (d.text for d in read_split(cfg, run, "val")))
@@ -153,6 +163,15 @@ def tokenizer(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     print(f"tokenizer: {tok.get_vocab_size()} tokens, {bpt:.3f} bytes/token on validation -> {run.tokenizer}")
     record(run, "tokenizer", figures)
     return figures
+
+
+def _trained_on_another(run: RunDir, new: Path) -> bool:
+    """Whether the run has checkpoints and `new` is not its tokenizer.json byte for byte."""
+    from kiln.train.checkpoint import checkpoint_dirs
+
+    if not checkpoint_dirs(run.checkpoints) or not run.tokenizer.exists():
+        return False
+    return run.tokenizer.read_bytes() != new.read_bytes()
 
 
 def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
@@ -211,12 +230,19 @@ def tokenized(cfg: RunConfig, run: RunDir) -> bool:
     return (run.split("val") / MANIFEST).exists() and all(m.tokenized(run) for m in active(cfg))
 
 
-def prepare(cfg: RunConfig, run: RunDir, resume: bool = False, after: Callable[[str], None] | None = None) -> None:
+def prepare(
+    cfg: RunConfig,
+    run: RunDir,
+    resume: bool = False,
+    after: Callable[[str], None] | None = None,
+    fresh: bool = False,
+) -> None:
     """The data stages in order: curate (when on), tokenizer, tokenize; with `resume`, each stage
-    whose output the run directory already holds is skipped. `after(name)` follows each stage run."""
-    todo = [
+    whose output the run directory already holds is skipped. `after(name)` follows each stage run.
+    `fresh` (kiln run --overwrite) lets a new tokenizer replace the one earlier checkpoints used."""
+    todo: list[tuple[str, Callable[[RunConfig, RunDir], dict[str, Any]], bool]] = [
         ("curate", curate, (cfg.curate.enabled or bool(active(cfg))) and not (resume and curated(cfg, run))),
-        ("tokenizer", tokenizer, not (resume and run.tokenizer.exists())),
+        ("tokenizer", partial(tokenizer, fresh=fresh), not (resume and run.tokenizer.exists())),
         ("tokenize", tokenize, not (resume and tokenized(cfg, run))),
     ]
     for name, stage, due in todo:
