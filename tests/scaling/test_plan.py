@@ -90,5 +90,10 @@ def test_plan_budgets_shape_and_emitted_config(tmp_path, capsys):
     assert cfg.model.depth >= 1 and cfg.train.seq_len == 256 and cfg.train.max_steps >= 1
     assert main(["train", "--config", str(out), "--run-dir", str(tmp_path / "r"), "--dry-run"]) == 0
     assert f"model.depth = {cfg.model.depth}" in capsys.readouterr().out
+    assert main(["plan", "--flops", "1e16", "--seq-len", "256", "--emit-config", str(out)]) == 0  # its own: replaced
+    run_config = tmp_path / "config.json"
+    run_config.write_text('{"preset": "cpu"}')  # a run's config, or any file kiln plan did not write: kept
+    assert main(["plan", "--flops", "1e15", "--emit-config", str(run_config)]) == 2
+    assert "not a config kiln plan wrote" in capsys.readouterr().err and run_config.read_text() == '{"preset": "cpu"}'
     assert main(["plan", "--flops", "1e18", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["allocations"][0]["law"] == "besiroglu2024"

@@ -264,10 +264,21 @@ def plan_table(plan: dict[str, Any]) -> str:
 
 
 def emit_config(plan: dict[str, Any], path: Path, micro_batch_size: int = 8) -> Path:
-    """The planned shape as a run config `kiln train --config` takes (the cpu preset otherwise)."""
+    """The planned shape as a run config `kiln train --config` takes (the cpu preset otherwise). It
+    replaces only a config an earlier `kiln plan` wrote (a run's config.json or any other file stays)."""
+    import json
+
     from kiln.config import replace, save_config
+    from kiln.errors import KilnError
     from kiln.presets import cpu
 
+    if path.exists():
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            earlier = None
+        if not (isinstance(earlier, dict) and earlier.get("preset") == "plan"):
+            raise KilnError(f"{path} exists and is not a config kiln plan wrote: not replacing it; choose another path")
     s = plan["shape"]
     base = cpu()
     seq_len = plan["seq_len"]
