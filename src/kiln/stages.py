@@ -30,7 +30,7 @@ from kiln.report import stage_seconds
 from kiln.runconfig import RunConfig
 from kiln.rundir import MANIFEST, RunDir
 from kiln.shards.writer import write_shards
-from kiln.staging import STAGED, Publication
+from kiln.staging import STAGED, Publication, write_whole
 from kiln.tokenizer import (
     bytes_per_token,
     load_tokenizer,
@@ -58,9 +58,7 @@ def record(run: RunDir, stage: str, figures: dict[str, Any]) -> None:
     """Merge one stage's figures into stages.json."""
     data = json.loads(run.stages.read_text()) if run.stages.exists() else {}
     data[stage] = figures
-    staged = run.stages.with_name(f"{STAGED}{run.stages.name}")
-    staged.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(staged, run.stages)  # whole or not at all: every later stage reads it
+    write_whole(run.stages, json.dumps(data, indent=2) + "\n")  # every later stage reads it
 
 
 def _report_read_stats(stats: ReadStats) -> dict[str, Any]:

@@ -18,7 +18,8 @@ writers one `Publication`: each writer stages its folder and adds it there inste
 the stage publishes them all once every writer has finished, or discards them all. The first folder's
 committed plan commits the whole set: opening any of them finishes every folder whose plan names it,
 so a failure or a crash leaves every folder of the set old, or every one new. `file_sha256` is the
-checksum published files are recorded and checked with (checkpoint manifests, kiln_export.json).
+checksum published files are recorded and checked with (checkpoint manifests, kiln_export.json);
+`write_whole` writes one file whole or not at all (stages.json, metrics.jsonl on resume, task results).
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write the text file `path` whole or not at all (written under its staged name, then renamed):
+    a reader, or the next run after a crash, never finds half of it."""
+    staged = path.with_name(f"{STAGED}{path.name}")
+    staged.write_text(text)
+    os.replace(staged, path)
 
 
 def _staged(folder: Path, name: str) -> Path:
@@ -200,8 +209,6 @@ def _finish(folder: Path, plan: dict[str, Any]) -> None:
         elif not (folder / name).exists():
             raise KilnError(f"{folder}: the staged {name} of a publication is gone; run the stage again")
     if plan["manifest"] is not None:
-        staged = folder / f"{STAGED}{MANIFEST}"
-        staged.write_text(json.dumps(plan["manifest"], indent=2) + "\n")
-        os.replace(staged, folder / MANIFEST)
+        write_whole(folder / MANIFEST, json.dumps(plan["manifest"], indent=2) + "\n")
     (folder / PLAN).unlink(missing_ok=True)
     (folder / STAGED_PLAN).unlink(missing_ok=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from kiln.rundir import RunDir
 from kiln.shards.config import ShardConfig
 from kiln.shards.loader import ShardSet, iterate_windows
 from kiln.shards.writer import write_shards
+from kiln.staging import write_whole
 from kiln.verbs import Verb, checkpoint_of, checkpoint_option, config_options, overrides, split_list
 
 
@@ -169,8 +169,8 @@ def evaluate_tasks(
         ]
         result.update(tasks=results, core=core_mean(results), tasks_s=time.perf_counter() - t0)
         kept = _merged(out / "tasks.json", loaded.step, results)  # a task scored before stays, unless scored now
-        _write_atomic(out / "tasks.json", json.dumps({**result, "tasks": kept, "core": core_mean(kept)}, indent=2))
-        _write_atomic(out / "tasks.md", f"# Tasks: {checkpoint} (step {loaded.step})\n\n" + results_table(kept))
+        write_whole(out / "tasks.json", json.dumps({**result, "tasks": kept, "core": core_mean(kept)}, indent=2))
+        write_whole(out / "tasks.md", f"# Tasks: {checkpoint} (step {loaded.step})\n\n" + results_table(kept))
     if bias:
         result["bias"] = bias_probes(spec, loaded.model, encode, loaded.ids, loaded.precision, max_len)
         (out / "bias.json").write_text(json.dumps(result["bias"], indent=2) + "\n")
@@ -191,12 +191,6 @@ def _merged(path: Path, step: int, results: list[dict[str, Any]]) -> list[dict[s
         earlier = []
     now = {r["task"] for r in results}
     return [r for r in earlier if isinstance(r, dict) and r.get("task") not in now] + results
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    staged = path.with_name(f".staged-{path.name}")
-    staged.write_text(text if text.endswith("\n") else text + "\n")
-    os.replace(staged, path)
 
 
 def sample_checkpoint(

@@ -1,7 +1,8 @@
 """Where the trainer's records go: metrics.jsonl, and TensorBoard event files beside it.
 
 metrics.jsonl holds one JSON object per line (training steps, validations, task scores, events),
-flushed as written; a resumed run first drops the records past its checkpoint's step. When the
+flushed as written; a resumed run first moves the records past its checkpoint's step (the steps it
+will run again) to metrics_rewound.jsonl beside it. When the
 `tensorboard` package is installed (and train.tensorboard is on), every numeric figure is also a
 TensorBoard scalar under <run>/tensorboard (nested figures as "tasks/kiln_cloze/acc"), purged past
 the resumed step the same way: `tensorboard --logdir runs/` shows any run.
@@ -10,9 +11,10 @@ the resumed step the same way: `tensorboard --logdir runs/` shows any run.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from kiln.staging import write_whole
 
 
 def flat_scalars(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -69,9 +71,7 @@ class MetricsLog:
             if rewound:  # what the steps a resume runs again logged the first time (a crash's last words)
                 with path.with_name(REWOUND).open("a") as f:
                     f.write("".join(ln + "\n" for ln in rewound))
-            staged = path.with_name(f".staged-{path.name}")
-            staged.write_text("".join(ln + "\n" for ln in keep))
-            os.replace(staged, path)
+            write_whole(path, "".join(ln + "\n" for ln in keep))
         elif truncate_after_step is None:  # a fresh start: the last run's log goes (--overwrite said so)
             path.write_text("")
             path.with_name(REWOUND).unlink(missing_ok=True)
