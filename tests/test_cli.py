@@ -137,6 +137,9 @@ def test_eval_scores_tasks_and_bias_probes_offline(debug_run, tmp_path, capsys):
     assert [t["task"] for t in kept["tasks"]] == ["kiln_cloze", "kiln_choice", "piqa"]
     assert kept["core"] == pytest.approx(sum(t["centered"] for t in kept["tasks"]) / 3)
     assert "| piqa |" in (written / "tasks.md").read_text() and "| kiln_cloze |" in (written / "tasks.md").read_text()
+    (written / "tasks.json").write_text(json.dumps({**kept, "weights_sha256": "another model's"}))
+    assert main(args[:-2]) == 0  # scores of other weights (a run started afresh) are not kept
+    assert [t["task"] for t in json.loads((written / "tasks.json").read_text())["tasks"]] == ["piqa"]
     capsys.readouterr()
     assert main(["eval", "--run-dir", str(run_dir), "--tasks", "nosuch"]) == 2
     assert "unknown task 'nosuch'" in capsys.readouterr().err

@@ -106,10 +106,59 @@ def test_a_publication_killed_at_any_rename_leaves_every_folder_old_or_every_one
         publication.publish()
     monkeypatch.setattr(staging_module.os, "replace", real)
     committed = renames >= 1  # the first rename commits a's plan, and with it the set
-    StagedFolder(b if renames % 2 else a)  # the next run opens one of them
+    ready = [  # what a reader sees: the published files of the folders with a manifest
+        {k: v for k, v in _contents(f).items() if not k.startswith(".")}
+        for f in (a, b)
+        if (f / "manifest.json").exists()
+    ]
+    assert ready in ([], [OLD, OLD], [NEW])  # meanwhile no folder reads as ready with new files beside an old one
+    StagedFolder(b if renames % 2 else a)  # the next run opens one of them: that finishes the set
+    assert _contents(a) == _contents(b) == (NEW if committed else OLD) or (not committed and _contents(a) == OLD)
+    if committed:
+        assert not [p for p in tmp_path.rglob(".*")]  # no plan or staged file left
     StagedFolder(a), StagedFolder(b)
     assert _contents(a) == _contents(b) == (NEW if committed else OLD)
-    assert not [p for p in tmp_path.rglob(".*")]  # no plan or staged file left
+    assert not [p for p in tmp_path.rglob(".*")]
+
+
+def test_a_set_published_through_a_symlinked_folder_is_finished_from_either_side(tmp_path, monkeypatch):
+    import kiln.staging as staging_module
+
+    real_a, b = tmp_path / "elsewhere" / "a", tmp_path / "b"
+    real_a.parent.mkdir()
+    _old_outputs(real_a, b)
+    (tmp_path / "a").symlink_to(real_a)
+    publication = Publication()
+    _stage_new(publication, tmp_path / "a", b)
+    real, calls = os.replace, iter(range(100))
+    monkeypatch.setattr(staging_module.os, "replace", lambda s, d: real(s, d) if next(calls) < 3 else 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # committed, one file of a moved
+        publication.publish()
+    monkeypatch.setattr(staging_module.os, "replace", real)
+    StagedFolder(b)
+    assert _contents(real_a) == _contents(b) == NEW
+
+
+def test_a_staged_file_deleted_by_hand_leaves_its_folder_unready_not_stuck(tmp_path, monkeypatch, capsys):
+    import kiln.staging as staging_module
+
+    a = tmp_path / "a"
+    _old_outputs(a)
+    staging = StagedFolder(a)
+    for i in (5, 6):
+        staging.path(f"part_{i}.txt").write_text(f"new {i}")
+    real = os.replace
+    calls = iter(range(100))
+    monkeypatch.setattr(staging_module.os, "replace", lambda s, d: real(s, d) if next(calls) < 1 else 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # committed, nothing moved
+        staging.publish(["part_*.txt"], {"parts": 2})
+    monkeypatch.setattr(staging_module.os, "replace", real)
+    (a / ".staged-part_6.txt").unlink()
+    StagedFolder(a)
+    assert "staged part_6.txt of a publication is gone" in capsys.readouterr().err
+    assert not (a / "manifest.json").exists() and not (a / ".publishing.json").exists()
+    StagedFolder(a).publish(["part_*.txt"], {"parts": 0})  # the stage run again works
+    assert json.loads((a / "manifest.json").read_text()) == {"parts": 0}
 
 
 def test_a_killed_publication_of_one_folder_is_finished_when_it_is_opened(tmp_path, monkeypatch):

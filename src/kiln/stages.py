@@ -30,7 +30,7 @@ from kiln.report import stage_seconds
 from kiln.runconfig import RunConfig
 from kiln.rundir import MANIFEST, RunDir
 from kiln.shards.writer import write_shards
-from kiln.staging import STAGED, Publication, write_whole
+from kiln.staging import STAGED, Publication, recover, write_whole
 from kiln.tokenizer import (
     bytes_per_token,
     load_tokenizer,
@@ -146,8 +146,9 @@ def tokenizer(cfg: RunConfig, run: RunDir, fresh: bool = False) -> dict[str, Any
     if not fresh and _trained_on_another(run, staged):
         staged.unlink()
         raise KilnError(
-            f"{run.root}'s checkpoints were trained with its tokenizer.json, and this tokenizer differs (their "
-            "--resume would be refused); train it in another --run-dir, or start afresh with kiln run --overwrite"
+            f"{run.root}'s checkpoints were trained with another tokenizer than this one (their --resume would be "
+            "refused); train it in another --run-dir, or move the run's checkpoints/ aside first (kiln run "
+            "--overwrite starts the whole run afresh)"
         )
     os.replace(staged, run.tokenizer)  # whole or not at all
     save_config(cfg, run.config)
@@ -164,12 +165,11 @@ def tokenizer(cfg: RunConfig, run: RunDir, fresh: bool = False) -> dict[str, Any
 
 
 def _trained_on_another(run: RunDir, new: Path) -> bool:
-    """Whether the run has checkpoints and `new` is not its tokenizer.json byte for byte."""
-    from kiln.train.checkpoint import checkpoint_dirs
+    """Whether the run's newest checkpoint was trained with a tokenizer other than `new`."""
+    from kiln.train.checkpoint import checkpoint_dirs, read_state
 
-    if not checkpoint_dirs(run.checkpoints) or not run.tokenizer.exists():
-        return False
-    return run.tokenizer.read_bytes() != new.read_bytes()
+    found = checkpoint_dirs(run.checkpoints)
+    return bool(found) and read_state(found[-1]).get("tokenizer_sha256") != tokenizer_hash(new)
 
 
 def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
@@ -219,12 +219,16 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
 
 
 def curated(cfg: RunConfig, run: RunDir) -> bool:
-    """Whether curation's outputs (text when curate.enabled, each active modality's) are all there."""
+    """Whether curation's outputs (text when curate.enabled, each active modality's) are all there
+    (a publication a crash interrupted is finished first: staging.recover)."""
+    recover(run.curated)  # finishes the whole set it was published with
     text = not cfg.curate.enabled or CuratedSet.exists(run.curated)
     return text and all(m.curated(run) for m in active(cfg))
 
 
 def tokenized(cfg: RunConfig, run: RunDir) -> bool:
+    """Whether every split's shards are there (an interrupted publication of them finished first)."""
+    recover(run.split("train")) or recover(run.split("val"))
     return (run.split("val") / MANIFEST).exists() and all(m.tokenized(run) for m in active(cfg))
 
 

@@ -33,7 +33,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import KilnError
 from kiln.rundir import MANIFEST
 
 STAGED = ".staged-"
@@ -142,7 +141,8 @@ class Publication:
         plans = []
         try:
             for staging, replaces, manifest in self.ready:
-                partners = [os.path.relpath(f, staging.folder) for f in folders if f != staging.folder]
+                here = staging.folder.resolve()  # resolved: a symlinked folder's partners stay found
+                partners = [os.path.relpath(f.resolve(), here) for f in folders if f != staging.folder]
                 plan = {"id": group, "names": staging.names, "replaces": replaces, "manifest": manifest}
                 plan["with"] = partners
                 (staging.folder / STAGED_PLAN).write_text(json.dumps(plan, indent=2) + "\n")
@@ -152,8 +152,8 @@ class Publication:
             raise
         for folder in folders:  # the first rename commits every folder of the set
             os.replace(folder / STAGED_PLAN, folder / PLAN)
-        for (staging, *_), plan in zip(self.ready, plans):
-            _finish(staging.folder, plan)
+        _complete([(staging.folder, plan) for (staging, *_), plan in zip(self.ready, plans)])
+        for staging, *_ in self.ready:
             staging.names = []
         self.ready = []
 
@@ -177,38 +177,58 @@ def recover(folder: Path) -> bool:
     plan = _read_plan(folder / PLAN)
     if plan is None:
         plan = _read_plan(folder / STAGED_PLAN)
-        committed = plan is not None and any(
-            (p := _read_plan(folder / other / PLAN)) is not None and p["id"] == plan["id"] for other in plan["with"]
-        )
-        if not committed:
-            return False
+        if plan is None or not any(_plan_id(_partner(folder, other) / PLAN) == plan["id"] for other in plan["with"]):
+            return False  # not committed (or no plan): the staged files are discarded
     assert plan is not None
-    for member in [folder, *(folder / other for other in plan["with"])]:
+    members = []
+    for member in [folder, *(_partner(folder, other) for other in plan["with"])]:
         for name in (PLAN, STAGED_PLAN):
             found = _read_plan(member / name)
             if found is not None and found["id"] == plan["id"]:
                 print(f"finishing the publication of {member} that an interrupted run began", file=sys.stderr)
-                _finish(member, found)
+                members.append((member, found))
                 break
+    _complete(members)
     return True
 
 
-def _finish(folder: Path, plan: dict[str, Any]) -> None:
-    """Move one folder's staged files in place of the last output as `plan` says; run again after a
-    crash part-way, it does the rest (files already moved are the new ones and stay)."""
-    (folder / MANIFEST).unlink(missing_ok=True)
+def _plan_id(path: Path) -> str | None:
+    plan = _read_plan(path)
+    return None if plan is None else plan["id"]
+
+
+def _partner(folder: Path, relative: str) -> Path:
+    return Path(os.path.normpath(folder.resolve() / relative))
+
+
+def _complete(members: list[tuple[Path, dict[str, Any]]]) -> None:
+    """Move every folder's staged files in place of its last output as its plan says. Every manifest
+    goes first, the new ones are written once every file has moved, and every plan goes last: no
+    folder of the set reads as ready with new files beside one that reads as ready with old ones, and
+    until the set is done each still has the plan the next open finishes; run again after a crash
+    part-way, it does the rest (files already moved are the new ones and stay)."""
+    for folder, _ in members:
+        (folder / MANIFEST).unlink(missing_ok=True)
+    whole = [_move(folder, plan) for folder, plan in members]
+    for (folder, plan), ok in zip(members, whole):
+        if ok and plan["manifest"] is not None:
+            write_whole(folder / MANIFEST, json.dumps(plan["manifest"], indent=2) + "\n")
+    for folder, _ in members:
+        (folder / PLAN).unlink(missing_ok=True)
+        (folder / STAGED_PLAN).unlink(missing_ok=True)
+
+
+def _move(folder: Path, plan: dict[str, Any]) -> bool:
+    """One folder's staged files to their names, the replaced ones removed; whether none was lost."""
     new = set(plan["names"])
     for pattern in plan["replaces"]:
         for old in folder.glob(pattern):
             if old.is_file() and not old.name.startswith(".") and old.relative_to(folder).as_posix() not in new:
                 old.unlink()
+    lost = [name for name in plan["names"] if not _staged(folder, name).exists() and not (folder / name).exists()]
     for name in plan["names"]:
-        staged = _staged(folder, name)
-        if staged.exists():
-            os.replace(staged, folder / name)
-        elif not (folder / name).exists():
-            raise KilnError(f"{folder}: the staged {name} of a publication is gone; run the stage again")
-    if plan["manifest"] is not None:
-        write_whole(folder / MANIFEST, json.dumps(plan["manifest"], indent=2) + "\n")
-    (folder / PLAN).unlink(missing_ok=True)
-    (folder / STAGED_PLAN).unlink(missing_ok=True)
+        if _staged(folder, name).exists():
+            os.replace(_staged(folder, name), folder / name)
+    if lost:  # deleted by hand: the folder stays without a manifest, which readers refuse (run the stage again)
+        print(f"warning: {folder}: the staged {lost[0]} of a publication is gone; run the stage again", file=sys.stderr)
+    return not lost

@@ -95,5 +95,11 @@ def test_plan_budgets_shape_and_emitted_config(tmp_path, capsys):
     run_config.write_text('{"preset": "cpu"}')  # a run's config, or any file kiln plan did not write: kept
     assert main(["plan", "--flops", "1e15", "--emit-config", str(run_config)]) == 2
     assert "not a config kiln plan wrote" in capsys.readouterr().err and run_config.read_text() == '{"preset": "cpu"}'
+    trained = tmp_path / "r2"  # a run trained from a planned config saves preset "plan" too
+    (trained / "checkpoints").mkdir(parents=True)
+    (trained / "config.json").write_text(out.read_text())
+    assert main(["plan", "--flops", "1e15", "--emit-config", str(trained / "config.json")]) == 2
+    assert (trained / "config.json").read_text() == out.read_text()
+    capsys.readouterr()
     assert main(["plan", "--flops", "1e18", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["allocations"][0]["law"] == "besiroglu2024"

@@ -94,6 +94,8 @@ def test_a_checkpoint_does_not_resume_as_another_kind_of_training():
     requested = replace(trained, finetune=replace(trained.finetune, data="chat.jsonl", objective="sft"))
     with pytest.raises(KilnError, match="kind of training: finetune.data: checkpoint '', now 'chat.jsonl'"):
         check_resume(requested, trained, planned_steps=False, requested_batch=8, trained_batch=8, checkpoint="c")
+    spelled = replace(requested, finetune=replace(requested.finetune, data="./chat.jsonl"))
+    check_resume(spelled, requested, planned_steps=False, requested_batch=8, trained_batch=8, checkpoint="c")
     lora = replace(requested, finetune=replace(requested.finetune, lora_rank=8))
     with pytest.raises(KilnError, match="finetune.lora_rank: checkpoint 0, now 8"):
         check_resume(lora, requested, planned_steps=False, requested_batch=8, trained_batch=8, checkpoint="c")

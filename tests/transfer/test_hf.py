@@ -1,6 +1,7 @@
 """Export to Hugging Face and GGUF, import back: the same function, the same bits, offline."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,10 +71,12 @@ def test_an_exported_decoder_loads_in_transformers_with_the_same_logits(trained,
     assert not any(p.is_meta for p in hf.parameters())
 
 
-def test_export_then_import_is_bitwise(trained, tmp_path):
+def test_export_then_import_is_bitwise(trained, tmp_path, monkeypatch):
     checkpoint, _ = trained
     export_hf(checkpoint, tmp_path / "hf", verify=False)
-    import_hf(tmp_path / "hf", tmp_path / "back")
+    (tmp_path / "back").mkdir()  # an empty folder, named as `.`
+    monkeypatch.chdir(tmp_path / "back")
+    import_hf(tmp_path / "hf", Path("."))
     back = tmp_path / "back" / "checkpoints" / "step_0"
     original, imported = load_file(str(checkpoint / "model.safetensors")), load_file(str(back / "model.safetensors"))
     assert original.keys() == imported.keys() and all(torch.equal(original[k], imported[k]) for k in original)
@@ -201,6 +204,10 @@ def test_a_corrupt_import_folder_is_one_clear_error(trained, tmp_path):
     with pytest.raises(KilnError, match="corrupt, truncated"):
         import_hf(tmp_path / "hf", tmp_path / "a")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no run directory, nothing staged left
+    (tmp_path / "empty").mkdir()  # an empty folder (a mount point) is built inside: still nothing left
+    with pytest.raises(KilnError, match="corrupt, truncated"):
+        import_hf(tmp_path / "hf", tmp_path / "empty")
+    assert list((tmp_path / "empty").iterdir()) == []
     (tmp_path / "hf" / "config.json").write_text("{")
     with pytest.raises(KilnError, match="not valid JSON"):
         import_hf(tmp_path / "hf", tmp_path / "b")

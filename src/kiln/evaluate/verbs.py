@@ -23,7 +23,7 @@ from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
 from kiln.evaluate.loss import validation_loss
 from kiln.modality import active
 from kiln.models.registry import family
-from kiln.rundir import RunDir
+from kiln.rundir import MANIFEST, RunDir
 from kiln.shards.config import ShardConfig
 from kiln.shards.loader import ShardSet, iterate_windows
 from kiln.shards.writer import write_shards
@@ -168,7 +168,8 @@ def evaluate_tasks(
             for task in load_tasks(tasks, limit, heldout, tasks_dir, strict)
         ]
         result.update(tasks=results, core=core_mean(results), tasks_s=time.perf_counter() - t0)
-        kept = _merged(out / "tasks.json", loaded.step, results)  # a task scored before stays, unless scored now
+        result["weights_sha256"] = _weights_sha256(checkpoint)
+        kept = _merged(out / "tasks.json", result, results)  # a task scored before stays, unless scored now
         write_whole(out / "tasks.json", json.dumps({**result, "tasks": kept, "core": core_mean(kept)}, indent=2))
         write_whole(out / "tasks.md", f"# Tasks: {checkpoint} (step {loaded.step})\n\n" + results_table(kept))
     if bias:
@@ -181,13 +182,22 @@ def evaluate_tasks(
     return result
 
 
-def _merged(path: Path, step: int, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`results`, after the tasks an earlier evaluation of the same step scored and this one did not
-    (a `kiln eval --tasks X --limit 20` does not erase the run's full suite)."""
+def _weights_sha256(checkpoint: Path) -> str | None:
+    """The checkpoint's model.safetensors as its manifest records it (which weights were scored)."""
+    try:
+        return json.loads((Path(checkpoint) / MANIFEST).read_text())["files"]["model.safetensors"]["sha256"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def _merged(path: Path, result: dict[str, Any], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`results`, after the tasks an earlier evaluation of the same weights scored and this one did
+    not (a `kiln eval --tasks X --limit 20` does not erase the run's full suite)."""
     try:
         before = json.loads(path.read_text())
-        earlier = before["tasks"] if before.get("step") == step else []
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        same = result["weights_sha256"] is not None and before.get("weights_sha256") == result["weights_sha256"]
+        earlier = before["tasks"] if same else []
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
         earlier = []
     now = {r["task"] for r in results}
     return [r for r in earlier if isinstance(r, dict) and r.get("task") not in now] + results

@@ -265,7 +265,8 @@ def plan_table(plan: dict[str, Any]) -> str:
 
 def emit_config(plan: dict[str, Any], path: Path, micro_batch_size: int = 8) -> Path:
     """The planned shape as a run config `kiln train --config` takes (the cpu preset otherwise). It
-    replaces only a config an earlier `kiln plan` wrote (a run's config.json or any other file stays)."""
+    replaces only a config an earlier `kiln plan` wrote, and none in a run directory (a run's
+    config.json, even one trained from a planned config, or any other file stays)."""
     import json
 
     from kiln.config import replace, save_config
@@ -277,8 +278,12 @@ def emit_config(plan: dict[str, Any], path: Path, micro_batch_size: int = 8) -> 
             earlier = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             earlier = None
-        if not (isinstance(earlier, dict) and earlier.get("preset") == "plan"):
-            raise KilnError(f"{path} exists and is not a config kiln plan wrote: not replacing it; choose another path")
+        in_a_run = any((path.parent / name).exists() for name in ("checkpoints", "stages.json", "metrics.jsonl"))
+        if in_a_run or not (isinstance(earlier, dict) and earlier.get("preset") == "plan"):
+            raise KilnError(
+                f"{path} exists and is not a config kiln plan wrote (or sits in a run directory): not replacing it; "
+                "choose another path"
+            )
     s = plan["shape"]
     base = cpu()
     seq_len = plan["seq_len"]

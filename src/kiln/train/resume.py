@@ -17,6 +17,7 @@ remaining difference in one line:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.config import DERIVED_KEY, replace, to_dict
@@ -78,7 +79,7 @@ def compare(
     refused, warnings = [], []
     for key in sorted(set(new) | set(old)):
         a, b = old.get(key), new.get(key)
-        if a == b:
+        if a == b or (key == "finetune.data" and _same_file(a, b)):
             continue
         change = f"{key}: checkpoint {a!r}, now {b!r}"
         if key.startswith(("model.", "tokenizer.")) or key in KIND:
@@ -115,3 +116,14 @@ def check_resume(
             "Drop those overrides to continue it, or start a new run (--overwrite or another --run-dir)"
         )
     return settled, [f"resume: {w}; the run is no longer the uninterrupted one" for w in warnings]
+
+
+def _same_file(a: object, b: object) -> bool:
+    """Two spellings of one data file (`x.jsonl`, `./x.jsonl`, its absolute path), or two files with
+    the same bytes (moved since)."""
+    if not (isinstance(a, str) and isinstance(b, str) and a and b):
+        return False
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.resolve() == pb.resolve():
+        return True
+    return pa.is_file() and pb.is_file() and pa.read_bytes() == pb.read_bytes()

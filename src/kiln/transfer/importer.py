@@ -108,16 +108,20 @@ def _kiln_tokenizer(folder: Path, hf: dict[str, Any]) -> tuple[Tokenizer, dict[s
 
 IMPORTED = {TOKENIZER, CONFIG, "checkpoints"}
 """What an import writes in its run directory."""
+STAGED_IMPORT = f"{STAGED}import"
+"""Where an import into an existing empty folder builds the run."""
 
 
 def import_hf(folder: Path, run_dir: Path) -> dict[str, Any]:
     """Import the Llama folder `folder` as the new run directory `run_dir` (absent or empty); returns
-    what was written. The run is built in a `.staged-` sibling and renamed into place when whole, so a
-    failed or killed import leaves nothing under `run_dir` (the next one clears its staged sibling)."""
-    target = Path(run_dir)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise KilnError(f"--run-dir {target} exists already and is not empty; import into a new --run-dir")
-    staged = target.with_name(f"{STAGED}{target.name}")
+    what was written. The run is built in a staged folder (a `.staged-` sibling; inside `run_dir` when
+    it exists, e.g. an empty mount point) and moved into place when whole, so a failed or killed
+    import leaves nothing under `run_dir`'s names (the next one clears what it staged)."""
+    target = Path(run_dir).expanduser().resolve()
+    inside = target.is_dir()
+    staged = target / STAGED_IMPORT if inside else target.with_name(f"{STAGED}{target.name}")
+    if target.exists() and (not inside or any(p.name != STAGED_IMPORT for p in target.iterdir())):
+        raise KilnError(f"--run-dir {run_dir} exists already and is not empty; import into a new --run-dir")
     if staged.exists():
         strays = sorted(p.name for p in staged.iterdir() if p.name not in IMPORTED)
         if strays:
@@ -125,9 +129,12 @@ def import_hf(folder: Path, run_dir: Path) -> dict[str, Any]:
         shutil.rmtree(staged)
     try:
         result = _import_into(Path(folder), RunDir(staged))
-        if target.exists():
-            target.rmdir()  # empty, checked above
-        os.replace(staged, target)
+        if inside:
+            for entry in staged.iterdir():
+                os.replace(entry, target / entry.name)
+            staged.rmdir()
+        else:
+            os.replace(staged, target)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
