@@ -178,6 +178,9 @@ def write_shards(
         for writer in writers.values():
             writer.discard()
         raise
+    together = publication if publication is not None else Publication()  # every split, or none
     for name, writer in writers.items():
-        writer.publish(manifests[name], publication)
+        writer.publish(manifests[name], together)
+    if publication is None:
+        together.publish()
     return manifests
