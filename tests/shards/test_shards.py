@@ -155,6 +155,31 @@ def test_a_failure_mid_corpus_or_a_refused_check_leaves_the_last_shards(tokenize
     assert {name: _files(tmp_path / name) for name in "xy"} == before
 
 
+def test_splits_written_without_a_publication_are_one_set(tokenized_run, tmp_path, monkeypatch):
+    """Killed after the first split's files have moved: opening either split finishes both."""
+    import kiln.staging as staging_module
+
+    _, run = tokenized_run
+    tok = load_tokenizer(run.tokenizer)
+    docs = [Document(f"d{i}", f"document number {i} with a few words") for i in range(12)]
+    dirs = {"x": tmp_path / "x", "y": tmp_path / "y"}
+    split = lambda d: "xy"[int(d.id[1:]) % 2]  # noqa: E731
+    write_shards(docs[:4], tok, "sha", dirs, ShardConfig(), route=split)
+    real, calls = staging_module.os.replace, iter(range(100))
+    monkeypatch.setattr(staging_module.os, "replace", lambda s, d: real(s, d) if next(calls) < 4 else 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # 2 commits, x's 2 files, then a kill
+        write_shards(docs, tok, "sha", dirs, ShardConfig(), route=split)
+    monkeypatch.setattr(staging_module.os, "replace", real)
+    for folder in dirs.values():  # a reader meanwhile finds neither split ready
+        with pytest.raises(KilnError, match="no shard manifest"):
+            ShardSet(folder)
+    staging_module.StagedFolder(dirs["y"])
+    for folder in dirs.values():
+        shards = ShardSet(folder)
+        shards.verify()
+        assert shards.manifest["num_documents"] == 6
+
+
 def test_new_shards_replace_every_old_one_and_what_a_crash_staged(tokenized_run, tmp_path):
     _, run = tokenized_run
     tok = load_tokenizer(run.tokenizer)
