@@ -385,6 +385,10 @@ def test_broken_inputs_are_one_line_errors(debug_run, tmp_path, capsys):
     assert "must be >= 0" in _error(capsys, ["train", "--train.eval_every", "-1", "--dry-run"])
     assert "not a valid int" in _error(capsys, ["train", "--train.max_steps", "x", "--dry-run"])
     assert "invalid choice" in _error(capsys, ["export", "--checkpoint", step, "--to", "onnx", str(tmp_path / "o")])
+    # a budget that cannot hold the evaluation after training: refused before any stage writes
+    short = tmp_path / "short"
+    assert "does not cover" in _error(capsys, ["run", "--run-dir", str(short), "--budget", "5s"])
+    assert not short.exists() or not any(short.iterdir())
 
 
 def test_a_stray_folder_among_the_checkpoints_is_left_alone(debug_run, tmp_path, capsys):

@@ -66,6 +66,7 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = Fa
     def metered(name: str) -> None:
         energy[name] = meter.lap()
 
+    stages.training_budget_s(cfg, run, elapsed_s=0.0)  # a budget nothing fits in is refused before any stage
     stages.prepare(cfg, run, resume, after=metered, fresh=overwrite)
     budget_s = stages.training_budget_s(cfg, run, elapsed_s=time.perf_counter() - t0)
     trained = stages.train(

@@ -282,6 +282,11 @@ def training_budget_s(cfg: RunConfig, run: RunDir, elapsed_s: float | None = Non
         recorded = json.loads(run.stages.read_text()) if run.stages.exists() else {}
         elapsed_s = sum(stage_seconds(recorded.get(name, {})) for name in DATA_STAGES)
     left = cfg.budget_s - elapsed_s - after_train_s(cfg)
+    if left <= 0 and elapsed_s == 0:  # checked before the data stages: a refusal that changes nothing
+        raise KilnError(
+            f"the {cfg.budget_s:.0f} s budget (budget_s) does not cover the {after_train_s(cfg):.0f} s kept for "
+            "evaluation after training; raise the budget (--budget) or score fewer tasks (eval.tasks, eval.limit)"
+        )
     if left <= 0:
         raise KilnError(
             f"the data stages took {elapsed_s:.0f} s of the {cfg.budget_s:.0f} s budget (budget_s), "
