@@ -223,17 +223,11 @@ class _PerSource:
 def write_dropped(totals: list[StepStats], at: Callable[[str], Path]) -> None:
     """Each step's samples of dropped documents as dropped/<step>.jsonl, at the path `at` gives a name."""
     for st in totals:
-        with at(f"dropped/{st.name}.jsonl").open("w", encoding="utf-8") as f:
+        path = at(f"dropped/{st.name}.jsonl")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as f:
             for sample in st.samples:
                 f.write(json.dumps(sample, ensure_ascii=False) + "\n")
-
-
-def _refused_path(refused: Path) -> Callable[[str], Path]:
-    def at(name: str) -> Path:
-        (refused / name).parent.mkdir(parents=True, exist_ok=True)
-        return refused / name
-
-    return at
 
 
 def nothing_kept(read: ReadStats, totals: list[StepStats], out_dir: Path) -> str:
@@ -316,7 +310,8 @@ def curate(
         refused = out_dir / REFUSED  # go where they cannot be taken for its
         for old in [*refused.glob("dropped/*.jsonl"), refused / SKIPPED_LOG]:
             old.unlink(missing_ok=True)
-        write_dropped(totals, _refused_path(refused))
+        refused.mkdir(exist_ok=True)  # even with no step to drop anything (an empty corpus)
+        write_dropped(totals, lambda name: refused / name)
         os.replace(skipped_log, refused / SKIPPED_LOG)
         writer.discard()
         raise KilnError(nothing_kept(read_stats, totals, refused))

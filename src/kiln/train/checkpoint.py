@@ -113,11 +113,18 @@ def verify_checkpoint(path: Path) -> str | None:
     except (OSError, json.JSONDecodeError, KeyError):
         return "no readable manifest.json"
     for name, want in entries.items():
-        f = path / name
-        if not f.exists():
-            return f"{name} is missing"
-        if f.stat().st_size != want["bytes"] or file_sha256(f) != want["sha256"]:
-            return f"{name} does not match its checksum"
+        problem = _file_problem(path / name, want)
+        if problem is not None:
+            return f"{name} {problem}"
+    return None
+
+
+def _file_problem(f: Path, want: dict[str, Any]) -> str | None:
+    """None if file `f` has the size and sha256 of its manifest entry `want`; else what is wrong."""
+    if not f.exists():
+        return "is missing"
+    if f.stat().st_size != want["bytes"] or file_sha256(f) != want["sha256"]:
+        return "does not match its checksum"
     return None
 
 
@@ -401,8 +408,7 @@ def _matches_manifest(folder: Path, name: str) -> bool:
         want = json.loads((folder / MANIFEST).read_text())["files"][name]
     except (OSError, json.JSONDecodeError, KeyError, TypeError):
         return False
-    f = folder / name
-    return f.stat().st_size == want["bytes"] and file_sha256(f) == want["sha256"]
+    return _file_problem(folder / name, want) is None
 
 
 def to_dcp(path: Path, out: Path) -> Path:
