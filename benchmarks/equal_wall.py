@@ -158,8 +158,9 @@ def score_baseline(spec: dict) -> dict:
     if spec["system"] == "nanogpt":
         from model import GPT, GPTConfig  # nanoGPT's model.py
 
-        meta = pickle.load(open(spec["meta"], "rb"))
-        ckpt = torch.load(spec["ckpt"], map_location="cpu", weights_only=False)  # written by this harness
+        chars = json.loads(Path(spec["meta"]).read_text())["chars"]  # meta.pkl's alphabet, never unpickled here
+        meta = {"vocab_size": len(chars), "stoi": {c: i for i, c in enumerate(chars)}, "itos": dict(enumerate(chars))}
+        ckpt = torch.load(spec["ckpt"], map_location="cpu", weights_only=True)  # tensors and plain values only
         model = GPT(GPTConfig(**ckpt["model_args"]))
         model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
         model.eval()
@@ -245,7 +246,7 @@ def prepare_nanogpt(root: Path, cut: Path, repo: Path) -> Path:
     """A nanoGPT working directory: data/sotu_char in prepare.py's format, its configurator and configs."""
     work = root / "nanogpt"
     data = work / "data" / "sotu_char"
-    if not (data / "meta.pkl").exists():
+    if not (data / "meta.pkl").exists() or not (data / "meta.json").exists():
         data.mkdir(parents=True, exist_ok=True)
         docs = {name: texts(cut / f"{name}.jsonl") for name in ("train", "val", "scored")}
         assert not any(SEP in d for part in docs.values() for d in part), "the document separator is in the text"
@@ -255,6 +256,9 @@ def prepare_nanogpt(root: Path, cut: Path, repo: Path) -> Path:
         for name in ("train", "val"):
             np.array([stoi[c] for c in split[name]], dtype=np.uint16).tofile(data / f"{name}.bin")
         pickle.dump({"vocab_size": len(chars), "itos": itos, "stoi": stoi}, (data / "meta.pkl").open("wb"))
+        (data / "meta.json").write_text(
+            json.dumps({"chars": chars})
+        )  # what this harness reads back (train.py: meta.pkl)
     for name in ("configurator.py", "config"):
         if not (work / name).exists():
             (work / name).symlink_to((repo / name).resolve())
@@ -279,7 +283,7 @@ def run_nanogpt(args: argparse.Namespace, root: Path, cut: Path, budget_s: float
     shutil.rmtree(work / "out", ignore_errors=True)
     wall, out = run(train + schedule.format(iters, every, "out").split(), root / "nanogpt.log", work)
     spec = dict(system="nanogpt", dir=str(args.nanogpt.resolve()), ckpt=str(work / "out" / "ckpt.pt"))
-    spec.update(meta=str(work / "data" / "sotu_char" / "meta.pkl"), text=str(cut / "scored.jsonl"))
+    spec.update(meta=str(work / "data" / "sotu_char" / "meta.json"), text=str(cut / "scored.jsonl"))
     scored = baseline_score(args, spec, root)
     shape = f"4x128, 4 heads, char ctx 64 x 12, fp32, {iters} iters"
     return result("nanoGPT", shape, scored["steps"] * 12 * 64, 12 * 64 / rate(out, pattern), wall, scored)

@@ -68,3 +68,48 @@ def copy_run(src: RunDir, dst: Path) -> RunDir:
 
     shutil.copytree(src.root, dst, dirs_exist_ok=True)
     return RunDir(dst)
+
+
+class RenameLog:
+    """Every os.replace and os.fsync while installed, by inode (a file keeps it when renamed). `check`
+    asserts that each rename published only what was on disk before it (its file, or every file and
+    folder under its folder, synced) and that its destination's folder was synced after it: what a
+    power loss, not only a killed process, needs to leave the old output or the new one."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> RenameLog:
+        import os
+
+        real_fsync, real_replace = os.fsync, os.replace
+
+        def fsync(fd):
+            self.events.append(("sync", os.fstat(fd).st_ino))
+            real_fsync(fd)
+
+        def replace(src, dst):
+            src, dst = Path(src), Path(dst)
+            moved = [src, *src.rglob("*")] if src.is_dir() else [src]
+            inodes = [p.stat().st_ino for p in moved]
+            real_replace(src, dst)
+            self.events.append(("replace", inodes, dst.parent.stat().st_ino, f"{src} -> {dst}"))
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
+        return self
+
+    def check(self) -> None:
+        renames = [i for i, event in enumerate(self.events) if event[0] == "replace"]
+        assert renames, "nothing was published by a rename"
+        for i in renames:
+            _, inodes, parent, what = self.events[i]
+            synced_before = {event[1] for event in self.events[:i] if event[0] == "sync"}
+            assert set(inodes) <= synced_before, f"{what}: renamed before what it publishes was synced"
+            assert ("sync", parent) in self.events[i + 1 :], f"{what}: its folder was not synced after it"
+
+
+@pytest.fixture
+def rename_log(monkeypatch) -> RenameLog:
+    """A RenameLog installed for the test."""
+    return RenameLog().install(monkeypatch)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from kiln.staging import Publication, StagedFolder
+from kiln.staging import Publication, StagedFolder, write_whole
 
 
 def test_publish_replaces_the_last_output_and_keeps_the_rest(tmp_path):
@@ -56,6 +56,22 @@ def test_a_publication_publishes_its_folders_together(tmp_path):
     publication.discard()
     assert sorted(p.name for p in a.iterdir()) == ["manifest.json", "notes", "part_0.txt"]
     assert json.loads((a / "manifest.json").read_text()) == {"folder": "a"}
+
+
+def test_every_rename_publishes_only_what_is_on_disk(tmp_path, rename_log):
+    """Files are synced before the rename that commits to them, folders after the renames into them: a
+    power loss leaves the last output or the new one (the kills below cover a stopped process)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    _old_outputs(a, b)
+    with Publication() as publication:
+        for folder in (a, b):
+            staging = StagedFolder(folder)
+            staging.path("part_0.txt").write_text("new 0")
+            staging.path("notes/card.md").write_text("a file in a subfolder")
+            staging.publish_in(publication, ["part_*.txt"], {"parts": 1})
+    write_whole(tmp_path / "stages.json", "{}")
+    rename_log.check()
+    assert sorted(p.name for p in a.rglob("*")) == ["card.md", "manifest.json", "notes", "part_0.txt"]
 
 
 def _old_outputs(*folders):
@@ -178,3 +194,39 @@ def test_a_killed_publication_of_one_folder_is_finished_when_it_is_opened(tmp_pa
     assert not (a / "manifest.json").exists()  # readers refuse the folder meanwhile
     StagedFolder(a)
     assert _contents(a) == NEW
+
+
+def test_a_plan_planted_in_a_folder_acts_only_inside_it(tmp_path, capsys):
+    """A plan is a file found in a folder that deletes and moves files: one reaching outside its folder
+    (a `..` glob, a linked subfolder, an absolute partner, a manifest that is not an object, a staged
+    name that is a link) is ignored, and nothing outside the folder is touched."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    (outside / ".bashrc").write_text("alias ll='ls -l'")
+    folder = tmp_path / "run" / "shards"
+    folder.mkdir(parents=True)
+    (folder / "link").symlink_to(outside)
+    (folder / ".staged-manifest.json").symlink_to(outside / ".bashrc")
+    (folder / ".staged-part_0.txt").symlink_to(outside / "new.txt")  # dangling: would be created outside
+    bad_plans = [
+        {"replaces": ["../../outside/*"], "manifest": {"parts": 0}, "with": []},
+        {"replaces": ["part_*"], "manifest": "$(echo pwned)", "with": []},
+        {"replaces": ["part_*"], "manifest": {}, "with": [str(outside)]},
+        {"replaces": ["part_*"], "manifest": {}, "with": [], "names": ["../outside/keep.txt"]},
+    ]
+    for bad in bad_plans:
+        (folder / ".publishing.json").write_text(json.dumps({"id": "x", "names": [], **bad}))
+        StagedFolder(folder)
+        assert sorted(p.name for p in outside.iterdir()) == [".bashrc", "keep.txt"], bad
+        assert (outside / ".bashrc").read_text() == "alias ll='ls -l'", bad
+    assert "not a publication kiln wrote" in capsys.readouterr().err
+    (folder / ".publishing.json").write_text(
+        json.dumps({"id": "x", "names": [], "replaces": ["link/*"], "manifest": {"parts": 0}, "with": []})
+    )
+    staging = StagedFolder(folder)  # a plan of kiln's shape, whose glob goes through the linked subfolder
+    staging.path("part_0.txt").write_text("new")
+    staging.publish(["part_*.txt", "link/*"], {"parts": 1})
+    assert sorted(p.name for p in outside.iterdir()) == [".bashrc", "keep.txt"]
+    assert (outside / "keep.txt").read_text() == "mine" and (outside / ".bashrc").read_text() == "alias ll='ls -l'"
+    assert (folder / "part_0.txt").read_text() == "new" and json.loads((folder / "manifest.json").read_text())

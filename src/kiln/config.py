@@ -242,10 +242,10 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
 
 
 def save_config(cfg: Any, path: Path) -> None:
-    """Write the resolved config as indented JSON (atomically)."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-    tmp.replace(path)
+    """Write the resolved config as indented JSON (whole or not at all)."""
+    from kiln.staging import write_whole
+
+    write_whole(path, json.dumps(to_dict(cfg), indent=2) + "\n")
 
 
 def load_config(cls: type[C], path: Path) -> C:

@@ -27,7 +27,9 @@ BEFORE_CONFIG = {
     "shards",
     "stages.json",
     ".staged-stages.json",
-    "config.json.tmp",
+    ".staged-config.json",
+    ".staged-plan.json",
+    "config.json.tmp",  # what an older kiln left
 }
 """What a run directory can hold before its config.json is written (a first stage that failed)."""
 

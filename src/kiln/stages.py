@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -30,7 +29,7 @@ from kiln.report import stage_seconds
 from kiln.runconfig import RunConfig
 from kiln.rundir import MANIFEST, RunDir
 from kiln.shards.writer import write_shards
-from kiln.staging import STAGED, Publication, recover, write_whole
+from kiln.staging import STAGED, Publication, recover, rename_synced, write_whole
 from kiln.tokenizer import (
     bytes_per_token,
     load_tokenizer,
@@ -150,7 +149,7 @@ def tokenizer(cfg: RunConfig, run: RunDir, fresh: bool = False) -> dict[str, Any
             "refused); train it in another --run-dir, or move the run's checkpoints/ aside first (kiln run "
             "--overwrite starts the whole run afresh)"
         )
-    os.replace(staged, run.tokenizer)  # whole or not at all
+    rename_synced(staged, run.tokenizer)  # whole or not at all
     save_config(cfg, run.config)
     bpt = bytes_per_token(tok, (d.text for d in read_split(cfg, run, "val")))
     figures = {

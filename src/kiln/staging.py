@@ -20,6 +20,10 @@ committed plan commits the whole set: opening any of them finishes every folder 
 so a failure or a crash leaves every folder of the set old, or every one new. `file_sha256` is the
 checksum published files are recorded and checked with (checkpoint manifests, kiln_export.json);
 `write_whole` writes one file whole or not at all (stages.json, metrics.jsonl on resume, task results).
+
+Every rename that publishes is made durable (`sync`, fsync): the files it publishes are on disk before
+it, and their folder's entries after it, so a power loss, not only a killed process, leaves the last
+output or the new one (checkpoints and exports publish the same way).
 """
 
 from __future__ import annotations
@@ -53,12 +57,54 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_whole(path: Path, text: str) -> None:
-    """Write the text file `path` whole or not at all (written under its staged name, then renamed):
-    a reader, or the next run after a crash, never finds half of it."""
-    staged = path.with_name(f"{STAGED}{path.name}")
-    staged.write_text(text)
+def sync(path: Path) -> None:
+    """Flush the file `path`'s data, or the folder `path`'s entries (files renamed into or out of it),
+    to the disk (fsync), so that a rename after it, or the renames before it, survive a power loss."""
+    if os.name == "nt" and path.is_dir():  # Windows opens no folder for fsync; NTFS journals renames
+        return
+    fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)  # Windows flushes only a writable handle
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_tree(folder: Path) -> None:
+    """`sync` every file and folder under `folder`, and `folder` itself (a checkpoint before its rename)."""
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file() or path.is_dir():
+            sync(path)
+    sync(folder)
+
+
+def rename_synced(staged: Path, path: Path) -> None:
+    """Rename the finished file `staged` to `path` durably: its data synced before, the folder after."""
+    sync(staged)
     os.replace(staged, path)
+    sync(path.parent)
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write the text file `path` whole or not at all (written under its staged name, synced, then
+    renamed): a reader, or the next run after a crash or a power loss, never finds half of it."""
+    staged = path.with_name(f"{STAGED}{path.name}")
+    staged.unlink(missing_ok=True)  # a new file: never written through a link left at its name
+    staged.write_text(text)
+    rename_synced(staged, path)
+
+
+def _inside(name: object, hidden: bool = False) -> bool:
+    """Whether `name` is a relative path (or glob) that stays inside its folder: no `..`, not absolute;
+    and unless `hidden`, its last part does not start with a dot (kiln's own bookkeeping)."""
+    if not isinstance(name, str) or not name:
+        return False
+    path = Path(name)
+    return not path.is_absolute() and ".." not in path.parts and (hidden or not path.name.startswith("."))
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether `path`, links resolved, is inside `folder` (a subfolder may be a link to elsewhere)."""
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _staged(folder: Path, name: str) -> Path:
@@ -82,7 +128,7 @@ class StagedFolder:
         """Where to write the file that `publish` names `name` (a path inside the folder, made here)."""
         if name in self.names:
             raise ValueError(f"{name} is staged twice")
-        if Path(name).is_absolute() or ".." in Path(name).parts or Path(name).name.startswith("."):
+        if not _inside(name):
             raise ValueError(f"{name}: a staged file is a plain path inside its folder")
         self.names.append(name)
         staged = _staged(self.folder, name)
@@ -108,7 +154,7 @@ class StagedFolder:
     def discard(self) -> None:
         """Remove every staged file in the folder (this run's and an interrupted one's)."""
         for staged in self.folder.rglob(f"{STAGED}*"):
-            if staged.is_file():
+            if staged.is_file() or staged.is_symlink():  # a link too: nothing is written through it
                 staged.unlink()
         self.names = []
 
@@ -147,11 +193,16 @@ class Publication:
                 plan["with"] = partners
                 (staging.folder / STAGED_PLAN).write_text(json.dumps(plan, indent=2) + "\n")
                 plans.append(plan)
+                for path in [*(_staged(staging.folder, name) for name in staging.names), staging.folder / STAGED_PLAN]:
+                    sync(path)  # on disk before anything commits to them
+                for parent in {_staged(staging.folder, name).parent for name in staging.names} | {staging.folder}:
+                    sync(parent)
         except BaseException:  # nothing committed yet (a full disk): the last output stays
             self.discard()
             raise
         for folder in folders:  # the first rename commits every folder of the set
             os.replace(folder / STAGED_PLAN, folder / PLAN)
+            sync(folder)
         _complete([(staging.folder, plan) for (staging, *_), plan in zip(self.ready, plans)])
         for staging, *_ in self.ready:
             staging.names = []
@@ -164,11 +215,27 @@ class Publication:
 
 
 def _read_plan(path: Path) -> dict[str, Any] | None:
+    """The plan at `path`, or None: none, one cut short (not committed), or one kiln would not have
+    written (a file reaching outside its folder, a manifest that is not an object), which is ignored:
+    a plan found in a folder deletes and moves files, so it acts only inside that folder."""
     try:
         plan = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):  # none, or a staged plan cut short: not committed
         return None
-    return plan if isinstance(plan, dict) and {"id", "names", "replaces", "manifest", "with"} <= plan.keys() else None
+    if not isinstance(plan, dict) or not {"id", "names", "replaces", "manifest", "with"} <= plan.keys():
+        return None
+    lists = all(isinstance(plan[key], list) for key in ("names", "replaces", "with"))
+    if (
+        not lists
+        or not isinstance(plan["id"], str)
+        or not all(_inside(name) for name in plan["names"])
+        or not all(_inside(pattern, hidden=True) for pattern in plan["replaces"])
+        or not all(isinstance(other, str) and not Path(other).is_absolute() for other in plan["with"])
+        or not (plan["manifest"] is None or isinstance(plan["manifest"], dict))
+    ):
+        print(f"warning: {path} is not a publication kiln wrote; ignored (delete it)", file=sys.stderr)
+        return None
+    return plan
 
 
 def recover(folder: Path) -> bool:
@@ -211,11 +278,14 @@ def _complete(members: list[tuple[Path, dict[str, Any]]]) -> None:
         (folder / MANIFEST).unlink(missing_ok=True)
     whole = [_move(folder, plan) for folder, plan in members]
     for (folder, plan), ok in zip(members, whole):
+        for parent in {(folder / name).parent for name in plan["names"]} | {folder}:
+            sync(parent)  # the moves on disk before the manifest says they are done
         if ok and plan["manifest"] is not None:
             write_whole(folder / MANIFEST, json.dumps(plan["manifest"], indent=2) + "\n")
     for folder, _ in members:
         (folder / PLAN).unlink(missing_ok=True)
         (folder / STAGED_PLAN).unlink(missing_ok=True)
+        sync(folder)
 
 
 def _move(folder: Path, plan: dict[str, Any]) -> bool:
@@ -223,10 +293,14 @@ def _move(folder: Path, plan: dict[str, Any]) -> bool:
     new = set(plan["names"])
     for pattern in plan["replaces"]:
         for old in folder.glob(pattern):
-            if old.is_file() and not old.name.startswith(".") and old.relative_to(folder).as_posix() not in new:
+            if old.name.startswith(".") or old.relative_to(folder).as_posix() in new:
+                continue
+            if old.is_file() and _within(old.parent, folder):  # never through a linked subfolder
                 old.unlink()
-    lost = [name for name in plan["names"] if not _staged(folder, name).exists() and not (folder / name).exists()]
-    for name in plan["names"]:
+    names = [name for name in plan["names"] if _within((folder / name).parent, folder)]
+    lost = [name for name in names if not _staged(folder, name).exists() and not (folder / name).exists()]
+    lost += [name for name in plan["names"] if name not in names]
+    for name in names:
         if _staged(folder, name).exists():
             os.replace(_staged(folder, name), folder / name)
     if lost:  # deleted by hand: the folder stays without a manifest, which readers refuse (run the stage again)

@@ -38,6 +38,20 @@ def test_decode_names_what_is_wrong_with_an_image():
     assert decode_image(png(), 10_000).mode == "RGB"
 
 
+def test_only_the_image_formats_kiln_reads_are_decoded():
+    """Pillow knows formats by their bytes, whatever the name: PostScript (run by Ghostscript) and
+    formats outside IMAGE_FORMATS are unreadable, never handed to a decoder."""
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    assert decode_image(eps, 10_000) == "unreadable"
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PPM")  # a format Pillow reads, not one of kiln's
+    assert decode_image(buffer.getvalue(), 10_000) == "unreadable"
+    for fmt in ("WEBP", "BMP", "GIF", "TIFF"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buffer, format=fmt)
+        assert isinstance(decode_image(buffer.getvalue(), 10_000), Image.Image), fmt
+
+
 def test_a_folder_of_pairs_keeps_the_good_ones_and_counts_the_bad(tmp_path):
     (tmp_path / "a.png").write_bytes(png())
     (tmp_path / "a.txt").write_text("a red box")

@@ -35,6 +35,8 @@ def test_sweep_runs_resumes_and_fits(tokenized_run, corpus_dir, tmp_path, capsys
     args = ["sweep", "--run-dir", str(run.root), *ARGS, "--adamw.weight_decay", "0.05"]
     args += ["--executor", "local", "--jobs", "2"]
     assert main(args) == 0
+    (logs,) = (run.root / "sweep" / "submitit").iterdir()  # submitit's pickles: a new folder, the user's alone
+    assert logs.stat().st_mode & 0o777 == 0o700 and any(logs.rglob("*.pkl"))
     result = json.loads((run.root / "scaling" / "sweep.json").read_text())
     assert len(result["points"]) == 6 and result["missing"] == 0
     assert {r["depth"] for r in result["points"]} == {1, 2, 3}

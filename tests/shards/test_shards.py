@@ -56,6 +56,28 @@ def test_truncated_shard_is_detected(tokenized_run, tmp_path):
         ShardSet(tmp_path / "s")
 
 
+def test_a_manifest_naming_an_object_dtype_or_a_file_outside_is_refused(tokenized_run, tmp_path):
+    """An object dtype would map the shard's bytes as Python pointers; a path would read another file."""
+    import json
+    import shutil
+
+    _, run = tokenized_run
+    shutil.copytree(run.split("train"), tmp_path / "s")
+    manifest = tmp_path / "s" / "manifest.json"
+    good = json.loads(manifest.read_text())
+    for bad, match in (({"dtype": "O"}, "dtype 'O'"), ({"dtype": "float64"}, "dtype 'float64'")):
+        manifest.write_text(json.dumps({**good, **bad}))
+        with pytest.raises(KilnError, match=match):
+            ShardSet(tmp_path / "s")
+    (tmp_path / "secret.bin").write_bytes((tmp_path / "s" / good["shards"][0]["file"]).read_bytes())
+    shards = [{**good["shards"][0], "file": "../secret.bin"}]
+    manifest.write_text(json.dumps({**good, "shards": shards}))
+    with pytest.raises(KilnError, match="not a file name in its folder"):
+        ShardSet(tmp_path / "s")
+    manifest.write_text(json.dumps(good))
+    assert ShardSet(tmp_path / "s").num_tokens == good["num_tokens"]
+
+
 def _take(loader, n):
     return [(b["inputs"], b["targets"]) for b in (loader.next_batch() for _ in range(n))]
 

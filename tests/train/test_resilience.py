@@ -285,3 +285,27 @@ def test_a_checkpoint_saved_again_at_its_step_is_kept_until_the_new_one_is_in_pl
     assert kept.name == ".old_step_4" and latest_checkpoint(run.checkpoints, verify=True) == kept
     assert trainer.save() == step_4 and [p.name for p in checkpoint.checkpoint_dirs(run.checkpoints)] == ["step_4"]
     assert verify_checkpoint(step_4) is None and not (run.checkpoints / ".old_step_4").exists()
+
+
+def test_a_checkpoint_is_on_disk_before_its_name_says_it_is_whole(tokenized_run, tmp_path, corpus_dir, rename_log):
+    """Every file and folder of a checkpoint is synced before the rename that publishes it, and the
+    checkpoints folder after: a power loss leaves the last checkpoint or the new one, whole."""
+    _, src = tokenized_run
+    run = copy_run(src, tmp_path / "run")
+    stages.train(tiny_config(corpus_dir, **{"train.max_steps": "2", "train.eval_every": "0"}), run)
+    assert verify_checkpoint(run.checkpoints / "step_2") is None
+    rename_log.check()
+
+
+@pytest.mark.parametrize("python", ["3.11+", "3.10"])
+def test_the_restarted_child_imports_nothing_from_the_working_folder(tmp_path, monkeypatch, python):
+    """`python -m kiln` would put the folder the user trains from first on the import path: a numpy.py
+    there would run in the supervised child."""
+    from kiln.train.supervise import kiln_command
+
+    if python == "3.10":
+        monkeypatch.setattr(sys, "version_info", (3, 10, 0))
+    (tmp_path / "numpy.py").write_text("open('imported', 'w').write('ran')\n")
+    proc = subprocess.run([*kiln_command(), "train", "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--max-restarts" in proc.stdout and not (tmp_path / "imported").exists()

@@ -92,6 +92,19 @@ def test_export_then_import_is_bitwise(trained, tmp_path, monkeypatch):
     assert sorted(str(p.relative_to(trained_run)) for p in trained_run.rglob("*")) == before
 
 
+def test_an_import_is_on_disk_before_it_takes_the_runs_name(trained, tmp_path, monkeypatch):
+    """Into a new folder and into an empty one: synced before each rename, the folder after."""
+    from tests.conftest import RenameLog
+
+    checkpoint, _ = trained
+    export_hf(checkpoint, tmp_path / "hf", verify=False)
+    log = RenameLog().install(monkeypatch)
+    import_hf(tmp_path / "hf", tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    import_hf(tmp_path / "hf", tmp_path / "empty")
+    log.check()
+
+
 def test_a_foreign_llama_imports_with_kilns_special_tokens_added(tmp_path, corpus_dir):
     """A transformers Llama built in the test, with a tokenizer that has only <s> and </s>: kiln adds its
     special tokens after the vocabulary, starts <|bos|> from <s>'s row, and computes the same logits."""

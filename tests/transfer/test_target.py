@@ -157,3 +157,11 @@ def test_a_target_on_another_file_system_is_copied_into_place(tmp_path, monkeypa
     target._move(tmp_path / "staged", tmp_path / "out" / "config.json")
     assert (tmp_path / "out" / "config.json").read_text() == "new"
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.json", "out"]
+
+
+def test_every_export_rename_publishes_only_what_is_on_disk(checkpoint, tmp_path, rename_log):
+    """A new export, one over kiln's last, and a GGUF file: synced before each rename, their folder after."""
+    export_checkpoint(checkpoint, "hf", tmp_path / "hf", verify=False)
+    export_checkpoint(checkpoint, "hf", tmp_path / "hf", verify=False)
+    export_checkpoint(checkpoint, "gguf", tmp_path / "m.gguf", verify=False)
+    rename_log.check()

@@ -32,6 +32,9 @@ from kiln.errors import KilnError
 IMAGE_MARK = "<image>"
 """Where an image sits in an interleaved document's text."""
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+"""The only formats Pillow may decode (it detects a format from the bytes, not the name): an EPS
+file named .jpg would otherwise run Ghostscript on its PostScript."""
 
 
 @dataclass
@@ -68,13 +71,13 @@ class ImageReadStats:
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image | str:
     """RGB image, or the reason it is unusable: empty, too_large (more than max_pixels, checked from
-    the header before any pixel is decoded), unreadable (not an image Pillow knows) or truncated."""
+    the header before any pixel is decoded), unreadable (not one of IMAGE_FORMATS) or truncated."""
     if not data:
         return "empty"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             width, height = image.size
             if width * height > max_pixels:
                 return "too_large"

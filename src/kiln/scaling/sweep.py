@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +133,8 @@ def run_point(root: str, threads: int = 0) -> dict[str, Any]:
 
 def run_points(roots: list[str], executor: str, jobs: int, log_dir: Path) -> None:
     """Run the unfinished points: through submitit (`local`, `slurm`, `debug`, `auto`) `jobs` at a
-    time, or one after another here (`inline`)."""
+    time, or one after another here (`inline`). `log_dir` is submitit's folder, made here and refused
+    if it exists: submitit unpickles the jobs and results it finds there."""
     todo = [r for r in roots if finished(RunDir(Path(r))) is None]
     if not todo:
         return
@@ -152,6 +154,7 @@ def run_points(roots: list[str], executor: str, jobs: int, log_dir: Path) -> Non
         "slurm": submitit.SlurmExecutor,
         "auto": submitit.AutoExecutor,
     }
+    log_dir.mkdir(parents=True, mode=0o700)  # new, and this user's alone: submitit unpickles what is in it
     ex = kinds[executor](folder=str(log_dir))
     if executor == "local":
         ex.update_parameters(timeout_min=24 * 60)
@@ -313,7 +316,12 @@ def sweep(
         )
     t0 = time.perf_counter()
     roots = [str(prepare_point(run, base, p).root) for p in points]
-    run_points(roots, executor, jobs, run.root / "sweep" / "submitit")
+    run_points(
+        roots,
+        executor,
+        jobs,
+        run.root / "sweep" / "submitit" / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}",
+    )
     rows = collect(run, points)
     out = run.root / "scaling"
     out.mkdir(exist_ok=True)

@@ -23,7 +23,7 @@ import torch
 from kiln.batch import Batch, text_batch
 from kiln.errors import KilnError
 from kiln.rundir import MANIFEST
-from kiln.shards.writer import FORMAT
+from kiln.shards.writer import FORMAT, TOKEN_DTYPES
 
 
 class ShardSet:
@@ -40,9 +40,13 @@ class ShardSet:
             raise KilnError(f"shard manifest {path} is corrupt ({e}); re-run `kiln tokenize`") from None
         if self.manifest.get("format") != FORMAT:
             raise KilnError(f"{path} is not a kiln shard manifest (format {self.manifest.get('format')!r})")
+        if self.manifest.get("dtype") not in TOKEN_DTYPES:  # never an object array: no pointers read from a file
+            raise KilnError(f"{path}: token dtype {self.manifest.get('dtype')!r} is not one kiln writes {TOKEN_DTYPES}")
         self.dtype = np.dtype(self.manifest["dtype"])
         self.tokens: list[np.ndarray] = []
         for shard in self.manifest["shards"]:
+            if not isinstance(shard.get("file"), str) or Path(shard["file"]).name != shard["file"]:
+                raise KilnError(f"{path}: shard file {shard.get('file')!r} is not a file name in its folder")
             file = self.directory / shard["file"]
             expected = shard["num_tokens"] * self.dtype.itemsize
             if not file.exists() or file.stat().st_size != expected:

@@ -30,6 +30,10 @@ from kiln.tokenizer import special_ids
 FORMAT = "kiln-shards-v1"
 
 
+TOKEN_DTYPES = ("uint16", "uint32")
+"""The token dtypes a shard manifest may name (readers refuse any other: never an object array)."""
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     """uint16 when every id fits, else uint32."""
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)

@@ -45,6 +45,8 @@ from typing import Any
 
 import torch
 
+from kiln.staging import write_whole
+
 SIZE_MFU = 0.5
 """Fraction of the measured matmul ceiling assumed for the depth search's first guess only; the depth
 is chosen from measured step times (train/probe.py)."""
@@ -263,6 +265,4 @@ def read_plan(path: Path, key: str, machine: dict[str, Any]) -> dict[str, Any] |
 
 
 def write_plan(path: Path, plan: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(plan, indent=2) + "\n")
-    tmp.replace(path)
+    write_whole(path, json.dumps(plan, indent=2) + "\n")

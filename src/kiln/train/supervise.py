@@ -21,11 +21,20 @@ def child_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def kiln_command() -> list[str]:
+    """`python -m kiln` without the working folder on the child's import path (`-P`; by hand before
+    Python 3.11): a torch.py or numpy.py in the folder the user trains from is never imported."""
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", "kiln"]
+    run = "import runpy, sys; del sys.path[0]; runpy.run_module('kiln', run_name='__main__', alter_sys=True)"
+    return [sys.executable, "-c", run]
+
+
 def supervise(argv: list[str], max_restarts: int) -> int:
     """Run `kiln <argv>` as a child; after a crash, restart it with --resume auto, up to
     `max_restarts` times. Returns the last exit code."""
     child = child_argv(argv)
-    command = [sys.executable, "-m", "kiln", *child]
+    command = [*kiln_command(), *child]
     code = 0
     for attempt in range(max_restarts + 1):
         code = subprocess.call(command)
@@ -37,6 +46,6 @@ def supervise(argv: list[str], max_restarts: int) -> int:
                 "from the newest complete checkpoint",
                 file=sys.stderr,
             )
-            command = [sys.executable, "-m", "kiln", *[a for a in child if a != "--overwrite"], "--resume", "auto"]
+            command = [*kiln_command(), *[a for a in child if a != "--overwrite"], "--resume", "auto"]
     print(f"kiln train: still failing after {max_restarts} restarts (last exit code {code})", file=sys.stderr)
     return code

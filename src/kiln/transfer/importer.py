@@ -32,7 +32,7 @@ from kiln.config import to_dict
 from kiln.errors import KilnError
 from kiln.presets import cpu
 from kiln.rundir import CONFIG, STATE, TOKENIZER, RunDir
-from kiln.staging import STAGED
+from kiln.staging import STAGED, sync, sync_tree
 from kiln.tokenizer import BOS, EOS, FIXED_SPECIALS, tokenizer_hash
 from kiln.train.checkpoint import _write_manifest
 from kiln.transfer.hf import from_hf, model_config_from_hf, unit_norms_dropped
@@ -129,12 +129,15 @@ def import_hf(folder: Path, run_dir: Path) -> dict[str, Any]:
         shutil.rmtree(staged)
     try:
         result = _import_into(Path(folder), RunDir(staged))
+        sync_tree(staged)  # on disk before it takes the run's name (a power loss, not only a kill)
         if inside:
             for entry in staged.iterdir():
                 os.replace(entry, target / entry.name)
             staged.rmdir()
+            sync(target)
         else:
             os.replace(staged, target)
+            sync(target.parent)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import KilnError
-from kiln.staging import STAGED, file_sha256
+from kiln.staging import STAGED, file_sha256, rename_synced, sync, sync_tree
 
 RECORD = "kiln_export.json"
 """What an export wrote and measured; it marks a folder as kiln's to replace."""
@@ -90,13 +90,15 @@ def put_in_place(staged: Path, out: Path, fmt: str, result: dict[str, Any]) -> N
     sha256) in the folder. Refuses, before moving anything, to replace or remove a file of `out`
     that kiln's last export did not write as it is now."""
     if fmt == "gguf":
-        os.replace(staged, out)
+        rename_synced(staged, out)  # each rename publishes only what is on disk (a power loss, not only a kill)
         return
     files = sorted(p.name for p in staged.iterdir() if p.name != RECORD)
     sums = {name: file_sha256(staged / name) for name in files}
     (staged / RECORD).write_text(json.dumps({**result, "files": files, "sha256": sums}, indent=2) + "\n")
+    sync_tree(staged)
     if not out.exists():
         os.replace(staged, out)
+        sync(out.parent)
         return
     try:
         record = json.loads((out / RECORD).read_text())
@@ -119,8 +121,10 @@ def put_in_place(staged: Path, out: Path, fmt: str, result: dict[str, Any]) -> N
         _move(staged / name, out / name)
     for name in stale:
         (out / name).unlink(missing_ok=True)
+    sync(out)
     _move(staged / RECORD, out / RECORD)
     staged.rmdir()
+    sync(out)
 
 
 def _move(src: Path, dst: Path) -> None:
@@ -133,6 +137,7 @@ def _move(src: Path, dst: Path) -> None:
             raise
         tmp = dst.with_name(f"{STAGED}{dst.name}")
         shutil.copyfile(src, tmp)
+        sync(tmp)
         os.replace(tmp, dst)
         src.unlink()
 
