@@ -142,3 +142,17 @@ def test_convert_rebuilds_the_weights_from_a_trusted_sharded_checkpoint(trained,
     consolidate(ckpt)
     got, ref = load((ckpt / "model.safetensors").read_bytes()), load(want)
     assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)
+
+
+def test_the_refusal_is_one_line_in_a_terminal_too(trained, tmp_path):
+    """Outside pytest no log handler is set: torch's reader logs its fallback's traceback to the root
+    logger, which Python prints to stderr unless kiln keeps it quiet."""
+    import subprocess
+    import sys
+
+    _, run = trained
+    ckpt = plant(run.root, tmp_path / "evil", tmp_path / "pwned")
+    convert = [sys.executable, "-m", "kiln", "convert", "--checkpoint", str(ckpt), "--to", "safetensors"]
+    proc = subprocess.run(convert, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
+    assert "refused" in proc.stderr and not (tmp_path / "pwned").exists()

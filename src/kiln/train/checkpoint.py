@@ -48,8 +48,8 @@ from torch.utils._pytree import tree_map_only
 
 from kiln.errors import KilnError
 from kiln.rundir import CONFIG, MANIFEST, STATE, TOKENIZER
-from kiln.staging import file_sha256
-from kiln.train.dcp_safe import SafeEmptyLoadPlanner, SafeLoadPlanner, SafeReader
+from kiln.staging import file_sha256, rename_synced, sync, sync_tree
+from kiln.train.dcp_safe import SafeEmptyLoadPlanner, SafeLoadPlanner, SafeReader, quiet_load
 
 if TYPE_CHECKING:
     from kiln.train.parallel import Parallel
@@ -214,6 +214,7 @@ def save_checkpoint(
             shutil.copyfile(tokenizer_path, tmp / TOKENIZER)
             (tmp / STATE).write_text(json.dumps(dict(state, step=step), indent=2) + "\n")
             _write_manifest(tmp)
+            sync_tree(tmp)  # on disk before its name says it is whole (a power loss, not only a kill)
             replaced = root / f"{REPLACED}{final.name}"
             if replaced.is_dir() and not final.exists():  # the last save of this step crashed between renames
                 os.replace(replaced, final)
@@ -221,6 +222,7 @@ def save_checkpoint(
             if final.exists():  # aside, not deleted, until the new one has its name
                 os.replace(final, replaced)
             os.replace(tmp, final)
+            sync(root)
             shutil.rmtree(replaced, ignore_errors=True)
             for old in checkpoint_dirs(root)[:-keep] if keep > 0 else []:
                 shutil.rmtree(old)
@@ -337,8 +339,7 @@ def load_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Opt
     state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
     reader = SafeReader(path / "dcp")
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        with quiet_load():
             dcp.load(state, storage_reader=reader, planner=SafeLoadPlanner(), no_dist=_single())
     except (Exception, CheckpointException) as e:  # CheckpointException (a BaseException) wraps per-rank ones
         inner = _dcp_error(e, reader)
@@ -382,8 +383,7 @@ def consolidate(path: Path) -> Path:
     full: dict[str, Any] = {}
     reader = SafeReader(path / "dcp")
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        with quiet_load():
             # what torch's dcp_to_torch_save does (dcp.load keeps only keys the given dict has)
             _load_state_dict(full, storage_reader=reader, planner=SafeEmptyLoadPlanner(), no_dist=True)
     except (Exception, CheckpointException) as e:
@@ -398,7 +398,7 @@ def consolidate(path: Path) -> Path:
         weights.pop("head.weight", None)
     staged = path / f".staged-{target.name}"
     save_file(weights, str(staged))
-    os.replace(staged, target)
+    rename_synced(staged, target)
     return target
 
 

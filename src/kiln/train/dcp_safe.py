@@ -18,9 +18,13 @@ Tensor data is read by DCP with weights_only=True already.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import pickle
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +98,28 @@ def read_metadata(path: Path) -> Metadata:
                 f"{path} points at {name!r}, outside its folder; refused (use a checkpoint from a run you trust)"
             )
     return metadata
+
+
+class _DropFallbackTraceback(logging.Filter):
+    """The loader's "Global/Rank local metadata is not found" warnings, with their tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.module == "state_dict_loader" and "metadata is not found" in record.getMessage())
+
+
+@contextlib.contextmanager
+def quiet_load() -> Iterator[None]:
+    """Around a DCP load: torch's warning that one process is no process group, and the traceback its
+    loader logs to the root logger when the metadata read fails (Python prints it in a terminal) are
+    kept out of the user's way; the refusal itself is raised as one line (`SafeReader.problem`)."""
+    root, drop = logging.getLogger(), _DropFallbackTraceback()
+    root.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            yield
+    finally:
+        root.removeFilter(drop)
 
 
 class SafeReader(FileSystemReader):
