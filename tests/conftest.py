@@ -99,6 +99,12 @@ class RenameLog:
         monkeypatch.setattr(os, "replace", replace)
         return self
 
+    def synced_before_rename_to(self, name: str, files: list[Path]) -> None:
+        """Assert that every one of `files` (by inode) was synced before the first rename to `name`."""
+        first = next(i for i, event in enumerate(self.events) if event[0] == "replace" and event[3].endswith(name))
+        synced = {event[1] for event in self.events[:first] if event[0] == "sync"}
+        assert {f.stat().st_ino for f in files} <= synced, f"not all synced before the rename to {name}"
+
     def check(self) -> None:
         renames = [i for i, event in enumerate(self.events) if event[0] == "replace"]
         assert renames, "nothing was published by a rename"

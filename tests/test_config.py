@@ -105,3 +105,14 @@ def test_reading_a_config_loads_neither_torch_nor_the_trainer():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_finetuning_measures_the_precision_on_its_own_machine():
+    """A checkpoint's config holds the precision its machine chose (bf16 on an AMX CPU); fine-tuning it
+    on an AVX2-only CPU in bf16 would run ~100x slower than fp32 there: the preset asks `auto` again."""
+    from kiln.config import replace
+    from kiln.presets import finetune
+
+    base = get_preset("cpu")
+    trained = replace(base, train=replace(base.train, precision="bf16"))
+    assert finetune(trained, "chat.jsonl", "sft", "ckpt").train.precision == "auto"

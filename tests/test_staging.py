@@ -3,9 +3,11 @@ remove staged files and nothing else."""
 
 import json
 import os
+import shutil
 
 import pytest
 
+from kiln.errors import KilnError
 from kiln.staging import Publication, StagedFolder, write_whole
 
 
@@ -72,6 +74,36 @@ def test_every_rename_publishes_only_what_is_on_disk(tmp_path, rename_log):
     write_whole(tmp_path / "stages.json", "{}")
     rename_log.check()
     assert sorted(p.name for p in a.rglob("*")) == ["card.md", "manifest.json", "notes", "part_0.txt"]
+    published = [folder / name for folder in (a, b) for name in ("part_0.txt", "notes/card.md")]
+    rename_log.synced_before_rename_to(".publishing.json", published)  # every file, before the commit
+
+
+def test_a_folder_that_cannot_be_synced_still_publishes_and_a_linked_subfolder_is_refused(tmp_path, monkeypatch):
+    """SMB and some FUSE mounts refuse a folder's fsync (EINVAL): they are used as they are; a file's
+    fsync failing is an error. A subfolder that links out of the folder is never staged into."""
+    import errno
+
+    real = os.fsync
+
+    def fsync(fd):
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    _old_outputs(tmp_path / "a")
+    with Publication() as publication:
+        _stage_new(publication, tmp_path / "a")
+    assert _contents(tmp_path / "a") == NEW
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(OSError, match="I/O error"):
+        write_whole(tmp_path / "stages.json", "{}")
+    monkeypatch.setattr(os, "fsync", real)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "a" / "dropped").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(KilnError, match="is a link out of"):
+        StagedFolder(tmp_path / "a").path("dropped/x.jsonl")
+    assert not any((tmp_path / "elsewhere").iterdir())
 
 
 def _old_outputs(*folders):
@@ -163,6 +195,7 @@ def test_a_staged_file_deleted_by_hand_leaves_its_folder_unready_not_stuck(tmp_p
     staging = StagedFolder(a)
     for i in (5, 6):
         staging.path(f"part_{i}.txt").write_text(f"new {i}")
+    staging.path("dropped/x.jsonl").write_text("{}")
     real = os.replace
     calls = iter(range(100))
     monkeypatch.setattr(staging_module.os, "replace", lambda s, d: real(s, d) if next(calls) < 1 else 1 / 0)
@@ -170,8 +203,10 @@ def test_a_staged_file_deleted_by_hand_leaves_its_folder_unready_not_stuck(tmp_p
         staging.publish(["part_*.txt"], {"parts": 2})
     monkeypatch.setattr(staging_module.os, "replace", real)
     (a / ".staged-part_6.txt").unlink()
+    shutil.rmtree(a / "dropped")  # a whole subfolder too
     StagedFolder(a)
-    assert "staged part_6.txt of a publication is gone" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "staged part_6.txt of a publication is gone" in err or "staged dropped/x.jsonl" in err
     assert not (a / "manifest.json").exists() and not (a / ".publishing.json").exists()
     StagedFolder(a).publish(["part_*.txt"], {"parts": 0})  # the stage run again works
     assert json.loads((a / "manifest.json").read_text()) == {"parts": 0}

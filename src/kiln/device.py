@@ -53,13 +53,30 @@ def keep_freed_host_memory() -> bool:
 
 def compile_unavailable(device: torch.device) -> str | None:
     """Why torch.compile cannot run on `device` here, or None when it can: on a CPU, inductor writes
-    C++ and needs a compiler ($CXX, or c++, g++ or clang++ on PATH)."""
+    C++ and needs a compiler ($CXX, or c++, g++ or clang++ on PATH) that can build its kernels (Python's
+    headers, OpenMP: a Mac without libomp has the compiler and not the rest), tried once a process."""
     import os
     import shutil
 
     if device.type != "cpu":
         return None
     given = os.environ.get("CXX", "")
-    if (given and shutil.which(given)) or any(shutil.which(c) for c in ("c++", "g++", "clang++")):
-        return None
-    return "no C++ compiler on PATH (c++, g++, clang++ or $CXX), which torch.compile needs on a CPU"
+    if not ((given and shutil.which(given)) or any(shutil.which(c) for c in ("c++", "g++", "clang++"))):
+        return "no C++ compiler on PATH (c++, g++, clang++ or $CXX), which torch.compile needs on a CPU"
+    return _cpu_kernel_problem()
+
+
+@functools.cache
+def _cpu_kernel_problem() -> str | None:
+    """One tiny function compiled for the CPU (a few seconds, mostly inductor's start-up, which the
+    training step's compilation then reuses): why that fails, or None."""
+
+    def double_sum(x: torch.Tensor) -> torch.Tensor:
+        return (x * 2 + 1).sum()
+
+    try:
+        torch.compile(double_sum, fullgraph=True)(torch.ones(8))
+    except Exception as e:  # CppCompileError, a missing header or library, an unsupported platform
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        return f"torch.compile cannot build a CPU kernel here ({type(e).__name__}: {first})"
+    return None

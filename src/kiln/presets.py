@@ -207,10 +207,13 @@ def finetune(base: RunConfig, data: str, method: str, init_from: str, lora_rank:
     tokenizer unchanged): the data file and method, the checkpoint's weights as the start (`init_from`;
     "" for a random start), no time budget or budget-sized depth, no task evaluation (kiln's own tasks
     are made from pretraining text), 200 steps with a warmup of 20, AdamW as it was measured for
-    fine-tuning (ADAMW_TRAIN) at derived.finetune_lr."""
+    fine-tuning (ADAMW_TRAIN) at derived.finetune_lr, and the precision measured again on this machine
+    (the checkpoint's is the one its own machine chose: bf16 from an AMX CPU runs ~100x slower than
+    fp32 on an AVX2-only one)."""
     train = replace(
         base.train,
         **ADAMW_TRAIN | {"warmup_steps": 20},
+        precision="auto",
         init_from=init_from,
         max_steps=200,
         lr=finetune_lr(base.train.lr, full_from_pretrained=bool(init_from) and not lora_rank),

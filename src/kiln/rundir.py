@@ -18,6 +18,14 @@ STATE = "state.json"
 """A checkpoint's step, loader position and counters."""
 
 
+def listed_file(folder: Path, name: object, manifest: Path) -> Path:
+    """`folder / name` for a file a stage's manifest lists; refused unless `name` is a plain file name
+    (the manifest of a folder handed to kiln names no file elsewhere)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise KilnError(f"{manifest}: {name!r} is not a file name in its folder")
+    return folder / name
+
+
 BEFORE_CONFIG = {
     "curated",
     "curated_images",

@@ -141,6 +141,7 @@ def tokenizer(cfg: RunConfig, run: RunDir, fresh: bool = False) -> dict[str, Any
             "data.corpus, data.val_fraction and what curation kept"
         )
     staged = run.tokenizer.with_name(f"{STAGED}{run.tokenizer.name}")
+    staged.unlink(missing_ok=True)  # a new file, never written through a link left at its name
     tok.save(str(staged))
     if not fresh and _trained_on_another(run, staged):
         staged.unlink()

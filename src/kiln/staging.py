@@ -28,6 +28,7 @@ output or the new one (checkpoints and exports publish the same way).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from kiln.errors import KilnError
 from kiln.rundir import MANIFEST
 
 STAGED = ".staged-"
@@ -60,11 +62,15 @@ def file_sha256(path: Path) -> str:
 def sync(path: Path) -> None:
     """Flush the file `path`'s data, or the folder `path`'s entries (files renamed into or out of it),
     to the disk (fsync), so that a rename after it, or the renames before it, survive a power loss."""
-    if os.name == "nt" and path.is_dir():  # Windows opens no folder for fsync; NTFS journals renames
+    folder = path.is_dir()
+    if os.name == "nt" and folder:  # Windows opens no folder for fsync; NTFS journals renames
         return
     fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)  # Windows flushes only a writable handle
     try:
         os.fsync(fd)
+    except OSError as e:  # SMB, VirtualBox and some FUSE mounts refuse a folder's fsync: they order renames
+        if not folder or e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
     finally:
         os.close(fd)
 
@@ -130,9 +136,11 @@ class StagedFolder:
             raise ValueError(f"{name} is staged twice")
         if not _inside(name):
             raise ValueError(f"{name}: a staged file is a plain path inside its folder")
-        self.names.append(name)
         staged = _staged(self.folder, name)
         staged.parent.mkdir(parents=True, exist_ok=True)
+        if not _within(staged.parent, self.folder):
+            raise KilnError(f"{staged.parent} is a link out of {self.folder}: move it away, then run the stage again")
+        self.names.append(name)
         return staged
 
     def publish(self, replaces: Iterable[str], manifest: dict[str, Any] | None = None) -> None:
@@ -276,10 +284,9 @@ def _complete(members: list[tuple[Path, dict[str, Any]]]) -> None:
     part-way, it does the rest (files already moved are the new ones and stay)."""
     for folder, _ in members:
         (folder / MANIFEST).unlink(missing_ok=True)
+        sync(folder)  # gone before any file moves, on disk too
     whole = [_move(folder, plan) for folder, plan in members]
     for (folder, plan), ok in zip(members, whole):
-        for parent in {(folder / name).parent for name in plan["names"]} | {folder}:
-            sync(parent)  # the moves on disk before the manifest says they are done
         if ok and plan["manifest"] is not None:
             write_whole(folder / MANIFEST, json.dumps(plan["manifest"], indent=2) + "\n")
     for folder, _ in members:
@@ -289,20 +296,25 @@ def _complete(members: list[tuple[Path, dict[str, Any]]]) -> None:
 
 
 def _move(folder: Path, plan: dict[str, Any]) -> bool:
-    """One folder's staged files to their names, the replaced ones removed; whether none was lost."""
-    new = set(plan["names"])
+    """One folder's staged files to their names, the replaced ones removed, the folders touched synced
+    (before the manifest says the moves are done); whether none was lost."""
+    new, touched = set(plan["names"]), {folder}
     for pattern in plan["replaces"]:
         for old in folder.glob(pattern):
             if old.name.startswith(".") or old.relative_to(folder).as_posix() in new:
                 continue
             if old.is_file() and _within(old.parent, folder):  # never through a linked subfolder
                 old.unlink()
+                touched.add(old.parent)
     names = [name for name in plan["names"] if _within((folder / name).parent, folder)]
     lost = [name for name in names if not _staged(folder, name).exists() and not (folder / name).exists()]
     lost += [name for name in plan["names"] if name not in names]
     for name in names:
         if _staged(folder, name).exists():
             os.replace(_staged(folder, name), folder / name)
+            touched.add((folder / name).parent)
+    for parent in touched:
+        sync(parent)
     if lost:  # deleted by hand: the folder stays without a manifest, which readers refuse (run the stage again)
         print(f"warning: {folder}: the staged {lost[0]} of a publication is gone; run the stage again", file=sys.stderr)
     return not lost

@@ -107,6 +107,7 @@ def test_classify_run_reaches_heldout_accuracy_and_keeps_the_lm_plain(pretrained
     args = ["finetune", "--checkpoint", str(pretrained), "--method", "classify", "--data", str(data)]
     args += ["--finetune.val_data", str(held), "--run-dir", str(tmp_path / "cls")]
     args += "--train.max_steps 30 --train.eval_every 10 --train.warmup_steps 2 --train.lr 3e-3".split()
+    args += ["--train.precision", "fp32"]  # the accuracy after 30 steps, not bf16's rounding on AMX or Zen 4
     assert main(args) == 0
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "cls" / "classification.json").read_text())

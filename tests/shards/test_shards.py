@@ -70,10 +70,10 @@ def test_a_manifest_naming_an_object_dtype_or_a_file_outside_is_refused(tokenize
         with pytest.raises(KilnError, match=match):
             ShardSet(tmp_path / "s")
     (tmp_path / "secret.bin").write_bytes((tmp_path / "s" / good["shards"][0]["file"]).read_bytes())
-    shards = [{**good["shards"][0], "file": "../secret.bin"}]
-    manifest.write_text(json.dumps({**good, "shards": shards}))
-    with pytest.raises(KilnError, match="not a file name in its folder"):
-        ShardSet(tmp_path / "s")
+    for bad in ({"file": "../secret.bin"}, {"file": ".."}, {"docs_file": "../secret.npy"}, {"file": None}):
+        manifest.write_text(json.dumps({**good, "shards": [{**good["shards"][0], **bad}]}))
+        with pytest.raises(KilnError, match="not a file name in its folder"):
+            ShardSet(tmp_path / "s")
     manifest.write_text(json.dumps(good))
     assert ShardSet(tmp_path / "s").num_tokens == good["num_tokens"]
 

@@ -20,8 +20,9 @@ def loss_and_grads(model: torch.nn.Module, params: dict, batch: dict) -> tuple[t
     return loss.detach(), {name: p.grad.clone() for name, p in params.items()}
 
 
-@pytest.mark.skipif(compile_unavailable(CPU) is not None, reason="no C++ compiler for inductor")
 def test_a_compiled_step_equals_an_eager_one():
+    if (reason := compile_unavailable(CPU)) is not None:
+        pytest.skip(reason)
     cfg = ModelConfig(
         vocab_size=97, dim=64, num_layers=2, max_seq_len=32, head_width=32, qk_norm=True, tie_embeddings=False
     )
@@ -37,3 +38,25 @@ def test_a_compiled_step_equals_an_eager_one():
     for name, grad in eager.items():
         assert torch.allclose(compiled[name], grad, rtol=1e-4, atol=1e-6), name
     assert any(g.abs().sum() > 0 for g in compiled.values())
+
+
+def test_a_machine_whose_compiler_cannot_build_inductors_kernels_trains_eager(monkeypatch):
+    """A compiler on PATH is not enough (a Mac without libomp, an image without Python's headers): the
+    kernels are tried once, and a failure is a reason to train eager, not a crash at the first step."""
+    import kiln.device as device
+
+    def fails(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("CppCompileError: 'omp.h' file not found\nmore lines")
+
+        return run
+
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")  # a compiler is on PATH
+    monkeypatch.setattr(torch, "compile", fails)
+    device._cpu_kernel_problem.cache_clear()
+    try:
+        reason = compile_unavailable(CPU)
+    finally:
+        device._cpu_kernel_problem.cache_clear()
+    assert reason is not None and "cannot build a CPU kernel" in reason and "omp.h" in reason
+    assert "more lines" not in reason

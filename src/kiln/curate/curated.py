@@ -18,7 +18,7 @@ from kiln.corpus import CURATED_FORMAT, CorpusConfig, split_documents, split_of
 from kiln.curate.mix import copies_of
 from kiln.errors import KilnError
 from kiln.readers import Document, ReadStats, read_jsonl
-from kiln.rundir import MANIFEST, RunDir
+from kiln.rundir import MANIFEST, RunDir, listed_file
 
 if TYPE_CHECKING:
     from kiln.runconfig import RunConfig
@@ -33,7 +33,7 @@ class CuratedSet:
             self.manifest: dict[str, Any] = json.loads((self.root / MANIFEST).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise KilnError(f"{self.root} holds no readable curated manifest ({e}); re-run `kiln curate`") from None
-        self.files = [self.root / f["file"] for f in self.manifest["files"]]
+        self.files = [listed_file(self.root, f.get("file"), self.root / MANIFEST) for f in self.manifest["files"]]
         self.mix: dict[str, dict] = self.manifest.get("mix") or {}
         self.longest_line = int(self.manifest.get("longest_line_bytes", 0))
         """What curation wrote may be longer than the raw document it came from (JSON escaping,

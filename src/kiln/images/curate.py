@@ -36,7 +36,7 @@ from kiln.images.config import ImageConfig
 from kiln.images.patches import fit_image
 from kiln.images.readers import IMAGE_MARK, ImageDoc, ImageReadStats, read_image_docs
 from kiln.images.shapes import shapes_set
-from kiln.rundir import MANIFEST
+from kiln.rundir import MANIFEST, listed_file
 from kiln.staging import Publication, StagedFolder
 
 FORMAT = "kiln-curated-images-v1"
@@ -291,7 +291,7 @@ def curated_docs(out_dir: Path, split: str) -> Iterator[ImageDoc]:
     manifest = read_manifest(out_dir)
     stats = ImageReadStats()
     for entry in manifest["files"][split]:
-        yield from read_image_docs(out_dir / entry["file"], 2**62, stats)
+        yield from read_image_docs(listed_file(out_dir, entry.get("file"), out_dir / MANIFEST), 2**62, stats)
     if stats.num_skipped:
         raise KilnError(f"curated images in {out_dir} are damaged ({dict(stats.skipped)}); re-run `kiln curate`")
 

@@ -36,10 +36,13 @@ from kiln.batch import Batch
 from kiln.errors import KilnError
 from kiln.images.patches import num_patches
 from kiln.images.readers import IMAGE_MARK, ImageDoc
-from kiln.rundir import MANIFEST
+from kiln.rundir import MANIFEST, listed_file
 from kiln.shards.loader import EpochOrder, PackedLoader
 from kiln.staging import Publication, StagedFolder
 from kiln.tokenizer import SpecialIds
+
+KINDS = ("tokens", "pixels", "images")
+"""The arrays of each image shard, one .npy file each."""
 
 FORMAT = "kiln-image-shards-v1"
 IGNORE = -100
@@ -143,7 +146,7 @@ def _write_staged(
         if not shard.counts:
             return
         name = f"{len(files):05d}"
-        arrays = {
+        arrays = {  # KINDS
             "tokens": np.stack(shard.tokens),
             "pixels": np.stack(shard.pixels),
             "images": np.asarray(shard.counts, dtype=np.int8),
@@ -209,9 +212,10 @@ class ImageShardSet:
         self.tokens, self.pixels, self.counts = [], [], []
         try:
             for entry in self.manifest["files"]:
-                self.tokens.append(np.load(self.directory / entry["tokens"]["file"], mmap_mode="r"))
-                self.pixels.append(np.load(self.directory / entry["pixels"]["file"], mmap_mode="r"))
-                self.counts.append(np.load(self.directory / entry["images"]["file"], mmap_mode="r"))
+                file = {kind: listed_file(self.directory, entry[kind]["file"], path) for kind in KINDS}
+                self.tokens.append(np.load(file["tokens"], mmap_mode="r"))
+                self.pixels.append(np.load(file["pixels"], mmap_mode="r"))
+                self.counts.append(np.load(file["images"], mmap_mode="r"))
         except (OSError, ValueError) as e:
             raise KilnError(
                 f"image shards in {self.directory} are missing or damaged ({e}); re-run `kiln tokenize`"
@@ -232,8 +236,8 @@ class ImageShardSet:
 
     def verify(self) -> None:
         for entry in self.manifest["files"]:
-            for kind in ("tokens", "pixels", "images"):
-                data = (self.directory / entry[kind]["file"]).read_bytes()
+            for kind in KINDS:
+                data = listed_file(self.directory, entry[kind]["file"], self.directory / MANIFEST).read_bytes()
                 if hashlib.sha256(data).hexdigest() != entry[kind]["sha256"]:
                     raise KilnError(f"{entry[kind]['file']} fails its checksum; re-run `kiln tokenize`")
 

@@ -22,7 +22,7 @@ import torch
 
 from kiln.batch import Batch, text_batch
 from kiln.errors import KilnError
-from kiln.rundir import MANIFEST
+from kiln.rundir import MANIFEST, listed_file
 from kiln.shards.writer import FORMAT, TOKEN_DTYPES
 
 
@@ -45,9 +45,8 @@ class ShardSet:
         self.dtype = np.dtype(self.manifest["dtype"])
         self.tokens: list[np.ndarray] = []
         for shard in self.manifest["shards"]:
-            if not isinstance(shard.get("file"), str) or Path(shard["file"]).name != shard["file"]:
-                raise KilnError(f"{path}: shard file {shard.get('file')!r} is not a file name in its folder")
-            file = self.directory / shard["file"]
+            file = listed_file(self.directory, shard.get("file"), path)
+            listed_file(self.directory, shard.get("docs_file"), path)
             expected = shard["num_tokens"] * self.dtype.itemsize
             if not file.exists() or file.stat().st_size != expected:
                 raise KilnError(

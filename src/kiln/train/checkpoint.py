@@ -397,6 +397,7 @@ def consolidate(path: Path) -> Path:
     if config.get("model", {}).get("tie_embeddings"):  # DCP stores the tied output head twice; keep one
         weights.pop("head.weight", None)
     staged = path / f".staged-{target.name}"
+    staged.unlink(missing_ok=True)  # a new file, never written through a link left at its name
     save_file(weights, str(staged))
     rename_synced(staged, target)
     return target

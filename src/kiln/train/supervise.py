@@ -26,7 +26,7 @@ def kiln_command() -> list[str]:
     Python 3.11): a torch.py or numpy.py in the folder the user trains from is never imported."""
     if sys.version_info >= (3, 11):
         return [sys.executable, "-P", "-m", "kiln"]
-    run = "import runpy, sys; del sys.path[0]; runpy.run_module('kiln', run_name='__main__', alter_sys=True)"
+    run = "import sys; del sys.path[0]; import runpy; runpy.run_module('kiln', run_name='__main__', alter_sys=True)"
     return [sys.executable, "-c", run]
 
 
