@@ -109,3 +109,30 @@ def test_overwrite_refuses_to_start_from_a_checkpoint_it_would_delete(tokenized_
     assert main(args) == 2
     assert "one of the checkpoints --overwrite deletes" in capsys.readouterr().err
     assert (start / "model.safetensors").exists()
+
+
+def test_a_bf16_run_resumed_on_a_cpu_where_bf16_is_slow_goes_on_in_fp32(tokenized_run, tmp_path, capsys, monkeypatch):
+    """A checkpoint records the precision its machine chose; resumed on a CPU where bf16 is ~100x slower
+    (AVX2 only), `auto` measures again and warns instead of going on 100x slower; where bf16 is still
+    faster, the checkpoint's precision stands (a bitwise resume)."""
+    import kiln.train.plan as plan_module
+    from kiln.train.checkpoint import _write_manifest
+    from kiln.train.precision import MatmulRates
+
+    run = _trained(tokenized_run, tmp_path)
+    step_4 = run.checkpoints / "step_4"
+    config = json.loads((step_4 / "config.json").read_text())
+    config["train"]["precision"] = "bf16"  # as an AMX machine would have trained it
+    (step_4 / "config.json").write_text(json.dumps(config))
+    (step_4 / "manifest.json").unlink()
+    _write_manifest(step_4)
+    resume = ["train", "--run-dir", str(run.root), "--resume", "auto", "--train.precision", "auto"]
+    monkeypatch.setattr(plan_module, "probe_matmul_rates", lambda device: MatmulRates(1e11, 3e11, 256))
+    capsys.readouterr()
+    assert main([*resume, "--train.max_steps", "5"]) == 0
+    assert "now 'fp32'" not in capsys.readouterr().out
+    assert json.loads((run.checkpoints / "step_5" / "config.json").read_text())["train"]["precision"] == "bf16"
+    monkeypatch.setattr(plan_module, "probe_matmul_rates", lambda device: MatmulRates(1e11, 1e9, 256))
+    assert main([*resume, "--train.max_steps", "6"]) == 0
+    assert "train.precision: checkpoint 'bf16', now 'fp32': bf16 runs 100x slower" in capsys.readouterr().out
+    assert json.loads((run.checkpoints / "step_6" / "config.json").read_text())["train"]["precision"] == "fp32"

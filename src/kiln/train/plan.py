@@ -124,6 +124,17 @@ class Planner:
         if settled.train.precision == "auto":  # a checkpoint from before precision was settled
             settled = replace(settled, train=replace(settled.train, precision=self._choose_precision("auto")))
         self.plan["precision_reason"] = f"{settled.train.precision}, as the checkpoint was trained"
+        if cfg.train.precision == "auto" and settled.train.precision == "bf16" and self.device.type == "cpu":
+            here = choose_precision("auto", self.device, self._rates())  # moved to another CPU since?
+            if here.precision == "fp32":
+                slower = 1 / (here.bf16_speedup or 1)
+                self.say(
+                    "warning: train.precision: checkpoint 'bf16', now 'fp32': "
+                    f"bf16 runs {slower:.0f}x slower than fp32 on this CPU "
+                    "(changes the numerics from here on; --train.precision bf16 keeps the checkpoint's)"
+                )
+                self.plan["precision_reason"] = f"fp32, not the checkpoint's bf16: {here.reason}"
+                settled = replace(settled, train=replace(settled.train, precision="fp32"))
         return settled
 
     def _fresh(self, cfg: RunConfig) -> RunConfig:
@@ -148,11 +159,13 @@ class Planner:
         self.write()
         return replace(cfg, train=train)
 
+    def _rates(self) -> MatmulRates:
+        """This CPU's bf16 and fp32 matmul rates, the same on every rank."""
+        probed = probe_matmul_rates(str(self.device))
+        return MatmulRates(self.agreed(probed.fp32), self.agreed(probed.bf16), probed.size)
+
     def _choose_precision(self, requested: str) -> str:
-        rates = None
-        if self.device.type == "cpu" and requested != "fp32":
-            probed = probe_matmul_rates(str(self.device))
-            rates = MatmulRates(self.agreed(probed.fp32), self.agreed(probed.bf16), probed.size)
+        rates = self._rates() if self.device.type == "cpu" and requested != "fp32" else None
         choice = choose_precision(requested, self.device, rates)
         if choice.warning:
             self.say(f"warning: {choice.warning}")
