@@ -18,3 +18,27 @@ def test_a_resume_keeps_aside_what_the_steps_it_runs_again_logged(tmp_path):
     assert len((tmp_path / REWOUND).read_text().splitlines()) == 5
     MetricsLog(path, truncate_after_step=None).close()  # a fresh start begins an empty log
     assert path.read_text() == "" and not (tmp_path / REWOUND).exists()
+
+
+def test_a_crash_between_keeping_aside_and_rewriting_keeps_each_record_aside_once(tmp_path, monkeypatch):
+    import pytest
+
+    import kiln.train.metrics as metrics
+
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"step": s, "loss": 5.0 - s}) for s in (1, 2, 3)]
+    path.write_text("\n".join(lines) + "\n")
+    real = metrics.write_whole
+
+    def killed_at_the_rewrite(target, text):
+        if target == path:
+            raise KeyboardInterrupt  # the process dies after the records were kept aside
+        real(target, text)
+
+    monkeypatch.setattr(metrics, "write_whole", killed_at_the_rewrite)
+    with pytest.raises(KeyboardInterrupt):
+        MetricsLog(path, truncate_after_step=1)
+    monkeypatch.setattr(metrics, "write_whole", real)
+    MetricsLog(path, truncate_after_step=1).close()  # the resume run again
+    assert (tmp_path / REWOUND).read_text().splitlines() == lines[1:]
+    assert path.read_text().splitlines() == lines[:1]

@@ -69,8 +69,10 @@ class MetricsLog:
         if truncate_after_step is not None and path.exists():
             keep, rewound = _split_at_step(path.read_text(), truncate_after_step)
             if rewound:  # what the steps a resume runs again logged the first time (a crash's last words)
-                with path.with_name(REWOUND).open("a") as f:
-                    f.write("".join(ln + "\n" for ln in rewound))
+                aside, block = path.with_name(REWOUND), "".join(ln + "\n" for ln in rewound)
+                before = aside.read_text() if aside.exists() else ""
+                if not before.endswith(block):  # once, when a crash came between this and the rewrite below
+                    write_whole(aside, before + block)
             write_whole(path, "".join(ln + "\n" for ln in keep))
         elif truncate_after_step is None:  # a fresh start: the last run's log goes (--overwrite said so)
             path.write_text("")
