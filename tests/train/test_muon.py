@@ -127,6 +127,25 @@ def test_an_untied_embedding_and_the_value_embeddings_can_have_their_own_rate():
     assert sorted(ids) == sorted(id(p) for p in model.parameters())
 
 
+def test_newton_schulz_keeps_this_runs_precision_when_a_checkpoint_loads():
+    """A bf16 checkpoint resumed in fp32 (another CPU) restores the optimizer's state and settings, but
+    not its Newton-Schulz precision: that would stay bf16, ~100x slower there, saved again each time."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    cfg = ModelConfig(vocab_size=64, dim=32, num_layers=1, num_heads=2, max_seq_len=16)
+    model = build_model(cfg, torch.device("cpu"))
+    saved = build_muon(model, 1e-3, AdamWConfig(), MuonConfig(), "bf16")
+    model(torch.randint(0, 64, (2, 16))).float().pow(2).mean().backward()
+    saved.step()
+    model_sd, optim_sd = get_state_dict(model, saved)
+    resumed = build_muon(model, 1e-3, AdamWConfig(), MuonConfig(), "fp32")
+    set_state_dict(model, resumed, model_state_dict=model_sd, optim_state_dict=optim_sd)
+    (muon,) = [g for g in resumed.param_groups if g["kind"] == "muon"]
+    assert muon["ns_dtype"] == "fp32" and muon["momentum"] == MuonConfig().momentum
+    weight = muon["params"][0]
+    assert torch.equal(resumed.state[weight]["momentum_buffer"], saved.state[weight]["momentum_buffer"])
+
+
 def test_residual_scalars_have_their_own_rate_and_momentum_warms_up():
     cfg = ModelConfig(vocab_size=64, dim=32, num_layers=2, num_heads=2, max_seq_len=16, residual_scalars=True)
     model = build_model(cfg, torch.device("cpu"))

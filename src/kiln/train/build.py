@@ -166,6 +166,8 @@ def build_trainer(
         tensorboard = run.tensorboard if tc.tensorboard else None
         trainer.metrics = MetricsLog(run.metrics, trainer.step if checkpoint else None, tensorboard)
     unavailable = compile_unavailable(device) if tc.compile else None
+    if tc.compile and par.mean_of(0.0 if unavailable is None else 1.0, device) > 0:  # eager on every rank, or none
+        unavailable = unavailable or "torch.compile cannot build its kernels on another rank"
     if unavailable and par.rank == 0:
         print(f"train.compile: {unavailable}; training eager (install one for faster steps)")
     if tc.compile and not unavailable:  # the training step only: evaluation's shapes would recompile

@@ -179,6 +179,15 @@ class MuonAdamW(torch.optim.Optimizer):
         )
         super().__init__(list(groups), defaults)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The saved state and settings, except Newton-Schulz's precision: that follows this run's
+        `train.precision` (a resume may go on in fp32 where the checkpoint was trained in bf16)."""
+        ns_dtypes = [group.get("ns_dtype") for group in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, ns_dtype in zip(self.param_groups, ns_dtypes):
+            if ns_dtype is not None:
+                group["ns_dtype"] = ns_dtype
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
         for group in self.param_groups:

@@ -61,6 +61,12 @@ MEASURE_AFTER_STEPS = 6
 """The step count is planned after this many steps (or the warmup, if shorter), the first left out."""
 
 
+BF16_RESUME_SLOWDOWN = 0.5
+"""A bf16 run resumed with `train.precision auto` goes on in fp32 where bf16 matmuls measure below this
+fraction of the fp32 rate (an AVX2-only CPU: ~0.01); nearer 1, a busy moment could flip a resume on the
+machine that trained it, which then keeps its bf16 (and its bitwise continuation)."""
+
+
 class Planner:
     """Settles and records (plan.json) the choices a config leaves to the machine."""
 
@@ -126,8 +132,9 @@ class Planner:
         self.plan["precision_reason"] = f"{settled.train.precision}, as the checkpoint was trained"
         if cfg.train.precision == "auto" and settled.train.precision == "bf16" and self.device.type == "cpu":
             here = choose_precision("auto", self.device, self._rates())  # moved to another CPU since?
-            if here.precision == "fp32":
+            if (here.bf16_speedup or 1) < BF16_RESUME_SLOWDOWN:
                 slower = 1 / (here.bf16_speedup or 1)
+                self.plan["bf16_speedup"] = here.bf16_speedup
                 self.say(
                     "warning: train.precision: checkpoint 'bf16', now 'fp32': "
                     f"bf16 runs {slower:.0f}x slower than fp32 on this CPU "
@@ -193,7 +200,7 @@ class Planner:
         train_s = self.budget_s * (1 - SIZE_OVERHEAD)
         tokens_per_step = tc.seq_len * tc.micro_batch_size * tc.grad_accum_steps
         ids = cast("SpecialIds", self.ids)
-        compiled = tc.compile and compile_unavailable(self.device) is None
+        compiled = tc.compile and self.agreed(0.0 if compile_unavailable(self.device) is None else 1.0) == 0
         probe: dict[int, dict[str, float]] = {}
         speedup: dict[int, float] = {}  # compiled over eager, measured once, at the first depth that could fit
 
