@@ -28,6 +28,7 @@ output or the new one (checkpoints and exports publish the same way).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -68,6 +69,11 @@ def sync(path: Path) -> None:
     fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)  # Windows flushes only a writable handle
     try:
         os.fsync(fd)
+        if sys.platform == "darwin" and not folder:  # macOS's fsync leaves the data in the drive's cache
+            import fcntl
+
+            with contextlib.suppress(OSError):  # a file system without it (SMB) has had its fsync
+                fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
     except OSError as e:  # SMB, VirtualBox and some FUSE mounts refuse a folder's fsync: they order renames
         if not folder or e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
             raise
