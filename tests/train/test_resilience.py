@@ -31,6 +31,8 @@ ARGS = [
     "2",
     "--train.micro_batch_size",
     "16",
+    "--train.precision",  # every process alike on any CPU (auto measures afresh in each one)
+    "fp32",
 ]
 
 

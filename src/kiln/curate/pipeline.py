@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -54,7 +53,7 @@ from kiln.curate.steps import (
 )
 from kiln.curate.workers import LocalSteps, StepPool, batches, resolve_workers
 from kiln.errors import KilnError
-from kiln.staging import Publication, StagedFolder
+from kiln.staging import Publication, StagedFolder, rename_synced
 
 SKIPPED_LOG = "skipped.log"
 """Every unreadable input of the curation, one per line."""
@@ -312,7 +311,7 @@ def curate(
             old.unlink(missing_ok=True)
         refused.mkdir(exist_ok=True)  # even with no step to drop anything (an empty corpus)
         write_dropped(totals, lambda name: refused / name)
-        os.replace(skipped_log, refused / SKIPPED_LOG)
+        rename_synced(skipped_log, refused / SKIPPED_LOG)
         writer.discard()
         raise KilnError(nothing_kept(read_stats, totals, refused))
     write_dropped(totals, writer.staging.path)
