@@ -90,7 +90,8 @@ def sync_tree(folder: Path) -> None:
 
 
 def rename_synced(staged: Path, path: Path) -> None:
-    """Rename the finished file `staged` to `path` durably: its data synced before, the folder after."""
+    """Rename the finished file or folder `staged` to `path` durably: synced before (a folder's files
+    by `sync_tree` first), the folder it lands in after."""
     sync(staged)
     os.replace(staged, path)
     sync(path.parent)
@@ -207,9 +208,10 @@ class Publication:
                 plan["with"] = partners
                 (staging.folder / STAGED_PLAN).write_text(json.dumps(plan, indent=2) + "\n")
                 plans.append(plan)
-                for path in [*(_staged(staging.folder, name) for name in staging.names), staging.folder / STAGED_PLAN]:
+                staged = [_staged(staging.folder, name) for name in staging.names]
+                for path in [*staged, staging.folder / STAGED_PLAN]:
                     sync(path)  # on disk before anything commits to them
-                for parent in {_staged(staging.folder, name).parent for name in staging.names} | {staging.folder}:
+                for parent in {path.parent for path in staged} | {staging.folder}:
                     sync(parent)
         except BaseException:  # nothing committed yet (a full disk): the last output stays
             self.discard()

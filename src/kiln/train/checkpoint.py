@@ -48,7 +48,7 @@ from torch.utils._pytree import tree_map_only
 
 from kiln.errors import KilnError
 from kiln.rundir import CONFIG, MANIFEST, STATE, TOKENIZER
-from kiln.staging import file_sha256, rename_synced, sync, sync_tree
+from kiln.staging import file_sha256, rename_synced, sync_tree
 from kiln.train.dcp_safe import SafeEmptyLoadPlanner, SafeLoadPlanner, SafeReader, quiet_load
 
 if TYPE_CHECKING:
@@ -221,8 +221,7 @@ def save_checkpoint(
             shutil.rmtree(replaced, ignore_errors=True)
             if final.exists():  # aside, not deleted, until the new one has its name
                 os.replace(final, replaced)
-            os.replace(tmp, final)
-            sync(root)
+            rename_synced(tmp, final)
             shutil.rmtree(replaced, ignore_errors=True)
             for old in checkpoint_dirs(root)[:-keep] if keep > 0 else []:
                 shutil.rmtree(old)

@@ -132,12 +132,12 @@ class Planner:
         self.plan["precision_reason"] = f"{settled.train.precision}, as the checkpoint was trained"
         if cfg.train.precision == "auto" and settled.train.precision == "bf16" and self.device.type == "cpu":
             here = choose_precision("auto", self.device, self._rates())  # moved to another CPU since?
-            if (here.bf16_speedup or 1) < BF16_RESUME_SLOWDOWN:
-                slower = 1 / (here.bf16_speedup or 1)
-                self.plan["bf16_speedup"] = here.bf16_speedup
+            speedup = here.bf16_speedup or 1.0
+            if speedup < BF16_RESUME_SLOWDOWN:
+                self.plan["bf16_speedup"] = speedup
                 self.say(
                     "warning: train.precision: checkpoint 'bf16', now 'fp32': "
-                    f"bf16 runs {slower:.0f}x slower than fp32 on this CPU "
+                    f"bf16 runs {1 / speedup:.0f}x slower than fp32 on this CPU "
                     "(changes the numerics from here on; --train.precision bf16 keeps the checkpoint's)"
                 )
                 self.plan["precision_reason"] = f"fp32, not the checkpoint's bf16: {here.reason}"

@@ -32,7 +32,7 @@ from kiln.config import to_dict
 from kiln.errors import KilnError
 from kiln.presets import cpu
 from kiln.rundir import CONFIG, STATE, TOKENIZER, RunDir
-from kiln.staging import STAGED, sync, sync_tree
+from kiln.staging import STAGED, rename_synced, sync, sync_tree
 from kiln.tokenizer import BOS, EOS, FIXED_SPECIALS, tokenizer_hash
 from kiln.train.checkpoint import _write_manifest
 from kiln.transfer.hf import from_hf, model_config_from_hf, unit_norms_dropped
@@ -136,8 +136,7 @@ def import_hf(folder: Path, run_dir: Path) -> dict[str, Any]:
             staged.rmdir()
             sync(target)
         else:
-            os.replace(staged, target)
-            sync(target.parent)
+            rename_synced(staged, target)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise

@@ -97,8 +97,7 @@ def put_in_place(staged: Path, out: Path, fmt: str, result: dict[str, Any]) -> N
     (staged / RECORD).write_text(json.dumps({**result, "files": files, "sha256": sums}, indent=2) + "\n")
     sync_tree(staged)
     if not out.exists():
-        os.replace(staged, out)
-        sync(out.parent)
+        rename_synced(staged, out)
         return
     try:
         record = json.loads((out / RECORD).read_text())
@@ -137,8 +136,7 @@ def _move(src: Path, dst: Path) -> None:
             raise
         tmp = dst.with_name(f"{STAGED}{dst.name}")
         shutil.copyfile(src, tmp)
-        sync(tmp)
-        os.replace(tmp, dst)
+        rename_synced(tmp, dst)
         src.unlink()
 
 
