@@ -418,6 +418,31 @@ def test_a_stray_folder_among_the_checkpoints_is_left_alone(debug_run, tmp_path,
     assert names == ["step_2", "step_30.bak"]
 
 
+def test_a_refused_run_overwrite_leaves_the_earlier_run_whole(debug_run, tmp_path, capsys):
+    import shutil
+
+    from kiln.presets import get_preset
+    from kiln.stages import after_train_s
+
+    run_dir, _ = debug_run
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    before = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    fresh = ["run", "--run-dir", str(run), "--overwrite", "--tokenizer.vocab_size", "400"]  # other tokens, shards
+    # refused after its data stages replaced the corpus, tokenizer and shards: by the budget they overran,
+    # and by the trainer's checks
+    budget = after_train_s(get_preset("debug")) + 0.01
+    for extra, refusal in (("--budget", str(budget)), ("--train.init_from", str(tmp_path / "typo"))):
+        assert main([*fresh, extra, refusal]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "put back the earlier run's config.json" in err[-2], err
+        assert ("leaving nothing to train in" if extra == "--budget" else "not a kiln checkpoint") in err[-1]
+    after = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before  # every file as it was, nothing new
+    assert main(["train", "--run-dir", str(run), "--resume", "--train.max_steps", "32"]) == 0  # it still resumes
+    assert (run / "checkpoints" / "step_32").is_dir()
+
+
 def test_a_folder_kiln_did_not_make_is_refused_as_a_run_directory(tmp_path, capsys, corpus_dir):
     mine = tmp_path / "mine"
     mine.mkdir()

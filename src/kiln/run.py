@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from kiln.errors import KilnError
 from kiln.evaluate.olmo import INSTALL, olmo_tasks_dir
 from kiln.evaluate.suites import HELDOUT, expand
 from kiln.evaluate.verbs import evaluate_tasks, sample_checkpoint
+from kiln.freshstart import FreshStart
 from kiln.modality import active
 from kiln.modelcard import write_model_card
 from kiln.report import plot_loss, plot_training, write_report
@@ -56,8 +58,9 @@ def energy_line(total: dict[str, Any]) -> str:
 
 
 def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """The whole chain; returns the summary written to summary.json. With `overwrite`, earlier
-    checkpoints are deleted once training has checked everything it reads."""
+    """The whole chain; returns the summary written to summary.json. With `overwrite`, the earlier run's
+    files are kept aside until training has checked everything it reads, then deleted with its
+    checkpoints; a refusal before that puts them back (kiln.freshstart)."""
     t0 = time.perf_counter()
     gpus = torch.cuda.device_count() if cfg.train.device != "cpu" and torch.cuda.is_available() else 0
     meter = EnergyMeter(cfg.energy, gpus)
@@ -67,15 +70,16 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = Fa
         energy[name] = meter.lap()
 
     stages.training_budget_s(cfg, run, elapsed_s=0.0)  # a budget nothing fits in is refused before any stage
-    stages.prepare(cfg, run, resume, after=metered, fresh=overwrite)
-    budget_s = stages.training_budget_s(cfg, run, elapsed_s=time.perf_counter() - t0)
-    trained = stages.train(
-        cfg,
-        run,
-        resume=resume and latest_checkpoint(run.checkpoints) is not None,
-        time_budget_s=budget_s,
-        overwrite=overwrite,
-    )
+    with FreshStart(run) if overwrite else nullcontext() as fresh:
+        stages.prepare(cfg, run, resume, after=metered, fresh=overwrite)
+        budget_s = stages.training_budget_s(cfg, run, elapsed_s=time.perf_counter() - t0)
+        trained = stages.train(
+            cfg,
+            run,
+            resume=resume and latest_checkpoint(run.checkpoints) is not None,
+            time_budget_s=budget_s,
+            fresh=fresh,
+        )
     metered("train")
     newest = latest_checkpoint(run.checkpoints)
     assert newest is not None, "training ends with a checkpoint"

@@ -16,6 +16,8 @@ TOKENIZER = "tokenizer.json"
 """The tokenizer: in the run directory, and copied into each checkpoint."""
 STATE = "state.json"
 """A checkpoint's step, loader position and counters."""
+OVERWRITTEN = ".overwritten"
+"""What a fresh start (--overwrite) keeps aside until training accepts it (kiln.freshstart)."""
 
 
 def listed_file(folder: Path, name: object, manifest: Path) -> Path:
@@ -38,6 +40,7 @@ BEFORE_CONFIG = {
     ".staged-config.json",
     ".staged-plan.json",
     "config.json.tmp",  # what an older kiln left
+    f"{OVERWRITTEN}-dropped",  # a fresh start's earlier files being deleted (kiln.freshstart)
 }
 """What a run directory can hold before its config.json is written (a first stage that failed)."""
 
@@ -74,6 +77,8 @@ class RunDir:
         if root.exists() and not root.is_dir():
             raise KilnError(f"--run-dir {root} is a file, not a folder; pass a new or existing run directory")
         if not root.exists() or self.config.exists() and is_kiln_config(self.config):
+            return
+        if (root / OVERWRITTEN).is_dir():  # a fresh start under way, or one a crash left (kiln.freshstart)
             return
         strangers = sorted(p.name for p in root.iterdir() if p.name not in BEFORE_CONFIG)
         if strangers:

@@ -11,6 +11,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from kiln.corpus import (
 from kiln.curate.curated import CuratedSet, curated_set, heldout_documents, read_split
 from kiln.curate.pipeline import curate as curate_corpus
 from kiln.errors import KilnError
+from kiln.freshstart import FreshStart
 from kiln.modality import active
 from kiln.report import stage_seconds
 from kiln.runconfig import RunConfig
@@ -312,12 +314,12 @@ def train(
     run: RunDir,
     resume: bool | str = False,
     time_budget_s: float | None = None,
-    overwrite: bool = False,
+    fresh: FreshStart | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
     """Train the model on the run's shards; checkpoints, metrics.jsonl, summary figures. The run's
     config.json is written only once the trainer has accepted the config (a refused resume leaves it);
-    with `overwrite`, earlier checkpoints are deleted only then too."""
+    a `fresh` start (--overwrite) is accepted, deleting the earlier checkpoints, only then too."""
     budget_s = training_budget_s(cfg, run) if time_budget_s is None else time_budget_s
     with stop_on_signals() as stop:  # SIGTERM while the trainer measures the machine is honoured too
         trainer = build_trainer(
@@ -328,7 +330,7 @@ def train(
             time_budget_s=budget_s,
             stop=stop,
             heldout_docs=lambda: heldout_documents(cfg, run),
-            overwrite=overwrite,
+            fresh=fresh,
             clock=clock,
         )
         if trainer.rank == 0:
@@ -380,13 +382,14 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> Any:
-    if args.max_restarts > 0:
-        return ExitCode(supervise(args.argv, args.max_restarts))
     cfg, run = resolve_config(args, budget_key="train.time_budget_s")
+    if args.max_restarts > 0 and not args.dry_run:
+        return ExitCode(supervise(args.argv, args.max_restarts, run.checkpoints if args.overwrite else None))
     if args.dry_run:
         return print_config(cfg)
     guard_fresh_start(args, run)
-    return train(cfg, run, resume=resume_mode(args), overwrite=args.overwrite)
+    with FreshStart(run, keep=()) if args.overwrite else nullcontext() as fresh:  # nothing to keep aside
+        return train(cfg, run, resume=resume_mode(args), fresh=fresh)
 
 
 TRAIN = Verb("train", "pretrain the model on the run directory's shards", _train_arguments, _train)

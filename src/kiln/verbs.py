@@ -11,6 +11,7 @@ collected.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from kiln.config import apply_overrides, iter_fields, load_config
 from kiln.errors import KilnError
+from kiln.freshstart import restore
 from kiln.runconfig import RunConfig
 from kiln.rundir import RunDir
 
@@ -160,6 +162,8 @@ def resolve_config(args: argparse.Namespace, budget_key: str = "") -> tuple[RunC
     run_dir = args.run_dir or Path("runs") / (args.preset or ("plan" if getattr(args, "config", None) else "cpu"))
     run = RunDir(run_dir)
     run.check_ours()
+    if os.environ.get("RANK", "0") == "0":  # one process of a torchrun job puts back what a crash left aside
+        restore(run)
     if args.preset and getattr(args, "config", None):
         raise KilnError("give --preset or --config, not both")
     if args.preset:

@@ -19,11 +19,12 @@ from torch import nn
 from kiln.device import compile_unavailable, keep_freed_host_memory, pick_device
 from kiln.errors import KilnError
 from kiln.evaluate.suites import load_tasks
+from kiln.freshstart import FreshStart
 from kiln.models.build import build_model
 from kiln.models.registry import family
 from kiln.rundir import STATE, RunDir
 from kiln.tokenizer import load_tokenizer, objective_ids, token_byte_lengths, tokenizer_hash
-from kiln.train.checkpoint import Checkpointer, checkpoint_dirs, latest_checkpoint, load_weights, remove_checkpoints
+from kiln.train.checkpoint import Checkpointer, checkpoint_dirs, latest_checkpoint, load_weights
 from kiln.train.hooks import Checkpoint, EvalTasks, FollowPlan, Hook, Validate
 from kiln.train.metrics import MetricsLog
 from kiln.train.optim import make_optimizer
@@ -65,17 +66,17 @@ def build_trainer(
     time_budget_s: float | None = None,
     stop: StopRequest | None = None,
     heldout_docs: Callable[[], list[tuple[str, str]]] | None = None,
-    overwrite: bool = False,
+    fresh: FreshStart | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Trainer:
     """A Trainer for `cfg` on `run`'s shards, resumed from its newest checkpoint when asked; with a
     time budget (`time_budget_s`, else train.time_budget_s) it plans its steps to fit.
     `heldout_docs()` gives the validation split's (id, text) documents, for kiln's own tasks when
-    eval.every scores eval.tasks during training. With `overwrite`, the run's earlier checkpoints are deleted once
-    every part is built and checked (a bad path or config leaves them as they were). `clock` gives
-    the seconds step times and the budget are measured in. `parts` are what the kind of training
-    brings (train/parts.py: data, model changes, objective, weight files; stages.parts_for picks
-    them for a config)."""
+    eval.every scores eval.tasks during training. A `fresh` start (--overwrite) is accepted, deleting the
+    run's earlier checkpoints, once every part is built and checked (a bad path or config leaves them as
+    they were). `clock` gives the seconds step times and the budget are measured in. `parts` are what
+    the kind of training brings (train/parts.py: data, model changes, objective, weight files;
+    stages.parts_for picks them for a config)."""
     started = clock()
     stop = stop if stop is not None else StopRequest()
     device = pick_device(cfg.train.device)
@@ -111,7 +112,7 @@ def build_trainer(
         start = Path(tc.init_from).expanduser()
         if not (start / STATE).exists():
             raise KilnError(f"train.init_from={start} is not a kiln checkpoint (no {STATE}); pass a checkpoints/step_N")
-        if overwrite and start.resolve().is_relative_to(run.checkpoints.resolve()):
+        if fresh and start.resolve().is_relative_to(run.checkpoints.resolve()):
             raise KilnError(
                 f"train.init_from={start} is one of the checkpoints --overwrite deletes; copy it out of "
                 f"{run.checkpoints} first, or train into another --run-dir"
@@ -154,9 +155,9 @@ def build_trainer(
         clock=clock,
     )
     trainer.peak_flops = planner.peak_flops  # measured for the depth choice, if it was
-    if overwrite and not checkpoint:  # every check above has passed
+    if fresh and not checkpoint:  # every check above has passed
         if par.rank == 0:
-            remove_checkpoints(run.checkpoints)
+            fresh.accept()
         par.barrier()
     if checkpoint:
         trainer.load(checkpoint)

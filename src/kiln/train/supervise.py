@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def child_argv(argv: list[str]) -> list[str]:
@@ -30,22 +31,36 @@ def kiln_command() -> list[str]:
     return [sys.executable, "-c", run]
 
 
-def supervise(argv: list[str], max_restarts: int) -> int:
+def _folders(checkpoints: Path | None) -> set[tuple[str, int, int, int]]:
+    """The checkpoint folders there are now, each told from a later one of the same name (which may
+    get the deleted one's inode: its change time tells them apart)."""
+    if checkpoints is None or not checkpoints.is_dir():
+        return set()
+    found = [(p.name, p.stat()) for p in checkpoints.iterdir() if p.is_dir()]
+    return {(name, s.st_dev, s.st_ino, s.st_ctime_ns) for name, s in found}
+
+
+def supervise(argv: list[str], max_restarts: int, replaced: Path | None = None) -> int:
     """Run `kiln <argv>` as a child; after a crash, restart it with --resume auto, up to
-    `max_restarts` times. Returns the last exit code."""
+    `max_restarts` times. Returns the last exit code. With --overwrite, `replaced` is the checkpoints
+    folder it starts afresh over: while one of those checkpoints is there the child had not started
+    training (it deletes them first), so it is restarted afresh, not resumed from the earlier run."""
     child = child_argv(argv)
     command = [*kiln_command(), *child]
+    earlier = _folders(replaced)
     code = 0
     for attempt in range(max_restarts + 1):
         code = subprocess.call(command)
         if code in (0, 2, 130):  # done, a user error, or stopped on purpose (Ctrl-C / SIGTERM)
             return code
         if attempt < max_restarts:
+            afresh = bool(earlier & _folders(replaced))  # the fresh start had not been accepted
             print(
                 f"kiln train: exited with code {code}; restart {attempt + 1} of {max_restarts} "
-                "from the newest complete checkpoint",
+                + ("afresh (it had not started training)" if afresh else "from the newest complete checkpoint"),
                 file=sys.stderr,
             )
-            command = [*kiln_command(), *[a for a in child if a != "--overwrite"], "--resume", "auto"]
+            if not afresh:
+                command = [*kiln_command(), *[a for a in child if a != "--overwrite"], "--resume", "auto"]
     print(f"kiln train: still failing after {max_restarts} restarts (last exit code {code})", file=sys.stderr)
     return code
