@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kiln.cli import main
+from kiln.freshstart import LOCK
 
 SUMMARY_KEYS = {"val_loss", "val_bpb", "train_tokens", "params", "tokens_per_s", "mfu", "wall_s", "preset"}
 
@@ -434,13 +435,50 @@ def test_a_refused_run_overwrite_leaves_the_earlier_run_whole(debug_run, tmp_pat
     budget = after_train_s(get_preset("debug")) + 0.01
     for extra, refusal in (("--budget", str(budget)), ("--train.init_from", str(tmp_path / "typo"))):
         assert main([*fresh, extra, refusal]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert "put back the earlier run's config.json" in err[-2], err
-        assert ("leaving nothing to train in" if extra == "--budget" else "not a kiln checkpoint") in err[-1]
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the data stages' progress bars
+        assert ("leaving nothing to train in" if extra == "--budget" else "not a kiln checkpoint") in err
     after = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert after == before  # every file as it was, nothing new
     assert main(["train", "--run-dir", str(run), "--resume", "--train.max_steps", "32"]) == 0  # it still resumes
     assert (run / "checkpoints" / "step_32").is_dir()
+
+
+def test_other_refused_commands_leave_every_file(debug_run, tmp_path, capsys):
+    import shutil
+
+    run_dir, _ = debug_run
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+
+    def files() -> dict[str, bytes]:
+        return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != LOCK}
+
+    before = files()
+    step = run / "checkpoints" / "step_30"
+    # an unknown task: refused before any stage, not once training has replaced the earlier run
+    assert "unknown task" in _error(capsys, ["run", "--run-dir", str(run), "--overwrite", "--eval.tasks", "bogus"])
+    # tokenize alone, where the checkpoints were trained on the shards it would replace
+    err = _error(capsys, ["tokenize", "--run-dir", str(run), "--data.val_fraction", "0.4"])
+    assert "trained on its shards" in err
+    # a conversion onto a folder that holds files (here the checkpoint's own dcp/)
+    assert "exists" in _error(capsys, ["convert", "--checkpoint", str(step), "--to", "dcp", "--out", str(step / "dcp")])
+    assert files() == before
+    # a fresh kiln run (no checkpoints) refused after its data stages: the run directory's files come back
+    shutil.rmtree(run / "checkpoints")
+    before = files()
+    fresh = ["run", "--run-dir", str(run), "--tokenizer.vocab_size", "400", "--train.init_from", str(tmp_path / "x")]
+    assert main(fresh) == 2
+    assert "not a kiln checkpoint" in capsys.readouterr().err and files() == before
+    # fine-tuning into it with data its method refuses
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "not a conversation"}\n' * 20)
+    assert main(["finetune", "--checkpoint", str(step_dir(run_dir)), "--data", str(bad), "--run-dir", str(run)]) == 2
+    capsys.readouterr()
+    assert files() == before
+
+
+def step_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "step_30"
 
 
 def test_a_folder_kiln_did_not_make_is_refused_as_a_run_directory(tmp_path, capsys, corpus_dir):

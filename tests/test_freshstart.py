@@ -1,18 +1,21 @@
 """A fresh start (--overwrite) loses nothing until training accepts it: a refusal, an error or a crash
 before that puts the earlier run back; acceptance drops it with the checkpoints."""
 
+import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from kiln.cli import main
 from kiln.config import save_config
 from kiln.errors import KilnError
-from kiln.freshstart import ASIDE, DROPPED, LISTED, FreshStart, restore
+from kiln.freshstart import ASIDE, DROPPED, KEPT_BY_RUN, LISTED, LOCK, FreshStart, restore
 from kiln.presets import get_preset
 from kiln.rundir import RunDir
 
@@ -53,62 +56,109 @@ def test_a_refusal_before_training_accepts_puts_every_file_back(earlier):
         _write_new(earlier)
         raise KilnError("the data stages took the budget")
     assert not fresh.accepted
-    assert _files(earlier.root) == before  # the new curated/ went, the earlier files came back
-    assert sorted(p.name for p in earlier.root.iterdir()) == ["checkpoints", "config.json", "shards", "tokenizer.json"]
+    assert _files(earlier.root) == {**before, LOCK: b""}  # the new curated/ went, the earlier files came back
+    assert sorted(p.name for p in earlier.root.iterdir()) == [
+        LOCK,
+        "checkpoints",
+        "config.json",
+        "shards",
+        "tokenizer.json",
+    ]
 
 
 def test_acceptance_drops_the_earlier_run_and_its_checkpoints(earlier):
     with FreshStart(earlier) as fresh:
         _write_new(earlier)
         fresh.accept()
-    assert earlier.tokenizer.read_text() == '{"new": "tokenizer"}' and not earlier.config.exists()
+    assert earlier.tokenizer.read_text() == '{"new": "tokenizer"}'  # replaced
     assert not (earlier.split("train")).exists() and (earlier.split("val") / "part_0.bin").exists()
+    assert "1234" in earlier.config.read_text()  # not written by the new run (here): the earlier one stays
     assert list(earlier.checkpoints.iterdir()) == []
     assert not (earlier.root / ASIDE).exists() and not (earlier.root / DROPPED).exists()
 
 
+CRASH = """
+import os, signal, sys
+from pathlib import Path
+from kiln.freshstart import FreshStart
+from kiln.rundir import RunDir
+
+run = RunDir(sys.argv[1])
+FreshStart(run).__enter__()
+run.tokenizer.write_text('{"new": "tokenizer"}')
+os.kill(os.getpid(), signal.SIGKILL)  # before training accepts: the lock goes with the process
+"""
+
+
 def test_after_a_crash_the_next_command_puts_the_earlier_run_back(earlier, capsys):
     before = _files(earlier.root)
-    FreshStart(earlier).__enter__()  # killed before training accepted: never left
-    _write_new(earlier)
-    listed = json.loads((earlier.root / ASIDE / LISTED).read_text())
-    assert main(["train", "--run-dir", str(earlier.root), "--dry-run"]) == 0  # the process is alive: left alone
-    assert "train.seed = 1234" not in capsys.readouterr().out and (earlier.root / ASIDE).is_dir()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    listed["pid"] = dead.pid
-    (earlier.root / ASIDE / LISTED).write_text(json.dumps(listed))
+    proc = subprocess.run([sys.executable, "-c", CRASH, str(earlier.root)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert (earlier.root / ASIDE).is_dir() and not earlier.config.exists()
     assert main(["train", "--run-dir", str(earlier.root), "--dry-run"]) == 0  # the earlier config is read
     out = capsys.readouterr()
     assert "train.seed = 1234" in out.out and "put back the earlier run's config.json" in out.err
-    assert _files(earlier.root) == before
+    assert {k: v for k, v in _files(earlier.root).items() if k != LOCK} == before
     assert not restore(earlier)  # nothing more to do
 
 
-def test_a_fresh_start_running_beside_is_not_disturbed(earlier):
+def test_a_fresh_start_under_way_is_never_undone_nor_doubled(earlier, capsys):
     with FreshStart(earlier):
         _write_new(earlier)
-        assert not restore(earlier)  # another command's (same process, alive): left alone
-        with pytest.raises(KilnError, match="another kiln command"), FreshStart(earlier):
-            pass
-        with FreshStart(earlier, keep=()) as other:  # kiln train --overwrite keeps nothing aside ...
-            other.accept()
-        assert (earlier.root / ASIDE).is_dir()  # ... and drops nothing of another's
-        assert earlier.tokenizer.read_text() == '{"new": "tokenizer"}'
+        assert not restore(earlier)  # another command's restore: the lock is held, nothing moves
+        assert main(["train", "--run-dir", str(earlier.root), "--dry-run"]) == 0
+        for keep in (KEPT_BY_RUN, ()):  # kiln run --overwrite, kiln train --overwrite beside it: refused
+            with pytest.raises(KilnError, match="another kiln command"), FreshStart(earlier, keep=keep):
+                pass
+        assert earlier.tokenizer.read_text() == '{"new": "tokenizer"}' and (earlier.root / ASIDE).is_dir()
+        assert (earlier.checkpoints / "step_30" / "model.safetensors").exists()
+    assert earlier.tokenizer.read_text() == '{"old": "tokenizer"}'  # put back on leaving unaccepted
+
+
+def test_acceptance_keeps_what_the_new_run_did_not_write(earlier):
+    earlier.curated.mkdir()
+    (earlier.curated / "documents_00000.jsonl").write_text("earlier\n")
+    with FreshStart(earlier) as fresh:  # a run that curates nothing (curate.enabled false)
+        earlier.tokenizer.write_text('{"new": "tokenizer"}')
+        fresh.accept()
+    assert (earlier.curated / "documents_00000.jsonl").read_text() == "earlier\n"
+    assert earlier.tokenizer.read_text() == '{"new": "tokenizer"}'
+    assert not (earlier.root / ASIDE).exists() and list(earlier.checkpoints.iterdir()) == []
+
+
+def test_a_failure_while_moving_aside_puts_back_and_lets_go(earlier, monkeypatch):
+    import kiln.freshstart as freshstart
+
+    before = _files(earlier.root)
+    replace = os.replace
+
+    def across_devices(src, dst):
+        if Path(src).name == "shards":
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        replace(src, dst)
+
+    monkeypatch.setattr(freshstart.os, "replace", across_devices)
+    with pytest.raises(OSError, match="cross-device"), FreshStart(earlier):
+        pass
+    monkeypatch.undo()
+    assert {k: v for k, v in _files(earlier.root).items() if k != LOCK} == before
+    with FreshStart(earlier) as fresh:  # the lock was let go
+        fresh.accept()
 
 
 def test_a_planted_list_moves_nothing(earlier):
     (earlier.root / ASIDE).mkdir()
-    (earlier.root / ASIDE / LISTED).write_text(json.dumps({"kept": ["../../elsewhere"], "absent": [], "pid": 1}))
+    (earlier.root / ASIDE / LISTED).write_text(json.dumps({"kept": ["../../elsewhere"], "absent": []}))
     before = _files(earlier.root)
     with pytest.raises(KilnError, match="never keeps aside"):
         restore(earlier)
-    assert _files(earlier.root) == before
+    assert {k: v for k, v in _files(earlier.root).items() if k != LOCK} == before
     (earlier.root / ASIDE / LISTED).write_text("{half")
     with pytest.raises(KilnError, match="unreadable"):
         restore(earlier)
     os.remove(earlier.root / ASIDE / LISTED)
-    assert not restore(earlier) and not (earlier.root / ASIDE).exists()  # killed before it listed anything
+    (earlier.root / ASIDE / ".staged-kept.json").write_text('{"ke')  # killed while writing the list
+    assert not restore(earlier) and not (earlier.root / ASIDE).exists()
 
 
 def test_a_supervised_fresh_start_killed_before_training_restarts_afresh(earlier, monkeypatch):
@@ -126,6 +176,7 @@ def test_a_supervised_fresh_start_killed_before_training_restarts_afresh(earlier
             (earlier.checkpoints / "step_30").mkdir()  # the same name (maybe the same inode), another folder
         return 0 if len(commands) == 3 else 1
 
+    (earlier.checkpoints / "step_30.bak").mkdir()  # a user's folder, never deleted: it says nothing
     monkeypatch.setattr(supervise.subprocess, "call", call)
     argv = ["train", "--run-dir", str(earlier.root), "--overwrite", "--max-restarts", "3"]
     assert supervise.supervise(argv, 3, earlier.checkpoints) == 0

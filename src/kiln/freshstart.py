@@ -1,35 +1,43 @@
-"""A fresh start over an earlier run (`--overwrite`) that loses nothing until training accepts it.
+"""A fresh start in a run directory (`kiln run`, `kiln train`, `kiln finetune` without --resume; over
+an earlier run's checkpoints with --overwrite) that loses nothing until training accepts it.
 
-`kiln run --overwrite` writes a new corpus, tokenizer, shards and config before the trainer has checked
-the run (its budget, its options, train.init_from), and the earlier run's checkpoints need the earlier
-files to resume. So the fresh start first moves what it will replace (`KEPT_BY_RUN`) into the run
-directory's `.overwritten/` folder, with a list of what it holds; `accept` (the trainer, once every check
-has passed) drops that folder and then the earlier checkpoints; a refusal or an error before that puts
-every file back (`restore`), and so does the next kiln command on the run directory after a crash:
-the folder is there only while the fresh start is unaccepted. `kiln train --overwrite` replaces nothing
-before training and keeps nothing aside (`keep=()`); it deletes the checkpoints on acceptance too."""
+`kiln run` writes a new corpus, tokenizer, shards and config before the trainer has checked the run
+(its budget, its options, train.init_from), and an earlier run's checkpoints need the earlier files
+to resume. So the fresh start first moves what it will replace (`KEPT_BY_RUN`; `kiln train`: the
+plan; `kiln finetune`: config, tokenizer and plan) into the run directory's `.overwritten/` folder,
+with a list of what it holds; `accept` (the trainer, once every check has passed) drops what the new
+run has replaced, puts back what it has not written (an earlier curated/ when this run curates
+nothing) and then deletes the earlier checkpoints; a refusal or an error before that puts every file
+back (`restore`), and so does the next kiln command on the run directory after a crash: the folder is
+there only while a fresh start is unaccepted.
+
+A fresh start holds the run directory's lock (`.overwritten.lock`, an advisory lock the system drops
+when its process ends, however it ends) from its first move to its acceptance: a second fresh start is
+refused, and `restore` acts only when it can take the lock, so a running one is never undone and two
+commands never put files back at once. Under torchrun only rank 0 does any of this."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 from types import TracebackType
 
 from kiln.errors import KilnError
 from kiln.rundir import OVERWRITTEN, RunDir
-from kiln.staging import sync, write_whole
+from kiln.staging import STAGED, sync, write_whole
 
 ASIDE = OVERWRITTEN
 """The run directory's folder of what an unaccepted fresh start replaced."""
 DROPPED = f"{OVERWRITTEN}-dropped"
 """The same folder once the fresh start was accepted, while it is deleted."""
+LOCK = f"{OVERWRITTEN}.lock"
+"""The run directory's lock, held by a fresh start until it is accepted or put back."""
 LISTED = "kept.json"
-"""In ASIDE: the names moved there (`kept`), those the earlier run did not have (`absent`), and the
-process keeping them (`host`, `pid`)."""
+"""In ASIDE: the names moved there (`kept`) and those the earlier run did not have (`absent`)."""
 KEPT_BY_RUN = ("config.json", "stages.json", "plan.json", "tokenizer.json", "curated", "curated_images", "shards")
 """What `kiln run`'s data stages and planner write before training accepts a fresh start."""
 
@@ -42,56 +50,113 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _alive(listed: dict) -> bool:
-    """Whether the process that kept the files aside still runs (on this machine)."""
-    if listed.get("host") != socket.gethostname() or not isinstance(listed.get("pid"), int):
-        return False
+def _there(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _lock(root: Path) -> int | None:
+    """The run directory's lock, taken without waiting: an open descriptor, or None if another
+    process holds it. A file system without locks (some FUSE mounts) gives the descriptor unlocked:
+    kiln then works as it would with one command at a time."""
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:  # the byte is locked by another process
+            os.close(fd)
+            return None
+        return fd
+    import fcntl
+
     try:
-        os.kill(listed["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # alive, another user's
-        return True
-    return True
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # held by another process
+        os.close(fd)
+        return None
+    except OSError as e:
+        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+            os.close(fd)
+            raise
+    return fd
 
 
-def restore(run: RunDir, own: bool = False) -> bool:
-    """Put back what an unaccepted fresh start kept aside (the files it wrote at those names go), and
-    finish deleting an accepted one's; whether anything was put back. A fresh start still running in
-    another process is left alone unless `own` (this process's). Each step can be repeated: a crash
-    here is finished by the next call."""
-    root = run.root
+def _unlock(fd: int) -> None:
+    os.close(fd)  # releases the lock
+
+
+def _leader() -> bool:
+    """Whether this process acts for the launch (rank 0, or no torchrun)."""
+    from kiln.train.parallel import launch_rank
+
+    return launch_rank() == 0
+
+
+def _read_list(aside: Path) -> dict[str, list[str]] | None:
+    """The aside folder's list, checked; None when none was committed (nothing was moved yet)."""
+    if not (aside / LISTED).exists():
+        (aside / f"{STAGED}{LISTED}").unlink(missing_ok=True)  # killed while writing it
+        if any(aside.iterdir()):
+            raise KilnError(f"{aside} holds files but no {LISTED}; move them back into {aside.parent} by hand")
+        return None
+    try:
+        listed = json.loads((aside / LISTED).read_text())
+        kept, absent = list(listed["kept"]), list(listed["absent"])
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise KilnError(f"{aside / LISTED} is unreadable ({e}); move {aside}'s files back by hand") from None
+    if not all(name in KEPT_BY_RUN for name in [*kept, *absent]):
+        raise KilnError(f"{aside / LISTED} names files kiln never keeps aside; move {aside}'s files back by hand")
+    return {"kept": kept, "absent": absent}
+
+
+def _put_back(root: Path) -> list[str]:
+    """With the lock held: put back what an unaccepted fresh start kept aside (the files written at
+    those names since go) and finish deleting an accepted one's; the names put back. Each step can be
+    repeated: a crash here is finished by the next call."""
     dropped = root / DROPPED
     if dropped.is_dir() and not dropped.is_symlink():
         shutil.rmtree(dropped)
     aside = root / ASIDE
     if not aside.is_dir() or aside.is_symlink():
-        return False
-    if not (aside / LISTED).exists() and not any(aside.iterdir()):  # killed before it listed anything
-        aside.rmdir()
-        return False
-    try:
-        listed = json.loads((aside / LISTED).read_text())
-        names = [*listed["kept"], *listed["absent"]]
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        raise KilnError(f"{aside / LISTED} is unreadable ({e}); move {aside}'s files back by hand") from None
-    if not all(name in KEPT_BY_RUN for name in names):
-        raise KilnError(f"{aside / LISTED} names files kiln never keeps aside; move {aside}'s files back by hand")
-    if not own and _alive(listed):
-        return False
-    for name in names:
-        kept = aside / name
-        if name in listed["absent"] or kept.exists() or kept.is_symlink():
-            _remove(root / name)  # what the refused start wrote there
-        if kept.exists() or kept.is_symlink():
-            os.replace(kept, root / name)
-    sync(root)
-    (aside / LISTED).unlink()
+        return []
+    listed = _read_list(aside)
+    if listed is not None:
+        for name in [*listed["kept"], *listed["absent"]]:
+            kept = aside / name
+            if name in listed["absent"] or _there(kept):
+                _remove(root / name)  # what the refused start wrote there
+            if _there(kept):
+                os.replace(kept, root / name)
+        sync(root)
+        (aside / LISTED).unlink()
     aside.rmdir()
     sync(root)
-    moved = ", ".join(listed["kept"])
-    print(f"{root}: put back the earlier run's {moved} (an --overwrite that did not start training)", file=sys.stderr)
-    return True
+    return listed["kept"] if listed else []
+
+
+def _say_put_back(root: Path, names: list[str]) -> None:
+    if names:
+        moved = ", ".join(names)
+        print(f"{root}: put back the earlier run's {moved} (the new run did not start training)", file=sys.stderr)
+
+
+def restore(run: RunDir) -> bool:
+    """Put back what a fresh start that did not finish (a crash) kept aside; whether anything was put
+    back. A fresh start still running (it holds the lock) is left alone, and so are other ranks'
+    calls under torchrun."""
+    root = run.root
+    if not (root / ASIDE).exists() and not (root / DROPPED).exists() or not _leader():
+        return False
+    fd = _lock(root)
+    if fd is None:
+        return False
+    try:
+        names = _put_back(root)
+    finally:
+        _unlock(fd)
+    _say_put_back(root, names)
+    return bool(names)
 
 
 class FreshStart:
@@ -101,44 +166,68 @@ class FreshStart:
     def __init__(self, run: RunDir, keep: tuple[str, ...] = KEPT_BY_RUN) -> None:
         self.run = run
         self.keep = keep
-        self.kept = False  # whether this fresh start moved files aside
+        self.lock: int | None = None
+        self.kept: list[str] = []  # the names this fresh start moved aside
         self.accepted = False
 
     def __enter__(self) -> FreshStart:
-        root = self.run.root
-        restore(self.run)  # a crash's leftovers first (a fresh start running beside it is refused below)
-        here = [name for name in self.keep if (root / name).exists() or (root / name).is_symlink()]
-        if not here:
+        if not _leader():
             return self
-        aside = root / ASIDE
-        if aside.exists():
-            raise KilnError(f"{root} is being started afresh by another kiln command (it keeps {aside}); wait for it")
-        aside.mkdir()
-        absent = [name for name in self.keep if name not in here]
-        listed = {"kept": here, "absent": absent, "host": socket.gethostname(), "pid": os.getpid()}
-        write_whole(aside / LISTED, json.dumps(listed) + "\n")
-        self.kept = True
-        for name in here:
-            os.replace(root / name, aside / name)
-        sync(aside)
-        sync(root)
+        root = self.run.root
+        root.mkdir(parents=True, exist_ok=True)
+        self.lock = _lock(root)
+        if self.lock is None:
+            raise KilnError(f"another kiln command is starting a run in {root}; wait until it trains, or use another")
+        try:
+            _put_back(root)  # a crash's leftovers first
+            here = [name for name in self.keep if _there(root / name)]
+            if here:
+                aside = root / ASIDE
+                aside.mkdir()
+                absent = [name for name in self.keep if name not in here]
+                write_whole(aside / LISTED, json.dumps({"kept": here, "absent": absent}) + "\n")
+                self.kept = here
+                for name in here:
+                    os.replace(root / name, aside / name)
+                sync(aside)
+                sync(root)
+        except BaseException:
+            self._leave()
+            raise
         return self
 
     def accept(self) -> None:
-        """Training accepted the fresh start: the earlier run's files and checkpoints go, in that order
-        (a crash between leaves the checkpoints, which the next --overwrite deletes)."""
+        """Training accepted the fresh start (rank 0): what the new run replaced goes, what it did not
+        write comes back, then the earlier checkpoints go (a crash between leaves them, and the next
+        --overwrite deletes them)."""
         from kiln.train.checkpoint import remove_checkpoints
 
         self.accepted = True
         root = self.run.root
         if self.kept:
-            os.replace(root / ASIDE, root / DROPPED)
+            aside = root / ASIDE
+            for name in self.kept:
+                if not _there(root / name):  # this run writes none (curate.enabled false): the earlier one stays
+                    os.replace(aside / name, root / name)
+            os.replace(aside, root / DROPPED)
             sync(root)
             shutil.rmtree(root / DROPPED)
         remove_checkpoints(self.run.checkpoints)
+        self._leave()
+
+    def _leave(self) -> None:
+        """Put back what is still aside (unless accepted; quietly: the refusal is the one line to say) and
+        release the lock."""
+        if self.lock is None:
+            return
+        try:
+            if not self.accepted:
+                _put_back(self.run.root)
+        finally:
+            _unlock(self.lock)
+            self.lock = None
 
     def __exit__(
         self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
     ) -> None:
-        if self.kept and not self.accepted:
-            restore(self.run, own=True)
+        self._leave()

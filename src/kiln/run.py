@@ -58,9 +58,10 @@ def energy_line(total: dict[str, Any]) -> str:
 
 
 def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """The whole chain; returns the summary written to summary.json. With `overwrite`, the earlier run's
-    files are kept aside until training has checked everything it reads, then deleted with its
-    checkpoints; a refusal before that puts them back (kiln.freshstart)."""
+    """The whole chain; returns the summary written to summary.json. Unless it resumes, what the run
+    directory held (with `overwrite`, an earlier run with checkpoints) is kept aside until training has
+    checked everything it reads, then deleted with the checkpoints; a refusal before that puts it back
+    (kiln.freshstart)."""
     t0 = time.perf_counter()
     gpus = torch.cuda.device_count() if cfg.train.device != "cpu" and torch.cuda.is_available() else 0
     meter = EnergyMeter(cfg.energy, gpus)
@@ -69,8 +70,9 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = Fa
     def metered(name: str) -> None:
         energy[name] = meter.lap()
 
+    expand(cfg.eval.tasks, cfg.eval.limit)  # an unknown task is refused before any stage, not after training
     stages.training_budget_s(cfg, run, elapsed_s=0.0)  # a budget nothing fits in is refused before any stage
-    with FreshStart(run) if overwrite else nullcontext() as fresh:
+    with nullcontext() if resume else FreshStart(run) as fresh:  # what a fresh start replaces is kept aside
         stages.prepare(cfg, run, resume, after=metered, fresh=overwrite)
         budget_s = stages.training_budget_s(cfg, run, elapsed_s=time.perf_counter() - t0)
         trained = stages.train(

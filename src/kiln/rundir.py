@@ -41,6 +41,7 @@ BEFORE_CONFIG = {
     ".staged-plan.json",
     "config.json.tmp",  # what an older kiln left
     f"{OVERWRITTEN}-dropped",  # a fresh start's earlier files being deleted (kiln.freshstart)
+    f"{OVERWRITTEN}.lock",  # the run directory's lock, taken by a fresh start (kiln.freshstart)
 }
 """What a run directory can hold before its config.json is written (a first stage that failed)."""
 

@@ -364,7 +364,22 @@ CURATE = _stage_verb(
 TOKENIZER = _stage_verb(
     "tokenizer", "train a byte-level BPE tokenizer on the corpus; report bytes per token", tokenizer
 )
-TOKENIZE = _stage_verb("tokenize", "encode the corpus into token shards with a manifest", tokenize)
+
+
+def _tokenize_alone(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
+    """`kiln tokenize`: refused where the run's checkpoints were trained on the shards it would replace
+    (a resume would go on over other documents, or the validation split's)."""
+    from kiln.train.checkpoint import checkpoint_dirs
+
+    if checkpoint_dirs(run.checkpoints) and tokenized(cfg, run):
+        raise KilnError(
+            f"{run.root}'s checkpoints were trained on its shards; tokenize into another --run-dir, or start the "
+            "run afresh (kiln run --overwrite)"
+        )
+    return tokenize(cfg, run)
+
+
+TOKENIZE = _stage_verb("tokenize", "encode the corpus into token shards with a manifest", _tokenize_alone)
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -388,8 +403,9 @@ def _train(args: argparse.Namespace) -> Any:
     if args.dry_run:
         return print_config(cfg)
     guard_fresh_start(args, run)
-    with FreshStart(run, keep=()) if args.overwrite else nullcontext() as fresh:  # nothing to keep aside
-        return train(cfg, run, resume=resume_mode(args), fresh=fresh)
+    resume = resume_mode(args)
+    with nullcontext() if resume else FreshStart(run, keep=("plan.json",)) as fresh:  # the planner writes it first
+        return train(cfg, run, resume=resume, fresh=fresh)
 
 
 TRAIN = Verb("train", "pretrain the model on the run directory's shards", _train_arguments, _train)

@@ -52,6 +52,7 @@ def test_the_demonstration_runs_end_to_end(pretrained, tmp_path, capsys):
     assert 0 <= results["runs"]["sft+dpo"]["heldout_president"] <= 1
     report = (out / "report.md").read_text()
     assert "| sft-random | random |" in report and "| classify |" in report
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # each run trained beside, then moved in
     # run again: every finished run is kept, nothing retrains
     capsys.readouterr()
     assert main(["transfer-demo", "--checkpoint", str(pretrained), "--run-dir", str(out), "--steps-scale", "0"]) == 0
@@ -60,15 +61,24 @@ def test_the_demonstration_runs_end_to_end(pretrained, tmp_path, capsys):
 
 def test_the_demonstration_never_deletes_or_overwrites_what_it_did_not_make(tmp_path):
     from kiln.errors import KilnError
-    from kiln.finetune.demo import _clear, run_demo
+    from kiln.finetune.demo import SPEC, _ours, _replace, run_demo
     from kiln.rundir import RunDir
 
     out = tmp_path / "out"
     (out / "sft").mkdir(parents=True)
     (out / "sft" / "notes.txt").write_text("mine")
     with pytest.raises(KilnError, match="was not made by kiln transfer-demo"):
-        _clear(RunDir(out / "sft"))
+        _ours(RunDir(out / "sft"))
     assert (out / "sft" / "notes.txt").read_text() == "mine"
+    # a finished run of another plan stays in place until its replacement has finished beside it
+    (out / "lora").mkdir()
+    (out / "lora" / SPEC).write_text('{"steps": 4}')
+    (out / ".staged-lora").mkdir()
+    (out / ".staged-lora" / SPEC).write_text('{"steps": 8}')
+    assert _ours(RunDir(out / "lora")) and not _ours(RunDir(out / "classify"))
+    _replace(RunDir(out / "lora"), RunDir(out / ".staged-lora"))
+    assert (out / "lora" / SPEC).read_text() == '{"steps": 8}'
+    assert sorted(p.name for p in out.iterdir()) == ["lora", "sft"]
     (out / "report.md").write_text("mine")  # a name the demonstration writes, beside a folder it did not make
     (out / "thesis").mkdir()
     with pytest.raises(KilnError, match="did not write"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 from kiln.device import pick_device
 from kiln.errors import KilnError
 from kiln.rundir import RunDir
+from kiln.staging import STAGED, rename_synced
 from kiln.verbs import Verb
 
 SFT_STEPS = 150
@@ -96,15 +98,25 @@ def _finished(run: RunDir, spec: dict[str, Any]) -> Path | None:
     return last if done and (run.root / "wall_s.txt").exists() else None
 
 
-def _clear(run: RunDir) -> None:
-    """Remove an unfinished run of the demonstration's, never a folder it did not make (no SPEC)."""
-    if run.root.exists() and any(run.root.iterdir()):
-        if not (run.root / SPEC).is_file():
-            raise KilnError(
-                f"{run.root} exists and was not made by kiln transfer-demo (no {SPEC}); move it away or "
-                "choose another --run-dir"
-            )
-        shutil.rmtree(run.root)
+def _ours(run: RunDir) -> bool:
+    """Whether `run` is absent or empty (False), or a run the demonstration made (True); refused otherwise."""
+    if not run.root.exists() or not any(run.root.iterdir()):
+        return False
+    if run.root.is_symlink() or not (run.root / SPEC).is_file():
+        raise KilnError(
+            f"{run.root} exists and was not made by kiln transfer-demo (no {SPEC}); move it away or "
+            "choose another --run-dir"
+        )
+    return True
+
+
+def _replace(run: RunDir, new: RunDir) -> None:
+    """Put the finished run `new` in the place of `run` (an earlier one of the demonstration's, if any)."""
+    dropped = run.root.with_name(f".dropped-{run.root.name}")
+    if run.root.exists():
+        os.replace(run.root, dropped)
+    rename_synced(new.root, run.root)
+    shutil.rmtree(dropped, ignore_errors=True)
 
 
 def finetune_run(spec: dict[str, Any], start: Path, sets: dict[str, Path], out: Path, lr: float) -> dict[str, Any]:
@@ -114,11 +126,14 @@ def finetune_run(spec: dict[str, Any], start: Path, sets: dict[str, Path], out: 
     from kiln.finetune.classify import classification_report
     from kiln.finetune.verb import finetune_config, prepare_run
 
-    run = RunDir(out / spec["name"])
+    final = RunDir(out / spec["name"])
     spec = {**spec, "start": str(start), "lr": lr * spec.get("lr_factor", 1.0)}
-    last = _finished(run, spec)
-    if last is None:
-        _clear(run)
+    last = _finished(final, spec)
+    if last is None:  # trained beside the run it replaces (a finished one of another plan stays until then)
+        _ours(final)
+        run = RunDir(out / f"{STAGED}{spec['name']}")
+        if _ours(run):  # an unfinished one a crash left
+            shutil.rmtree(run.root)
         held = sets.get(spec["data"] + "_val")
         overrides: dict[str, Any] = {
             "train.max_steps": spec["steps"],
@@ -139,8 +154,11 @@ def finetune_run(spec: dict[str, Any], start: Path, sets: dict[str, Path], out: 
         t0 = time.perf_counter()
         stages.train(cfg, run)
         (run.root / "wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
-        last = _finished(run, spec)
-        assert last is not None, f"{run.root} ended without its final checkpoint"
+        assert _finished(run, spec) is not None, f"{run.root} ended without its final checkpoint"
+        _replace(final, run)
+        last = _finished(final, spec)
+        assert last is not None, f"{final.root} lost its final checkpoint when moved in"
+    run = final
     summary = json.loads(run.stages.read_text())["train"]
     figures: dict[str, Any] = {
         "name": spec["name"],

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from kiln.config import apply_overrides, from_dict, replace, save_config
 from kiln.errors import KilnError
 from kiln.finetune.methods import ALIASES, METHODS, method, method_help
+from kiln.freshstart import FreshStart, restore
 from kiln.models.registry import FAMILIES, family
 from kiln.runconfig import RunConfig
 from kiln.rundir import TOKENIZER, RunDir
@@ -68,6 +70,10 @@ def fit_rows(cfg: RunConfig, checkpoint: Path, seq_len_given: bool) -> RunConfig
     return replace(cfg, finetune=replace(ft, labels=labels), train=replace(tc, seq_len=seq_len))
 
 
+KEPT_BY_FINETUNE = ("config.json", "tokenizer.json", "plan.json")
+"""What `prepare_run` and the planner write in a fine-tuning run directory before training accepts it."""
+
+
 def prepare_run(cfg: RunConfig, checkpoint: Path, run: RunDir) -> None:
     """The fine-tuning run directory: the checkpoint's tokenizer beside the config."""
     run.root.mkdir(parents=True, exist_ok=True)
@@ -109,16 +115,18 @@ def _finetune(args: argparse.Namespace) -> Any:
     cfg = finetune_config(args.checkpoint, args.data, args.method, overrides(args), args.init)
     run = RunDir(args.run_dir)
     run.check_ours()
+    restore(run)  # what a fresh start a crash stopped had kept aside
     if args.dry_run:
         return print_config(cfg)
-    if not args.resume:
-        if checkpoint_dirs(run.checkpoints):
-            raise KilnError(
-                f"{run.root} already holds checkpoints; pass --resume to continue the fine-tuning run that wrote "
-                "them, or choose another --run-dir"
-            )
-        prepare_run(cfg, args.checkpoint, run)
-    figures = stages.train(cfg, run, resume=resume_mode(args))
+    if not args.resume and checkpoint_dirs(run.checkpoints):
+        raise KilnError(
+            f"{run.root} already holds checkpoints; pass --resume to continue the fine-tuning run that wrote "
+            "them, or choose another --run-dir"
+        )
+    with nullcontext() if args.resume else FreshStart(run, keep=KEPT_BY_FINETUNE) as fresh:
+        if not args.resume:
+            prepare_run(cfg, args.checkpoint, run)
+        figures = stages.train(cfg, run, resume=resume_mode(args), fresh=fresh)
     after = method(cfg.finetune.objective).after
     last = latest_checkpoint(run.checkpoints)
     if after is not None and last is not None and launch_rank() == 0:

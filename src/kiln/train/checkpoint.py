@@ -48,7 +48,7 @@ from torch.utils._pytree import tree_map_only
 
 from kiln.errors import KilnError
 from kiln.rundir import CONFIG, MANIFEST, STATE, TOKENIZER
-from kiln.staging import file_sha256, rename_synced, sync_tree
+from kiln.staging import STAGED, file_sha256, rename_synced, sync_tree
 from kiln.train.dcp_safe import SafeEmptyLoadPlanner, SafeLoadPlanner, SafeReader, quiet_load
 
 if TYPE_CHECKING:
@@ -84,15 +84,19 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     return sorted((p for p, step in steps.items() if step is not None), key=lambda p: steps[p] or 0)
 
 
-def remove_checkpoints(root: Path) -> None:
-    """Delete the checkpoints kiln wrote under `root` (step_N, unfinished .tmp_step_N and replaced
-    .old_step_N folders); anything else there (a user's step_30.bak) is left alone."""
+def written_checkpoints(root: Path) -> list[Path]:
+    """The folders kiln wrote under `root` (step_N, unfinished .tmp_step_N and replaced .old_step_N);
+    anything else there (a user's step_30.bak) is not kiln's."""
     if not root.is_dir():
-        return
-    for p in root.iterdir():
-        name = p.name.removeprefix(".tmp_").removeprefix(REPLACED)
-        if p.is_dir() and STEP_NAME.fullmatch(name):
-            shutil.rmtree(p)
+        return []
+    found = [(p, p.name.removeprefix(".tmp_").removeprefix(REPLACED)) for p in root.iterdir()]
+    return [p for p, name in found if p.is_dir() and not p.is_symlink() and STEP_NAME.fullmatch(name)]
+
+
+def remove_checkpoints(root: Path) -> None:
+    """Delete the checkpoints kiln wrote under `root` (`written_checkpoints`); a user's folders stay."""
+    for p in written_checkpoints(root):
+        shutil.rmtree(p)
 
 
 def _single() -> bool:
@@ -417,10 +421,20 @@ def to_dcp(path: Path, out: Path) -> Path:
     from safetensors.torch import load_file
 
     weights = load_file(str(Path(path) / "model.safetensors"))
+    out = Path(out)
+    staged = out.with_name(f"{STAGED}{out.name}")
+    if staged.is_symlink() or staged.is_file():
+        staged.unlink()
+    elif staged.exists():  # a conversion stopped midway
+        shutil.rmtree(staged)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.save({"model": weights}, checkpoint_id=str(out), no_dist=True)
-    return Path(out)
+        dcp.save({"model": weights}, checkpoint_id=str(staged), no_dist=True)
+    sync_tree(staged)
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()  # an empty folder made for it
+    rename_synced(staged, out)  # whole or not at all
+    return out
 
 
 class Checkpointer:

@@ -32,11 +32,13 @@ def kiln_command() -> list[str]:
 
 
 def _folders(checkpoints: Path | None) -> set[tuple[str, int, int, int]]:
-    """The checkpoint folders there are now, each told from a later one of the same name (which may
-    get the deleted one's inode: its change time tells them apart)."""
-    if checkpoints is None or not checkpoints.is_dir():
+    """The checkpoint folders kiln wrote there (those a fresh start deletes), each told from a later
+    one of the same name (which may get the deleted one's inode: its change time tells them apart)."""
+    from kiln.train.checkpoint import written_checkpoints
+
+    if checkpoints is None:
         return set()
-    found = [(p.name, p.stat()) for p in checkpoints.iterdir() if p.is_dir()]
+    found = [(p.name, p.stat()) for p in written_checkpoints(checkpoints)]
     return {(name, s.st_dev, s.st_ino, s.st_ctime_ns) for name, s in found}
 
 

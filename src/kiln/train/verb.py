@@ -28,11 +28,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def _convert(args: argparse.Namespace) -> Path:
     if not (args.checkpoint / STATE).exists():
         raise KilnError(f"{args.checkpoint} is not a kiln checkpoint (no state.json)")
-    out = (
-        consolidate(args.checkpoint)
-        if args.to == "safetensors"
-        else to_dcp(args.checkpoint, args.out or args.checkpoint / "weights_dcp")
-    )
+    target = args.out or args.checkpoint / "weights_dcp"
+    if args.to == "dcp" and (target.is_symlink() or target.exists() and (not target.is_dir() or any(target.iterdir()))):
+        raise KilnError(f"--out {target} exists; kiln convert writes a new folder: pass another --out, or remove it")
+    out = consolidate(args.checkpoint) if args.to == "safetensors" else to_dcp(args.checkpoint, target)
     print(f"wrote {out}")
     return out
 
