@@ -123,6 +123,44 @@ def test_a_failed_or_unverified_export_leaves_the_last_one(checkpoint, tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "m.gguf"]
 
 
+def test_an_export_interrupted_while_moving_its_files_in_is_finished_by_the_next(checkpoint, tmp_path, monkeypatch):
+    import hashlib
+
+    from kiln.transfer import target
+
+    out = tmp_path / "hf"
+    export_checkpoint(checkpoint, "hf", out, verify=False)
+    record = json.loads((out / RECORD).read_text())  # made an earlier export, of another model
+    for name in record["files"]:
+        text = f"earlier {name}".encode()
+        (out / name).write_bytes(text)
+        record["sha256"][name] = hashlib.sha256(text).hexdigest()
+    (out / RECORD).write_text(json.dumps(record))
+    (out / "notes.txt").write_text("a person's")
+    move, moved = target._move, []
+
+    def killed(src, dst):
+        if moved:
+            raise KeyboardInterrupt  # after the first file: it is the new one, the rest the earlier
+        moved.append(dst)
+        move(src, dst)
+
+    monkeypatch.setattr(target, "_move", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export_checkpoint(checkpoint, "hf", out, verify=False)
+    monkeypatch.undo()
+    assert len(moved) == 1 and (out / "model.safetensors").read_bytes() == b"earlier model.safetensors"
+    export_checkpoint(checkpoint, "hf", out, verify=False)  # not refused as files a person changed
+    clean = tmp_path / "clean"
+    export_checkpoint(checkpoint, "hf", clean, verify=False)
+    theirs = {**files(clean), "notes.txt": b"a person's"}
+    ours = files(out)
+    assert ours.keys() == theirs.keys() and all(ours[k] == theirs[k] for k in theirs if k != RECORD)
+    (out / "config.json").write_text("{}")  # and a person's edit still stops the next one
+    with pytest.raises(KilnError, match="config.json as kiln's last export did not write it"):
+        export_checkpoint(checkpoint, "hf", out, verify=False)
+
+
 def test_what_an_interrupted_export_left_is_cleared_and_anything_else_refused(checkpoint, tmp_path):
     staged = tmp_path / ".staged-hf"
     staged.mkdir()

@@ -8,7 +8,9 @@ each file's sha256), and a file target must be new or a GGUF file kiln wrote (it
 starts with "kiln "). In a folder kiln exported before, the files kiln writes are replaced one by
 one (kiln_export.json last, so it is always there) and the last export's files this one does not
 write are removed; a file a person added or changed under one of those names (an edited README.md)
-stops the export before anything moves, and any other file a person added stays.
+stops the export before anything moves, and any other file a person added stays. Before its first
+file moves, the export lists in the folder (PENDING) the sha256 each file may have meanwhile, so an
+export interrupted among those renames is finished by the next one, not mistaken for a person's edits.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import KilnError
-from kiln.staging import STAGED, file_sha256, rename_synced, sync, sync_tree
+from kiln.staging import STAGED, file_sha256, rename_synced, sync, sync_tree, write_whole
 
 RECORD = "kiln_export.json"
 """What an export wrote and measured; it marks a folder as kiln's to replace."""
+PENDING = f"{STAGED}{RECORD}"
+"""In a folder an export is moving its files into: the sha256 each of them may have meanwhile (the
+last export's or this one's), so that an export interrupted there is finished by the next."""
 HF_FILES = frozenset(
     {
         "config.json",
@@ -99,31 +104,51 @@ def put_in_place(staged: Path, out: Path, fmt: str, result: dict[str, Any]) -> N
     if not out.exists():
         rename_synced(staged, out)
         return
-    try:
-        record = json.loads((out / RECORD).read_text())
-        last, last_sums = set(record.get("files", [])), dict(record.get("sha256", {}))
-    except (OSError, ValueError, AttributeError, TypeError):
-        last, last_sums = set(), {}
-    stale = (last & HF_FILES) - set(files) - {RECORD}  # the last export's files this one does not write
+    kilns = _kilns(out)  # each file kiln wrote there: the sha256 it may have
+    stale = (set(kilns) & HF_FILES) - set(files) - {RECORD}  # the last export's files this one does not write
     theirs = [
         name
         for name in sorted(set(files) | stale)
-        if (out / name).exists()
-        and (name not in last or (name in last_sums and file_sha256(out / name) != last_sums[name]))
+        if (out / name).exists() and (name not in kilns or (kilns[name] and file_sha256(out / name) not in kilns[name]))
     ]
     if theirs:
         raise KilnError(
             f"{out} holds {', '.join(theirs)} as kiln's last export did not write it (added or changed since): "
             "nothing was replaced; move it away, or export to a new folder"
         )
+    pending = {name: sorted(set(kilns.get(name, [])) | ({sums[name]} if name in sums else set())) for name in kilns}
+    pending.update({name: [sums[name]] for name in files if name not in kilns})
+    write_whole(out / PENDING, json.dumps({"sha256": pending}, indent=2) + "\n")  # before the first file moves
     for name in files:
         _move(staged / name, out / name)
     for name in stale:
         (out / name).unlink(missing_ok=True)
     sync(out)
     _move(staged / RECORD, out / RECORD)
+    (out / PENDING).unlink()
     staged.rmdir()
     sync(out)
+
+
+def _kilns(out: Path) -> dict[str, list[str]]:
+    """The files kiln's exports wrote in `out`, each with the sha256 it may have: the last export's
+    (kiln_export.json; no sum recorded by an older kiln: []), and those of an export interrupted while
+    it moved its files in (PENDING), so that the next export can finish replacing them."""
+    kilns: dict[str, list[str]] = {}
+    try:
+        record = json.loads((out / RECORD).read_text())
+        sums = dict(record.get("sha256", {}))
+        kilns = {str(name): [sums[name]] if name in sums else [] for name in record.get("files", [])}
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    try:
+        moving = json.loads((out / PENDING).read_text())["sha256"]
+        for name, options in moving.items():
+            if name in HF_FILES and isinstance(options, list):
+                kilns[name] = sorted(set(kilns.get(name, [])) | {str(o) for o in options})
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        pass
+    return kilns
 
 
 def _move(src: Path, dst: Path) -> None:
