@@ -52,7 +52,8 @@ def _write_new(run: RunDir) -> None:
 def test_a_refusal_before_training_accepts_puts_every_file_back(earlier):
     before = _files(earlier.root)
     with pytest.raises(KilnError, match="budget"), FreshStart(earlier) as fresh:
-        assert not earlier.tokenizer.exists() and not earlier.config.exists()  # kept aside, not copied
+        assert not earlier.split("train").exists()  # folders moved aside, files copied (the stages read them)
+        assert earlier.tokenizer.read_text() == (earlier.root / ASIDE / "tokenizer.json").read_text()
         _write_new(earlier)
         raise KilnError("the data stages took the budget")
     assert not fresh.accepted
@@ -86,6 +87,7 @@ from kiln.rundir import RunDir
 run = RunDir(sys.argv[1])
 FreshStart(run).__enter__()
 run.tokenizer.write_text('{"new": "tokenizer"}')
+run.config.write_text(run.config.read_text().replace("1234", "99"))
 os.kill(os.getpid(), signal.SIGKILL)  # before training accepts: the lock goes with the process
 """
 
@@ -94,7 +96,7 @@ def test_after_a_crash_the_next_command_puts_the_earlier_run_back(earlier, capsy
     before = _files(earlier.root)
     proc = subprocess.run([sys.executable, "-c", CRASH, str(earlier.root)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert (earlier.root / ASIDE).is_dir() and not earlier.config.exists()
+    assert (earlier.root / ASIDE).is_dir() and "1234" not in earlier.config.read_text()
     assert main(["train", "--run-dir", str(earlier.root), "--dry-run"]) == 0  # the earlier config is read
     out = capsys.readouterr()
     assert "train.seed = 1234" in out.out and "put back the earlier run's config.json" in out.err
@@ -181,3 +183,39 @@ def test_a_supervised_fresh_start_killed_before_training_restarts_afresh(earlier
     argv = ["train", "--run-dir", str(earlier.root), "--overwrite", "--max-restarts", "3"]
     assert supervise.supervise(argv, 3, earlier.checkpoints) == 0
     assert [("--overwrite" in c, "--resume" in c) for c in commands] == [(True, False), (True, False), (False, True)]
+
+
+def test_files_stay_for_the_stages_and_a_linked_folder_is_left_where_it_is(earlier, tmp_path):
+    earlier.plan.write_text('{"depth": 3}')  # the planner reuses a plan made for the same config and machine
+    elsewhere = tmp_path / "big_disk"
+    earlier.split("train").rename(tmp_path / "moved")
+    earlier.shards.rmdir()
+    elsewhere.mkdir()
+    (elsewhere / "train").mkdir()
+    earlier.shards.symlink_to(elsewhere)  # shards on another disk: written into as before, not kept
+    with pytest.raises(KilnError), FreshStart(earlier):
+        assert earlier.plan.read_text() == '{"depth": 3}' and earlier.shards.is_symlink()
+        assert json.loads((earlier.root / ASIDE / LISTED).read_text())["kept"] == [
+            "config.json",
+            "plan.json",
+            "tokenizer.json",
+        ]
+        earlier.plan.write_text('{"depth": 4}')
+        raise KilnError("refused")
+    assert earlier.plan.read_text() == '{"depth": 3}' and earlier.shards.resolve() == elsewhere.resolve()
+
+
+def test_without_locks_only_a_fresh_start_puts_a_crash_back(earlier, monkeypatch, capsys):
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    FreshStart(earlier).__enter__()  # a start that crashed, or one still running: nothing tells here
+    earlier.tokenizer.write_text('{"new": "tokenizer"}')
+    assert not restore(earlier) and "no locks" in capsys.readouterr().err
+    assert earlier.tokenizer.read_text() == '{"new": "tokenizer"}'
+    with FreshStart(earlier):  # the user starts afresh again: the leftovers come back first
+        assert (earlier.root / ASIDE / "tokenizer.json").read_text() == '{"old": "tokenizer"}'
+    assert earlier.tokenizer.read_text() == '{"old": "tokenizer"}'

@@ -3,9 +3,12 @@ an earlier run's checkpoints with --overwrite) that loses nothing until training
 
 `kiln run` writes a new corpus, tokenizer, shards and config before the trainer has checked the run
 (its budget, its options, train.init_from), and an earlier run's checkpoints need the earlier files
-to resume. So the fresh start first moves what it will replace (`KEPT_BY_RUN`; `kiln train`: the
-plan; `kiln finetune`: config, tokenizer and plan) into the run directory's `.overwritten/` folder,
-with a list of what it holds; `accept` (the trainer, once every check has passed) drops what the new
+to resume. So the fresh start first keeps what it will replace (`KEPT_BY_RUN`; `kiln train`: the
+plan; `kiln finetune`: config, tokenizer and plan) in the run directory's `.overwritten/` folder,
+with a list of what it holds: folders moved there, files copied (they stay for the stages to read:
+the planner reuses a plan.json made for the same config and machine). A folder that is a link or
+another file system's mount stays where it is, unprotected, and the stages write into it as before.
+`accept` (the trainer, once every check has passed) drops what the new
 run has replaced, puts back what it has not written (an earlier curated/ when this run curates
 nothing) and then deletes the earlier checkpoints; a refusal or an error before that puts every file
 back (`restore`), and so does the next kiln command on the run directory after a crash: the folder is
@@ -14,7 +17,8 @@ there only while a fresh start is unaccepted.
 A fresh start holds the run directory's lock (`.overwritten.lock`, an advisory lock the system drops
 when its process ends, however it ends) from its first move to its acceptance: a second fresh start is
 refused, and `restore` acts only when it can take the lock, so a running one is never undone and two
-commands never put files back at once. Under torchrun only rank 0 does any of this."""
+commands never put files back at once. Under torchrun only rank 0 does any of this. On a file
+system without locks, only a fresh start puts a crash's leftovers back."""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import shutil
 import sys
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 from kiln.errors import KilnError
 from kiln.rundir import OVERWRITTEN, RunDir
@@ -54,10 +59,24 @@ def _there(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
 
-def _lock(root: Path) -> int | None:
-    """The run directory's lock, taken without waiting: an open descriptor, or None if another
-    process holds it. A file system without locks (some FUSE mounts) gives the descriptor unlocked:
-    kiln then works as it would with one command at a time."""
+def _movable(root: Path, name: str) -> bool:
+    """Whether `name` can be kept aside by a rename: a file, or a folder of the run directory's own file
+    system (a link or a mount at shards/ stays, and the stages write into it as before)."""
+    path = root / name
+    if path.is_symlink() or not path.is_dir():
+        return not path.is_symlink()
+    return not os.path.ismount(path) and path.stat().st_dev == root.stat().st_dev
+
+
+class Lock(NamedTuple):
+    fd: int
+    held: bool
+    """False on a file system without locks (some FUSE mounts): nothing tells a running command's
+    files from a crash's there."""
+
+
+def _lock(root: Path) -> Lock | None:
+    """The run directory's lock, taken without waiting; None if another process holds it."""
     fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     if sys.platform == "win32":
         import msvcrt
@@ -67,7 +86,7 @@ def _lock(root: Path) -> int | None:
         except OSError:  # the byte is locked by another process
             os.close(fd)
             return None
-        return fd
+        return Lock(fd, True)
     import fcntl
 
     try:
@@ -79,11 +98,17 @@ def _lock(root: Path) -> int | None:
         if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
             os.close(fd)
             raise
-    return fd
+        return Lock(fd, False)
+    return Lock(fd, True)
 
 
-def _unlock(fd: int) -> None:
-    os.close(fd)  # releases the lock
+def _unlock(lock: Lock) -> None:
+    if sys.platform == "win32" and lock.held:  # Windows frees a lock closed without this only eventually
+        import msvcrt
+
+        os.lseek(lock.fd, 0, os.SEEK_SET)
+        msvcrt.locking(lock.fd, msvcrt.LK_UNLCK, 1)
+    os.close(lock.fd)  # releases flock's lock
 
 
 def _leader() -> bool:
@@ -148,13 +173,20 @@ def restore(run: RunDir) -> bool:
     root = run.root
     if not (root / ASIDE).exists() and not (root / DROPPED).exists() or not _leader():
         return False
-    fd = _lock(root)
-    if fd is None:
+    lock = _lock(root)
+    if lock is None:
         return False
     try:
+        if not lock.held:
+            print(
+                f"{root}: {ASIDE}/ holds an earlier run kept aside by a fresh start, and this file system has no "
+                "locks to tell whether that start still runs; a new fresh start (or --overwrite) puts it back",
+                file=sys.stderr,
+            )
+            return False
         names = _put_back(root)
     finally:
-        _unlock(fd)
+        _unlock(lock)
     _say_put_back(root, names)
     return bool(names)
 
@@ -166,8 +198,8 @@ class FreshStart:
     def __init__(self, run: RunDir, keep: tuple[str, ...] = KEPT_BY_RUN) -> None:
         self.run = run
         self.keep = keep
-        self.lock: int | None = None
-        self.kept: list[str] = []  # the names this fresh start moved aside
+        self.lock: Lock | None = None
+        self.kept: list[str] = []  # the names this fresh start kept aside
         self.accepted = False
 
     def __enter__(self) -> FreshStart:
@@ -180,15 +212,19 @@ class FreshStart:
             raise KilnError(f"another kiln command is starting a run in {root}; wait until it trains, or use another")
         try:
             _put_back(root)  # a crash's leftovers first
-            here = [name for name in self.keep if _there(root / name)]
+            here = [name for name in self.keep if _there(root / name) and _movable(root, name)]
             if here:
                 aside = root / ASIDE
                 aside.mkdir()
-                absent = [name for name in self.keep if name not in here]
+                absent = [name for name in self.keep if not _there(root / name)]
                 write_whole(aside / LISTED, json.dumps({"kept": here, "absent": absent}) + "\n")
                 self.kept = here
                 for name in here:
-                    os.replace(root / name, aside / name)
+                    if (root / name).is_dir():
+                        os.replace(root / name, aside / name)
+                    else:  # a file stays where it is too: the planner reuses plan.json, stages.json is added to
+                        shutil.copy2(root / name, aside / name)
+                        sync(aside / name)
                 sync(aside)
                 sync(root)
         except BaseException:

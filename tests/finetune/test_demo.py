@@ -76,6 +76,8 @@ def test_the_demonstration_never_deletes_or_overwrites_what_it_did_not_make(tmp_
     (out / ".staged-lora").mkdir()
     (out / ".staged-lora" / SPEC).write_text('{"steps": 8}')
     assert _ours(RunDir(out / "lora")) and not _ours(RunDir(out / "classify"))
+    (out / ".dropped-lora").mkdir()  # what a kill left of an earlier replacement
+    (out / ".dropped-lora" / SPEC).write_text('{"steps": 2}')
     _replace(RunDir(out / "lora"), RunDir(out / ".staged-lora"))
     assert (out / "lora" / SPEC).read_text() == '{"steps": 8}'
     assert sorted(p.name for p in out.iterdir()) == ["lora", "sft"]

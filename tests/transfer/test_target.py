@@ -2,6 +2,7 @@
 new one is written and checked."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -195,6 +196,57 @@ def test_a_target_on_another_file_system_is_copied_into_place(tmp_path, monkeypa
     target._move(tmp_path / "staged", tmp_path / "out" / "config.json")
     assert (tmp_path / "out" / "config.json").read_text() == "new"
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.json", "out"]
+
+
+def test_an_export_into_a_mounted_earlier_export_finishes(checkpoint, tmp_path, monkeypatch):
+    """Every rename from the staged export into the target crosses file systems (the target a mount)."""
+    import errno
+    import os
+
+    from kiln.transfer import target
+
+    out = tmp_path / "hf"
+    export_checkpoint(checkpoint, "hf", out, verify=False)
+    real = os.replace
+
+    def across(src, dst):
+        if Path(src).parent.name == ".staged-hf" and Path(dst).parent == out:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real(src, dst)
+
+    monkeypatch.setattr(target.os, "replace", across)
+    export_checkpoint(checkpoint, "hf", out, verify=False)
+    monkeypatch.undo()
+    record = json.loads((out / RECORD).read_text())
+    assert sorted(p.name for p in out.iterdir()) == sorted([*record["files"], RECORD])
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+
+
+def test_an_interrupted_export_over_an_older_kilns_is_finished_too(checkpoint, tmp_path, monkeypatch):
+    from kiln.transfer import target
+
+    out = tmp_path / "hf"
+    export_checkpoint(checkpoint, "hf", out, verify=False)
+    record = json.loads((out / RECORD).read_text())
+    del record["sha256"]  # an older kiln recorded the files, not their sums: any content is its
+    (out / RECORD).write_text(json.dumps(record))
+    for name in record["files"]:
+        (out / name).write_bytes(f"older {name}".encode())
+    move, moved = target._move, []
+
+    def killed(src, dst):
+        if moved:
+            raise KeyboardInterrupt
+        moved.append(dst)
+        move(src, dst)
+
+    monkeypatch.setattr(target, "_move", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export_checkpoint(checkpoint, "hf", out, verify=False)
+    monkeypatch.undo()
+    export_checkpoint(checkpoint, "hf", out, verify=False)
+    assert json.loads((out / RECORD).read_text())["sha256"]
+    assert not (out / target.PENDING).exists()
 
 
 def test_every_export_rename_publishes_only_what_is_on_disk(checkpoint, tmp_path, rename_log):

@@ -111,20 +111,49 @@ def _ours(run: RunDir) -> bool:
 
 
 def _replace(run: RunDir, new: RunDir) -> None:
-    """Put the finished run `new` in the place of `run` (an earlier one of the demonstration's, if any)."""
-    dropped = run.root.with_name(f".dropped-{run.root.name}")
+    """Put the finished run `new` in the place of `run` (an earlier one of the demonstration's, if any).
+    Each step can be repeated: a kill between two is finished by the next demonstration."""
+    dropped = RunDir(run.root.with_name(f".dropped-{run.root.name}"))
+    if _ours(dropped):  # what a kill left of the last replacement
+        shutil.rmtree(dropped.root)
     if run.root.exists():
-        os.replace(run.root, dropped)
+        os.replace(run.root, dropped.root)
     rename_synced(new.root, run.root)
-    shutil.rmtree(dropped, ignore_errors=True)
+    if dropped.root.exists():
+        shutil.rmtree(dropped.root)
+
+
+def _train(spec: dict[str, Any], start: Path, sets: dict[str, Path], run: RunDir) -> None:
+    """Train the run `spec` plans from the checkpoint `start` into the new folder `run`."""
+    from kiln import stages
+    from kiln.finetune.verb import finetune_config, prepare_run
+
+    held = sets.get(spec["data"] + "_val")
+    overrides: dict[str, Any] = {
+        "train.max_steps": spec["steps"],
+        "train.micro_batch_size": MICRO_BATCH,
+        "train.eval_every": max(spec["steps"] // 3, 1),
+        "train.checkpoint_every": spec["steps"],
+        "train.warmup_steps": max(spec["steps"] // 10, 1),
+        "train.lr": spec["lr"],
+    }
+    if held is not None:
+        overrides["finetune.val_data"] = str(held)
+    init = "random" if spec["init"] == "random" else "checkpoint"
+    cfg = finetune_config(start, sets[spec["data"]], spec["method"], overrides, init)
+    run.root.mkdir(parents=True, exist_ok=True)
+    (run.root / SPEC).write_text(json.dumps(spec, indent=2) + "\n")  # made by the demonstration
+    prepare_run(cfg, start, run)
+    print(f"\n== {spec['name']}: {spec['method']} from {'random weights' if init == 'random' else start} ==")
+    t0 = time.perf_counter()
+    stages.train(cfg, run)
+    (run.root / "wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
 
 
 def finetune_run(spec: dict[str, Any], start: Path, sets: dict[str, Path], out: Path, lr: float) -> dict[str, Any]:
     """One fine-tuning run of the plan (kept if already finished) at learning rate `lr` x the plan's
     factor; its figures and final checkpoint."""
-    from kiln import stages
     from kiln.finetune.classify import classification_report
-    from kiln.finetune.verb import finetune_config, prepare_run
 
     final = RunDir(out / spec["name"])
     spec = {**spec, "start": str(start), "lr": lr * spec.get("lr_factor", 1.0)}
@@ -132,29 +161,11 @@ def finetune_run(spec: dict[str, Any], start: Path, sets: dict[str, Path], out: 
     if last is None:  # trained beside the run it replaces (a finished one of another plan stays until then)
         _ours(final)
         run = RunDir(out / f"{STAGED}{spec['name']}")
-        if _ours(run):  # an unfinished one a crash left
-            shutil.rmtree(run.root)
-        held = sets.get(spec["data"] + "_val")
-        overrides: dict[str, Any] = {
-            "train.max_steps": spec["steps"],
-            "train.micro_batch_size": MICRO_BATCH,
-            "train.eval_every": max(spec["steps"] // 3, 1),
-            "train.checkpoint_every": spec["steps"],
-            "train.warmup_steps": max(spec["steps"] // 10, 1),
-            "train.lr": spec["lr"],
-        }
-        if held is not None:
-            overrides["finetune.val_data"] = str(held)
-        init = "random" if spec["init"] == "random" else "checkpoint"
-        cfg = finetune_config(start, sets[spec["data"]], spec["method"], overrides, init)
-        run.root.mkdir(parents=True, exist_ok=True)
-        (run.root / SPEC).write_text(json.dumps(spec, indent=2) + "\n")  # made by the demonstration
-        prepare_run(cfg, start, run)
-        print(f"\n== {spec['name']}: {spec['method']} from {'random weights' if init == 'random' else start} ==")
-        t0 = time.perf_counter()
-        stages.train(cfg, run)
-        (run.root / "wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
-        assert _finished(run, spec) is not None, f"{run.root} ended without its final checkpoint"
+        if _finished(run, spec) is None:  # (a finished one was killed before it was moved in)
+            if _ours(run):  # an unfinished one a crash left
+                shutil.rmtree(run.root)
+            _train(spec, start, sets, run)
+            assert _finished(run, spec) is not None, f"{run.root} ended without its final checkpoint"
         _replace(final, run)
         last = _finished(final, spec)
         assert last is not None, f"{final.root} lost its final checkpoint when moved in"

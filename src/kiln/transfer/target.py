@@ -27,7 +27,7 @@ from kiln.staging import STAGED, file_sha256, rename_synced, sync, sync_tree, wr
 
 RECORD = "kiln_export.json"
 """What an export wrote and measured; it marks a folder as kiln's to replace."""
-PENDING = f"{STAGED}{RECORD}"
+PENDING = ".kiln_export.pending.json"
 """In a folder an export is moving its files into: the sha256 each of them may have meanwhile (the
 last export's or this one's), so that an export interrupted there is finished by the next."""
 HF_FILES = frozenset(
@@ -104,20 +104,24 @@ def put_in_place(staged: Path, out: Path, fmt: str, result: dict[str, Any]) -> N
     if not out.exists():
         rename_synced(staged, out)
         return
-    kilns = _kilns(out)  # each file kiln wrote there: the sha256 it may have
+    kilns = _kilns(out)  # each file kiln wrote there: the sha256 it may have (None: any, an older kiln's)
     stale = (set(kilns) & HF_FILES) - set(files) - {RECORD}  # the last export's files this one does not write
     theirs = [
         name
         for name in sorted(set(files) | stale)
-        if (out / name).exists() and (name not in kilns or (kilns[name] and file_sha256(out / name) not in kilns[name]))
+        if (out / name).exists()
+        and (name not in kilns or ((known := kilns[name]) is not None and file_sha256(out / name) not in known))
     ]
     if theirs:
         raise KilnError(
             f"{out} holds {', '.join(theirs)} as kiln's last export did not write it (added or changed since): "
             "nothing was replaced; move it away, or export to a new folder"
         )
-    pending = {name: sorted(set(kilns.get(name, [])) | ({sums[name]} if name in sums else set())) for name in kilns}
-    pending.update({name: [sums[name]] for name in files if name not in kilns})
+    mine = {name: {sums[name]} for name in files}
+    pending: dict[str, list[str] | None] = {
+        name: None if known is None else sorted(known | mine.get(name, set())) for name, known in kilns.items()
+    }
+    pending.update({name: sorted(sha) for name, sha in mine.items() if name not in kilns})
     write_whole(out / PENDING, json.dumps({"sha256": pending}, indent=2) + "\n")  # before the first file moves
     for name in files:
         _move(staged / name, out / name)
@@ -130,22 +134,24 @@ def put_in_place(staged: Path, out: Path, fmt: str, result: dict[str, Any]) -> N
     sync(out)
 
 
-def _kilns(out: Path) -> dict[str, list[str]]:
-    """The files kiln's exports wrote in `out`, each with the sha256 it may have: the last export's
-    (kiln_export.json; no sum recorded by an older kiln: []), and those of an export interrupted while
-    it moved its files in (PENDING), so that the next export can finish replacing them."""
-    kilns: dict[str, list[str]] = {}
+def _kilns(out: Path) -> dict[str, set[str] | None]:
+    """The files kiln's exports wrote in `out`, each with the sha256 it may have (None: any, where an
+    older kiln recorded no sum): the last export's (kiln_export.json), and those of an export
+    interrupted while it moved its files in (PENDING), so that the next export finishes replacing them."""
+    kilns: dict[str, set[str] | None] = {}
     try:
         record = json.loads((out / RECORD).read_text())
         sums = dict(record.get("sha256", {}))
-        kilns = {str(name): [sums[name]] if name in sums else [] for name in record.get("files", [])}
+        kilns = {str(name): {str(sums[name])} if name in sums else None for name in record.get("files", [])}
     except (OSError, ValueError, AttributeError, TypeError):
         pass
     try:
         moving = json.loads((out / PENDING).read_text())["sha256"]
         for name, options in moving.items():
-            if name in HF_FILES and isinstance(options, list):
-                kilns[name] = sorted(set(kilns.get(name, [])) | {str(o) for o in options})
+            if name not in HF_FILES or not (options is None or isinstance(options, list)):
+                continue
+            known = kilns.get(name, set())
+            kilns[name] = None if options is None or known is None else known | {str(o) for o in options}
     except (OSError, ValueError, AttributeError, TypeError, KeyError):
         pass
     return kilns
