@@ -124,10 +124,27 @@ def test_a_failed_or_unverified_export_leaves_the_last_one(checkpoint, tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "m.gguf"]
 
 
+def _killed_after_one_file(checkpoint, out, monkeypatch) -> list:
+    """Export `checkpoint` into `out`, interrupted once its first file has moved in; the files moved."""
+    from kiln.transfer import target
+
+    move, moved = target._move, []
+
+    def killed(src, dst):
+        if moved:
+            raise KeyboardInterrupt
+        moved.append(dst)
+        move(src, dst)
+
+    monkeypatch.setattr(target, "_move", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export_checkpoint(checkpoint, "hf", out, verify=False)
+    monkeypatch.undo()
+    return moved
+
+
 def test_an_export_interrupted_while_moving_its_files_in_is_finished_by_the_next(checkpoint, tmp_path, monkeypatch):
     import hashlib
-
-    from kiln.transfer import target
 
     out = tmp_path / "hf"
     export_checkpoint(checkpoint, "hf", out, verify=False)
@@ -138,18 +155,7 @@ def test_an_export_interrupted_while_moving_its_files_in_is_finished_by_the_next
         record["sha256"][name] = hashlib.sha256(text).hexdigest()
     (out / RECORD).write_text(json.dumps(record))
     (out / "notes.txt").write_text("a person's")
-    move, moved = target._move, []
-
-    def killed(src, dst):
-        if moved:
-            raise KeyboardInterrupt  # after the first file: it is the new one, the rest the earlier
-        moved.append(dst)
-        move(src, dst)
-
-    monkeypatch.setattr(target, "_move", killed)
-    with pytest.raises(KeyboardInterrupt):
-        export_checkpoint(checkpoint, "hf", out, verify=False)
-    monkeypatch.undo()
+    moved = _killed_after_one_file(checkpoint, out, monkeypatch)  # it is the new one, the rest the earlier
     assert len(moved) == 1 and (out / "model.safetensors").read_bytes() == b"earlier model.safetensors"
     export_checkpoint(checkpoint, "hf", out, verify=False)  # not refused as files a person changed
     clean = tmp_path / "clean"
@@ -232,18 +238,7 @@ def test_an_interrupted_export_over_an_older_kilns_is_finished_too(checkpoint, t
     (out / RECORD).write_text(json.dumps(record))
     for name in record["files"]:
         (out / name).write_bytes(f"older {name}".encode())
-    move, moved = target._move, []
-
-    def killed(src, dst):
-        if moved:
-            raise KeyboardInterrupt
-        moved.append(dst)
-        move(src, dst)
-
-    monkeypatch.setattr(target, "_move", killed)
-    with pytest.raises(KeyboardInterrupt):
-        export_checkpoint(checkpoint, "hf", out, verify=False)
-    monkeypatch.undo()
+    _killed_after_one_file(checkpoint, out, monkeypatch)
     export_checkpoint(checkpoint, "hf", out, verify=False)
     assert json.loads((out / RECORD).read_text())["sha256"]
     assert not (out / target.PENDING).exists()
