@@ -52,8 +52,7 @@ def _write_new(run: RunDir) -> None:
 def test_a_refusal_before_training_accepts_puts_every_file_back(earlier):
     before = _files(earlier.root)
     with pytest.raises(KilnError, match="budget"), FreshStart(earlier) as fresh:
-        assert not earlier.split("train").exists()  # folders moved aside, files copied (the stages read them)
-        assert earlier.tokenizer.read_text() == (earlier.root / ASIDE / "tokenizer.json").read_text()
+        assert not earlier.split("train").exists() and not earlier.tokenizer.exists()  # moved aside, not copied
         _write_new(earlier)
         raise KilnError("the data stages took the budget")
     assert not fresh.accepted
@@ -81,13 +80,17 @@ def test_acceptance_drops_the_earlier_run_and_its_checkpoints(earlier):
 CRASH = """
 import os, signal, sys
 from pathlib import Path
+from kiln.config import save_config
 from kiln.freshstart import FreshStart
+from kiln.presets import get_preset
 from kiln.rundir import RunDir
 
 run = RunDir(sys.argv[1])
 FreshStart(run).__enter__()
 run.tokenizer.write_text('{"new": "tokenizer"}')
-run.config.write_text(run.config.read_text().replace("1234", "99"))
+cfg = get_preset("debug")
+cfg.train.seed = 99
+save_config(cfg, run.config)
 os.kill(os.getpid(), signal.SIGKILL)  # before training accepts: the lock goes with the process
 """
 
@@ -185,7 +188,7 @@ def test_a_supervised_fresh_start_killed_before_training_restarts_afresh(earlier
     assert [("--overwrite" in c, "--resume" in c) for c in commands] == [(True, False), (True, False), (False, True)]
 
 
-def test_files_stay_for_the_stages_and_a_linked_folder_is_left_where_it_is(earlier, tmp_path):
+def test_the_plan_stays_for_the_planner_and_a_linked_folder_is_left_where_it_is(earlier, tmp_path):
     earlier.plan.write_text('{"depth": 3}')  # the planner reuses a plan made for the same config and machine
     elsewhere = tmp_path / "big_disk"
     earlier.split("train").rename(tmp_path / "moved")
@@ -218,4 +221,40 @@ def test_without_locks_only_a_fresh_start_puts_a_crash_back(earlier, monkeypatch
     assert earlier.tokenizer.read_text() == '{"new": "tokenizer"}'
     with FreshStart(earlier):  # the user starts afresh again: the leftovers come back first
         assert (earlier.root / ASIDE / "tokenizer.json").read_text() == '{"old": "tokenizer"}'
+    assert earlier.tokenizer.read_text() == '{"old": "tokenizer"}'
+
+
+def test_a_linked_file_is_kept_aside_as_a_link_and_never_written_through(earlier, tmp_path):
+    from kiln.finetune.verb import prepare_run
+
+    shared = tmp_path / "shared_tokenizer.json"
+    shared.write_text('{"shared": "tokenizer"}')
+    earlier.tokenizer.unlink()
+    earlier.tokenizer.symlink_to(shared)
+    start = tmp_path / "step_5"
+    start.mkdir()
+    (start / "tokenizer.json").write_text('{"checkpoint": "tokenizer"}')
+    with pytest.raises(KilnError), FreshStart(earlier, keep=("config.json", "tokenizer.json", "plan.json")):
+        prepare_run(get_preset("debug"), start, earlier)  # kiln finetune's first writes
+        assert earlier.tokenizer.read_text() == '{"checkpoint": "tokenizer"}' and not earlier.tokenizer.is_symlink()
+        raise KilnError("the method refuses the data")
+    assert earlier.tokenizer.is_symlink() and shared.read_text() == '{"shared": "tokenizer"}'
+
+
+def test_a_copy_cut_short_never_replaces_the_file(earlier, monkeypatch):
+    import shutil
+
+    import kiln.freshstart as freshstart
+
+    earlier.plan.write_text('{"depth": 3}' + " " * 10_000)
+
+    def disk_full(src, dst):
+        Path(dst).write_text('{"dep')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(freshstart.shutil, "copyfile", disk_full)
+    with pytest.raises(OSError, match="No space"), FreshStart(earlier):
+        pass
+    monkeypatch.setattr(freshstart.shutil, "copyfile", shutil.copyfile)
+    assert earlier.plan.read_text().startswith('{"depth": 3}') and not (earlier.root / ASIDE).exists()
     assert earlier.tokenizer.read_text() == '{"old": "tokenizer"}'

@@ -5,9 +5,9 @@ an earlier run's checkpoints with --overwrite) that loses nothing until training
 (its budget, its options, train.init_from), and an earlier run's checkpoints need the earlier files
 to resume. So the fresh start first keeps what it will replace (`KEPT_BY_RUN`; `kiln train`: the
 plan; `kiln finetune`: config, tokenizer and plan) in the run directory's `.overwritten/` folder,
-with a list of what it holds: folders moved there, files copied (they stay for the stages to read:
-the planner reuses a plan.json made for the same config and machine). A folder that is a link or
-another file system's mount stays where it is, unprotected, and the stages write into it as before.
+with a list of what it holds: moved there (plan.json copied: the planner reuses a plan made for the
+same config and machine). A folder that is a link or another file system's mount stays where it is,
+unprotected, and the stages write into it as before.
 `accept` (the trainer, once every check has passed) drops what the new
 run has replaced, puts back what it has not written (an earlier curated/ when this run curates
 nothing) and then deletes the earlier checkpoints; a refusal or an error before that puts every file
@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 from kiln.errors import KilnError
 from kiln.rundir import OVERWRITTEN, RunDir
-from kiln.staging import STAGED, sync, write_whole
+from kiln.staging import STAGED, rename_synced, sync, write_whole
 
 ASIDE = OVERWRITTEN
 """The run directory's folder of what an unaccepted fresh start replaced."""
@@ -45,6 +45,9 @@ LISTED = "kept.json"
 """In ASIDE: the names moved there (`kept`) and those the earlier run did not have (`absent`)."""
 KEPT_BY_RUN = ("config.json", "stages.json", "plan.json", "tokenizer.json", "curated", "curated_images", "shards")
 """What `kiln run`'s data stages and planner write before training accepts a fresh start."""
+COPIED = ("plan.json",)
+"""Kept aside as a copy, the file staying in place: the planner reuses a plan made for the same config
+and machine. Everything else is moved (a link as a link)."""
 
 
 def _remove(path: Path) -> None:
@@ -60,12 +63,19 @@ def _there(path: Path) -> bool:
 
 
 def _movable(root: Path, name: str) -> bool:
-    """Whether `name` can be kept aside by a rename: a file, or a folder of the run directory's own file
-    system (a link or a mount at shards/ stays, and the stages write into it as before)."""
+    """Whether `name` can be kept aside by a rename: a file or a link to one, or a folder of the run
+    directory's own file system (a linked or mounted shards/ stays, and the stages write into it as before)."""
     path = root / name
-    if path.is_symlink() or not path.is_dir():
-        return not path.is_symlink()
-    return not os.path.ismount(path) and path.stat().st_dev == root.stat().st_dev
+    if not path.is_dir():
+        return True
+    return not path.is_symlink() and not os.path.ismount(path) and path.stat().st_dev == root.stat().st_dev
+
+
+def _copy(path: Path, to: Path) -> None:
+    """A synced copy of the file `path` at `to`, whole or not at all (a copy cut short never goes back)."""
+    staged = to.with_name(f"{STAGED}{to.name}")
+    shutil.copyfile(path, staged)
+    rename_synced(staged, to)
 
 
 class Lock(NamedTuple):
@@ -154,6 +164,8 @@ def _put_back(root: Path) -> list[str]:
             if _there(kept):
                 os.replace(kept, root / name)
         sync(root)
+        for leftover in aside.glob(f"{STAGED}*"):  # a copy cut short
+            leftover.unlink()
         (aside / LISTED).unlink()
     aside.rmdir()
     sync(root)
@@ -220,11 +232,10 @@ class FreshStart:
                 write_whole(aside / LISTED, json.dumps({"kept": here, "absent": absent}) + "\n")
                 self.kept = here
                 for name in here:
-                    if (root / name).is_dir():
-                        os.replace(root / name, aside / name)
-                    else:  # a file stays where it is too: the planner reuses plan.json, stages.json is added to
-                        shutil.copy2(root / name, aside / name)
-                        sync(aside / name)
+                    if name in COPIED and (root / name).is_file() and not (root / name).is_symlink():
+                        _copy(root / name, aside / name)
+                    else:
+                        os.replace(root / name, aside / name)  # a link itself, never what it points to
                 sync(aside)
                 sync(root)
         except BaseException:

@@ -76,8 +76,8 @@ def test_the_demonstration_never_deletes_or_overwrites_what_it_did_not_make(tmp_
     (out / ".staged-lora").mkdir()
     (out / ".staged-lora" / SPEC).write_text('{"steps": 8}')
     assert _ours(RunDir(out / "lora")) and not _ours(RunDir(out / "classify"))
-    (out / ".dropped-lora").mkdir()  # what a kill left of an earlier replacement
-    (out / ".dropped-lora" / SPEC).write_text('{"steps": 2}')
+    (out / ".dropped-lora" / "checkpoints").mkdir(parents=True)  # a kill inside the last one's deletion
+    (out / ".dropped-lora" / "checkpoints" / "model.safetensors").write_bytes(b"x")  # (its SPEC already gone)
     _replace(RunDir(out / "lora"), RunDir(out / ".staged-lora"))
     assert (out / "lora" / SPEC).read_text() == '{"steps": 8}'
     assert sorted(p.name for p in out.iterdir()) == ["lora", "sft"]

@@ -41,6 +41,12 @@ def test_a_folder_or_file_kiln_did_not_write_is_refused_untouched(checkpoint, tm
         export_checkpoint(checkpoint, "gguf", important, verify=False)
     assert files(project) == {"README.md": b"my notes", "config.json": b"{}"}
     assert important.read_text() == "chapter one"
+    pending = project / ".kiln_export.pending.json"  # a list that claims any content: not kiln's to claim
+    pending.write_text(json.dumps({"sha256": {"config.json": None, "README.md": None}}))
+    with pytest.raises(KilnError, match="as kiln's last export did not write it"):
+        export_checkpoint(checkpoint, "hf", project, verify=False)
+    pending.unlink()
+    assert files(project) == {"README.md": b"my notes", "config.json": b"{}"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["project", "thesis.tex"]
 
 
@@ -242,6 +248,15 @@ def test_an_interrupted_export_over_an_older_kilns_is_finished_too(checkpoint, t
     export_checkpoint(checkpoint, "hf", out, verify=False)
     assert json.loads((out / RECORD).read_text())["sha256"]
     assert not (out / target.PENDING).exists()
+
+
+def test_an_interrupted_first_export_into_an_empty_folder_is_finished(checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / "mount"
+    out.mkdir()  # an empty folder (a mount point, say): its files move in one by one
+    _killed_after_one_file(checkpoint, out, monkeypatch)
+    export_checkpoint(checkpoint, "hf", out, verify=False)
+    record = json.loads((out / RECORD).read_text())
+    assert sorted(p.name for p in out.iterdir()) == sorted([*record["files"], RECORD])
 
 
 def test_every_export_rename_publishes_only_what_is_on_disk(checkpoint, tmp_path, rename_log):

@@ -113,14 +113,21 @@ def _ours(run: RunDir) -> bool:
 def _replace(run: RunDir, new: RunDir) -> None:
     """Put the finished run `new` in the place of `run` (an earlier one of the demonstration's, if any).
     Each step can be repeated: a kill between two is finished by the next demonstration."""
-    dropped = RunDir(run.root.with_name(f".dropped-{run.root.name}"))
-    if _ours(dropped):  # what a kill left of the last replacement
-        shutil.rmtree(dropped.root)
+    dropped = run.root.with_name(f".dropped-{run.root.name}")
+    _remove_leftover(dropped)  # what a kill left of the last replacement
     if run.root.exists():
-        os.replace(run.root, dropped.root)
+        os.replace(run.root, dropped)
     rename_synced(new.root, run.root)
-    if dropped.root.exists():
-        shutil.rmtree(dropped.root)
+    _remove_leftover(dropped)
+
+
+def _remove_leftover(path: Path) -> None:
+    """Remove a hidden folder only the demonstration makes (.staged-NAME, .dropped-NAME), whole or as a
+    kill left it (perhaps without its SPEC by then); a link there goes, never what it points to."""
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def _train(spec: dict[str, Any], start: Path, sets: dict[str, Path], run: RunDir) -> None:
@@ -162,8 +169,7 @@ def finetune_run(spec: dict[str, Any], start: Path, sets: dict[str, Path], out: 
         _ours(final)
         run = RunDir(out / f"{STAGED}{spec['name']}")
         if _finished(run, spec) is None:  # (a finished one was killed before it was moved in)
-            if _ours(run):  # an unfinished one a crash left
-                shutil.rmtree(run.root)
+            _remove_leftover(run.root)  # an unfinished one a crash left
             _train(spec, start, sets, run)
             assert _finished(run, spec) is not None, f"{run.root} ended without its final checkpoint"
         _replace(final, run)

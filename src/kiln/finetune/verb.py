@@ -23,6 +23,7 @@ from kiln.freshstart import FreshStart, restore
 from kiln.models.registry import FAMILIES, family
 from kiln.runconfig import RunConfig
 from kiln.rundir import TOKENIZER, RunDir
+from kiln.staging import STAGED, rename_synced
 from kiln.train.parallel import launch_rank
 from kiln.verbs import Verb, config_options, overrides, print_config, resume_mode, resume_option
 
@@ -77,7 +78,10 @@ KEPT_BY_FINETUNE = ("config.json", "tokenizer.json", "plan.json")
 def prepare_run(cfg: RunConfig, checkpoint: Path, run: RunDir) -> None:
     """The fine-tuning run directory: the checkpoint's tokenizer beside the config."""
     run.root.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(checkpoint) / TOKENIZER, run.tokenizer)
+    staged = run.tokenizer.with_name(f"{STAGED}{TOKENIZER}")
+    staged.unlink(missing_ok=True)  # a new file: never written through a link at either name
+    shutil.copyfile(Path(checkpoint) / TOKENIZER, staged)
+    rename_synced(staged, run.tokenizer)
     save_config(cfg, run.config)
 
 

@@ -63,7 +63,7 @@ def check_target(out: Path, fmt: str) -> None:
     if fmt == "hf":
         if not out.is_dir():
             raise KilnError(f"{out} is a file; `kiln export --to hf` writes a folder: name a new or empty one")
-        if any(out.iterdir()) and not (out / RECORD).is_file():
+        if any(out.iterdir()) and not (out / RECORD).is_file() and not (out / PENDING).is_file():
             example = next(iter(sorted(p.name for p in out.iterdir())))
             raise KilnError(
                 f"{out} holds files kiln did not export (e.g. {example}; no {RECORD}): nothing was written; "
@@ -148,10 +148,10 @@ def _kilns(out: Path) -> dict[str, set[str] | None]:
     try:
         moving = json.loads((out / PENDING).read_text())["sha256"]
         for name, options in moving.items():
-            if name not in HF_FILES or not (options is None or isinstance(options, list)):
+            if name not in HF_FILES or not isinstance(options, list):  # None ("any") only as the record says
                 continue
             known = kilns.get(name, set())
-            kilns[name] = None if options is None or known is None else known | {str(o) for o in options}
+            kilns[name] = None if known is None else known | {str(o) for o in options}
     except (OSError, ValueError, AttributeError, TypeError, KeyError):
         pass
     return kilns
