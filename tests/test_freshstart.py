@@ -176,7 +176,8 @@ def test_a_supervised_fresh_start_killed_before_training_restarts_afresh(earlier
     def call(command: list[str]) -> int:
         commands.append(command)
         if len(commands) == 2:  # this one accepts (the earlier checkpoint goes), writes its own, then dies
-            FreshStart(earlier, keep=()).accept()
+            with FreshStart(earlier, keep=()) as fresh:
+                fresh.accept()
             time.sleep(0.05)  # a step later, as training's first checkpoint is (file times tick in jiffies)
             (earlier.checkpoints / "step_30").mkdir()  # the same name (maybe the same inode), another folder
         return 0 if len(commands) == 3 else 1
@@ -258,3 +259,22 @@ def test_a_copy_cut_short_never_replaces_the_file(earlier, monkeypatch):
     monkeypatch.setattr(freshstart.shutil, "copyfile", shutil.copyfile)
     assert earlier.plan.read_text().startswith('{"depth": 3}') and not (earlier.root / ASIDE).exists()
     assert earlier.tokenizer.read_text() == '{"old": "tokenizer"}'
+
+
+def test_a_kill_inside_acceptance_is_finished_by_the_next_command(earlier, monkeypatch):
+    import kiln.train.checkpoint as checkpoint
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with FreshStart(earlier) as fresh:
+        _write_new(earlier)
+        monkeypatch.setattr(checkpoint, "remove_checkpoints", killed)
+        with pytest.raises(KeyboardInterrupt):  # stopped just after the rename that commits it
+            fresh.accept()
+    monkeypatch.undo()
+    assert (earlier.root / DROPPED).is_dir() and (earlier.checkpoints / "step_30").is_dir()
+    (earlier.checkpoints / "step_30.bak").mkdir()  # a user's folder: never the list's
+    assert not restore(earlier)  # nothing put back: it was accepted; the earlier checkpoints go now
+    assert sorted(p.name for p in earlier.checkpoints.iterdir()) == ["step_30.bak"]
+    assert not (earlier.root / DROPPED).exists() and earlier.tokenizer.read_text() == '{"new": "tokenizer"}'

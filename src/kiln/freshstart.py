@@ -7,11 +7,12 @@ to resume. So the fresh start first keeps what it will replace (`KEPT_BY_RUN`; `
 plan; `kiln finetune`: config, tokenizer and plan) in the run directory's `.overwritten/` folder,
 with a list of what it holds: moved there (plan.json copied: the planner reuses a plan made for the
 same config and machine). A folder that is a link or another file system's mount stays where it is,
-unprotected, and the stages write into it as before.
-`accept` (the trainer, once every check has passed) drops what the new
-run has replaced, puts back what it has not written (an earlier curated/ when this run curates
-nothing) and then deletes the earlier checkpoints; a refusal or an error before that puts every file
-back (`restore`), and so does the next kiln command on the run directory after a crash: the folder is
+unprotected, and the stages write into it as before. The list also names the earlier checkpoints.
+`accept` (the trainer, once every check has passed) puts back what the new run has not written (an
+earlier curated/ when this run curates nothing), commits with one rename (`.overwritten/` ->
+`.overwritten-dropped/`), then deletes the earlier checkpoints and files; a kill after that rename
+is finished by the next kiln command. A refusal or an error before it puts every file back
+(`restore`), and so does the next kiln command on the run directory after a crash: the folder is
 there only while a fresh start is unaccepted.
 
 A fresh start holds the run directory's lock (`.overwritten.lock`, an advisory lock the system drops
@@ -145,13 +146,28 @@ def _read_list(aside: Path) -> dict[str, list[str]] | None:
     return {"kept": kept, "absent": absent}
 
 
+def _drop(root: Path) -> None:
+    """Finish an accepted fresh start a kill interrupted: the earlier checkpoints its list names (by
+    identity, never a later one of the same name), then the earlier files."""
+    from kiln.train.checkpoint import remove_checkpoints
+
+    dropped = root / DROPPED
+    if not dropped.is_dir() or dropped.is_symlink():
+        return
+    try:
+        listed = json.loads((dropped / LISTED).read_text())["checkpoints"]
+        earlier = {(str(n), int(d), int(i), int(c)) for n, d, i, c in listed}
+    except (OSError, ValueError, TypeError, KeyError):
+        earlier = set()  # unreadable: the checkpoints stay (the next --overwrite deletes them)
+    remove_checkpoints(RunDir(root).checkpoints, only=earlier)
+    shutil.rmtree(dropped)
+
+
 def _put_back(root: Path) -> list[str]:
     """With the lock held: put back what an unaccepted fresh start kept aside (the files written at
     those names since go) and finish deleting an accepted one's; the names put back. Each step can be
     repeated: a crash here is finished by the next call."""
-    dropped = root / DROPPED
-    if dropped.is_dir() and not dropped.is_symlink():
-        shutil.rmtree(dropped)
+    _drop(root)
     aside = root / ASIDE
     if not aside.is_dir() or aside.is_symlink():
         return []
@@ -223,43 +239,45 @@ class FreshStart:
         if self.lock is None:
             raise KilnError(f"another kiln command is starting a run in {root}; wait until it trains, or use another")
         try:
+            from kiln.train.checkpoint import checkpoint_identities
+
             _put_back(root)  # a crash's leftovers first
             here = [name for name in self.keep if _there(root / name) and _movable(root, name)]
-            if here:
-                aside = root / ASIDE
-                aside.mkdir()
-                absent = [name for name in self.keep if not _there(root / name)]
-                write_whole(aside / LISTED, json.dumps({"kept": here, "absent": absent}) + "\n")
-                self.kept = here
-                for name in here:
-                    if name in COPIED and (root / name).is_file() and not (root / name).is_symlink():
-                        _copy(root / name, aside / name)
-                    else:
-                        os.replace(root / name, aside / name)  # a link itself, never what it points to
-                sync(aside)
-                sync(root)
+            aside = root / ASIDE
+            aside.mkdir()
+            absent = [name for name in self.keep if not _there(root / name)]
+            earlier = sorted(checkpoint_identities(self.run.checkpoints))  # what acceptance deletes
+            listed = {"kept": here, "absent": absent, "checkpoints": earlier}
+            write_whole(aside / LISTED, json.dumps(listed) + "\n")
+            self.kept = here
+            for name in here:
+                if name in COPIED and (root / name).is_file() and not (root / name).is_symlink():
+                    _copy(root / name, aside / name)
+                else:
+                    os.replace(root / name, aside / name)  # a link itself, never what it points to
+            sync(aside)
+            sync(root)
         except BaseException:
             self._leave()
             raise
         return self
 
     def accept(self) -> None:
-        """Training accepted the fresh start (rank 0): what the new run replaced goes, what it did not
-        write comes back, then the earlier checkpoints go (a crash between leaves them, and the next
-        --overwrite deletes them)."""
+        """Training accepted the fresh start (rank 0): what the new run did not write comes back, then
+        one rename commits it (ASIDE -> DROPPED), then the earlier files and checkpoints go; a kill
+        after the rename is finished by the next kiln command (`_drop`)."""
         from kiln.train.checkpoint import remove_checkpoints
 
         self.accepted = True
         root = self.run.root
-        if self.kept:
-            aside = root / ASIDE
-            for name in self.kept:
-                if not _there(root / name):  # this run writes none (curate.enabled false): the earlier one stays
-                    os.replace(aside / name, root / name)
-            os.replace(aside, root / DROPPED)
-            sync(root)
-            shutil.rmtree(root / DROPPED)
-        remove_checkpoints(self.run.checkpoints)
+        aside = root / ASIDE
+        for name in self.kept:
+            if not _there(root / name):  # this run writes none (curate.enabled false): the earlier one stays
+                os.replace(aside / name, root / name)
+        os.replace(aside, root / DROPPED)
+        sync(root)
+        remove_checkpoints(self.run.checkpoints)  # every earlier one (none is newer: training has not begun)
+        _drop(root)
         self._leave()
 
     def _leave(self) -> None:

@@ -93,10 +93,23 @@ def written_checkpoints(root: Path) -> list[Path]:
     return [p for p, name in found if p.is_dir() and not p.is_symlink() and STEP_NAME.fullmatch(name)]
 
 
-def remove_checkpoints(root: Path) -> None:
-    """Delete the checkpoints kiln wrote under `root` (`written_checkpoints`); a user's folders stay."""
+Identity = tuple[str, int, int, int]
+"""A checkpoint folder told from a later one of the same name, which may get the deleted one's inode
+(its change time tells them apart): name, device, inode, change time in ns."""
+
+
+def checkpoint_identities(root: Path) -> set[Identity]:
+    """The identities of the folders kiln wrote under `root` (`written_checkpoints`)."""
+    found = [(p.name, p.stat()) for p in written_checkpoints(root)]
+    return {(name, s.st_dev, s.st_ino, s.st_ctime_ns) for name, s in found}
+
+
+def remove_checkpoints(root: Path, only: set[Identity] | None = None) -> None:
+    """Delete the checkpoints kiln wrote under `root` (`written_checkpoints`; those `only` names, when
+    given); a user's folders stay."""
     for p in written_checkpoints(root):
-        shutil.rmtree(p)
+        if only is None or (p.name, (s := p.stat()).st_dev, s.st_ino, s.st_ctime_ns) in only:
+            shutil.rmtree(p)
 
 
 def _single() -> bool:

@@ -32,14 +32,10 @@ def kiln_command() -> list[str]:
 
 
 def _folders(checkpoints: Path | None) -> set[tuple[str, int, int, int]]:
-    """The checkpoint folders kiln wrote there (those a fresh start deletes), each told from a later
-    one of the same name (which may get the deleted one's inode: its change time tells them apart)."""
-    from kiln.train.checkpoint import written_checkpoints
+    """The checkpoint folders kiln wrote there (those a fresh start deletes), each told from a later one."""
+    from kiln.train.checkpoint import checkpoint_identities
 
-    if checkpoints is None:
-        return set()
-    found = [(p.name, p.stat()) for p in written_checkpoints(checkpoints)]
-    return {(name, s.st_dev, s.st_ino, s.st_ctime_ns) for name, s in found}
+    return set() if checkpoints is None else checkpoint_identities(checkpoints)
 
 
 def supervise(argv: list[str], max_restarts: int, replaced: Path | None = None) -> int:
