@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 from kiln.errors import KilnError
 from kiln.rundir import OVERWRITTEN, RunDir
-from kiln.staging import STAGED, rename_synced, sync, write_whole
+from kiln.staging import STAGED, remove_path, rename_synced, sync, write_whole
 
 ASIDE = OVERWRITTEN
 """The run directory's folder of what an unaccepted fresh start replaced."""
@@ -49,14 +49,6 @@ KEPT_BY_RUN = ("config.json", "stages.json", "plan.json", "tokenizer.json", "cur
 COPIED = ("plan.json",)
 """Kept aside as a copy, the file staying in place: the planner reuses a plan made for the same config
 and machine. Everything else is moved (a link as a link)."""
-
-
-def _remove(path: Path) -> None:
-    """Delete a file, a link (never what it points to) or a folder of the run."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
 
 
 def _there(path: Path) -> bool:
@@ -176,7 +168,7 @@ def _put_back(root: Path) -> list[str]:
         for name in [*listed["kept"], *listed["absent"]]:
             kept = aside / name
             if name in listed["absent"] or _there(kept):
-                _remove(root / name)  # what the refused start wrote there
+                remove_path(root / name)  # what the refused start wrote there
             if _there(kept):
                 os.replace(kept, root / name)
         sync(root)

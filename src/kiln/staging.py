@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -95,6 +96,14 @@ def rename_synced(staged: Path, path: Path) -> None:
     sync(staged)
     os.replace(staged, path)
     sync(path.parent)
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file, a link (never what it points to) or a folder kiln made; nothing if it is absent."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
 
 
 def write_whole(path: Path, text: str) -> None:

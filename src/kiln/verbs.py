@@ -11,7 +11,6 @@ collected.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,8 +161,7 @@ def resolve_config(args: argparse.Namespace, budget_key: str = "") -> tuple[RunC
     run_dir = args.run_dir or Path("runs") / (args.preset or ("plan" if getattr(args, "config", None) else "cpu"))
     run = RunDir(run_dir)
     run.check_ours()
-    if os.environ.get("RANK", "0") == "0":  # one process of a torchrun job puts back what a crash left aside
-        restore(run)
+    restore(run)  # what a crash left aside (rank 0 of a torchrun job)
     if args.preset and getattr(args, "config", None):
         raise KilnError("give --preset or --config, not both")
     if args.preset:

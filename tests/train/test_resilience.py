@@ -204,7 +204,8 @@ def test_repeated_nan_steps_roll_back_with_a_lower_learning_rate(tokenized_run, 
 
 
 def test_sharded_checkpoint_converts_to_safetensors_and_back(tokenized_run, tmp_path, corpus_dir):
-    from kiln.train.checkpoint import consolidate, to_dcp
+    from kiln.train.checkpoint import consolidate
+    from kiln.train.verb import to_dcp
 
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")

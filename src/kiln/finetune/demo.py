@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 from kiln.device import pick_device
 from kiln.errors import KilnError
 from kiln.rundir import RunDir
-from kiln.staging import STAGED, rename_synced
+from kiln.staging import STAGED, remove_path, rename_synced
 from kiln.verbs import Verb
 
 SFT_STEPS = 150
@@ -114,20 +113,11 @@ def _replace(run: RunDir, new: RunDir) -> None:
     """Put the finished run `new` in the place of `run` (an earlier one of the demonstration's, if any).
     Each step can be repeated: a kill between two is finished by the next demonstration."""
     dropped = run.root.with_name(f".dropped-{run.root.name}")
-    _remove_leftover(dropped)  # what a kill left of the last replacement
+    remove_path(dropped)  # what a kill left of the last replacement (a hidden name only the demonstration makes)
     if run.root.exists():
         os.replace(run.root, dropped)
     rename_synced(new.root, run.root)
-    _remove_leftover(dropped)
-
-
-def _remove_leftover(path: Path) -> None:
-    """Remove a hidden folder only the demonstration makes (.staged-NAME, .dropped-NAME), whole or as a
-    kill left it (perhaps without its SPEC by then); a link there goes, never what it points to."""
-    if path.is_symlink():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
+    remove_path(dropped)
 
 
 def _train(spec: dict[str, Any], start: Path, sets: dict[str, Path], run: RunDir) -> None:
@@ -169,7 +159,7 @@ def finetune_run(spec: dict[str, Any], start: Path, sets: dict[str, Path], out: 
         _ours(final)
         run = RunDir(out / f"{STAGED}{spec['name']}")
         if _finished(run, spec) is None:  # (a finished one was killed before it was moved in)
-            _remove_leftover(run.root)  # an unfinished one a crash left
+            remove_path(run.root)  # an unfinished one a crash left, perhaps without its SPEC by then
             _train(spec, start, sets, run)
             assert _finished(run, spec) is not None, f"{run.root} ended without its final checkpoint"
         _replace(final, run)

@@ -48,7 +48,7 @@ from torch.utils._pytree import tree_map_only
 
 from kiln.errors import KilnError
 from kiln.rundir import CONFIG, MANIFEST, STATE, TOKENIZER
-from kiln.staging import STAGED, file_sha256, rename_synced, sync_tree
+from kiln.staging import file_sha256, rename_synced, sync_tree
 from kiln.train.dcp_safe import SafeEmptyLoadPlanner, SafeLoadPlanner, SafeReader, quiet_load
 
 if TYPE_CHECKING:
@@ -98,17 +98,21 @@ Identity = tuple[str, int, int, int]
 (its change time tells them apart): name, device, inode, change time in ns."""
 
 
+def _identity(folder: Path) -> Identity:
+    s = folder.stat()
+    return folder.name, s.st_dev, s.st_ino, s.st_ctime_ns
+
+
 def checkpoint_identities(root: Path) -> set[Identity]:
     """The identities of the folders kiln wrote under `root` (`written_checkpoints`)."""
-    found = [(p.name, p.stat()) for p in written_checkpoints(root)]
-    return {(name, s.st_dev, s.st_ino, s.st_ctime_ns) for name, s in found}
+    return {_identity(p) for p in written_checkpoints(root)}
 
 
 def remove_checkpoints(root: Path, only: set[Identity] | None = None) -> None:
     """Delete the checkpoints kiln wrote under `root` (`written_checkpoints`; those `only` names, when
     given); a user's folders stay."""
     for p in written_checkpoints(root):
-        if only is None or (p.name, (s := p.stat()).st_dev, s.st_ino, s.st_ctime_ns) in only:
+        if only is None or _identity(p) in only:
             shutil.rmtree(p)
 
 
@@ -426,28 +430,6 @@ def _matches_manifest(folder: Path, name: str) -> bool:
     except (OSError, json.JSONDecodeError, KeyError, TypeError):
         return False
     return _file_problem(folder / name, want) is None
-
-
-def to_dcp(path: Path, out: Path) -> Path:
-    """model.safetensors -> a DCP folder of the weights ({"model": ...}), which a sharded run of any
-    world size loads as its starting point (no optimizer state)."""
-    from safetensors.torch import load_file
-
-    weights = load_file(str(Path(path) / "model.safetensors"))
-    out = Path(out)
-    staged = out.with_name(f"{STAGED}{out.name}")
-    if staged.is_symlink() or staged.is_file():
-        staged.unlink()
-    elif staged.exists():  # a conversion stopped midway
-        shutil.rmtree(staged)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.save({"model": weights}, checkpoint_id=str(staged), no_dist=True)
-    sync_tree(staged)
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()  # an empty folder made for it
-    rename_synced(staged, out)  # whole or not at all
-    return out
 
 
 class Checkpointer:

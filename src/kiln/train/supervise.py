@@ -6,6 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kiln.train.checkpoint import Identity
 
 
 def child_argv(argv: list[str]) -> list[str]:
@@ -31,7 +35,7 @@ def kiln_command() -> list[str]:
     return [sys.executable, "-c", run]
 
 
-def _folders(checkpoints: Path | None) -> set[tuple[str, int, int, int]]:
+def _folders(checkpoints: Path | None) -> set[Identity]:
     """The checkpoint folders kiln wrote there (those a fresh start deletes), each told from a later one."""
     from kiln.train.checkpoint import checkpoint_identities
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from kiln.errors import KilnError
 from kiln.rundir import STATE
-from kiln.train.checkpoint import consolidate, to_dcp
+from kiln.staging import STAGED, remove_path, rename_synced, sync_tree
+from kiln.train.checkpoint import consolidate
 from kiln.verbs import Verb, checkpoint_option
 
 
@@ -23,6 +24,28 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="--to dcp: the folder to write (default: CHECKPOINT/weights_dcp)"
     )
+
+
+def to_dcp(path: Path, out: Path) -> Path:
+    """model.safetensors -> a new DCP folder `out` of the weights ({"model": ...}), which a sharded run
+    of any world size loads as its starting point (no optimizer state); written staged, then renamed."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(path) / "model.safetensors"))
+    out = Path(out)
+    staged = out.with_name(f"{STAGED}{out.name}")
+    remove_path(staged)  # a conversion stopped midway
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save({"model": weights}, checkpoint_id=str(staged), no_dist=True)
+    sync_tree(staged)
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()  # an empty folder made for it
+    rename_synced(staged, out)  # whole or not at all
+    return out
 
 
 def _convert(args: argparse.Namespace) -> Path:
