@@ -278,3 +278,10 @@ def test_a_kill_inside_acceptance_is_finished_by_the_next_command(earlier, monke
     assert not restore(earlier)  # nothing put back: it was accepted; the earlier checkpoints go now
     assert sorted(p.name for p in earlier.checkpoints.iterdir()) == ["step_30.bak"]
     assert not (earlier.root / DROPPED).exists() and earlier.tokenizer.read_text() == '{"new": "tokenizer"}'
+
+
+def test_a_lock_kiln_cannot_open_is_one_line(earlier):
+    (earlier.root / LOCK).mkdir()  # in the way (a read-only run directory fails the same way)
+    with pytest.raises(KilnError, match="cannot write in the run directory"), FreshStart(earlier):
+        pass
+    assert earlier.tokenizer.read_text() == '{"old": "tokenizer"}'

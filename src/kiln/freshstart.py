@@ -80,7 +80,10 @@ class Lock(NamedTuple):
 
 def _lock(root: Path) -> Lock | None:
     """The run directory's lock, taken without waiting; None if another process holds it."""
-    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:  # a read-only run directory, say
+        raise KilnError(f"cannot write in the run directory {root} ({e.strerror}); pass one kiln may use") from None
     if sys.platform == "win32":
         import msvcrt
 
