@@ -285,3 +285,20 @@ def test_a_lock_kiln_cannot_open_is_one_line(earlier):
     with pytest.raises(KilnError, match="cannot write in the run directory"), FreshStart(earlier):
         pass
     assert earlier.tokenizer.read_text() == '{"old": "tokenizer"}'
+
+
+def test_under_torchrun_only_rank_0_prepares_a_fine_tuning_run(earlier, tmp_path, monkeypatch):
+    """Another rank writing the checkpoint's tokenizer while rank 0 keeps the earlier one aside would
+    have it keep the new one, losing the earlier run's."""
+    from kiln.finetune.verb import prepare_run
+
+    start = tmp_path / "step_5"
+    start.mkdir()
+    (start / "tokenizer.json").write_text('{"checkpoint": "tokenizer"}')
+    config = earlier.config.read_text()
+    monkeypatch.setenv("RANK", "1")
+    prepare_run(get_preset("debug"), start, earlier)
+    assert earlier.tokenizer.read_text() == '{"old": "tokenizer"}' and earlier.config.read_text() == config
+    monkeypatch.setenv("RANK", "0")
+    prepare_run(get_preset("debug"), start, earlier)
+    assert earlier.tokenizer.read_text() == '{"checkpoint": "tokenizer"}' and earlier.config.read_text() != config

@@ -76,7 +76,11 @@ KEPT_BY_FINETUNE = ("config.json", "tokenizer.json", "plan.json")
 
 
 def prepare_run(cfg: RunConfig, checkpoint: Path, run: RunDir) -> None:
-    """The fine-tuning run directory: the checkpoint's tokenizer beside the config."""
+    """The fine-tuning run directory: the checkpoint's tokenizer beside the config. Under torchrun only
+    rank 0 writes them (the others would write over what its fresh start keeps aside); the trainer
+    reads them once every rank has joined the process group (train/build.py)."""
+    if launch_rank() != 0:
+        return
     run.root.mkdir(parents=True, exist_ok=True)
     staged = run.tokenizer.with_name(f"{STAGED}{TOKENIZER}")
     staged.unlink(missing_ok=True)  # a new file: never written through a link at either name

@@ -88,6 +88,7 @@ def build_trainer(
         keep_freed_host_memory()
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    par.barrier()  # rank 0 may still be writing what every rank reads (kiln finetune prepares on rank 0 alone)
     tokenizer = load_tokenizer(run.tokenizer)
     sha = tokenizer_hash(run.tokenizer)
     ids = objective_ids(tokenizer)
