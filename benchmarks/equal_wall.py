@@ -243,22 +243,22 @@ def rate(out: str, pattern: str) -> float:
 
 
 def prepare_nanogpt(root: Path, cut: Path, repo: Path) -> Path:
-    """A nanoGPT working directory: data/sotu_char in prepare.py's format, its configurator and configs."""
+    """A nanoGPT working directory: data/sotu_char in prepare.py's format, its configurator and configs.
+    The data is written afresh every time: nanoGPT unpickles meta.pkl, so one found in --root is never used."""
     work = root / "nanogpt"
     data = work / "data" / "sotu_char"
-    if not (data / "meta.pkl").exists() or not (data / "meta.json").exists():
-        data.mkdir(parents=True, exist_ok=True)
-        docs = {name: texts(cut / f"{name}.jsonl") for name in ("train", "val", "scored")}
-        assert not any(SEP in d for part in docs.values() for d in part), "the document separator is in the text"
-        split = {name: "".join(SEP + d for d in part) for name, part in docs.items()}
-        chars = sorted(set("".join(split.values())))  # prepare.py: the alphabet of all the text
-        stoi, itos = {ch: i for i, ch in enumerate(chars)}, dict(enumerate(chars))
-        for name in ("train", "val"):
-            np.array([stoi[c] for c in split[name]], dtype=np.uint16).tofile(data / f"{name}.bin")
-        pickle.dump({"vocab_size": len(chars), "itos": itos, "stoi": stoi}, (data / "meta.pkl").open("wb"))
-        (data / "meta.json").write_text(
-            json.dumps({"chars": chars})
-        )  # what this harness reads back (train.py: meta.pkl)
+    data.mkdir(parents=True, exist_ok=True)
+    docs = {name: texts(cut / f"{name}.jsonl") for name in ("train", "val", "scored")}
+    assert not any(SEP in d for part in docs.values() for d in part), "the document separator is in the text"
+    split = {name: "".join(SEP + d for d in part) for name, part in docs.items()}
+    chars = sorted(set("".join(split.values())))  # prepare.py: the alphabet of all the text
+    stoi, itos = {ch: i for i, ch in enumerate(chars)}, dict(enumerate(chars))
+    for name in ("train", "val"):
+        np.array([stoi[c] for c in split[name]], dtype=np.uint16).tofile(data / f"{name}.bin")
+    (data / "meta.pkl").unlink(missing_ok=True)  # a new file, never written through a link
+    with (data / "meta.pkl").open("wb") as f:
+        pickle.dump({"vocab_size": len(chars), "itos": itos, "stoi": stoi}, f)
+    (data / "meta.json").write_text(json.dumps({"chars": chars}))  # what this harness reads back (train.py: meta.pkl)
     for name in ("configurator.py", "config"):
         if not (work / name).exists():
             (work / name).symlink_to((repo / name).resolve())

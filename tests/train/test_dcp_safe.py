@@ -131,6 +131,25 @@ def test_real_metadata_reads_and_a_path_outside_the_folder_is_refused(trained, t
         read_metadata(ckpt / "dcp" / ".metadata")
 
 
+def test_state_set_on_an_allowed_class_is_refused(trained, tmp_path):
+    """pickle's BUILD on a class object sets attributes on the class for the whole process: aimed at
+    PosixPath it would make `is_symlink()` always false (kiln's own checkpoint listing relies on it)."""
+    import pathlib
+
+    _, run = trained
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(run.checkpoints / "step_4", ckpt)
+    good = (ckpt / "dcp" / ".metadata").read_bytes()
+    assert good[:2] == b"\x80\x04"
+    rewrite = b"\x80\x04cpathlib\nPosixPath\nN}Vis_symlink\ncbuiltins\nset\ns\x86b0"  # BUILD, then POP
+    (ckpt / "dcp" / ".metadata").write_bytes(rewrite + good[2:])
+    link = tmp_path / "a_link"
+    link.symlink_to(tmp_path)
+    with pytest.raises(KilnError, match="set the state of PosixPath"):
+        read_metadata(ckpt / "dcp" / ".metadata")
+    assert "is_symlink" not in vars(pathlib.PosixPath) and link.is_symlink()
+
+
 def test_convert_rebuilds_the_weights_from_a_trusted_sharded_checkpoint(trained, tmp_path):
     _, run = trained
     ckpt = tmp_path / "ckpt"

@@ -8,8 +8,9 @@ whatever a planted `__reduce__` names. Here:
 
 - `.metadata` goes through `MetadataUnpickler`, which resolves only the classes DCP's metadata is
   made of (torch.distributed.checkpoint.metadata's dataclasses, the filesystem's _StorageInfo,
-  torch.Size, dtypes, layouts, paths); anything else is refused before it is called, and every
-  storage entry must name a plain file inside the folder;
+  torch.Size, dtypes, layouts, paths); anything else is refused before it is called, state is set
+  only on instances of those classes (never on a class itself), and every storage entry must name a
+  plain file inside the folder;
 - byte items are read with `torch.load(weights_only=True)` (numbers, strings, tuples, lists, dicts);
 - a refusal is a `KilnError` naming the file and the class it refused: nothing runs.
 
@@ -62,22 +63,45 @@ class UnsafeCheckpoint(KilnError):
     """A checkpoint file asks to run code or to read outside its folder."""
 
 
-class MetadataUnpickler(pickle.Unpickler):
-    """pickle.Unpickler that resolves only DCP's metadata classes and torch's dtypes."""
+def _tampered(where: str, what: str) -> UnsafeCheckpoint:
+    return UnsafeCheckpoint(
+        f"{where} asks to {what}, which is not part of a checkpoint's metadata; "
+        "refused without running it (this checkpoint was tampered with: use one from a run you trust)"
+    )
+
+
+class MetadataUnpickler(pickle._Unpickler):
+    """Python's own unpickler, resolving only DCP's metadata classes and torch's dtypes, and setting
+    state (BUILD) only on instances of those classes: a BUILD aimed at a class or a function would set
+    attributes on it for the whole process (e.g. `PosixPath.is_symlink`, which kiln's own checks use).
+    The pure-Python unpickler (`pickle._Unpickler`) is the one whose opcodes can be checked one by one;
+    a checkpoint's metadata is small, so its speed does not matter."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    stack: list[Any]  # the pure-Python unpickler's (typeshed does not list it)
 
     def __init__(self, file: io.BufferedIOBase, where: str) -> None:
         super().__init__(file)
         self.where = where
+        self.classes: set[type] = set()  # the allowed classes resolved so far: BUILD may target their instances
 
     def find_class(self, module: str, name: str) -> Any:
         if name in METADATA_CLASSES.get(module, ()):
-            return super().find_class(module, name)
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                self.classes.add(found)
+            return found
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
-        raise UnsafeCheckpoint(
-            f"{self.where} asks to load {module}.{name}, which is not part of a checkpoint's metadata; "
-            "refused without running it (this checkpoint was tampered with: use one from a run you trust)"
-        )
+        raise _tampered(self.where, f"load {module}.{name}")
+
+    def load_build(self) -> None:
+        target = self.stack[-2]  # the state is on top, what it is set on beneath it
+        if type(target) not in self.classes:
+            raise _tampered(self.where, f"set the state of {getattr(target, '__qualname__', type(target).__name__)}")
+        pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+
+    dispatch[pickle.BUILD[0]] = load_build  # type: ignore[assignment]
 
 
 def read_metadata(path: Path) -> Metadata:
