@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,8 +53,50 @@ def tiny_config(corpus: Path, **overrides: str) -> RunConfig:
         "tokenizer.num_sentinels": "4",
         "model.vocab_size": "320",
         "train.device": "cpu",
+        "train.precision": "fp32",  # the same path on every CPU ("auto" picks bf16 where it measures faster)
     }
     return apply_overrides(debug(), {**base, **overrides})
+
+
+STARTED: list[subprocess.Popen] = []
+"""The processes `start` launched in the running test (`reap_started` kills what is left of them)."""
+
+
+def start(cmd: list[str], **kwargs: Any) -> subprocess.Popen:
+    """subprocess.Popen in a process group of its own, killed whole when the test ends however it ends
+    (a failed assert, pytest-timeout): torchrun's workers and a supervisor's child with it, which would
+    otherwise go on taking the cores from the rest of the suite."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+    STARTED.append(proc)
+    return proc
+
+
+def run_to_end(cmd: list[str], timeout: float, **kwargs: Any) -> subprocess.CompletedProcess:
+    """subprocess.run through `start`: at the timeout the whole group is killed, not only `cmd`."""
+    if kwargs.pop("capture_output", False):
+        kwargs.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start(cmd, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        _kill_group(proc)
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the group outlives its leader when workers were orphaned
+    except ProcessLookupError:
+        pass
+    proc.communicate()  # reaps it and closes its pipes
+
+
+@pytest.fixture(autouse=True)
+def reap_started() -> Iterator[None]:
+    yield
+    while STARTED:
+        _kill_group(STARTED.pop())
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import pytest
 
 from kiln.cli import main
 from kiln.freshstart import LOCK
+from tests.conftest import start
 
 SUMMARY_KEYS = {"val_loss", "val_bpb", "train_tokens", "params", "tokens_per_s", "mfu", "wall_s", "preset"}
 
@@ -271,7 +272,7 @@ def test_sigint_checkpoints_at_a_step_boundary_and_resume_finishes(tmp_path, cor
     )
     assert prep.returncode == 0
     assert subprocess.run(base + ["tokenize", *common], capture_output=True).returncode == 0
-    proc = subprocess.Popen(base + ["train", *common], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start(base + ["train", *common], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = run_dir / "metrics.jsonl"
     deadline = time.time() + 240  # generous: only a broken run takes this long to log 3 steps
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):

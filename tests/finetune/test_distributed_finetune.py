@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from tests.conftest import run_to_end
 from tests.finetune.test_classify import write_labelled
 from tests.finetune.test_dpo import write_pairs
 from tests.train.test_distributed import _port
@@ -14,7 +15,6 @@ COMMON += " --train.micro_batch_size 4 --train.checkpoint_every 4 --train.warmup
 
 
 def _finetune(run_dir, checkpoint, method, data, mode="none", procs=1):
-    import subprocess
     import sys
 
     launch = [sys.executable, "-m", "kiln"]
@@ -23,7 +23,7 @@ def _finetune(run_dir, checkpoint, method, data, mode="none", procs=1):
         launch += ["--master_addr", "127.0.0.1", "--master_port", str(_port()), "-m", "kiln"]
     args = ["finetune", "--checkpoint", str(checkpoint), "--method", method, "--data", str(data)]
     args += ["--run-dir", str(run_dir), "--parallel.mode", mode, *COMMON.split()]
-    done = subprocess.run([*launch, *args], capture_output=True, text=True, timeout=300)
+    done = run_to_end([*launch, *args], timeout=300, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in rows if r.get("loss") is not None]

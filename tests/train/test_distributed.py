@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_run
+from tests.conftest import copy_run, run_to_end, start
 
 # fp32 so the comparison is about the parallelism, not bf16 rounding; global batch 16 in every layout
 COMMON = [
@@ -54,8 +54,8 @@ def _train(run_dir, *args, procs: int = 1) -> list[float]:
         if procs > 1
         else [sys.executable, "-m", "kiln"]
     )
-    done = subprocess.run(
-        [*launch, "train", "--run-dir", str(run_dir), *COMMON, *args], capture_output=True, text=True, timeout=300
+    done = run_to_end(
+        [*launch, "train", "--run-dir", str(run_dir), *COMMON, *args], timeout=300, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -108,7 +108,7 @@ def test_a_dead_rank_stops_the_run_instead_of_hanging(tokenized_run, tmp_path):
 
     _, src = tokenized_run
     run = copy_run(src, tmp_path / "run")
-    proc = subprocess.Popen(
+    proc = start(
         [
             sys.executable,
             "-m",
@@ -156,10 +156,10 @@ def test_activation_checkpointing_changes_memory_not_results(tokenized_run, tmp_
     b = _train(recompute.root, "--overwrite", "--parallel.activation_checkpointing", "block")
     assert a == b
     # its checkpoints use the model's own parameter names: eval loads them into an unwrapped model
-    done = subprocess.run(
+    done = run_to_end(
         [sys.executable, "-m", "kiln", "eval", "--checkpoint", str(recompute.checkpoints / "step_6")],
+        timeout=120,
         capture_output=True,
         text=True,
-        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -18,7 +18,7 @@ from kiln.errors import KilnError
 from kiln.stages import parts_for
 from kiln.train.build import build_trainer
 from kiln.train.checkpoint import checkpoint_dirs, latest_checkpoint, verify_checkpoint
-from tests.conftest import copy_run, tiny_config
+from tests.conftest import copy_run, start, tiny_config
 
 ARGS = [
     "--train.max_steps",
@@ -37,7 +37,7 @@ ARGS = [
 
 
 def _kiln(run: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
+    return start(
         [sys.executable, "-m", "kiln", "train", "--run-dir", str(run), *ARGS, *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
