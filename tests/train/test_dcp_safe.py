@@ -131,23 +131,44 @@ def test_real_metadata_reads_and_a_path_outside_the_folder_is_refused(trained, t
         read_metadata(ckpt / "dcp" / ".metadata")
 
 
-def test_state_set_on_an_allowed_class_is_refused(trained, tmp_path):
-    """pickle's BUILD on a class object sets attributes on the class for the whole process: aimed at
-    PosixPath it would make `is_symlink()` always false (kiln's own checkpoint listing relies on it)."""
+STATE_REWRITES = [
+    # PosixPath.is_symlink := set, process-wide (kiln's own checkpoint listing relies on is_symlink)
+    ("set the state of PosixPath", b"cpathlib\nPosixPath\nN}Vis_symlink\ncbuiltins\nset\ns\x86b0"),
+    # the shared enum member's value := 99: every checkpoint this process saves later is unreadable
+    (
+        "set the state of _MEM_FORMAT_ENCODING",
+        b"ctorch.distributed.checkpoint.metadata\n_MEM_FORMAT_ENCODING\nK\x00\x85R}V_value_\nKcsb0",
+    ),
+    # a path whose cached parts differ from its text: prints as a file in the folder, opens another
+    ("set the state of PosixPath", b"cpathlib\nPosixPath\nV__0_0.distcp\n\x85RN}V_str\nVx\ns\x86b0"),
+    # a dataclass's state from something other than its fields
+    (
+        "set ChunkStorageMetadata's state from a tuple",
+        b"ctorch.distributed.checkpoint.metadata\nChunkStorageMetadata\nNN\x86\x81NN\x86b0",
+    ),
+]
+
+
+@pytest.mark.parametrize("refusal, rewrite", STATE_REWRITES)
+def test_state_set_on_anything_but_a_new_dataclass_is_refused(trained, tmp_path, refusal, rewrite):
+    """pickle's BUILD sets attributes on whatever is beneath it: aimed at a class, a shared enum member
+    or a path it changes them for the whole process, or makes a path print as one file and open another."""
     import pathlib
+
+    from torch.distributed.checkpoint.metadata import _MEM_FORMAT_ENCODING
 
     _, run = trained
     ckpt = tmp_path / "ckpt"
     shutil.copytree(run.checkpoints / "step_4", ckpt)
     good = (ckpt / "dcp" / ".metadata").read_bytes()
     assert good[:2] == b"\x80\x04"
-    rewrite = b"\x80\x04cpathlib\nPosixPath\nN}Vis_symlink\ncbuiltins\nset\ns\x86b0"  # BUILD, then POP
-    (ckpt / "dcp" / ".metadata").write_bytes(rewrite + good[2:])
+    (ckpt / "dcp" / ".metadata").write_bytes(b"\x80\x04" + rewrite + good[2:])
     link = tmp_path / "a_link"
     link.symlink_to(tmp_path)
-    with pytest.raises(KilnError, match="set the state of PosixPath"):
+    with pytest.raises(KilnError, match=refusal):
         read_metadata(ckpt / "dcp" / ".metadata")
     assert "is_symlink" not in vars(pathlib.PosixPath) and link.is_symlink()
+    assert [m.value for m in _MEM_FORMAT_ENCODING] == list(range(len(_MEM_FORMAT_ENCODING)))
 
 
 def test_convert_rebuilds_the_weights_from_a_trusted_sharded_checkpoint(trained, tmp_path):

@@ -9,8 +9,8 @@ whatever a planted `__reduce__` names. Here:
 - `.metadata` goes through `MetadataUnpickler`, which resolves only the classes DCP's metadata is
   made of (torch.distributed.checkpoint.metadata's dataclasses, the filesystem's _StorageInfo,
   torch.Size, dtypes, layouts, paths); anything else is refused before it is called, state is set
-  only on instances of those classes (never on a class itself), and every storage entry must name a
-  plain file inside the folder;
+  only on new instances of the dataclasses (never on a class, an enum member or a path), and every
+  storage entry must name a plain file inside the folder, as a string;
 - byte items are read with `torch.load(weights_only=True)` (numbers, strings, tuples, lists, dicts);
 - a refusal is a `KilnError` naming the file and the class it refused: nothing runs.
 
@@ -58,6 +58,22 @@ METADATA_CLASSES = {
 }
 """(module, name) pairs a DCP metadata pickle may name: the classes torch writes there (torch 2.5-2.13)."""
 
+BUILT = {
+    ("torch.distributed.checkpoint.metadata", name)
+    for name in (
+        "Metadata",
+        "MetadataIndex",
+        "StorageMeta",
+        "TensorProperties",
+        "TensorStorageMetadata",
+        "BytesStorageMetadata",
+        "ChunkStorageMetadata",
+    )
+} | {("torch.distributed.checkpoint.filesystem", "_StorageInfo")}
+"""The classes whose instances a metadata pickle sets state on (BUILD): the dataclasses, each a new
+object of its own. Not the enum (its members are shared by the whole process) nor paths (their
+cached parts would let a path print as one file and open another)."""
+
 
 class UnsafeCheckpoint(KilnError):
     """A checkpoint file asks to run code or to read outside its folder."""
@@ -88,17 +104,23 @@ class MetadataUnpickler(pickle._Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if name in METADATA_CLASSES.get(module, ()):
             found = super().find_class(module, name)
-            if isinstance(found, type):
+            if (module, name) in BUILT:
                 self.classes.add(found)
             return found
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
+        dtype = vars(torch).get(name) if module == "torch" else None  # vars: no lazy import of a submodule
+        if isinstance(dtype, torch.dtype):
+            return dtype
         raise _tampered(self.where, f"load {module}.{name}")
 
     def load_build(self) -> None:
-        target = self.stack[-2]  # the state is on top, what it is set on beneath it
-        if type(target) not in self.classes:
-            raise _tampered(self.where, f"set the state of {getattr(target, '__qualname__', type(target).__name__)}")
+        state, target = self.stack[-1], self.stack[-2]  # the state is on top, what it is set on beneath it
+        kind = type(target)
+        if kind not in self.classes:
+            raise _tampered(self.where, f"set the state of {getattr(target, '__qualname__', kind.__name__)}")
+        if getattr(kind, "__setstate__", None) is None and not (  # no __setstate__ of its own:
+            isinstance(state, dict) and all(isinstance(k, str) for k in state)  # instance fields only
+        ):
+            raise _tampered(self.where, f"set {kind.__name__}'s state from a {type(state).__name__}")
         pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
 
     dispatch[pickle.BUILD[0]] = load_build  # type: ignore[assignment]
@@ -116,8 +138,8 @@ def read_metadata(path: Path) -> Metadata:
     if not isinstance(metadata, Metadata):
         raise KilnError(f"{path} is not DCP metadata ({type(metadata).__name__}); use an earlier checkpoint")
     for info in (metadata.storage_data or {}).values():
-        name = str(getattr(info, "relative_path", ""))
-        if not name or Path(name).name != name or name in (".", ".."):
+        name = getattr(info, "relative_path", "")
+        if type(name) is not str or not name or Path(name).name != name or name in (".", ".."):
             raise UnsafeCheckpoint(
                 f"{path} points at {name!r}, outside its folder; refused (use a checkpoint from a run you trust)"
             )
