@@ -259,9 +259,12 @@ def prepare_nanogpt(root: Path, cut: Path, repo: Path) -> Path:
     with (data / "meta.pkl").open("wb") as f:
         pickle.dump({"vocab_size": len(chars), "itos": itos, "stoi": stoi}, f)
     (data / "meta.json").write_text(json.dumps({"chars": chars}))  # what this harness reads back (train.py: meta.pkl)
-    for name in ("configurator.py", "config"):
-        if not (work / name).exists():
-            (work / name).symlink_to((repo / name).resolve())
+    for name in ("configurator.py", "config"):  # linked afresh: nanoGPT execs configurator.py from here
+        if (work / name).is_symlink() or (work / name).is_file():
+            (work / name).unlink()
+        elif (work / name).exists():
+            raise SystemExit(f"{work / name} is in the way of a link to {repo / name}; remove it")
+        (work / name).symlink_to((repo / name).resolve())
     return work
 
 

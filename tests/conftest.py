@@ -63,40 +63,65 @@ STARTED: list[subprocess.Popen] = []
 
 
 def start(cmd: list[str], **kwargs: Any) -> subprocess.Popen:
-    """subprocess.Popen in a process group of its own, killed whole when the test ends however it ends
-    (a failed assert, pytest-timeout): torchrun's workers and a supervisor's child with it, which would
-    otherwise go on taking the cores from the rest of the suite."""
-    proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+    """subprocess.Popen, killed with every process under it when the test ends however it ends (a failed
+    assert, pytest-timeout): torchrun's workers and a supervisor's child too, which would otherwise go on
+    taking the cores from the rest of the suite."""
+    proc = subprocess.Popen(cmd, **kwargs)
     STARTED.append(proc)
     return proc
 
 
 def run_to_end(cmd: list[str], timeout: float, **kwargs: Any) -> subprocess.CompletedProcess:
-    """subprocess.run through `start`: at the timeout the whole group is killed, not only `cmd`."""
+    """subprocess.run through `start`: at the timeout every process under `cmd` is killed with it."""
     if kwargs.pop("capture_output", False):
         kwargs.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc = start(cmd, **kwargs)
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
-        _kill_group(proc)
+        _kill_tree(proc)
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the group outlives its leader when workers were orphaned
-    except ProcessLookupError:
-        pass
-    proc.communicate()  # reaps it and closes its pipes
+def _descendants(pid: int) -> list[int]:
+    """Every living process under `pid` (Linux /proc; torchrun starts its workers in sessions of their
+    own, so a process group does not reach them)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill `proc` and everything under it, then reap it. Only while it is unreaped (a zombie holds its
+    pid): a reaped process's pid may already be another's."""
+    if proc.returncode is None:
+        for pid in [proc.pid, *_descendants(proc.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.communicate()  # reaps it and closes its pipes
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 @pytest.fixture(autouse=True)
 def reap_started() -> Iterator[None]:
     yield
     while STARTED:
-        _kill_group(STARTED.pop())
+        _kill_tree(STARTED.pop())
 
 
 @pytest.fixture(scope="session")
