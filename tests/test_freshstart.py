@@ -302,3 +302,24 @@ def test_under_torchrun_only_rank_0_prepares_a_fine_tuning_run(earlier, tmp_path
     monkeypatch.setenv("RANK", "0")
     prepare_run(get_preset("debug"), start, earlier)
     assert earlier.tokenizer.read_text() == '{"checkpoint": "tokenizer"}' and earlier.config.read_text() != config
+
+
+def test_another_rank_beginning_the_run_meanwhile_is_not_taken_for_a_stranger(tmp_path, monkeypatch):
+    """Under torchrun every rank checks --run-dir while rank 0 may be creating .overwritten/ or writing
+    config.json between that check's look for them and its listing of the folder."""
+    fresh = RunDir(tmp_path / "fresh")
+    fresh.root.mkdir()
+    real_iterdir = Path.iterdir
+
+    def rank_0_meanwhile(self):
+        if self == fresh.root:
+            (fresh.root / ASIDE).mkdir()  # rank 0's fresh start, between the look and the listing
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", rank_0_meanwhile)
+    fresh.check_ours()
+    monkeypatch.setattr(Path, "iterdir", real_iterdir)
+    (fresh.root / ASIDE).rmdir()
+    (fresh.root / "notes.txt").write_text("mine")  # a stranger is still refused
+    with pytest.raises(KilnError, match="not a kiln run directory"):
+        fresh.check_ours()

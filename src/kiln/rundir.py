@@ -77,17 +77,19 @@ class RunDir:
         root = self.root
         if root.exists() and not root.is_dir():
             raise KilnError(f"--run-dir {root} is a file, not a folder; pass a new or existing run directory")
-        if not root.exists() or self.config.exists() and is_kiln_config(self.config):
-            return
-        if (root / OVERWRITTEN).is_dir():  # a fresh start under way, or one a crash left (kiln.freshstart)
+        if not root.exists() or self._begun():
             return
         strangers = sorted(p.name for p in root.iterdir() if p.name not in BEFORE_CONFIG)
-        if strangers:
+        if strangers and not self._begun():  # again: another rank of the launch may have just begun the run
             shown = ", ".join(strangers[:3]) + (", ..." if len(strangers) > 3 else "")
             raise KilnError(
                 f"--run-dir {root} is not empty ({shown}) and is not a kiln run directory (no kiln config.json); "
                 "kiln would write over its files: pass a new or empty folder"
             )
+
+    def _begun(self) -> bool:
+        """A kiln config.json, or a fresh start under way (or one a crash left: kiln.freshstart)."""
+        return self.config.exists() and is_kiln_config(self.config) or (self.root / OVERWRITTEN).is_dir()
 
     @property
     def config(self) -> Path:
