@@ -59,17 +59,10 @@ METADATA_CLASSES = {
 """(module, name) pairs a DCP metadata pickle may name: the classes torch writes there (torch 2.5-2.13)."""
 
 BUILT = {
-    ("torch.distributed.checkpoint.metadata", name)
-    for name in (
-        "Metadata",
-        "MetadataIndex",
-        "StorageMeta",
-        "TensorProperties",
-        "TensorStorageMetadata",
-        "BytesStorageMetadata",
-        "ChunkStorageMetadata",
-    )
-} | {("torch.distributed.checkpoint.filesystem", "_StorageInfo")}
+    (module, name)
+    for module in ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+    for name in METADATA_CLASSES[module] - {"_MEM_FORMAT_ENCODING"}
+}
 """The classes whose instances a metadata pickle sets state on (BUILD): the dataclasses, each a new
 object of its own. Not the enum (its members are shared by the whole process) nor paths (their
 cached parts would let a path print as one file and open another)."""
@@ -88,8 +81,9 @@ def _tampered(where: str, what: str) -> UnsafeCheckpoint:
 
 class MetadataUnpickler(pickle._Unpickler):
     """Python's own unpickler, resolving only DCP's metadata classes and torch's dtypes, and setting
-    state (BUILD) only on instances of those classes: a BUILD aimed at a class or a function would set
-    attributes on it for the whole process (e.g. `PosixPath.is_symlink`, which kiln's own checks use).
+    state (BUILD) only on instances of the `BUILT` dataclasses, from a dict of fields: a BUILD aimed at
+    a class, an enum member or a path would change it for the whole process (e.g. `PosixPath.is_symlink`,
+    which kiln's own checks use).
     The pure-Python unpickler (`pickle._Unpickler`) is the one whose opcodes can be checked one by one;
     a checkpoint's metadata is small, so its speed does not matter."""
 
@@ -99,14 +93,10 @@ class MetadataUnpickler(pickle._Unpickler):
     def __init__(self, file: io.BufferedIOBase, where: str) -> None:
         super().__init__(file)
         self.where = where
-        self.classes: set[type] = set()  # the allowed classes resolved so far: BUILD may target their instances
 
     def find_class(self, module: str, name: str) -> Any:
         if name in METADATA_CLASSES.get(module, ()):
-            found = super().find_class(module, name)
-            if (module, name) in BUILT:
-                self.classes.add(found)
-            return found
+            return super().find_class(module, name)
         dtype = vars(torch).get(name) if module == "torch" else None  # vars: no lazy import of a submodule
         if isinstance(dtype, torch.dtype):
             return dtype
@@ -114,8 +104,8 @@ class MetadataUnpickler(pickle._Unpickler):
 
     def load_build(self) -> None:
         state, target = self.stack[-1], self.stack[-2]  # the state is on top, what it is set on beneath it
-        kind = type(target)
-        if kind not in self.classes:
+        kind = type(target)  # a class itself, or a function, is of type `type` or `function`: refused
+        if (kind.__module__, kind.__qualname__) not in BUILT:
             raise _tampered(self.where, f"set the state of {getattr(target, '__qualname__', kind.__name__)}")
         if getattr(kind, "__setstate__", None) is None and not (  # no __setstate__ of its own:
             isinstance(state, dict) and all(isinstance(k, str) for k in state)  # instance fields only
