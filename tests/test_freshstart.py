@@ -189,24 +189,97 @@ def test_a_supervised_fresh_start_killed_before_training_restarts_afresh(earlier
     assert [("--overwrite" in c, "--resume" in c) for c in commands] == [(True, False), (True, False), (False, True)]
 
 
-def test_the_plan_stays_for_the_planner_and_a_linked_folder_is_left_where_it_is(earlier, tmp_path):
-    earlier.plan.write_text('{"depth": 3}')  # the planner reuses a plan made for the same config and machine
+def _link_shards(earlier: RunDir, tmp_path) -> Path:
+    """The earlier run's shards/ on another disk (a link), with a file of the user's beside its splits."""
     elsewhere = tmp_path / "big_disk"
-    earlier.split("train").rename(tmp_path / "moved")
-    earlier.shards.rmdir()
-    elsewhere.mkdir()
-    (elsewhere / "train").mkdir()
-    earlier.shards.symlink_to(elsewhere)  # shards on another disk: written into as before, not kept
+    earlier.shards.rename(elsewhere)
+    earlier.shards.symlink_to(elsewhere)
+    (elsewhere / "notes.txt").write_text("the user's")
+    return elsewhere
+
+
+def test_the_plan_stays_for_the_planner_and_a_linked_folder_is_kept_aside_inside_it(earlier, tmp_path):
+    earlier.plan.write_text('{"depth": 3}')  # the planner reuses a plan made for the same config and machine
+    elsewhere = _link_shards(earlier, tmp_path)
+    before = _files(elsewhere)
     with pytest.raises(KilnError), FreshStart(earlier):
         assert earlier.plan.read_text() == '{"depth": 3}' and earlier.shards.is_symlink()
-        assert json.loads((earlier.root / ASIDE / LISTED).read_text())["kept"] == [
-            "config.json",
-            "plan.json",
-            "tokenizer.json",
-        ]
+        listed = json.loads((earlier.root / ASIDE / LISTED).read_text())
+        assert listed["kept"] == ["config.json", "plan.json", "tokenizer.json"]
+        assert listed["inside"] == {"shards": ["notes.txt", "train"]}
+        assert [p.name for p in elsewhere.iterdir()] == [ASIDE]  # renamed on its own disk
         earlier.plan.write_text('{"depth": 4}')
+        _write_new(earlier)  # the stages write into the linked folder
+        (earlier.split("train")).mkdir()
+        (earlier.split("train") / "part_0.bin").write_bytes(b"new shard")
         raise KilnError("refused")
     assert earlier.plan.read_text() == '{"depth": 3}' and earlier.shards.resolve() == elsewhere.resolve()
+    assert _files(elsewhere) == before and sorted(p.name for p in elsewhere.iterdir()) == ["notes.txt", "train"]
+
+
+def test_acceptance_drops_a_linked_folders_earlier_entries_the_new_run_replaced(earlier, tmp_path):
+    elsewhere = _link_shards(earlier, tmp_path)
+    with FreshStart(earlier) as fresh:
+        earlier.split("train").mkdir()
+        (earlier.split("train") / "part_0.bin").write_bytes(b"new shard")
+        fresh.accept()
+    assert _files(elsewhere) == {"notes.txt": b"the user's", "train/part_0.bin": b"new shard"}
+    assert earlier.shards.is_symlink() and list(earlier.checkpoints.iterdir()) == []
+
+
+LINKED_CRASH = """
+import os, signal, sys
+from kiln.freshstart import FreshStart
+from kiln.rundir import RunDir
+
+run = RunDir(sys.argv[1])
+FreshStart(run).__enter__()
+(run.split("val")).mkdir()
+(run.split("val") / "part_0.bin").write_bytes(b"new shard")
+os.kill(os.getpid(), signal.SIGKILL)  # before training accepts
+"""
+
+
+def test_a_crash_or_a_failure_keeping_a_linked_folder_aside_loses_none_of_it(earlier, tmp_path, monkeypatch):
+    import kiln.freshstart as freshstart
+
+    elsewhere = _link_shards(earlier, tmp_path)
+    before = _files(elsewhere)
+    proc = subprocess.run(
+        [sys.executable, "-c", LINKED_CRASH, str(earlier.root)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert (elsewhere / ASIDE / "train").is_dir() and (elsewhere / "val").is_dir()
+    assert restore(earlier)  # the next command puts the folder's entries back and removes the new ones
+    assert _files(elsewhere) == before and not (elsewhere / "val").exists()
+    real_replace, moved = os.replace, []
+
+    def killed_after_one(src, dst):
+        if Path(dst).parent == earlier.shards / ASIDE and moved:
+            raise KeyboardInterrupt  # part-way through keeping the folder's entries aside
+        moved.append(src)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(freshstart.os, "replace", killed_after_one)
+    with pytest.raises(KeyboardInterrupt), FreshStart(earlier):
+        pass
+    assert _files(elsewhere) == before and not (elsewhere / ASIDE).exists()
+
+
+def test_a_linked_folder_that_holds_the_run_or_an_unlisted_aside_is_refused_untouched(earlier, tmp_path):
+    elsewhere = _link_shards(earlier, tmp_path)
+    (elsewhere / ASIDE).mkdir()  # not on any list: whose it is, kiln cannot tell
+    (elsewhere / ASIDE / "part_9.bin").write_bytes(b"someone's")
+    before = {**_files(earlier.root), LOCK: b""}
+    with pytest.raises(KilnError, match="in the way"), FreshStart(earlier):
+        pass
+    assert _files(earlier.root) == before
+    (elsewhere / ASIDE / "part_9.bin").unlink()
+    (elsewhere / ASIDE).rmdir()
+    earlier.curated.symlink_to(earlier.root)  # a link to the run directory itself
+    with pytest.raises(KilnError, match="holding the run directory"), FreshStart(earlier):
+        pass
+    assert _files(earlier.root) == before and not (earlier.root / ASIDE).exists()
 
 
 def test_without_locks_only_a_fresh_start_puts_a_crash_back(earlier, monkeypatch, capsys):

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from kiln.errors import KilnError
+from kiln.rundir import OVERWRITTEN
 from kiln.staging import Publication, StagedFolder, write_whole
 
 
@@ -37,6 +38,11 @@ def test_discard_and_a_new_start_remove_only_staged_files(tmp_path):
     staging.discard()
     assert [p.name for p in tmp_path.iterdir()] == ["part_0.txt"]
     assert (tmp_path / "part_0.txt").read_text() == "published"
+    kept = tmp_path / OVERWRITTEN / ".staged-part_2.txt"  # an earlier run's, kept aside in a linked folder
+    kept.parent.mkdir()
+    kept.write_text("the earlier run's unfinished publication")
+    StagedFolder(tmp_path).discard()
+    assert kept.read_text() == "the earlier run's unfinished publication"
 
 
 def test_a_publication_publishes_its_folders_together(tmp_path):

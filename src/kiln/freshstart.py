@@ -6,8 +6,9 @@ an earlier run's checkpoints with --overwrite) that loses nothing until training
 to resume. So the fresh start first keeps what it will replace (`KEPT_BY_RUN`; `kiln train`: the
 plan; `kiln finetune`: config, tokenizer and plan) in the run directory's `.overwritten/` folder,
 with a list of what it holds: moved there (plan.json copied: the planner reuses a plan made for the
-same config and machine). A folder that is a link or another file system's mount stays where it is,
-unprotected, and the stages write into it as before. The list also names the earlier checkpoints.
+same config and machine). A folder that is a link or another file system's mount (a shards/ on a big
+disk) stays where it is, and its entries are kept aside inside it, in its own `.overwritten/` (a
+rename on its own file system; `INSIDE`). The list also names the earlier checkpoints.
 `accept` (the trainer, once every check has passed) puts back what the new run has not written (an
 earlier curated/ when this run curates nothing), commits with one rename (`.overwritten/` ->
 `.overwritten-dropped/`), then deletes the earlier checkpoints and files; a kill after that rename
@@ -30,7 +31,7 @@ import shutil
 import sys
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from kiln.errors import KilnError
 from kiln.rundir import OVERWRITTEN, RunDir
@@ -43,7 +44,11 @@ DROPPED = f"{OVERWRITTEN}-dropped"
 LOCK = f"{OVERWRITTEN}.lock"
 """The run directory's lock, held by a fresh start until it is accepted or put back."""
 LISTED = "kept.json"
-"""In ASIDE: the names moved there (`kept`) and those the earlier run did not have (`absent`)."""
+"""In ASIDE: the names moved there (`kept`), those the earlier run did not have (`absent`), the linked or
+mounted folders whose entries were kept aside inside them (`inside`: each folder's entries) and the
+earlier checkpoints (`checkpoints`)."""
+INSIDE = ASIDE
+"""In a linked or mounted folder of KEPT_BY_RUN: its earlier entries, kept aside on its own file system."""
 KEPT_BY_RUN = ("config.json", "stages.json", "plan.json", "tokenizer.json", "curated", "curated_images", "shards")
 """What `kiln run`'s data stages and planner write before training accepts a fresh start."""
 COPIED = ("plan.json",)
@@ -57,11 +62,65 @@ def _there(path: Path) -> bool:
 
 def _movable(root: Path, name: str) -> bool:
     """Whether `name` can be kept aside by a rename: a file or a link to one, or a folder of the run
-    directory's own file system (a linked or mounted shards/ stays, and the stages write into it as before)."""
+    directory's own file system (a linked or mounted shards/ stays: its entries are kept aside inside it)."""
     path = root / name
     if not path.is_dir():
         return True
     return not path.is_symlink() and not os.path.ismount(path) and path.stat().st_dev == root.stat().st_dev
+
+
+def _inside_folders(root: Path, names: list[str]) -> dict[str, list[str]]:
+    """The linked or mounted folders among `names` (one name per folder) and the entries each holds."""
+    inside: dict[str, list[str]] = {}
+    seen: set[Path] = set()
+    for name in names:
+        folder = (root / name).resolve()
+        if folder in seen:  # two names linked to one folder: its entries are kept aside once
+            continue
+        if root.resolve().is_relative_to(folder):
+            raise KilnError(f"{root / name} links to a folder holding the run directory; point it elsewhere")
+        if _there(root / name / INSIDE):
+            raise KilnError(
+                f"{root / name / INSIDE} is in the way (not on this run's list); move its files back by hand"
+            )
+        seen.add(folder)
+        inside[name] = sorted(p.name for p in (root / name).iterdir())
+    return inside
+
+
+def _keep_inside(root: Path, name: str, entries: list[str]) -> None:
+    """Keep the entries of the linked or mounted folder `name` aside inside it (renames on its own disk)."""
+    folder = root / name
+    try:
+        (folder / INSIDE).mkdir()
+    except OSError as e:
+        raise KilnError(
+            f"cannot keep the earlier run's {name}/ aside inside {folder.resolve()} ({e.strerror})"
+        ) from None
+    for entry in entries:
+        os.replace(folder / entry, folder / INSIDE / entry)  # a link itself, never what it points to
+    sync(folder / INSIDE)
+    sync(folder)
+
+
+def _put_back_inside(root: Path, name: str, entries: list[str]) -> None:
+    """Put back a linked or mounted folder's entries. Once all were aside the stages may have written in
+    it, and what they wrote goes; a crash part-way through keeping them aside wrote nothing, and the
+    entries not yet moved stay."""
+    folder, aside = root / name, root / name / INSIDE
+    if not aside.is_dir() or aside.is_symlink():
+        return
+    if all(_there(aside / entry) for entry in entries):
+        for written in folder.iterdir():
+            if written.name != INSIDE:
+                remove_path(written)
+    for entry in entries:
+        if _there(aside / entry):
+            remove_path(folder / entry)
+            os.replace(aside / entry, folder / entry)
+    sync(folder)
+    aside.rmdir()
+    sync(folder)
 
 
 def _copy(path: Path, to: Path) -> None:
@@ -124,7 +183,7 @@ def _leader() -> bool:
     return launch_rank() == 0
 
 
-def _read_list(aside: Path) -> dict[str, list[str]] | None:
+def _read_list(aside: Path) -> dict[str, Any] | None:
     """The aside folder's list, checked; None when none was committed (nothing was moved yet)."""
     if not (aside / LISTED).exists():
         (aside / f"{STAGED}{LISTED}").unlink(missing_ok=True)  # killed while writing it
@@ -134,11 +193,15 @@ def _read_list(aside: Path) -> dict[str, list[str]] | None:
     try:
         listed = json.loads((aside / LISTED).read_text())
         kept, absent = list(listed["kept"]), list(listed["absent"])
-    except (OSError, ValueError, TypeError, KeyError) as e:
+        inside = {str(name): [str(entry) for entry in entries] for name, entries in listed.get("inside", {}).items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise KilnError(f"{aside / LISTED} is unreadable ({e}); move {aside}'s files back by hand") from None
-    if not all(name in KEPT_BY_RUN for name in [*kept, *absent]):
+    plain = all(
+        entry not in ("", ".", "..", INSIDE) and "/" not in entry for entries in inside.values() for entry in entries
+    )
+    if not all(name in KEPT_BY_RUN for name in [*kept, *absent, *inside]) or not plain:
         raise KilnError(f"{aside / LISTED} names files kiln never keeps aside; move {aside}'s files back by hand")
-    return {"kept": kept, "absent": absent}
+    return {"kept": kept, "absent": absent, "inside": inside}
 
 
 def _drop(root: Path) -> None:
@@ -150,11 +213,16 @@ def _drop(root: Path) -> None:
     if not dropped.is_dir() or dropped.is_symlink():
         return
     try:
-        listed = json.loads((dropped / LISTED).read_text())["checkpoints"]
-        earlier = {(str(n), int(d), int(i), int(c)) for n, d, i, c in listed}
-    except (OSError, ValueError, TypeError, KeyError):
-        earlier = set()  # unreadable: the checkpoints stay (the next --overwrite deletes them)
+        listed = json.loads((dropped / LISTED).read_text())
+        earlier = {(str(n), int(d), int(i), int(c)) for n, d, i, c in listed["checkpoints"]}
+        inside = [name for name in listed.get("inside", {}) if name in KEPT_BY_RUN]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        earlier, inside = set(), []  # unreadable: the checkpoints stay (the next --overwrite deletes them)
     remove_checkpoints(RunDir(root).checkpoints, only=earlier)
+    for name in inside:  # a linked or mounted folder's earlier entries
+        aside = root / name / INSIDE
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside)
     shutil.rmtree(dropped)
 
 
@@ -174,13 +242,15 @@ def _put_back(root: Path) -> list[str]:
                 remove_path(root / name)  # what the refused start wrote there
             if _there(kept):
                 os.replace(kept, root / name)
+        for name, entries in listed["inside"].items():
+            _put_back_inside(root, name, entries)
         sync(root)
         for leftover in aside.glob(f"{STAGED}*"):  # a copy cut short
             leftover.unlink()
         (aside / LISTED).unlink()
     aside.rmdir()
     sync(root)
-    return listed["kept"] if listed else []
+    return [*listed["kept"], *(f"{name}/" for name in listed["inside"])] if listed else []
 
 
 def _say_put_back(root: Path, names: list[str]) -> None:
@@ -223,6 +293,7 @@ class FreshStart:
         self.keep = keep
         self.lock: Lock | None = None
         self.kept: list[str] = []  # the names this fresh start kept aside
+        self.inside: dict[str, list[str]] = {}  # the linked or mounted folders' entries kept aside in them
         self.accepted = False
 
     def __enter__(self) -> FreshStart:
@@ -238,13 +309,17 @@ class FreshStart:
 
             _put_back(root)  # a crash's leftovers first
             here = [name for name in self.keep if _there(root / name) and _movable(root, name)]
+            linked = [name for name in self.keep if _there(root / name) and not _movable(root, name)]
+            inside = _inside_folders(root, linked)
             aside = root / ASIDE
             aside.mkdir()
             absent = [name for name in self.keep if not _there(root / name)]
             earlier = sorted(checkpoint_identities(self.run.checkpoints))  # what acceptance deletes
-            listed = {"kept": here, "absent": absent, "checkpoints": earlier}
+            listed = {"kept": here, "absent": absent, "inside": inside, "checkpoints": earlier}
             write_whole(aside / LISTED, json.dumps(listed) + "\n")
-            self.kept = here
+            self.kept, self.inside = here, inside
+            for name, entries in inside.items():
+                _keep_inside(root, name, entries)
             for name in here:
                 if name in COPIED and (root / name).is_file() and not (root / name).is_symlink():
                     _copy(root / name, aside / name)
@@ -269,6 +344,10 @@ class FreshStart:
         for name in self.kept:
             if not _there(root / name):  # this run writes none (curate.enabled false): the earlier one stays
                 os.replace(aside / name, root / name)
+        for name, entries in self.inside.items():
+            for entry in entries:
+                if not _there(root / name / entry):
+                    os.replace(root / name / INSIDE / entry, root / name / entry)
         os.replace(aside, root / DROPPED)
         sync(root)
         remove_checkpoints(self.run.checkpoints)  # every earlier one (none is newer: training has not begun)

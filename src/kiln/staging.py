@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import KilnError
-from kiln.rundir import MANIFEST
+from kiln.rundir import MANIFEST, OVERWRITTEN
 
 STAGED = ".staged-"
 """Prefix of a file written but not yet published."""
@@ -178,6 +178,8 @@ class StagedFolder:
     def discard(self) -> None:
         """Remove every staged file in the folder (this run's and an interrupted one's)."""
         for staged in self.folder.rglob(f"{STAGED}*"):
+            if OVERWRITTEN in staged.relative_to(self.folder).parts:  # an earlier run kept aside (kiln.freshstart)
+                continue
             if staged.is_file() or staged.is_symlink():  # a link too: nothing is written through it
                 staged.unlink()
         self.names = []
