@@ -1,11 +1,13 @@
 """Precision by measurement and the bounded matmul ceiling: decisions tested with injected rates,
 so they hold whatever CPU runs the suite."""
 
+import pytest
 import torch
 
 from kiln.train.precision import (
     MatmulRates,
     choose_precision,
+    compare_matmul_rates,
     matmul_ladder,
     measure_matmul_peak,
 )
@@ -24,6 +26,23 @@ def test_auto_picks_fp32_where_bf16_is_slower_and_says_why():
 def test_auto_picks_bf16_where_it_is_faster():
     choice = choose_precision("auto", CPU, AMX)
     assert choice.precision == "bf16" and "4.37x" in choice.reason
+
+
+@pytest.mark.parametrize("rates", [AVX2_ONLY, AMX])
+def test_a_stretch_of_load_slows_both_precisions_alike(rates, monkeypatch):
+    """Another process loads the CPU for the probe's first half (each product 20x slower): timed one
+    precision after the other, a loaded fp32 was compared with a quiet bf16 (40x the truth on AMX)."""
+    now = [0.0]
+    per_flop = {torch.float32: 1 / rates.fp32, torch.bfloat16: 1 / rates.bf16}
+
+    def matmul(a, b):  # a product's time on a clock of its own, the same whatever CPU runs the suite
+        now[0] += 2 * a.shape[0] ** 3 * per_flop[a.dtype] * (20 if now[0] < 0.15 else 1)
+        return a
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", matmul)
+    probed = compare_matmul_rates(CPU, 0.3, clock=lambda: now[0])
+    assert probed.bf16_speedup == pytest.approx(rates.bf16_speedup, rel=1e-6)
+    assert now[0] < 0.3 + 2 * 1024**3 * (per_flop[torch.float32] + per_flop[torch.bfloat16])  # bounded
 
 
 def test_explicit_bf16_is_kept_with_one_warning_line_where_slow():

@@ -13,6 +13,7 @@ never gets there). Both check a stop flag between products, so SIGTERM is honour
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from dataclasses import dataclass
 import torch
 
 Stop = Callable[[], bool]
+
+LADDER_SAMPLES = 3
+"""Product pairs timed at each size of the precision probe before it grows (the fastest counts)."""
 
 
 def _never() -> bool:
@@ -118,13 +122,41 @@ class MatmulRates:
 
 @functools.cache
 def probe_matmul_rates(device_key: str, seconds: float = 0.3) -> MatmulRates:
-    """fp32 and bf16 matmul rates on `device_key` ("cpu", "cuda:0"), compared at the largest size
-    both ladders reached; about `seconds` in all, once per process."""
-    device = torch.device(device_key)
-    fp32 = matmul_ladder(device, torch.float32, seconds / 2, 1024)
-    bf16 = matmul_ladder(device, torch.bfloat16, seconds / 2, 1024)
-    size = max(set(fp32) & set(bf16))
-    return MatmulRates(fp32=fp32[size], bf16=bf16[size], size=size)
+    """fp32 and bf16 matmul rates on `device_key` ("cpu", "cuda:0"); about `seconds` in all, once per
+    process (`compare_matmul_rates`)."""
+    return compare_matmul_rates(torch.device(device_key), seconds)
+
+
+def compare_matmul_rates(
+    device: torch.device, seconds: float, clock: Callable[[], float] = time.perf_counter
+) -> MatmulRates:
+    """fp32 and bf16 rates of square products on one ladder (sizes double from 128, up to 1024, while
+    the slower precision's fastest product takes under 1/32 of `seconds`), the two precisions' products
+    alternating: a stretch of load from another process slows both alike, where two ladders one after
+    the other once compared a loaded fp32 with a quiet bf16 (or the reverse) and chose the wrong one."""
+    deadline = clock() + seconds
+    size = 1024 if device.type == "cuda" else 128
+    while True:
+        pairs = {}
+        for dtype in (torch.float32, torch.bfloat16):
+            pairs[dtype] = (torch.randn(size, size, device=device, dtype=dtype),) * 2
+            pairs[dtype][0] @ pairs[dtype][1]  # first call: kernel selection, allocation
+        _sync(device)
+        fastest, timed = dict.fromkeys(pairs, math.inf), 0
+        while True:
+            for dtype, (a, b) in pairs.items():
+                t0 = clock()
+                a @ b
+                _sync(device)
+                fastest[dtype] = min(fastest[dtype], max(clock() - t0, 1e-9))
+            timed += 1
+            grow = max(fastest.values()) < seconds / 32 and size < 1024
+            if grow and timed >= LADDER_SAMPLES or clock() >= deadline:
+                break
+        if not grow or clock() >= deadline:
+            flops = 2 * size**3
+            return MatmulRates(fp32=flops / fastest[torch.float32], bf16=flops / fastest[torch.bfloat16], size=size)
+        size *= 2
 
 
 @dataclass(frozen=True)
