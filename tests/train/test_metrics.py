@@ -42,3 +42,16 @@ def test_a_crash_between_keeping_aside_and_rewriting_keeps_each_record_aside_onc
     MetricsLog(path, truncate_after_step=1).close()  # the resume run again
     assert (tmp_path / REWOUND).read_text().splitlines() == lines[1:]
     assert path.read_text().splitlines() == lines[:1]
+
+
+def test_a_link_at_the_logs_name_is_replaced_never_written_through(tmp_path):
+    mine = tmp_path / "thesis.md"
+    for truncate in (None, 3):  # a fresh start, and a resume whose log is a dangling link
+        mine.write_text("chapter one")
+        path = tmp_path / f"metrics_{truncate}.jsonl"
+        path.symlink_to(mine if truncate is None else tmp_path / "gone.md")
+        log = MetricsLog(path, truncate_after_step=truncate)
+        log.write({"step": 4, "loss": 1.0})
+        log.close()
+        assert mine.read_text() == "chapter one" and not (tmp_path / "gone.md").exists()
+        assert not path.is_symlink() and json.loads(path.read_text()) == {"step": 4, "loss": 1.0}

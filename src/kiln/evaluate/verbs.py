@@ -174,9 +174,9 @@ def evaluate_tasks(
         write_whole(out / "tasks.md", f"# Tasks: {checkpoint} (step {loaded.step})\n\n" + results_table(kept))
     if bias:
         result["bias"] = bias_probes(spec, loaded.model, encode, loaded.ids, loaded.precision, max_len)
-        (out / "bias.json").write_text(json.dumps(result["bias"], indent=2) + "\n")
-        (out / "bias.md").write_text(
-            f"# Bias probes: {checkpoint} (step {loaded.step})\n\n" + bias_table(result["bias"])
+        write_whole(out / "bias.json", json.dumps(result["bias"], indent=2) + "\n")
+        write_whole(
+            out / "bias.md", f"# Bias probes: {checkpoint} (step {loaded.step})\n\n" + bias_table(result["bias"])
         )
     result["written_to"] = str(out)
     return result

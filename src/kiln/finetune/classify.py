@@ -32,6 +32,7 @@ from kiln.finetune.method import Method
 from kiln.models.base import TokenModel
 from kiln.models.registry import family
 from kiln.objectives.base import Batch, Objective, TokenScores, with_aux
+from kiln.staging import write_whole
 from kiln.tokenizer import SpecialIds
 
 if TYPE_CHECKING:
@@ -266,11 +267,12 @@ def classification_report(checkpoint: Path, out: Path, device_name: str = "auto"
         f"{result['majority_baseline']:.1%}); confusion matrix in {out / 'classification.md'}"
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "classification.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_whole(out / "classification.json", json.dumps(result, indent=2) + "\n")
     table = confusion_table(cfg.finetune.labels, counts)
-    (out / "classification.md").write_text(
+    write_whole(
+        out / "classification.md",
         f"# Held-out classification, {checkpoint}\n\n{table}\nmajority-label baseline "
-        f"{result['majority_baseline']:.1%}\n"
+        f"{result['majority_baseline']:.1%}\n",
     )
     return result
 

@@ -28,7 +28,7 @@ from typing import Any
 from kiln.device import pick_device
 from kiln.errors import KilnError
 from kiln.rundir import RunDir
-from kiln.staging import STAGED, remove_path, rename_synced
+from kiln.staging import STAGED, remove_path, rename_synced, write_whole
 from kiln.verbs import Verb
 
 SFT_STEPS = 150
@@ -139,12 +139,12 @@ def _train(spec: dict[str, Any], start: Path, sets: dict[str, Path], run: RunDir
     init = "random" if spec["init"] == "random" else "checkpoint"
     cfg = finetune_config(start, sets[spec["data"]], spec["method"], overrides, init)
     run.root.mkdir(parents=True, exist_ok=True)
-    (run.root / SPEC).write_text(json.dumps(spec, indent=2) + "\n")  # made by the demonstration
+    write_whole(run.root / SPEC, json.dumps(spec, indent=2) + "\n")  # made by the demonstration
     prepare_run(cfg, start, run)
     print(f"\n== {spec['name']}: {spec['method']} from {'random weights' if init == 'random' else start} ==")
     t0 = time.perf_counter()
     stages.train(cfg, run)
-    (run.root / "wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    write_whole(run.root / "wall_s.txt", f"{time.perf_counter() - t0:.1f}\n")
 
 
 def finetune_run(spec: dict[str, Any], start: Path, sets: dict[str, Path], out: Path, lr: float) -> dict[str, Any]:
@@ -252,8 +252,8 @@ def run_demo(out: Path, checkpoint: Path | None = None, steps_scale: float = 1.0
         results["runs"][spec["name"]] = figures
     results["wall_s"] = time.perf_counter() - t0
     results["sets"] = {name: sum(1 for _ in path.open()) for name, path in sets.items()}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "report.md").write_text(report(results))
+    write_whole(out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_whole(out / "report.md", report(results))
     print(report(results))
     return results
 

@@ -27,6 +27,7 @@ from kiln.errors import KilnError
 from kiln.images.shapes import ATTRIBUTES, parse_caption
 from kiln.images.shards import ImageShardSet, ImageValidation, encode_doc, targets_of
 from kiln.models.sampling import generate
+from kiln.staging import write_whole
 from kiln.tokenizer import SpecialIds
 
 if TYPE_CHECKING:
@@ -255,5 +256,5 @@ def captions_table(figures: dict[str, Any]) -> str:
 
 def write_image_report(figures: dict[str, Any], out: Path, title: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "captions.json").write_text(json.dumps(figures, indent=2) + "\n")
-    (out / "captions.md").write_text(f"# {title}\n\n" + captions_table(figures))
+    write_whole(out / "captions.json", json.dumps(figures, indent=2) + "\n")
+    write_whole(out / "captions.md", f"# {title}\n\n" + captions_table(figures))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from kiln.config import load_config, replace, save_config
 from kiln.errors import KilnError
 from kiln.rundir import RunDir
+from kiln.staging import write_whole, write_whole_with
 
 if TYPE_CHECKING:
     from kiln.runconfig import RunConfig
@@ -239,7 +240,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_whole_with(path, lambda staged: fig.savefig(staged, dpi=120))
     plt.close(fig)
     return path
 
@@ -265,7 +266,7 @@ def plot_lr_transfer(rows: list[dict[str, Any]], path: Path) -> Path:
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("validation loss")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_whole_with(path, lambda staged: fig.savefig(staged, dpi=120))
     plt.close(fig)
     return path
 
@@ -344,9 +345,9 @@ def sweep(
             result["fit_error"] = str(e)
     if fitted is not None:
         result["fit"] = fitted.as_dict()
-        (out / "fit.json").write_text(json.dumps(fitted.as_dict(), indent=2) + "\n")
-    (out / "sweep.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "sweep.md").write_text(report(result))
+        write_whole(out / "fit.json", json.dumps(fitted.as_dict(), indent=2) + "\n")
+    write_whole(out / "sweep.json", json.dumps(result, indent=2) + "\n")
+    write_whole(out / "sweep.md", report(result))
     return result
 
 

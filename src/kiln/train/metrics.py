@@ -74,9 +74,10 @@ class MetricsLog:
                 if not before.endswith(block):  # once, when a crash came between this and the rewrite below
                     write_whole(aside, before + block)
             write_whole(path, "".join(ln + "\n" for ln in keep))
-        elif truncate_after_step is None:  # a fresh start: the last run's log goes (--overwrite said so)
-            path.write_text("")
-            path.with_name(REWOUND).unlink(missing_ok=True)
+        else:  # a fresh start (the last log goes: --overwrite said so) or no log yet; a link there is replaced
+            write_whole(path, "")
+            if truncate_after_step is None:
+                path.with_name(REWOUND).unlink(missing_ok=True)
         purge = None if truncate_after_step is None else truncate_after_step + 1
         self.tensorboard = tensorboard_writer(tensorboard_dir, purge) if tensorboard_dir is not None else None
 
