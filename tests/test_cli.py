@@ -110,8 +110,10 @@ def test_eval_scores_tasks_and_bias_probes_offline(debug_run, tmp_path, capsys):
     thesis.write_text("chapter one")
     (written / "bias.md").unlink(missing_ok=True)
     (written / "bias.md").symlink_to(thesis)
+    assert main(["eval", "--run-dir", str(run_dir), "--tasks", "kiln", "--limit", "5", "--bias"]) == 2
+    assert thesis.read_text() == "chapter one" and "not a table kiln eval wrote" in capsys.readouterr().err
+    (written / "bias.md").unlink()
     assert main(["eval", "--run-dir", str(run_dir), "--tasks", "kiln", "--limit", "5", "--bias"]) == 0
-    assert thesis.read_text() == "chapter one" and not (written / "bias.md").is_symlink()
     out = json.loads(capsys.readouterr().out)
     assert [t["task"] for t in out["tasks"]] == ["kiln_cloze", "kiln_choice"]
     assert all(t["items"] <= 5 for t in out["tasks"]) and "core" in out
@@ -153,6 +155,12 @@ def test_eval_scores_tasks_and_bias_probes_offline(debug_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "--run-dir", str(run_dir), "--tasks", "nosuch"]) == 2
     assert "unknown task 'nosuch'" in capsys.readouterr().err
+    notes = tmp_path / "notes"  # --out a folder of the user's, with a file at a table's name
+    notes.mkdir()
+    (notes / "bias.md").write_text("my notes on bias")
+    assert main(["eval", "--run-dir", str(run_dir), "--bias", "--out", str(notes)]) == 2
+    assert "notes/bias.md is not a table kiln eval wrote; it stays" in capsys.readouterr().err
+    assert [p.name for p in notes.iterdir()] == ["bias.md"] and (notes / "bias.md").read_text() == "my notes on bias"
 
 
 def test_generate_is_seeded(debug_run, capsys):

@@ -159,6 +159,7 @@ def evaluate_tasks(
         return heldout_documents(loaded.cfg, RunDir.of_checkpoint(checkpoint))
 
     out = Path(out) if out is not None else eval_dir(checkpoint)
+    _check_tables_ours(out, (["tasks.json", "tasks.md"] if tasks else []) + (["bias.json", "bias.md"] if bias else []))
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "step": loaded.step}
     if tasks:
@@ -180,6 +181,37 @@ def evaluate_tasks(
         )
     result["written_to"] = str(out)
     return result
+
+
+TABLE_TITLES = {"tasks.md": "# Tasks: ", "bias.md": "# Bias probes: "}
+"""The first line of each Markdown table `kiln eval` writes."""
+
+
+def _table_ours(path: Path) -> bool:
+    """Whether `path` is a table `kiln eval` wrote (a plain file, read as kiln writes it)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        if path.name in TABLE_TITLES:
+            with path.open(encoding="utf-8") as f:
+                return f.readline().startswith(TABLE_TITLES[path.name])
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    if path.name == "tasks.json":
+        return isinstance(table, dict) and isinstance(table.get("tasks"), list) and "checkpoint" in table
+    return isinstance(table, dict) and isinstance(table.get("all"), dict) and "share" in table["all"]
+
+
+def _check_tables_ours(out: Path, names: list[str]) -> None:
+    """Refuse, before any scoring, an `--out` holding a file of someone else's at a table's name."""
+    for name in names:
+        path = out / name
+        if (path.exists() or path.is_symlink()) and not _table_ours(path):
+            raise KilnError(
+                f"{path} is not a table kiln eval wrote; it stays: pass another --out "
+                f"(kiln eval writes {', '.join(names)} there)"
+            )
 
 
 def _weights_sha256(checkpoint: Path) -> str | None:
