@@ -101,6 +101,15 @@ def test_a_gguf_file_kiln_did_not_write_is_refused_and_its_own_replaced(checkpoi
     export_checkpoint(checkpoint, "gguf", ours, verify=False)  # its own: replaced
     assert ours.stat().st_ino != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["llama.gguf", "m.gguf"]
+    current = tmp_path / "current.gguf"  # the user's link to a version: replacing it would lose the link
+    current.symlink_to(ours)
+    for link in (current, tmp_path / "hf_link"):
+        if link.name == "hf_link":
+            link.symlink_to(tmp_path / "nowhere")  # a link to nothing: the export would replace the link
+        with pytest.raises(KilnError, match="is a link"):
+            export_checkpoint(checkpoint, "gguf" if link == current else "hf", link, verify=False)
+        assert link.is_symlink()
+    assert ours.stat().st_ino != first and not (tmp_path / "nowhere").exists()
 
 
 def test_a_failed_or_unverified_export_leaves_the_last_one(checkpoint, tmp_path, monkeypatch):
@@ -265,3 +274,15 @@ def test_every_export_rename_publishes_only_what_is_on_disk(checkpoint, tmp_path
     export_checkpoint(checkpoint, "hf", tmp_path / "hf", verify=False)
     export_checkpoint(checkpoint, "gguf", tmp_path / "m.gguf", verify=False)
     rename_log.check()
+
+
+def test_a_linked_model_card_is_not_published_as_the_readme(checkpoint, tmp_path, capsys):
+    secret = tmp_path / "secret.txt"  # a run directory from someone else, its model card a link
+    secret.write_text("SECRET-KEY-123")
+    card = checkpoint.parent.parent / "model_card.md"
+    card.symlink_to(secret)
+    try:
+        export_checkpoint(checkpoint, "hf", tmp_path / "hf", verify=False)
+    finally:
+        card.unlink()
+    assert not (tmp_path / "hf" / "README.md").exists() and "is a link" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -63,7 +64,9 @@ def export_hf(checkpoint: Path, out: Path, verify: bool = True) -> dict[str, Any
     }
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     card = RunDir.of_checkpoint(checkpoint).model_card
-    if card.exists():
+    if card.is_symlink():  # a run from someone else: the file it names is not this run's card to publish
+        print(f"warning: {card} is a link; the export has no README.md (copy the card in by hand)", file=sys.stderr)
+    elif card.is_file():
         shutil.copyfile(card, out / "README.md")
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "step": loaded.step, "format": "hf", "out": str(out)}
     if verify:

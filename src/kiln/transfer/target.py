@@ -57,7 +57,12 @@ def staged_path(out: Path) -> Path:
 
 
 def check_target(out: Path, fmt: str) -> None:
-    """Refuse a target that holds something kiln did not export (a typo'd path must not cost a file)."""
+    """Refuse a target that holds something kiln did not export (a typo'd path must not cost a file),
+    and a link where the export would replace the link itself (a GGUF file's; a link to nothing)."""
+    if out.is_symlink() and (fmt == "gguf" or not out.exists()):
+        raise KilnError(
+            f"{out} is a link (to {os.readlink(out)}): nothing was written; export to the path it names, or a new one"
+        )
     if not out.exists():
         return
     if fmt == "hf":
