@@ -228,6 +228,27 @@ def test_sharded_checkpoint_converts_to_safetensors_and_back(tokenized_run, tmp_
     shutil.copyfile(ckpt / "config.json", again / "config.json")
     full = {k: v for k, v in load_file(str(consolidate(again))).items()}
     assert _same(full, written)
+    left = tmp_path / ".staged-w2"  # a conversion killed midway: its DCP files go, the next one is whole
+    shutil.copytree(back, left)
+    (left / ".metadata").unlink()
+    assert _same(load_file(str(consolidate(_as_checkpoint(to_dcp(ckpt, tmp_path / "w2"), ckpt)))), written)
+    assert not left.exists()
+    mine = tmp_path / ".staged-w3"  # a folder of the user's at that name: never deleted
+    mine.mkdir()
+    (mine / "important.txt").write_text("mine")
+    with pytest.raises(KilnError, match="not one kiln left behind"):
+        to_dcp(ckpt, tmp_path / "w3")
+    assert (mine / "important.txt").read_text() == "mine" and not (tmp_path / "w3").exists()
+
+
+def _as_checkpoint(dcp_folder: Path, like: Path) -> Path:
+    """A checkpoint folder holding `dcp_folder` as its dcp/ and `like`'s config (for `consolidate`)."""
+    import shutil
+
+    folder = dcp_folder.with_name(f"{dcp_folder.name}_ckpt")
+    shutil.copytree(dcp_folder, folder / "dcp")
+    shutil.copyfile(like / "config.json", folder / "config.json")
+    return folder
 
 
 def test_asynchronous_checkpoints_resume_to_the_same_weights(tokenized_run, tmp_path, corpus_dir):

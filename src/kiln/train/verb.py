@@ -37,7 +37,11 @@ def to_dcp(path: Path, out: Path) -> Path:
     weights = load_file(str(Path(path) / "model.safetensors"))
     out = Path(out)
     staged = out.with_name(f"{STAGED}{out.name}")
-    remove_path(staged)  # a conversion stopped midway
+    if staged.exists() or staged.is_symlink():  # a conversion stopped midway, once it is sure to be one
+        left = staged.is_dir() and not staged.is_symlink() and all(_dcp_file(p) for p in staged.iterdir())
+        if not left:
+            raise KilnError(f"{staged} is in the way of the conversion and is not one kiln left behind: move it away")
+        remove_path(staged)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.save({"model": weights}, checkpoint_id=str(staged), no_dist=True)
@@ -46,6 +50,11 @@ def to_dcp(path: Path, out: Path) -> Path:
         out.rmdir()  # an empty folder made for it
     rename_synced(staged, out)  # whole or not at all
     return out
+
+
+def _dcp_file(path: Path) -> bool:
+    """Whether `path` is a file a DCP save writes (`.metadata`, `__R_N.distcp`)."""
+    return path.is_file() and not path.is_symlink() and (path.name == ".metadata" or path.suffix == ".distcp")
 
 
 def _convert(args: argparse.Namespace) -> Path:
