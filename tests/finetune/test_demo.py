@@ -86,3 +86,35 @@ def test_the_demonstration_never_deletes_or_overwrites_what_it_did_not_make(tmp_
     with pytest.raises(KilnError, match="did not write"):
         run_demo(out, tmp_path / "no_checkpoint")
     assert (out / "report.md").read_text() == "mine"
+
+
+def test_the_demonstration_refuses_a_folder_it_did_not_mark_before_writing_anything(tmp_path, pretrained):
+    from kiln.errors import KilnError
+    from kiln.finetune.demo import MARK, run_demo
+
+    def files(root):
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    mine = tmp_path / "mine"  # only names the demonstration uses, but the user's files
+    (mine / "data").mkdir(parents=True)
+    (mine / "data" / "sft.jsonl").write_text("my instructions")
+    (mine / "results.json").write_text("my results")
+    before = files(mine)
+    with pytest.raises(KilnError, match=f"no {MARK}"):
+        run_demo(mine, pretrained)
+    assert files(mine) == before
+    out = tmp_path / "demo"  # the demonstration's own folder, with a run in it the demonstration did not make
+    (out / "sft").mkdir(parents=True)
+    (out / MARK).write_text("{}")
+    (out / "sft" / "notes.txt").write_text("mine")
+    (out / "pretrain" / "shards").mkdir(parents=True)
+    (out / "pretrain" / "shards" / "mine.bin").write_bytes(b"mine")
+    (out / "pretrain" / "config.json").write_text('{"mine": true}')  # not a kiln config
+    before = files(out)
+    with pytest.raises(KilnError, match="was not made by kiln transfer-demo"):
+        run_demo(out, pretrained)
+    (out / "sft" / "notes.txt").unlink()
+    (out / "sft").rmdir()
+    with pytest.raises(KilnError, match="not a kiln run directory"):
+        run_demo(out)  # it would pretrain into pretrain/
+    assert files(out) == {k: v for k, v in before.items() if k != "sft/notes.txt"}

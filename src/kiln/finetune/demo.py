@@ -13,7 +13,9 @@ one trainer, then measures every model on the same held-out items:
     classify-random the same from random weights
 
 It writes `report.md` (the table) and `results.json` under its run directory; each model's own
-run directory sits beside them. A finished run is kept when the demonstration is run again.
+run directory sits beside them. A finished run is kept when the demonstration is run again. Its run
+directory is a new or empty folder, marked as the demonstration's (MARK) before anything is written
+there; anything it would train over that it did not make is refused first.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ SFT_STEPS = 150
 DPO_STEPS = 60
 CLASSIFY_STEPS = 150
 MICRO_BATCH = 8
+MARK = "kiln_transfer_demo.json"
+"""In the demonstration's --run-dir, written before anything else: the folder is the demonstration's
+to write in (only a new or empty folder gets it)."""
 SPEC = "demo_spec.json"
 """What a run was made from (its plan entry, start and rate): kept on a rerun only when unchanged."""
 PRETRAINED_LR = 0.1
@@ -222,6 +227,22 @@ def pretrained_checkpoint(out: Path) -> Path:
     return last
 
 
+def check_run_dir(out: Path, pretraining: bool) -> None:
+    """Refuse, before anything is written, a --run-dir the demonstration did not make (a new or empty
+    folder, or one holding its MARK, is fine), and in its own folder any run it would train over that
+    it did not make (no SPEC; pretrain/ not a kiln run)."""
+    marked = out.is_dir() and not out.is_symlink() and (out / MARK).is_file() and not (out / MARK).is_symlink()
+    if out.exists() and not marked and (not out.is_dir() or any(out.iterdir())):
+        raise KilnError(
+            f"--run-dir {out} holds files kiln transfer-demo did not write (no {MARK}); pass a new or empty "
+            "folder (or an earlier demonstration's)"
+        )
+    for spec in plan(1.0):
+        _ours(RunDir(out / spec["name"]))
+    if pretraining:
+        RunDir(out / "pretrain").check_ours()
+
+
 def run_demo(out: Path, checkpoint: Path | None = None, steps_scale: float = 1.0) -> dict[str, Any]:
     """The whole demonstration; returns (and writes) its results."""
     from kiln.config import from_dict
@@ -230,15 +251,12 @@ def run_demo(out: Path, checkpoint: Path | None = None, steps_scale: float = 1.0
     from kiln.train.checkpoint import read_config
 
     out = Path(out)
-    ours = {"data", "pretrain", "results.json", "report.md", *(spec["name"] for spec in plan(1.0))}
-    if out.exists() and (not out.is_dir() or any(p.name not in ours for p in out.iterdir())):
-        raise KilnError(
-            f"--run-dir {out} holds files kiln transfer-demo did not write; pass a new or empty folder "
-            "(or an earlier demonstration's)"
-        )
     t0 = time.perf_counter()
+    check_run_dir(out, pretraining=checkpoint is None)
     if checkpoint is not None and not (Path(checkpoint) / "model.safetensors").exists():
         raise KilnError(f"{checkpoint} is not a kiln checkpoint; pass a checkpoints/step_N directory")
+    out.mkdir(parents=True, exist_ok=True)
+    write_whole(out / MARK, json.dumps({"kiln": "transfer-demo"}) + "\n")
     start = Path(checkpoint) if checkpoint is not None else pretrained_checkpoint(out)
     sets = write_sets(out / "data")
     lr = from_dict(RunConfig, read_config(start)).train.lr
