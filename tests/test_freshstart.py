@@ -264,6 +264,25 @@ def test_a_crash_or_a_failure_keeping_a_linked_folder_aside_loses_none_of_it(ear
     with pytest.raises(KeyboardInterrupt), FreshStart(earlier):
         pass
     assert _files(elsewhere) == before and not (elsewhere / ASIDE).exists()
+    monkeypatch.setattr(freshstart.os, "replace", real_replace)
+    with FreshStart(earlier) as fresh:  # killed inside acceptance, before the rename that commits it
+        (elsewhere / "val").mkdir()
+        (elsewhere / "val" / "part_0.bin").write_bytes(b"new shard")  # train/ and notes.txt: not written
+        put_back = []
+
+        def killed_after_putting_one_back(src, dst):
+            if Path(src).parent == earlier.shards / ASIDE:
+                if put_back:
+                    raise KeyboardInterrupt  # notes.txt is back, train/ is not
+                put_back.append(src)
+            real_replace(src, dst)
+
+        monkeypatch.setattr(freshstart.os, "replace", killed_after_putting_one_back)
+        with pytest.raises(KeyboardInterrupt):
+            fresh.accept()
+        monkeypatch.setattr(freshstart.os, "replace", real_replace)
+        fresh.accepted = False  # as after a kill: the lock goes with the process, the next command restores
+    assert _files(elsewhere) == before and not (elsewhere / "val").exists()
 
 
 def test_a_linked_folder_that_holds_the_run_or_an_unlisted_aside_is_refused_untouched(earlier, tmp_path):
@@ -277,9 +296,23 @@ def test_a_linked_folder_that_holds_the_run_or_an_unlisted_aside_is_refused_unto
     (elsewhere / ASIDE / "part_9.bin").unlink()
     (elsewhere / ASIDE).rmdir()
     earlier.curated.symlink_to(earlier.root)  # a link to the run directory itself
-    with pytest.raises(KilnError, match="holding the run directory"), FreshStart(earlier):
+    with pytest.raises(KilnError, match="or to a folder holding it"), FreshStart(earlier):
         pass
+    earlier.curated.unlink()
+    (elsewhere / "text").mkdir()
+    earlier.curated.symlink_to(elsewhere / "text")  # inside the linked shards/: kept aside twice over
+    with pytest.raises(KilnError, match="another of the run's linked folders"), FreshStart(earlier):
+        pass
+    earlier.curated.unlink()
+    (elsewhere / "text").rmdir()
+    earlier.curated.mkdir()
+    earlier.root.joinpath("curated_images").symlink_to(earlier.curated)  # moved aside with curated/ itself
+    with pytest.raises(KilnError, match="links into the run directory"), FreshStart(earlier):
+        pass
+    (earlier.root / "curated_images").unlink()
+    earlier.curated.rmdir()
     assert _files(earlier.root) == before and not (earlier.root / ASIDE).exists()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["notes.txt", "train"]
 
 
 def test_without_locks_only_a_fresh_start_puts_a_crash_back(earlier, monkeypatch, capsys):

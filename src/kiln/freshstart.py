@@ -8,7 +8,10 @@ plan; `kiln finetune`: config, tokenizer and plan) in the run directory's `.over
 with a list of what it holds: moved there (plan.json copied: the planner reuses a plan made for the
 same config and machine). A folder that is a link or another file system's mount (a shards/ on a big
 disk) stays where it is, and its entries are kept aside inside it, in its own `.overwritten/` (a
-rename on its own file system; `INSIDE`). The list also names the earlier checkpoints.
+rename on its own file system; `INSIDE`); until acceptance it is the run's, as an unlinked one is (a
+name the earlier run did not have there goes with a refusal). A link into the run directory, to a
+folder holding it, or into another linked folder is refused. The list also names the earlier
+checkpoints.
 `accept` (the trainer, once every check has passed) puts back what the new run has not written (an
 earlier curated/ when this run curates nothing), commits with one rename (`.overwritten/` ->
 `.overwritten-dropped/`), then deletes the earlier checkpoints and files; a kill after that rename
@@ -73,12 +76,17 @@ def _inside_folders(root: Path, names: list[str]) -> dict[str, list[str]]:
     """The linked or mounted folders among `names` (one name per folder) and the entries each holds."""
     inside: dict[str, list[str]] = {}
     seen: set[Path] = set()
+    here = root.resolve()
     for name in names:
         folder = (root / name).resolve()
         if folder in seen:  # two names linked to one folder: its entries are kept aside once
             continue
-        if root.resolve().is_relative_to(folder):
-            raise KilnError(f"{root / name} links to a folder holding the run directory; point it elsewhere")
+        if here.is_relative_to(folder) or (root / name).is_symlink() and folder.is_relative_to(here):
+            raise KilnError(f"{root / name} links into the run directory or to a folder holding it; point it elsewhere")
+        if any(folder.is_relative_to(other) or other.is_relative_to(folder) for other in seen):
+            raise KilnError(
+                f"{root / name} links into another of the run's linked folders, or holds one; point it elsewhere"
+            )
         if _there(root / name / INSIDE):
             raise KilnError(
                 f"{root / name / INSIDE} is in the way (not on this run's list); move its files back by hand"
@@ -104,16 +112,15 @@ def _keep_inside(root: Path, name: str, entries: list[str]) -> None:
 
 
 def _put_back_inside(root: Path, name: str, entries: list[str]) -> None:
-    """Put back a linked or mounted folder's entries. Once all were aside the stages may have written in
-    it, and what they wrote goes; a crash part-way through keeping them aside wrote nothing, and the
-    entries not yet moved stay."""
+    """Put back a linked or mounted folder's entries. Until the fresh start is accepted the folder is
+    the run's, as an unlinked one is: a name the earlier run did not have there is the new run's and
+    goes; each listed entry still aside comes back (one not yet moved when a crash came stays)."""
     folder, aside = root / name, root / name / INSIDE
     if not aside.is_dir() or aside.is_symlink():
         return
-    if all(_there(aside / entry) for entry in entries):
-        for written in folder.iterdir():
-            if written.name != INSIDE:
-                remove_path(written)
+    for written in folder.iterdir():
+        if written.name != INSIDE and written.name not in entries:
+            remove_path(written)
     for entry in entries:
         if _there(aside / entry):
             remove_path(folder / entry)
