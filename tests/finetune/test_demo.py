@@ -90,7 +90,7 @@ def test_the_demonstration_never_deletes_or_overwrites_what_it_did_not_make(tmp_
 
 def test_the_demonstration_refuses_a_folder_it_did_not_mark_before_writing_anything(tmp_path, pretrained):
     from kiln.errors import KilnError
-    from kiln.finetune.demo import MARK, run_demo
+    from kiln.finetune.demo import MARK, SPEC, check_run_dir, run_demo
 
     def files(root):
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
@@ -103,6 +103,9 @@ def test_the_demonstration_refuses_a_folder_it_did_not_mark_before_writing_anyth
     with pytest.raises(KilnError, match=f"no {MARK}"):
         run_demo(mine, pretrained)
     assert files(mine) == before
+    (mine / "sft").mkdir()  # a demonstration's folder from before the mark: its runs hold their SPEC
+    (mine / "sft" / SPEC).write_text("{}")
+    check_run_dir(mine, pretraining=False)
     out = tmp_path / "demo"  # the demonstration's own folder, with a run in it the demonstration did not make
     (out / "sft").mkdir(parents=True)
     (out / MARK).write_text("{}")

@@ -227,15 +227,24 @@ def pretrained_checkpoint(out: Path) -> Path:
     return last
 
 
+def _unmarked_demo(out: Path) -> bool:
+    """A demonstration's folder from before MARK: only its names, and a fine-tuning run of its own
+    (with SPEC) among them."""
+    names = {"data", "pretrain", "results.json", "report.md", *(spec["name"] for spec in plan(1.0))}
+    entries = list(out.iterdir()) if out.is_dir() and not out.is_symlink() else []
+    runs = [p for p in entries if p.name in names - {"data", "pretrain"} and p.is_dir() and not p.is_symlink()]
+    return bool(entries) and all(p.name in names for p in entries) and any((p / SPEC).is_file() for p in runs)
+
+
 def check_run_dir(out: Path, pretraining: bool) -> None:
     """Refuse, before anything is written, a --run-dir the demonstration did not make (a new or empty
     folder, or one holding its MARK, is fine), and in its own folder any run it would train over that
     it did not make (no SPEC; pretrain/ not a kiln run)."""
     marked = out.is_dir() and not out.is_symlink() and (out / MARK).is_file() and not (out / MARK).is_symlink()
-    if out.exists() and not marked and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not marked and not _unmarked_demo(out) and (not out.is_dir() or any(out.iterdir())):
         raise KilnError(
             f"--run-dir {out} holds files kiln transfer-demo did not write (no {MARK}); pass a new or empty "
-            "folder (or an earlier demonstration's)"
+            "folder, or an earlier demonstration's"
         )
     for spec in plan(1.0):
         _ours(RunDir(out / spec["name"]))

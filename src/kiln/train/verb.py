@@ -53,8 +53,10 @@ def to_dcp(path: Path, out: Path) -> Path:
 
 
 def _dcp_file(path: Path) -> bool:
-    """Whether `path` is a file a DCP save writes (`.metadata`, `__R_N.distcp`)."""
-    return path.is_file() and not path.is_symlink() and (path.name == ".metadata" or path.suffix == ".distcp")
+    """Whether `path` is a file a DCP save writes (`__R_N.distcp`, `.metadata`, and `.metadata.tmp`
+    before its last rename)."""
+    name = path.name.removesuffix(".tmp")
+    return path.is_file() and not path.is_symlink() and (name.endswith(".metadata") or name.endswith(".distcp"))
 
 
 def _convert(args: argparse.Namespace) -> Path:
