@@ -141,7 +141,12 @@ def test_decontamination_drops_copies_of_validation_text(tmp_path, workers):
     victim = texts[int(val_ids[0][1:3])]
     (root / "leak.txt").write_text(make_text(rng, 10) + " " + victim[: len(victim) // 2])
     cfg = CurateConfig(dedup=DedupConfig(exact=False, near=False), workers=workers)
+    notes = tmp_path / "notes.txt"  # a link left at the hand-off file's name: never written through
+    notes.write_text("mine")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".eval_grams.npy").symlink_to(notes)
     manifest = curate(data, cfg, tmp_path / "out")
+    assert notes.read_text() == "mine"
     decon = next(s for s in manifest["steps"] if s["step"] == "decontaminate")
     assert decon["dropped_by_reason"] == {"eval_overlap": 1}
     assert not list((tmp_path / "out").glob(".*"))  # no hand-off file left behind
@@ -241,8 +246,15 @@ def test_a_curation_that_keeps_nothing_stops_with_the_counts_and_leaves_the_last
     assert {"dropped/quality.jsonl", "skipped.log", "data_card.md", "manifest.json"} <= last.keys()
     cfg = CurateConfig(quality=QualityConfig(min_words=50))
     refused = r"kept 0 of 3 documents, 1 input skipped as unreadable: .*; samples in .*refused/dropped"
+    mine = tmp_path / "mine"  # a link left at refused/dropped (a run from someone else): never followed
+    mine.mkdir()
+    (mine / "important.jsonl").write_text("mine\n")
+    (out / "refused").mkdir()
+    (out / "refused" / "dropped").symlink_to(mine)
     with pytest.raises(KilnError, match=refused):
         curate(CorpusConfig(corpus=str(bad)), cfg, out)
+    assert [p.name for p in mine.iterdir()] == ["important.jsonl"] and (out / "refused" / "dropped").is_dir()
+    assert not (out / "refused" / "dropped").is_symlink()
     now = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert {k: v for k, v in now.items() if not k.startswith("refused/")} == last
     assert "broken.jsonl" in (out / "refused" / "skipped.log").read_text()

@@ -269,6 +269,7 @@ def curate(
             skipped_log.open("w", encoding="utf-8") as log,
         ):
             if workers > 1:
+                grams_file.unlink(missing_ok=True)  # a new file: never written through a link left there
                 np.save(grams_file, eval_grams(cfg, data))
             read_stats = ReadStats(log=log)
             bar = tqdm(
@@ -307,6 +308,9 @@ def curate(
     rows = per_source.rows
     if not sum(r["documents_out"] for r in rows.values()):  # the last curation stays; this one's samples
         refused = out_dir / REFUSED  # go where they cannot be taken for its
+        for link in (refused, refused / "dropped"):  # a link left there (a run from someone else): never followed
+            if link.is_symlink():
+                link.unlink()
         for old in [*refused.glob("dropped/*.jsonl"), refused / SKIPPED_LOG]:
             old.unlink(missing_ok=True)
         refused.mkdir(exist_ok=True)  # even with no step to drop anything (an empty corpus)
