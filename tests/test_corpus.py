@@ -1,4 +1,5 @@
 import json
+import random
 
 import pytest
 
@@ -84,3 +85,19 @@ def test_utf8_size_counts_encoded_bytes():
 
     for text in ["", "plain ascii", "café", "naïve – “quoted” ☃", "\U0001f600 emoji", "\x00\x7f"]:
         assert utf8_size(text) == len(text.encode("utf-8"))
+
+
+def test_a_rows_own_source_field_is_kept_apart_from_kilns_source(tmp_path):
+    """Dolma's and RedPajama's rows carry a "source": curation keys its per-source figures and the mix
+    by the configured source's name, so the row's own field must not stand in for it."""
+    from kiln.curate.config import CurateConfig
+    from kiln.curate.pipeline import curate
+    from tests.conftest import make_text
+
+    rng = random.Random(5)
+    jsonl = tmp_path / "dolma.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": make_text(rng, 40), "source": "arxiv"}) + "\n" for _ in range(12)))
+    docs = list(read_documents(CorpusConfig(corpus=str(jsonl))))
+    assert {d.metadata.get("source_field") for d in docs} == {"arxiv"} and "source" not in docs[0].metadata
+    manifest = curate(CorpusConfig(corpus=str(jsonl)), CurateConfig(), tmp_path / "out")
+    assert manifest["documents_out"] > 0

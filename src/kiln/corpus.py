@@ -187,7 +187,8 @@ def utf8_size(text: str) -> int:
 def read_documents(cfg: CorpusConfig, stats: ReadStats | None = None) -> Iterator[Document]:
     """Stream every non-empty document of the configured corpus, in a deterministic order.
 
-    With several sources, ids are prefixed with the source name and metadata['source'] names it."""
+    With several sources, ids are prefixed with the source name and metadata['source'] names it; a
+    row's own `source` field (Dolma's, RedPajama's) is kept as metadata['source_field']."""
     stats = stats if stats is not None else ReadStats()
     sources = sources_of(cfg)
     for src in sources:
@@ -197,6 +198,9 @@ def read_documents(cfg: CorpusConfig, stats: ReadStats | None = None) -> Iterato
             if not doc.text or doc.text.isspace():  # no stripped copy of every text
                 stats.skip(doc.id, "empty document")
                 continue
+            theirs = doc.metadata.pop("source", None)
+            if theirs is not None and theirs != src.name:  # a row's own field: "source" names kiln's source
+                doc.metadata["source_field"] = theirs
             if len(sources) > 1:
                 doc.id = f"{src.name}/{doc.id}"
                 doc.metadata["source"] = src.name
