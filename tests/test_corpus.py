@@ -101,3 +101,21 @@ def test_a_rows_own_source_field_is_kept_apart_from_kilns_source(tmp_path):
     assert {d.metadata.get("source_field") for d in docs} == {"arxiv"} and "source" not in docs[0].metadata
     manifest = curate(CorpusConfig(corpus=str(jsonl)), CurateConfig(), tmp_path / "out")
     assert manifest["documents_out"] > 0
+
+
+def test_a_folder_reads_linked_folders_once_and_counts_what_is_no_file(tmp_path):
+    import os
+
+    corpus, elsewhere = tmp_path / "corpus", tmp_path / "elsewhere"
+    corpus.mkdir()
+    elsewhere.mkdir()
+    (corpus / "a.txt").write_text("alpha text")
+    (elsewhere / "b.txt").write_text("beta text")
+    (corpus / "linked").symlink_to(elsewhere)  # a data set kept on another disk
+    (elsewhere / "back").symlink_to(corpus)  # a link back up: read once, no loop
+    (corpus / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    os.mkfifo(corpus / "pipe.txt")  # opening it would block forever
+    stats = ReadStats()
+    docs = list(read_documents(CorpusConfig(corpus=str(corpus)), stats))
+    assert sorted(d.text for d in docs) == ["alpha text", "beta text"]
+    assert stats.num_skipped == 2 and all("not a file" in s for s in stats.skipped)

@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import lzma
+import os
 import re
 import zlib
 from collections.abc import Iterator
@@ -239,15 +240,34 @@ def read_file(
         raise KilnError(f"{path}: unsupported file type; kiln reads {', '.join(SUPPORTED)} or a folder of them")
 
 
+def _entries(root: Path) -> list[Path]:
+    """Every entry under `root` that is not a folder, in sorted path order, linked folders followed
+    (each real folder once: a link back up does not loop)."""
+    found, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders.sort()  # the same path wins for a folder reached twice, on every file system
+        found += [Path(folder) / name for name in names]
+    return sorted(found)
+
+
 def read_folder(root: Path, text_field: str, stats: ReadStats, max_bytes: int) -> Iterator[Document]:
-    """Every supported file under `root`, in sorted path order; other files are skipped and counted."""
+    """Every supported file under `root` (linked folders too), in sorted path order; other files, and
+    entries that are no file (a link to nothing, a pipe), are skipped and counted."""
     files = []
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and not p.name.startswith("."):
-            if kind_of(p):
-                files.append(p)
-            else:
-                stats.skip(str(p), "unsupported file type")
+    for p in _entries(root):
+        if p.name.startswith("."):
+            continue
+        if not p.is_file():
+            stats.skip(str(p), "not a file (a link to nothing, a pipe or a device)")
+        elif kind_of(p):
+            files.append(p)
+        else:
+            stats.skip(str(p), "unsupported file type")
     if not files:
         raise KilnError(
             f"folder {root} holds no readable files ({', '.join(SUPPORTED)}); "
