@@ -116,3 +116,17 @@ def test_finetuning_measures_the_precision_on_its_own_machine():
     base = get_preset("cpu")
     trained = replace(base, train=replace(base.train, precision="bf16"))
     assert finetune(trained, "chat.jsonl", "sft", "ckpt").train.precision == "auto"
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b"[1, 2]", "RunConfig must be a JSON object"),
+        (b'{"model": 5}', "ModelConfig must be a JSON object"),
+        (b"\xff\xfe\x00", "not valid JSON"),
+    ],
+)
+def test_a_config_file_of_the_wrong_shape_is_one_line(tmp_path, content, says):
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(KilnError, match=says):
+        load_config(RunConfig, tmp_path / "config.json")

@@ -219,6 +219,8 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
     """Plain dict (e.g. loaded JSON) -> nested dataclass; unknown keys are an error. Derived values
     read back as saved (a checkpoint's model keeps its shape when a later kiln derives heads or widths
     by another rule) and stay marked derived, so an override re-derives them as `replace` does."""
+    if not isinstance(data, dict):
+        raise KilnError(f"config: {cls.__name__} must be a JSON object of its fields, not {json.dumps(data)[:60]}")
     hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(cast(Any, cls))}
@@ -251,11 +253,13 @@ def save_config(cfg: Any, path: Path) -> None:
 def load_config(cls: type[C], path: Path) -> C:
     """Read a config written by `save_config`."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise KilnError(f"config file {path} not found; run an earlier stage first or pass --preset") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise KilnError(f"config file {path} is not valid JSON ({e}); fix or delete it") from None
+    except OSError as e:
+        raise KilnError(f"config file {path}: cannot read it ({e.strerror})") from None
     return from_dict(cls, data)
 
 
