@@ -57,3 +57,25 @@ def test_sweep_runs_resumes_and_fits(tokenized_run, corpus_dir, tmp_path, capsys
     # kiln plan now offers kiln's own law for this corpus
     plan = make_plan(budget_of(flops=1e12, device="h100"), vocab_size=320, seq_len=64, run_dir=run.root)
     assert plan["allocations"][-1]["law"] == "kiln (this corpus)"
+
+
+def test_a_point_folder_that_is_a_link_or_holds_anothers_files_is_refused(tmp_path, corpus_dir):
+    from kiln.errors import KilnError
+    from kiln.scaling.sweep import prepare_point
+
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    base, point = tiny_config(corpus_dir), Point(depth=1, tokens=1024, lr=0.003)
+    mine = tmp_path / "mine"  # a run directory from someone else, its point a link to a user's folder
+    mine.mkdir()
+    (mine / "metrics.jsonl").write_text("my own log\n")
+    (run.root / "sweep").mkdir()
+    (run.root / "sweep" / point.name).symlink_to(mine)
+    with pytest.raises(KilnError, match="is a link"):
+        prepare_point(run, base, point)
+    (run.root / "sweep" / point.name).unlink()
+    (run.root / "sweep" / point.name).mkdir()
+    (run.root / "sweep" / point.name / "shards").symlink_to(tmp_path / "nowhere")  # in the way, dangling
+    with pytest.raises(KilnError, match="in the way"):
+        prepare_point(run, base, point)
+    assert [p.name for p in mine.iterdir()] == ["metrics.jsonl"]

@@ -99,11 +99,19 @@ def point_config(base: RunConfig, point: Point) -> RunConfig:
 def prepare_point(run: RunDir, base: RunConfig, point: Point) -> RunDir:
     """RUN/sweep/<point>: its config, and links to the run's tokenizer and shards."""
     root = run.root / "sweep" / point.name
+    for folder in (root.parent, root):  # a run from someone else: never trained into a folder elsewhere
+        if folder.is_symlink():
+            raise KilnError(f"{folder} is a link; kiln sweep trains its points in folders of its own: move it away")
     root.mkdir(parents=True, exist_ok=True)
     pr = RunDir(root)
+    pr.check_ours()
     for target, link in ((run.tokenizer, pr.tokenizer), (run.shards, pr.shards)):
-        if not link.exists():
-            link.symlink_to(os.path.relpath(target, root))
+        want = os.path.relpath(target, root)
+        if link.is_symlink() and os.readlink(link) == want:
+            continue
+        if link.exists() or link.is_symlink():
+            raise KilnError(f"{link} is in the way of the sweep's link to {target}: move it away")
+        link.symlink_to(want)
     if not pr.config.exists():
         save_config(point_config(base, point), pr.config)
     return pr
