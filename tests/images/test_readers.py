@@ -116,6 +116,23 @@ def test_a_damaged_tar_keeps_what_was_read_before_the_damage(tmp_path):
     assert stats.skipped == {"damaged_tar": 1} and "cut.tar" in stats.samples[0]
 
 
+def test_a_compressed_tar_is_read_whole_and_a_cut_one_counted(tmp_path):
+    """A .tar.gz's member offsets are in its decompressed stream, larger than the file: not damage."""
+    import gzip
+
+    plain = tmp_path / "shard.tar"
+    members = [(f"{i:04d}.{e}", png() if e == "png" else b"caption " * 50) for i in range(6) for e in ("png", "txt")]
+    _tar(plain, members)
+    packed = tmp_path / "shard.tar.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    plain.unlink()
+    docs, stats = read(packed)
+    assert len(docs) == 6 and stats.skipped == {}
+    packed.write_bytes(packed.read_bytes()[: packed.stat().st_size * 2 // 3])
+    docs, stats = read(packed)
+    assert len(docs) < 6 and stats.skipped == {"damaged_tar": 1}
+
+
 def test_jsonl_pairs_and_interleaved_documents(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "x.png").write_bytes(png())

@@ -147,10 +147,11 @@ class _Reader:
         key: str | None = None
         parts: dict[str, bytes] = {}
         size = path.stat().st_size
+        plain = not _compressed(path)  # a compressed tar's offsets are in its decompressed stream
         try:
             with tarfile.open(path) as tar:
                 for member in tar:
-                    if member.offset_data + member.size > size:
+                    if plain and member.offset_data + member.size > size:
                         raise tarfile.ReadError("a member runs past the end of the file")
                     base = member.name.rsplit("/", 1)[-1]
                     if not member.isfile() or "." not in base:
@@ -164,7 +165,8 @@ class _Reader:
                     f = tar.extractfile(member)
                     parts["." + ext.lower()] = f.read() if f is not None else b""
                 ended = tar.offset
-            if not _ends_cleanly(path, ended):  # tarfile stops quietly at a cut header
+            # tarfile stops quietly at a cut header (a cut compressed tar fails in its decompressor)
+            if plain and not _ends_cleanly(path, ended):
                 raise tarfile.ReadError("no end-of-archive marker: the file was cut")
         except (tarfile.TarError, OSError, EOFError) as e:
             self.stats.skip(f"{path} ({e})", "damaged_tar")  # what was read before the damage is kept
@@ -234,6 +236,15 @@ class _Reader:
                 doc = self.make(key, str(file), [file.read_bytes()], text, meta)
                 if doc is not None:
                     yield doc
+
+
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+"""The first bytes of gzip, bzip2 and xz: the compressions tarfile opens by itself."""
+
+
+def _compressed(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(6).startswith(COMPRESSED_MAGIC)
 
 
 def _ends_cleanly(path: Path, offset: int) -> bool:
