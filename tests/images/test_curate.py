@@ -81,3 +81,14 @@ def test_a_refused_image_curation_leaves_the_last_one(tmp_path):
         with pytest.raises(KilnError):
             curate_images(ImageConfig(source=str(source)), CurateConfig(), out, 16)
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_documents_whose_keys_differ_only_by_a_slash_or_a_dot_stay_two(tmp_path):
+    src = tmp_path / "src"
+    (src / "x").mkdir(parents=True)
+    for i, key in enumerate(["x/a", "x_a", "x.a", *(f"z{j:02d}" for j in range(8))]):
+        photo(i).save(src / f"{key}.png")
+        (src / f"{key}.txt").write_text(f"picture {key} in colour")
+    manifest = curate_images(ImageConfig(source=str(src), val_fraction=0.3), CurateConfig(), tmp_path / "out", 16)
+    keys = [d.key for split in ("train", "val") for d in curated_docs(tmp_path / "out", split)]
+    assert sum(manifest["kept"].values()) == len(keys) == 11 and {"x/a", "x_a", "x.a"} <= set(keys)

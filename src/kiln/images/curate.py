@@ -123,7 +123,9 @@ class _TarWriter:
     def add(self, key: str, pixels: list[np.ndarray], record: dict[str, Any]) -> None:
         if self.tar is None:
             self._open()
-        safe = key.replace("/", "_").replace(".", "_")
+        # the tar's own index first: keys that differ only by "/" or "." against "_" (x/a, x_a) would
+        # otherwise write the same member names, read back as one document (the key is in the .json)
+        safe = f"{self.count:05d}_" + key.replace("/", "_").replace(".", "_")
         for i, image in enumerate(pixels):
             buffer = io.BytesIO()
             Image.fromarray(image).save(buffer, format="PNG")
