@@ -117,7 +117,7 @@ def _old_outputs(*folders):
         folder.mkdir()
         for i in range(3):
             (folder / f"part_{i}.txt").write_text(f"old {i}")
-        (folder / "manifest.json").write_text(json.dumps({"parts": 3}))
+        (folder / "manifest.json").write_text(json.dumps({"format": "kiln-test", "parts": 3}))
 
 
 def _stage_new(publication, *folders):
@@ -125,15 +125,20 @@ def _stage_new(publication, *folders):
         staging = StagedFolder(folder)
         for i in range(2):
             staging.path(f"part_{i}.txt").write_text(f"new {i}")
-        staging.publish_in(publication, ["part_*.txt"], {"parts": 2})
+        staging.publish_in(publication, ["part_*.txt"], {"format": "kiln-test", "parts": 2})
 
 
 def _contents(folder):
     return {p.name: p.read_text() for p in sorted(folder.iterdir())}
 
 
-OLD = {"manifest.json": '{"parts": 3}', "part_0.txt": "old 0", "part_1.txt": "old 1", "part_2.txt": "old 2"}
-NEW = {"manifest.json": '{\n  "parts": 2\n}\n', "part_0.txt": "new 0", "part_1.txt": "new 1"}
+OLD = {
+    "manifest.json": '{"format": "kiln-test", "parts": 3}',
+    "part_0.txt": "old 0",
+    "part_1.txt": "old 1",
+    "part_2.txt": "old 2",
+}
+NEW = {"manifest.json": '{\n  "format": "kiln-test",\n  "parts": 2\n}\n', "part_0.txt": "new 0", "part_1.txt": "new 1"}
 
 
 @pytest.mark.parametrize("renames", range(8))  # 2 commits, then 2 files and a manifest a folder
@@ -230,7 +235,7 @@ def test_a_killed_publication_of_one_folder_is_finished_when_it_is_opened(tmp_pa
     calls = iter(range(100))
     monkeypatch.setattr(staging_module.os, "replace", lambda s, d: real(s, d) if next(calls) < 2 else 1 / 0)
     with pytest.raises(ZeroDivisionError):  # the plan committed, part_0 moved, then a crash
-        staging.publish(["part_*.txt"], {"parts": 2})
+        staging.publish(["part_*.txt"], {"format": "kiln-test", "parts": 2})
     monkeypatch.setattr(staging_module.os, "replace", real)
     assert not (a / "manifest.json").exists()  # readers refuse the folder meanwhile
     StagedFolder(a)
@@ -291,3 +296,21 @@ def test_a_whole_write_replaces_a_link_at_its_name_and_a_failed_one_leaves_the_f
         write_whole_with(tmp_path / "report.md", half_then_fail)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md", "thesis.md"]
     assert (tmp_path / "report.md").read_text() == "kiln's report"
+
+
+def test_a_linked_folder_no_kiln_stage_published_is_never_replaced(tmp_path):
+    mine = tmp_path / "mine"  # a run directory from someone else: curated/ a link to a user's folder
+    mine.mkdir()
+    (mine / "part_0.txt").write_text("my 2023 documents")
+    (mine / "manifest.json").write_text('{"mine": true}')
+    (tmp_path / "curated").symlink_to(mine)
+    staging = StagedFolder(tmp_path / "curated")
+    staging.path("part_0.txt").write_text("new")
+    with pytest.raises(KilnError, match="which no kiln stage published there"):
+        staging.publish(["part_*.txt"], {"format": "kiln-test", "parts": 1})
+    assert _contents(mine) == {"manifest.json": '{"mine": true}', "part_0.txt": "my 2023 documents"}
+    (mine / "manifest.json").write_text('{"format": "kiln-test", "parts": 1}')  # a kiln stage's: replaced
+    staging = StagedFolder(tmp_path / "curated")
+    staging.path("part_0.txt").write_text("new")
+    staging.publish(["part_*.txt"], {"format": "kiln-test", "parts": 1})
+    assert (mine / "part_0.txt").read_text() == "new"

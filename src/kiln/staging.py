@@ -222,6 +222,8 @@ class Publication:
         folders = [staging.folder for staging, *_ in self.ready]
         plans = []
         try:
+            for staging, replaces, _ in self.ready:
+                _check_ours(staging.folder, replaces, staging.names)
             for staging, replaces, manifest in self.ready:
                 here = staging.folder.resolve()  # resolved: a symlinked folder's partners stay found
                 partners = [os.path.relpath(f.resolve(), here) for f in folders if f != staging.folder]
@@ -249,6 +251,36 @@ class Publication:
         for staging, *_ in self.ready:
             staging.discard()
         self.ready = []
+
+
+def _published_by_kiln(folder: Path) -> bool:
+    """Whether `folder`'s manifest is one a kiln stage published ("format": "kiln-...")."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("kiln-")
+
+
+def _elsewhere(folder: Path) -> bool:
+    """Whether `folder` is reached through a link, or is another file system's mount: a folder kiln
+    may not have made (a run directory's own folders are kiln's; a link in one may be anyone's)."""
+    return folder.resolve() != Path(os.path.abspath(folder)) or os.path.ismount(folder)
+
+
+def _check_ours(folder: Path, replaces: list[str], names: list[str]) -> None:
+    """Refuse, before anything moves, to replace files in a folder reached through a link or mounted
+    that no kiln stage published (a link to a folder of the user's, left in a run directory from
+    someone else): the files its globs match or its new names hit."""
+    if not _elsewhere(folder) or _published_by_kiln(folder):
+        return
+    hit = [p for pattern in replaces for p in folder.glob(pattern) if not p.name.startswith(".") and p.is_file()]
+    hit += [folder / name for name in names if (folder / name).exists() or (folder / name).is_symlink()]
+    if hit:
+        raise KilnError(
+            f"{folder} holds {hit[0].relative_to(folder)}, which no kiln stage published there (no kiln "
+            f"{MANIFEST}): nothing was replaced; move it away, or point {folder.name} at a new folder"
+        )
 
 
 def _read_plan(path: Path) -> dict[str, Any] | None:
