@@ -183,7 +183,7 @@ def test_a_supervised_fresh_start_killed_before_training_restarts_afresh(earlier
         return 0 if len(commands) == 3 else 1
 
     (earlier.checkpoints / "step_30.bak").mkdir()  # a user's folder, never deleted: it says nothing
-    monkeypatch.setattr(supervise.subprocess, "call", call)
+    monkeypatch.setattr(supervise, "run_child", call)
     argv = ["train", "--run-dir", str(earlier.root), "--overwrite", "--max-restarts", "3"]
     assert supervise.supervise(argv, 3, earlier.checkpoints) == 0
     assert [("--overwrite" in c, "--resume" in c) for c in commands] == [(True, False), (True, False), (False, True)]

@@ -3,8 +3,10 @@ checkpoint after a crash (not after Ctrl-C, SIGTERM or a user error)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +37,26 @@ def kiln_command() -> list[str]:
     return [sys.executable, "-c", run]
 
 
+def run_child(command: list[str]) -> int:
+    """Run `command` to its end; its exit code. A SIGINT or SIGTERM the supervisor gets is passed on to
+    the child, and the supervisor waits while the child checkpoints and stops: it neither dies leaving
+    the child training alone nor kills it mid-save. (A terminal's Ctrl-C reaches the child twice, by
+    itself and passed on: the trainer takes two within SAME_REQUEST_S as one.)"""
+    child = subprocess.Popen(command)
+
+    def forward(signum: int, frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        return child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _folders(checkpoints: Path | None) -> set[Identity]:
     """The checkpoint folders kiln wrote there (those a fresh start deletes), each told from a later one."""
     from kiln.train.checkpoint import checkpoint_identities
@@ -52,7 +74,7 @@ def supervise(argv: list[str], max_restarts: int, replaced: Path | None = None) 
     earlier = _folders(replaced)
     code = 0
     for attempt in range(max_restarts + 1):
-        code = subprocess.call(command)
+        code = run_child(command)
         if code in (0, 2, 130):  # done, a user error, or stopped on purpose (Ctrl-C / SIGTERM)
             return code
         if attempt < max_restarts:
