@@ -48,7 +48,7 @@ from torch.utils._pytree import tree_map_only
 
 from kiln.errors import KilnError
 from kiln.rundir import CONFIG, MANIFEST, STATE, TOKENIZER
-from kiln.staging import file_sha256, rename_synced, sync_tree
+from kiln.staging import file_sha256, remove_path, rename_synced, sync_tree
 from kiln.train.dcp_safe import SafeEmptyLoadPlanner, SafeLoadPlanner, SafeReader, quiet_load
 
 if TYPE_CHECKING:
@@ -131,19 +131,30 @@ def verify_checkpoint(path: Path) -> str | None:
     """None if every file the manifest lists is present with its size and sha256; else what is wrong."""
     try:
         entries = json.loads((path / MANIFEST).read_text())["files"]
-    except (OSError, json.JSONDecodeError, KeyError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
         return "no readable manifest.json"
+    if not isinstance(entries, dict):
+        return "a manifest.json whose files are not a table"
     for name, want in entries.items():
-        problem = _file_problem(path / name, want)
+        problem = _file_problem(path, name, want)
         if problem is not None:
             return f"{name} {problem}"
     return None
 
 
-def _file_problem(f: Path, want: dict[str, Any]) -> str | None:
-    """None if file `f` has the size and sha256 of its manifest entry `want`; else what is wrong."""
+def _file_problem(folder: Path, name: str, want: Any) -> str | None:
+    """None if the file `name` of `folder` has the size and sha256 of its manifest entry `want`; else
+    what is wrong. A name outside the folder (absolute, `..`, through a link) or that is no regular
+    file is wrong: a crafted manifest must not have kiln read /dev/zero or another folder's file."""
+    f = folder / name
+    if Path(name).is_absolute() or ".." in Path(name).parts or not f.resolve().is_relative_to(folder.resolve()):
+        return "is not a file inside the checkpoint"
+    if not isinstance(want, dict) or not isinstance(want.get("bytes"), int) or not isinstance(want.get("sha256"), str):
+        return "has no size and sha256 in the manifest"
     if not f.exists():
         return "is missing"
+    if not f.is_file():
+        return "is not a regular file"
     if f.stat().st_size != want["bytes"] or file_sha256(f) != want["sha256"]:
         return "does not match its checksum"
     return None
@@ -208,7 +219,7 @@ def save_checkpoint(
     final = root / f"{STEP_PREFIX}{step}"
     tmp = root / f".tmp_{STEP_PREFIX}{step}"
     if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_path(tmp)  # a save cut short; a link left at its name goes, never what it points to
         tmp.mkdir()
     barrier()
     model_sd, optim_sd = get_state_dict(model, optimizer)
@@ -427,9 +438,9 @@ def _matches_manifest(folder: Path, name: str) -> bool:
     """Whether file `name` of a checkpoint has the size and sha256 its manifest lists."""
     try:
         want = json.loads((folder / MANIFEST).read_text())["files"][name]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
         return False
-    return _file_problem(folder / name, want) is None
+    return _file_problem(folder, name, want) is None
 
 
 class Checkpointer:
