@@ -137,3 +137,35 @@ def test_a_bf16_run_resumed_on_a_cpu_where_bf16_is_slow_goes_on_in_fp32(tokenize
     assert main([*resume, "--train.max_steps", "6"]) == 0
     assert "train.precision: checkpoint 'bf16', now 'fp32': bf16 runs 100x slower" in capsys.readouterr().out
     assert json.loads((run.checkpoints / "step_6" / "config.json").read_text())["train"]["precision"] == "fp32"
+
+
+def test_a_crafted_state_or_generator_file_is_refused_in_one_line(tokenized_run, tmp_path, capsys):
+    """state.json and the generator states as someone else may hand them over (the manifest rebuilt
+    to match): a rate of NaN rolled back forever, the rest gave tracebacks."""
+    from safetensors.torch import save_file
+
+    from kiln.train.checkpoint import _write_manifest
+
+    run = _trained(tokenized_run, tmp_path)
+    step = run.checkpoints / "step_4"
+    state = json.loads((step / "state.json").read_text())
+    rng = next(step.glob("rng_rank0.safetensors"))
+    import torch
+
+    for crafted in (
+        {"lr_scale": float("nan")},
+        {"loader": "x"},
+        {"tokens_seen": None},
+        {"loader": {**state["loader"], "samples_seen": -5}},
+        "rng",
+    ):
+        if crafted == "rng":
+            save_file({"cpu": torch.zeros(3)}, str(rng))  # a float vector, no generator's
+        else:
+            (step / "state.json").write_text(json.dumps({**state, **crafted}))
+        _write_manifest(step)
+        capsys.readouterr()
+        assert main(["train", "--run-dir", str(run.root), "--resume", "yes", *TINY]) == 2, crafted
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "use an earlier" in err, (crafted, err[-500:])
+        (step / "state.json").write_text(json.dumps(state))

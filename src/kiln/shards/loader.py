@@ -153,7 +153,10 @@ class PackedLoader:
     def load_state_dict(self, state: dict) -> None:
         """Continue after `samples_seen` windows. A state saved with another seq_len or seed continues
         at the same count in this loader's order (the trainer's resume check warns about it)."""
-        self.samples_seen = int(state["samples_seen"])
+        seen = state["samples_seen"]
+        if isinstance(seen, bool) or not isinstance(seen, int) or seen < 0:
+            raise ValueError(f"samples_seen must be a count of windows, not {seen!r}")
+        self.samples_seen = seen
 
 
 def iterate_windows(shards: ShardSet, seq_len: int, batch_size: int, max_windows: int | None = None) -> Iterator[Batch]:

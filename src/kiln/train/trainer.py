@@ -179,9 +179,17 @@ class Trainer:
         """Continue from checkpoint `path`: weights, optimizer, RNG, loader position, counters."""
         assert self.checkpointer is not None, "this trainer has no checkpointer"
         state = self.checkpointer.load(path, self.model, self.optimizer)
-        self.loader.load_state_dict(state["loader"])
-        self.step, self.tokens_seen = state["step"], state["tokens_seen"]
-        self.lr_scale = state.get("lr_scale", 1.0)
+        tokens, lr_scale = state.get("tokens_seen"), state.get("lr_scale", 1.0)
+        rate = not isinstance(lr_scale, bool) and isinstance(lr_scale, (int, float)) and 0 < lr_scale <= 1  # not NaN
+        if not isinstance(tokens, int) or tokens < 0 or not isinstance(state.get("loader"), dict) or not rate:
+            raise KilnError(f"checkpoint {path} has a state.json kiln cannot resume from; use an earlier checkpoint")
+        try:
+            self.loader.load_state_dict(state["loader"])
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise KilnError(
+                f"checkpoint {path} has a loader position kiln cannot use ({e!r}); use an earlier one"
+            ) from None
+        self.step, self.tokens_seen, self.lr_scale = state["step"], tokens, float(lr_scale)
         self.saved_at = (self.step, path)
 
     def save(self) -> Path:
