@@ -442,3 +442,18 @@ def test_a_depth_is_left_untimed_only_where_its_estimate_cannot_fit():
     assert not misses_by_far(0.15, 0.3, timed_mfu=0.2)  # could reach 0.75 at the ceiling: timed
     assert misses_by_far(0.05, 0.3, timed_mfu=0.2)  # misses even at the ceiling
     assert not misses_by_far(0.01, 0.3, timed_mfu=0.0)  # no ceiling measured: timed
+
+
+def test_a_saved_plan_kiln_could_not_have_written_is_made_again(tmp_path):
+    from kiln.train.budget import read_plan, write_plan
+
+    path, machine = tmp_path / "plan.json", {"cpu": "test"}
+    good = {"config_key": "k", "machine": machine, "precision": "bf16", "depth": 3, "max_steps": 200}
+    write_plan(path, good)
+    assert read_plan(path, "k", machine) == good
+    for crafted in ({"precision": "fp64"}, {"precision": 7}, {"depth": 0}, {"max_steps": "many"}, {"depth": True}):
+        write_plan(path, {**good, **crafted})
+        assert read_plan(path, "k", machine) is None, crafted
+    for raw in (b"[1]", b"\xff\xfe"):
+        path.write_bytes(raw)
+        assert read_plan(path, "k", machine) is None

@@ -55,3 +55,11 @@ def test_a_link_at_the_logs_name_is_replaced_never_written_through(tmp_path):
         log.close()
         assert mine.read_text() == "chapter one" and not (tmp_path / "gone.md").exists()
         assert not path.is_symlink() and json.loads(path.read_text()) == {"step": 4, "loss": 1.0}
+
+
+def test_a_record_kiln_did_not_write_is_kept_aside_on_resume(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\n{"step": "later"}\n[2]\n\xff\xfe\n{"step": 3}\n')
+    MetricsLog(path, truncate_after_step=2).close()
+    assert path.read_text().splitlines() == ['{"step": 1}']
+    assert len((tmp_path / REWOUND).read_text().splitlines()) == 4

@@ -259,9 +259,18 @@ def read_plan(path: Path, key: str, machine: dict[str, Any]) -> dict[str, Any] |
     """The plan saved at `path` if it was made for this config and machine, else None."""
     try:
         plan = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return plan if plan.get("config_key") == key and plan.get("machine") == machine else None
+    if not isinstance(plan, dict) or plan.get("config_key") != key or plan.get("machine") != machine:
+        return None
+    counts = [plan.get(name, 1) for name in ("depth", "max_steps")]
+    if plan.get("precision", "fp32") not in ("bf16", "fp32") or not all(_count(n) for n in counts):
+        return None  # not a plan kiln wrote (made again)
+    return plan
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def write_plan(path: Path, plan: dict[str, Any]) -> None:

@@ -54,7 +54,8 @@ def _split_at_step(text: str, step: int) -> tuple[list[str], list[str]]:
             continue
         try:
             record = json.loads(line)
-            kept = isinstance(record, dict) and record.get("step", 0) <= step
+            at = record.get("step", 0) if isinstance(record, dict) else None
+            kept = isinstance(at, int) and not isinstance(at, bool) and at <= step  # else not a record kiln wrote
         except json.JSONDecodeError:  # the last line of a process killed while writing it
             kept = False
         (keep if kept else rewound).append(line)
@@ -67,7 +68,7 @@ class MetricsLog:
     def __init__(self, path: Path, truncate_after_step: int | None, tensorboard_dir: Path | None = None) -> None:
         self.path = path
         if truncate_after_step is not None and path.exists():
-            keep, rewound = _split_at_step(path.read_text(), truncate_after_step)
+            keep, rewound = _split_at_step(path.read_text(errors="replace"), truncate_after_step)
             if rewound:  # what the steps a resume runs again logged the first time (a crash's last words)
                 aside, block = path.with_name(REWOUND), "".join(ln + "\n" for ln in rewound)
                 before = aside.read_text() if aside.exists() else ""
