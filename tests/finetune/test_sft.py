@@ -85,6 +85,23 @@ def test_bad_lines_are_one_clear_error(tmp_path):
     path.write_text('{"prompt": "a"}\n')
     with pytest.raises(KilnError, match=r"bad.jsonl:1: not a chat example"):
         read_examples(path)
+    for line, says in [
+        ('{"prompt": null, "response": "b"}', "prompt must be a string, not None"),  # not the text "None"
+        ('{"prompt": ["a"], "response": "b"}', "prompt must be a string"),
+        ('{"prompt": ' + "[" * 5000 + "]" * 5000 + ', "response": "b"}', "RecursionError"),  # nested too deep
+    ]:
+        path.write_text(line + "\n")
+        with pytest.raises(KilnError, match=says):
+            read_examples(path)
+
+
+def test_a_class_label_is_text_or_a_whole_number(tmp_path):
+    from kiln.finetune.classify import parse_labelled
+
+    assert parse_labelled({"text": "a", "label": 1}) == parse_labelled({"text": "a", "label": "1"})
+    for label in (1.0, None, True):
+        with pytest.raises(TypeError, match="label must be a string or a whole number"):
+            parse_labelled({"text": "a", "label": label})
 
 
 @pytest.mark.parametrize("method", ["sft", "lora"])
@@ -130,3 +147,14 @@ def test_finetuning_lowers_the_answer_loss_and_resumes_bitwise(pretrained, tmp_p
     rendered = hf_tok.apply_chat_template(messages, tokenize=True)
     rendered = rendered if isinstance(rendered, list) else rendered["input_ids"]  # a BatchEncoding in v5
     assert list(rendered) == encode_example(tok, objective_ids(tok), messages)[0]
+
+
+def test_a_number_option_that_is_no_number_is_one_line(pretrained, tmp_path, capsys):
+    data = tmp_path / "chat.jsonl"
+    data.write_text('{"prompt": "a", "response": "b"}\n' * 20)
+    base = ["finetune", "--checkpoint", str(pretrained), "--data", str(data), "--run-dir", str(tmp_path / "ft")]
+    for option in (["--finetune.lora_rank", "abc"], ["--train.lr", "abc"], ["--train.lr", "nan"]):
+        capsys.readouterr()
+        assert main([*base, *option]) == 2
+        assert f"--{option[0][2:]} '{option[1]}': expected a" in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()

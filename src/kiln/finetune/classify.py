@@ -27,7 +27,7 @@ from torch import nn
 
 from kiln.device import autocast
 from kiln.errors import KilnError
-from kiln.finetune.items import IGNORE, Rows, read_jsonl, split_items, stack_rows
+from kiln.finetune.items import IGNORE, Rows, read_jsonl, split_items, stack_rows, string
 from kiln.finetune.method import Method
 from kiln.models.base import TokenModel
 from kiln.models.registry import family
@@ -43,7 +43,7 @@ HEAD = "classifier"
 
 
 def parse_labelled(rec: dict[str, Any]) -> dict[str, str]:
-    text, label = str(rec["text"]), str(rec["label"])
+    text, label = string(rec, "text"), string(rec, "label", numbers=True)
     if not text.strip() or not label:
         raise ValueError("empty text or label")
     return {"text": text, "label": label}

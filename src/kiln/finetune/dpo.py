@@ -27,7 +27,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from kiln.errors import KilnError
-from kiln.finetune.items import IGNORE, read_jsonl, split_items, stack_rows
+from kiln.finetune.items import IGNORE, read_jsonl, split_items, stack_rows, string
 from kiln.finetune.lora import lora_disabled
 from kiln.finetune.method import Method
 from kiln.finetune.sft import encode_example
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 
 def parse_pair(rec: dict[str, Any]) -> dict[str, str]:
-    pair = {k: str(rec[k]) for k in ("prompt", "chosen", "rejected")}
+    pair = {k: string(rec, k) for k in ("prompt", "chosen", "rejected")}
     if pair["chosen"] == pair["rejected"]:
         raise ValueError("chosen and rejected are the same text")
     return pair

@@ -46,9 +46,20 @@ def read_jsonl(path: Path, parse: Callable[[dict[str, Any]], T], expected: str) 
             continue
         try:
             items.append(parse(json.loads(line)))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise KilnError(f"{path}:{n}: not {expected} ({e})") from e
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:  # Recursion: nested too deep
+            raise KilnError(f"{path}:{n}: not {expected} ({type(e).__name__}: {str(e)[:200]})") from None
     return items
+
+
+def string(record: dict[str, Any], key: str, numbers: bool = False) -> str:
+    """record[key] as text: a string (or, with `numbers`, a whole number: a class label 0, 1, ...);
+    anything else is a malformed row, not its Python form ("None", "['a']", "1.0" beside "1")."""
+    value = record[key]
+    if isinstance(value, str):
+        return value
+    if numbers and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"{key} must be {'a string or a whole number' if numbers else 'a string'}, not {value!r:.40}")
 
 
 def is_held_out(item: Any, fraction: float) -> bool:

@@ -28,7 +28,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from kiln.errors import KilnError
-from kiln.finetune.items import IGNORE, Rows, read_jsonl, split_items
+from kiln.finetune.items import IGNORE, Rows, read_jsonl, split_items, string
 from kiln.finetune.method import Method
 from kiln.models.registry import build_objective
 from kiln.tokenizer import BOS, EOS, SpecialIds
@@ -42,11 +42,11 @@ ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 def parse_example(rec: dict[str, Any]) -> list[dict[str, str]]:
     """One JSONL record -> its message list (messages, or a prompt/response pair)."""
     if "messages" in rec:
-        messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in rec["messages"]]
+        messages = [{"role": string(m, "role"), "content": string(m, "content")} for m in rec["messages"]]
     else:
         messages = [
-            {"role": "user", "content": str(rec["prompt"])},
-            {"role": "assistant", "content": str(rec["response"])},
+            {"role": "user", "content": string(rec, "prompt")},
+            {"role": "assistant", "content": string(rec, "response")},
         ]
     if not any(m["role"] == "assistant" for m in messages) or any(m["role"] not in ROLES for m in messages):
         raise ValueError("roles must be system/user/assistant, with at least one assistant turn")

@@ -11,6 +11,7 @@ confusion matrix) writes it beside the run.
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 from contextlib import nullcontext
 from pathlib import Path
@@ -49,12 +50,23 @@ def finetune_config(
             f"{base.model.family}"
         )
     given = {**settings, **given}
-    lora_rank = int(given.pop("finetune.lora_rank", 0) or 0)
+    lora_rank = _number(given.pop("finetune.lora_rank", 0) or 0, int, "finetune.lora_rank")
     cfg = finetune(base, str(data), name, str(checkpoint) if init == "checkpoint" else "", lora_rank)
     if "train.lr" in given:  # a rate given outright replaces the preset's, not re-derived
-        cfg = replace(cfg, train=replace(cfg.train, lr=float(given.pop("train.lr"))))
+        cfg = replace(cfg, train=replace(cfg.train, lr=_number(given.pop("train.lr"), float, "train.lr")))
     cfg = apply_overrides(cfg, given)
     return fit_rows(cfg, checkpoint, "train.seq_len" in given) if chosen.rows_of_one else cfg
+
+
+def _number(raw: Any, kind: type, name: str) -> Any:
+    """`raw` as an int or float, or one line naming the option."""
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise KilnError(f"--{name} {raw!r}: expected a number") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise KilnError(f"--{name} {raw!r}: expected a finite number")
+    return value
 
 
 def fit_rows(cfg: RunConfig, checkpoint: Path, seq_len_given: bool) -> RunConfig:
