@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -528,3 +529,16 @@ def test_a_torchrun_rank_leaves_with_its_code_and_its_output(tmp_path):
         env.pop("PYTHONUNBUFFERED", None)  # buffered, as a pipe makes it: lost without a flush
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
         assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
+
+
+def test_a_checkpoint_whose_tokenizer_outgrows_its_model_is_one_line(debug_run, tmp_path, capsys):
+    run_dir, _ = debug_run
+    step = tmp_path / "step_30"
+    shutil.copytree(run_dir / "checkpoints" / "step_30", step)
+    config = json.loads((step / "config.json").read_text())
+    config["model"]["vocab_size"] = config["tokenizer"]["vocab_size"] = 300  # the tokenizer.json has 512
+    (step / "config.json").write_text(json.dumps(config))
+    text = tmp_path / "t.txt"
+    text.write_text("the union is strong " * 40)
+    assert main(["eval", "--checkpoint", str(step), "--text", str(text)]) == 2
+    assert "more than checkpoint" in capsys.readouterr().err

@@ -76,6 +76,34 @@ def test_a_manifest_naming_an_object_dtype_or_a_file_outside_is_refused(tokenize
             ShardSet(tmp_path / "s")
     manifest.write_text(json.dumps(good))
     assert ShardSet(tmp_path / "s").num_tokens == good["num_tokens"]
+    for bad in ([], {**good, "shards": ["x"]}, {**good, "shards": [{**good["shards"][0], "num_tokens": "9"}]}):
+        manifest.write_text(json.dumps(bad))
+        with pytest.raises(KilnError, match="no list of shards with token counts"):
+            ShardSet(tmp_path / "s")
+    manifest.write_bytes(b"\xff\xfe")
+    with pytest.raises(KilnError, match="is corrupt"):
+        ShardSet(tmp_path / "s")
+
+
+def test_shards_holding_ids_beyond_the_vocabulary_are_refused(tokenized_run, tmp_path):
+    """A manifest can claim any vocabulary: the ids themselves are checked once, when the run starts."""
+    import json
+    import shutil
+
+    from kiln.train.parts import check_shards
+
+    cfg, run = tokenized_run
+    shutil.copytree(run.split("train"), tmp_path / "s")
+    good = ShardSet(tmp_path / "s")
+    sha, vocab = good.tokenizer_sha256, good.manifest["vocab_size"]
+    assert check_shards(good, sha, vocab) is good
+    shard = tmp_path / "s" / good.manifest["shards"][0]["file"]
+    tokens = np.fromfile(shard, dtype=good.dtype)
+    tokens[0] = vocab + 5
+    tokens.tofile(shard)
+    with pytest.raises(KilnError, match=f"hold token id {vocab + 5}, beyond {vocab}"):
+        check_shards(ShardSet(tmp_path / "s"), sha, vocab)
+    assert json.loads((tmp_path / "s" / "manifest.json").read_text())["vocab_size"] == vocab
 
 
 def _take(loader, n):

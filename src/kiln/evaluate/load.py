@@ -60,6 +60,11 @@ def load_checkpoint(path: Path, device: torch.device, tokenizer_path: Path | Non
             f"tokenizer {tok_path} is not the one checkpoint {path} was trained with; "
             "use the tokenizer.json saved in the checkpoint"
         )
+    if tokenizer.get_vocab_size() > cfg.model.vocab_size:
+        raise KilnError(
+            f"tokenizer {tok_path} has {tokenizer.get_vocab_size()} tokens, more than checkpoint {path}'s model "
+            f"({cfg.model.vocab_size}): not the model it was trained with"
+        )
     model = build_model(cfg.model, device)
     load_weights(path, model)
     model.eval()

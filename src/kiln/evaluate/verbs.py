@@ -65,6 +65,8 @@ def _eval_shards(
         )
     if shard_set.num_tokens < 2:
         raise KilnError(f"{shard_set.directory} holds too little text to evaluate")
+    if shard_set.max_token() >= loaded.cfg.model.vocab_size:
+        raise KilnError(f"shards in {shard_set.directory} hold token ids beyond the model's vocabulary")
     seq_len = min(seq_len, shard_set.num_tokens - 1)
     batches = iterate_windows(shard_set, seq_len, batch)
     return validation_loss(loaded.objective, loaded.model, batches, loaded.token_bytes, device, loaded.precision)

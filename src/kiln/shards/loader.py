@@ -36,8 +36,14 @@ class ShardSet:
             raise KilnError(f"no shard manifest at {path}; run `kiln tokenize` first or point at a shard directory")
         try:
             self.manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise KilnError(f"shard manifest {path} is corrupt ({e}); re-run `kiln tokenize`") from None
+        shards = self.manifest.get("shards") if isinstance(self.manifest, dict) else None
+        counted = isinstance(shards, list) and all(
+            isinstance(s, dict) and isinstance(s.get("num_tokens"), int) and s["num_tokens"] >= 0 for s in shards
+        )
+        if not counted:
+            raise KilnError(f"{path} is not a kiln shard manifest (no list of shards with token counts)")
         if self.manifest.get("format") != FORMAT:
             raise KilnError(f"{path} is not a kiln shard manifest (format {self.manifest.get('format')!r})")
         if self.manifest.get("dtype") not in TOKEN_DTYPES:  # never an object array: no pointers read from a file
@@ -53,6 +59,10 @@ class ShardSet:
                     f"shard {file} is missing or truncated (expected {expected} bytes); re-run `kiln tokenize`"
                 )
             self.tokens.append(np.memmap(file, dtype=self.dtype, mode="r") if expected else np.zeros(0, self.dtype))
+
+    def max_token(self) -> int:
+        """The largest token id in the shards (-1 when empty): one pass over them."""
+        return max((int(t.max()) for t in self.tokens if t.size), default=-1)
 
     @property
     def tokenizer_sha256(self) -> str:

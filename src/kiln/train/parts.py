@@ -61,10 +61,13 @@ def check_shards(shards: ShardSet, tokenizer_sha256: str, vocab_size: int) -> Sh
     """`shards`, checked to belong to this tokenizer and to fit this model's vocabulary."""
     if shards.tokenizer_sha256 != tokenizer_sha256:
         raise KilnError(f"shards in {shards.directory} were made with another tokenizer; re-run `kiln tokenize`")
-    if shards.manifest["vocab_size"] > vocab_size:
+    listed = shards.manifest.get("vocab_size")
+    if not isinstance(listed, int) or listed > vocab_size:
+        raise KilnError(f"tokenizer has {listed} tokens but model.vocab_size={vocab_size}; raise model.vocab_size")
+    top = shards.max_token()
+    if top >= vocab_size:  # a manifest that says otherwise: not shards kiln wrote with this tokenizer
         raise KilnError(
-            f"tokenizer has {shards.manifest['vocab_size']} tokens but model.vocab_size={vocab_size}; "
-            "raise model.vocab_size"
+            f"shards in {shards.directory} hold token id {top}, beyond {vocab_size}; re-run `kiln tokenize`"
         )
     return shards
 
