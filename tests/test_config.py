@@ -130,3 +130,22 @@ def test_a_config_file_of_the_wrong_shape_is_one_line(tmp_path, content, says):
     (tmp_path / "config.json").write_bytes(content)
     with pytest.raises(KilnError, match=says):
         load_config(RunConfig, tmp_path / "config.json")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"model.hidden_dim": "-5"},
+        {"model.init_std": "-1"},
+        {"model.mup_base_dim": "-64"},
+        {"model.norm_eps": "-1"},
+        {"model.norm_eps": "nan"},
+        {"model.num_decoder_layers": "-1"},
+        {"model.moe.num_experts": "4", "model.moe.expert_hidden_dim": "-3"},
+    ],
+)
+def test_a_model_size_the_build_cannot_use_is_refused_in_one_line(changes):
+    from kiln.config import apply_overrides
+
+    with pytest.raises(KilnError, match=list(changes)[-1].split(".")[-1]):
+        apply_overrides(get_preset("debug"), changes)

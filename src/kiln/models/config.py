@@ -209,8 +209,12 @@ class ModelConfig:
             self.num_heads % self.num_kv_heads == 0,
             f"model.num_kv_heads={self.num_kv_heads} must divide model.num_heads={self.num_heads}",
         )
-        for name in ("vocab_size", "dim", "num_layers", "max_seq_len"):
+        for name in ("vocab_size", "dim", "num_layers", "max_seq_len", "hidden_dim"):
             require(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
+        for name in ("num_decoder_layers", "mup_base_dim", "init_std"):
+            require(getattr(self, name) >= 0, f"model.{name}={getattr(self, name)} must be >= 0")
+        require(self.norm_eps > 0, f"model.norm_eps={self.norm_eps} must be positive")  # NaN is refused too
+        require(not self.moe.num_experts or self.moe.expert_hidden_dim > 0, "model.moe.expert_hidden_dim must be > 0")
         require(
             not (self.zero_init_head and self.tie_embeddings),
             "model.zero_init_head needs model.tie_embeddings false (a tied head is the embedding)",
