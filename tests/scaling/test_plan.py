@@ -103,3 +103,21 @@ def test_plan_budgets_shape_and_emitted_config(tmp_path, capsys):
     capsys.readouterr()
     assert main(["plan", "--flops", "1e18", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["allocations"][0]["law"] == "besiroglu2024"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--flops", "inf"],
+        ["--flops", "1e20", "--gpus", "0"],
+        ["--hours", "1", "--gpus", "-1"],
+        ["--flops", "1e20", "--mfu", "nan"],
+        ["--flops", "1e20", "--price-per-hour", "nan"],
+    ],
+)
+def test_a_budget_that_is_no_finite_number_is_one_line(args, capsys):
+    from kiln.cli import main
+
+    assert main(["plan", *args]) == 2
+    err = capsys.readouterr().err
+    assert ("expected a finite number" in err or "at least 1" in err) and "Traceback" not in err

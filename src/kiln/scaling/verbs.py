@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,12 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
 def _plan(args: argparse.Namespace) -> dict[str, Any]:
     from kiln.scaling.plan import budget_of, emit_config, make_plan, plan_table
 
+    for name in ("flops", "gpu_hours", "hours", "mfu", "price_per_hour"):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value < 0:
+            raise KilnError(f"--{name.replace('_', '-')} {value}: expected a finite number >= 0")
+    if args.gpus < 1 or args.seq_len < 1 or args.vocab_size < 1:
+        raise KilnError("--gpus, --seq-len and --vocab-size must be at least 1")
     budget = budget_of(args.flops, args.gpu_hours, args.hours, args.device, args.gpus, args.mfu)
     plan = make_plan(
         budget, args.vocab_size, args.seq_len, args.run_dir, args.parallel, price_per_hour=args.price_per_hour
