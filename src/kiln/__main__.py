@@ -10,7 +10,8 @@ def _exit(code: int) -> None:
     teardown once the command has finished (its process group destroyed, every file closed): tearing
     down live gloo/FSDP objects there can abort a rank whose work is done ("terminate called without
     an active exception", SIGABRT, seen in CI on a 2-core machine), and torchrun then fails the launch."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdecimal() and int(world) > 1:  # (one that is no number was refused by the command)
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -163,3 +163,17 @@ def test_activation_checkpointing_changes_memory_not_results(tokenized_run, tmp_
         text=True,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "env, says",
+    [
+        ({"RANK": "abc"}, "RANK='abc' is not a whole number"),
+        ({"WORLD_SIZE": "0"}, "not a launch torchrun makes"),
+        ({"RANK": "3", "WORLD_SIZE": "2"}, "not a launch torchrun makes"),
+    ],
+)
+def test_torchrun_variables_a_launcher_got_wrong_are_one_line(env, says, tmp_path):
+    command = [sys.executable, "-m", "kiln", "train", "--preset", "debug", "--run-dir", str(tmp_path / "r")]
+    proc = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr

@@ -33,7 +33,23 @@ class Blocks(Protocol):
 
 def launch_rank() -> int:
     """This process's rank as torchrun launched it (0 without torchrun), before any process group."""
-    return int(os.environ.get("RANK", 0))
+    return launch()[0]
+
+
+def launch() -> tuple[int, int, int]:
+    """RANK, WORLD_SIZE and LOCAL_RANK as torchrun sets them (0, 1, 0 without it), checked: a launcher
+    that set them otherwise is one line, not a traceback or a world of 0 processes."""
+    values = []
+    for name, default in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)):
+        raw = os.environ.get(name, str(default))
+        try:
+            values.append(int(raw))
+        except ValueError:
+            raise KilnError(f"environment variable {name}={raw!r} is not a whole number (torchrun sets it)") from None
+    rank, world, local = values
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise KilnError(f"RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local}: not a launch torchrun makes")
+    return rank, world, local
 
 
 class Parallel:
@@ -41,9 +57,7 @@ class Parallel:
 
     def __init__(self, cfg: ParallelConfig, device: torch.device) -> None:
         self.cfg = cfg
-        self.rank = int(os.environ.get("RANK", 0))
-        self.world_size = int(os.environ.get("WORLD_SIZE", 1))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.rank, self.world_size, self.local_rank = launch()
         self.mesh = None
         if self.world_size > 1 and cfg.mode == "none":
             raise KilnError(
