@@ -100,3 +100,12 @@ def test_a_run_with_checkpoints_keeps_the_tokenizer_they_were_trained_with(token
     assert [p.name for p in run.root.iterdir() if p.name.startswith(".")] == []
     stages.tokenizer(other, run, fresh=True)
     assert run.tokenizer.read_bytes() != before
+
+
+def test_a_vocabulary_no_machine_could_train_is_one_line():
+    from kiln.errors import KilnError
+    from kiln.tokenizer import MAX_VOCAB, TokenizerConfig
+
+    with pytest.raises(KilnError, match="the most kiln trains"):
+        TokenizerConfig(vocab_size=MAX_VOCAB + 1)
+    assert TokenizerConfig(vocab_size=MAX_VOCAB).vocab_size == MAX_VOCAB

@@ -31,6 +31,11 @@ SPLIT_PATTERN = (
 )
 
 
+MAX_VOCAB = 1 << 24
+"""The largest vocabulary kiln trains (16.8M tokens; the largest in use are ~256k): beyond it the BPE
+trainer's tables alone outgrow any machine's memory."""
+
+
 @dataclass
 class TokenizerConfig:
     vocab_size: int = 8192
@@ -49,6 +54,10 @@ class TokenizerConfig:
             f"tokenizer.vocab_size={self.vocab_size} is too small: it needs 256 byte tokens, {len(FIXED_SPECIALS)} "
             f"special tokens and {self.num_sentinels} sentinels; use at least "
             f"{256 + len(FIXED_SPECIALS) + self.num_sentinels + 1}",
+        )
+        require(
+            self.vocab_size <= MAX_VOCAB,
+            f"tokenizer.vocab_size={self.vocab_size} is over {MAX_VOCAB:,}, the most kiln trains",
         )
 
 

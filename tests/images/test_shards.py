@@ -105,3 +105,14 @@ def test_image_shards_that_fail_mid_split_leave_the_last_ones(vlm_run, tmp_path)
         write_image_shards(broken(), tok, tokenizer_hash(run.tokenizer), objective_ids(tok), folder, 16, 8, 1, 12)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     ImageShardSet(folder).verify()
+
+
+@pytest.mark.parametrize("seen", [-5, 2.5, True, "3"])
+def test_an_image_loader_position_that_is_no_count_is_refused(seen):
+    from types import SimpleNamespace
+
+    from kiln.images.shards import ImageLoader
+
+    loader = SimpleNamespace(text=None, samples_seen=0)
+    with pytest.raises(ValueError, match="samples_seen must be a count"):
+        ImageLoader.load_state_dict(loader, {"samples_seen": seen})  # the trainer turns it into one line

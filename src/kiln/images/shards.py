@@ -328,7 +328,10 @@ class ImageLoader:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.samples_seen = int(state["samples_seen"])
+        seen = state["samples_seen"]
+        if isinstance(seen, bool) or not isinstance(seen, int) or seen < 0:
+            raise ValueError(f"samples_seen must be a count of documents, not {seen!r}")
+        self.samples_seen = seen
         if self.text is not None and state.get("text"):
             self.text.load_state_dict(state["text"])
 
