@@ -1,6 +1,7 @@
 """Image shards: rows say where the images are and score only text; the loader mixes text rows in,
 is deterministic, resumes at its position and slices ranks out of one global batch."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -116,3 +117,25 @@ def test_an_image_loader_position_that_is_no_count_is_refused(seen):
     loader = SimpleNamespace(text=None, samples_seen=0)
     with pytest.raises(ValueError, match="samples_seen must be a count"):
         ImageLoader.load_state_dict(loader, {"samples_seen": seen})  # the trainer turns it into one line
+
+
+def test_an_image_shard_set_that_disagrees_with_its_manifest_is_refused_on_opening(vlm_run, tmp_path):
+    """Crafted or damaged: a manifest of the wrong shape, or arrays of another width, size or length
+    failed mid-training (or trained on rows of one repeated token)."""
+    import json
+    import shutil
+
+    _, run = vlm_run
+    folder = tmp_path / "train"
+    shutil.copytree(run.image_split("train"), folder)
+    manifest = folder / "manifest.json"
+    good = json.loads(manifest.read_text())
+    for bad in ([], {**good, "files": []}, {**good, "width": good["width"] + 1}, {**good, "image_size": 3}):
+        manifest.write_text(json.dumps(bad))
+        with pytest.raises(KilnError, match="manifest|disagree"):
+            ImageShardSet(folder)
+    manifest.write_text(json.dumps(good))
+    tokens = folder / good["files"][0]["tokens"]["file"]
+    np.save(tokens, np.load(tokens)[:, 0])  # one token a row
+    with pytest.raises(KilnError, match="disagree with the manifest"):
+        ImageShardSet(folder)

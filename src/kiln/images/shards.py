@@ -205,18 +205,35 @@ class ImageShardSet:
             raise KilnError(f"no image shards at {self.directory}; run `kiln tokenize` with images.source set")
         try:
             self.manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise KilnError(f"image shard manifest {path} is corrupt ({e}); re-run `kiln tokenize`") from None
-        if self.manifest.get("format") != FORMAT:
-            raise KilnError(f"{path} is not a kiln image shard manifest")
+        m = self.manifest if isinstance(self.manifest, dict) else {}
+        sizes_ok = all(isinstance(m.get(k), int) and m[k] > 0 for k in ("width", "max_images", "image_size"))
+        if m.get("format") != FORMAT or not sizes_ok or not isinstance(m.get("files"), list) or not m["files"]:
+            raise KilnError(f"{path} is not a kiln image shard manifest (format, sizes and a list of files)")
         self.tokens, self.pixels, self.counts = [], [], []
+        K, S = m["max_images"], m["image_size"]
         try:
             for entry in self.manifest["files"]:
                 file = {kind: listed_file(self.directory, entry[kind]["file"], path) for kind in KINDS}
-                self.tokens.append(np.load(file["tokens"], mmap_mode="r"))
-                self.pixels.append(np.load(file["pixels"], mmap_mode="r"))
-                self.counts.append(np.load(file["images"], mmap_mode="r"))
-        except (OSError, ValueError) as e:
+                tokens = np.load(file["tokens"], mmap_mode="r")
+                pixels = np.load(file["pixels"], mmap_mode="r")
+                counts = np.load(file["images"], mmap_mode="r")
+                shaped = (
+                    tokens.ndim == 2
+                    and tokens.shape[1] == m["width"]
+                    and tokens.dtype.kind in "iu"
+                    and pixels.shape == (len(tokens), K, S, S, 3)
+                    and pixels.dtype == np.uint8
+                    and counts.shape == (len(tokens),)
+                    and counts.dtype.kind in "iu"
+                )
+                if not shaped:
+                    raise ValueError(f"{entry['tokens']['file']} and its pixels and counts disagree with the manifest")
+                self.tokens.append(tokens)
+                self.pixels.append(pixels)
+                self.counts.append(counts)
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise KilnError(
                 f"image shards in {self.directory} are missing or damaged ({e}); re-run `kiln tokenize`"
             ) from None
@@ -243,8 +260,11 @@ class ImageShardSet:
 
     def items(self) -> list[dict[str, Any]]:
         """Each document's key, text and metadata, in order."""
-        lines = (self.directory / "items.jsonl").read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        lines = (self.directory / "items.jsonl").read_text(errors="replace").splitlines()
+        try:
+            return [json.loads(line) for line in lines if line.strip()]
+        except json.JSONDecodeError as e:
+            raise KilnError(f"{self.directory / 'items.jsonl'} is damaged ({e}); re-run `kiln tokenize`") from None
 
     def take(self, indices: list[int], seq_len: int, ids: SpecialIds) -> Batch:
         """Documents as a batch: inputs/targets (n, seq_len) int64, pixels (n, K, S, S, 3) uint8, num_images (n,)."""
