@@ -403,6 +403,7 @@ def test_under_torchrun_only_rank_0_prepares_a_fine_tuning_run(earlier, tmp_path
     (start / "tokenizer.json").write_text('{"checkpoint": "tokenizer"}')
     config = earlier.config.read_text()
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets them
     prepare_run(get_preset("debug"), start, earlier)
     assert earlier.tokenizer.read_text() == '{"old": "tokenizer"}' and earlier.config.read_text() == config
     monkeypatch.setenv("RANK", "0")
