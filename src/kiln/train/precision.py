@@ -35,6 +35,47 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def ladder(
+    device: torch.device,
+    dtypes: tuple[torch.dtype, ...],
+    seconds: float,
+    max_size: int,
+    samples: int = 1,
+    stop: Stop = _never,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[int, dict[torch.dtype, float]]:
+    """Best achieved FLOP/s of square (n x n) @ (n x n) products in each of `dtypes` at each size n
+    tried, within about `seconds` of `clock`: sizes double from 128 (1024 on CUDA) while the slowest
+    dtype's fastest of at least `samples` products takes under 1/32 of the time allowed, then the
+    remaining time repeats the largest size. The dtypes' products alternate, so a stretch of load from
+    another process slows them alike."""
+    deadline = clock() + seconds
+    size = 1024 if device.type == "cuda" else 128
+    rates: dict[int, dict[torch.dtype, float]] = {}
+    while not stop():
+        pairs = {}
+        for dtype in dtypes:
+            pairs[dtype] = (torch.randn(size, size, device=device, dtype=dtype),) * 2
+            pairs[dtype][0] @ pairs[dtype][1]  # first call: kernel selection, allocation
+        _sync(device)
+        fastest, timed = dict.fromkeys(dtypes, math.inf), 0
+        while True:
+            for dtype, (a, b) in pairs.items():
+                t0 = clock()
+                a @ b
+                _sync(device)
+                fastest[dtype] = min(fastest[dtype], max(clock() - t0, 1e-9))
+            timed += 1
+            grow = max(fastest.values()) < seconds / 32 and size * 2 <= max_size
+            if grow and timed >= samples or stop() or clock() >= deadline:
+                break
+        rates[size] = {dtype: 2 * size**3 / t for dtype, t in fastest.items()}
+        if not grow or clock() >= deadline:
+            break
+        size *= 2
+    return rates
+
+
 def matmul_ladder(
     device: torch.device,
     dtype: torch.dtype,
@@ -43,32 +84,8 @@ def matmul_ladder(
     stop: Stop = _never,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[int, float]:
-    """Best achieved FLOP/s of square (n x n) @ (n x n) products at each size n tried, within about
-    `seconds` of `clock`: sizes double from 128 (1024 on CUDA) while one product takes under 1/32 of
-    the time allowed, then the remaining time repeats the largest size."""
-    deadline = clock() + seconds
-    size = 1024 if device.type == "cuda" else 128
-    rates: dict[int, float] = {}
-    while not stop():
-        a = torch.randn(size, size, device=device, dtype=dtype)
-        b = torch.randn(size, size, device=device, dtype=dtype)
-        a @ b  # first call: kernel selection, allocation
-        _sync(device)
-        best = 0.0
-        while True:
-            t0 = clock()
-            a @ b
-            _sync(device)
-            dt = max(clock() - t0, 1e-9)
-            best = max(best, 2 * size**3 / dt)
-            grow = dt < seconds / 32 and size * 2 <= max_size
-            if grow or stop() or clock() >= deadline:
-                break
-        rates[size] = best
-        if not grow or clock() >= deadline:
-            break
-        size *= 2
-    return rates
+    """`ladder` of one dtype, growing after its first quick product: the best FLOP/s at each size."""
+    return {size: rates[dtype] for size, rates in ladder(device, (dtype,), seconds, max_size, 1, stop, clock).items()}
 
 
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0, stop: Stop = _never) -> float:
@@ -130,33 +147,12 @@ def probe_matmul_rates(device_key: str, seconds: float = 0.3) -> MatmulRates:
 def compare_matmul_rates(
     device: torch.device, seconds: float, clock: Callable[[], float] = time.perf_counter
 ) -> MatmulRates:
-    """fp32 and bf16 rates of square products on one ladder (sizes double from 128, up to 1024, while
-    the slower precision's fastest product takes under 1/32 of `seconds`), the two precisions' products
-    alternating: a stretch of load from another process slows both alike, where two ladders one after
-    the other once compared a loaded fp32 with a quiet bf16 (or the reverse) and chose the wrong one."""
-    deadline = clock() + seconds
-    size = 1024 if device.type == "cuda" else 128
-    while True:
-        pairs = {}
-        for dtype in (torch.float32, torch.bfloat16):
-            pairs[dtype] = (torch.randn(size, size, device=device, dtype=dtype),) * 2
-            pairs[dtype][0] @ pairs[dtype][1]  # first call: kernel selection, allocation
-        _sync(device)
-        fastest, timed = dict.fromkeys(pairs, math.inf), 0
-        while True:
-            for dtype, (a, b) in pairs.items():
-                t0 = clock()
-                a @ b
-                _sync(device)
-                fastest[dtype] = min(fastest[dtype], max(clock() - t0, 1e-9))
-            timed += 1
-            grow = max(fastest.values()) < seconds / 32 and size < 1024
-            if grow and timed >= LADDER_SAMPLES or clock() >= deadline:
-                break
-        if not grow or clock() >= deadline:
-            flops = 2 * size**3
-            return MatmulRates(fp32=flops / fastest[torch.float32], bf16=flops / fastest[torch.bfloat16], size=size)
-        size *= 2
+    """fp32 and bf16 rates of square products on one `ladder` up to 1024 (best of LADDER_SAMPLES at a
+    size before it grows), compared at its largest size: two ladders one after the other once compared
+    a loaded fp32 with a quiet bf16 (or the reverse) and chose the wrong precision."""
+    rates = ladder(device, (torch.float32, torch.bfloat16), seconds, 1024, LADDER_SAMPLES, clock=clock)
+    size = max(rates)
+    return MatmulRates(fp32=rates[size][torch.float32], bf16=rates[size][torch.bfloat16], size=size)
 
 
 @dataclass(frozen=True)
