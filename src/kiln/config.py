@@ -32,7 +32,7 @@ import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeGuard, TypeVar, cast
 
 from kiln.errors import KilnError
 
@@ -278,6 +278,11 @@ def format_config(cfg: Any) -> str:
 
     walk(cfg, "")
     return "\n".join(flat)
+
+
+def whole(value: object, least: int | None = None) -> TypeGuard[int]:
+    """Whether a value read from JSON is a whole number (an int, not a bool), at least `least` if given."""
+    return isinstance(value, int) and not isinstance(value, bool) and (least is None or value >= least)
 
 
 def require(condition: bool, message: str) -> None:

@@ -23,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Literal
 
+from kiln.config import whole
 from kiln.errors import KilnError
 from kiln.evaluate.tasks import Item, Task
 
@@ -86,7 +87,7 @@ def _label(label: object) -> int | None:
     of label (lambada's list of gold continuations: a cloze task's one continuation is its gold)."""
     if isinstance(label, str) and label.isascii() and label.isdigit():
         return int(label)
-    if isinstance(label, int) and not isinstance(label, bool):
+    if whole(label):
         return label
     return None
 

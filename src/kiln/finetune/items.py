@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from kiln.batch import Batch, text_batch
+from kiln.config import whole
 from kiln.errors import KilnError
 from kiln.readers import BINARY, file_text
 from kiln.shards.loader import EpochOrder
@@ -57,7 +58,7 @@ def string(record: dict[str, Any], key: str, numbers: bool = False) -> str:
     value = record[key]
     if isinstance(value, str):
         return value
-    if numbers and isinstance(value, int) and not isinstance(value, bool):
+    if numbers and whole(value):
         return str(value)
     raise TypeError(f"{key} must be {'a string or a whole number' if numbers else 'a string'}, not {value!r:.40}")
 

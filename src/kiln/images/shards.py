@@ -33,6 +33,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from kiln.batch import Batch
+from kiln.config import whole
 from kiln.errors import KilnError
 from kiln.images.patches import num_patches
 from kiln.images.readers import IMAGE_MARK, ImageDoc
@@ -349,7 +350,7 @@ class ImageLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         seen = state["samples_seen"]
-        if isinstance(seen, bool) or not isinstance(seen, int) or seen < 0:
+        if not whole(seen, least=0):
             raise ValueError(f"samples_seen must be a count of documents, not {seen!r}")
         self.samples_seen = seen
         if self.text is not None and state.get("text"):

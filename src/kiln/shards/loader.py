@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from kiln.batch import Batch, text_batch
+from kiln.config import whole
 from kiln.errors import KilnError
 from kiln.rundir import MANIFEST, listed_file
 from kiln.shards.writer import FORMAT, TOKEN_DTYPES
@@ -164,7 +165,7 @@ class PackedLoader:
         """Continue after `samples_seen` windows. A state saved with another seq_len or seed continues
         at the same count in this loader's order (the trainer's resume check warns about it)."""
         seen = state["samples_seen"]
-        if isinstance(seen, bool) or not isinstance(seen, int) or seen < 0:
+        if not whole(seen, least=0):
             raise ValueError(f"samples_seen must be a count of windows, not {seen!r}")
         self.samples_seen = seen
 

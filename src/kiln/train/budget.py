@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 
+from kiln.config import whole
 from kiln.staging import write_whole
 
 SIZE_MFU = 0.5
@@ -264,13 +265,9 @@ def read_plan(path: Path, key: str, machine: dict[str, Any]) -> dict[str, Any] |
     if not isinstance(plan, dict) or plan.get("config_key") != key or plan.get("machine") != machine:
         return None
     counts = [plan.get(name, 1) for name in ("depth", "max_steps")]
-    if plan.get("precision", "fp32") not in ("bf16", "fp32") or not all(_count(n) for n in counts):
+    if plan.get("precision", "fp32") not in ("bf16", "fp32") or not all(whole(n, least=1) for n in counts):
         return None  # not a plan kiln wrote (made again)
     return plan
-
-
-def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def write_plan(path: Path, plan: dict[str, Any]) -> None:

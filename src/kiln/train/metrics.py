@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kiln.config import whole
 from kiln.staging import write_whole
 
 
@@ -55,7 +56,7 @@ def _split_at_step(text: str, step: int) -> tuple[list[str], list[str]]:
         try:
             record = json.loads(line)
             at = record.get("step", 0) if isinstance(record, dict) else None
-            kept = isinstance(at, int) and not isinstance(at, bool) and at <= step  # else not a record kiln wrote
+            kept = whole(at) and at <= step  # else not a record kiln wrote
         except json.JSONDecodeError:  # the last line of a process killed while writing it
             kept = False
         (keep if kept else rewound).append(line)

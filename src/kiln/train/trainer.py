@@ -21,7 +21,7 @@ from torch import nn
 from torch.profiler import record_function
 from tqdm import tqdm
 
-from kiln.config import replace, to_dict
+from kiln.config import replace, to_dict, whole
 from kiln.device import autocast
 from kiln.errors import KilnError
 from kiln.evaluate.loss import validation_loss
@@ -181,7 +181,7 @@ class Trainer:
         state = self.checkpointer.load(path, self.model, self.optimizer)
         tokens, lr_scale = state.get("tokens_seen"), state.get("lr_scale", 1.0)
         rate = not isinstance(lr_scale, bool) and isinstance(lr_scale, (int, float)) and 0 < lr_scale <= 1  # not NaN
-        if not isinstance(tokens, int) or tokens < 0 or not isinstance(state.get("loader"), dict) or not rate:
+        if not (whole(tokens, least=0) and isinstance(state.get("loader"), dict) and rate):
             raise KilnError(f"checkpoint {path} has a state.json kiln cannot resume from; use an earlier checkpoint")
         try:
             self.loader.load_state_dict(state["loader"])
@@ -189,7 +189,7 @@ class Trainer:
             raise KilnError(
                 f"checkpoint {path} has a loader position kiln cannot use ({e!r}); use an earlier one"
             ) from None
-        self.step, self.tokens_seen, self.lr_scale = state["step"], tokens, float(lr_scale)
+        self.step, self.tokens_seen, self.lr_scale = state["step"], state["tokens_seen"], float(lr_scale)
         self.saved_at = (self.step, path)
 
     def save(self) -> Path:
