@@ -7,7 +7,8 @@ import json
 import torch
 
 from kiln.staging import file_sha256
-from kiln.train.checkpoint import save_checkpoint, verify_checkpoint
+from kiln.train.checkpoint import save_checkpoint
+from kiln.train.manifest import verify_checkpoint
 
 
 def _checkpoint(tmp_path, files):

@@ -21,8 +21,9 @@ from kiln.cli import main
 from kiln.errors import KilnError
 from kiln.stages import parts_for
 from kiln.train.build import build_trainer
-from kiln.train.checkpoint import _write_manifest, consolidate
+from kiln.train.checkpoint import consolidate
 from kiln.train.dcp_safe import read_metadata
+from kiln.train.manifest import write_manifest
 from tests.conftest import copy_run, tiny_config
 
 
@@ -53,7 +54,7 @@ def plant(run_root: Path, dst: Path, marker: Path) -> Path:
     (ckpt / "model.safetensors").unlink()
     (ckpt / "dcp" / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
     (ckpt / "manifest.json").unlink()
-    _write_manifest(ckpt)
+    write_manifest(ckpt)
     return ckpt
 
 
@@ -106,7 +107,7 @@ def test_a_payload_among_the_optimizer_values_is_refused(trained, tmp_path):
     optim_sd["param_groups"][0]["lr"] = Payload(marker)
     shutil.rmtree(ckpt / "dcp")
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(ckpt / "dcp"), no_dist=True)
-    _write_manifest(ckpt)
+    write_manifest(ckpt)
     with pytest.raises(KilnError, match="refused"):
         build_trainer(cfg, evil, parts_for(cfg), resume=True)
     (ckpt / "model.safetensors").unlink()  # convert then rebuilds it from dcp/

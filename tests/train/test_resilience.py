@@ -17,7 +17,8 @@ from kiln import stages
 from kiln.errors import KilnError
 from kiln.stages import parts_for
 from kiln.train.build import build_trainer
-from kiln.train.checkpoint import checkpoint_dirs, latest_checkpoint, verify_checkpoint
+from kiln.train.checkpoint import checkpoint_dirs, latest_checkpoint
+from kiln.train.manifest import verify_checkpoint
 from tests.conftest import copy_run, start, tiny_config
 
 ARGS = [

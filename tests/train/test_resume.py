@@ -116,7 +116,7 @@ def test_a_bf16_run_resumed_on_a_cpu_where_bf16_is_slow_goes_on_in_fp32(tokenize
     (AVX2 only), `auto` measures again and warns instead of going on 100x slower; where bf16 is still
     faster, the checkpoint's precision stands (a bitwise resume)."""
     import kiln.train.plan as plan_module
-    from kiln.train.checkpoint import _write_manifest
+    from kiln.train.manifest import write_manifest
     from kiln.train.precision import MatmulRates
 
     run = _trained(tokenized_run, tmp_path)
@@ -125,7 +125,7 @@ def test_a_bf16_run_resumed_on_a_cpu_where_bf16_is_slow_goes_on_in_fp32(tokenize
     config["train"]["precision"] = "bf16"  # as an AMX machine would have trained it
     (step_4 / "config.json").write_text(json.dumps(config))
     (step_4 / "manifest.json").unlink()
-    _write_manifest(step_4)
+    write_manifest(step_4)
     resume = ["train", "--run-dir", str(run.root), "--resume", "auto", "--train.precision", "auto"]
     # faster, or slower by a busy moment's margin (the machine that trained it): the checkpoint's bf16 stands
     monkeypatch.setattr(plan_module, "probe_matmul_rates", lambda device: MatmulRates(1e11, 0.8e11, 256))
@@ -144,7 +144,7 @@ def test_a_crafted_state_or_generator_file_is_refused_in_one_line(tokenized_run,
     to match): a rate of NaN rolled back forever, the rest gave tracebacks."""
     from safetensors.torch import save_file
 
-    from kiln.train.checkpoint import _write_manifest
+    from kiln.train.manifest import write_manifest
 
     run = _trained(tokenized_run, tmp_path)
     step = run.checkpoints / "step_4"
@@ -163,7 +163,7 @@ def test_a_crafted_state_or_generator_file_is_refused_in_one_line(tokenized_run,
             save_file({"cpu": torch.zeros(3)}, str(rng))  # a float vector, no generator's
         else:
             (step / "state.json").write_text(json.dumps({**state, **crafted}))
-        _write_manifest(step)
+        write_manifest(step)
         capsys.readouterr()
         assert main(["train", "--run-dir", str(run.root), "--resume", "yes", *TINY]) == 2, crafted
         err = capsys.readouterr().err

@@ -47,9 +47,10 @@ from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 from torch.utils._pytree import tree_map_only
 
 from kiln.errors import KilnError
-from kiln.rundir import CONFIG, MANIFEST, STATE, TOKENIZER
-from kiln.staging import file_sha256, remove_path, rename_synced, sync_tree
+from kiln.rundir import CONFIG, STATE, TOKENIZER
+from kiln.staging import remove_path, rename_synced, sync_tree
 from kiln.train.dcp_safe import SafeEmptyLoadPlanner, SafeLoadPlanner, SafeReader, quiet_load
+from kiln.train.manifest import matches_manifest, verify_checkpoint, write_manifest
 
 if TYPE_CHECKING:
     from kiln.train.parallel import Parallel
@@ -119,45 +120,6 @@ def remove_checkpoints(root: Path, only: set[Identity] | None = None) -> None:
 def _single() -> bool:
     """No process group: DCP reads and writes as one process (and says nothing about it)."""
     return not (torch.distributed.is_available() and torch.distributed.is_initialized())
-
-
-def _write_manifest(folder: Path) -> None:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-    entries = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
-    (folder / MANIFEST).write_text(json.dumps({"files": entries}, indent=1) + "\n")
-
-
-def verify_checkpoint(path: Path) -> str | None:
-    """None if every file the manifest lists is present with its size and sha256; else what is wrong."""
-    try:
-        entries = json.loads((path / MANIFEST).read_text())["files"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        return "no readable manifest.json"
-    if not isinstance(entries, dict):
-        return "a manifest.json whose files are not a table"
-    for name, want in entries.items():
-        problem = _file_problem(path, name, want)
-        if problem is not None:
-            return f"{name} {problem}"
-    return None
-
-
-def _file_problem(folder: Path, name: str, want: Any) -> str | None:
-    """None if the file `name` of `folder` has the size and sha256 of its manifest entry `want`; else
-    what is wrong. A name outside the folder (absolute, `..`, through a link) or that is no regular
-    file is wrong: a crafted manifest must not have kiln read /dev/zero or another folder's file."""
-    f = folder / name
-    if Path(name).is_absolute() or ".." in Path(name).parts or not f.resolve().is_relative_to(folder.resolve()):
-        return "is not a file inside the checkpoint"
-    if not isinstance(want, dict) or not isinstance(want.get("bytes"), int) or not isinstance(want.get("sha256"), str):
-        return "has no size and sha256 in the manifest"
-    if not f.exists():
-        return "is missing"
-    if not f.is_file():
-        return "is not a regular file"
-    if f.stat().st_size != want["bytes"] or file_sha256(f) != want["sha256"]:
-        return "does not match its checksum"
-    return None
 
 
 def _full_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -245,7 +207,7 @@ def save_checkpoint(
             (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
             shutil.copyfile(tokenizer_path, tmp / TOKENIZER)
             (tmp / STATE).write_text(json.dumps(dict(state, step=step), indent=2) + "\n")
-            _write_manifest(tmp)
+            write_manifest(tmp)
             sync_tree(tmp)  # on disk before its name says it is whole (a power loss, not only a kill)
             replaced = root / f"{REPLACED}{final.name}"
             if replaced.is_dir() and not final.exists():  # the last save of this step crashed between renames
@@ -408,7 +370,7 @@ def consolidate(path: Path) -> Path:
     adapters or a head that dcp/ does not hold so); another is replaced only once the new one is whole."""
     path = Path(path)
     target = path / "model.safetensors"
-    if target.exists() and _matches_manifest(path, target.name):
+    if target.exists() and matches_manifest(path, target.name):
         print(f"{target} matches the checkpoint's manifest: left as it is")
         return target
     config = read_config(path)
@@ -438,15 +400,6 @@ def consolidate(path: Path) -> Path:
     save_file(weights, str(staged))
     rename_synced(staged, target)
     return target
-
-
-def _matches_manifest(folder: Path, name: str) -> bool:
-    """Whether file `name` of a checkpoint has the size and sha256 its manifest lists."""
-    try:
-        want = json.loads((folder / MANIFEST).read_text())["files"][name]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        return False
-    return _file_problem(folder, name, want) is None
 
 
 class Checkpointer:

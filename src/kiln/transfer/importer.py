@@ -34,7 +34,7 @@ from kiln.presets import cpu
 from kiln.rundir import CONFIG, STATE, TOKENIZER, RunDir
 from kiln.staging import STAGED, rename_synced, sync, sync_tree
 from kiln.tokenizer import BOS, EOS, FIXED_SPECIALS, tokenizer_hash
-from kiln.train.checkpoint import _write_manifest
+from kiln.train.manifest import write_manifest
 from kiln.transfer.hf import from_hf, model_config_from_hf, unit_norms_dropped
 
 
@@ -190,7 +190,7 @@ def _import_into(folder: Path, run: RunDir) -> dict[str, Any]:
         "imported_from": str(folder),
     }
     (ckpt / STATE).write_text(json.dumps(state, indent=2) + "\n")
-    _write_manifest(ckpt)
+    write_manifest(ckpt)
     params = sum(v.numel() for k, v in weights.items() if not (model_cfg.tie_embeddings and k == "head.weight"))
     return {
         "params": params,
