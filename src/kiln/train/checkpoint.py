@@ -299,12 +299,11 @@ def set_rng_state(path: Path, rank: int) -> None:
         raise KilnError(
             f"checkpoint {file} is missing, corrupt or truncated ({e}); use an earlier checkpoint"
         ) from None
-    states = [rng.get("cpu"), *(rng[name] for name in rng if name.startswith("cuda."))]
-    if any(t is None or t.dtype != torch.uint8 or t.dim() != 1 for t in states):
+    cuda = [rng[f"cuda.{i}"] for i in range(len(rng) - 1) if f"cuda.{i}" in rng]
+    if any(t is None or t.dtype != torch.uint8 or t.dim() != 1 for t in [rng.get("cpu"), *cuda]):
         raise KilnError(f"checkpoint {file} holds no generator state kiln wrote; use an earlier checkpoint")
     try:
         torch.set_rng_state(rng["cpu"])
-        cuda = [rng[f"cuda.{i}"] for i in range(len(rng) - 1) if f"cuda.{i}" in rng]
         if cuda and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda)
     except RuntimeError as e:  # a uint8 vector of the wrong length
