@@ -62,6 +62,18 @@ def test_generation_with_cache_equals_without(model):
     assert greedy.shape == (1, 15)
 
 
+def test_generation_fills_the_context_and_refuses_a_longer_prompt(model):
+    """A prompt of max_seq_len - 1 tokens gets 2 new ones (the last is never fed back), one of
+    max_seq_len gets 1, with and without the cache; a longer one is refused in one line."""
+    for length, new in [(63, 2), (64, 1)]:
+        prompt = torch.randint(0, 97, (1, length))
+        fast = generate(model, prompt, 10, temperature=0, use_cache=True, precision="fp32")
+        assert fast.shape == (1, length + new)
+        assert torch.equal(fast, generate(model, prompt, 10, temperature=0, use_cache=False, precision="fp32"))
+    with pytest.raises(KilnError, match="65 tokens.*max_seq_len=64"):
+        generate(model, torch.randint(0, 97, (1, 65)), 10, temperature=0)
+
+
 def test_generation_is_seeded(model):
     prompt = torch.randint(0, 97, (1, 3))
     a = generate(model, prompt, 15, temperature=1.0, seed=1, precision="fp32")

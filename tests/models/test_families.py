@@ -87,6 +87,36 @@ def test_generation_with_cache_or_state_equals_recomputation(family):
     assert torch.equal(fast, slow)
 
 
+def test_an_encoders_prompt_longer_than_it_reads_is_refused_in_one_line():
+    from kiln.errors import KilnError
+    from kiln.models.sampling import fill_masks, generate_spans
+
+    long = torch.randint(0, 97, (1, 65))
+    encoder = build_model(tiny(family="encoder"), torch.device("cpu"))
+    with pytest.raises(KilnError, match="65 tokens"):
+        fill_masks(encoder, long, mask_id=4)
+    encdec = build_model(tiny(family="encdec", num_decoder_layers=2), torch.device("cpu"))
+    with pytest.raises(KilnError, match="65 tokens"):
+        generate_spans(encdec, long, 5, bos_id=1, eos_id=2)
+
+
+def test_a_sampled_image_id_is_text_with_or_without_the_cache():
+    """The vlm: a generated <|image|> id has no image behind it; both generation paths treat it as text."""
+    from kiln.models.config import VisionConfig
+
+    torch.manual_seed(0)
+    cfg = tiny(family="vlm", num_layers=2, vision=VisionConfig(image_size=16, patch_size=8))
+    model = build_model(cfg, torch.device("cpu")).eval()
+    image_id, patches = 5, cfg.vision.patches
+    prompt = torch.tensor([[1, 20, 21, 6] + [image_id] * patches + [7, 30]])
+    pixels = torch.randint(0, 256, (1, 1, 16, 16, 3), dtype=torch.uint8)
+    logits = model.logits
+    model.logits = lambda h: logits(h).index_add(-1, torch.tensor([image_id]), torch.full((*h.shape[:-1], 1), 1e4))
+    kw = dict(temperature=0, images=pixels, image_id=image_id, precision="fp32")
+    fast, slow = generate(model, prompt, 3, use_cache=True, **kw), generate(model, prompt, 3, use_cache=False, **kw)
+    assert fast[0, -3:].tolist() == [image_id] * 3 and torch.equal(fast, slow)
+
+
 def test_moe_sends_each_token_to_k_experts_and_drops_none():
     torch.manual_seed(4)
     moe = MoE(16, 32, MoEConfig(num_experts=8, top_k=2))
@@ -105,6 +135,17 @@ def test_moe_sends_each_token_to_k_experts_and_drops_none():
         )
         assert torch.allclose(y[t], want, atol=1e-5)
     assert abs(float(moe.load.sum()) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_the_task_loss_reaches_the_router(top_k):
+    """Top-1 keeps the chosen expert's probability as its weight (Switch): renormalising it to 1 would
+    leave the router learning from the auxiliary losses alone."""
+    torch.manual_seed(4)
+    moe = MoE(16, 32, MoEConfig(num_experts=4, top_k=top_k, aux_loss_coef=0, z_loss_coef=0))
+    moe.init_weights(0.5, 0.5)
+    moe(torch.randn(64, 16)).square().sum().backward()
+    assert moe.router.weight.grad.abs().max() > 1.0
 
 
 def test_load_balancing_loss_evens_out_a_skewed_router():

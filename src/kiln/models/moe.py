@@ -39,7 +39,8 @@ class MoE(nn.Module):
         logits = self.router(x).float()  # routing in fp32
         probs = logits.softmax(dim=-1)
         weights, experts = probs.topk(k, dim=-1)
-        weights = weights / weights.sum(dim=-1, keepdim=True)
+        if k > 1:  # renormalised over the chosen; top-1 keeps its probability (Switch), or the router
+            weights = weights / weights.sum(dim=-1, keepdim=True)  # would get no gradient from the task
         share = torch.bincount(experts.flatten(), minlength=E).float() / experts.numel()
         balance = E * (share * probs.mean(dim=0)).sum()
         z = torch.logsumexp(logits, dim=-1).square().mean()

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from kiln.device import autocast
+from kiln.errors import KilnError
 
 if TYPE_CHECKING:
     from kiln.models.decoder import Decoder
@@ -26,6 +27,15 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def check_prompt_fits(tokens: torch.Tensor, max_len: int) -> None:
+    """Refuse, in one line, a prompt (B, T) longer than the model reads."""
+    if tokens.shape[1] > max_len:
+        raise KilnError(
+            f"the prompt is {tokens.shape[1]} tokens and this model reads at most model.max_seq_len={max_len}; "
+            "shorten it"
+        )
 
 
 @torch.inference_mode()
@@ -54,7 +64,9 @@ def generate(
     model.eval()
     device = prompt.device
     max_len = model.cfg.max_seq_len
-    max_new_tokens = min(max_new_tokens, max_len - prompt.shape[1])
+    check_prompt_fits(prompt, max_len)
+    # the last new token is never fed back, so a prompt of max_len tokens still gets one
+    max_new_tokens = min(max_new_tokens, max_len - prompt.shape[1] + 1)
     gen = torch.Generator(device=device).manual_seed(seed)
     cache_dtype = torch.bfloat16 if precision == "bf16" else next(model.parameters()).dtype
     cache = model.new_cache(prompt.shape[0], max_len, cache_dtype) if use_cache else None
@@ -67,7 +79,9 @@ def generate(
         seen = step_input if use_cache else tokens
         extra = {}
         if images is not None and (step == 0 or not use_cache):  # the prompt's image positions
-            extra = dict(images=images, image_mask=seen == image_id)
+            mask = seen == image_id
+            mask[:, prompt.shape[1] :] = False  # a sampled image id is text: it has no image to show
+            extra = dict(images=images, image_mask=mask)
         with autocast(device, precision if weights_fp32 else "fp32"):
             logits = model(seen, cache=cache, **extra)[:, -1].float()  # (B, V)
         if temperature == 0:
@@ -88,6 +102,7 @@ def generate(
 @torch.inference_mode()
 def fill_masks(model: nn.Module, tokens: torch.Tensor, mask_id: int, precision: str = "fp32") -> torch.Tensor:
     """Encoder: replace every mask token in tokens (B, T) with the model's most likely token."""
+    check_prompt_fits(tokens, model.cfg.max_seq_len)
     was_training = model.training
     model.eval()
     with autocast(tokens.device, precision):
@@ -111,6 +126,7 @@ def generate_spans(
 ) -> torch.Tensor:
     """Encoder-decoder: encode src (1, S) once, then decode the sentinels' spans token by token with a
     key/value cache until <|eos|>; returns the decoder's output (1, n) without the start token."""
+    check_prompt_fits(src, model.cfg.max_seq_len)
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=src.device).manual_seed(seed)
