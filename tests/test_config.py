@@ -41,6 +41,8 @@ def test_overrides_parse_by_type_and_validate():
         ({"train.nope": "1"}, "unknown config key 'train.nope'"),
         ({"model.dim": "65"}, "divisible"),
         ({"train.seq_len": "4096"}, "exceeds model.max_seq_len"),
+        # span corruption with spans of one token makes the encoder's input longer than the window
+        ({"model.family": "encdec", "objective.span.mean_span_length": "1"}, "66 encoder and 21 decoder tokens"),
     ],
 )
 def test_bad_values_name_the_problem(overrides, fragment):

@@ -7,7 +7,7 @@ from kiln.models.head_loss import linear_cross_entropy
 from kiln.objectives.causal import CausalLM
 from kiln.objectives.config import CausalConfig, MaskedConfig, SpanConfig
 from kiln.objectives.masked import MaskedLM
-from kiln.objectives.span import SpanCorruption, reconstruct, span_counts
+from kiln.objectives.span import SpanCorruption, reconstruct
 from kiln.tokenizer import SpecialIds
 
 IDS = SpecialIds(
@@ -66,8 +66,8 @@ def test_span_corruption_round_trips_and_has_fixed_shapes():
         {"inputs": inputs, "targets": targets}, torch.Generator().manual_seed(3)
     )
     windows = torch.cat([inputs, targets[:, -1:]], dim=1)
-    noise, spans = span_counts(129, 0.15, 3.0)
-    assert (noise, spans) == (19, 6)
+    noise, spans = SpanConfig(0.15, 3.0).counts(129)
+    assert (noise, spans) == (19, 6) and SpanConfig().lengths(129) == (129 - noise + spans + 1, noise + spans + 1)
     assert batch["src"].shape == (16, 129 - noise + spans + 1) and batch["tgt"].shape == (16, noise + spans + 1)
     assert torch.equal(batch["tgt_in"][:, 1:], batch["tgt"][:, :-1]) and (batch["tgt_in"][:, 0] == IDS.bos).all()
     for src, tgt, window in zip(batch["src"], batch["tgt"], windows):

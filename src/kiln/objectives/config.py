@@ -49,6 +49,17 @@ class SpanConfig:
         require(0 < self.noise_density < 1, "objective.span.noise_density must be in (0, 1)")
         require(self.mean_span_length >= 1, "objective.span.mean_span_length must be >= 1")
 
+    def counts(self, length: int) -> tuple[int, int]:
+        """(corrupted tokens, spans) for a window of `length` tokens."""
+        noise = min(max(round(length * self.noise_density), 1), length - 1)
+        return noise, min(max(round(noise / self.mean_span_length), 1), noise, length - noise)
+
+    def lengths(self, length: int) -> tuple[int, int]:
+        """(encoder input, decoder target) lengths for a window of `length` tokens: the text less its
+        spans plus a sentinel for each, then <|eos|>; each sentinel and its span, then <|eos|>."""
+        noise, spans = self.counts(length)
+        return length - noise + spans + 1, noise + spans + 1
+
 
 @dataclass
 class ObjectiveConfig:

@@ -31,12 +31,6 @@ from kiln.objectives.config import SpanConfig
 from kiln.tokenizer import SpecialIds
 
 
-def span_counts(length: int, density: float, mean_span: float) -> tuple[int, int]:
-    noise = min(max(round(length * density), 1), length - 1)
-    spans = min(max(round(noise / mean_span), 1), noise, length - noise)
-    return noise, spans
-
-
 def _segments(total: int, parts: int, gen: torch.Generator) -> list[int]:
     """`total` split into `parts` positive lengths at random cut points."""
     cuts = (torch.randperm(total - 1, generator=gen)[: parts - 1] + 1).sort().values.tolist()
@@ -93,7 +87,7 @@ class SpanCorruption(Objective):
 
     def make_batch(self, raw: Batch, gen: torch.Generator) -> Batch:
         windows = torch.cat([raw["inputs"], raw["targets"][:, -1:]], dim=1)
-        noise, spans = span_counts(windows.shape[1], self.cfg.noise_density, self.cfg.mean_span_length)
+        noise, spans = self.cfg.counts(windows.shape[1])
         if spans > len(self.ids.sentinels):
             raise KilnError(
                 f"span corruption of {windows.shape[1]}-token windows needs {spans} sentinels; the "
