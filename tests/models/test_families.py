@@ -18,8 +18,9 @@ def tiny(**kw) -> ModelConfig:
         num_heads=4,
         num_kv_heads=2,
         max_seq_len=64,
-        ssm=SSMConfig(attn_every=2, head_dim=8, state_dim=8, chunk=8),
     )
+    if kw.get("family") == "hybrid":
+        base["ssm"] = SSMConfig(attn_every=2, head_dim=8, state_dim=8, chunk=8)
     return ModelConfig(**{**base, **kw})
 
 
@@ -52,6 +53,15 @@ def test_encdec_decoder_is_causal_and_reads_the_encoder():
         base, later, other_src = model(src, tgt), model(src, tgt2), model(src2, tgt)
     assert torch.allclose(base[0, :7], later[0, :7], atol=1e-6)
     assert not torch.allclose(base[0, 0], other_src[0, 0])  # the first output depends on the whole source
+
+
+@pytest.mark.parametrize("every, says", [(1, "no SSM layer"), (8, "no attending layer")])
+def test_a_hybrid_without_both_kinds_of_layer_is_refused_in_one_line(every, says):
+    from kiln.errors import KilnError
+
+    cfg = tiny(family="hybrid", num_layers=2, ssm=SSMConfig(attn_every=every, head_dim=8, state_dim=8, chunk=8))
+    with pytest.raises(KilnError, match=f"attn_every={every} with 2 layers gives {says}"):
+        build_model(cfg, torch.device("cpu"))
 
 
 def test_chunked_scan_equals_the_step_by_step_recurrence():

@@ -10,7 +10,7 @@ import torch
 
 from kiln.errors import KilnError
 from kiln.models.build import build_model
-from kiln.models.config import MoEConfig
+from kiln.models.config import MoEConfig, SSMConfig, VisionConfig
 from kiln.models.registry import FAMILIES
 from tests.models.test_spec import tiny
 
@@ -26,6 +26,11 @@ OPTIONS = {
     "residual_scalars": {"residual_scalars": True},
     "value_embeds": {"value_embeds": True},
     "moe": {"moe": MoEConfig(num_experts=4, top_k=2, every=1)},
+    "moe_on_no_layer": {"moe": MoEConfig(num_experts=4, top_k=2, every=8)},
+    "rope_theta": {"rope_theta": 500.0},
+    "decoder_layers": {"num_decoder_layers": 6},
+    "ssm": {"ssm": SSMConfig(attn_every=2, head_dim=16, state_dim=16, chunk=8)},
+    "vision": {"vision": VisionConfig(image_size=16, patch_size=4)},
 }
 
 

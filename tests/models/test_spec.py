@@ -39,9 +39,11 @@ def tiny(**kw) -> ModelConfig:
         num_heads=4,
         num_kv_heads=4,
         max_seq_len=64,
-        ssm=SSMConfig(attn_every=2, head_dim=16, state_dim=8, chunk=8),
-        vision=VisionConfig(image_size=16, patch_size=8),  # read by the vlm family only
     )
+    if kw.get("family") == "hybrid":  # the sections only their family reads (others refuse them)
+        base["ssm"] = SSMConfig(attn_every=2, head_dim=16, state_dim=8, chunk=8)
+    if kw.get("family") == "vlm":
+        base["vision"] = VisionConfig(image_size=16, patch_size=8)
     return ModelConfig(**{**base, **kw})
 
 

@@ -213,7 +213,8 @@ class ModelConfig:
             require(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
         for name in ("num_decoder_layers", "mup_base_dim", "init_std"):
             require(getattr(self, name) >= 0, f"model.{name}={getattr(self, name)} must be >= 0")
-        require(self.norm_eps > 0, f"model.norm_eps={self.norm_eps} must be positive")  # NaN is refused too
+        for name in ("norm_eps", "rope_theta"):  # NaN is refused too
+            require(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
         require(not self.moe.num_experts or self.moe.expert_hidden_dim > 0, "model.moe.expert_hidden_dim must be > 0")
         require(
             not (self.zero_init_head and self.tie_embeddings),

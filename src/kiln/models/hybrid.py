@@ -31,6 +31,18 @@ class Hybrid(Decoder):
         return i % cfg.ssm.attn_every == cfg.ssm.attn_every // 2
 
 
+def check_hybrid(cfg: ModelConfig) -> None:
+    """At least one attending layer and one SSM layer, or the model is not a hybrid (and options for
+    attention would go unread)."""
+    every = cfg.ssm.attn_every
+    require(every > 0, "model.family=hybrid needs model.ssm.attn_every > 0 (e.g. 8)")
+    require(
+        every > 1 and cfg.num_layers > every // 2,
+        f"model.ssm.attn_every={every} with {cfg.num_layers} layers gives "
+        f"{'no SSM layer' if every == 1 else 'no attending layer'}: use 2..{2 * cfg.num_layers - 1}",
+    )
+
+
 SPEC = FamilySpec(
     name="hybrid",
     model=Hybrid,
@@ -40,5 +52,6 @@ SPEC = FamilySpec(
     score=score_causal,
     summary="causal LM over attention + SSM layers with MoE (Jamba-style)",
     pooling="last",
-    check=lambda cfg: require(cfg.ssm.attn_every > 0, "model.family=hybrid needs model.ssm.attn_every > 0 (e.g. 8)"),
+    refuses=("rope_theta",),  # no rotary positions: the SSM layers carry order
+    check=check_hybrid,
 )

@@ -44,9 +44,31 @@ def checked(cfg: ModelConfig) -> FamilySpec:
             f"model.{', model.'.join(found)}: model.family={cfg.family} has no place for "
             f"{'it' if len(found) == 1 else 'them'}; leave {'it' if len(found) == 1 else 'them'} off"
         )
+    _check_sections(cfg)
     if spec.check is not None:
         spec.check(cfg)
     return spec
+
+
+SECTION_FAMILIES = {"ssm": "hybrid", "vision": "vlm", "num_decoder_layers": "encdec"}
+"""The options only one family reads: set on another, they would change nothing."""
+
+
+def _check_sections(cfg: ModelConfig) -> None:
+    """Refuse, in one line, a section the family does not read, or an MoE section that would make no
+    layer an MoE layer (moe.every above the depth)."""
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    for name, owner in SECTION_FAMILIES.items():
+        f = fields[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if cfg.family != owner and getattr(cfg, name) != default:
+            raise KilnError(f"model.{name} is read by model.family={owner} only; leave it off for {cfg.family}")
+    layers = max(cfg.num_layers, cfg.decoder_layers if cfg.family == "encdec" else 0)
+    if cfg.moe.num_experts > 0 and not any(cfg.is_moe_layer(i) for i in range(layers)):
+        raise KilnError(
+            f"model.moe.every={cfg.moe.every} makes none of the {layers} layers an MoE layer; "
+            "lower it or leave model.moe.num_experts at 0"
+        )
 
 
 def build_objective(model: ModelConfig, cfg: ObjectiveConfig, ids: SpecialIds) -> Objective:
