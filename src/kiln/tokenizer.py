@@ -117,6 +117,16 @@ def load_tokenizer(path: Path) -> Tokenizer:
     return tok
 
 
+def literal(tok: Tokenizer) -> Tokenizer:
+    """A copy of `tok` that encodes a special token's text (`<|eos|>`, `<|sentinel_0|>`, `<|image|>`)
+    found in a document as the ordinary text it is: a corpus quoting one must not place a real
+    end-of-text, sentinel or image marker in the training data. Prompts and chat templates keep
+    `tok`, where that text means the token."""
+    copy = Tokenizer.from_str(tok.to_str())
+    copy.encode_special_tokens = True
+    return copy
+
+
 def tokenizer_hash(path: Path) -> str:
     """sha256 of tokenizer.json: shards and checkpoints record it to catch mismatched tokenizers."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -185,6 +195,7 @@ def bytes_per_token(tok: Tokenizer, texts: Iterable[str], batch_size: int = 64) 
     """UTF-8 bytes per token over `texts` (higher means better compression); streams in batches."""
     num_bytes = num_tokens = 0
     batch: list[str] = []
+    tok = literal(tok)  # as the shards will hold the text
 
     def flush() -> int:
         return sum(len(e.ids) for e in tok.encode_batch_fast(batch, add_special_tokens=False)) if batch else 0

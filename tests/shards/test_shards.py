@@ -31,6 +31,19 @@ def test_shards_hold_exactly_bos_tokens_eos(tokenized_run, tmp_path):
     shards.verify()
 
 
+def test_a_document_quoting_special_tokens_holds_them_as_text(tokenized_run, tmp_path):
+    """Only the writer places <|bos|>/<|eos|>; a quoted "<|eos|>" or "<|sentinel_0|>" is text."""
+    cfg, run = tokenized_run
+    tok = load_tokenizer(run.tokenizer)
+    specials = {i for name, i in tok.get_vocab().items() if name.startswith("<|")}
+    text = "see <|eos|> and <|sentinel_0|> and <|bos|> here"
+    assert specials & set(tok.encode(text, add_special_tokens=False).ids)  # a prompt's reading
+    write_shards([Document("d", text)], tok, "sha", {"x": tmp_path}, ShardConfig())
+    (tokens,) = list(ShardSet(tmp_path).documents())
+    assert tokens[0] == 1 and tokens[-1] == 2 and not specials & set(tokens[1:-1].tolist())
+    assert tok.decode(tokens[1:-1].tolist()) == text
+
+
 def test_writing_is_deterministic(tokenized_run, tmp_path):
     cfg, run = tokenized_run
     tok = load_tokenizer(run.tokenizer)

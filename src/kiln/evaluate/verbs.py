@@ -28,6 +28,7 @@ from kiln.shards.config import ShardConfig
 from kiln.shards.loader import ShardSet, iterate_windows
 from kiln.shards.writer import write_shards
 from kiln.staging import write_whole
+from kiln.tokenizer import literal
 from kiln.verbs import Verb, checkpoint_of, checkpoint_option, config_options, overrides, split_list
 
 
@@ -152,8 +153,10 @@ def evaluate_tasks(
     spec = family(loaded.cfg.model.family)
     max_len = loaded.cfg.train.seq_len
 
+    text_tok = literal(loaded.tokenizer)  # task text quoting "<|eos|>" is text
+
     def encode(t: str) -> list[int]:
-        return loaded.tokenizer.encode(t, add_special_tokens=False).ids
+        return text_tok.encode(t, add_special_tokens=False).ids
 
     def heldout() -> list[tuple[str, str]]:
         if text is not None:

@@ -33,7 +33,7 @@ from kiln.models.base import TokenModel
 from kiln.models.registry import family
 from kiln.objectives.base import Batch, Objective, TokenScores, with_aux
 from kiln.staging import write_whole
-from kiln.tokenizer import SpecialIds
+from kiln.tokenizer import SpecialIds, literal
 
 if TYPE_CHECKING:
     from kiln.runconfig import RunConfig
@@ -74,8 +74,9 @@ class ClassifyData:
             raise KilnError(f"{path}: labels {unknown} are not among the training labels {self.labels}")
         self.num_examples = {"train": len(train), "val": len(val)}
         index = {name: i for i, name in enumerate(self.labels)}
+        text_tok = literal(tok)  # a labelled text quoting "<|eos|>" is text
         encoded = {
-            split: [self._row(tok, ids, x["text"], index[x["label"]]) for x in rows]
+            split: [self._row(text_tok, ids, x["text"], index[x["label"]]) for x in rows]
             for split, rows in (("train", train), ("val", val))
         }
         self.width = min(seq_len, max(len(row[0][0]) for rows in encoded.values() for row in rows))

@@ -40,7 +40,7 @@ from kiln.images.readers import IMAGE_MARK, ImageDoc
 from kiln.rundir import MANIFEST, listed_file
 from kiln.shards.loader import EpochOrder, PackedLoader
 from kiln.staging import Publication, StagedFolder
-from kiln.tokenizer import SpecialIds
+from kiln.tokenizer import SpecialIds, literal
 
 KINDS = ("tokens", "pixels", "images")
 """The arrays of each image shard, one .npy file each."""
@@ -114,7 +114,7 @@ def write_image_shards(
     staging = StagedFolder(out_dir)
     try:
         manifest = _write_staged(
-            docs, tok, tokenizer_sha256, ids, staging, image_size, patch_size, max_images, max_text_tokens
+            docs, literal(tok), tokenizer_sha256, ids, staging, image_size, patch_size, max_images, max_text_tokens
         )
     except BaseException:
         staging.discard()

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from kiln.corpus import Document, utf8_size
 from kiln.shards.config import ShardConfig
 from kiln.staging import Publication, StagedFolder
-from kiln.tokenizer import special_ids
+from kiln.tokenizer import literal, special_ids
 
 FORMAT = "kiln-shards-v1"
 
@@ -163,6 +163,7 @@ def write_shards(
             return only
 
     writers: dict[str, ShardWriter] = {}
+    tok = literal(tok)  # documents' text only: a quoted "<|eos|>" is text
     try:
         for name, path in out_dirs.items():
             writers[name] = ShardWriter(path, tok, tokenizer_sha256, cfg)

@@ -23,7 +23,7 @@ from kiln.freshstart import FreshStart
 from kiln.models.build import build_model
 from kiln.models.registry import family
 from kiln.rundir import STATE, RunDir
-from kiln.tokenizer import load_tokenizer, objective_ids, token_byte_lengths, tokenizer_hash
+from kiln.tokenizer import literal, load_tokenizer, objective_ids, token_byte_lengths, tokenizer_hash
 from kiln.train.checkpoint import Checkpointer, checkpoint_dirs, latest_checkpoint, load_weights
 from kiln.train.hooks import Checkpoint, EvalTasks, FollowPlan, Hook, Validate
 from kiln.train.metrics import MetricsLog
@@ -133,7 +133,8 @@ def build_trainer(
     hooks: list[Hook] = [FollowPlan(planner, started, requested_max_steps), Validate()]
     if cfg.eval.every and cfg.eval.tasks:
         tasks = load_tasks(cfg.eval.tasks, cfg.eval.every_limit, heldout_docs)
-        encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
+        text_tok = literal(tokenizer)  # task text quoting "<|eos|>" is text
+        encode = lambda text: text_tok.encode(text, add_special_tokens=False).ids  # noqa: E731
         hooks.append(EvalTasks(tasks, family(cfg.model.family), encode, ids))
     hooks.append(Checkpoint())
     token_bytes = torch.tensor(token_byte_lengths(tokenizer, pad_to=cfg.model.vocab_size))
