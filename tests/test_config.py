@@ -41,6 +41,7 @@ def test_overrides_parse_by_type_and_validate():
         ({"train.nope": "1"}, "unknown config key 'train.nope'"),
         ({"model.dim": "65"}, "divisible"),
         ({"train.seq_len": "4096"}, "exceeds model.max_seq_len"),
+        ({"objective.masked.random_token_frac": "-0.6"}, "must be in \\[0, 1\\]"),
         ({"model.rope_theta": "0"}, "rope_theta=0.0 must be positive"),  # NaN logits otherwise
         # span corruption with spans of one token makes the encoder's input longer than the window
         ({"model.family": "encdec", "objective.span.mean_span_length": "1"}, "66 encoder and 21 decoder tokens"),

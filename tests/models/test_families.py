@@ -75,6 +75,21 @@ def test_chunked_scan_equals_the_step_by_step_recurrence():
     assert (y - y_ref).abs().max() < 1e-5 and (h - h_ref).abs().max() < 1e-5
 
 
+def test_the_chunked_scan_keeps_its_precision_over_a_long_selective_sequence():
+    """A head that forgets hard, then holds its state: the decay summed across 64 chunks reaches
+    ~1e5, which a difference of running sums would leave with a few digits."""
+    torch.manual_seed(0)
+    b, T, H, P, N = 1, 2048, 2, 4, 4
+    x, B, C = torch.randn(b, T, H, P), torch.randn(b, T, N), torch.randn(b, T, N)
+    A = -torch.tensor([1.0, 16.0])
+    dt = torch.full((b, T, H), 30.0)
+    dt[:, T // 2 :] = 1e-3
+    y, _ = ssd_scan(x, dt, A, B, C, chunk=32)
+    y_ref, _ = naive_scan(*(t.double() for t in (x, dt, A, B, C)))
+    late = slice(T // 2, None)
+    assert ((y.double() - y_ref)[:, late].abs().max() / y_ref[:, late].abs().max()) < 1e-5
+
+
 def test_ssm_layer_recurrent_state_equals_full_sequence():
     torch.manual_seed(2)
     layer = Mamba(32, SSMConfig(head_dim=8, state_dim=8, chunk=8))

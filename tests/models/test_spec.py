@@ -130,6 +130,7 @@ def test_every_family_scores_a_continuation_given_its_context():
             model, [([55, 66, 77, 88, 99], continuation), (context, continuation)], IDS, "fp32", 64
         )
         assert other != pytest.approx(score) and alone == pytest.approx(score, abs=1e-5), name
+        assert spec.score(model, [(context, [])], IDS, "fp32", 64) == [(0.0, True)], name  # nothing to score
 
 
 def test_a_causal_score_is_the_sum_of_next_token_log_probabilities_and_batching_changes_nothing():

@@ -184,6 +184,9 @@ def score_span(
     sentinel = ids.sentinels[0]
     out = []
     for context, continuation in requests:
+        if not continuation:  # nothing to score: log 1, as the other families give
+            out.append(Scored(0.0, True))
+            continue
         context, continuation = context[max(0, len(context) - (max_len - 2)) :], continuation[: max_len - 1]
         src = torch.tensor([[*context, sentinel, ids.eos]], device=device)
         tgt = torch.tensor([[ids.bos, sentinel, *continuation]], device=device)

@@ -27,10 +27,13 @@ from kiln.models.config import SSMConfig
 
 
 def _segsum(x: torch.Tensor) -> torch.Tensor:
-    """x (..., L) -> (..., L, L) with [i, j] = sum_{j < k <= i} x_k for j <= i, -inf above the diagonal."""
+    """x (..., L) -> (..., L, L) with [i, j] = sum_{j < k <= i} x_k for j <= i, -inf above the diagonal.
+
+    Summed along each column (Mamba-2's stable form), not as a difference of two running sums: across
+    chunks those reach ~1e5, and their difference would keep only a few digits."""
     L = x.shape[-1]
-    cs = x.cumsum(dim=-1)
-    out = cs[..., :, None] - cs[..., None, :]
+    below = torch.ones(L, L, dtype=torch.bool, device=x.device).tril(-1)  # k > j
+    out = x[..., :, None].expand(*x.shape, L).masked_fill(~below, 0).cumsum(dim=-2)
     keep = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
     return out.masked_fill(~keep, float("-inf"))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kiln.errors import KilnError
 from kiln.objectives.base import Batch, TokenScores, token_scores, with_aux
 from kiln.objectives.causal import CausalLM
 
@@ -22,7 +23,8 @@ class CaptionLM(CausalLM):
     reports_bpb = True
 
     def make_batch(self, raw: Batch, gen: torch.Generator) -> Batch:
-        assert self.ids is not None and self.ids.image >= 0, "captioning needs a tokenizer with image tokens"
+        if self.ids is None or self.ids.image < 0:
+            raise KilnError("model.family=vlm needs a tokenizer with image tokens: tokenizer.image_tokens=true")
         batch = {"inputs": raw["inputs"], "targets": raw["targets"]}
         if "pixels" in raw:
             batch["pixels"] = raw["pixels"]

@@ -33,6 +33,10 @@ class MaskedConfig:
     def __post_init__(self) -> None:
         require(0 < self.mask_rate < 1, "objective.masked.mask_rate must be in (0, 1)")
         require(
+            0 <= self.mask_token_frac <= 1 and 0 <= self.random_token_frac <= 1,
+            "objective.masked.mask_token_frac and random_token_frac must be in [0, 1]",
+        )
+        require(
             self.mask_token_frac + self.random_token_frac <= 1,
             "objective.masked: mask_token_frac + random_token_frac exceed 1",
         )
