@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from kiln.device import autocast
 from kiln.errors import KilnError
@@ -13,6 +12,7 @@ from kiln.errors import KilnError
 if TYPE_CHECKING:
     from kiln.models.decoder import Decoder
     from kiln.models.encdec import EncoderDecoder
+    from kiln.models.encoder import Encoder
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -100,7 +100,7 @@ def generate(
 
 
 @torch.inference_mode()
-def fill_masks(model: nn.Module, tokens: torch.Tensor, mask_id: int, precision: str = "fp32") -> torch.Tensor:
+def fill_masks(model: Encoder, tokens: torch.Tensor, mask_id: int, precision: str = "fp32") -> torch.Tensor:
     """Encoder: replace every mask token in tokens (B, T) with the model's most likely token."""
     check_prompt_fits(tokens, model.cfg.max_seq_len)
     was_training = model.training
