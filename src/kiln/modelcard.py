@@ -34,7 +34,9 @@ LIMITATIONS = (
 def build_model_card(run: RunDir, cfg: Any, summary: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
     """The card as a dict, from the run directory's records and `evaluation` (evaluate_tasks' result)."""
     data_card_path = run.curated / "data_card.json"
-    data = json.loads(data_card_path.read_text()) if data_card_path.exists() else {}
+    # curated/ may hold an earlier run's set while this one trained on the raw corpus (curate.enabled off)
+    curated = cfg.curate.enabled and data_card_path.exists()
+    data = json.loads(data_card_path.read_text()) if curated else {}
     m = cfg.model
     energy = summary.get("energy", {})
     return {

@@ -13,21 +13,29 @@ from kiln.staging import write_whole, write_whole_with
 
 
 def read_metrics(path: Path) -> tuple[list[dict], list[dict], list[dict]]:
-    """metrics.jsonl -> (training step records, validation records, task-score records); events
-    (skipped steps, spikes, rollbacks) are left out."""
+    """metrics.jsonl -> (training step records, validation records, task-score records). Events
+    (skipped steps, spikes) are left out; a rollback drops the records of the steps it undid, which
+    are then logged again; a line that is not a record (cut short by a crash) is passed over."""
     train: list[dict] = []
     val: list[dict] = []
     tasks: list[dict] = []
     if path.exists():
         for line in path.read_text().splitlines():
-            if line:
+            try:
                 rec = json.loads(line)
-                if "val_loss" in rec:
-                    val.append(rec)
-                elif "tasks" in rec:
-                    tasks.append(rec)
-                elif "loss" in rec and "lr" in rec:
-                    train.append(rec)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
+                continue
+            if isinstance(rec.get("rollback_to"), int):
+                for kept in (train, val, tasks):
+                    kept[:] = [r for r in kept if r["step"] <= rec["rollback_to"]]
+            elif "val_loss" in rec and "tokens" in rec:
+                val.append(rec)
+            elif isinstance(rec.get("tasks"), dict):
+                tasks.append(rec)
+            elif "loss" in rec and "lr" in rec and "tokens" in rec:
+                train.append(rec)
     return train, val, tasks
 
 
@@ -86,10 +94,12 @@ def plot_training(run: RunDir) -> Path:
         mfu.set_ylabel("MFU %", color="tab:orange")
         axes[1, 0].set_title("tokens/s (blue), MFU (orange)", fontsize=10)
     ax = axes[1, 1]
-    for name in tasks[0]["tasks"] if tasks else []:
-        ax.plot([r["step"] for r in tasks], [r["tasks"][name]["centered"] for r in tasks], "o-", label=name)
+    names = sorted({name for r in tasks for name in r["tasks"]})  # the task set may change on a resume
+    for name in names:
+        scores = [r["tasks"].get(name, {}).get("centered", float("nan")) for r in tasks]
+        ax.plot([r["step"] for r in tasks], scores, "o-", label=name)
     if tasks:
-        ax.plot([r["step"] for r in tasks], [r["tasks_core"] for r in tasks], "k--", label="mean")
+        ax.plot([r["step"] for r in tasks], [float("nan") if r.get("tasks_core") is None else r["tasks_core"] for r in tasks], "k--", label="mean")
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.legend(fontsize=8)
     ax.set_title("task scores (centered accuracy; 0 = chance)", fontsize=10)
@@ -152,7 +162,7 @@ def write_report(
             f"{'; '.join(e['how'].values())} |"
         )
     card = run.curated / "data_card.md"
-    if card.exists():
+    if cfg.curate.enabled and card.exists():  # else the run read the raw corpus, whatever curated/ holds
         lines += [
             "",
             "## Data",

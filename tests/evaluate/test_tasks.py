@@ -97,6 +97,7 @@ def test_centered_accuracy_chance_and_the_suite_mean():
     cl = task_metrics(cloze, [[Scored(-1.0, True)], [Scored(-1.0, False)]])
     assert cl["acc"] == 0.5 and cl["chance"] == 0.0 and cl["centered"] == 0.5
     assert core_mean([out, cl]) == pytest.approx(((0.5 - 0.25) / 0.75 + 0.5) / 2)
+    assert core_mean([]) is None  # no task scored: null in JSON, not NaN
     assert "CORE-style" in results_table([out, cl])
 
 

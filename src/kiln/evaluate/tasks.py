@@ -96,9 +96,10 @@ def _argmax(values: Sequence[float]) -> int:
     return max(range(len(values)), key=lambda i: (values[i], -i))
 
 
-def core_mean(results: Sequence[dict[str, Any]]) -> float:
-    """The CORE-style suite figure: the mean centered accuracy over the tasks."""
-    return sum(r["centered"] for r in results) / len(results) if results else float("nan")
+def core_mean(results: Sequence[dict[str, Any]]) -> float | None:
+    """The CORE-style suite figure: the mean centered accuracy over the tasks (None with no task
+    scored: JSON has no NaN)."""
+    return sum(r["centered"] for r in results) / len(results) if results else None
 
 
 ITEMS_PER_CALL = 64
@@ -155,6 +156,7 @@ def results_table(results: Sequence[dict[str, Any]]) -> str:
             f"| {r['task']} | {r['items']} | {r['acc']:.4f} | {r['acc_norm']:.4f} | {r['primary']} | "
             f"{r['chance']:.3f} | {r['centered']:+.4f} | {r['bpb']:.3f} | {r.get('seconds', 0):.1f} |"
         )
-    if len(results) > 1:
-        lines.append(f"| **mean (CORE-style)** | | | | | | **{core_mean(results):+.4f}** | | |")
+    mean = core_mean(results)
+    if len(results) > 1 and mean is not None:
+        lines.append(f"| **mean (CORE-style)** | | | | | | **{mean:+.4f}** | | |")
     return "\n".join(lines) + "\n"
