@@ -248,6 +248,13 @@ def test_fresh_start_over_checkpoints_needs_resume_or_overwrite(debug_run, capsy
     assert "--resume" in _error(capsys, ["train", "--run-dir", str(run_dir)])
 
 
+def test_run_resume_without_a_checkpoint_is_refused_before_any_stage(tmp_path, capsys):
+    """As `kiln train --resume`: only `--resume auto` starts fresh when there is nothing to resume."""
+    run_dir = tmp_path / "new"
+    assert "--resume auto" in _error(capsys, ["run", "--preset", "debug", "--run-dir", str(run_dir), "--resume"])
+    assert not (run_dir / "curated").exists() and not (run_dir / "tokenizer.json").exists()
+
+
 def test_every_verb_has_help(capsys):
     from kiln.cli import verbs
 

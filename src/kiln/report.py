@@ -99,7 +99,12 @@ def plot_training(run: RunDir) -> Path:
         scores = [r["tasks"].get(name, {}).get("centered", float("nan")) for r in tasks]
         ax.plot([r["step"] for r in tasks], scores, "o-", label=name)
     if tasks:
-        ax.plot([r["step"] for r in tasks], [float("nan") if r.get("tasks_core") is None else r["tasks_core"] for r in tasks], "k--", label="mean")
+        ax.plot(
+            [r["step"] for r in tasks],
+            [float("nan") if r.get("tasks_core") is None else r["tasks_core"] for r in tasks],
+            "k--",
+            label="mean",
+        )
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.legend(fontsize=8)
     ax.set_title("task scores (centered accuracy; 0 = chance)", fontsize=10)

@@ -25,7 +25,7 @@ from kiln.modelcard import write_model_card
 from kiln.report import plot_loss, plot_training, write_report
 from kiln.runconfig import RunConfig
 from kiln.rundir import RunDir
-from kiln.train.checkpoint import latest_checkpoint
+from kiln.train.checkpoint import checkpoint_dirs, latest_checkpoint
 from kiln.verbs import (
     Verb,
     config_options,
@@ -33,6 +33,7 @@ from kiln.verbs import (
     guard_fresh_start,
     print_config,
     resolve_config,
+    resume_mode,
     run_dir_options,
 )
 
@@ -57,7 +58,7 @@ def energy_line(total: dict[str, Any]) -> str:
     return f"{'measured' if total['measured'] else 'estimated'} {total['kwh'] * 1000:.2f} Wh"
 
 
-def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+def main(cfg: RunConfig, run: RunDir, resume: bool | str = False, overwrite: bool = False) -> dict[str, Any]:
     """The whole chain; returns the summary written to summary.json. Unless it resumes, what the run
     directory held (with `overwrite`, an earlier run with checkpoints) is kept aside until training has
     checked everything it reads, then deleted with the checkpoints; a refusal before that puts it back
@@ -72,13 +73,18 @@ def main(cfg: RunConfig, run: RunDir, resume: bool = False, overwrite: bool = Fa
 
     expand(cfg.eval.tasks, cfg.eval.limit)  # an unknown task is refused before any stage, not after training
     stages.training_budget_s(cfg, run, elapsed_s=0.0)  # a budget nothing fits in is refused before any stage
+    if resume is True and not checkpoint_dirs(run.checkpoints):  # as `kiln train --resume`, before any stage
+        raise KilnError(
+            f"--resume given but {run.checkpoints} holds no checkpoint; "
+            "use --resume auto to start fresh when there is none"
+        )
     with nullcontext() if resume else FreshStart(run) as fresh:  # what a fresh start replaces is kept aside
-        stages.prepare(cfg, run, resume, after=metered, fresh=overwrite)
+        stages.prepare(cfg, run, bool(resume), after=metered, fresh=overwrite)
         budget_s = stages.training_budget_s(cfg, run, elapsed_s=time.perf_counter() - t0)
         trained = stages.train(
             cfg,
             run,
-            resume=resume and latest_checkpoint(run.checkpoints) is not None,
+            resume=resume,  # "auto" starts fresh when no checkpoint is there; True refuses then
             time_budget_s=budget_s,
             fresh=fresh,
         )
@@ -156,7 +162,7 @@ def _run(args: argparse.Namespace) -> Any:
     if args.dry_run:
         return print_config(cfg)
     guard_fresh_start(args, run)
-    return main(cfg, run, resume=bool(args.resume), overwrite=args.overwrite)
+    return main(cfg, run, resume=resume_mode(args), overwrite=args.overwrite)
 
 
 VERB = Verb(
