@@ -406,7 +406,8 @@ def test_broken_inputs_are_one_line_errors(debug_run, tmp_path, capsys):
     err = _error(capsys, ["finetune", "--checkpoint", step, "--data", str(binary), "--run-dir", str(tmp_path / "ft")])
     assert "looks binary" in err
     # flag values: one line, no usage dump; negative numbers read as values
-    assert "must be positive" in _error(capsys, ["train", "--budget", "-5m", "--dry-run"])
+    assert "must be a positive, finite duration" in _error(capsys, ["train", "--budget", "-5m", "--dry-run"])
+    assert "must be a positive, finite duration" in _error(capsys, ["train", "--budget", "inf", "--dry-run"])
     assert "'derive it' default" in _error(capsys, ["train", "--train.lr", "0", "--dry-run"])
     assert "must be >= 0" in _error(capsys, ["train", "--train.eval_every", "-1", "--dry-run"])
     assert "not a valid int" in _error(capsys, ["train", "--train.max_steps", "x", "--dry-run"])

@@ -42,6 +42,8 @@ def test_overrides_parse_by_type_and_validate():
         ({"model.dim": "65"}, "divisible"),
         ({"train.seq_len": "4096"}, "exceeds model.max_seq_len"),
         ({"objective.masked.random_token_frac": "-0.6"}, "must be in \\[0, 1\\]"),
+        ({"train.time_budget_s": "inf"}, "time_budget_s must be finite"),
+        ({"budget_s": "inf"}, "must be finite"),
         ({"model.rope_theta": "0"}, "rope_theta=0.0 must be positive"),  # NaN logits otherwise
         # span corruption with spans of one token makes the encoder's input longer than the window
         ({"model.family": "encdec", "objective.span.mean_span_length": "1"}, "66 encoder and 21 decoder tokens"),

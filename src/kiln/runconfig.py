@@ -7,6 +7,7 @@ train/config.py, ...); none imports torch, so reading or validating a config is 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from kiln.config import derive, require
@@ -50,7 +51,7 @@ class RunConfig:
     the data stages leave and plans its steps to it. 0: no budget (train.max_steps as given)."""
 
     def __post_init__(self) -> None:
-        require(self.budget_s >= 0, f"budget_s={self.budget_s} must be >= 0 (0: no budget)")
+        require(0 <= self.budget_s < math.inf, f"budget_s={self.budget_s} must be finite and >= 0 (0: no budget)")
         derive(self.train, "lr", lr_for_width(self.model.dim))
         require(
             not (self.train.optimizer == "muon" and self.model.mup_base_dim),

@@ -11,6 +11,7 @@ collected.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,8 +136,8 @@ def parse_duration(text: str) -> float:
         seconds = float(number) * unit
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 10m, 90s, 1.5h or 600") from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a budget must be positive")
+    if not 0 < seconds < math.inf:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r}: a budget must be a positive, finite duration")
     return seconds
 
 

@@ -5,6 +5,7 @@ Plain dataclasses with no heavy imports, so reading a config never loads torch o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -103,8 +104,8 @@ class TrainConfig:
             require(getattr(self, name) > 0, f"train.{name}={getattr(self, name)} must be positive")
         require(self.lr >= 0, f"train.lr={self.lr} must be positive (or 0 to derive it from the width)")
         require(
-            self.time_budget_s >= 0 and self.tokens_per_param > 0,
-            "train.time_budget_s must be >= 0 and train.tokens_per_param > 0",
+            0 <= self.time_budget_s < math.inf and 0 < self.tokens_per_param < math.inf,
+            "train.time_budget_s must be finite and >= 0, train.tokens_per_param finite and > 0",
         )
         require(0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         require(0 < self.decay_fraction <= 1, f"train.decay_fraction={self.decay_fraction} must be in (0, 1]")
