@@ -112,7 +112,7 @@ def render(card: dict[str, Any]) -> str:
     for s in data["sources"]:
         lines.append(f"- {s.get('name')}: licence {s.get('licence') or 'not stated'}, {_fmt(s.get('bytes_out'))} bytes")
     if data["languages"]:
-        lines.append("- languages (documents): " + ", ".join(f"{k} {v:,}" for k, v in data["languages"].items()))
+        lines.append("- languages (documents kept): " + ", ".join(f"{k} {v:,}" for k, v in data["languages"].items()))
     lines.append(f"- tokens trained on: {_fmt(data['tokens_trained'])} ({_fmt(data['epochs'])} epochs)")
     cutoff = data["knowledge_cutoff"]
     lines += [

@@ -112,11 +112,22 @@ def test_data_card_fields(planted, tmp_path):
     card = json.loads((tmp_path / "out" / "data_card.json").read_text())
     assert card["documents"] == {"before": len(files), "after": manifest["documents_out"]}
     assert card["sources"][0]["licence"] == "CC-BY-4.0"
-    assert card["languages"]["en"] >= 60 and card["languages"].get("fr") == 1
+    # the French file is identified, then dropped: the languages are those kept
+    assert card["languages"]["en"] >= 60 and "fr" not in card["languages"]
+    assert card["languages_identified"].get("fr") == 1
     assert card["pii_redacted"] == {"EMAIL": 1, "PHONE": 1, "IP": 1, "CARD": 1}
     assert card["knowledge_cutoff"] is None and any("knowledge cutoff" in g for g in card["known_gaps_and_biases"])
     md = (tmp_path / "out" / "data_card.md").read_text()
     assert "## Known gaps and biases" in md and "| dedup |" in md
+
+
+def test_the_data_card_says_a_step_was_off_rather_than_that_it_found_nothing(planted, tmp_path):
+    root, _ = planted
+    _run(root, tmp_path / "out", pii=False, dedup=DedupConfig(exact=False, near=False))
+    card = json.loads((tmp_path / "out" / "data_card.json").read_text())
+    assert card["pii_redacted"] is None and card["largest_duplicate_clusters"] is None
+    md = (tmp_path / "out" / "data_card.md").read_text()
+    assert "- not run (curate.pii off)" in md and "- not removed (curate.dedup" in md and "none found" not in md
 
 
 def test_output_is_deterministic(planted, tmp_path):

@@ -69,7 +69,11 @@ def _step(manifest: dict, name: str) -> dict:
 
 def build_card(manifest: dict, data: CorpusConfig, cfg: CurateConfig) -> dict[str, Any]:
     sources = manifest["sources"]
-    langs = {k.split(":", 1)[1]: v for k, v in _step(manifest, "language")["notes"].items() if k.startswith("lang:")}
+    notes = _step(manifest, "language")["notes"]
+    identified = {k.split(":", 1)[1]: v for k, v in notes.items() if k.startswith("lang:")}
+    # what the language step kept (a set curated before kept_lang was counted: what it identified)
+    langs = {k.split(":", 1)[1]: v for k, v in notes.items() if k.startswith("kept_lang:")} or identified
+    ran = {s["step"] for s in manifest["steps"]}
     pii = dict(_step(manifest, "pii")["notes"])
     years = _date_range(manifest)
     cutoff = knowledge_cutoff(manifest.get("train_year_bytes") or {}, manifest.get("train_undated_bytes", 0))
@@ -93,8 +97,9 @@ def build_card(manifest: dict, data: CorpusConfig, cfg: CurateConfig) -> dict[st
         "bytes": {"before": manifest["bytes_in"], "after": manifest["bytes_out"]},
         "steps": manifest["steps"],
         "languages": dict(sorted(langs.items(), key=lambda kv: -kv[1])),
-        "pii_redacted": pii,
-        "largest_duplicate_clusters": manifest["largest_duplicate_clusters"],
+        "languages_identified": dict(sorted(identified.items(), key=lambda kv: -kv[1])),
+        "pii_redacted": pii if "pii" in ran else None,
+        "largest_duplicate_clusters": manifest["largest_duplicate_clusters"] if "dedup" in ran else None,
         "date_range": years,
         "knowledge_cutoff": cutoff["year"] if cutoff else (years[1] if years else None),
         "knowledge_cutoff_derivation": cutoff["rule"]
@@ -141,12 +146,23 @@ def write_data_card(manifest: dict, data: CorpusConfig, cfg: CurateConfig, at: C
     for s in card["steps"]:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["dropped_by_reason"].items(), key=lambda kv: -kv[1]))
         lines.append(f"| {s['step']} | {s['in']:,} | {s['kept']:,} | {s['changed']:,} | {s['dropped']:,} | {reasons} |")
-    lines += ["", "Samples of every dropped document class are in `dropped/<step>.jsonl`.", "", "## Languages", ""]
+    lines += ["", "Samples of every dropped document class are in `dropped/<step>.jsonl`.", ""]
+    lines += ["## Languages (documents the language step kept)", ""]
     lines += [f"- {lang}: {n:,}" for lang, n in card["languages"].items()] or ["- (not identified)"]
+    if card["languages_identified"] != card["languages"]:
+        found = ", ".join(f"{lang} {n:,}" for lang, n in card["languages_identified"].items())
+        lines += ["", f"Identified before it filtered: {found}."]
     lines += ["", "## PII redacted", ""]
-    lines += [f"- {kind}: {n:,}" for kind, n in card["pii_redacted"].items()] or ["- none found"]
+    pii, clusters = card["pii_redacted"], card["largest_duplicate_clusters"]
+    if pii is None:
+        lines += ["- not run (curate.pii off): the text may hold e-mail addresses, phone numbers and the like"]
+    else:
+        lines += [f"- {kind}: {n:,}" for kind, n in pii.items()] or ["- none found"]
     lines += ["", "## Duplicates", ""]
-    lines += [f"- {doc}: {n} removed as its duplicates" for doc, n in card["largest_duplicate_clusters"]] or ["- none"]
+    if clusters is None:
+        lines += ["- not removed (curate.dedup exact and near off)"]
+    else:
+        lines += [f"- {doc}: {n} removed as its duplicates" for doc, n in clusters] or ["- none"]
     lines += [
         "",
         "## Training mix",

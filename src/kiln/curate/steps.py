@@ -168,6 +168,7 @@ class Language(Step):
         if self.keep and (lang not in self.keep or score < self.min_score):
             stats.drop(doc, f"language:{lang}", score=round(float(score), 3))
             return None
+        stats.notes[f"kept_lang:{lang}"] += 1
         return doc
 
 
