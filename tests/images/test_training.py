@@ -134,3 +134,26 @@ def test_a_users_webdataset_tar_goes_through_the_same_stages(corpus_dir, tmp_pat
     assert "attributes" not in result and result["retrieval_captions"] == result["retrieval_images"] > 0
     card = json.loads((run.curated_images / "data_card.json").read_text())
     assert card["read"] == 60 and sum(card["kept"].values()) == 60
+
+
+def test_captions_that_read_the_same_once_cut_are_one_retrieval_candidate(vlm_run):
+    """Captions equal after max_text_tokens would tie, and each tie counted as found; they are one
+    candidate, and chance is one in the candidates left."""
+    from kiln.images.evaluate import retrieval
+    from kiln.images.shards import encode_doc
+    from kiln.models.build import build_model
+    from kiln.tokenizer import load_tokenizer, objective_ids
+
+    cfg, run = vlm_run
+    tok = load_tokenizer(run.tokenizer)
+    ids = objective_ids(tok)
+    shards = ImageShardSet(run.image_split("val"))
+    shards.manifest["max_text_tokens"] = 2  # the shapes' captions differ later than their first words
+    patches = (shards.manifest["image_size"] // shards.manifest["patch_size"]) ** 2
+    texts = {item["text"] for item in shards.items()}
+    rows = {tuple(encode_doc(text, 1, tok, ids, patches, 2)[0]) for text in texts}
+    assert 1 < len(rows) < len(texts)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, torch.device("cpu"))
+    result = retrieval(model, shards, tok, ids, "fp32", num_images=8)
+    assert result["retrieval_captions"] == len(rows) and result["retrieval_chance"] == 1 / len(rows)

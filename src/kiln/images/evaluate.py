@@ -100,9 +100,14 @@ def retrieval(
     patches = (m["image_size"] // m["patch_size"]) ** 2
     device = next(model.parameters()).device
     width = shards.width
-    rows = np.full((len(texts), width), ids.pad, dtype=np.int64)
-    for j, text in enumerate(texts):
-        row, _ = encode_doc(text, 1, tok, ids, patches, m["max_text_tokens"])
+    # captions that read the same once cut to max_text_tokens are one candidate: tied, they would all
+    # count as found
+    same: dict[tuple[int, ...], list[str]] = {}
+    for text in texts:
+        same.setdefault(tuple(encode_doc(text, 1, tok, ids, patches, m["max_text_tokens"])[0]), []).append(text)
+    row_of = {text: j for j, row in enumerate(same) for text in same[row]}
+    rows = np.full((len(same), width), ids.pad, dtype=np.int64)
+    for j, row in enumerate(same):
         rows[j, : len(row)] = row
     candidates = torch.from_numpy(rows)
     targets = torch.from_numpy(np.stack([targets_of(row, ids) for row in rows]))
@@ -111,8 +116,8 @@ def retrieval(
     for index in picked:
         image = shards.take([index], width - 1, ids)["pixels"]
         scores = []
-        for start in range(0, len(texts), 64):
-            n = min(64, len(texts) - start)
+        for start in range(0, len(rows), 64):
+            n = min(64, len(rows) - start)
             batch = {
                 "inputs": candidates[start : start + n, :-1].to(device),
                 "targets": targets[start : start + n].to(device),
@@ -120,16 +125,16 @@ def retrieval(
             }
             scores.append(caption_logprobs(model, batch, ids, precision).cpu())
         score = torch.cat(scores)
-        own = texts.index(items[index]["text"])
-        rank = int((score > score[own]).sum())
+        own = row_of[items[index]["text"]]
+        rank = int((score >= score[own]).sum()) - 1  # a tie counts against the image
         ranks.append(rank + 1)
         correct += rank == 0
     return {
         "retrieval_top1": correct / max(len(picked), 1),
-        "retrieval_mean_rank": float(np.mean(ranks)) if ranks else float("nan"),
+        "retrieval_mean_rank": float(np.mean(ranks)) if ranks else None,
         "retrieval_images": len(picked),
-        "retrieval_captions": len(texts),
-        "retrieval_chance": 1 / max(len(texts), 1),
+        "retrieval_captions": len(rows),
+        "retrieval_chance": 1 / max(len(rows), 1),
     }
 
 
@@ -243,7 +248,7 @@ def captions_table(figures: dict[str, Any]) -> str:
         lines.append("")
     lines += [
         f"Retrieval: top-1 {figures['retrieval_top1']:.1%} over {figures['retrieval_captions']} captions "
-        f"(chance {figures['retrieval_chance']:.1%}), mean rank {figures['retrieval_mean_rank']:.2f}, "
+        f"(chance {figures['retrieval_chance']:.1%}), mean rank {figures['retrieval_mean_rank'] or 0:.2f}, "
         f"{figures['retrieval_images']} images.",
         "",
         f"Held-out captions: loss {figures['caption_loss']:.4f}, bits-per-byte {figures['caption_bpb']:.4f}.",
