@@ -248,6 +248,12 @@ def test_fresh_start_over_checkpoints_needs_resume_or_overwrite(debug_run, capsy
     assert "--resume" in _error(capsys, ["train", "--run-dir", str(run_dir)])
 
 
+def test_eval_refuses_options_its_tasks_would_ignore(debug_run, capsys):
+    run_dir, _ = debug_run
+    err = _error(capsys, ["eval", "--run-dir", str(run_dir), "--tasks", "kiln_cloze", "--tokenizer", "/nowhere.json"])
+    assert "--tokenizer: for loss and bits-per-byte only" in err
+
+
 def test_run_resume_without_a_checkpoint_is_refused_before_any_stage(tmp_path, capsys):
     """As `kiln train --resume`: only `--resume auto` starts fresh when there is nothing to resume."""
     run_dir = tmp_path / "new"

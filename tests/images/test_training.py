@@ -87,6 +87,8 @@ def test_generate_captions_an_image_file_and_eval_reports_image_figures(vlm_run,
     printed = capsys.readouterr().out
     own = caption_image(Path(checkpoint), picture, "", {"sample.max_new_tokens": "6"})
     assert printed == own + "\n" and own  # the model's own caption, printed
+    assert main(["generate", "--checkpoint", checkpoint, *flags, "--prompt", "A", "--prompt", "The"]) == 0
+    assert capsys.readouterr().out.count("\n---\n") == 1  # one continuation for each prompt
     # the picture reaches the model: the caption prompt's logits move with its pixels
     loaded = load_checkpoint(Path(checkpoint), torch.device("cpu"))
     blue = tmp_path / "blue.png"

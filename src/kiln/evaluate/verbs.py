@@ -294,6 +294,9 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
 def _eval(args: argparse.Namespace) -> dict[str, Any]:
     checkpoint = checkpoint_of(args)
     if args.tasks or args.bias:
+        ignored = [flag for flag, value in (("--tokenizer", args.tokenizer), ("--shards", args.shards)) if value]
+        if ignored:  # tasks and probes are scored with the checkpoint's own tokenizer, from text
+            raise KilnError(f"{' and '.join(ignored)}: for loss and bits-per-byte only; leave off with --tasks/--bias")
         result = evaluate_tasks(
             checkpoint, split_list(args.tasks), args.limit, args.bias, args.text, args.tasks_dir, args.device, args.out
         )
@@ -330,7 +333,10 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
 def _generate(args: argparse.Namespace) -> list[str]:
     checkpoint, given = checkpoint_of(args), overrides(args)
     if args.image is not None:
-        texts = [caption_image(checkpoint, args.image, (args.prompt or [""])[0], given, args.device, not args.no_cache)]
+        texts = [
+            caption_image(checkpoint, args.image, prompt, given, args.device, not args.no_cache)
+            for prompt in args.prompt or [""]
+        ]
     else:
         texts = sample_checkpoint(checkpoint, args.prompt, given, args.device, use_cache=not args.no_cache)
     print("\n\n---\n\n".join(texts))
