@@ -19,7 +19,7 @@ from kiln.rundir import RunDir
 from kiln.staging import write_whole
 
 INTENDED_USE = (
-    "A research artefact: a small language model pretrained from scratch with kiln, for studying "
+    "A research artefact: a small language model {how} with kiln, for studying "
     "pretraining (data, scaling, objectives, evaluation) and as a starting point for fine-tuning. It is "
     "not instruction-tuned, has no safety training and is not meant for deployment or for decisions about people."
 )
@@ -64,7 +64,8 @@ def build_model_card(run: RunDir, cfg: Any, summary: dict[str, Any], evaluation:
             "dated_share": data.get("dated_share"),
             "group_terms": data.get("group_terms"),
             "known_gaps_and_biases": data.get("known_gaps_and_biases", []),
-            "tokens_trained": summary.get("train_tokens"),
+            "initialised_from": cfg.train.init_from or None,
+            "tokens_trained": summary.get("train_tokens"),  # by this run (a base checkpoint's come before)
             "epochs": summary.get("epochs"),
         },
         "compute": {
@@ -86,7 +87,11 @@ def build_model_card(run: RunDir, cfg: Any, summary: dict[str, Any], evaluation:
             "bias": evaluation.get("bias"),
             **{m.name: evaluation.get(m.name) for m in active(cfg)},
         },
-        "intended_use": INTENDED_USE,
+        "intended_use": INTENDED_USE.format(
+            how=f"trained on from the weights of {cfg.train.init_from} (see that run's card for its data)"
+            if cfg.train.init_from
+            else "pretrained from scratch"
+        ),
         "limitations": LIMITATIONS,
     }
 
@@ -114,6 +119,8 @@ def render(card: dict[str, Any]) -> str:
     if data["languages"]:
         lines.append("- languages (documents kept): " + ", ".join(f"{k} {v:,}" for k, v in data["languages"].items()))
     lines.append(f"- tokens trained on: {_fmt(data['tokens_trained'])} ({_fmt(data['epochs'])} epochs)")
+    if data.get("initialised_from"):
+        lines.append(f"- initialised from {data['initialised_from']}: its own training data and tokens come before these")
     cutoff = data["knowledge_cutoff"]
     lines += [
         "",
