@@ -47,7 +47,7 @@ def test_kiln_run_debug_end_to_end(debug_run):
     ):
         assert (run_dir / name).exists(), name
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert SUMMARY_KEYS <= set(summary) and summary["preset"] == "debug"
+    assert SUMMARY_KEYS <= set(summary) and summary["preset"] == "debug" and summary["resumed_from_step"] == 0
     # it learned: well below a uniform guess over the vocabulary, and below its first validation
     uniform_bpb = math.log2(512) / summary["val_bytes_per_token"]
     first = next(json.loads(line) for line in (run_dir / "metrics.jsonl").open() if "val_bpb" in line)

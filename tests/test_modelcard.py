@@ -26,3 +26,15 @@ def test_a_run_from_a_base_checkpoint_names_it(tmp_path):
     assert card["training_data"]["initialised_from"] == "/runs/base/checkpoints/step_900"
     assert "initialised from /runs/base/checkpoints/step_900" in render(card)
     assert "pretrained from scratch" in build_model_card(RunDir(tmp_path), get_preset("debug"), {}, {})["intended_use"]
+
+
+def test_a_resumed_runs_time_and_energy_say_they_cover_its_last_session(tmp_path):
+    cfg = get_preset("debug")
+    card = build_model_card(RunDir(tmp_path), cfg, {"steps": 60, "resumed_from_step": 30}, {})
+    assert card["compute"]["covers"].startswith("this session only (steps 31-60, resumed at step 30)")
+    assert "Covers this session only" in render(card)
+    idle = build_model_card(RunDir(tmp_path), cfg, {"steps": 30, "resumed_from_step": 30}, {})
+    assert "no training step" in idle["compute"]["covers"]
+    assert build_model_card(RunDir(tmp_path), cfg, {"steps": 30, "resumed_from_step": 0}, {})["compute"]["covers"] == (
+        "the whole run"
+    )

@@ -69,6 +69,7 @@ def build_model_card(run: RunDir, cfg: Any, summary: dict[str, Any], evaluation:
             "epochs": summary.get("epochs"),
         },
         "compute": {
+            "covers": covers(summary),
             "device": summary.get("device"),
             "train_flops": summary.get("train_flops"),
             "device_hours": summary.get("device_hours"),
@@ -96,6 +97,15 @@ def build_model_card(run: RunDir, cfg: Any, summary: dict[str, Any], evaluation:
     }
 
 
+def covers(summary: dict[str, Any]) -> str:
+    """What the time, throughput and energy figures cover: a resumed run measures its last session."""
+    start, end = summary.get("resumed_from_step") or 0, summary.get("steps")
+    if not start:
+        return "the whole run"
+    done = f"steps {start + 1}-{end}" if end is not None and end > start else "no training step"
+    return f"this session only ({done}, resumed at step {start}): earlier sessions' time and energy are not counted"
+
+
 def write_model_card(run: RunDir, cfg: Any, summary: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
     card = build_model_card(run, cfg, summary, evaluation)
     write_whole(run.model_card.with_suffix(".json"), json.dumps(card, indent=2, ensure_ascii=False) + "\n")
@@ -120,7 +130,9 @@ def render(card: dict[str, Any]) -> str:
         lines.append("- languages (documents kept): " + ", ".join(f"{k} {v:,}" for k, v in data["languages"].items()))
     lines.append(f"- tokens trained on: {_fmt(data['tokens_trained'])} ({_fmt(data['epochs'])} epochs)")
     if data.get("initialised_from"):
-        lines.append(f"- initialised from {data['initialised_from']}: its own training data and tokens come before these")
+        lines.append(
+            f"- initialised from {data['initialised_from']}: its own training data and tokens come before these"
+        )
     cutoff = data["knowledge_cutoff"]
     lines += [
         "",
@@ -139,6 +151,8 @@ def render(card: dict[str, Any]) -> str:
     lines += ["", "## Compute", "", "| | |", "| --- | --- |"]
     lines += [f"| {k.replace('_', ' ')} | {_fmt(v)} |" for k, v in compute.items()]
     lines += ["", "## Energy and CO2", ""]
+    if compute["covers"] != "the whole run":
+        lines += [f"Covers {compute['covers']}.", ""]
     stages = card["energy"].get("stages", {})
     if stages:
         lines += ["| stage | seconds | kWh | g CO2e | how |", "| --- | ---: | ---: | ---: | --- |"]

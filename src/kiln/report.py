@@ -138,6 +138,15 @@ def write_report(
         "",
         f"Preset `{summary['preset']}`, finished in {summary['wall_s']:.0f} s on {summary.get('device', '?')} "
         f"({summary.get('precision', '?')}).",
+        *(
+            [
+                "",
+                f"Resumed at step {summary['resumed_from_step']}: times, throughput, MFU and energy cover this "
+                "session only.",
+            ]
+            if summary.get("resumed_from_step")
+            else []
+        ),
         "",
         "## Figures",
         "",

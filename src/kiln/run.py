@@ -127,6 +127,7 @@ def main(cfg: RunConfig, run: RunDir, resume: bool | str = False, overwrite: boo
         "wall_s": time.perf_counter() - t0,
         "train_s": trained["train_s"],
         "steps": trained["steps"],
+        "resumed_from_step": trained["resumed_from_step"],
         "epochs": trained["epochs"],
         "val_bytes_per_token": recorded.get("tokenizer", {}).get("val_bytes_per_token"),
         "tokenize_mb_per_s": recorded.get("tokenize", {}).get("mb_per_s"),

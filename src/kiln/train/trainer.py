@@ -371,6 +371,7 @@ class Trainer:
             "train_tokens": self.tokens_seen,
             "tokens_per_param": self.tokens_seen / self.model.num_params(),
             "steps": self.step,
+            "resumed_from_step": start_step,  # train_s, tokens/s, MFU and device hours cover the steps after it
             "skipped_steps": self.skipped_steps,
             "world_size": self.world_size,
             "parallel": self.cfg.parallel.mode,
