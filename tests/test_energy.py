@@ -38,3 +38,19 @@ def test_without_counters_the_estimate_is_labelled(tmp_path):
     assert rec["how"]["gpu"].startswith("estimated: 100 W x 2 GPU(s)")
     both = total({"a": rec, "b": rec})
     assert both["joules"] == pytest.approx(2 * rec["joules"]) and not both["measured"]
+
+
+def test_nvml_is_read_only_when_every_gpu_it_sees_is_the_runs(tmp_path, monkeypatch):
+    import kiln.energy
+
+    class EightGPUs:
+        handles = [object()] * 8
+
+        def joules(self):
+            return 1e6
+
+    monkeypatch.setattr(kiln.energy, "_Nvml", EightGPUs)
+    one = EnergyMeter(EnergyConfig(gpu_watts=100.0), gpus=1, powercap=tmp_path / "none").lap()
+    assert one["how"]["gpu"].startswith("estimated: 100 W x 1 GPU(s)") and "NVML sees 8 GPUs" in one["how"]["gpu"]
+    eight = EnergyMeter(EnergyConfig(), gpus=8, powercap=tmp_path / "none").lap()
+    assert eight["how"]["gpu"] == "measured: NVML, 8 GPU(s)"

@@ -91,7 +91,10 @@ class EnergyMeter:
     def __init__(self, cfg: EnergyConfig, gpus: int = 0, powercap: Path = POWERCAP) -> None:
         self.cfg, self.gpus = cfg, gpus
         self.domains = rapl_domains(powercap)
-        self.nvml = _Nvml() if gpus else None
+        nvml = _Nvml() if gpus else None
+        # NVML counts every GPU of the machine: used only when they are all this run's
+        self.seen = len(nvml.handles) if nvml else 0
+        self.nvml = nvml if nvml and self.seen == gpus else None
         self._mark = self._read()
 
     def _read(self) -> dict[str, Any]:
@@ -134,7 +137,8 @@ class EnergyMeter:
             else:
                 parts["gpu"] = (
                     self.cfg.gpu_watts * self.gpus * wall,
-                    f"estimated: {self.cfg.gpu_watts:g} W x {self.gpus} GPU(s) x {wall:.1f} s, full utilisation",
+                    f"estimated: {self.cfg.gpu_watts:g} W x {self.gpus} GPU(s) x {wall:.1f} s, full utilisation"
+                    + (f" (NVML sees {self.seen} GPUs, not only this run's)" if self.seen else ""),
                 )
         joules = sum(j for j, _ in parts.values()) * self.cfg.pue
         kwh = joules / 3.6e6

@@ -64,7 +64,7 @@ def main(cfg: RunConfig, run: RunDir, resume: bool | str = False, overwrite: boo
     checked everything it reads, then deleted with the checkpoints; a refusal before that puts it back
     (kiln.freshstart)."""
     t0 = time.perf_counter()
-    gpus = torch.cuda.device_count() if cfg.train.device != "cpu" and torch.cuda.is_available() else 0
+    gpus = 1 if cfg.train.device != "cpu" and torch.cuda.is_available() else 0  # one process trains on one GPU
     meter = EnergyMeter(cfg.energy, gpus)
     energy: dict[str, dict[str, Any]] = {}
 
