@@ -254,6 +254,20 @@ def test_eval_refuses_options_its_tasks_would_ignore(debug_run, capsys):
     assert "--tokenizer: for loss and bits-per-byte only" in err
 
 
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        # span corruption with spans of one token makes the encoder's input longer than the window
+        (["--model.family", "encdec", "--objective.span.mean_span_length", "1"], "66 encoder and 21 decoder tokens"),
+        (["--model.ssm.attn_every", "2"], "model.ssm is read by model.family=hybrid only"),
+    ],
+)
+def test_run_refuses_what_the_family_cannot_honour_before_any_stage(tmp_path, capsys, flags, says):
+    run_dir = tmp_path / "new"
+    assert says in _error(capsys, ["run", "--preset", "debug", "--run-dir", str(run_dir), *flags])
+    assert not (run_dir / "curated").exists() and not (run_dir / "tokenizer.json").exists()
+
+
 def test_run_resume_without_a_checkpoint_is_refused_before_any_stage(tmp_path, capsys):
     """As `kiln train --resume`: only `--resume auto` starts fresh when there is nothing to resume."""
     run_dir = tmp_path / "new"
@@ -414,6 +428,7 @@ def test_broken_inputs_are_one_line_errors(debug_run, tmp_path, capsys):
     # flag values: one line, no usage dump; negative numbers read as values
     assert "must be a positive, finite duration" in _error(capsys, ["train", "--budget", "-5m", "--dry-run"])
     assert "must be a positive, finite duration" in _error(capsys, ["train", "--budget", "inf", "--dry-run"])
+    assert "must be >= 0" in _error(capsys, ["train", "--max-restarts", "-3", "--dry-run"])
     assert "'derive it' default" in _error(capsys, ["train", "--train.lr", "0", "--dry-run"])
     assert "must be >= 0" in _error(capsys, ["train", "--train.eval_every", "-1", "--dry-run"])
     assert "not a valid int" in _error(capsys, ["train", "--train.max_steps", "x", "--dry-run"])

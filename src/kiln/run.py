@@ -22,6 +22,7 @@ from kiln.evaluate.verbs import evaluate_tasks, sample_checkpoint
 from kiln.freshstart import FreshStart
 from kiln.modality import active
 from kiln.modelcard import write_model_card
+from kiln.models.registry import check_run
 from kiln.report import plot_loss, plot_training, write_report
 from kiln.runconfig import RunConfig
 from kiln.rundir import RunDir
@@ -72,6 +73,7 @@ def main(cfg: RunConfig, run: RunDir, resume: bool | str = False, overwrite: boo
         energy[name] = meter.lap()
 
     expand(cfg.eval.tasks, cfg.eval.limit)  # an unknown task is refused before any stage, not after training
+    check_run(cfg)  # and a model option its family cannot honour
     stages.training_budget_s(cfg, run, elapsed_s=0.0)  # a budget nothing fits in is refused before any stage
     if resume is True and not checkpoint_dirs(run.checkpoints):  # as `kiln train --resume`, before any stage
         raise KilnError(

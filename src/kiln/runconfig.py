@@ -61,14 +61,6 @@ class RunConfig:
             self.train.seq_len <= self.model.max_seq_len,
             f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}; raise the latter",
         )
-        if self.model.family == "encdec":  # a window (seq_len + 1 tokens) becomes the encoder's input
-            source, target = self.objective.span.lengths(self.train.seq_len + 1)
-            require(
-                max(source, target) <= self.model.max_seq_len,
-                f"objective.span turns a {self.train.seq_len + 1}-token window into {source} encoder and "
-                f"{target} decoder tokens, over model.max_seq_len={self.model.max_seq_len}: raise it or "
-                "objective.span.mean_span_length",
-            )
         require(
             self.model.vocab_size >= self.tokenizer.vocab_size,
             f"model.vocab_size={self.model.vocab_size} is below tokenizer.vocab_size={self.tokenizer.vocab_size}",

@@ -52,6 +52,7 @@ from kiln.verbs import (
     resolve_config,
     resume_mode,
     run_dir_options,
+    whole_count,
 )
 
 
@@ -387,7 +388,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     fresh_start_options(parser, "training (sets train.time_budget_s)")
     parser.add_argument(
         "--max-restarts",
-        type=int,
+        type=whole_count,
         default=0,
         metavar="K",
         help="supervise: run training in a child process and restart it with --resume auto up to K times if it "

@@ -128,6 +128,17 @@ def guard_fresh_start(args: argparse.Namespace, run: RunDir) -> None:
         )
 
 
+def whole_count(text: str) -> int:
+    """A whole number >= 0 (a count of restarts, of items)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 0")
+    return value
+
+
 def parse_duration(text: str) -> float:
     """'10m', '90s', '1.5h' or plain seconds -> seconds."""
     units = {"s": 1, "m": 60, "h": 3600}

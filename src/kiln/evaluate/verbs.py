@@ -29,7 +29,7 @@ from kiln.shards.loader import ShardSet, iterate_windows
 from kiln.shards.writer import write_shards
 from kiln.staging import write_whole
 from kiln.tokenizer import literal
-from kiln.verbs import Verb, checkpoint_of, checkpoint_option, config_options, overrides, split_list
+from kiln.verbs import Verb, checkpoint_of, checkpoint_option, config_options, overrides, split_list, whole_count
 
 
 def evaluate_checkpoint(
@@ -274,7 +274,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.json (default: the checkpoint's own)")
     parser.add_argument("--tasks", default=None, metavar="LIST", help=task_help())
-    parser.add_argument("--limit", type=int, default=0, metavar="N", help="--tasks: at most N items per task")
+    parser.add_argument("--limit", type=whole_count, default=0, metavar="N", help="--tasks: at most N items per task")
     parser.add_argument(
         "--bias",
         action="store_true",

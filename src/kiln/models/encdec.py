@@ -10,11 +10,12 @@ once, then decodes token by token with a key/value cache for the decoder's self-
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from kiln.config import require
 from kiln.device import autocast
 from kiln.models.base import TokenModel
 from kiln.models.block import Block, make_attention, make_mlp, make_norm, out_std
@@ -196,6 +197,18 @@ def score_span(
     return out
 
 
+def windows_fit(cfg: Any) -> None:
+    """Span corruption turns a window (train.seq_len + 1 tokens) into the encoder's input and the
+    decoder's target: both must fit model.max_seq_len."""
+    window = cfg.train.seq_len + 1
+    source, target = cfg.objective.span.lengths(window)
+    require(
+        max(source, target) <= cfg.model.max_seq_len,
+        f"objective.span turns a {window}-token window into {source} encoder and {target} decoder tokens, "
+        f"over model.max_seq_len={cfg.model.max_seq_len}: raise it or objective.span.mean_span_length",
+    )
+
+
 SPEC = FamilySpec(
     name="encdec",
     model=EncoderDecoder,
@@ -206,4 +219,5 @@ SPEC = FamilySpec(
     summary="span corruption, encoder-decoder (T5-style)",
     causal=False,
     refuses=("embed_norm", "residual_scalars", "value_embeds"),
+    check_run=windows_fit,
 )

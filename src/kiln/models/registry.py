@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from kiln.models.config import ModelConfig
     from kiln.objectives.base import Objective
     from kiln.objectives.config import ObjectiveConfig
+    from kiln.runconfig import RunConfig
     from kiln.tokenizer import SpecialIds
 
 FAMILIES: dict[str, FamilySpec] = {
@@ -47,6 +48,14 @@ def checked(cfg: ModelConfig) -> FamilySpec:
     _check_sections(cfg)
     if spec.check is not None:
         spec.check(cfg)
+    return spec
+
+
+def check_run(cfg: RunConfig) -> FamilySpec:
+    """The family of `cfg.model` after its own checks and those it makes of the whole run config."""
+    spec = checked(cfg.model)
+    if spec.check_run is not None:
+        spec.check_run(cfg)
     return spec
 
 

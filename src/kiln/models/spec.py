@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import torch
@@ -93,6 +93,9 @@ class FamilySpec:
     """ModelConfig options this family has no place for: set, they are refused in one line."""
     check: Callable[[ModelConfig], None] | None = None
     """What else its config must satisfy (a one-line KilnError otherwise)."""
+    check_run: Callable[[Any], None] | None = None
+    """What the whole run config (RunConfig) must satisfy for it, e.g. its objective's windows fitting
+    the model (a one-line KilnError otherwise); `kiln run` asks before any stage."""
 
 
 # Matmul weights each token multiplies by once in a forward pass, from the config alone. These mirror

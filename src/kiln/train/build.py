@@ -21,7 +21,7 @@ from kiln.errors import KilnError
 from kiln.evaluate.suites import load_tasks
 from kiln.freshstart import FreshStart
 from kiln.models.build import build_model
-from kiln.models.registry import family
+from kiln.models.registry import check_run, family
 from kiln.rundir import STATE, RunDir
 from kiln.tokenizer import literal, load_tokenizer, objective_ids, token_byte_lengths, tokenizer_hash
 from kiln.train.checkpoint import Checkpointer, checkpoint_dirs, latest_checkpoint, load_weights
@@ -105,6 +105,7 @@ def build_trainer(
     )
     global_batch = cfg.train.micro_batch_size * accumulation_steps(cfg.train, par.world_size) * par.world_size
     cfg = planner.settle(cfg, checkpoint, global_batch)
+    check_run(cfg)  # the family's rules for the whole config (its objective's windows, ...)
     tc = cfg.train
     loader, val = parts.data(cfg, run, tokenizer, ids, par.rank, par.world_size)
     torch.manual_seed(tc.seed)
