@@ -31,3 +31,4 @@ def test_the_training_plot_shows_every_task_when_the_set_changes_on_a_resume(tmp
     records.append({"step": 20, "tokens": 2000, "tasks": {"b": scores}, "tasks_core": 0.1})
     _write(run.metrics, records)
     assert plot_training(run).read_bytes()[:4] == b"\x89PNG"
+    assert plot_training(run, mfu_per_token_s=1e-5).read_bytes()[:4] == b"\x89PNG"  # the closing ceiling's

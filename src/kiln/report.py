@@ -69,8 +69,11 @@ def plot_loss(run: RunDir) -> Path:
     return run.loss_plot
 
 
-def plot_training(run: RunDir) -> Path:
-    """Learning rate, gradient norm, throughput and MFU, and task scores against step -> training.png."""
+def plot_training(run: RunDir, mfu_per_token_s: float | None = None) -> Path:
+    """Learning rate, gradient norm, throughput and MFU, and task scores against step -> training.png.
+    With `mfu_per_token_s` (the summary's MFU over its tokens/s), MFU is each step's tokens/s against
+    the run's closing ceiling, as the summary states it; else as logged, against the first short
+    reading of the ceiling, which load can make low."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,7 +93,8 @@ def plot_training(run: RunDir) -> Path:
         ax.grid(alpha=0.3)
     if train:
         mfu = axes[1, 0].twinx()
-        mfu.plot(steps, [100 * r.get("mfu", 0) for r in train], color="tab:orange", linewidth=0.8, alpha=0.7)
+        per_step = [r.get("tokens_per_s", 0) * mfu_per_token_s if mfu_per_token_s else r.get("mfu", 0) for r in train]
+        mfu.plot(steps, [100 * m for m in per_step], color="tab:orange", linewidth=0.8, alpha=0.7)
         mfu.set_ylabel("MFU %", color="tab:orange")
         axes[1, 0].set_title("tokens/s (blue), MFU (orange)", fontsize=10)
     ax = axes[1, 1]

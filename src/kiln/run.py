@@ -105,7 +105,7 @@ def main(cfg: RunConfig, run: RunDir, resume: bool | str = False, overwrite: boo
     samples = sample_checkpoint(newest, None, device_name=cfg.train.device)
     metered("eval")
     plot_loss(run)
-    plot_training(run)
+    plot_training(run, trained["mfu"] / trained["tokens_per_s"] if trained["tokens_per_s"] else None)
     recorded = json.loads(run.stages.read_text())
     summary = {
         "preset": cfg.preset,

@@ -68,12 +68,28 @@ def test_the_ceiling_measurement_is_bounded_whatever_the_speed():
             self.now += self.per_product / 2
             return self.now
 
-    slow = Clock(0.5)  # a product is far over 1/32 of the time allowed: no growing past the first size
+    slow = Clock(0.5)  # 8 such products would overrun the time allowed: no growing past the first size
     assert set(matmul_ladder(CPU, torch.float32, 2.0, 4096, clock=slow)) == {128}
     assert slow.now <= 2.0 + 2 * 0.5  # the deadline, overrun by at most the product under way and one more
     fast = Clock(0.001)  # quick products: up the ladder to its top, then repeats until the deadline
     assert set(matmul_ladder(CPU, torch.float32, 0.5, 256, clock=fast)) == {128, 256}
     assert fast.now <= 0.5 + 2 * 0.001
+
+
+def test_under_load_the_ladder_climbs_past_products_that_mostly_wait_for_the_cores(monkeypatch):
+    """Another process holds the cores: every product waits 7 ms before its compute (400 GFLOP/s).
+    Judged by one product's share of a 0.2 s budget, the ladder stayed at 128 x 128 and read 0.6
+    GFLOP/s as the ceiling; judged by the time left, it climbs to where the compute shows."""
+    now = [0.0]
+
+    def matmul(a, b):
+        now[0] += 0.007 + 2 * a.shape[0] ** 3 / 400e9
+        return a
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", matmul)
+    rates = matmul_ladder(CPU, torch.float32, 0.2, 4096, clock=lambda: now[0])
+    assert max(rates) >= 1024 and max(rates.values()) > 100e9
+    assert now[0] < 0.2 + 2 * (0.007 + 2 * 4096**3 / 400e9)  # bounded
 
 
 def test_the_ladder_grows_only_while_products_are_quick_and_stops_on_request():

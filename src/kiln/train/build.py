@@ -157,7 +157,8 @@ def build_trainer(
         started=started,
         clock=clock,
     )
-    trainer.peak_flops = planner.peak_flops  # measured for the depth choice, if it was
+    # measured for the depth choice, if it was: a square reading, named as one in the summary
+    trainer.peak_flops = trainer.peaks["square"] = planner.peak_flops
     if fresh and not checkpoint:  # every check above has passed
         if par.rank == 0:
             fresh.accept()

@@ -45,11 +45,14 @@ def ladder(
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[int, dict[torch.dtype, float]]:
     """Best achieved FLOP/s of square (n x n) @ (n x n) products in each of `dtypes` at each size n
-    tried, within about `seconds` of `clock`: sizes double from 128 (1024 on CUDA) while the slowest
-    dtype's fastest of at least `samples` products takes under 1/32 of the time allowed, then the
-    remaining time repeats the largest size. The dtypes' products alternate, so a stretch of load from
-    another process slows them alike."""
-    deadline = clock() + seconds
+    tried, within about `seconds` of `clock`: sizes double from 128 (1024 on CUDA), after at least
+    `samples` products of each dtype, while `samples` more of each at the next size (8x this size's
+    fastest) fit in the time left; the rest of the time repeats the largest size. The dtypes' products
+    alternate, so a stretch of load from another process slows them alike. Under such load a small
+    product's time is mostly waiting for the cores, so the ladder climbs on what is left of the time,
+    not on one product's share of it (at 128 x 128 a reading of 0.5 GFLOP/s was once the ceiling)."""
+    start = clock()
+    deadline = start + seconds
     size = 1024 if device.type == "cuda" else 128
     rates: dict[int, dict[torch.dtype, float]] = {}
     while not stop():
@@ -66,7 +69,8 @@ def ladder(
                 _sync(device)
                 fastest[dtype] = min(fastest[dtype], max(clock() - t0, 1e-9))
             timed += 1
-            grow = max(fastest.values()) < seconds / 32 and size * 2 <= max_size
+            next_size = 8 * sum(fastest.values()) * samples  # the next size's products at this size's rate
+            grow = size * 2 <= max_size and clock() - start + next_size <= seconds
             if grow and timed >= samples or stop() or clock() >= deadline:
                 break
         rates[size] = {dtype: 2 * size**3 / t for dtype, t in fastest.items()}
