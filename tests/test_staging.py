@@ -314,3 +314,22 @@ def test_a_linked_folder_no_kiln_stage_published_is_never_replaced(tmp_path):
     staging.path("part_0.txt").write_text("new")
     staging.publish(["part_*.txt"], {"format": "kiln-test", "parts": 1})
     assert (mine / "part_0.txt").read_text() == "new"
+
+
+def test_saved_tensors_get_the_permissions_any_other_file_gets(tmp_path):
+    """safetensors creates its file for the owner alone: a shared export or checkpoint was unreadable."""
+    import os
+    import stat
+
+    import torch
+
+    from kiln.staging import save_tensors
+
+    before = os.umask(0o022)
+    try:
+        save_tensors({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
+        (tmp_path / "config.json").write_text("{}")
+    finally:
+        os.umask(before)
+    mode = stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "config.json").stat().st_mode) == 0o644

@@ -1,7 +1,7 @@
 """The corpus: which sources to read, reading them as one stream of `Document`s, and the split.
 
-A corpus is the built-in one, one path (a file or a folder of .txt/.md/JSONL/Parquet files, or a
-`kiln curate` output folder), or several named sources listed in a JSON file, each with its own
+A corpus is the built-in one, one path (a file or a folder of .txt/.md/JSONL/Parquet files; a
+`kiln curate` output is refused: a run reads its own), or several named sources listed in a JSON file, each with its own
 licence, origin, date and language for the data card and its weight or epochs for the mix. The
 train/validation split is by document, decided by a hash of the document id, so it is stable when
 documents are added or reordered.
@@ -60,7 +60,8 @@ def _is_curated(path: Path) -> bool:
 class CorpusConfig:
     corpus: str = BUILTIN
     """'sotu' for the built-in State of the Union corpus (1790-2021), or a path: a .txt/.md, JSONL
-    (.jsonl, .jsonl.gz, .jsonl.zst) or .parquet file, a folder of them, or a `kiln curate` output."""
+    (.jsonl, .jsonl.gz, .jsonl.xz, .jsonl.zst) or .parquet file, or a folder of them (not a `kiln curate`
+    output: a run reads its own curated/)."""
     sources: str = ""
     """A JSON file listing several named sources (replaces data.corpus); see docs/curation.md."""
     text_field: str = "text"

@@ -187,7 +187,8 @@ def tokenize(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
         for split, manifest in manifests.items():
             if manifest["num_documents"] == 0:
                 raise KilnError(
-                    f"no document of {stats.num_documents} fell into the {split} split; use a corpus with "
+                    f"no document of {sum(m['num_documents'] for m in manifests.values())} fell into the "
+                    f"{split} split; use a corpus with "
                     "more documents, or change data.val_fraction or data.split_seed"
                 )
 

@@ -106,6 +106,27 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask would change it for other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def save_tensors(tensors: dict[str, Any], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, with the permissions any other file gets (it creates its file readable
+    by the owner only, so a shared export or checkpoint could not be read by the others it is for)."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=metadata)
+    if os.name != "nt":
+        os.chmod(path, 0o666 & ~_umask())
+
+
 def write_whole(path: Path, text: str) -> None:
     """Write the text file `path` whole or not at all (written under its staged name, synced, then
     renamed): a reader, or the next run after a crash or a power loss, never finds half of it, and a

@@ -5,8 +5,8 @@ spacing are ignored.
 
 Near: MinHash over word n-gram shingles with LSH banding (Broder 1997; the 5-gram, 14 bands x 8 rows
 setting of the FineWeb/datatrove pipelines). Two documents whose shingle sets have Jaccard
-similarity s share a band with probability 1 - (1 - s^rows)^bands: about 0.5 at s = 0.72, 0.96 at
-s = 0.8 and under 0.01 at s = 0.5. Signatures are computed with numpy (the stable word hashes of
+similarity s share a band with probability 1 - (1 - s^rows)^bands: about 0.5 at s = 0.68, 0.92 at
+s = 0.8, 0.05 at s = 0.5 and under 0.01 at s = 0.4. Signatures are computed with numpy (the stable word hashes of
 `kiln.curate.words`, shingles combined polynomially, bands * rows affine permutations of 32-bit
 values); the index keeps `bands` keys of 32 bytes per kept document (~100 bytes each in its dict).
 """

@@ -62,7 +62,13 @@ def cloze_task(docs: Iterable[tuple[str, str]], limit: int = 500) -> Task:
     every second one...), at most `limit` items (0: all)."""
     per_doc = [_cloze_items(sentences(text)) for _, text in _shuffled(docs)]
     items = _round_robin(per_doc, limit)
-    return Task("kiln_cloze", "cloze", tuple(items), "acc", "kiln: last word of held-out passages (validation split)")
+    return Task(
+        "kiln_cloze",
+        "cloze",
+        tuple(items),
+        "acc",
+        "kiln: last word of held-out passages (the validation split, or eval --text)",
+    )
 
 
 def _round_robin(per_doc: list[list[Item]], limit: int) -> list[Item]:
@@ -123,7 +129,8 @@ def choice_task(docs: Iterable[tuple[str, str]], limit: int = 500) -> Task:
         "choice",
         tuple(items),
         "acc_norm",
-        f"kiln: true next sentence against {CHOICE_DISTRACTORS} from other held-out documents (validation split)",
+        f"kiln: true next sentence against {CHOICE_DISTRACTORS} from other held-out documents "
+        "(the validation split, or eval --text)",
     )
 
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed.checkpoint as dcp
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file
+from safetensors.torch import load_file, load_model
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
@@ -48,7 +48,7 @@ from torch.utils._pytree import tree_map_only
 
 from kiln.errors import KilnError
 from kiln.rundir import CONFIG, STATE, TOKENIZER
-from kiln.staging import remove_path, rename_synced, sync_tree
+from kiln.staging import remove_path, rename_synced, save_tensors, sync_tree
 from kiln.train.dcp_safe import SafeEmptyLoadPlanner, SafeLoadPlanner, SafeReader, quiet_load
 from kiln.train.manifest import matches_manifest, verify_checkpoint, write_manifest
 
@@ -193,13 +193,13 @@ def save_checkpoint(
             future = dcp.async_save(sharded, checkpoint_id=str(tmp / "dcp"), no_dist=_single())
         else:
             dcp.save(sharded, checkpoint_id=str(tmp / "dcp"), no_dist=_single())
-    save_file(rng_state(), str(tmp / f"rng_rank{rank}.safetensors"))
+    save_tensors(rng_state(), tmp / f"rng_rank{rank}.safetensors")
     weights = _full_weights(model)  # a collective under FSDP: every rank takes part
     if rank == 0:
         files = weight_files(weights) if weight_files is not None else {"model.safetensors": weights}
         for name, tensors in files.items():
             if tensors:
-                save_file(tensors, str(tmp / name))
+                save_tensors(tensors, tmp / name)
 
     def publish() -> Path:
         barrier()
@@ -396,7 +396,7 @@ def consolidate(path: Path) -> Path:
         weights.pop("head.weight", None)
     staged = path / f".staged-{target.name}"
     staged.unlink(missing_ok=True)  # a new file, never written through a link left at its name
-    save_file(weights, str(staged))
+    save_tensors(weights, staged)
     rename_synced(staged, target)
     return target
 

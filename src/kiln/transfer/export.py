@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from safetensors.torch import save_file
 
 from kiln.evaluate.load import LoadedCheckpoint, load_checkpoint
 from kiln.finetune.sft import CHAT_TEMPLATE
 from kiln.models.decoder import Decoder
 from kiln.models.sampling import generate
 from kiln.rundir import RunDir
+from kiln.staging import save_tensors
 from kiln.tokenizer import BOS, EOS, PAD
 from kiln.transfer.hf import hf_config, to_hf, tokenizer_files
 
@@ -44,7 +44,7 @@ def export_hf(checkpoint: Path, out: Path, verify: bool = True) -> dict[str, Any
     config = hf_config(cfg.model, ids.bos, ids.eos, ids.pad)
     out.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().float() for k, v in loaded.model.state_dict().items()}
-    save_file(to_hf(weights, cfg.model), str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_tensors(to_hf(weights, cfg.model), out / "model.safetensors", metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     tokenizer_files(checkpoint / "tokenizer.json", out, BOS, EOS, PAD, cfg.train.seq_len)
     if cfg.finetune.data:  # fine-tuned on chats: its template, for apply_chat_template

@@ -25,14 +25,14 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tokenizers import AddedToken, Tokenizer
 
 from kiln.config import to_dict
 from kiln.errors import KilnError
 from kiln.presets import cpu
 from kiln.rundir import CONFIG, STATE, TOKENIZER, RunDir
-from kiln.staging import STAGED, rename_synced, sync, sync_tree
+from kiln.staging import STAGED, rename_synced, save_tensors, sync, sync_tree
 from kiln.tokenizer import BOS, EOS, FIXED_SPECIALS, tokenizer_hash
 from kiln.train.manifest import write_manifest
 from kiln.transfer.hf import from_hf, model_config_from_hf, unit_norms_dropped
@@ -179,7 +179,7 @@ def _import_into(folder: Path, run: RunDir) -> dict[str, Any]:
     shutil.copyfile(run.tokenizer, ckpt / TOKENIZER)
     # a tied head is stored once, under the embedding's name, as kiln's own checkpoints store it
     tensors = {k: v.contiguous() for k, v in weights.items() if not (model_cfg.tie_embeddings and k == "head.weight")}
-    save_file(tensors, str(ckpt / "model.safetensors"))
+    save_tensors(tensors, ckpt / "model.safetensors")
     saved = to_dict(cfg)
     (ckpt / CONFIG).write_text(json.dumps(saved, indent=2) + "\n")
     run.config.write_text(json.dumps(saved, indent=2) + "\n")
