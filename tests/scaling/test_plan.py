@@ -14,7 +14,7 @@ from kiln.models.config import ModelConfig
 from kiln.runconfig import RunConfig
 from kiln.scaling.fit import fit_law, fit_with_checks
 from kiln.scaling.laws import BESIROGLU, GOPHER_FLOPS, HOFFMANN, LossLaw, epochs_note
-from kiln.scaling.plan import budget_of, decoder_params, make_plan, nearest_depth
+from kiln.scaling.plan import budget_of, decoder_params, make_plan, nearest_depth, planned_model
 
 
 def test_published_allocations_at_gophers_budget():
@@ -51,10 +51,15 @@ def test_parameter_count_from_config_matches_the_built_model():
     for cfg in (
         ModelConfig(depth=3, vocab_size=8192, max_seq_len=256),
         ModelConfig(depth=2, vocab_size=1000, max_seq_len=128, tie_embeddings=False, num_kv_heads=1),
+        planned_model(4, 8192, 256),  # kiln's recipe: QK-norm gains, untied
+        ModelConfig(depth=3, vocab_size=4096, qk_norm=True, norm_params=False),
     ):
         assert decoder_params(cfg) == build_on_meta(cfg).num_params()
     depth, params, _ = nearest_depth(8.9e6, 8192, 256)
-    assert depth == 5 and params == build_on_meta(ModelConfig(depth=5, vocab_size=8192, max_seq_len=256)).num_params()
+    assert params == build_on_meta(planned_model(depth, 8192, 256)).num_params()
+    for other in (depth - 1, depth + 1):  # the nearest in ratio
+        far = decoder_params(planned_model(other, 8192, 256))
+        assert abs(math.log(far / 8.9e6)) >= abs(math.log(params / 8.9e6))
 
 
 def test_epoch_warnings_follow_muennighoff():
@@ -90,6 +95,13 @@ def test_plan_budgets_shape_and_emitted_config(tmp_path, capsys):
     assert cfg.model.depth >= 1 and cfg.train.seq_len == 256 and cfg.train.max_steps >= 1
     assert main(["train", "--config", str(out), "--run-dir", str(tmp_path / "r"), "--dry-run"]) == 0
     assert f"model.depth = {cfg.model.depth}" in capsys.readouterr().out
+    planned = make_plan(budget_of(flops=1e15), vocab_size=8192, seq_len=256)["shape"]
+    assert decoder_params(cfg.model) == planned["params"] and cfg.model.num_heads == planned["heads"]  # what it printed
+    assert cfg.parallel.mode == "none" and cfg.train.global_batch_size == 0
+    gpus = tmp_path / "gpus.json"
+    assert main(["plan", "--gpu-hours", "80", "--gpus", "8", "--seq-len", "256", "--emit-config", str(gpus)]) == 0
+    spread = load_config(RunConfig, gpus)
+    assert spread.parallel.mode == "fsdp" and spread.train.global_batch_size == 8 * spread.train.micro_batch_size
     assert main(["plan", "--flops", "1e16", "--seq-len", "256", "--emit-config", str(out)]) == 0  # its own: replaced
     run_config = tmp_path / "config.json"
     run_config.write_text('{"preset": "cpu"}')  # a run's config, or any file kiln plan did not write: kept

@@ -92,10 +92,19 @@ def budget_of(
 
 def decoder_params(cfg: ModelConfig) -> int:
     """The dense decoder's parameter count from its config alone (equal to the built model's: tested):
-    embedding, untied head, per block attention + SwiGLU + two norm weights, the final norm."""
-    block = attention_params(cfg) + int(mlp_params(cfg, 0)) + 2 * cfg.dim
+    embedding, untied head, per block attention (and QK-norm's two gains) + SwiGLU + two norm weights,
+    the final norm."""
+    qk = 2 * cfg.head_dim if cfg.qk_norm and cfg.norm_params else 0
+    block = attention_params(cfg) + qk + int(mlp_params(cfg, 0)) + (2 * cfg.dim if cfg.norm_params else 0)
     head = 0 if cfg.tie_embeddings else cfg.vocab_size * cfg.dim
-    return cfg.vocab_size * cfg.dim + head + cfg.num_layers * block + cfg.dim
+    return cfg.vocab_size * cfg.dim + head + cfg.num_layers * block + (cfg.dim if cfg.norm_params else 0)
+
+
+def planned_model(depth: int, vocab_size: int, seq_len: int) -> ModelConfig:
+    """The model a planned config trains: kiln's recipe (presets.recipe_model) at `depth` on the dial."""
+    from kiln.presets import recipe_model
+
+    return recipe_model(depth=depth, vocab_size=vocab_size, max_seq_len=seq_len)
 
 
 def dial_point(depth: int, vocab_size: int, seq_len: int) -> tuple[int, int, float]:
@@ -103,7 +112,7 @@ def dial_point(depth: int, vocab_size: int, seq_len: int) -> tuple[int, int, flo
     from kiln.objectives.config import ObjectiveConfig
     from kiln.train.flops import flops_per_token
 
-    cfg = ModelConfig(depth=depth, vocab_size=vocab_size, max_seq_len=seq_len)
+    cfg = planned_model(depth, vocab_size, seq_len)
     return depth, decoder_params(cfg), flops_per_token(cfg, seq_len, ObjectiveConfig())
 
 
@@ -181,7 +190,7 @@ def make_plan(
     hours = budget.seconds / 3600
     shards = budget.devices if parallel == "fsdp" else 1
 
-    shape = ModelConfig(depth=depth, vocab_size=vocab_size, max_seq_len=seq_len)
+    shape = planned_model(depth, vocab_size, seq_len)
     activations = micro_batch_tokens * shape.dim * shape.num_layers * 34 + micro_batch_tokens * vocab_size * 4
     memory = params * BYTES_PER_PARAM / shards + activations
     energy_kwh = budget.watts * budget.devices * hours / 1000
@@ -221,6 +230,7 @@ def make_plan(
         },
         "seq_len": seq_len,
         "vocab_size": vocab_size,
+        "parallel": parallel if budget.devices > 1 else "none",
     }
     corpus = corpus_tokens(run_dir)
     if corpus is not None:
@@ -287,7 +297,9 @@ def emit_config(plan: dict[str, Any], path: Path, micro_batch_size: int = 8) -> 
     s = plan["shape"]
     base = cpu()
     seq_len = plan["seq_len"]
-    steps = max(1, int(s["tokens"] // (seq_len * micro_batch_size)))
+    devices = plan["budget"]["devices"]
+    sequences = micro_batch_size * devices  # a step: one micro-batch on each device of the plan
+    steps = max(1, int(s["tokens"] // (seq_len * sequences)))
     cfg = replace(
         base,
         preset="plan",
@@ -301,7 +313,9 @@ def emit_config(plan: dict[str, Any], path: Path, micro_batch_size: int = 8) -> 
             max_steps=steps,
             size_from_budget=False,
             time_budget_s=0.0,
+            global_batch_size=sequences if devices > 1 else 0,  # the same tokens a step at any world size
         ),
+        parallel=replace(base.parallel, mode=plan.get("parallel", "none")),
     )
     save_config(cfg, path)
     return path
