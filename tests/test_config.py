@@ -44,6 +44,7 @@ def test_overrides_parse_by_type_and_validate():
         ({"objective.masked.random_token_frac": "-0.6"}, "must be in \\[0, 1\\]"),
         ({"train.time_budget_s": "inf"}, "time_budget_s must be finite"),
         ({"budget_s": "inf"}, "must be finite"),
+        ({"sample.temperature": "1e-39"}, "0 \\(greedy\\) or a finite value"),
         ({"model.rope_theta": "0"}, "rope_theta=0.0 must be positive"),  # NaN logits otherwise
     ],
 )

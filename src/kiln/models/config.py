@@ -256,7 +256,11 @@ class SampleConfig:
     """Prompts for `kiln run`'s samples (on the command line separated by '|': they may hold commas)."""
 
     def __post_init__(self) -> None:
-        require(self.temperature >= 0, f"sample.temperature={self.temperature} must be >= 0")
+        require(
+            self.temperature == 0 or 1e-3 <= self.temperature < math.inf,
+            f"sample.temperature={self.temperature} must be 0 (greedy) or a finite value >= 0.001 (smaller "
+            "overflows the scaled logits)",
+        )
         require(0 < self.top_p <= 1, f"sample.top_p={self.top_p} must be in (0, 1]")
         require(self.top_k >= 0, f"sample.top_k={self.top_k} must be >= 0")
         require(self.max_new_tokens > 0, f"sample.max_new_tokens={self.max_new_tokens} must be positive")
