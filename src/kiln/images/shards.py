@@ -209,7 +209,7 @@ class ImageShardSet:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise KilnError(f"image shard manifest {path} is corrupt ({e}); re-run `kiln tokenize`") from None
         m = self.manifest if isinstance(self.manifest, dict) else {}
-        sizes_ok = all(isinstance(m.get(k), int) and m[k] > 0 for k in ("width", "max_images", "image_size"))
+        sizes_ok = all(whole(m.get(k), least=1) for k in ("width", "max_images", "image_size"))
         if m.get("format") != FORMAT or not sizes_ok or not isinstance(m.get("files"), list) or not m["files"]:
             raise KilnError(f"{path} is not a kiln image shard manifest (format, sizes and a list of files)")
         self.tokens, self.pixels, self.counts = [], [], []

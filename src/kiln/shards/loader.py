@@ -41,7 +41,7 @@ class ShardSet:
             raise KilnError(f"shard manifest {path} is corrupt ({e}); re-run `kiln tokenize`") from None
         shards = self.manifest.get("shards") if isinstance(self.manifest, dict) else None
         counted = isinstance(shards, list) and all(
-            isinstance(s, dict) and isinstance(s.get("num_tokens"), int) and s["num_tokens"] >= 0 for s in shards
+            isinstance(s, dict) and whole(s.get("num_tokens"), 0) for s in shards
         )
         if not counted:
             raise KilnError(f"{path} is not a kiln shard manifest (no list of shards with token counts)")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import nn
 
+from kiln.config import whole
 from kiln.errors import KilnError
 from kiln.models.registry import build_objective
 from kiln.shards.loader import PackedLoader, ShardSet, ShardValidation
@@ -62,7 +63,7 @@ def check_shards(shards: ShardSet, tokenizer_sha256: str, vocab_size: int) -> Sh
     if shards.tokenizer_sha256 != tokenizer_sha256:
         raise KilnError(f"shards in {shards.directory} were made with another tokenizer; re-run `kiln tokenize`")
     listed = shards.manifest.get("vocab_size")
-    if not isinstance(listed, int) or listed > vocab_size:
+    if not whole(listed) or listed > vocab_size:
         raise KilnError(f"tokenizer has {listed} tokens but model.vocab_size={vocab_size}; raise model.vocab_size")
     top = shards.max_token()
     if top >= vocab_size:  # a manifest that says otherwise: not shards kiln wrote with this tokenizer

@@ -88,7 +88,7 @@ def matmul_ladder(
     stop: Stop = _never,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[int, float]:
-    """`ladder` of one dtype, growing after its first quick product: the best FLOP/s at each size."""
+    """`ladder` of one dtype, one product a size before it grows: the best FLOP/s at each size."""
     return {size: rates[dtype] for size, rates in ladder(device, (dtype,), seconds, max_size, 1, stop, clock).items()}
 
 
